@@ -1,0 +1,292 @@
+"""DIALS experiment lists (``.expt``, JSON), read into small immutable models.
+
+An experiment list stores each model once, in a list per kind (``beam``, ``detector``,
+``scan``, ``goniometer``, ``crystal``, ``imageset``), and every experiment refers to them
+by index; models shared between experiments stay shared here (the same Python object).
+
+Detector panels are stored by dxtbx in the frame of their parent group in the
+``hierarchy`` (dxtbx ``Panel.to_dict`` writes the *local* axes and origin), so panel
+frames are composed down the hierarchy into the laboratory frame.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FileFormatError
+from .source import describe_content, read_bytes
+
+MODEL_KINDS = ("beam", "detector", "goniometer", "scan", "crystal", "imageset")
+
+
+def _vector(values, length: int = 3) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.shape != (length,) or not np.isfinite(array).all():
+        raise ValueError(f"expected {length} finite numbers, found {values!r}")
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Beam:
+    """A monochromatic beam; ``direction`` points from the sample towards the source."""
+
+    wavelength: float
+    direction: np.ndarray
+
+    @property
+    def s0(self) -> np.ndarray:
+        """The incident beam vector, length 1/wavelength (Å⁻¹), as dxtbx defines it."""
+        return -self.direction / np.linalg.norm(self.direction) / self.wavelength
+
+
+@dataclass(frozen=True, eq=False)
+class Panel:
+    """One detector panel in the laboratory frame (mm)."""
+
+    name: str
+    origin: np.ndarray
+    fast_axis: np.ndarray
+    slow_axis: np.ndarray
+    pixel_size: tuple[float, float]
+    image_size: tuple[int, int]
+    thickness: float = 0.0
+    mu: float = 0.0
+    px_mm_strategy: str = "SimplePxMmStrategy"
+
+    @property
+    def normal(self) -> np.ndarray:
+        normal = np.cross(self.fast_axis, self.slow_axis)
+        return normal / np.linalg.norm(normal)
+
+
+@dataclass(frozen=True, eq=False)
+class Detector:
+    panels: tuple[Panel, ...]
+
+    def __len__(self) -> int:
+        return len(self.panels)
+
+
+@dataclass(frozen=True, eq=False)
+class Scan:
+    """Image range (first, last; 1-based, inclusive) and oscillation (start, width) in
+    degrees, from either the old ``oscillation`` pair or per-image ``properties``."""
+
+    image_range: tuple[int, int]
+    oscillation: tuple[float, float]
+    batch_offset: int = 0
+
+    @property
+    def num_images(self) -> int:
+        return self.image_range[1] - self.image_range[0] + 1
+
+
+@dataclass(frozen=True, eq=False)
+class Goniometer:
+    """Rotation axis (lab frame) of a single- or multi-axis goniometer."""
+
+    rotation_axis: np.ndarray
+    axis_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class Crystal:
+    """Real-space unit-cell vectors (rows a, b, c; Å) and the space group's Hall symbol."""
+
+    real_space: np.ndarray
+    space_group_hall_symbol: str
+
+    @property
+    def unit_cell(self) -> tuple[float, float, float, float, float, float]:
+        a, b, c = self.real_space
+        lengths = [float(np.linalg.norm(v)) for v in (a, b, c)]
+
+        def angle(u, v):
+            return float(np.degrees(np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))))
+
+        return (*lengths, angle(b, c), angle(a, c), angle(a, b))
+
+    def d_spacings(self, miller_indices: np.ndarray) -> np.ndarray:
+        """d (Å) of each (h, k, l); infinite for (0, 0, 0)."""
+        reciprocal = np.linalg.inv(self.real_space)  # columns are a*, b*, c*
+        q = np.asarray(miller_indices, dtype=np.float64) @ reciprocal.T
+        with np.errstate(divide="ignore"):
+            return 1.0 / np.linalg.norm(q, axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    identifier: str
+    beam: Beam | None = None
+    detector: Detector | None = None
+    goniometer: Goniometer | None = None
+    scan: Scan | None = None
+    crystal: Crystal | None = None
+    imageset_template: str | None = None
+
+
+@dataclass(eq=False)
+class ExperimentList:
+    experiments: list[Experiment] = field(default_factory=list)
+    path: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.experiments)
+
+    def __iter__(self):
+        return iter(self.experiments)
+
+    def __getitem__(self, index: int) -> Experiment:
+        return self.experiments[index]
+
+    def identifiers(self) -> list[str]:
+        return [experiment.identifier for experiment in self.experiments]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _beam(d: dict) -> Beam:
+    if "s0" in d and "direction" not in d:
+        s0 = _vector(d["s0"])
+        return Beam(wavelength=float(1.0 / np.linalg.norm(s0)), direction=_vector(-s0 / np.linalg.norm(s0)))
+    wavelength = float(d["wavelength"])
+    if not wavelength > 0:
+        raise ValueError(f"wavelength {wavelength} is not positive")
+    return Beam(wavelength=wavelength, direction=_vector(d["direction"]))
+
+
+def _frame(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _vector(d["fast_axis"]), _vector(d["slow_axis"]), _vector(d["origin"])
+
+
+def _detector(d: dict) -> Detector:
+    panels = d["panels"]
+    local_frames = [_frame(p) for p in panels]
+    global_frames = list(local_frames)
+
+    def descend(group: dict, parent: np.ndarray, parent_origin: np.ndarray) -> None:
+        # parent: 3x3 with columns fast, slow, normal of the parent frame (lab frame).
+        for child in group.get("children", []):
+            fast, slow, origin = _frame(child) if "fast_axis" in child else (None, None, None)
+            if "panel" in child:
+                index = int(child["panel"])
+                fast, slow, origin = local_frames[index]
+                global_frames[index] = (parent @ fast, parent @ slow, parent_origin + parent @ origin)
+                continue
+            fast_g, slow_g = parent @ fast, parent @ slow
+            normal_g = np.cross(fast_g, slow_g)
+            descend(child, np.column_stack([fast_g, slow_g, normal_g / np.linalg.norm(normal_g)]), parent_origin + parent @ origin)
+
+    hierarchy = d.get("hierarchy")
+    if hierarchy:
+        fast, slow, origin = _frame(hierarchy)
+        normal = np.cross(fast, slow)
+        descend(hierarchy, np.column_stack([fast, slow, normal / np.linalg.norm(normal)]), origin)
+    result = []
+    for p, (fast, slow, origin) in zip(panels, global_frames):
+        pixel_size = tuple(float(v) for v in p["pixel_size"])
+        image_size = tuple(int(v) for v in p["image_size"])
+        if len(pixel_size) != 2 or len(image_size) != 2 or min(pixel_size) <= 0:
+            raise ValueError(f"panel {p.get('name')!r} has an invalid pixel or image size")
+        result.append(
+            Panel(
+                name=str(p.get("name", "")),
+                origin=origin,
+                fast_axis=fast,
+                slow_axis=slow,
+                pixel_size=pixel_size,
+                image_size=image_size,
+                thickness=float(p.get("thickness", 0.0)),
+                mu=float(p.get("mu", 0.0)),
+                px_mm_strategy=str((p.get("px_mm_strategy") or {}).get("type", "SimplePxMmStrategy")),
+            )
+        )
+    return Detector(panels=tuple(result))
+
+
+def _scan(d: dict) -> Scan:
+    first, last = (int(v) for v in d["image_range"])
+    if "oscillation" in d:
+        start, width = (float(v) for v in d["oscillation"])
+    else:
+        properties = d.get("properties", {})
+        starts, widths = properties.get("oscillation") or [0.0], properties.get("oscillation_width") or [0.0]
+        start, width = float(starts[0]), float(widths[0])
+    return Scan(image_range=(first, last), oscillation=(start, width), batch_offset=int(d.get("batch_offset", 0)))
+
+
+def _goniometer(d: dict) -> Goniometer:
+    if "rotation_axis" in d:
+        return Goniometer(rotation_axis=_vector(d["rotation_axis"]))
+    axes, names = d["axes"], tuple(str(n) for n in d.get("names", ()))
+    return Goniometer(rotation_axis=_vector(axes[int(d.get("scan_axis", 0))]), axis_names=names)
+
+
+def _crystal(d: dict) -> Crystal:
+    real_space = np.array([_vector(d[key]) for key in ("real_space_a", "real_space_b", "real_space_c")])
+    if abs(np.linalg.det(real_space)) < 1e-9:
+        raise ValueError("the real-space vectors are degenerate")
+    real_space.setflags(write=False)
+    return Crystal(real_space=real_space, space_group_hall_symbol=str(d.get("space_group_hall_symbol", "")).strip())
+
+
+_PARSERS = {"beam": _beam, "detector": _detector, "goniometer": _goniometer, "scan": _scan, "crystal": _crystal}
+
+
+def parse_experiments(document, path: str | None = None) -> ExperimentList:
+    """Build an ExperimentList from the decoded JSON of an ``.expt`` file."""
+    if not isinstance(document, dict) or document.get("__id__") != "ExperimentList" or not isinstance(
+        document.get("experiment"), list
+    ):
+        raise FileFormatError(path, "is JSON but not a DIALS experiment list (no ExperimentList with experiments)")
+    models: dict[str, list] = {}
+    for kind, parse in _PARSERS.items():
+        entries = document.get(kind) or []
+        parsed = []
+        for index, entry in enumerate(entries):
+            try:
+                parsed.append(parse(entry))
+            except (KeyError, TypeError, ValueError, IndexError, np.linalg.LinAlgError) as error:
+                detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+                raise FileFormatError(path, f"has an invalid {kind} model (number {index}): {detail}") from None
+        models[kind] = parsed
+    templates = [entry.get("template") if isinstance(entry, dict) else None for entry in document.get("imageset") or []]
+    experiments = []
+    for number, entry in enumerate(document["experiment"]):
+        references = {}
+        for kind in MODEL_KINDS:
+            index = entry.get(kind) if isinstance(entry, dict) else None
+            if index is None:
+                continue
+            pool = templates if kind == "imageset" else models[kind]
+            if not isinstance(index, int) or not 0 <= index < len(pool):
+                raise FileFormatError(path, f"is corrupt: experiment {number} refers to {kind} {index!r}, which does not exist")
+            references[kind] = pool[index]
+        experiments.append(
+            Experiment(
+                identifier=str(entry.get("identifier", "")),
+                imageset_template=references.pop("imageset", None),
+                **references,
+            )
+        )
+    return ExperimentList(experiments=experiments, path=path)
+
+
+def read_experiments(path: str | os.PathLike) -> ExperimentList:
+    """Read a DIALS ``.expt`` file (optionally compressed)."""
+    path = os.fspath(path)
+    content = read_bytes(path)
+    head = bytes(content[:64])
+    if head.lstrip()[:1] != b"{":
+        raise FileFormatError(path, f"is not a DIALS experiment list: it looks like {describe_content(head)}")
+    try:
+        document = json.loads(bytes(content))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise FileFormatError(path, f"is not valid JSON ({error}): is it truncated?") from None
+    return parse_experiments(document, path=path)

@@ -1,0 +1,284 @@
+"""DIALS reflection tables (``.refl``, msgpack, versions 1 and 2): read and write.
+
+Layout (reference §1): ``["dials::af::reflection_table", version, {"identifiers": {id:
+str}, "nrows": n, "data": {name: [type, [n, bin]]}}]``. Fixed-size columns become numpy
+views of the file's bytes; the ``Shoebox<>`` column becomes a :class:`ShoeboxColumn`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import FileFormatError
+from .msgpack_cursor import MsgpackCursor
+from .shoeboxes import ShoeboxColumn
+from .source import describe_content, read_bytes
+
+logger = logging.getLogger(__name__)
+
+TABLE_TAG = "dials::af::reflection_table"
+SUPPORTED_VERSIONS = (1, 2)
+HEADER_KEYS = ("identifiers", "nrows", "data")
+SHOEBOX_TYPE = "Shoebox<>"
+NOT_PORTABLE_TYPES = ("std::string",)
+
+# DIALS column type name -> (little-endian element dtype, element shape).
+COLUMN_TYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    "bool": ("?", ()),
+    "int": ("<i4", ()),
+    "std::size_t": ("<u8", ()),
+    "double": ("<f8", ()),
+    "vec2<double>": ("<f8", (2,)),
+    "vec3<double>": ("<f8", (3,)),
+    "mat3<double>": ("<f8", (3, 3)),
+    "int6": ("<i4", (6,)),
+    "cctbx::miller::index<>": ("<i4", (3,)),
+}
+_TYPE_OF_ARRAY = {(np.dtype(d).str, shape): name for name, (d, shape) in COLUMN_TYPES.items()}
+
+PICKLE_ADVICE = (
+    "is a legacy Python-pickle reflection table, which is never unpickled because loading a "
+    "pickle can run arbitrary code; convert it with a current DIALS: dials.python -c "
+    "\"from dials.array_family import flex; "
+    "flex.reflection_table.from_file('old.refl').as_file('new.refl')\""
+)
+
+
+@dataclass(eq=False)
+class ReflectionTable:
+    """The columns of a DIALS reflection table as numpy arrays.
+
+    ``columns`` holds every fixed-size column (views of the file where possible),
+    ``shoeboxes`` the ``shoebox`` column if any, ``identifiers`` the experiment identifier
+    map (None where the file has no such map), and ``skipped_columns`` the columns that
+    could not be read portably, with the reason.
+    """
+
+    nrows: int
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    identifiers: dict[int, str] | None = field(default_factory=dict)
+    shoeboxes: ShoeboxColumn | None = None
+    shoebox_column_name: str | None = None
+    version: int = 2
+    path: str | None = None
+    skipped_columns: dict[str, str] = field(default_factory=dict)
+    # What the writer needs to reproduce the file byte for byte.
+    header_keys: tuple[str, ...] = HEADER_KEYS
+    column_order: list[str] = field(default_factory=list)
+    raw_columns: dict[str, tuple[str, int, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.nrows
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.columns or name == self.shoebox_column_name
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def column_type(self, name: str) -> str:
+        if name == self.shoebox_column_name:
+            return SHOEBOX_TYPE
+        if name in self.raw_columns:
+            return self.raw_columns[name][0]
+        array = self.columns[name]
+        try:
+            return _TYPE_OF_ARRAY[(array.dtype.newbyteorder("<").str, array.shape[1:])]
+        except KeyError:
+            raise ValueError(f"column {name!r} has dtype {array.dtype} and shape {array.shape}, not a DIALS type") from None
+
+
+def _column_view(buffer, offset: int, length: int, count: int, type_name: str, name: str, path) -> np.ndarray:
+    dtype, shape = COLUMN_TYPES[type_name]
+    dtype = np.dtype(dtype)
+    element_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+    if length != count * element_bytes:
+        raise FileFormatError(
+            path,
+            f"is corrupt: column {name!r} ({type_name}) claims {count} elements, which need "
+            f"{count * element_bytes} bytes, but holds {length}",
+        )
+    array = np.frombuffer(buffer, dtype=np.uint8, count=length, offset=offset)
+    if dtype == bool:
+        if length and array.max() > 1:
+            raise FileFormatError(path, f"is corrupt: bool column {name!r} holds values other than 0 and 1")
+        return array.view(bool)
+    return array.view(dtype).reshape((count,) + shape)
+
+
+def parse_reflections(buffer, path: str | None = None, engine: str = "auto") -> ReflectionTable:
+    """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s)."""
+    cursor = MsgpackCursor(buffer, path)
+    head = bytes(cursor.buffer[:16])
+    if head[:1] == b"\x80":
+        raise FileFormatError(path, PICKLE_ADVICE)
+    if head[:1] not in (b"\x93", b"\xdc", b"\xdd"):
+        raise FileFormatError(path, f"is not a DIALS reflection table: it looks like {describe_content(head)}")
+    if cursor.array_length() != 3:
+        raise FileFormatError(path, "is not a DIALS reflection table: its top-level msgpack array does not have 3 items")
+    tag = cursor.string()
+    if tag != TABLE_TAG:
+        raise FileFormatError(path, f"is not a DIALS reflection table: its tag is {tag!r}, not {TABLE_TAG!r}")
+    version = cursor.integer()
+    if version not in SUPPORTED_VERSIONS:
+        raise FileFormatError(
+            path,
+            f"is a reflection table of version {version}, which this program does not know "
+            f"(it reads versions {SUPPORTED_VERSIONS[0]} and {SUPPORTED_VERSIONS[-1]}); "
+            "upgrade dials.spot_size_analysis",
+        )
+    header_keys: list[str] = []
+    identifiers: dict[int, str] | None = None
+    nrows: int | None = None
+    data_position: int | None = None
+    for _ in range(cursor.map_length()):
+        key = cursor.string()
+        if key not in HEADER_KEYS:
+            raise FileFormatError(path, f"is not a valid DIALS reflection table: unknown header key {key!r}")
+        if key in header_keys:
+            raise FileFormatError(path, f"is not a valid DIALS reflection table: header key {key!r} appears twice")
+        header_keys.append(key)
+        if key == "identifiers":
+            identifiers = {}
+            for _ in range(cursor.map_length()):
+                experiment_id = cursor.integer()
+                identifiers[experiment_id] = cursor.string()
+        elif key == "nrows":
+            nrows = cursor.integer()
+            if nrows < 0:
+                raise FileFormatError(path, f"is corrupt: it claims {nrows} rows")
+        else:
+            data_position = cursor.position
+            _skip_columns(cursor)
+    if nrows is None or data_position is None:
+        missing = "nrows" if nrows is None else "data"
+        raise FileFormatError(path, f"is not a valid DIALS reflection table: the header has no {missing!r}")
+    if cursor.position != cursor.size:
+        raise FileFormatError(path, f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table")
+
+    table = ReflectionTable(nrows=nrows, identifiers=identifiers, version=version, path=path, header_keys=tuple(header_keys))
+    cursor.position = data_position
+    bbox_hint = None
+    shoebox_blob = None
+    for _ in range(cursor.map_length()):
+        name, type_name, count, offset, length = _column_header(cursor)
+        table.column_order.append(name)
+        if count != nrows:
+            raise FileFormatError(path, f"is corrupt: column {name!r} has {count} elements but the table has {nrows} rows")
+        if type_name in COLUMN_TYPES:
+            table.columns[name] = _column_view(cursor.buffer, offset, length, count, type_name, name, path)
+            if name == "bbox" and type_name == "int6":
+                bbox_hint = table.columns[name]
+        else:
+            blob = np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset)
+            if type_name == SHOEBOX_TYPE and shoebox_blob is None:
+                table.shoebox_column_name, shoebox_blob = name, blob
+                continue
+            reason = (
+                "std::string columns hold raw in-memory objects and are not portable"
+                if type_name in NOT_PORTABLE_TYPES
+                else f"its type {type_name!r} is not one this program reads"
+            )
+            table.skipped_columns[name] = reason
+            table.raw_columns[name] = (type_name, count, blob)
+            logger.warning("%s: column %r skipped: %s", path or "reflection table", name, reason)
+    if shoebox_blob is not None:
+        table.shoeboxes = ShoeboxColumn.from_blob(shoebox_blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)
+    return table
+
+
+def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, int, int]:
+    name = cursor.string()
+    if cursor.array_length() != 2:
+        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} is not a [type, data] pair")
+    type_name = cursor.string()
+    if cursor.array_length() != 2:
+        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} data is not a [count, bytes] pair")
+    count = cursor.integer()
+    if count < 0:
+        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} claims {count} elements")
+    offset, length = cursor.binary()
+    return name, type_name, count, offset, length
+
+
+def _skip_columns(cursor: MsgpackCursor) -> None:
+    for _ in range(cursor.map_length()):
+        _column_header(cursor)
+
+
+def read_reflections(path: str | os.PathLike, engine: str = "auto") -> ReflectionTable:
+    """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``)."""
+    path = os.fspath(path)
+    return parse_reflections(read_bytes(path), path=path, engine=engine)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _bin_header(length: int) -> bytes:
+    if length < 1 << 8:
+        return b"\xc4" + length.to_bytes(1, "big")
+    if length < 1 << 16:
+        return b"\xc5" + length.to_bytes(2, "big")
+    if length < 1 << 32:
+        return b"\xc6" + length.to_bytes(4, "big")
+    raise ValueError("a msgpack bin field holds at most 4 GiB; DIALS cannot write a larger column either")
+
+
+def write_reflections(table: ReflectionTable, path: str | os.PathLike, version: int | None = None) -> None:
+    """Write ``table`` as DIALS does: msgpack, in the table's own version (2 for a new
+    table) unless ``version`` says otherwise. A table read and written back is
+    byte-identical. Writing version 1 rewrites uint8-mask shoebox records with int32 masks,
+    since DIALS before 3.29 reads only those; version 2 keeps each record as it is (DIALS
+    reads both kinds)."""
+    import msgpack
+
+    version = table.version if version is None else version
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"cannot write version {version}; choose 1 or 2")
+    shoebox_blob = None
+    if table.shoeboxes is not None:
+        shoeboxes = table.shoeboxes
+        if version == 1 and (shoeboxes.present == 2).any():
+            from .shoebox_encoding import reencode
+
+            shoeboxes = reencode(shoeboxes, mask_kind=1)
+        shoebox_blob = shoeboxes.blob
+    packer = msgpack.Packer(use_bin_type=True)
+    names = table.column_order or sorted(
+        list(table.columns) + list(table.raw_columns) + ([table.shoebox_column_name] if table.shoeboxes is not None else [])
+    )
+    with open(path, "wb") as out:
+        out.write(packer.pack_array_header(3))
+        out.write(packer.pack(TABLE_TAG))
+        out.write(packer.pack(version))
+        out.write(packer.pack_map_header(len(table.header_keys)))
+        for key in table.header_keys:
+            out.write(packer.pack(key))
+            if key == "identifiers":
+                out.write(packer.pack(dict(table.identifiers or {})))
+            elif key == "nrows":
+                out.write(packer.pack(table.nrows))
+            else:
+                out.write(packer.pack_map_header(len(names)))
+                for name in names:
+                    if name == table.shoebox_column_name:
+                        type_name, count, blob = SHOEBOX_TYPE, table.nrows, shoebox_blob
+                    elif name in table.raw_columns:
+                        type_name, count, blob = table.raw_columns[name]
+                    else:
+                        type_name = table.column_type(name)
+                        array = np.ascontiguousarray(table.columns[name], dtype=COLUMN_TYPES[type_name][0])
+                        count = len(array)
+                        blob = array.view(np.uint8).reshape(-1) if array.size else np.zeros(0, np.uint8)
+                    out.write(packer.pack(name))
+                    out.write(packer.pack_array_header(2))
+                    out.write(packer.pack(type_name))
+                    out.write(packer.pack_array_header(2))
+                    out.write(packer.pack(count))
+                    out.write(_bin_header(len(blob)))
+                    out.write(memoryview(blob))

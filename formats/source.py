@@ -1,0 +1,109 @@
+"""Getting a file's bytes: memory-mapped where possible, decompressed like DIALS.
+
+DIALS opens files through ``libtbx.smart_open``, which decompresses by file-name suffix;
+we do the same for ``.gz``, ``.bz2``, ``.xz`` and (when ``zstandard`` is installed)
+``.zst``. Plain files are memory-mapped, so column arrays can be views of the page cache
+instead of a second copy of a multi-gigabyte file.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import mmap
+import os
+
+from .errors import FileFormatError
+
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
+
+# Leading bytes of formats a user might pass by mistake, to say what a file looks like.
+_SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a NeXus image file or an HDF5 reflection table)"),
+    (b"\x1f\x8b", "gzip-compressed data (rename it to end in .gz)"),
+    (b"BZh", "bzip2-compressed data (rename it to end in .bz2)"),
+    (b"\xfd7zXZ\x00", "xz-compressed data (rename it to end in .xz)"),
+    (b"\x28\xb5\x2f\xfd", "zstandard-compressed data (rename it to end in .zst)"),
+    (b"###CBF", "a CBF diffraction image"),
+    (b"\x89PNG", "a PNG image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a zip archive"),
+)
+
+
+def describe_content(head: bytes) -> str:
+    """A short phrase saying what a file whose first bytes are ``head`` looks like."""
+    if not head:
+        return "an empty file"
+    if head[:1] == b"\x80":
+        return "a Python pickle (a legacy DIALS reflection table)"
+    for signature, what in _SIGNATURES:
+        if head.startswith(signature):
+            return what
+    stripped = head.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        if b"HEADER_BYTES" in head[:64]:
+            return "an SMV diffraction image"
+        return "a JSON file (perhaps an experiment list, .expt)"
+    if head[:1] in (b"\x93", b"\xdc", b"\xdd"):
+        return "a msgpack array"
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head[:256])
+    if printable == len(head[:256]):
+        return "a text file"
+    return "binary data of an unknown kind"
+
+
+def _decompress(path: str, suffix: str) -> bytes:
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            raise FileFormatError(
+                path, "is zstandard-compressed but the zstandard package is not installed: "
+                "pip install zstandard, or decompress the file first"
+            ) from None
+        with open(path, "rb") as handle:
+            reader = zstandard.ZstdDecompressor().stream_reader(handle)
+            return reader.read()
+    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
+    with opener(path, "rb") as handle:
+        return handle.read()
+
+
+def read_bytes(path: str | os.PathLike) -> memoryview:
+    """The (decompressed) content of ``path`` as a read-only buffer.
+
+    Plain files are memory-mapped; the map lives as long as any view of it does.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise FileFormatError(path, "is a directory, not a file")
+    if not os.path.exists(path):
+        raise FileFormatError(path, "does not exist: check the path")
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if suffix in COMPRESSED_SUFFIXES:
+            try:
+                content = _decompress(path, suffix)
+            except (OSError, EOFError, lzma.LZMAError, ValueError) as error:
+                raise FileFormatError(path, f"cannot be decompressed as {suffix} data ({error})") from None
+            if not content:
+                raise FileFormatError(path, "is empty once decompressed")
+            return memoryview(content)
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                raise FileFormatError(path, "is empty (0 bytes): was it written completely?")
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
+            mapped.madvise(mmap.MADV_SEQUENTIAL)
+        return memoryview(mapped)
+    except PermissionError:
+        raise FileFormatError(path, "cannot be read: permission denied") from None
+    except IsADirectoryError:
+        raise FileFormatError(path, "is a directory, not a file") from None
+    except OSError as error:
+        raise FileFormatError(path, f"cannot be read ({error.strerror or error})") from None

@@ -1,0 +1,1 @@
+"""PHIL parameter definitions."""
