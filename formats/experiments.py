@@ -287,6 +287,6 @@ def read_experiments(path: str | os.PathLike) -> ExperimentList:
         raise FileFormatError(path, f"is not a DIALS experiment list: it looks like {describe_content(head)}")
     try:
         document = json.loads(bytes(content))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise FileFormatError(path, f"is not valid JSON ({error}): is it truncated?") from None
     return parse_experiments(document, path=path)

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real DIALS-written files in ../shared/data and their ground truth.
+
+Those files are never copied into the repository; tests that need them skip, saying why,
+where the folder is absent. Set DIALS_SPOT_SIZE_ANALYSIS_DATA to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_DATA", REPOSITORY.parent / "shared" / "data"))
+
+# .refl files recorded in ground_truth.json, with the experiment list that goes with each.
+REFLECTION_FILES = {
+    "centroid_test_data/indexed.refl": "centroid_test_data/indexed.expt",
+    "centroid_test_data/integrated.refl": "centroid_test_data/indexed.expt",
+    "I23_P12M_thau/indexed.refl": "I23_P12M_thau/indexed.expt",
+    "I23_P12M_thau/strong.refl": "I23_P12M_thau/imported.expt",
+    "eiger_therm/strong.refl": "eiger_therm/imported.expt",
+}
+SHOEBOX_CODES = ("0", "1", "2", "4", "5", "6", "8", "16", "19", "32")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "ground_truth.json").is_file():
+        pytest.skip(f"real DIALS test files not found at {SHARED_DATA} (set DIALS_SPOT_SIZE_ANALYSIS_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ground_truth(shared_data) -> dict[str, dict]:
+    entries = json.loads((shared_data / "ground_truth.json").read_text())
+    return {entry["file"]: entry for entry in entries}

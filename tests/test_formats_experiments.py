@@ -1,0 +1,88 @@
+"""The .expt reader against experiment lists written by DIALS."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dials_spot_size_analysis.formats import read_experiments, read_reflections
+
+
+def test_centroid_experiment(shared_data):
+    experiments = read_experiments(shared_data / "centroid_test_data/indexed.expt")
+    assert experiments.identifiers() == ["d6c88837-e8dd-467f-beff-356887317c56"]
+    experiment = experiments[0]
+    assert experiment.beam.wavelength == pytest.approx(0.9795)
+    assert np.linalg.norm(experiment.beam.s0) == pytest.approx(1 / 0.9795)
+    assert experiment.beam.s0[2] < 0  # the beam travels along -z
+    panel = experiment.detector.panels[0]
+    assert len(experiment.detector) == 1 and panel.image_size == (2463, 2527) and panel.pixel_size == (0.172, 0.172)
+    assert experiment.scan.image_range == (1, 9) and experiment.scan.oscillation == (0.0, 0.2)
+    assert experiment.scan.num_images == 9
+    assert experiment.goniometer.rotation_axis[0] == pytest.approx(1.0)
+    a, b, c, alpha, beta, gamma = experiment.crystal.unit_cell
+    assert (a, b, c) == pytest.approx((42.2085, 42.2085, 39.6927), abs=1e-3)
+    assert (alpha, beta, gamma) == pytest.approx((90, 90, 90))
+    assert experiment.crystal.space_group_hall_symbol == "P 4 2"
+    assert experiment.imageset_template == "centroid_####.cbf"
+
+
+def test_per_image_scan_properties_and_multi_axis_goniometer(shared_data):
+    experiment = read_experiments(shared_data / "I23_P12M_thau/imported.expt")[0]
+    assert experiment.scan.image_range == (1, 1)
+    assert experiment.scan.oscillation == (-210.0, 0.05)
+    assert experiment.goniometer.axis_names == ("PHI", "KAPPA", "OMEGA")
+    assert experiment.crystal is None
+    assert len(experiment.detector) == 24
+
+
+@pytest.mark.parametrize("folder", ["I23_P12M_thau", "centroid_test_data"])
+def test_detector_geometry_reproduces_dials_s1(shared_data, folder):
+    """Observed s1 from our lab-frame panels (composed down the detector hierarchy)
+    agrees with the s1 DIALS stored for each reflection: a wrong frame would miss by degrees."""
+    table = read_reflections(shared_data / folder / "indexed.refl")
+    experiment = read_experiments(shared_data / folder / "indexed.expt")[0]
+    panels = experiment.detector.panels
+    index = table["panel"].astype(int)
+    origin, fast, slow = (np.array([getattr(p, name) for p in panels])[index] for name in ("origin", "fast_axis", "slow_axis"))
+    xy = table["xyzobs.mm.value"]
+    lab = origin + xy[:, :1] * fast + xy[:, 1:2] * slow
+    ours = lab / np.linalg.norm(lab, axis=1)[:, None]
+    theirs = table["s1"] / np.linalg.norm(table["s1"], axis=1)[:, None]
+    angles = np.degrees(np.arccos(np.clip((ours * theirs).sum(axis=1), -1, 1)))
+    assert angles.max() < 0.05
+    if folder == "I23_P12M_thau":
+        assert len(np.unique(index)) == 24
+
+
+def test_miller_index_d_spacing_agrees_with_observed(shared_data):
+    table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
+    experiment = read_experiments(shared_data / "I23_P12M_thau/indexed.expt")[0]
+    indexed = (table["flags"] & 4) != 0
+    d_hkl = experiment.crystal.d_spacings(table["miller_index"][indexed])
+    d_obs = 1 / np.linalg.norm(table["s1"][indexed] - experiment.beam.s0, axis=1)
+    assert np.abs(d_obs / d_hkl - 1).max() < 0.02
+
+
+def test_shared_models_stay_shared(tmp_path, shared_data):
+    document = json.loads((shared_data / "eiger_therm/imported.expt").read_text())
+    second = dict(document["experiment"][0], identifier="second")
+    document["experiment"].append(second)
+    path = tmp_path / "two.expt"
+    path.write_text(json.dumps(document))
+    experiments = read_experiments(path)
+    assert experiments.identifiers() == ["5684a4f6-055b-79c4-db71-81f3df1142b7", "second"]
+    assert experiments[0].detector is experiments[1].detector
+    assert experiments[0].beam is experiments[1].beam
+
+
+def test_old_style_beam_with_s0(tmp_path, shared_data):
+    document = json.loads((shared_data / "eiger_therm/imported.expt").read_text())
+    document["beam"][0] = {"s0": [0.0, 0.0, -1 / 0.98027]}
+    path = tmp_path / "s0.expt"
+    path.write_text(json.dumps(document))
+    beam = read_experiments(path)[0].beam
+    assert beam.wavelength == pytest.approx(0.98027)
+    assert beam.s0 == pytest.approx([0, 0, -1 / 0.98027])

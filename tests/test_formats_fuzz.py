@@ -1,0 +1,89 @@
+"""Property-based: truncated, bit-flipped and resized real files either read as a valid
+table or raise FileFormatError; never another exception, a crash or a hang."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dials_spot_size_analysis.formats import FileFormatError, ReflectionTable
+from dials_spot_size_analysis.formats.reflections import parse_reflections
+from dials_spot_size_analysis.formats.shoeboxes import available_engines
+
+SOURCES = ["eiger_therm/strong.refl", "centroid_test_data/integrated.refl"]
+pytestmark = pytest.mark.skipif(
+    not (SHARED_DATA / SOURCES[0]).is_file(), reason=f"real DIALS test files not found at {SHARED_DATA}"
+)
+FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+
+
+def originals() -> list[bytes]:
+    return [(SHARED_DATA / name).read_bytes() for name in SOURCES]
+
+
+def check(content: bytes, engine: str) -> None:
+    try:
+        table = parse_reflections(content, engine=engine)
+    except FileFormatError as error:
+        assert str(error)
+        return
+    assert isinstance(table, ReflectionTable)
+    for name, column in table.columns.items():
+        assert len(column) == table.nrows, name
+    if table.shoeboxes is not None:
+        shoeboxes = table.shoeboxes
+        assert len(shoeboxes) == table.nrows
+        counts = shoeboxes.count_mask_values(5, engine=engine)
+        assert (counts >= 0).all() and (counts <= shoeboxes.n_voxels).all()
+        ends = shoeboxes.data_offset + shoeboxes.n_voxels * np.array([0, 12, 9])[shoeboxes.present]
+        assert (ends <= shoeboxes.blob.size).all()
+
+
+source = st.sampled_from(range(len(SOURCES)))
+
+
+@pytest.mark.parametrize("engine", available_engines())
+@FUZZ
+@given(which=source, data=st.data())
+def test_truncated(engine, which, data):
+    content = originals()[which]
+    check(content[: data.draw(st.integers(0, len(content) - 1))], engine)
+
+
+@pytest.mark.parametrize("engine", available_engines())
+@FUZZ
+@given(which=source, data=st.data())
+def test_bit_flips(engine, which, data):
+    content = bytearray(originals()[which])
+    for position in data.draw(st.lists(st.integers(0, len(content) * 8 - 1), min_size=1, max_size=8)):
+        content[position // 8] ^= 1 << (position % 8)
+    check(bytes(content), engine)
+
+
+@pytest.mark.parametrize("engine", available_engines())
+@FUZZ
+@given(which=source, data=st.data())
+def test_resized(engine, which, data):
+    content = originals()[which]
+    position = data.draw(st.integers(0, len(content)))
+    if data.draw(st.booleans()):
+        inserted = data.draw(st.binary(min_size=1, max_size=64))
+        content = content[:position] + inserted + content[position:]
+    else:
+        content = content[:position] + content[position + data.draw(st.integers(1, 64)) :]
+    check(content, engine)
+
+
+@pytest.mark.parametrize("engine", available_engines())
+@FUZZ
+@given(which=source, data=st.data())
+def test_shoebox_bytes_overwritten(engine, which, data):
+    """Aim at the shoebox column, where the variable-length records live."""
+    content = bytearray(originals()[which])
+    start = content.find(b"Shoebox<>") + 20
+    position = data.draw(st.integers(start, len(content) - 4))
+    content[position : position + 4] = data.draw(st.binary(min_size=4, max_size=4))
+    check(bytes(content), engine)

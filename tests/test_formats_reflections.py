@@ -1,0 +1,141 @@
+"""The .refl reader and writer against files written by DIALS itself."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import shutil
+
+import msgpack
+import numpy as np
+import pytest
+from conftest import REFLECTION_FILES, SHOEBOX_CODES
+
+from dials_spot_size_analysis.formats import FileFormatError, read_reflections, write_reflections
+from dials_spot_size_analysis.formats.reflections import parse_reflections
+from dials_spot_size_analysis.formats.shoebox_encoding import reencode
+from dials_spot_size_analysis.formats.shoeboxes import available_engines
+
+ENGINES = available_engines()
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
+def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_truth, name, engine):
+    truth = ground_truth[name]
+    table = read_reflections(shared_data / name, engine=engine)
+    assert table.nrows == len(table) == truth["nrows"]
+    assert {str(k): v for k, v in table.identifiers.items()} == truth["identifiers"]
+    assert sorted([*table.columns, table.shoebox_column_name]) == sorted(truth["columns"])
+    assert table["flags"].dtype == np.uint64 and table["flags"].tolist() == truth["flags"]
+    assert table["id"].dtype == np.int32 and table["id"].tolist() == truth["id"]
+    assert table["panel"].tolist() == truth["panel"]
+    assert int(((table["flags"] & 4) != 0).sum()) == truth["n_indexed"]
+    for column in ("n_signal", "num_pixels.foreground", "num_pixels.valid"):
+        if column in truth:
+            assert table[column].tolist() == truth[column]
+    shoeboxes = table.shoeboxes
+    assert shoeboxes.has_pixel_data.tolist() == truth["shoebox_allocated"]
+    assert shoeboxes.bbox.tolist() == truth["shoebox_bbox"]
+    assert shoeboxes.panel.tolist() == truth["shoebox_panel"]
+    for code in SHOEBOX_CODES:
+        assert shoeboxes.count_mask_values(int(code), engine=engine).tolist() == truth["count_mask_values"][code], code
+
+
+def test_column_types_and_shapes(shared_data):
+    table = read_reflections(shared_data / "centroid_test_data/indexed.refl")
+    assert table.version == 1
+    assert table["bbox"].shape == (654, 6) and table["bbox"].dtype == np.int32
+    assert table["miller_index"].shape == (654, 3) and table["miller_index"].dtype == np.int32
+    assert table["xyzobs.px.value"].shape == (654, 3) and table["xyzobs.px.value"].dtype == np.float64
+    assert table["entering"].dtype == bool
+    assert table.column_type("miller_index") == "cctbx::miller::index<>"
+    assert table.column_type("shoebox") == "Shoebox<>"
+    # Views of the memory-mapped file, not copies.
+    assert not table["xyzobs.px.value"].flags.owndata and not table["xyzobs.px.value"].flags.writeable
+    assert read_reflections(shared_data / "I23_P12M_thau/indexed.refl").version == 2
+
+
+def test_integrated_rows_without_pixel_data_are_distinguishable(shared_data):
+    shoeboxes = read_reflections(shared_data / "centroid_test_data/integrated.refl").shoeboxes
+    assert int(shoeboxes.has_pixel_data.sum()) == 278
+    assert (shoeboxes.n_voxels[~shoeboxes.has_pixel_data] == 0).all()
+    assert (shoeboxes.count_mask_values(0)[shoeboxes.has_pixel_data] > 0).all()
+
+
+def test_mask_record_kinds(shared_data):
+    assert set(read_reflections(shared_data / "centroid_test_data/indexed.refl").shoeboxes.present) == {1}
+    assert set(read_reflections(shared_data / "I23_P12M_thau/strong.refl").shoeboxes.present) == {2}
+
+
+def test_pixels_of_one_row(shared_data):
+    shoeboxes = read_reflections(shared_data / "I23_P12M_thau/strong.refl").shoeboxes
+    data, mask, background = shoeboxes.pixels(0)
+    assert data.shape == mask.shape == background.shape == (1, 3, 2)
+    assert int(((mask & 4) == 4).sum()) == shoeboxes.count_mask_values(4)[0]
+    assert set(np.unique(mask)) <= {0, 5}
+
+
+@pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
+def test_round_trip_is_byte_identical(shared_data, tmp_path, name):
+    original = (shared_data / name).read_bytes()
+    write_reflections(read_reflections(shared_data / name), tmp_path / "copy.refl")
+    assert (tmp_path / "copy.refl").read_bytes() == original
+
+
+def test_version_1_int32_masks_read_like_version_2_uint8_masks(shared_data, tmp_path):
+    version_1 = read_reflections(shared_data / "centroid_test_data/indexed.refl")
+    version_1.shoeboxes = reencode(version_1.shoeboxes, mask_kind=2)
+    write_reflections(version_1, tmp_path / "v2.refl", version=2)
+    version_2 = read_reflections(tmp_path / "v2.refl")
+    original = read_reflections(shared_data / "centroid_test_data/indexed.refl")
+    assert version_2.version == 2 and set(version_2.shoeboxes.present) == {2}
+    for code in SHOEBOX_CODES:
+        assert np.array_equal(version_2.shoeboxes.count_mask_values(int(code)), original.shoeboxes.count_mask_values(int(code)))
+    assert np.array_equal(version_2.shoeboxes.bbox, original.shoeboxes.bbox)
+
+
+def test_writing_version_1_converts_uint8_masks_to_int32(shared_data, tmp_path):
+    table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
+    write_reflections(table, tmp_path / "v1.refl", version=1)
+    again = read_reflections(tmp_path / "v1.refl")
+    assert again.version == 1 and set(again.shoeboxes.present) == {1}
+    assert np.array_equal(again.shoeboxes.count_mask_values(5), table.shoeboxes.count_mask_values(5))
+    assert np.array_equal(again["xyzobs.px.value"], table["xyzobs.px.value"])
+
+
+def test_new_table_written_as_version_2_reads_back(tmp_path):
+    from dials_spot_size_analysis.formats import ReflectionTable
+
+    table = ReflectionTable(nrows=3, identifiers={0: "abc"})
+    table.columns["flags"] = np.array([4, 32, 36], dtype=np.uint64)
+    table.columns["miller_index"] = np.array([[1, 2, 3], [0, 0, 1], [-1, 0, 0]], dtype=np.int32)
+    table.columns["entering"] = np.array([True, False, True])
+    write_reflections(table, tmp_path / "new.refl")
+    tag, version, body = msgpack.unpackb((tmp_path / "new.refl").read_bytes(), strict_map_key=False)
+    assert (tag, version, body["nrows"], body["identifiers"]) == ("dials::af::reflection_table", 2, 3, {0: "abc"})
+    again = read_reflections(tmp_path / "new.refl")
+    assert again["miller_index"].tolist() == [[1, 2, 3], [0, 0, 1], [-1, 0, 0]]
+    assert again["entering"].tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)])
+def test_compressed_files_read_like_the_original(shared_data, tmp_path, suffix, compress):
+    source = shared_data / "I23_P12M_thau/strong.refl"
+    target = tmp_path / f"strong.refl{suffix}"
+    target.write_bytes(compress(source.read_bytes()))
+    assert np.array_equal(read_reflections(target).shoeboxes.count_mask_values(4), read_reflections(source).shoeboxes.count_mask_values(4))
+
+
+def test_zstandard_compressed_file(shared_data, tmp_path):
+    zstandard = pytest.importorskip("zstandard", reason="zstandard is not installed")
+    source = shared_data / "eiger_therm/strong.refl"
+    target = tmp_path / "strong.refl.zst"
+    target.write_bytes(zstandard.ZstdCompressor().compress(source.read_bytes()))
+    assert read_reflections(target)["flags"].tolist() == read_reflections(source)["flags"].tolist()
+
+
+def test_parse_from_bytes_as_dials_as_msgpack_gives(shared_data):
+    table = parse_reflections((shared_data / "eiger_therm/strong.refl").read_bytes())
+    assert table.nrows == 112 and table.path is None
