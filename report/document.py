@@ -1,0 +1,63 @@
+"""The JSON document: stable, versioned, described by ``schema.json`` beside this file."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import __version__
+from ..algorithms.mask_codes import mask_code_value
+from .plots import figures
+
+SCHEMA_VERSION = 1
+SCHEMA_FILE = Path(__file__).with_name("schema.json")
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such values become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_document(analysis) -> dict:
+    """The document for an ``api.AnalysisResult``."""
+    from ..api import PROGRAM, parameters_as_dict
+
+    result = analysis.result
+    histogram = result.histogram
+    selection = dict(result.selection)
+    selection["datasets"] = [
+        {key: value for key, value in asdict(dataset).items() if key != "experiment_identifiers"}
+        for dataset in result.datasets
+    ]
+    document = {
+        "program": PROGRAM,
+        "version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "parameters": parameters_as_dict(analysis.params),
+        "mask_code": {"names": result.mask_code, "value": mask_code_value(result.mask_code)},
+        "inputs": analysis.inputs,
+        "selection": selection,
+        "histogram": {
+            "data_min": histogram.data_min,
+            "data_max": histogram.data_max,
+            "n_bins": histogram.n_bins,
+            "bin_width": histogram.bin_width,
+            "bin_centers": histogram.bin_centers.tolist(),
+            "counts": histogram.counts.tolist(),
+            "n_out_of_range": histogram.n_out_of_range,
+        },
+        "statistics": result.statistics,
+        "by_experiment": result.by_experiment,
+        "by_panel": result.by_panel,
+        "by_image": result.by_image,
+        "by_resolution": result.by_resolution,
+        "plots": figures(result),
+    }
+    return _finite(document)

@@ -1,0 +1,133 @@
+"""The human-readable report: tables and a text bar chart, as lines for the log."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..algorithms.mask_codes import describe
+from ..algorithms.spot_sizes import SpotSizeResult
+
+BAR_WIDTH = 50
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> str:
+    """A plain-text table; numbers right-aligned, text left-aligned."""
+    cells = [[_cell(value) for value in row] for row in rows]
+    widths = [max(len(str(h)), *(len(row[i]) for row in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
+    numeric = [all(_is_number(row[i]) for row in rows) if rows else False for i in range(len(header))]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+
+    out = [title] if title else []
+    out.append(line([str(h) for h in header]))
+    out.append("  ".join("-" * w for w in widths))
+    out.extend(line(row) for row in cells)
+    return "\n".join(out)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"
+    return str(value)
+
+
+def selection_lines(result: SpotSizeResult) -> list[str]:
+    lines = []
+    for dataset in result.datasets:
+        if dataset.require_was_automatic:
+            why = (
+                "the table has indexed reflections, as in the DIALS tutorial"
+                if dataset.require
+                else "no reflection is indexed, so every reflection is used"
+            )
+            chosen = "+".join(dataset.require) or "no flag requirement"
+            lines.append(f"{dataset.name}: flags.require=Auto chose {chosen} ({why})")
+        if dataset.size_source_note:
+            lines.append(f"{dataset.name}: {dataset.size_source_note}")
+    rows = []
+    for dataset in result.datasets:
+        rows.append([dataset.name, dataset.n_rows, dataset.n_selected, dataset.n_without_pixel_data, dataset.n_counted])
+    totals = result.selection
+    if len(result.datasets) > 1:
+        rows.append(["all", totals["n_rows"], totals["n_selected"], totals["n_without_pixel_data"], totals["n_counted"]])
+    lines.append("")
+    lines.append(
+        format_table(
+            ["dataset", "reflections", "selected by flags", "without pixel data", "counted"],
+            rows,
+            title="Selection:",
+        )
+    )
+    if totals["n_without_pixel_data"]:
+        lines.append(
+            f"{totals['n_without_pixel_data']} selected reflections have a shoebox without pixel data: "
+            "they are excluded, not counted as size 0 (DIALS's count_mask_values would give 0)."
+        )
+    return lines
+
+
+def statistics_lines(result: SpotSizeResult) -> list[str]:
+    s = result.statistics
+    names = ["n", "mean", "std", "min", "p5", "p25", "median", "p75", "p95", "max"]
+    return [format_table(names, [[s[name] for name in names]], title=f"Spot size statistics ({describe(result.mask_code)} pixels per reflection):")]
+
+
+def histogram_lines(result: SpotSizeResult) -> list[str]:
+    histogram = result.histogram
+    counts = histogram.counts.tolist()
+    centres = histogram.bin_centers.tolist()
+    last = max((i for i, c in enumerate(counts) if c), default=-1)
+    peak = max(counts) or 1
+    lines = [
+        f"Histogram: {histogram.n_bins} bins of width {histogram.bin_width:g} from {histogram.data_min:g} to "
+        f"{histogram.data_max:g} (scitbx flex.histogram binning); {histogram.n_in_range} in range, "
+        f"{histogram.n_out_of_range} out of range",
+        f"{'centre':>10} {'count':>8}",
+    ]
+    for centre, count in zip(centres[: last + 1], counts[: last + 1]):
+        bar = "#" * int(round(BAR_WIDTH * count / peak))
+        if count and not bar:
+            bar = "."
+        lines.append(f"{centre:>10g} {count:>8d} {bar}")
+    if last + 1 < histogram.n_bins:
+        lines.append(f"(bins {last + 2}-{histogram.n_bins}, centres {centres[last + 1]:g}-{centres[-1]:g}, are empty)")
+    return lines
+
+
+def breakdown_lines(result: SpotSizeResult) -> list[str]:
+    lines = []
+    columns = ["n", "median", "mean", "min", "max"]
+    if len(result.by_experiment) > 1 or any(e["identifier"] for e in result.by_experiment):
+        rows = [[e["experiment"], e["identifier"] or "-", *(e[c] for c in columns)] for e in result.by_experiment]
+        lines += ["", format_table(["experiment", "identifier", *columns], rows, title="By experiment:")]
+    if result.by_panel:
+        rows = [[e["panel"], *(e[c] for c in columns)] for e in result.by_panel]
+        lines += ["", format_table(["panel", *columns], rows, title="By panel:")]
+    if result.by_image:
+        rows = [[e["image"], *(e[c] for c in columns)] for e in result.by_image]
+        lines += ["", format_table(["image", *columns], rows, title="By image (of the observed centroid):")]
+    if result.by_resolution:
+        rows = [[f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)] for e in result.by_resolution]
+        lines += ["", format_table(["d (Å)", *columns], rows, title="By resolution (observed d-spacing):")]
+    else:
+        lines += ["", "No resolution breakdown: it needs the experiment list (.expt) with the reflections."]
+    return lines
+
+
+def report_lines(result: SpotSizeResult) -> list[str]:
+    """Every section of the report after the inputs, in the order a reader wants them."""
+    return [
+        *selection_lines(result),
+        "",
+        *statistics_lines(result),
+        "",
+        *histogram_lines(result),
+        *breakdown_lines(result),
+    ]
