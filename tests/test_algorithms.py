@@ -1,0 +1,141 @@
+"""Flags, mask codes, flex.histogram-exact binning, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REFLECTION_FILES, flex
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dials_spot_size_analysis.algorithms.flags import REFLECTION_FLAGS, UnknownFlagError, parse_flag_names, select_by_flags
+from dials_spot_size_analysis.algorithms.histogram import Histogram, automatic_range, histogram
+from dials_spot_size_analysis.algorithms.mask_codes import canonical_names, describe, mask_code_value
+from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
+from dials_spot_size_analysis.algorithms.statistics import grouped_statistics, summary_statistics
+
+needs_flex = pytest.mark.skipif(flex is None, reason="scitbx.array_family.flex (cctbx-base) is not importable")
+
+
+@pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
+@pytest.mark.parametrize("which", ["histogram_indexed_foreground", "histogram_all_rows_foreground"])
+def test_histogram_equals_dials_on_recorded_counts(ground_truth, name, which):
+    truth = ground_truth[name]
+    counts = np.array(truth["count_mask_values"]["4"])
+    if which == "histogram_indexed_foreground":
+        counts = counts[(np.array(truth["flags"], dtype=np.uint64) & np.uint64(4)) != 0]
+    expected = truth[which]
+    result = histogram(counts, expected["data_min"], expected["data_max"], expected["n_slots"])
+    assert result.counts.tolist() == expected["slots"]
+    assert result.bin_centers.tolist() == expected["slot_centers"]
+    assert result.n_out_of_range == expected["n_out_of_slot_range"]
+
+
+def test_histogram_edges_and_tolerance():
+    width = 10.0
+    values = [0.0, -0.5e-4 * width, -2e-4 * width, 9.999999, 10.0, 999.0, 1000.0, 1000 + 0.5e-4 * width, 1000 + 2e-4 * width]
+    result = histogram(values, 0, 1000, 100)
+    assert result.counts[0] == 3  # 0, just below 0 within tolerance, 9.999999
+    assert result.counts[1] == 1  # 10.0 starts the second bin (half-open)
+    assert result.counts[99] == 3  # 999, 1000 (last bin is closed), just above within tolerance
+    assert result.n_out_of_range == 2
+    assert result.bin_width == 10.0 and result.n_bins == 100
+
+
+@pytest.mark.parametrize("bad", [dict(n_bins=0), dict(data_min=5, data_max=5), dict(data_min=6, data_max=5)])
+def test_histogram_refuses_bad_ranges(bad):
+    arguments = dict(values=[1, 2], data_min=0, data_max=10, n_bins=10) | bad
+    with pytest.raises(ValueError):
+        histogram(**arguments)
+
+
+@needs_flex
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.floats(-50, 1050, allow_nan=False) | st.integers(-5, 1005).map(float), max_size=60),
+    data_min=st.floats(-20, 100, allow_nan=False),
+    span=st.floats(0.1, 1200),
+    n_bins=st.integers(1, 120),
+)
+def test_histogram_matches_scitbx_flex_histogram(values, data_min, span, n_bins):
+    data_max = data_min + span
+    ours = histogram(values, data_min, data_max, n_bins)
+    theirs = flex.histogram(flex.double(values), data_min=data_min, data_max=data_max, n_slots=n_bins)
+    assert ours.counts.tolist() == list(theirs.slots())
+    assert ours.n_out_of_range == theirs.n_out_of_slot_range()
+    assert ours.bin_centers.tolist() == list(theirs.slot_centers())
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.integers(0, 2000), max_size=200), cut=st.integers(0, 200))
+def test_histograms_merge_exactly(values, cut):
+    whole = histogram(values, 0, 1000, 100)
+    merged = histogram(values[:cut], 0, 1000, 100) + histogram(values[cut:], 0, 1000, 100)
+    assert merged.counts.tolist() == whole.counts.tolist() and merged.n_out_of_range == whole.n_out_of_range
+
+
+def test_histograms_with_other_ranges_do_not_merge():
+    with pytest.raises(ValueError):
+        histogram([1], 0, 10, 10) + histogram([1], 0, 20, 10)
+
+
+def test_automatic_range():
+    assert automatic_range(np.array([3, 9, 4])) == (3.0, 9.0)
+    assert automatic_range(np.array([7, 7])) == (7.0, 8.0)
+
+
+def test_flag_selection_all_bits_required_any_bit_excluded():
+    flags = np.array([4, 36, 32, 4 | 1024, 256, 768], dtype=np.uint64)
+    assert select_by_flags(flags, ["indexed"]).tolist() == [True, True, False, True, False, False]
+    assert select_by_flags(flags, ["indexed", "strong"]).tolist() == [False, True, False, False, False, False]
+    assert select_by_flags(flags, [], ["overloaded"]).tolist() == [True, True, True, False, True, True]
+    # integrated = integrated_sum | integrated_prf: requiring it needs both bits
+    assert select_by_flags(flags, ["integrated"]).tolist() == [False, False, False, False, False, True]
+    assert select_by_flags(flags, [], ["integrated"]).tolist() == [True, True, True, True, False, False]
+
+
+def test_flag_names_parse_and_unknown_names_list_the_valid_ones():
+    assert parse_flag_names(["indexed strong", "used_in_refinement,Overloaded+scaled"]) == [
+        "indexed", "strong", "used_in_refinement", "overloaded", "scaled"
+    ]
+    assert parse_flag_names(None) == []
+    with pytest.raises(UnknownFlagError) as caught:
+        parse_flag_names(["indexd"])
+    assert "unrecognised flag name 'indexd'" in str(caught.value)
+    assert all(name in str(caught.value) for name in REFLECTION_FLAGS)
+
+
+def test_automatic_flag_choice():
+    assert resolve_required_flags("Auto", np.array([32, 36], np.uint64)) == (["indexed"], True)
+    assert resolve_required_flags(["Auto"], np.array([32, 32], np.uint64)) == ([], True)
+    assert resolve_required_flags(["strong"], np.array([32], np.uint64)) == (["strong"], False)
+    assert resolve_required_flags(None, np.array([32], np.uint64)) == ([], False)
+
+
+def test_mask_codes():
+    assert mask_code_value(["Foreground"]) == 4
+    assert mask_code_value(["foreground", "VALID"]) == 5
+    assert mask_code_value([]) == 0
+    assert canonical_names(["overlapped", "valid"]) == ["Valid", "Overlapped"]
+    assert describe(["Valid", "Foreground"]) == "Valid|Foreground (5)"
+    with pytest.raises(ValueError, match="unknown mask code 'Signal'"):
+        mask_code_value(["Signal"])
+
+
+def test_summary_statistics():
+    stats = summary_statistics(np.array([1, 2, 3, 4, 100]))
+    assert stats["n"] == 5 and stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 100.0
+    assert stats["mean"] == pytest.approx(22.0) and stats["std"] == pytest.approx(np.std([1, 2, 3, 4, 100]))
+    assert stats["p25"] == 2.0 and stats["p75"] == 4.0 and stats["p5"] == pytest.approx(1.2)
+    assert summary_statistics(np.array([]))["median"] is None
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 100)), min_size=1, max_size=80))
+def test_grouped_statistics_equal_per_group_numpy(pairs):
+    keys, values = np.array(pairs).T
+    for entry in grouped_statistics(keys, values):
+        group = values[keys == entry["key"]]
+        assert entry["n"] == group.size
+        assert entry["median"] == np.median(group) and entry["mean"] == pytest.approx(group.mean())
+        assert (entry["min"], entry["max"]) == (group.min(), group.max())
