@@ -1,0 +1,42 @@
+"""Shared by the benchmark scripts: building large real inputs, timing in fresh processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_SHARED", REPOSITORY.parent / "shared"))
+DATA = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_BENCHMARK_DATA", REPOSITORY / "benchmarks" / "data"))
+SOURCE = "I23_P12M_thau/indexed.refl"  # 208 rows, uint8 masks, 24 panels (DIALS 3.30)
+
+
+def replicated(copies: int, source: str = SOURCE) -> Path:
+    """A DIALS-identical file of ``copies`` x the source's rows (made once, then reused)."""
+    target = DATA / f"{Path(source).stem}_x{copies}.refl"
+    if not target.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        tool = SHARED / "tools" / "replicate_refl.py"
+        if not tool.exists():
+            sys.exit(f"{tool} not found: the benchmarks build their inputs from ../shared (set DIALS_SPOT_SIZE_ANALYSIS_SHARED)")
+        subprocess.run([sys.executable, str(tool), str(SHARED / "data" / source), str(copies), str(target)], check=True)
+    return target
+
+
+def measure(code: str, *args: str) -> dict:
+    """Run ``code`` in a fresh interpreter; it must print a JSON dict. Adds peak RSS (bytes)."""
+    wrapper = (
+        "import json, resource, sys, time\n"
+        + code
+        + "\nresult['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\nprint(json.dumps(result))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def best(runs: int, code: str, *args: str) -> dict:
+    """The fastest of ``runs`` fresh-process runs (the least disturbed by the machine)."""
+    return min((measure(code, *args) for _ in range(runs)), key=lambda r: r["seconds"])
