@@ -264,11 +264,14 @@ def _read_inputs(command_line: CommandLine, engine: str):
     return tables, experiment_lists
 
 
-def write_json(document: dict, path: str) -> None:
+def write_text(text: str, path: str) -> None:
     with atomic_output(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=2)
-            handle.write("\n")
+            handle.write(text)
+
+
+def write_json(document: dict, path: str) -> None:
+    write_text(json.dumps(document, indent=2) + "\n", path)
 
 
 def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None:
@@ -304,7 +307,8 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
     if not command_line.reflection_files:
         raise UserError("no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl")
     require, data_min, data_max = _parameters_for_analysis(params)
-    for output in (params.output.log, params.output.json):
+    outputs = params.output
+    for output in (outputs.log, outputs.json, outputs.html, outputs.plot):
         _check_writable(output)
     started = time.perf_counter()
     with logging_to(params.output.log, command_line.verbose):
@@ -318,9 +322,21 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         logger.info("")
         for line in report_lines(analysis.result):
             logger.info(line)
-        if params.output.json:
-            logger.info("\nWriting JSON to %s", params.output.json)
-            write_json(analysis.as_dict(), params.output.json)
+        logger.info("")
+        if outputs.json:
+            logger.info("Writing JSON to %s", outputs.json)
+            write_json(analysis.as_dict(), outputs.json)
+        if outputs.html:
+            from ..report.html import html_report
+
+            logger.info("Writing HTML report to %s", outputs.html)
+            write_text(html_report(analysis, changed), outputs.html)
+        if outputs.plot:
+            from ..report.png import histogram_png
+
+            logger.info("Writing histogram plot to %s", outputs.plot)
+            with atomic_output(outputs.plot) as temporary:
+                histogram_png(analysis.result, temporary, log_scale=outputs.plot_log_scale)
         logger.info("Total time: %.2f s", time.perf_counter() - started)
     return analysis
 

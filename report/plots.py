@@ -11,7 +11,7 @@ from ..algorithms.mask_codes import describe
 from ..algorithms.spot_sizes import SpotSizeResult
 
 
-def _selection_words(result: SpotSizeResult) -> str:
+def selection_words(result: SpotSizeResult) -> str:
     require = sorted({flag for dataset in result.datasets for flag in dataset.require})
     return f"flags {'+'.join(require)}" if require else "all reflections"
 
@@ -32,7 +32,7 @@ def histogram_figure(result: SpotSizeResult) -> dict:
             }
         ],
         "layout": {
-            "title": {"text": f"Spot sizes: {histogram.n_in_range} reflections ({_selection_words(result)}), mask {code}"},
+            "title": {"text": f"Spot sizes: {histogram.n_in_range} reflections ({selection_words(result)}), mask {code}"},
             "xaxis": {"title": {"text": f"Spot size ({code} pixels)"}},
             "yaxis": {"title": {"text": "Number of reflections"}},
             "bargap": 0,

@@ -1,0 +1,62 @@
+"""The PNG histogram (matplotlib, Agg: no display needed).
+
+matplotlib is imported only here, lazily, and this program never loads compiled cctbx
+modules, so the cctbx-base import-order trap (reference §7) cannot bite; a test runs both
+import orders in subprocesses.
+
+The PNG carries its numbers in a text chunk (key ``dials_spot_size_analysis``): the bin
+centres and counts drawn, and where the axes lie in pixels, so a test can check that the
+picture shows the JSON's histogram.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..algorithms.mask_codes import describe
+from ..algorithms.spot_sizes import SpotSizeResult
+from .plots import selection_words
+
+WIDTH_INCHES, HEIGHT_INCHES, DPI = 8.0, 5.0, 100
+BAR_COLOUR = "#1f77b4"
+METADATA_KEY = "dials_spot_size_analysis"
+
+
+def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) -> None:
+    """Draw the histogram of ``result`` to ``path`` (800 x 500 pixels)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    histogram = result.histogram
+    figure = Figure(figsize=(WIDTH_INCHES, HEIGHT_INCHES), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot(1, 1, 1)
+    centres, counts = histogram.bin_centers, histogram.counts
+    axes.bar(centres, counts, width=histogram.bin_width, color=BAR_COLOUR, edgecolor="none", align="center")
+    axes.set_xlim(histogram.data_min, histogram.data_max)
+    if log_scale:
+        axes.set_yscale("log")
+        axes.set_ylim(0.8, max(1, counts.max()) * 1.5)
+    else:
+        axes.set_ylim(0, max(1, counts.max()) * 1.05)
+    code = describe(result.mask_code)
+    axes.set_xlabel(f"Spot size ({code} pixels)")
+    axes.set_ylabel("Number of reflections" + (" (log scale)" if log_scale else ""))
+    axes.set_title(f"{histogram.n_in_range} spots counted ({selection_words(result)}), mask {code}", fontsize=11)
+    note = f"{histogram.n_out_of_range} out of range [{histogram.data_min:g}, {histogram.data_max:g}]"
+    axes.text(0.99, 0.97, note, transform=axes.transAxes, ha="right", va="top", fontsize=9, color="#555555")
+    figure.tight_layout()
+    figure.canvas.draw()
+    box = axes.get_window_extent()
+    height = figure.bbox.height
+    metadata = {
+        "bin_centers": centres.tolist(),
+        "counts": counts.tolist(),
+        "n_out_of_range": histogram.n_out_of_range,
+        "log_scale": log_scale,
+        # Axes in image pixels (origin top left) and the data range they show.
+        "axes_pixels": [box.x0, height - box.y1, box.x1, height - box.y0],
+        "x_range": list(axes.get_xlim()),
+        "y_range": list(axes.get_ylim()),
+    }
+    figure.savefig(path, format="png", dpi=DPI, metadata={METADATA_KEY: json.dumps(metadata)})
