@@ -21,12 +21,16 @@ import tempfile
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-PAGES = [REPOSITORY / "README.md"]
+PAGES = [REPOSITORY / "README.md", REPOSITORY / "doc" / "tutorial.md"]
+PICTURE = REPOSITORY / "doc" / "images" / "spot_size_histogram.png"
+PICTURE_ARGS = ["bins=40", "data_max=200", "output.plot=spot_size_histogram.png"]
 EXAMPLE_ARGS = ["examples/data/indexed.expt", "examples/data/indexed.refl"]
 _VARIABLE_LINES = re.compile(r"^(Total time: .*)$", re.MULTILINE)
 
 
-def _run_example(extra_args=()) -> tuple[str, dict]:
+def _run_example(extra_args=(), keep: dict[str, Path] | None = None) -> tuple[str, dict]:
+    """Run the program on the example in a fresh folder; copy the files named in ``keep``
+    (name in that folder -> destination) out of it."""
     from dials_spot_size_analysis.command_line.spot_size_analysis import run
 
     with tempfile.TemporaryDirectory() as folder:
@@ -39,14 +43,42 @@ def _run_example(extra_args=()) -> tuple[str, dict]:
             with contextlib.redirect_stdout(out):
                 run([*EXAMPLE_ARGS, *extra_args])
             document = json.loads(Path(folder, "dials.spot_size_analysis.json").read_text())
+            for name, destination in (keep or {}).items():
+                shutil.copyfile(Path(folder, name), destination)
         finally:
             os.chdir(cwd)
     return _VARIABLE_LINES.sub("Total time: (varies)", out.getvalue()).rstrip() + "\n", document
 
 
+def _command_and_log(extra_args=(), keep=None) -> str:
+    log, _ = _run_example(extra_args, keep)
+    return "```\n$ dials.spot_size_analysis " + " ".join([*EXAMPLE_ARGS, *extra_args]) + "\n" + log + "```\n"
+
+
 def example_log() -> str:
-    log, _ = _run_example()
-    return "```\n$ dials.spot_size_analysis " + " ".join(EXAMPLE_ARGS) + "\n" + log + "```\n"
+    return _command_and_log()
+
+
+def picture_log() -> str:
+    """The run that draws the tutorial's picture; the PNG goes to doc/images."""
+    return _command_and_log(PICTURE_ARGS, keep={"spot_size_histogram.png": PICTURE_TARGET["path"]})
+
+
+PICTURE_TARGET = {"path": PICTURE}
+
+
+def python_api() -> str:
+    """The tutorial's Python, run for real: the code, then what it printed."""
+    code = (REPOSITORY / "doc" / "tutorial_api_example.py").read_text()
+    out = io.StringIO()
+    cwd = os.getcwd()
+    os.chdir(REPOSITORY)
+    try:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "tutorial_api_example.py", "exec"), {"__name__": "__tutorial__"})
+    finally:
+        os.chdir(cwd)
+    return "```python\n" + code.rstrip() + "\n```\n\nprints\n\n```\n" + out.getvalue().rstrip() + "\n```\n"
 
 
 def parameters() -> str:
@@ -70,7 +102,24 @@ def json_excerpt() -> str:
     return "```json\n" + text.replace('"..."', "...") + "\n```\n"
 
 
-GENERATORS = {"example-log": example_log, "parameters": parameters, "json-excerpt": json_excerpt}
+GENERATORS = {
+    "example-log": example_log,
+    "picture-log": picture_log,
+    "python-api": python_api,
+    "parameters": parameters,
+    "json-excerpt": json_excerpt,
+}
+
+
+def _picture_numbers(path: Path) -> dict:
+    """What the picture shows (the numbers the PNG carries), to compare regenerated
+    pictures by content: PNG bytes vary with matplotlib's version and fonts."""
+    from dials_spot_size_analysis.report.png import read_png_metadata
+
+    numbers = read_png_metadata(path)
+    return {key: numbers[key] for key in ("bin_centers", "counts", "n_out_of_range", "log_scale")}
+
+
 _SECTION = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.DOTALL)
 
 
@@ -88,6 +137,11 @@ def regenerate(text: str) -> str:
 
 def main(argv: list[str]) -> int:
     stale = []
+    check = "--check" in argv
+    if check:
+        # Draw the picture elsewhere and compare what it shows with the committed one.
+        committed = PICTURE
+        PICTURE_TARGET["path"] = Path(tempfile.mkdtemp()) / PICTURE.name
     for page in PAGES:
         text = page.read_text()
         updated = regenerate(text)
@@ -95,7 +149,9 @@ def main(argv: list[str]) -> int:
             stale.append(page)
             if "--check" not in argv:
                 page.write_text(updated)
-    if stale and "--check" in argv:
+    if check and (not committed.exists() or _picture_numbers(committed) != _picture_numbers(PICTURE_TARGET["path"])):
+        stale.append(committed)
+    if stale and check:
         print("out of date: " + ", ".join(str(p.relative_to(REPOSITORY)) for p in stale) + " (run python doc/update_docs.py)")
         return 1
     return 0

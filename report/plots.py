@@ -32,7 +32,7 @@ def histogram_figure(result: SpotSizeResult) -> dict:
             }
         ],
         "layout": {
-            "title": {"text": f"Spot sizes: {histogram.n_in_range} reflections ({selection_words(result)}), mask {code}"},
+            "title": {"text": f"Spot sizes: {histogram.n_in_range + histogram.n_out_of_range} reflections ({selection_words(result)}), mask {code}"},
             "xaxis": {"title": {"text": f"Spot size ({code} pixels)"}},
             "yaxis": {"title": {"text": "Number of reflections"}},
             "bargap": 0,

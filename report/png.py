@@ -42,7 +42,8 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
     code = describe(result.mask_code)
     axes.set_xlabel(f"Spot size ({code} pixels)")
     axes.set_ylabel("Number of reflections" + (" (log scale)" if log_scale else ""))
-    axes.set_title(f"{histogram.n_in_range} spots counted ({selection_words(result)}), mask {code}", fontsize=11)
+    counted = histogram.n_in_range + histogram.n_out_of_range
+    axes.set_title(f"{counted} spots counted ({selection_words(result)}), mask {code}", fontsize=11)
     note = f"{histogram.n_out_of_range} out of range [{histogram.data_min:g}, {histogram.data_max:g}]"
     axes.text(0.99, 0.97, note, transform=axes.transAxes, ha="right", va="top", fontsize=9, color="#555555")
     figure.tight_layout()
@@ -60,3 +61,31 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
         "y_range": list(axes.get_ylim()),
     }
     figure.savefig(path, format="png", dpi=DPI, metadata={METADATA_KEY: json.dumps(metadata)})
+
+
+def read_png_metadata(path) -> dict:
+    """The numbers a PNG written by :func:`histogram_png` carries (its text chunk)."""
+    import struct
+    import zlib
+
+    with open(path, "rb") as handle:
+        content = handle.read()
+    if content[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path} is not a PNG")
+    position = 8
+    while position + 8 <= len(content):
+        (length,) = struct.unpack(">I", content[position : position + 4])
+        kind, data = content[position + 4 : position + 8], content[position + 8 : position + 8 + length]
+        position += 12 + length
+        if kind not in (b"tEXt", b"iTXt", b"zTXt"):
+            continue
+        key, _, value = data.partition(b"\x00")
+        if key != METADATA_KEY.encode():
+            continue
+        if kind == b"zTXt":
+            value = zlib.decompress(value[1:])
+        elif kind == b"iTXt":  # compression flag, method, language\0, translated keyword\0, text
+            flag, value = value[0], value[2:].split(b"\x00", 2)[2]
+            value = zlib.decompress(value) if flag else value
+        return json.loads(value.decode("utf-8" if kind == b"iTXt" else "latin-1"))
+    raise ValueError(f"{path} carries no {METADATA_KEY} metadata")

@@ -35,7 +35,7 @@ def test_console_script_on_every_dataset(shared_data, ground_truth, tmp_path, na
     result = console(shared_data / REFLECTION_FILES[name], shared_data / name, "bins=100", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert files_in(tmp_path) == [f"{PROGRAM}.json", f"{PROGRAM}.log"]
+    assert files_in(tmp_path) == [f"{PROGRAM}.html", f"{PROGRAM}.json", f"{PROGRAM}.log"]
     document = json.loads((tmp_path / f"{PROGRAM}.json").read_text())
     log = (tmp_path / f"{PROGRAM}.log").read_text()
     assert log.startswith(f"{PROGRAM} v") and log == result.stdout

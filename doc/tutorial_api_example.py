@@ -1,0 +1,15 @@
+from dials_spot_size_analysis.api import analyse
+from dials_spot_size_analysis.formats import read_reflections
+
+expt, refl = "examples/data/indexed.expt", "examples/data/indexed.refl"
+
+result = analyse(refl, expt)  # the defaults: indexed spots, Foreground pixels, 0..1000 in 100 bins
+print(f"{result.selection['n_counted']} spots, median {result.statistics['median']:g} pixels,",
+      f"95% below {result.statistics['p95']:g}")
+
+usable = analyse(refl, expt, mask_code="Valid+Foreground")
+print("Valid|Foreground gives the same histogram:", (usable.histogram.counts == result.histogram.counts).all())
+
+shoeboxes = read_reflections(refl).shoeboxes
+images_spanned = shoeboxes.bbox[:, 5] - shoeboxes.bbox[:, 4]
+print("spots spanning 1, 2, 3 images:", [int((images_spanned == n).sum()) for n in (1, 2, 3)])
