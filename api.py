@@ -110,11 +110,11 @@ def _as_table(reflections, engine: str) -> ReflectionTable:
     if isinstance(reflections, ReflectionTable):
         return reflections
     if isinstance(reflections, (str, os.PathLike)):
-        return read_reflections(reflections, engine=engine)
+        return read_reflections(reflections, engine=engine, index_shoeboxes=False)
     if isinstance(reflections, (bytes, bytearray, memoryview)):
-        return parse_reflections(reflections, engine=engine)
+        return parse_reflections(reflections, engine=engine, index_shoeboxes=False)
     if hasattr(reflections, "as_msgpack"):  # a DIALS flex.reflection_table
-        return parse_reflections(reflections.as_msgpack(), engine=engine)
+        return parse_reflections(reflections.as_msgpack(), engine=engine, index_shoeboxes=False)
     raise TypeError(f"cannot read reflections from {type(reflections).__name__}: give a path, bytes or a reflection table")
 
 
@@ -253,6 +253,7 @@ def analyse_tables(tables, experiment_sources, params, require, data_min, data_m
             engine=engine,
             legacy_offset=legacy_offset,
             legacy_count=legacy_count,
+            release_pages=True,
         )
         parts.append(spot_sizes)
         datasets.append(selection)
@@ -261,7 +262,7 @@ def analyse_tables(tables, experiment_sources, params, require, data_min, data_m
                 "reflections": selection.name,
                 "n_rows": table.nrows,
                 "table_version": table.version,
-                "has_shoeboxes": table.shoeboxes is not None,
+                "has_shoeboxes": table.shoebox_column_name is not None,
                 "experiment_identifiers": selection.experiment_identifiers,
                 "skipped_columns": sorted(table.skipped_columns),
             }

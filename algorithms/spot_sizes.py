@@ -50,9 +50,9 @@ class SpotSizes:
 
     size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     dataset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    experiment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # index into labels
-    panel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    experiment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # index into labels
+    panel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     d_spacing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
 
     def __len__(self) -> int:
@@ -94,7 +94,7 @@ def resolve_required_flags(require: Sequence[str] | None | str, flags: np.ndarra
 
 
 def _size_source(table: ReflectionTable, code: int) -> tuple[str, str]:
-    if table.shoeboxes is not None:
+    if table.shoebox_column_name is not None:
         return "shoebox", ""
     for column, codes, why in SIZE_COLUMNS_WITHOUT_SHOEBOXES:
         if column in table.columns and code in codes:
@@ -112,14 +112,19 @@ def _size_source(table: ReflectionTable, code: int) -> tuple[str, str]:
 
 
 def experiment_indices(
-    table: ReflectionTable, experiment_identifiers: Sequence[str], legacy_offset: int = 0, legacy_count: int | None = None
+    ids: np.ndarray,
+    table: ReflectionTable,
+    experiment_identifiers: Sequence[str],
+    legacy_offset: int = 0,
+    legacy_count: int | None = None,
 ) -> np.ndarray:
-    """Index into ``experiment_identifiers`` of every row (-1 for unassigned rows, id -1).
+    """Index into ``experiment_identifiers`` of every row with experiment ``id`` (-1 for
+    unassigned rows, id -1).
 
     Rows are matched through the table's identifier map. A table without one (older
     DIALS) numbers its experiments by ``id`` in the order of its own experiment list,
     which starts at ``legacy_offset`` and has ``legacy_count`` experiments."""
-    ids = np.asarray(table.columns["id"], dtype=np.int64) if "id" in table.columns else np.zeros(table.nrows, np.int64)
+    ids = np.asarray(ids, dtype=np.int64)
     where = table.path or "the reflection table"
     if table.identifiers:
         position = {identifier: i for i, identifier in enumerate(experiment_identifiers)}
@@ -157,49 +162,63 @@ def measure(
     engine: str = "auto",
     legacy_offset: int = 0,
     legacy_count: int | None = None,
+    rows_per_chunk: int = 1 << 20,
+    release_pages: bool = False,
 ) -> tuple[SpotSizes, DatasetSelection]:
     """Select rows by flags, count each one's pixels with every bit of ``mask_code``, and
     locate them (experiment, panel, image, d-spacing). Rows without pixel data are
-    excluded and counted, not measured as 0."""
+    excluded and counted, not measured as 0.
+
+    Rows are handled ``rows_per_chunk`` at a time, so temporary memory is bounded by the
+    chunk; with ``release_pages`` the table hands the file pages of finished rows back to
+    the operating system, so resident memory does not grow with the file either."""
     n = table.nrows
-    flags = np.asarray(table.columns["flags"], dtype=np.uint64) if "flags" in table.columns else np.zeros(n, np.uint64)
+    columns = table.columns
+    flags = np.asarray(columns["flags"], dtype=np.uint64) if "flags" in columns else np.zeros(n, np.uint64)
     required, automatic = resolve_required_flags(require, flags)
     excluded = flag_names.parse_flag_names(exclude)
     code = mask_code_value(mask_code)
     source, note = _size_source(table, code)
-    selected = flag_names.select_by_flags(flags, required, excluded)
-    identifiers = [e.identifier for e in experiments]
-    experiment = experiment_indices(table, identifiers, legacy_offset, legacy_count)
     if source == "shoebox":
-        with_data = selected & table.shoeboxes.has_pixel_data
-        rows = np.flatnonzero(with_data)
-        sizes = table.shoeboxes.count_mask_values(code, engine=engine)[rows]
+        sizes, has_data = table.count_shoebox_pixels(code, engine=engine, release_pages=release_pages)
     else:
-        rows = np.flatnonzero(selected)
-        sizes = np.asarray(table.columns[source], dtype=np.int64)[rows]
-    panel = np.asarray(table.columns["panel"], dtype=np.int64)[rows] if "panel" in table.columns else np.zeros(rows.size, np.int64)
-    experiment = experiment[rows]
-    if "xyzobs.px.value" in table.columns:
-        xyz_px = table.columns["xyzobs.px.value"][rows]
-        image = image_numbers(xyz_px[:, 2], experiment, experiments)
-    else:
-        xyz_px, image = None, np.full(rows.size, -1, np.int64)
-    if "xyzobs.mm.value" in table.columns:
-        xy_mm = table.columns["xyzobs.mm.value"][rows][:, :2]
-    elif xyz_px is not None:
-        xy_mm = pixels_to_millimetres(xyz_px, experiment, panel, experiments)
-    else:
-        xy_mm = np.full((rows.size, 2), np.nan)
-    d = observed_d_spacings(xy_mm, experiment, panel, experiments)
-    spot_sizes = SpotSizes(
-        size=np.asarray(sizes, dtype=np.int64),
-        dataset=np.full(rows.size, dataset, np.int32),
-        experiment=experiment,
-        panel=panel,
-        image=image,
-        d_spacing=d,
-    )
-    n_selected = int(selected.sum())
+        sizes, has_data = np.asarray(columns[source], dtype=np.int64), np.ones(n, dtype=bool)
+    identifiers = [e.identifier for e in experiments]
+    ids = columns.get("id")
+    parts, n_selected, seen_experiments = [], 0, set()
+    for start in range(0, n, rows_per_chunk):
+        stop = min(n, start + rows_per_chunk)
+        selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
+        n_selected += int(selected.sum())
+        rows = np.flatnonzero(selected & has_data[start:stop])
+        chunk_ids = ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
+        experiment = experiment_indices(chunk_ids, table, identifiers, legacy_offset, legacy_count)
+        seen_experiments.update(np.unique(experiment).tolist())
+        panel = columns["panel"][start:stop][rows].astype(np.int64) if "panel" in columns else np.zeros(rows.size, np.int64)
+        if "xyzobs.px.value" in columns:
+            xyz_px = columns["xyzobs.px.value"][start:stop][rows]
+            image = image_numbers(xyz_px[:, 2], experiment, experiments)
+        else:
+            xyz_px, image = None, np.full(rows.size, -1, np.int64)
+        if "xyzobs.mm.value" in columns:
+            xy_mm = columns["xyzobs.mm.value"][start:stop][rows][:, :2]
+        elif xyz_px is not None:
+            xy_mm = pixels_to_millimetres(xyz_px, experiment, panel, experiments)
+        else:
+            xy_mm = np.full((rows.size, 2), np.nan)
+        parts.append(
+            SpotSizes(
+                size=sizes[start:stop][rows],
+                dataset=np.full(rows.size, dataset, np.int32),
+                experiment=experiment.astype(np.int32),
+                panel=panel.astype(np.int32),
+                image=image.astype(np.int32),
+                d_spacing=observed_d_spacings(xy_mm, experiment, panel, experiments),
+            )
+        )
+        if release_pages:
+            table.release_rows(start, stop)
+    spot_sizes = SpotSizes.concatenate(parts)
     selection = DatasetSelection(
         name=name or table.path or f"dataset {dataset}",
         n_rows=n,
@@ -207,11 +226,11 @@ def measure(
         exclude=excluded,
         require_was_automatic=automatic,
         n_selected=n_selected,
-        n_without_pixel_data=n_selected - int(rows.size),
-        n_counted=int(rows.size),
+        n_without_pixel_data=n_selected - len(spot_sizes),
+        n_counted=len(spot_sizes),
         size_source=source,
         size_source_note=note,
-        experiment_identifiers=sorted({identifiers[i] for i in np.unique(experiment) if i >= 0}),
+        experiment_identifiers=sorted({identifiers[i] for i in seen_experiments if i >= 0}),
     )
     return spot_sizes, selection
 

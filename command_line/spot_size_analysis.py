@@ -248,15 +248,13 @@ def _read_inputs(command_line: CommandLine, engine: str):
         logger.info("Read %d experiment%s from %s", len(experiments), "" if len(experiments) == 1 else "s", path)
         experiment_lists.append((path, experiments))
     for path in command_line.reflection_files:
-        table = read_reflections(path, engine=engine)
-        shoeboxes = table.shoeboxes
-        pixel_rows = int(shoeboxes.has_pixel_data.sum()) if shoeboxes is not None else 0
+        table = read_reflections(path, engine=engine, index_shoeboxes=False)
         logger.info(
-            "Read %d reflections from %s (table version %d; %s)",
+            "Read %d reflections from %s (table version %d, %s)",
             table.nrows,
             path,
             table.version,
-            f"shoeboxes with pixel data for {pixel_rows} rows" if shoeboxes is not None else "no shoebox column",
+            "with shoeboxes" if table.shoebox_column_name else "no shoebox column",
         )
         for name, reason in table.skipped_columns.items():
             logger.info("  column %s skipped: %s", name, reason)

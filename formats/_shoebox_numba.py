@@ -7,7 +7,7 @@ check; the tests run both engines on the same files and compare.
 import numba
 import numpy as np
 
-from .shoeboxes import BAD_BBOX, BAD_PRESENT, HEADER_BYTES, OK, TOO_LARGE, TRAILING_BYTES, TRUNCATED_HEADER
+from .shoeboxes import BAD_BBOX, BAD_PRESENT, HEADER_BYTES, OK, TOO_LARGE, TRUNCATED_HEADER
 
 
 @numba.njit(cache=True, nogil=True)
@@ -17,13 +17,14 @@ def _int32_at(blob, start):
 
 
 @numba.njit(cache=True, nogil=True)
-def scan_records(blob, nrows, panel, bbox, present, data_offset):
-    """Index ``nrows`` records; return (problem code, row) with OK for a sound column."""
+def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
+    """Index ``nrows`` records starting at byte ``position``; return (problem code, row,
+    position after the last record), with OK for sound records."""
     size = blob.size
-    position = np.int64(0)
+    position = np.int64(position)
     for row in range(nrows):
         if position + HEADER_BYTES > size:
-            return TRUNCATED_HEADER, row
+            return TRUNCATED_HEADER, row, position
         value = _int32_at(blob, position)
         panel[row] = value + (np.int64(1) << 32) if value < 0 else value
         volume = 1.0
@@ -38,23 +39,21 @@ def scan_records(blob, nrows, panel, bbox, present, data_offset):
         marker = blob[position + HEADER_BYTES - 1]
         present[row] = marker
         if bad_bbox:
-            return BAD_BBOX, row
+            return BAD_BBOX, row, position
         if marker > 2:
-            return BAD_PRESENT, row
+            return BAD_PRESENT, row, position
         position += HEADER_BYTES
         data_offset[row] = position
         if marker == 0:
             continue
         per_voxel = 12 if marker == 1 else 9
         if volume * per_voxel > size - position:
-            return TOO_LARGE, row
+            return TOO_LARGE, row, position
         voxels = np.int64(1)
         for axis in range(3):
             voxels *= np.int64(bbox[row, 2 * axis + 1]) - np.int64(bbox[row, 2 * axis])
         position += voxels * per_voxel
-    if position != size:
-        return TRAILING_BYTES, nrows
-    return OK, 0
+    return OK, 0, position
 
 
 @numba.njit(cache=True, nogil=True)

@@ -15,8 +15,8 @@ import numpy as np
 
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
-from .shoeboxes import ShoeboxColumn
-from .source import describe_content, read_bytes
+from .shoeboxes import ShoeboxColumn, count_pixels_streaming
+from .source import describe_content, read_bytes, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -53,15 +53,15 @@ class ReflectionTable:
     """The columns of a DIALS reflection table as numpy arrays.
 
     ``columns`` holds every fixed-size column (views of the file where possible),
-    ``shoeboxes`` the ``shoebox`` column if any, ``identifiers`` the experiment identifier
-    map (None where the file has no such map), and ``skipped_columns`` the columns that
-    could not be read portably, with the reason.
+    ``shoeboxes`` the ``shoebox`` column if any (indexed on first use when the table was
+    read with ``index_shoeboxes=False``), ``identifiers`` the experiment identifier map
+    (None where the file has no such map), and ``skipped_columns`` the columns that could
+    not be read portably, with the reason.
     """
 
     nrows: int
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     identifiers: dict[int, str] | None = field(default_factory=dict)
-    shoeboxes: ShoeboxColumn | None = None
     shoebox_column_name: str | None = None
     version: int = 2
     path: str | None = None
@@ -70,6 +70,10 @@ class ReflectionTable:
     header_keys: tuple[str, ...] = HEADER_KEYS
     column_order: list[str] = field(default_factory=list)
     raw_columns: dict[str, tuple[str, int, np.ndarray]] = field(default_factory=dict)
+    # The shoebox column: its bytes, and its index once built.
+    _shoebox_blob: np.ndarray | None = None
+    _shoebox_index: ShoeboxColumn | None = None
+    _engine: str = "auto"
 
     def __len__(self) -> int:
         return self.nrows
@@ -79,6 +83,43 @@ class ReflectionTable:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.columns[name]
+
+    @property
+    def shoeboxes(self) -> ShoeboxColumn | None:
+        """Where every shoebox lies (built on first use), or None without a shoebox column."""
+        if self._shoebox_index is None and self._shoebox_blob is not None:
+            bbox = self.columns.get("bbox")
+            self._shoebox_index = ShoeboxColumn.from_blob(self._shoebox_blob, self.nrows, bbox_hint=bbox, engine=self._engine, path=self.path)
+        return self._shoebox_index
+
+    @shoeboxes.setter
+    def shoeboxes(self, column: ShoeboxColumn | None) -> None:
+        self._shoebox_index = column
+        self._shoebox_blob = None if column is None else column.blob
+        if column is None:
+            self.shoebox_column_name = None
+        elif self.shoebox_column_name is None:
+            self.shoebox_column_name = "shoebox"
+
+    def count_shoebox_pixels(self, code: int, engine: str = "auto", release_pages: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, the pixels with every bit of ``code``, and whether the row has pixel
+        data. Without building the shoebox index when it is not built already: one pass
+        over the column, optionally handing each finished stretch of the file back to the
+        operating system (``release_pages``), so memory stays bounded on huge files."""
+        if self._shoebox_index is not None:
+            return self._shoebox_index.count_mask_values(code, engine=engine), self._shoebox_index.has_pixel_data
+        if self._shoebox_blob is None:
+            raise ValueError("the table has no shoebox column")
+        return count_pixels_streaming(
+            self._shoebox_blob, self.nrows, code, engine=engine, bbox_hint=self.columns.get("bbox"), path=self.path, release_pages=release_pages
+        )
+
+    def release_rows(self, start: int, stop: int) -> None:
+        """Hand the pages holding rows [start, stop) of every fixed-size column back to
+        the operating system (they are re-read from the page cache if used again)."""
+        for column in self.columns.values():
+            if column.size and not column.flags.owndata:
+                release_pages(column[start:stop])
 
     def column_type(self, name: str) -> str:
         if name == self.shoebox_column_name:
@@ -110,8 +151,11 @@ def _column_view(buffer, offset: int, length: int, count: int, type_name: str, n
     return array.view(dtype).reshape((count,) + shape)
 
 
-def parse_reflections(buffer, path: str | None = None, engine: str = "auto") -> ReflectionTable:
-    """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s)."""
+def parse_reflections(buffer, path: str | None = None, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:
+    """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s).
+
+    With ``index_shoeboxes`` (the default) the shoebox column is checked and indexed now, so
+    a corrupt column raises here; without, that happens on first use."""
     cursor = MsgpackCursor(buffer, path)
     head = bytes(cursor.buffer[:16])
     if head[:1] == b"\x80":
@@ -160,10 +204,8 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto") -> 
     if cursor.position != cursor.size:
         raise FileFormatError(path, f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table")
 
-    table = ReflectionTable(nrows=nrows, identifiers=identifiers, version=version, path=path, header_keys=tuple(header_keys))
+    table = ReflectionTable(nrows=nrows, identifiers=identifiers, version=version, path=path, header_keys=tuple(header_keys), _engine=engine)
     cursor.position = data_position
-    bbox_hint = None
-    shoebox_blob = None
     for _ in range(cursor.map_length()):
         name, type_name, count, offset, length = _column_header(cursor)
         table.column_order.append(name)
@@ -171,12 +213,10 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto") -> 
             raise FileFormatError(path, f"is corrupt: column {name!r} has {count} elements but the table has {nrows} rows")
         if type_name in COLUMN_TYPES:
             table.columns[name] = _column_view(cursor.buffer, offset, length, count, type_name, name, path)
-            if name == "bbox" and type_name == "int6":
-                bbox_hint = table.columns[name]
         else:
             blob = np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset)
-            if type_name == SHOEBOX_TYPE and shoebox_blob is None:
-                table.shoebox_column_name, shoebox_blob = name, blob
+            if type_name == SHOEBOX_TYPE and table.shoebox_column_name is None:
+                table.shoebox_column_name, table._shoebox_blob = name, blob
                 continue
             reason = (
                 "std::string columns hold raw in-memory objects and are not portable"
@@ -186,8 +226,8 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto") -> 
             table.skipped_columns[name] = reason
             table.raw_columns[name] = (type_name, count, blob)
             logger.warning("%s: column %r skipped: %s", path or "reflection table", name, reason)
-    if shoebox_blob is not None:
-        table.shoeboxes = ShoeboxColumn.from_blob(shoebox_blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)
+    if index_shoeboxes:
+        table.shoeboxes  # noqa: B018 (index now: a corrupt column raises here)
     return table
 
 
@@ -210,10 +250,10 @@ def _skip_columns(cursor: MsgpackCursor) -> None:
         _column_header(cursor)
 
 
-def read_reflections(path: str | os.PathLike, engine: str = "auto") -> ReflectionTable:
+def read_reflections(path: str | os.PathLike, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:
     """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``)."""
     path = os.fspath(path)
-    return parse_reflections(read_bytes(path), path=path, engine=engine)
+    return parse_reflections(read_bytes(path), path=path, engine=engine, index_shoeboxes=index_shoeboxes)
 
 
 # --------------------------------------------------------------------------- writing
@@ -241,16 +281,15 @@ def write_reflections(table: ReflectionTable, path: str | os.PathLike, version: 
     if version not in SUPPORTED_VERSIONS:
         raise ValueError(f"cannot write version {version}; choose 1 or 2")
     shoebox_blob = None
-    if table.shoeboxes is not None:
-        shoeboxes = table.shoeboxes
-        if version == 1 and (shoeboxes.present == 2).any():
+    if table.shoebox_column_name is not None:
+        shoebox_blob = table._shoebox_blob
+        if version == 1 and (table.shoeboxes.present == 2).any():
             from .shoebox_encoding import reencode
 
-            shoeboxes = reencode(shoeboxes, mask_kind=1)
-        shoebox_blob = shoeboxes.blob
+            shoebox_blob = reencode(table.shoeboxes, mask_kind=1).blob
     packer = msgpack.Packer(use_bin_type=True)
     names = table.column_order or sorted(
-        list(table.columns) + list(table.raw_columns) + ([table.shoebox_column_name] if table.shoeboxes is not None else [])
+        list(table.columns) + list(table.raw_columns) + ([table.shoebox_column_name] if table.shoebox_column_name else [])
     )
     with open(path, "wb") as out:
         out.write(packer.pack_array_header(3))

@@ -88,25 +88,29 @@ def record_sizes(bbox: np.ndarray, present: np.ndarray, remaining: np.ndarray) -
     return HEADER_BYTES + voxels * per_voxel, problem
 
 
-def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None):
-    """Speculative, windowed scan; returns the header table, data offsets and a problem."""
+def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None, start_row: int = 0, stop_row: int | None = None, position: int = 0):
+    """Speculative, windowed scan of rows [start_row, stop_row), the first starting at byte
+    ``position``: returns their headers and data offsets, (problem, row) and the position
+    after the last record read."""
+    stop_row = nrows if stop_row is None else stop_row
     size = blob.size
-    headers = np.zeros(nrows, dtype=_HEADER_DTYPE)
-    data_offset = np.zeros(nrows, dtype=np.int64)
-    if nrows == 0:
-        return headers, data_offset, (TRAILING_BYTES, 0) if size else (OK, 0)
-    if bbox_hint is None or len(bbox_hint) != nrows:
+    headers = np.zeros(stop_row - start_row, dtype=_HEADER_DTYPE)
+    data_offset = np.zeros(stop_row - start_row, dtype=np.int64)
+    if stop_row == start_row:
+        return headers, data_offset, (OK, 0), position
+    if bbox_hint is None or bbox_hint.shape != (nrows, 6):
         bbox_hint = np.zeros((nrows, 6), dtype=np.int32)
-    guess_present = np.uint8(blob[HEADER_BYTES - 1] if size >= HEADER_BYTES else 0)
-    hint_extent = np.maximum(bbox_hint[:, 1::2].astype(np.int64) - bbox_hint[:, 0::2], 0)
-    hint_sizes = HEADER_BYTES + np.prod(hint_extent, axis=1) * BYTES_PER_VOXEL[min(guess_present, 2)]
-    row, position, window = 0, 0, 1024
+    guess_present = np.uint8(blob[HEADER_BYTES - 1])
     byte_steps = np.arange(HEADER_BYTES, dtype=np.int64)
-    while row < nrows:
-        stop = min(nrows, row + window)
+    row, window = start_row, 1024
+    while row < stop_row:
+        stop = min(stop_row, row + window)
+        hint = bbox_hint[row:stop]
+        hint_extent = np.maximum(hint[:, 1::2].astype(np.int64) - hint[:, 0::2], 0)
+        hint_sizes = HEADER_BYTES + np.prod(hint_extent, axis=1) * BYTES_PER_VOXEL[min(guess_present, 2)]
         starts = np.empty(stop - row, dtype=np.int64)
         starts[0] = position
-        np.cumsum(hint_sizes[row : stop - 1], out=starts[1:])
+        np.cumsum(hint_sizes[:-1], out=starts[1:])
         starts[1:] += position
         inside = starts + HEADER_BYTES <= size
         gathered = blob[np.minimum(starts[:, None] + byte_steps, size - 1)]
@@ -115,32 +119,81 @@ def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None):
         problem[~inside] = TRUNCATED_HEADER
         # A guess is confirmed while each record's true size equals the predicted one:
         # the first disagreement (or problem) is the last record read at a known start.
-        wrong = (sizes != hint_sizes[row:stop]) | (problem != OK)
+        wrong = (sizes != hint_sizes) | (problem != OK)
         last = int(np.argmax(wrong)) if wrong.any() else len(starts) - 1
-        verified = slice(row, row + last + 1)
+        verified = slice(row - start_row, row - start_row + last + 1)
         headers[verified] = window_headers[: last + 1]
         data_offset[verified] = starts[: last + 1] + HEADER_BYTES
         if problem[last] != OK:
-            return headers, data_offset, (int(problem[last]), row + last)
+            return headers, data_offset, (int(problem[last]), row + last), position
         position = int(starts[last] + sizes[last])
         row += last + 1
         window = min(window * 2, 1 << 20) if not wrong.any() else max(64, 2 * (last + 1))
-    if position != size:
-        return headers, data_offset, (TRAILING_BYTES, nrows)
-    return headers, data_offset, (OK, 0)
+    return headers, data_offset, (OK, 0), position
 
 
-def _scan_numba(blob: np.ndarray, nrows: int):
+def _scan_numba(blob: np.ndarray, nrows: int, bbox_hint=None, start_row: int = 0, stop_row: int | None = None, position: int = 0):
     from ._shoebox_numba import scan_records
 
-    headers = np.zeros(nrows, dtype=_HEADER_DTYPE)
-    panel = np.zeros(nrows, dtype=np.uint32)
-    bbox = np.zeros((nrows, 6), dtype=np.int32)
-    present = np.zeros(nrows, dtype=np.uint8)
-    data_offset = np.zeros(nrows, dtype=np.int64)
-    problem, row = scan_records(blob, nrows, panel, bbox, present, data_offset)
+    stop_row = nrows if stop_row is None else stop_row
+    n = stop_row - start_row
+    headers = np.zeros(n, dtype=_HEADER_DTYPE)
+    panel, bbox = np.zeros(n, dtype=np.uint32), np.zeros((n, 6), dtype=np.int32)
+    present, data_offset = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.int64)
+    problem, row, position = scan_records(blob, n, position, panel, bbox, present, data_offset)
     headers["panel"], headers["bbox"], headers["present"] = panel, bbox, present
-    return headers, data_offset, (int(problem), int(row))
+    return headers, data_offset, (int(problem), start_row + int(row)), int(position)
+
+
+def _scan(engine: str, blob, nrows, bbox_hint, start_row=0, stop_row=None, position=0):
+    scan = _scan_numba if resolve_engine(engine) == "numba" else _scan_numpy
+    return scan(blob, nrows, bbox_hint, start_row, stop_row, position)
+
+
+def _check_row_count(blob: np.ndarray, nrows: int, path: str | None) -> None:
+    if nrows * HEADER_BYTES > blob.size:
+        raise FileFormatError(
+            path,
+            f"has a truncated or corrupt shoebox column: {nrows} records need at least "
+            f"{nrows * HEADER_BYTES} bytes but the column has {blob.size}",
+        )
+
+
+def count_pixels_streaming(
+    blob: np.ndarray,
+    nrows: int,
+    code: int,
+    engine: str = "auto",
+    bbox_hint: np.ndarray | None = None,
+    path: str | None = None,
+    release_pages: bool = False,
+    rows_per_chunk: int = 1 << 18,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row counts of ``code`` and pixel-data presence, in one pass over the column that
+    keeps only the current chunk's index: memory is the two result arrays plus a chunk.
+    With ``release_pages``, each finished stretch of a memory-mapped file is handed back to
+    the operating system, so resident memory does not grow with the file."""
+    from .source import release_pages as release
+
+    _check_row_count(blob, nrows, path)
+    counts = np.zeros(nrows, dtype=np.int64)
+    has_data = np.zeros(nrows, dtype=bool)
+    position = 0
+    for start in range(0, nrows, rows_per_chunk):
+        stop = min(nrows, start + rows_per_chunk)
+        headers, data_offset, (problem, _), end = _scan(engine, blob, nrows, bbox_hint, start, stop, position)
+        if problem != OK:
+            ShoeboxColumn.from_blob(blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)  # raises, with details
+            raise FileFormatError(path, "has a corrupt shoebox column")  # not reached
+        chunk = ShoeboxColumn(blob, headers["panel"], headers["bbox"], headers["present"], data_offset)
+        counts[start:stop] = chunk.count_mask_values(code, engine=engine)
+        has_data[start:stop] = chunk.has_pixel_data
+        if release_pages:
+            release(blob[position:end])
+        position = end
+    if position != blob.size:
+        raise FileFormatError(path, _problem_message(TRAILING_BYTES, nrows, None, blob.size))
+    return counts, has_data
 
 
 def _problem_message(problem: int, row: int, headers: np.ndarray, size: int) -> str:
@@ -187,16 +240,10 @@ class ShoeboxColumn:
         path: str | None = None,
     ) -> "ShoeboxColumn":
         """Index ``nrows`` records in ``blob`` (uint8); raise FileFormatError if corrupt."""
-        if nrows * HEADER_BYTES > blob.size:
-            raise FileFormatError(
-                path,
-                f"has a truncated or corrupt shoebox column: {nrows} records need at least "
-                f"{nrows * HEADER_BYTES} bytes but the column has {blob.size}",
-            )
-        if resolve_engine(engine) == "numba":
-            headers, data_offset, (problem, row) = _scan_numba(blob, nrows)
-        else:
-            headers, data_offset, (problem, row) = _scan_numpy(blob, nrows, bbox_hint)
+        _check_row_count(blob, nrows, path)
+        headers, data_offset, (problem, row), end = _scan(engine, blob, nrows, bbox_hint)
+        if problem == OK and end != blob.size:
+            problem, row = TRAILING_BYTES, nrows
         if problem != OK:
             raise FileFormatError(path, _problem_message(problem, row, headers, blob.size))
         return cls(blob, headers["panel"].copy(), headers["bbox"].copy(), headers["present"].copy(), data_offset)

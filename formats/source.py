@@ -14,6 +14,8 @@ import lzma
 import mmap
 import os
 
+import numpy as np
+
 from .errors import FileFormatError
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
@@ -107,3 +109,22 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
         raise FileFormatError(path, "is a directory, not a file") from None
     except OSError as error:
         raise FileFormatError(path, f"cannot be read ({error.strerror or error})") from None
+
+
+def release_pages(array) -> None:
+    """Tell the operating system that the pages under ``array`` (a view of a
+    memory-mapped file) are not needed for now. They stay in the page cache and come back
+    on the next access; only whole pages inside the array are released. A no-op for
+    arrays that do not view a memory map."""
+    owner = array
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or array.nbytes == 0:
+        return
+    start = array.__array_interface__["data"][0] - np.frombuffer(owner, np.uint8, count=1).__array_interface__["data"][0]
+    page = mmap.PAGESIZE
+    first, last = -(-start // page) * page, (start + array.nbytes) // page * page
+    if last > first:
+        owner.madvise(mmap.MADV_DONTNEED, first, last - first)
