@@ -30,16 +30,14 @@ from .algorithms.spot_sizes import (
     SelectionError,
     SpotSizeResult,
     SpotSizes,
-    measure,
     resolve_required_flags,
     summarise,
 )
-from .formats import ExperimentList, FileFormatError, ReflectionTable, read_experiments, read_reflections
+from .formats import ExperimentList, FileFormatError, read_experiments
 from .formats.experiments import Experiment, parse_experiments
-from .formats.reflections import parse_reflections
 from .phil import phil_scope
 
-__all__ = ["AnalysisResult", "FileFormatError", "SelectionError", "analyse", "analyse_sizes", "extract_parameters"]
+__all__ = ["AnalysisResult", "FileFormatError", "SelectionError", "UnusableFilesError", "analyse", "analyse_sizes", "extract_parameters"]
 
 PROGRAM = "dials.spot_size_analysis"
 
@@ -106,18 +104,6 @@ def changed_parameters(params) -> str:
     return phil_scope.fetch_diff(source=phil_scope.format(python_object=params)).as_str().strip()
 
 
-def _as_table(reflections, engine: str) -> ReflectionTable:
-    if isinstance(reflections, ReflectionTable):
-        return reflections
-    if isinstance(reflections, (str, os.PathLike)):
-        return read_reflections(reflections, engine=engine, index_shoeboxes=False)
-    if isinstance(reflections, (bytes, bytearray, memoryview)):
-        return parse_reflections(reflections, engine=engine, index_shoeboxes=False)
-    if hasattr(reflections, "as_msgpack"):  # a DIALS flex.reflection_table
-        return parse_reflections(reflections.as_msgpack(), engine=engine, index_shoeboxes=False)
-    raise TypeError(f"cannot read reflections from {type(reflections).__name__}: give a path, bytes or a reflection table")
-
-
 def _as_experiments(experiments) -> ExperimentList:
     if isinstance(experiments, ExperimentList):
         return experiments
@@ -146,6 +132,7 @@ class AnalysisResult:
     params: Any
     inputs: list[dict]
     experiments: list[Experiment] = field(default_factory=list)
+    skipped_files: list[dict] = field(default_factory=list)  # {"file", "reason"}
 
     @property
     def histogram(self):
@@ -200,73 +187,51 @@ def analyse(
     """Measure spot sizes in one or more reflection tables (with their experiment lists).
 
     Several tables are analysed together (one histogram of all their rows) and reported
-    per dataset; tables are matched to experiments by experiment identifier."""
+    per dataset; tables are matched to experiments by experiment identifier. Parameters
+    include ``nproc`` (processes; ``Auto`` for every core) and ``bad_files`` (``skip`` a
+    table that cannot be used, reporting it, or ``fail``)."""
     params = extract_parameters(params, **overrides)
-    require, data_min, data_max = _parameters_for_analysis(params)
-    tables = [(r, _as_table(r, engine)) for r in _listify(reflections)]
     experiment_sources = [(e, _as_experiments(e)) for e in _listify(experiments)]
-    return analyse_tables(tables, experiment_sources, params, require, data_min, data_max, engine)
+    return analyse_sources(_listify(reflections), experiment_sources, params, engine=engine)
 
 
-def analyse_tables(tables, experiment_sources, params, require, data_min, data_max, engine="auto") -> AnalysisResult:
-    """``analyse`` once the inputs are read: ``tables`` and ``experiment_sources`` are
-    lists of (source, object) pairs."""
-    union: list[Experiment] = []
-    list_offsets: list[tuple[int, int]] = []
-    seen: dict[str, int] = {}
-    for _, experiment_list in experiment_sources:
-        list_offsets.append((len(union), len(experiment_list)))
-        for experiment in experiment_list:
-            if experiment.identifier and experiment.identifier in seen:
-                continue
-            if experiment.identifier:
-                seen[experiment.identifier] = len(union)
-            union.append(experiment)
-    if not experiment_sources:
-        # No experiment list: experiments known by identifier only (no geometry).
-        for _, table in tables:
-            if table.identifiers:
-                for identifier in table.identifiers.values():
-                    if identifier not in seen:
-                        seen[identifier] = len(union)
-                        union.append(Experiment(identifier=identifier))
-    parts, datasets, inputs = [], [], []
-    for number, (source, table) in enumerate(tables):
-        legacy_offset, legacy_count = 0, None
-        if not table.identifiers:
-            if experiment_sources:
-                which = number if len(experiment_sources) == len(tables) else 0
-                legacy_offset, legacy_count = list_offsets[which]
-            else:
-                ids = table.columns.get("id")
-                count = int(ids.max()) + 1 if ids is not None and len(ids) and ids.max() >= 0 else 1
-                legacy_offset, legacy_count = len(union), count
-                union.extend(Experiment(identifier="") for _ in range(count))
-        spot_sizes, selection = measure(
-            table,
-            union,
-            require=require,
-            exclude=params.flags.exclude,
-            mask_code=params.mask_code,
-            dataset=number,
-            name=str(source) if isinstance(source, (str, os.PathLike)) else f"reflections {number}",
-            engine=engine,
-            legacy_offset=legacy_offset,
-            legacy_count=legacy_count,
-            release_pages=True,
-        )
-        parts.append(spot_sizes)
-        datasets.append(selection)
-        inputs.append(
-            {
-                "reflections": selection.name,
-                "n_rows": table.nrows,
-                "table_version": table.version,
-                "has_shoeboxes": table.shoebox_column_name is not None,
-                "experiment_identifiers": selection.experiment_identifiers,
-                "skipped_columns": sorted(table.skipped_columns),
-            }
-        )
+class UnusableFilesError(ValueError):
+    """Reflection files that could not be used, where that ends the run."""
+
+
+def analyse_sources(
+    sources: Sequence,
+    experiment_sources: Sequence[tuple[Any, ExperimentList]],
+    params,
+    engine: str = "auto",
+    progress: bool | None = None,
+    comm=None,
+    skipped_files: Sequence[dict] = (),
+) -> AnalysisResult | None:
+    """``analyse`` once the experiment lists are read: ``sources`` are reflection files
+    (or tables), measured serially, over ``params.mp.nproc`` processes or, with
+    ``params.mp.method=mpi``, over MPI ranks (``comm``; rank 0 returns the result, the
+    others None). ``skipped_files`` lists files already skipped (e.g. experiment lists)."""
+    from .processing import Settings, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
+
+    require, data_min, data_max = _parameters_for_analysis(params)
+    if not sources:
+        raise SelectionError("no reflection table given: pass one or more .refl files")
+    union, offsets = combine_experiments([experiment_list for _, experiment_list in experiment_sources])
+    settings = Settings(union, offsets, bool(experiment_sources), require, params.flags.exclude, list(params.mask_code), engine)
+    if params.mp.method == "mpi":
+        outcomes = run_mpi(sources, settings, comm)
+        if outcomes is None:
+            return None
+    else:
+        outcomes = run_serial_or_pool(sources, settings, resolve_nproc(params.mp.nproc), progress)
+    failed = [outcome for outcome in outcomes if outcome.error is not None]
+    if failed and (params.input.bad_files == "fail" or len(failed) == len(outcomes)):
+        if len(outcomes) == 1:
+            failed[0].raise_error()
+        what = "every reflection file was unusable" if len(failed) == len(outcomes) else f"{len(failed)} of {len(outcomes)} reflection files could not be used (input.bad_files=fail)"
+        raise UnusableFilesError(f"{what}; the first: {failed[0].error}")
+    spot_sizes, datasets, inputs, skipped, labels = merge(outcomes, settings)
     for number, (source, experiment_list) in enumerate(experiment_sources):
         inputs.append(
             {
@@ -275,9 +240,6 @@ def analyse_tables(tables, experiment_sources, params, require, data_min, data_m
                 "experiment_identifiers": experiment_list.identifiers(),
             }
         )
-    spot_sizes = SpotSizes.concatenate(parts)
-    if not tables:
-        raise SelectionError("no reflection table given: pass one or more .refl files")
     if len(spot_sizes) == 0:
         raise SelectionError(_nothing_selected_message(datasets))
     result = summarise(
@@ -288,9 +250,9 @@ def analyse_tables(tables, experiment_sources, params, require, data_min, data_m
         data_min=data_min,
         data_max=data_max,
         n_resolution_shells=params.resolution.shells,
-        experiment_labels=[e.identifier for e in union],
+        experiment_labels=labels,
     )
-    return AnalysisResult(result=result, params=params, inputs=inputs, experiments=union)
+    return AnalysisResult(result=result, params=params, inputs=inputs, experiments=union, skipped_files=[*skipped_files, *skipped])
 
 
 def _nothing_selected_message(datasets: Sequence[DatasetSelection]) -> str:

@@ -25,6 +25,7 @@ Examples::
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
@@ -42,12 +43,13 @@ from ..api import (
     PROGRAM,
     AnalysisResult,
     ParameterError,
+    UnusableFilesError,
     _parameters_for_analysis,
-    analyse_tables,
+    analyse_sources,
     changed_parameters,
     normalise_choice_argument,
 )
-from ..formats import FileFormatError, read_experiments, read_reflections
+from ..formats import FileFormatError, read_experiments
 from ..formats.source import COMPRESSED_SUFFIXES, describe_content
 from ..phil import phil_scope
 
@@ -56,6 +58,7 @@ help_message = __doc__
 usage = f"{PROGRAM} [options] [experiments.expt] reflections.refl [parameter=value ...] [file.phil]"
 
 
+_STATE = {"quiet": False}
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -76,16 +79,30 @@ class CommandLine:
     verbose: int = 0
 
 
-def _file_kind(path: str) -> str:
-    """'reflections', 'experiments' or 'phil', from the content (DIALS recognises
-    positional files by content, not by name)."""
+REFLECTION_SUFFIXES = (".refl", ".pickle")
+MAX_LIST_BYTES = 1 << 26
+EXPERIMENT_SUFFIXES = (".expt", ".json")
+
+
+def _inner_name(path: str) -> str:
     name = path.lower()
     for suffix in COMPRESSED_SUFFIXES:
         if name.endswith(suffix):
-            inner = name[: -len(suffix)]
-            if inner.endswith(".expt") or inner.endswith(".json"):
-                return "experiments"
-            return "reflections"
+            return name[: -len(suffix)]
+    return name
+
+
+def _file_kind(path: str) -> str:
+    """'reflections', 'experiments', 'phil' or 'list' (a text file naming other files).
+    DIALS's own suffixes decide at once (thousands of files need no sniffing); any other
+    file is recognised by its content."""
+    name = _inner_name(path)
+    if name.endswith(REFLECTION_SUFFIXES) or name != path.lower():
+        return "experiments" if name.endswith(EXPERIMENT_SUFFIXES) else "reflections"
+    if name.endswith(EXPERIMENT_SUFFIXES):
+        return "experiments"
+    if name.endswith(".phil"):
+        return "phil"
     try:
         with open(path, "rb") as handle:
             head = handle.read(4096)
@@ -97,19 +114,86 @@ def _file_kind(path: str) -> str:
         return "reflections"  # msgpack, or a legacy pickle / HDF5 that the reader explains
     if head.lstrip()[:1] == b"{":
         return "experiments"
+    if _listed_paths(path):
+        return "list"
     try:
         libtbx.phil.parse(head.decode("utf-8"), process_includes=False)
         return "phil"
     except Exception:  # not PHIL either: say what it looks like
         pass
     raise UserError(
-        f"{path}: is not a DIALS experiment list, reflection table or PHIL file: it looks like {describe_content(head)}"
+        f"{path}: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like {describe_content(head)}"
     )
+
+
+def _listed_paths(path: str) -> list[str]:
+    """The files a list file names (one per line, '#' comments; relative paths are
+    relative to the list's folder), or [] if ``path`` is not such a list."""
+    try:
+        if os.path.getsize(path) > MAX_LIST_BYTES:
+            return []
+        with open(path, "rb") as handle:
+            text = handle.read().decode("utf-8")
+    except (UnicodeDecodeError, OSError):
+        return []
+    folder = os.path.dirname(path)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    resolved = [line if os.path.isabs(line) else os.path.join(folder, line) for line in lines]
+    if not resolved or not all(os.path.exists(p) or _is_glob(p) for p in resolved):
+        return []
+    return resolved
+
+
+def _is_glob(argument: str) -> bool:
+    return any(character in argument for character in "*?[")
+
+
+def _expand(argument: str, command_line: "CommandLine", seen: set) -> None:
+    """Add the files ``argument`` names: a file, a directory (searched recursively for
+    DIALS files), a glob pattern, or a list file."""
+    if os.path.isdir(argument):
+        found = []
+        for folder, _, names in os.walk(argument):
+            for name in names:
+                inner = _inner_name(name)
+                if inner.endswith(REFLECTION_SUFFIXES[:1] + EXPERIMENT_SUFFIXES[:1]):
+                    found.append(os.path.join(folder, name))
+        if not found:
+            raise UserError(f"{argument}: is a directory without .refl or .expt files")
+        for path in sorted(found):
+            _add_file(path, command_line, seen)
+        return
+    if not os.path.exists(argument) and _is_glob(argument):
+        matches = sorted(glob.glob(argument, recursive=True))
+        if not matches:
+            raise UserError(f"{argument}: no file matches this pattern")
+        for match in matches:
+            _expand(match, command_line, seen)
+        return
+    _add_file(argument, command_line, seen)
+
+
+def _add_file(path: str, command_line: "CommandLine", seen: set) -> None:
+    key = os.path.abspath(path)
+    if key in seen:
+        return
+    seen.add(key)
+    kind = _file_kind(path)
+    if kind == "phil":
+        command_line.phil_sources.append(_phil_file(path))
+    elif kind == "experiments":
+        command_line.experiment_files.append(path)
+    elif kind == "reflections":
+        command_line.reflection_files.append(path)
+    else:
+        for listed in _listed_paths(path):
+            _expand(listed, command_line, seen)
 
 
 def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
     command_line = CommandLine()
     interpreter = phil.command_line_argument_interpreter(home_scope="")
+    seen: set = set()
     arguments = iter(args)
     for argument in arguments:
         if argument in ("-h", "--help") or (argument.startswith("-h") and set(argument[1:]) == {"h"}):
@@ -129,23 +213,15 @@ def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
             command_line.phil_sources.append(_phil_file(path))
         elif argument.startswith("-") and not os.path.exists(argument):
             raise UserError(f"unknown option {argument}: see {PROGRAM} -h")
-        elif "=" in argument and not os.path.exists(argument):
+        elif "=" in argument and not os.path.exists(argument) and not _is_glob(argument):
             try:
                 command_line.phil_sources.append(interpreter.process(arg=normalise_choice_argument(argument)))
             except Exception as error:  # libtbx raises Sorry or RuntimeError
                 raise UserError(_phil_message(error, argument)) from None
-        elif not os.path.exists(argument):
+        elif not os.path.exists(argument) and not _is_glob(argument):
             raise UserError(f"{argument}: no such file or directory (parameters are given as name=value)")
-        elif os.path.isdir(argument):
-            raise UserError(f"{argument}: is a directory: give the .expt and .refl files in it")
         else:
-            kind = _file_kind(argument)
-            if kind == "phil":
-                command_line.phil_sources.append(_phil_file(argument))
-            elif kind == "experiments":
-                command_line.experiment_files.append(argument)
-            else:
-                command_line.reflection_files.append(argument)
+            _expand(argument, command_line, seen)
     return command_line
 
 
@@ -208,14 +284,15 @@ def _check_writable(path: str | None) -> None:
 
 
 @contextlib.contextmanager
-def logging_to(log_path: str | None, verbose: int):
+def logging_to(log_path: str | None, verbose: int, quiet: bool = False):
     """Informative lines to the terminal (stdout) and the log file, as DIALS programs do;
-    the log file appears only when the run succeeds."""
+    the log file appears only when the run succeeds. ``quiet``: nothing at all (MPI ranks
+    other than 0)."""
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
-    handlers = [console]
+    handlers = [] if quiet else [console]
     with contextlib.ExitStack() as stack:
         if log_path:
             temporary = stack.enter_context(atomic_output(log_path))
@@ -241,25 +318,65 @@ def _show_help(command_line: CommandLine, phil) -> None:
     phil.show(attributes_level=max(command_line.attributes_level, command_line.show_help), expert_level=command_line.expert_level)
 
 
-def _read_inputs(command_line: CommandLine, engine: str):
-    tables, experiment_lists = [], []
-    for path in command_line.experiment_files:
-        experiments = read_experiments(path)
-        logger.info("Read %d experiment%s from %s", len(experiments), "" if len(experiments) == 1 else "s", path)
-        experiment_lists.append((path, experiments))
-    for path in command_line.reflection_files:
-        table = read_reflections(path, engine=engine, index_shoeboxes=False)
+def _read_experiment_lists(paths: list[str], bad_files: str):
+    """Experiment lists in order, and those skipped (with ``input.bad_files=skip``)."""
+    lists, skipped = [], []
+    for path in paths:
+        try:
+            experiments = read_experiments(path)
+        except FileFormatError as error:
+            if bad_files == "fail":
+                raise
+            skipped.append({"file": path, "reason": str(error)})
+            continue
+        logger.debug("Read %d experiments from %s", len(experiments), path)
+        lists.append((path, experiments))
+    return lists, skipped
+
+
+MAX_FILES_LISTED = 20
+
+
+def _log_inputs(analysis: AnalysisResult) -> None:
+    tables = [entry for entry in analysis.inputs if "reflections" in entry]
+    lists = [entry for entry in analysis.inputs if "experiments" in entry]
+    for entry in lists[:MAX_FILES_LISTED]:
+        n = entry["n_experiments"]
+        logger.info("Read %d experiment%s from %s", n, "" if n == 1 else "s", entry["experiments"])
+    for entry in tables[:MAX_FILES_LISTED]:
         logger.info(
             "Read %d reflections from %s (table version %d, %s)",
-            table.nrows,
-            path,
-            table.version,
-            "with shoeboxes" if table.shoebox_column_name else "no shoebox column",
+            entry["n_rows"],
+            entry["reflections"],
+            entry["table_version"],
+            "with shoeboxes" if entry["has_shoeboxes"] else "no shoebox column",
         )
-        for name, reason in table.skipped_columns.items():
-            logger.info("  column %s skipped: %s", name, reason)
-        tables.append((path, table))
-    return tables, experiment_lists
+        for name in entry["skipped_columns"]:
+            logger.info("  column %s skipped: it cannot be read portably", name)
+    if len(tables) > MAX_FILES_LISTED or len(lists) > MAX_FILES_LISTED:
+        logger.info(
+            "... %d reflection files (%d reflections) and %d experiment lists in all; every file is listed in the JSON",
+            len(tables),
+            sum(entry["n_rows"] for entry in tables),
+            len(lists),
+        )
+    if analysis.skipped_files:
+        logger.info("\nSkipped %d file(s) that could not be used (input.bad_files=skip):", len(analysis.skipped_files))
+        for entry in analysis.skipped_files[:MAX_FILES_LISTED]:
+            logger.info("  %s", entry["reason"])
+        if len(analysis.skipped_files) > MAX_FILES_LISTED:
+            logger.info("  ... and %d more, all listed in the JSON", len(analysis.skipped_files) - MAX_FILES_LISTED)
+
+
+def _mpi_communicator(params):
+    """MPI.COMM_WORLD for mp.method=mpi (None otherwise)."""
+    if params.mp.method != "mpi":
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise UserError("mp.method=mpi needs mpi4py (pip install mpi4py) and a start by mpirun") from None
+    return MPI.COMM_WORLD
 
 
 def write_text(text: str, path: str) -> None:
@@ -279,11 +396,13 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     stderr and ``SystemExit(1)``."""
     from_console = args is None
     args = sys.argv[1:] if from_console else list(args)
+    _STATE["quiet"] = False
     try:
         result = _run(args, phil)
         return None if from_console else result
-    except (UserError, FileFormatError, SelectionError, ParameterError, UnknownFlagError) as error:
-        print(f"{PROGRAM}: {error}", file=sys.stderr)
+    except (UserError, FileFormatError, SelectionError, ParameterError, UnknownFlagError, UnusableFilesError) as error:
+        if not _STATE["quiet"]:  # under MPI, rank 0 speaks for all
+            print(f"{PROGRAM}: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         print(f"{PROGRAM}: interrupted", file=sys.stderr)
@@ -304,17 +423,24 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         return None
     if not command_line.reflection_files:
         raise UserError("no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl")
-    require, data_min, data_max = _parameters_for_analysis(params)
+    _parameters_for_analysis(params)  # parameter errors before any work
+    comm = _mpi_communicator(params)
+    is_root = comm is None or comm.Get_rank() == 0
+    _STATE["quiet"] = not is_root
     outputs = params.output
-    for output in (outputs.log, outputs.json, outputs.html, outputs.plot):
-        _check_writable(output)
+    if is_root:
+        for output in (outputs.log, outputs.json, outputs.html, outputs.plot):
+            _check_writable(output)
     started = time.perf_counter()
-    with logging_to(params.output.log, command_line.verbose):
+    with logging_to(outputs.log if is_root else None, command_line.verbose, quiet=not is_root):
         logger.info("%s v%s", PROGRAM, __version__)
         changed = changed_parameters(params)
         logger.info("The following parameters have been modified:\n%s\n" % changed if changed else "All parameters have their default values.\n")
-        tables, experiment_lists = _read_inputs(command_line, engine="auto")
-        analysis = analyse_tables(tables, experiment_lists, params, require, data_min, data_max)
+        experiment_lists, skipped = _read_experiment_lists(command_line.experiment_files, params.input.bad_files)
+        analysis = analyse_sources(command_line.reflection_files, experiment_lists, params, comm=comm, skipped_files=skipped)
+        if analysis is None:  # an MPI rank other than 0: rank 0 reports
+            return None
+        _log_inputs(analysis)
         from ..report.text import report_lines
 
         logger.info("")

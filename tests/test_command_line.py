@@ -114,7 +114,7 @@ def error_cases(shared_data, tmp_path):
     return {
         "missing file": ([tmp_path / "nothing.refl"], "nothing.refl: no such file"),
         "legacy pickle": ([data / "centroid_test_data/strong.pickle"], "legacy Python-pickle reflection table, which is never unpickled"),
-        "image as reflections": ([tmp_path / "image.cbf"], "image.cbf: is not a DIALS experiment list, reflection table or PHIL file: it looks like a CBF"),
+        "image as reflections": ([tmp_path / "image.cbf"], "image.cbf: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like a CBF"),
         "experiments only": ([data / "eiger_therm/imported.expt"], "no reflection file given"),
         "mismatched pair": ([data / "eiger_therm/imported.expt", data / "I23_P12M_thau/indexed.refl"], "which are not in the experiment list(s) given"),
         "nothing selected": ([*i23, "flags.require=scaled"], "no reflection of 208 passes flags.require=scaled"),

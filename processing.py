@@ -1,0 +1,245 @@
+"""Many reflection files: measured one by one, in parallel, merged exactly.
+
+Each reflection table is measured on its own (:func:`measure_one`), in this process, in a
+pool of ``nproc`` processes, or spread over MPI ranks; every outcome carries its input
+position, and the outcomes are merged in input order, so the result is identical however
+the work was spread. A table that cannot be read, or does not belong to the experiments
+given, becomes a skipped file with its reason (or, on request, the end of the run).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, measure
+from .formats import FileFormatError, ReflectionTable, read_reflections
+from .formats.experiments import Experiment, ExperimentList
+from .formats.reflections import parse_reflections
+
+
+@dataclass
+class Settings:
+    """What every worker needs: the experiments and the selection parameters."""
+
+    experiments: list[Experiment]
+    list_offsets: list[tuple[int, int]]
+    have_experiment_lists: bool
+    require: Any
+    exclude: Any
+    mask_code: list[str]
+    engine: str = "auto"
+
+
+@dataclass
+class FileOutcome:
+    index: int
+    name: str
+    spot_sizes: SpotSizes | None = None
+    selection: DatasetSelection | None = None
+    info: dict = field(default_factory=dict)
+    labels: list[str] | None = None  # experiment identifiers of local indices (no .expt given)
+    error: str | None = None
+    error_is_format: bool = False  # a FileFormatError (else the data did not fit the request)
+
+    def raise_error(self) -> None:
+        """Raise this outcome's problem again, as its own kind of error."""
+        if self.error_is_format:
+            raise FileFormatError(None, self.error)
+        raise SelectionError(self.error)
+
+
+def combine_experiments(experiment_lists: Sequence[ExperimentList]) -> tuple[list[Experiment], list[tuple[int, int]]]:
+    """The union of the experiments (an identifier counts once) and where each list's
+    experiments start in it (for old tables that number experiments by position)."""
+    union: list[Experiment] = []
+    offsets: list[tuple[int, int]] = []
+    seen: dict[str, int] = {}
+    for experiment_list in experiment_lists:
+        offsets.append((len(union), len(experiment_list)))
+        for experiment in experiment_list:
+            if experiment.identifier and experiment.identifier in seen:
+                continue
+            if experiment.identifier:
+                seen[experiment.identifier] = len(union)
+            union.append(experiment)
+    return union, offsets
+
+
+def _source_name(source, index: int) -> str:
+    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"reflections {index}"
+
+
+def load_table(source, engine: str = "auto") -> ReflectionTable:
+    if isinstance(source, ReflectionTable):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return read_reflections(source, engine=engine, index_shoeboxes=False)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return parse_reflections(source, engine=engine, index_shoeboxes=False)
+    if hasattr(source, "as_msgpack"):  # a DIALS flex.reflection_table
+        return parse_reflections(source.as_msgpack(), engine=engine, index_shoeboxes=False)
+    raise TypeError(f"cannot read reflections from {type(source).__name__}: give a path, bytes or a reflection table")
+
+
+def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileOutcome:
+    """Read and measure one table; a problem with it becomes the outcome's ``error``."""
+    name = _source_name(source, index)
+    try:
+        table = load_table(source, settings.engine)
+        experiments, labels = settings.experiments, None
+        legacy_offset, legacy_count = 0, None
+        if not settings.have_experiment_lists:
+            # Experiments known by identifier only; merged across files by identifier.
+            labels = [table.identifiers[k] for k in sorted(table.identifiers)] if table.identifiers else [""]
+            experiments = [Experiment(identifier=label) for label in labels]
+            if not table.identifiers:
+                ids = table.columns.get("id")
+                legacy_count = int(ids.max()) + 1 if ids is not None and len(ids) and ids.max() >= 0 else 1
+                labels = [""] * legacy_count
+                experiments = [Experiment(identifier="") for _ in labels]
+        elif not table.identifiers:
+            offsets = settings.list_offsets
+            legacy_offset, legacy_count = offsets[index if len(offsets) == n_sources else 0]
+        spot_sizes, selection = measure(
+            table,
+            experiments,
+            require=settings.require,
+            exclude=settings.exclude,
+            mask_code=settings.mask_code,
+            dataset=index,
+            name=name,
+            engine=settings.engine,
+            legacy_offset=legacy_offset,
+            legacy_count=legacy_count,
+            release_pages=True,
+        )
+    except (FileFormatError, SelectionError) as error:
+        return FileOutcome(index=index, name=name, error=str(error), error_is_format=isinstance(error, FileFormatError))
+    info = {
+        "reflections": name,
+        "n_rows": table.nrows,
+        "table_version": table.version,
+        "has_shoeboxes": table.shoebox_column_name is not None,
+        "experiment_identifiers": selection.experiment_identifiers,
+        "skipped_columns": sorted(table.skipped_columns),
+    }
+    return FileOutcome(index=index, name=name, spot_sizes=spot_sizes, selection=selection, info=info, labels=labels)
+
+
+# ------------------------------------------------------------------ running the work
+
+_WORKER: dict[str, Any] = {}
+
+
+def _initialise_worker(settings: Settings, n_sources: int) -> None:
+    _WORKER["settings"], _WORKER["n_sources"] = settings, n_sources
+
+
+def _work(item: tuple[int, Any]) -> FileOutcome:
+    index, source = item
+    return measure_one(index, source, _WORKER["settings"], _WORKER["n_sources"])
+
+
+def resolve_nproc(nproc) -> int:
+    """``Auto`` (or None) means every core this process may use."""
+    if nproc is None or str(nproc) == "Auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:
+            return max(1, os.cpu_count() or 1)
+    return max(1, int(nproc))
+
+
+def _progress(total: int, show: bool | None):
+    """A tqdm bar on an interactive terminal; nothing in a pipeline or without tqdm."""
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show or total < 2:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="file", desc="Measuring", file=sys.stderr, leave=False)
+
+
+def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[FileOutcome]:
+    """Every source measured, in input order, over ``nproc`` processes."""
+    items = list(enumerate(sources))
+    bar = _progress(len(items), progress)
+    outcomes: list[FileOutcome] = []
+    try:
+        if nproc <= 1 or len(items) <= 1:
+            for item in items:
+                outcomes.append(measure_one(item[0], item[1], settings, len(items)))
+                if bar is not None:
+                    bar.update()
+            return outcomes
+        import multiprocessing
+
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        chunk = max(1, min(64, len(items) // (nproc * 8)))
+        with context.Pool(min(nproc, len(items)), initializer=_initialise_worker, initargs=(settings, len(items))) as pool:
+            for outcome in pool.imap(_work, items, chunksize=chunk):
+                outcomes.append(outcome)
+                if bar is not None:
+                    bar.update()
+        return outcomes
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[FileOutcome] | None:
+    """Rank r measures sources r, r+size, ...; rank 0 gathers every outcome (returned in
+    input order); the other ranks return None."""
+    if comm is None:
+        from mpi4py import MPI
+
+        comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine = []
+    for index in range(rank, len(sources), size):
+        try:
+            mine.append(measure_one(index, sources[index], settings, len(sources)))
+        except Exception as error:  # a rank that stopped here would leave the others waiting forever
+            mine.append(FileOutcome(index=index, name=_source_name(sources[index], index), error=f"unexpected error: {type(error).__name__}: {error}"))
+    gathered = comm.gather(mine, root=0)
+    if rank != 0:
+        return None
+    return sorted((outcome for part in gathered for outcome in part), key=lambda outcome: outcome.index)
+
+
+def merge(outcomes: Iterable[FileOutcome], settings: Settings) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
+    """Concatenate the measured outcomes in input order: exactly what measuring every row
+    together gives. Returns sizes, per-dataset selections, input descriptions, skipped
+    files (file and reason) and the experiment labels the sizes' experiment indices use."""
+    labels = [e.identifier for e in settings.experiments]
+    position = {label: i for i, label in enumerate(labels) if label}
+
+    def global_index(label: str) -> int:
+        if label not in position:
+            position[label] = len(labels)
+            labels.append(label)
+        return position[label]
+
+    parts, selections, inputs, skipped = [], [], [], []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            skipped.append({"file": outcome.name, "reason": outcome.error})
+            continue
+        spot_sizes = outcome.spot_sizes
+        if outcome.labels is not None:  # local experiment indices: map them by identifier
+            mapping = np.array([global_index(label) for label in outcome.labels], dtype=np.int32)
+            experiment = np.where(spot_sizes.experiment >= 0, mapping[np.maximum(spot_sizes.experiment, 0)], -1)
+            spot_sizes = SpotSizes(**{**spot_sizes.__dict__, "experiment": experiment.astype(np.int32)})
+        parts.append(spot_sizes)
+        selections.append(outcome.selection)
+        inputs.append(outcome.info)
+    return SpotSizes.concatenate(parts), selections, inputs, skipped, labels
