@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
-from .shoeboxes import ShoeboxColumn, count_pixels_streaming
+from .shoeboxes import HEADER_BYTES, ShoeboxColumn, count_pixels_streaming
 from .source import describe_content, read_bytes, release_pages
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,25 @@ class ReflectionTable:
         for column in self.columns.values():
             if column.size and not column.flags.owndata:
                 release_pages(column[start:stop])
+
+    def slice_rows(self, start: int, stop: int) -> "ReflectionTable":
+        """Rows [start, stop) as a new table (copies), e.g. to split a file in pieces."""
+        start, stop = max(0, int(start)), min(self.nrows, int(stop))
+        part = ReflectionTable(
+            nrows=stop - start,
+            columns={name: np.array(column[start:stop]) for name, column in self.columns.items()},
+            identifiers=None if self.identifiers is None else dict(self.identifiers),
+            shoebox_column_name=self.shoebox_column_name,
+            version=self.version,
+            header_keys=self.header_keys,
+            column_order=list(self.column_order),
+        )
+        if self.shoebox_column_name is not None:
+            index = self.shoeboxes
+            record_starts = np.append(index.data_offset - HEADER_BYTES, index.blob.size)
+            part._shoebox_blob = np.array(index.blob[record_starts[start] : record_starts[stop]]) if stop > start else np.zeros(0, np.uint8)
+        part.column_order = [name for name in part.column_order if name not in self.raw_columns]  # skipped columns are not carried over
+        return part
 
     def column_type(self, name: str) -> str:
         if name == self.shoebox_column_name:

@@ -43,6 +43,7 @@ def json_document(analysis) -> dict:
         "parameters": parameters_as_dict(analysis.params),
         "mask_code": {"names": result.mask_code, "value": mask_code_value(result.mask_code)},
         "inputs": analysis.inputs,
+        "skipped_files": analysis.skipped_files,
         "selection": selection,
         "histogram": {
             "data_min": histogram.data_min,

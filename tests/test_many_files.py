@@ -1,0 +1,170 @@
+"""Many files: split and merged exactly, in parallel and over MPI, with bad files skipped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dials_spot_size_analysis.api import UnusableFilesError, analyse
+from dials_spot_size_analysis.command_line.spot_size_analysis import run
+from dials_spot_size_analysis.formats import read_reflections, write_reflections
+
+PROGRAM = "dials.spot_size_analysis"
+SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
+INTEGRATED = "centroid_test_data/integrated.refl"  # 2269 rows, 278 with pixel data, no identifiers
+EXPT = "centroid_test_data/indexed.expt"
+
+
+def without_run_details(document: dict) -> dict:
+    """The document less what legitimately differs between ways of running: how the work
+    was spread (mp.*) and where the inputs were (file names)."""
+    document = json.loads(json.dumps(document))
+    document["parameters"].pop("mp")
+    document["parameters"].pop("output")
+    document.pop("inputs")
+    for dataset in document["selection"]["datasets"]:
+        dataset.pop("name")
+    return document
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_split_merges_to_the_whole(shared_data, data):
+    """However the rows are split into tables, the merged analysis equals the whole's."""
+    table = read_reflections(shared_data / INTEGRATED)
+    cuts = sorted(data.draw(st.lists(st.integers(0, table.nrows), max_size=6)))
+    bounds = [0, *cuts, table.nrows]
+    parts = [table.slice_rows(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    options = dict(require=None, bins=data.draw(st.integers(1, 60)), data_max=data.draw(st.sampled_from([100, 1000, "Auto"])))
+    whole = analyse(table, shared_data / EXPT, **options)
+    merged = analyse(parts, shared_data / EXPT, **options)
+    assert merged.histogram.counts.tolist() == whole.histogram.counts.tolist()
+    assert (merged.histogram.data_min, merged.histogram.data_max) == (whole.histogram.data_min, whole.histogram.data_max)
+    assert merged.histogram.n_out_of_range == whole.histogram.n_out_of_range
+    assert merged.statistics == whole.statistics
+    assert merged.result.by_image == whole.result.by_image and merged.result.by_resolution == whole.result.by_resolution
+    assert merged.selection["n_counted"] == whole.selection["n_counted"] == 278
+
+
+@pytest.fixture
+def pieces(shared_data, tmp_path):
+    """integrated.refl cut into 7 files."""
+    table = read_reflections(shared_data / INTEGRATED)
+    bounds = np.linspace(0, table.nrows, 8).astype(int)
+    folder = tmp_path / "pieces"
+    folder.mkdir()
+    for number, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        write_reflections(table.slice_rows(a, b), folder / f"part_{number}.refl")
+    return folder
+
+
+def run_json(tmp_path, args, name) -> dict:
+    out = tmp_path / name
+    run([*map(str, args), f"output.json={out}", "output.log=None", "output.html=None"])
+    return json.loads(out.read_text())
+
+
+def test_parallel_equals_serial_and_the_whole(shared_data, pieces, tmp_path):
+    files = sorted(pieces.glob("*.refl"))
+    serial = run_json(tmp_path, [shared_data / EXPT, *files], "serial.json")
+    parallel = run_json(tmp_path, [shared_data / EXPT, *files, "nproc=2"], "parallel.json")
+    whole = run_json(tmp_path, [shared_data / EXPT, shared_data / INTEGRATED], "whole.json")
+    assert without_run_details(parallel) == without_run_details(serial)
+    assert serial["histogram"] == whole["histogram"] and serial["statistics"] == whole["statistics"]
+    assert len(serial["selection"]["datasets"]) == 7 and serial["selection"]["n_counted"] == whole["selection"]["n_counted"]
+
+
+def test_directory_glob_and_list_file_inputs(shared_data, pieces, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    listing = tmp_path / "files.txt"
+    listing.write_text("# the pieces\n" + "\n".join(f"pieces/{p.name}" for p in sorted(pieces.glob("*.refl"))) + "\n")
+    by_directory = run_json(tmp_path, [shared_data / EXPT, pieces], "directory.json")
+    by_glob = run_json(tmp_path, [shared_data / EXPT, str(pieces / "part_*.refl")], "glob.json")
+    by_list = run_json(tmp_path, [shared_data / EXPT, listing], "list.json")
+    assert by_directory["selection"]["n_datasets"] == by_glob["selection"]["n_datasets"] == by_list["selection"]["n_datasets"] == 7
+    assert by_directory["histogram"] == by_glob["histogram"] == by_list["histogram"]
+
+
+def test_a_corrupt_file_among_good_ones_is_skipped_and_reported(shared_data, pieces, tmp_path, capsys):
+    corrupt = pieces / "part_3.refl"
+    content = corrupt.read_bytes()
+    corrupt.write_bytes(content[: len(content) - 100])
+    (pieces / "notes.refl").write_bytes(b"\x80\x04K\x01.")  # a pickle named .refl
+    files = sorted(pieces.glob("*.refl"))
+    document = run_json(tmp_path, [shared_data / EXPT, *files, "nproc=2"], "out.json")
+    log = capsys.readouterr().out
+    skipped = {entry["file"]: entry["reason"] for entry in document["skipped_files"]}
+    assert set(skipped) == {str(corrupt), str(pieces / "notes.refl")}
+    assert "truncated" in skipped[str(corrupt)] and "never unpickled" in skipped[str(pieces / "notes.refl")]
+    assert "Skipped 2 file(s) that could not be used" in log and str(corrupt) in log
+    assert document["selection"]["n_datasets"] == 6
+
+
+def test_bad_files_can_be_made_fatal(shared_data, pieces, tmp_path, capsys):
+    (pieces / "part_5.refl").write_bytes(b"\x93\xa3bad")
+    files = sorted(pieces.glob("*.refl"))
+    with pytest.raises(SystemExit) as caught:
+        run([str(shared_data / EXPT), *map(str, files), "bad_files=fail", f"output.json={tmp_path / 'x.json'}", "output.log=None"])
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert "1 of 7 reflection files could not be used (input.bad_files=fail); the first:" in err and "part_5.refl" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_every_file_bad_is_an_error(tmp_path):
+    for number in range(2):
+        (tmp_path / f"{number}.refl").write_bytes(b"")
+    with pytest.raises(UnusableFilesError, match="every reflection file was unusable; the first: .*0.refl: is empty"):
+        analyse([tmp_path / "0.refl", tmp_path / "1.refl"])
+
+
+def test_files_without_experiment_lists_are_merged_by_identifier(shared_data, tmp_path):
+    table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
+    for number, (a, b) in enumerate([(0, 100), (100, 208)]):
+        write_reflections(table.slice_rows(a, b), tmp_path / f"{number}.refl")
+    result = analyse([tmp_path / "0.refl", tmp_path / "1.refl", shared_data / "eiger_therm/strong.refl"], require=None)
+    by_experiment = [(e["experiment"], e["identifier"], e["n"]) for e in result.result.by_experiment]
+    assert by_experiment == [
+        (-1, None, 3),  # unindexed rows (id -1) belong to no experiment
+        (0, "f2631175-384a-00b1-a281-8ca7ffd90066", 205),
+        (1, "5684a4f6-055b-79c4-db71-81f3df1142b7", 112),
+    ]
+
+
+def mpi_unavailable() -> str | None:
+    """Why MPI cannot be tested here, or None. Checked in a subprocess: importing
+    mpi4py.MPI here would make this process an MPI singleton, which confuses mpirun."""
+    if not shutil.which("mpirun"):
+        return "mpirun not found (Debian package openmpi-bin)"
+    check = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True, timeout=120)
+    if check.returncode != 0:
+        return f"mpi4py cannot be used here ({check.stderr.strip().splitlines()[-1] if check.stderr.strip() else 'import failed'})"
+    return None
+
+
+MPI_UNAVAILABLE = mpi_unavailable()
+
+
+@pytest.mark.skipif(MPI_UNAVAILABLE is not None, reason=str(MPI_UNAVAILABLE))
+def test_mpi_run_equals_the_serial_run(shared_data, pieces, tmp_path):
+    files = sorted(pieces.glob("*.refl"))
+    serial = run_json(tmp_path, [shared_data / EXPT, *files], "serial.json")
+    command = ["mpirun", "-n", "2", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    result = subprocess.run(
+        [*command, SCRIPT, str(shared_data / EXPT), *map(str, files), "mp.method=mpi", "output.json=mpi.json", "output.html=None"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"{PROGRAM} v") == 1  # rank 0 reports; rank 1 is quiet
+    mpi = json.loads((tmp_path / "mpi.json").read_text())
+    assert mpi["parameters"]["mp"]["method"] == "mpi"
+    assert without_run_details(mpi) == without_run_details(serial)
+    assert [d["name"] for d in mpi["selection"]["datasets"]] == [d["name"] for d in serial["selection"]["datasets"]]
