@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..engine import resolve_engine
 from ..formats.experiments import Experiment
 
 
@@ -64,13 +65,21 @@ def pixels_to_millimetres(xy_px: np.ndarray, experiment_index: np.ndarray, panel
     return result
 
 
-def observed_d_spacings(xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, experiments: Sequence[Experiment]) -> np.ndarray:
+def observed_d_spacings(
+    xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, experiments: Sequence[Experiment], engine: str = "auto"
+) -> np.ndarray:
     """d (Å) of each reflection from its observed position on its panel: the scattered beam
     s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and d = 1/|s1 - s0|.
     NaN where the experiment, panel or beam is unknown."""
     experiment_index = np.asarray(experiment_index, dtype=np.int64)
     rows, (origins, fasts, slows, _) = _panel_rows(experiment_index, panel, experiments)
     s0 = np.array([e.beam.s0 if e.beam is not None else (np.nan,) * 3 for e in experiments]).reshape(-1, 3)
+    if resolve_engine(engine) == "numba" and len(rows):
+        from ._geometry_numba import d_spacings
+
+        d = np.empty(len(rows))
+        d_spacings(np.ascontiguousarray(xy_mm, dtype=np.float64)[:, :2], rows, experiment_index, origins, fasts, slows, s0, d)
+        return d
     d = np.full(len(rows), np.nan)
     known = rows >= 0
     if not known.any():

@@ -37,6 +37,7 @@ NO_SHOEBOX_ADVICE = (
     "integration.debug.output=True, and dials.scale drops them"
 )
 AUTO = "Auto"
+LOCATION_COLUMNS = ("id", "panel", "xyzobs.px.value", "xyzobs.mm.value")
 
 
 class SelectionError(ValueError):
@@ -138,8 +139,8 @@ def experiment_indices(
         lookup_values = np.array([position[table.identifiers[k]] for k in lookup_keys], dtype=np.int64)
         slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
         found = lookup_keys[slot] == ids
-        unknown_ids = np.unique(ids[~found & (ids >= 0)])
-        if unknown_ids.size:
+        if not found[ids >= 0].all():
+            unknown_ids = np.unique(ids[~found & (ids >= 0)])
             raise SelectionError(f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent")
         return np.where(found, lookup_values[slot], -1)
     count = len(experiment_identifiers) - legacy_offset if legacy_count is None else legacy_count
@@ -188,12 +189,14 @@ def measure(
     parts, n_selected, seen_experiments = [], 0, set()
     for start in range(0, n, rows_per_chunk):
         stop = min(n, start + rows_per_chunk)
+        table.populate_rows(start, stop, LOCATION_COLUMNS)
         selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
         n_selected += int(selected.sum())
         rows = np.flatnonzero(selected & has_data[start:stop])
         chunk_ids = ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
         experiment = experiment_indices(chunk_ids, table, identifiers, legacy_offset, legacy_count)
-        seen_experiments.update(np.unique(experiment).tolist())
+        if experiment.size:
+            seen_experiments.update(np.flatnonzero(np.bincount(experiment + 1)) - 1)
         panel = columns["panel"][start:stop][rows].astype(np.int64) if "panel" in columns else np.zeros(rows.size, np.int64)
         if "xyzobs.px.value" in columns:
             xyz_px = columns["xyzobs.px.value"][start:stop][rows]

@@ -57,10 +57,12 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
 
 
 @numba.njit(cache=True, nogil=True)
-def count_mask_values(blob, present, data_offset, n_voxels, code, counts):
+def count_mask_values(blob, present, data_offset, bbox, code, counts):
     """counts[i] = pixels of row i whose mask has every bit of ``code`` (low byte only)."""
     for row in range(present.size):
-        n = n_voxels[row]
+        if present[row] == 0:
+            continue
+        n = (np.int64(bbox[row, 1]) - bbox[row, 0]) * (np.int64(bbox[row, 3]) - bbox[row, 2]) * (np.int64(bbox[row, 5]) - bbox[row, 4])
         if n == 0:
             continue
         if code == 0:

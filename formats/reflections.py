@@ -16,7 +16,7 @@ import numpy as np
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
 from .shoeboxes import HEADER_BYTES, ShoeboxColumn, count_pixels_streaming
-from .source import describe_content, read_bytes, release_pages
+from .source import describe_content, populate_pages, read_bytes, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +113,14 @@ class ReflectionTable:
         return count_pixels_streaming(
             self._shoebox_blob, self.nrows, code, engine=engine, bbox_hint=self.columns.get("bbox"), path=self.path, release_pages=release_pages
         )
+
+    def populate_rows(self, start: int, stop: int, names) -> None:
+        """Map the file pages holding rows [start, stop) of the named columns in one call
+        each, ahead of use (cheaper than a page fault per page)."""
+        for name in names:
+            column = self.columns.get(name)
+            if column is not None and column.size and not column.flags.owndata:
+                populate_pages(column[start:stop])
 
     def release_rows(self, start: int, stop: int) -> None:
         """Hand the pages holding rows [start, stop) of every fixed-size column back to

@@ -26,11 +26,11 @@ column before anything is sized from it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine import resolve_engine
 from .errors import FileFormatError
 
 HEADER_BYTES = 29
@@ -39,33 +39,11 @@ BYTES_PER_VOXEL = np.array([0, 12, 9], dtype=np.int64)  # data + mask + backgrou
 _HEADER_DTYPE = np.dtype([("panel", "<u4"), ("bbox", "<i4", (6,)), ("present", "u1")])
 assert _HEADER_DTYPE.itemsize == HEADER_BYTES
 
-ENGINE_ENVIRONMENT_VARIABLE = "DIALS_SPOT_SIZE_ANALYSIS_ENGINE"
+
+PREFETCH_BYTES = 1 << 26  # mapped ahead of the streaming scan in one call
 
 # Problems a scan can find; the kernels return these codes, messages are made here.
 OK, TRUNCATED_HEADER, BAD_BBOX, BAD_PRESENT, TOO_LARGE, TRAILING_BYTES = range(6)
-
-
-def available_engines() -> tuple[str, ...]:
-    try:
-        from . import _shoebox_numba  # noqa: F401
-    except ImportError:
-        return ("numpy",)
-    return ("numba", "numpy")
-
-
-def resolve_engine(engine: str = "auto") -> str:
-    """``auto`` means numba where importable, unless the environment variable
-    ``DIALS_SPOT_SIZE_ANALYSIS_ENGINE`` names one."""
-    if engine == "auto":
-        engine = os.environ.get(ENGINE_ENVIRONMENT_VARIABLE, "auto").strip().lower() or "auto"
-    engines = available_engines()
-    if engine == "auto":
-        return engines[0]
-    if engine not in ("numba", "numpy"):
-        raise ValueError(f"unknown engine {engine!r}: choose auto, numba or numpy")
-    if engine not in engines:
-        raise ValueError("the numba engine needs numba: pip install numba")
-    return engine
 
 
 def record_sizes(bbox: np.ndarray, present: np.ndarray, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +151,7 @@ def count_pixels_streaming(
     keeps only the current chunk's index: memory is the two result arrays plus a chunk.
     With ``release_pages``, each finished stretch of a memory-mapped file is handed back to
     the operating system, so resident memory does not grow with the file."""
+    from .source import populate_pages
     from .source import release_pages as release
 
     _check_row_count(blob, nrows, path)
@@ -181,6 +160,7 @@ def count_pixels_streaming(
     position = 0
     for start in range(0, nrows, rows_per_chunk):
         stop = min(nrows, start + rows_per_chunk)
+        populate_pages(blob[position : position + PREFETCH_BYTES])
         headers, data_offset, (problem, _), end = _scan(engine, blob, nrows, bbox_hint, start, stop, position)
         if problem != OK:
             ShoeboxColumn.from_blob(blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)  # raises, with details
@@ -273,7 +253,7 @@ class ShoeboxColumn:
             from ._shoebox_numba import count_mask_values
 
             counts = np.zeros(len(self), dtype=np.int64)
-            count_mask_values(self.blob, self.present, self.data_offset, self.n_voxels, code, counts)
+            count_mask_values(self.blob, self.present, self.data_offset, self.bbox, code, counts)
             return counts
         return _count_mask_values_numpy(self, code)
 

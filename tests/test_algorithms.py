@@ -139,3 +139,29 @@ def test_grouped_statistics_equal_per_group_numpy(pairs):
         assert entry["n"] == group.size
         assert entry["median"] == np.median(group) and entry["mean"] == pytest.approx(group.mean())
         assert (entry["min"], entry["max"]) == (group.min(), group.max())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(-3, 40), st.integers(0, 60)), min_size=1, max_size=120))
+def test_counting_and_sorting_group_statistics_agree(pairs):
+    keys, values = np.array(pairs).T
+    by_counting = grouped_statistics(keys, values)  # integer sizes: the counting path
+    by_sorting = grouped_statistics(keys, values.astype(np.float64))  # floats: the sorting path
+    assert by_counting == by_sorting
+
+
+def test_engines_give_identical_analyses(shared_data, monkeypatch):
+    """The compiled kernels and the pure-numpy path agree on everything the JSON holds."""
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.engine import ENVIRONMENT_VARIABLE, available_engines
+
+    if "numba" not in available_engines():
+        pytest.skip("numba is not installed: only the numpy engine exists here")
+    documents = {}
+    for engine in ("numba", "numpy"):
+        monkeypatch.setenv(ENVIRONMENT_VARIABLE, engine)
+        documents[engine] = [
+            analyse(shared_data / refl, shared_data / expt, require=None).as_dict()
+            for refl, expt in [("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"), ("centroid_test_data/integrated.refl", "centroid_test_data/indexed.expt")]
+        ]
+    assert documents["numba"] == documents["numpy"]

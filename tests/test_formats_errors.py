@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from dials_spot_size_analysis.formats import FileFormatError, read_experiments, read_reflections
-from dials_spot_size_analysis.formats.shoeboxes import available_engines
+from dials_spot_size_analysis.engine import available_engines
 
 
 def unpack(path):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dials_spot_size_analysis.formats import FileFormatError, ReflectionTable
 from dials_spot_size_analysis.formats.reflections import parse_reflections
-from dials_spot_size_analysis.formats.shoeboxes import available_engines
+from dials_spot_size_analysis.engine import available_engines
 
 SOURCES = ["eiger_therm/strong.refl", "centroid_test_data/integrated.refl"]
 pytestmark = pytest.mark.skipif(

@@ -15,7 +15,7 @@ from conftest import REFLECTION_FILES, SHOEBOX_CODES
 from dials_spot_size_analysis.formats import FileFormatError, read_reflections, write_reflections
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 from dials_spot_size_analysis.formats.shoebox_encoding import reencode
-from dials_spot_size_analysis.formats.shoeboxes import available_engines
+from dials_spot_size_analysis.engine import available_engines
 
 ENGINES = available_engines()
 

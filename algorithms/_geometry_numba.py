@@ -1,0 +1,24 @@
+"""Compiled d-spacing kernel (optional: imported only where numba is); mirrors
+``geometry.observed_d_spacings``'s numpy path, which the tests compare it with."""
+
+import math
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, nogil=True)
+def d_spacings(xy, panel_row, experiment, origins, fasts, slows, s0, out):
+    for i in range(xy.shape[0]):
+        r, e = panel_row[i], experiment[i]
+        if r < 0 or e < 0:
+            out[i] = np.nan
+            continue
+        x, y = xy[i, 0], xy[i, 1]
+        lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
+        ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
+        lz = origins[r, 2] + x * fasts[r, 2] + y * slows[r, 2]
+        k = math.sqrt(s0[e, 0] ** 2 + s0[e, 1] ** 2 + s0[e, 2] ** 2) / math.sqrt(lx * lx + ly * ly + lz * lz)
+        dx, dy, dz = lx * k - s0[e, 0], ly * k - s0[e, 1], lz * k - s0[e, 2]
+        q = math.sqrt(dx * dx + dy * dy + dz * dz)
+        out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
