@@ -18,7 +18,9 @@ def d_spacings(xy, panel_row, experiment, origins, fasts, slows, s0, out):
         lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
         ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
         lz = origins[r, 2] + x * fasts[r, 2] + y * slows[r, 2]
-        k = math.sqrt(s0[e, 0] ** 2 + s0[e, 1] ** 2 + s0[e, 2] ** 2) / math.sqrt(lx * lx + ly * ly + lz * lz)
-        dx, dy, dz = lx * k - s0[e, 0], ly * k - s0[e, 1], lz * k - s0[e, 2]
+        # The numpy path's operations in its order, so both give the same bits.
+        length = math.sqrt(lx * lx + ly * ly + lz * lz)
+        k = math.sqrt(s0[e, 0] * s0[e, 0] + s0[e, 1] * s0[e, 1] + s0[e, 2] * s0[e, 2])
+        dx, dy, dz = lx / length * k - s0[e, 0], ly / length * k - s0[e, 1], lz / length * k - s0[e, 2]
         q = math.sqrt(dx * dx + dy * dy + dz * dz)
         out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
