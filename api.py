@@ -207,18 +207,30 @@ def analyse_sources(
     progress: bool | None = None,
     comm=None,
     skipped_files: Sequence[dict] = (),
+    paired_experiments: dict[int, str] | None = None,
 ) -> AnalysisResult | None:
     """``analyse`` once the experiment lists are read: ``sources`` are reflection files
     (or tables), measured serially, over ``params.mp.nproc`` processes or, with
     ``params.mp.method=mpi``, over MPI ranks (``comm``; rank 0 returns the result, the
-    others None). ``skipped_files`` lists files already skipped (e.g. experiment lists)."""
+    others None). ``skipped_files`` lists files already skipped (e.g. experiment lists);
+    ``paired_experiments`` maps a source's index to the experiment file that is its own
+    (read by the process that measures it)."""
     from .processing import Settings, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
 
     require, data_min, data_max = _parameters_for_analysis(params)
     if not sources:
         raise SelectionError("no reflection table given: pass one or more .refl files")
     union, offsets = combine_experiments([experiment_list for _, experiment_list in experiment_sources])
-    settings = Settings(union, offsets, bool(experiment_sources), require, params.flags.exclude, list(params.mask_code), engine)
+    settings = Settings(
+        union,
+        offsets,
+        bool(experiment_sources) or bool(paired_experiments),
+        require,
+        params.flags.exclude,
+        list(params.mask_code),
+        engine,
+        paired_experiments=dict(paired_experiments or {}),
+    )
     if params.mp.method == "mpi":
         outcomes = run_mpi(sources, settings, comm)
         if outcomes is None:

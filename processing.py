@@ -16,8 +16,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .algorithms.geometry import ExperimentGeometry
+from .engine import warm_up
 from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, measure
-from .formats import FileFormatError, ReflectionTable, read_reflections
+from .formats import FileFormatError, ReflectionTable, read_experiments, read_reflections
 from .formats.experiments import Experiment, ExperimentList
 from .formats.reflections import parse_reflections
 
@@ -33,6 +35,13 @@ class Settings:
     exclude: Any
     mask_code: list[str]
     engine: str = "auto"
+    geometry: ExperimentGeometry | None = None
+    # Source index -> the .expt written beside that .refl (read by whoever measures it).
+    paired_experiments: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.geometry is None:
+            self.geometry = ExperimentGeometry(self.experiments)
 
 
 @dataclass
@@ -89,11 +98,18 @@ def load_table(source, engine: str = "auto") -> ReflectionTable:
 def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileOutcome:
     """Read and measure one table; a problem with it becomes the outcome's ``error``."""
     name = _source_name(source, index)
+    paired = settings.paired_experiments.get(index)
     try:
         table = load_table(source, settings.engine)
-        experiments, labels = settings.experiments, None
+        experiments, labels = settings.geometry, None
         legacy_offset, legacy_count = 0, None
-        if not settings.have_experiment_lists:
+        if paired is not None:
+            # Its own experiment list: indices local to it, merged later by identifier.
+            experiment_list = read_experiments(paired)
+            experiments, labels = ExperimentGeometry(list(experiment_list)), experiment_list.identifiers()
+            if not table.identifiers:
+                legacy_count = len(experiment_list)
+        elif not settings.have_experiment_lists:
             # Experiments known by identifier only; merged across files by identifier.
             labels = [table.identifiers[k] for k in sorted(table.identifiers)] if table.identifiers else [""]
             experiments = [Experiment(identifier=label) for label in labels]
@@ -122,6 +138,7 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
         return FileOutcome(index=index, name=name, error=str(error), error_is_format=isinstance(error, FileFormatError))
     info = {
         "reflections": name,
+        **({"experiments": paired} if paired is not None else {}),
         "n_rows": table.nrows,
         "table_version": table.version,
         "has_shoeboxes": table.shoebox_column_name is not None,
@@ -168,6 +185,34 @@ def _progress(total: int, show: bool | None):
     return tqdm(total=total, unit="file", desc="Measuring", file=sys.stderr, leave=False)
 
 
+def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str]) -> tuple[dict[int, str], list[str]]:
+    """Pair each ``x.refl`` with an ``x.expt`` in the same folder (as dials.stills_process
+    and dials.index write them): returns {reflection index: experiment file} and the
+    experiment files left unpaired, which describe every table."""
+    def stem(path: str, suffixes) -> str | None:
+        name = os.path.abspath(path)
+        for compression in ("", ".gz", ".bz2", ".xz", ".zst"):
+            for suffix in suffixes:
+                if name.endswith(suffix + compression):
+                    return name[: -len(suffix + compression)]
+        return None
+
+    by_stem = {}
+    for path in experiment_files:
+        key = stem(path, (".expt",))
+        if key is not None:
+            by_stem.setdefault(key, path)
+    pairs = {}
+    for index, path in enumerate(reflection_files):
+        key = stem(path, (".refl",))
+        if key in by_stem:
+            pairs[index] = by_stem[key]
+    if len(pairs) < 2 or len(set(pairs.values())) != len(pairs):
+        return {}, list(experiment_files)  # one shared list, or pairs that are not one-to-one
+    paired = set(pairs.values())
+    return pairs, [path for path in experiment_files if path not in paired]
+
+
 def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[FileOutcome]:
     """Every source measured, in input order, over ``nproc`` processes."""
     items = list(enumerate(sources))
@@ -183,6 +228,8 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
         import multiprocessing
 
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        if method == "fork":
+            warm_up(settings.engine)  # forked workers inherit the loaded kernels
         context = multiprocessing.get_context(method)
         chunk = max(1, min(64, len(items) // (nproc * 8)))
         with context.Pool(min(nproc, len(items)), initializer=_initialise_worker, initargs=(settings, len(items))) as pool:
@@ -194,6 +241,21 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
     finally:
         if bar is not None:
             bar.close()
+
+
+def _read_experiment_list(path: str):
+    from .formats import read_experiments
+
+    try:
+        return path, read_experiments(path), None
+    except FileFormatError as error:
+        return path, None, str(error)
+
+
+def read_experiment_lists(paths: Sequence[str]) -> list[tuple[str, ExperimentList | None, str | None]]:
+    """(path, experiment list or None, problem or None) for each path, in order. Serial:
+    parsing is quick, and sending parsed models back from other processes costs more."""
+    return [_read_experiment_list(path) for path in paths]
 
 
 def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[FileOutcome] | None:

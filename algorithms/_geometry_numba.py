@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf or NaN, as in numpy
 def d_spacings(xy, panel_row, experiment, origins, fasts, slows, s0, out):
     for i in range(xy.shape[0]):
         r, e = panel_row[i], experiment[i]

@@ -14,94 +14,98 @@ from ..engine import resolve_engine
 from ..formats.experiments import Experiment
 
 
-def _panel_tables(experiments: Sequence[Experiment]):
-    """Stacked origin, fast, slow, pixel size of every experiment's panels, and where each
-    experiment's panels start in the stack."""
-    origins, fasts, slows, pixel_sizes, starts = [], [], [], [], []
-    seen: dict[int, int] = {}
-    for experiment in experiments:
-        detector = experiment.detector
-        if detector is None:
-            starts.append(-1)
-            continue
-        if id(detector) not in seen:
-            seen[id(detector)] = len(origins)
-            for panel in detector.panels:
-                origins.append(panel.origin)
-                fasts.append(panel.fast_axis)
-                slows.append(panel.slow_axis)
-                pixel_sizes.append(panel.pixel_size)
-        starts.append(seen[id(detector)])
-    empty = np.zeros((0, 3))
-    return (
-        np.array(origins) if origins else empty,
-        np.array(fasts) if fasts else empty,
-        np.array(slows) if slows else empty,
-        np.array(pixel_sizes) if pixel_sizes else np.zeros((0, 2)),
-        np.array(starts, dtype=np.int64),
-    )
+class ExperimentGeometry:
+    """Per-experiment and per-panel tables for a list of experiments, built once (not per
+    reflection file: a serial-crystallography run has thousands of experiments)."""
 
+    def __init__(self, experiments: Sequence[Experiment]):
+        self.experiments = list(experiments)
+        self.identifiers = [e.identifier for e in self.experiments]
+        self.index: dict[str, int] = {}
+        for number, identifier in enumerate(self.identifiers):
+            if identifier:
+                self.index.setdefault(identifier, number)
+        origins, fasts, slows, pixel_sizes, starts, n_panels = [], [], [], [], [], []
+        seen: dict[int, int] = {}
+        for experiment in self.experiments:
+            detector = experiment.detector
+            n_panels.append(len(detector) if detector is not None else 0)
+            if detector is None:
+                starts.append(-1)
+                continue
+            if id(detector) not in seen:  # shared detectors are stacked once
+                seen[id(detector)] = len(origins)
+                for panel in detector.panels:
+                    origins.append(panel.origin)
+                    fasts.append(panel.fast_axis)
+                    slows.append(panel.slow_axis)
+                    pixel_sizes.append(panel.pixel_size)
+            starts.append(seen[id(detector)])
+        self.origins = np.array(origins).reshape(-1, 3)
+        self.fasts = np.array(fasts).reshape(-1, 3)
+        self.slows = np.array(slows).reshape(-1, 3)
+        self.pixel_sizes = np.array(pixel_sizes, dtype=np.float64).reshape(-1, 2)
+        self.starts = np.array(starts, dtype=np.int64)
+        self.n_panels = np.array(n_panels, dtype=np.int64)
+        self.s0 = np.array([e.beam.s0 if e.beam is not None else (np.nan,) * 3 for e in self.experiments]).reshape(-1, 3)
+        self.first_image = np.array([e.scan.image_range[0] if e.scan is not None else 1 for e in self.experiments], dtype=np.int64)
 
-def _panel_rows(experiment_index, panel, experiments):
-    """Row index into the stacked panel tables, or -1 where geometry is unknown."""
-    origins, fasts, slows, pixel_sizes, starts = _panel_tables(experiments)
-    n_panels = np.array([len(e.detector) if e.detector is not None else 0 for e in experiments], dtype=np.int64)
-    known = (experiment_index >= 0) & (experiment_index < len(experiments))
-    safe_experiment = np.where(known, experiment_index, 0)
-    panel = np.asarray(panel, dtype=np.int64)
-    if len(experiments):
-        known &= (starts[safe_experiment] >= 0) & (panel >= 0) & (panel < n_panels[safe_experiment])
-    rows = np.where(known, starts[safe_experiment] + panel if len(experiments) else -1, -1)
-    return rows, (origins, fasts, slows, pixel_sizes)
+    def __len__(self) -> int:
+        return len(self.experiments)
 
+    def panel_rows(self, experiment_index: np.ndarray, panel: np.ndarray) -> np.ndarray:
+        """Row of each reflection's panel in the stacked tables, or -1 where unknown."""
+        experiment_index = np.asarray(experiment_index, dtype=np.int64)
+        panel = np.asarray(panel, dtype=np.int64)
+        if not len(self):
+            return np.full(experiment_index.shape, -1, dtype=np.int64)
+        known = (experiment_index >= 0) & (experiment_index < len(self))
+        safe = np.where(known, experiment_index, 0)
+        known &= (self.starts[safe] >= 0) & (panel >= 0) & (panel < self.n_panels[safe])
+        return np.where(known, self.starts[safe] + panel, -1)
 
-def pixels_to_millimetres(xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, experiments: Sequence[Experiment]) -> np.ndarray:
-    """Pixel (x, y) to panel millimetres with the plain pixel size (no parallax
-    correction: well under a pixel, negligible for a d-spacing). NaN where unknown."""
-    rows, (_, _, _, pixel_sizes) = _panel_rows(np.asarray(experiment_index), panel, experiments)
-    result = np.full((len(rows), 2), np.nan)
-    known = rows >= 0
-    result[known] = np.asarray(xy_px, dtype=np.float64)[known, :2] * pixel_sizes[rows[known]]
-    return result
+    def pixels_to_millimetres(self, xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray) -> np.ndarray:
+        """Pixel (x, y) to panel millimetres with the plain pixel size (no parallax
+        correction: well under a pixel, negligible for a d-spacing). NaN where unknown."""
+        rows = self.panel_rows(experiment_index, panel)
+        result = np.full((len(rows), 2), np.nan)
+        known = rows >= 0
+        result[known] = np.asarray(xy_px, dtype=np.float64)[known, :2] * self.pixel_sizes[rows[known]]
+        return result
 
+    def d_spacings(self, xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, engine: str = "auto") -> np.ndarray:
+        """d (Å) of each reflection from its observed position on its panel: the scattered
+        beam s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and
+        d = 1/|s1 - s0|. NaN where the experiment, panel or beam is unknown."""
+        experiment_index = np.asarray(experiment_index, dtype=np.int64)
+        rows = self.panel_rows(experiment_index, panel)
+        if resolve_engine(engine) == "numba" and len(rows):
+            from ._geometry_numba import d_spacings
 
-def observed_d_spacings(
-    xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, experiments: Sequence[Experiment], engine: str = "auto"
-) -> np.ndarray:
-    """d (Å) of each reflection from its observed position on its panel: the scattered beam
-    s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and d = 1/|s1 - s0|.
-    NaN where the experiment, panel or beam is unknown."""
-    experiment_index = np.asarray(experiment_index, dtype=np.int64)
-    rows, (origins, fasts, slows, _) = _panel_rows(experiment_index, panel, experiments)
-    s0 = np.array([e.beam.s0 if e.beam is not None else (np.nan,) * 3 for e in experiments]).reshape(-1, 3)
-    if resolve_engine(engine) == "numba" and len(rows):
-        from ._geometry_numba import d_spacings
-
-        d = np.empty(len(rows))
-        d_spacings(np.ascontiguousarray(xy_mm, dtype=np.float64)[:, :2], rows, experiment_index, origins, fasts, slows, s0, d)
+            d = np.empty(len(rows))
+            d_spacings(np.ascontiguousarray(xy_mm, dtype=np.float64)[:, :2], rows, experiment_index, self.origins, self.fasts, self.slows, self.s0, d)
+            return d
+        d = np.full(len(rows), np.nan)
+        known = rows >= 0
+        if not known.any():
+            return d
+        xy = np.asarray(xy_mm, dtype=np.float64)[known]
+        r = rows[known]
+        lab = self.origins[r] + xy[:, :1] * self.fasts[r] + xy[:, 1:2] * self.slows[r]
+        beam = self.s0[experiment_index[known]]
+        s1 = lab / np.linalg.norm(lab, axis=1)[:, None] * np.linalg.norm(beam, axis=1)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d[known] = 1.0 / np.linalg.norm(s1 - beam, axis=1)
         return d
-    d = np.full(len(rows), np.nan)
-    known = rows >= 0
-    if not known.any():
-        return d
-    xy = np.asarray(xy_mm, dtype=np.float64)[known]
-    r = rows[known]
-    lab = origins[r] + xy[:, :1] * fasts[r] + xy[:, 1:2] * slows[r]
-    beam = s0[experiment_index[known]]
-    s1 = lab / np.linalg.norm(lab, axis=1)[:, None] * np.linalg.norm(beam, axis=1)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d[known] = 1.0 / np.linalg.norm(s1 - beam, axis=1)
-    return d
 
-
-def image_numbers(z_px: np.ndarray, experiment_index: np.ndarray, experiments: Sequence[Experiment]) -> np.ndarray:
-    """Image number of each reflection's observed centroid: the scan's first image plus
-    the whole frames in z (z runs from 0 at the start of the first image). Without a
-    scan, images count from 1."""
-    first = np.array([e.scan.image_range[0] if e.scan is not None else 1 for e in experiments] or [1], dtype=np.int64)
-    experiment_index = np.asarray(experiment_index, dtype=np.int64)
-    safe = np.where((experiment_index >= 0) & (experiment_index < len(first)), experiment_index, 0)
-    return first[safe] + np.floor(np.asarray(z_px, dtype=np.float64)).astype(np.int64)
+    def image_numbers(self, z_px: np.ndarray, experiment_index: np.ndarray) -> np.ndarray:
+        """Image number of each reflection's observed centroid: the scan's first image
+        plus the whole frames in z (z runs from 0 at the start of the first image).
+        Without a scan, images count from 1."""
+        first = self.first_image if len(self) else np.ones(1, dtype=np.int64)
+        experiment_index = np.asarray(experiment_index, dtype=np.int64)
+        safe = np.where((experiment_index >= 0) & (experiment_index < len(first)), experiment_index, 0)
+        return first[safe] + np.floor(np.asarray(z_px, dtype=np.float64)).astype(np.int64)
 
 
 def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 from ..formats.experiments import Experiment
 from ..formats.reflections import ReflectionTable
 from . import flags as flag_names
-from .geometry import image_numbers, observed_d_spacings, pixels_to_millimetres, resolution_shells
+from .geometry import ExperimentGeometry, resolution_shells
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
 from .statistics import grouped_statistics, summary_statistics
@@ -115,7 +115,7 @@ def _size_source(table: ReflectionTable, code: int) -> tuple[str, str]:
 def experiment_indices(
     ids: np.ndarray,
     table: ReflectionTable,
-    experiment_identifiers: Sequence[str],
+    geometry: ExperimentGeometry,
     legacy_offset: int = 0,
     legacy_count: int | None = None,
 ) -> np.ndarray:
@@ -128,7 +128,7 @@ def experiment_indices(
     ids = np.asarray(ids, dtype=np.int64)
     where = table.path or "the reflection table"
     if table.identifiers:
-        position = {identifier: i for i, identifier in enumerate(experiment_identifiers)}
+        position = geometry.index
         missing = sorted({identifier for identifier in table.identifiers.values() if identifier not in position})
         if missing:
             raise SelectionError(
@@ -143,7 +143,7 @@ def experiment_indices(
             unknown_ids = np.unique(ids[~found & (ids >= 0)])
             raise SelectionError(f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent")
         return np.where(found, lookup_values[slot], -1)
-    count = len(experiment_identifiers) - legacy_offset if legacy_count is None else legacy_count
+    count = len(geometry) - legacy_offset if legacy_count is None else legacy_count
     if ids.size and ids.max() >= count:
         raise SelectionError(
             f"{where} refers to experiment id {int(ids.max())} but its experiment list has {count} "
@@ -154,7 +154,7 @@ def experiment_indices(
 
 def measure(
     table: ReflectionTable,
-    experiments: Sequence[Experiment] = (),
+    experiments: Sequence[Experiment] | ExperimentGeometry = (),
     require: Sequence[str] | str | None = AUTO,
     exclude: Sequence[str] | None = None,
     mask_code: Sequence[str] = ("Foreground",),
@@ -184,7 +184,8 @@ def measure(
         sizes, has_data = table.count_shoebox_pixels(code, engine=engine, release_pages=release_pages)
     else:
         sizes, has_data = np.asarray(columns[source], dtype=np.int64), np.ones(n, dtype=bool)
-    identifiers = [e.identifier for e in experiments]
+    geometry = experiments if isinstance(experiments, ExperimentGeometry) else ExperimentGeometry(experiments)
+    identifiers = geometry.identifiers
     ids = columns.get("id")
     parts, n_selected, seen_experiments = [], 0, set()
     for start in range(0, n, rows_per_chunk):
@@ -194,19 +195,19 @@ def measure(
         n_selected += int(selected.sum())
         rows = np.flatnonzero(selected & has_data[start:stop])
         chunk_ids = ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
-        experiment = experiment_indices(chunk_ids, table, identifiers, legacy_offset, legacy_count)
+        experiment = experiment_indices(chunk_ids, table, geometry, legacy_offset, legacy_count)
         if experiment.size:
             seen_experiments.update(np.flatnonzero(np.bincount(experiment + 1)) - 1)
         panel = columns["panel"][start:stop][rows].astype(np.int64) if "panel" in columns else np.zeros(rows.size, np.int64)
         if "xyzobs.px.value" in columns:
             xyz_px = columns["xyzobs.px.value"][start:stop][rows]
-            image = image_numbers(xyz_px[:, 2], experiment, experiments)
+            image = geometry.image_numbers(xyz_px[:, 2], experiment)
         else:
             xyz_px, image = None, np.full(rows.size, -1, np.int64)
         if "xyzobs.mm.value" in columns:
             xy_mm = columns["xyzobs.mm.value"][start:stop][rows][:, :2]
         elif xyz_px is not None:
-            xy_mm = pixels_to_millimetres(xyz_px, experiment, panel, experiments)
+            xy_mm = geometry.pixels_to_millimetres(xyz_px, experiment, panel)
         else:
             xy_mm = np.full((rows.size, 2), np.nan)
         parts.append(
@@ -216,7 +217,7 @@ def measure(
                 experiment=experiment.astype(np.int32),
                 panel=panel.astype(np.int32),
                 image=image.astype(np.int32),
-                d_spacing=observed_d_spacings(xy_mm, experiment, panel, experiments),
+                d_spacing=geometry.d_spacings(xy_mm, experiment, panel, engine),
             )
         )
         if release_pages:

@@ -12,6 +12,7 @@ frames are composed down the hierarchy into the laboratory frame.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -24,11 +25,21 @@ MODEL_KINDS = ("beam", "detector", "goniometer", "scan", "crystal", "imageset")
 
 
 def _vector(values, length: int = 3) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.shape != (length,) or not np.isfinite(array).all():
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"expected {length} finite numbers, found {values!r}") from None
+    if len(numbers) != length or not all(math.isfinite(v) for v in numbers):
         raise ValueError(f"expected {length} finite numbers, found {values!r}")
+    array = np.array(numbers)
     array.setflags(write=False)
     return array
+
+
+def _unit_normal(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
+    """fast x slow, normalised (plain arithmetic: np.cross is slow on one 3-vector)."""
+    normal = np.array([fast[1] * slow[2] - fast[2] * slow[1], fast[2] * slow[0] - fast[0] * slow[2], fast[0] * slow[1] - fast[1] * slow[0]])
+    return normal / math.sqrt(normal @ normal)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,8 +71,7 @@ class Panel:
 
     @property
     def normal(self) -> np.ndarray:
-        normal = np.cross(self.fast_axis, self.slow_axis)
-        return normal / np.linalg.norm(normal)
+        return _unit_normal(self.fast_axis, self.slow_axis)
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,14 +190,12 @@ def _detector(d: dict) -> Detector:
                 global_frames[index] = (parent @ fast, parent @ slow, parent_origin + parent @ origin)
                 continue
             fast_g, slow_g = parent @ fast, parent @ slow
-            normal_g = np.cross(fast_g, slow_g)
-            descend(child, np.column_stack([fast_g, slow_g, normal_g / np.linalg.norm(normal_g)]), parent_origin + parent @ origin)
+            descend(child, np.column_stack([fast_g, slow_g, _unit_normal(fast_g, slow_g)]), parent_origin + parent @ origin)
 
     hierarchy = d.get("hierarchy")
     if hierarchy:
         fast, slow, origin = _frame(hierarchy)
-        normal = np.cross(fast, slow)
-        descend(hierarchy, np.column_stack([fast, slow, normal / np.linalg.norm(normal)]), origin)
+        descend(hierarchy, np.column_stack([fast, slow, _unit_normal(fast, slow)]), origin)
     result = []
     for p, (fast, slow, origin) in zip(panels, global_frames):
         pixel_size = tuple(float(v) for v in p["pixel_size"])

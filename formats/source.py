@@ -79,7 +79,8 @@ def _decompress(path: str, suffix: str) -> bytes:
 def read_bytes(path: str | os.PathLike) -> memoryview:
     """The (decompressed) content of ``path`` as a read-only buffer.
 
-    Plain files are memory-mapped; the map lives as long as any view of it does.
+    Plain files of 4 MiB and more are memory-mapped (the map lives as long as any view of
+    it does); smaller ones are read.
     """
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -97,8 +98,11 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
                 raise FileFormatError(path, "is empty once decompressed")
             return memoryview(content)
         with open(path, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size == 0:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
                 raise FileFormatError(path, "is empty (0 bytes): was it written completely?")
+            if size < MAP_FROM_BYTES:  # small files: one read is cheaper than a mapping
+                return memoryview(handle.read())
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
             mapped.madvise(mmap.MADV_SEQUENTIAL)
@@ -112,10 +116,15 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
+MAP_FROM_BYTES = 1 << 22  # files from this size are memory-mapped, smaller ones read
+PAGE_WORK_FROM_BYTES = 1 << 20  # page populate/release only for arrays at least this big
 
 
 def _mapped_range(array):
-    """(mmap, first page offset, length) of the whole pages under ``array``, or None."""
+    """(mmap, first page offset, length) of the whole pages under ``array``, or None
+    (also for arrays too small for page management to pay)."""
+    if array.nbytes < PAGE_WORK_FROM_BYTES:
+        return None
     owner = array
     while isinstance(owner, np.ndarray):
         owner = owner.base

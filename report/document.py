@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 from .. import __version__
@@ -11,6 +10,7 @@ from ..algorithms.mask_codes import mask_code_value
 from .plots import figures
 
 SCHEMA_VERSION = 1
+DATASET_KEYS = ("name", "n_rows", "require", "exclude", "require_was_automatic", "n_selected", "n_without_pixel_data", "n_counted", "size_source", "size_source_note")
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
@@ -33,7 +33,7 @@ def json_document(analysis) -> dict:
     histogram = result.histogram
     selection = dict(result.selection)
     selection["datasets"] = [
-        {key: value for key, value in asdict(dataset).items() if key != "experiment_identifiers"}
+        {key: getattr(dataset, key) for key in DATASET_KEYS}
         for dataset in result.datasets
     ]
     document = {
