@@ -232,18 +232,19 @@ def analyse_sources(
         paired_experiments=dict(paired_experiments or {}),
     )
     if params.mp.method == "mpi":
-        outcomes = run_mpi(sources, settings, comm)
-        if outcomes is None:
+        batches = run_mpi(sources, settings, comm)
+        if batches is None:
             return None
     else:
-        outcomes = run_serial_or_pool(sources, settings, resolve_nproc(params.mp.nproc), progress)
+        batches = run_serial_or_pool(sources, settings, resolve_nproc(params.mp.nproc), progress)
+    outcomes = sorted((outcome for batch in batches for outcome in batch.outcomes), key=lambda outcome: outcome.index)
     failed = [outcome for outcome in outcomes if outcome.error is not None]
     if failed and (params.input.bad_files == "fail" or len(failed) == len(outcomes)):
         if len(outcomes) == 1:
             failed[0].raise_error()
         what = "every reflection file was unusable" if len(failed) == len(outcomes) else f"{len(failed)} of {len(outcomes)} reflection files could not be used (input.bad_files=fail)"
         raise UnusableFilesError(f"{what}; the first: {failed[0].error}")
-    spot_sizes, datasets, inputs, skipped, labels = merge(outcomes, settings)
+    spot_sizes, datasets, inputs, skipped, labels = merge(batches, settings)
     for number, (source, experiment_list) in enumerate(experiment_sources):
         inputs.append(
             {

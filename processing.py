@@ -54,6 +54,7 @@ class FileOutcome:
     labels: list[str] | None = None  # experiment identifiers of local indices (no .expt given)
     error: str | None = None
     error_is_format: bool = False  # a FileFormatError (else the data did not fit the request)
+    n_rows: int = 0  # rows measured, once packed into a Batch
 
     def raise_error(self) -> None:
         """Raise this outcome's problem again, as its own kind of error."""
@@ -150,6 +151,25 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
 
 # ------------------------------------------------------------------ running the work
 
+
+@dataclass
+class Batch:
+    """Outcomes of several sources, their measured rows packed into one SpotSizes (in
+    outcome order, ``outcome.n_rows`` each): one set of arrays crosses between processes
+    instead of one per file."""
+
+    spot_sizes: SpotSizes
+    outcomes: list[FileOutcome]
+
+
+def pack(outcomes: list[FileOutcome]) -> Batch:
+    for outcome in outcomes:
+        outcome.n_rows = len(outcome.spot_sizes) if outcome.spot_sizes is not None else 0
+    packed = SpotSizes.concatenate([o.spot_sizes for o in outcomes if o.spot_sizes is not None])
+    for outcome in outcomes:
+        outcome.spot_sizes = None
+    return Batch(packed, outcomes)
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -157,9 +177,8 @@ def _initialise_worker(settings: Settings, n_sources: int) -> None:
     _WORKER["settings"], _WORKER["n_sources"] = settings, n_sources
 
 
-def _work(item: tuple[int, Any]) -> FileOutcome:
-    index, source = item
-    return measure_one(index, source, _WORKER["settings"], _WORKER["n_sources"])
+def _work(items: list[tuple[int, Any]]) -> Batch:
+    return pack([measure_one(index, source, _WORKER["settings"], _WORKER["n_sources"]) for index, source in items])
 
 
 def resolve_nproc(nproc) -> int:
@@ -213,31 +232,34 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
     return pairs, [path for path in experiment_files if path not in paired]
 
 
-def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[FileOutcome]:
-    """Every source measured, in input order, over ``nproc`` processes."""
+def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[Batch]:
+    """Every source measured over ``nproc`` processes, as batches in input order."""
     items = list(enumerate(sources))
     bar = _progress(len(items), progress)
-    outcomes: list[FileOutcome] = []
+    batches: list[Batch] = []
     try:
         if nproc <= 1 or len(items) <= 1:
-            for item in items:
-                outcomes.append(measure_one(item[0], item[1], settings, len(items)))
+            outcomes = []
+            for index, source in items:
+                outcomes.append(measure_one(index, source, settings, len(items)))
                 if bar is not None:
                     bar.update()
-            return outcomes
+            return [pack(outcomes)]
         import multiprocessing
 
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         if method == "fork":
             warm_up(settings.engine)  # forked workers inherit the loaded kernels
-        context = multiprocessing.get_context(method)
-        chunk = max(1, min(64, len(items) // (nproc * 8)))
-        with context.Pool(min(nproc, len(items)), initializer=_initialise_worker, initargs=(settings, len(items))) as pool:
-            for outcome in pool.imap(_work, items, chunksize=chunk):
-                outcomes.append(outcome)
+        size = max(1, min(64, len(items) // (nproc * 8)))
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        with multiprocessing.get_context(method).Pool(
+            min(nproc, len(chunks)), initializer=_initialise_worker, initargs=(settings, len(items))
+        ) as pool:
+            for batch in pool.imap(_work, chunks):
+                batches.append(batch)
                 if bar is not None:
-                    bar.update()
-        return outcomes
+                    bar.update(len(batch.outcomes))
+        return batches
     finally:
         if bar is not None:
             bar.close()
@@ -258,9 +280,9 @@ def read_experiment_lists(paths: Sequence[str]) -> list[tuple[str, ExperimentLis
     return [_read_experiment_list(path) for path in paths]
 
 
-def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[FileOutcome] | None:
-    """Rank r measures sources r, r+size, ...; rank 0 gathers every outcome (returned in
-    input order); the other ranks return None."""
+def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | None:
+    """Rank r measures sources r, r+size, ...; rank 0 gathers every rank's batch (the
+    merge puts them in input order); the other ranks return None."""
     if comm is None:
         from mpi4py import MPI
 
@@ -272,16 +294,22 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[FileOutcom
             mine.append(measure_one(index, sources[index], settings, len(sources)))
         except Exception as error:  # a rank that stopped here would leave the others waiting forever
             mine.append(FileOutcome(index=index, name=_source_name(sources[index], index), error=f"unexpected error: {type(error).__name__}: {error}"))
-    gathered = comm.gather(mine, root=0)
-    if rank != 0:
-        return None
-    return sorted((outcome for part in gathered for outcome in part), key=lambda outcome: outcome.index)
+    gathered = comm.gather(pack(mine), root=0)
+    return gathered if rank == 0 else None
 
 
-def merge(outcomes: Iterable[FileOutcome], settings: Settings) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
-    """Concatenate the measured outcomes in input order: exactly what measuring every row
-    together gives. Returns sizes, per-dataset selections, input descriptions, skipped
-    files (file and reason) and the experiment labels the sizes' experiment indices use."""
+def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
+    """Every measured row in input order (whichever process measured it): exactly what
+    measuring all rows together gives. Returns the sizes, per-dataset selections, input
+    descriptions, skipped files (file and reason) and the experiment labels that the
+    sizes' experiment indices refer to."""
+    located = []  # (outcome, batch number, first row in that batch)
+    for number, batch in enumerate(batches):
+        start = 0
+        for outcome in batch.outcomes:
+            located.append((outcome, number, start))
+            start += outcome.n_rows
+    located.sort(key=lambda entry: entry[0].index)
     labels = [e.identifier for e in settings.experiments]
     position = {label: i for i, label in enumerate(labels) if label}
 
@@ -291,17 +319,28 @@ def merge(outcomes: Iterable[FileOutcome], settings: Settings) -> tuple[SpotSize
             labels.append(label)
         return position[label]
 
-    parts, selections, inputs, skipped = [], [], [], []
-    for outcome in outcomes:
+    batch_offsets = np.cumsum([0] + [len(batch.spot_sizes) for batch in batches])
+    row_starts, row_counts, label_bases, mapped = [], [], [], []
+    flat_labels: list[int] = []
+    selections, inputs, skipped = [], [], []
+    for outcome, number, start in located:
         if outcome.error is not None:
             skipped.append({"file": outcome.name, "reason": outcome.error})
             continue
-        spot_sizes = outcome.spot_sizes
-        if outcome.labels is not None:  # local experiment indices: map them by identifier
-            mapping = np.array([global_index(label) for label in outcome.labels], dtype=np.int32)
-            experiment = np.where(spot_sizes.experiment >= 0, mapping[np.maximum(spot_sizes.experiment, 0)], -1)
-            spot_sizes = SpotSizes(**{**spot_sizes.__dict__, "experiment": experiment.astype(np.int32)})
-        parts.append(spot_sizes)
+        row_starts.append(batch_offsets[number] + start)
+        row_counts.append(outcome.n_rows)
+        mapped.append(outcome.labels is not None)  # local experiment indices: map by identifier
+        label_bases.append(len(flat_labels))
+        flat_labels.extend(global_index(label) for label in outcome.labels or ())
         selections.append(outcome.selection)
         inputs.append(outcome.info)
-    return SpotSizes.concatenate(parts), selections, inputs, skipped, labels
+    every = SpotSizes.concatenate([batch.spot_sizes for batch in batches])
+    counts = np.array(row_counts, dtype=np.int64)
+    order = np.repeat(np.array(row_starts, dtype=np.int64) - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
+    remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
+    if remap.any():
+        table = np.array(flat_labels, dtype=np.int64)
+        base = np.repeat(np.array(label_bases, dtype=np.int64), counts)
+        ordered.experiment = np.where(remap, table[np.where(remap, base + ordered.experiment, 0)], ordered.experiment).astype(np.int32)
+    return ordered, selections, inputs, skipped, labels

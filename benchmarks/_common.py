@@ -22,7 +22,9 @@ def replicated(copies: int, source: str = SOURCE) -> Path:
         tool = SHARED / "tools" / "replicate_refl.py"
         if not tool.exists():
             sys.exit(f"{tool} not found: the benchmarks build their inputs from ../shared (set DIALS_SPOT_SIZE_ANALYSIS_SHARED)")
-        subprocess.run([sys.executable, str(tool), str(SHARED / "data" / source), str(copies), str(target)], check=True)
+        partial = target.with_suffix(".partial")
+        subprocess.run([sys.executable, str(tool), str(SHARED / "data" / source), str(copies), str(partial)], check=True)
+        os.replace(partial, target)  # an interrupted build leaves no file that looks finished
     return target
 
 
