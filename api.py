@@ -22,7 +22,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
 from .algorithms import flags as flag_names
 from .algorithms.spot_sizes import (
     AUTO,
@@ -158,7 +157,9 @@ class AnalysisResult:
         return json_document(self)
 
 
-def _parameters_for_analysis(params):
+def resolved_parameters(params) -> tuple[Any, float | None, float | None]:
+    """Check what PHIL cannot (the range, flag names) and resolve Auto: returns the flags
+    to require ("Auto" or names) and the histogram range (None where automatic)."""
     histogram = params.histogram
     data_min = None if histogram.data_min is None or _plain(histogram.data_min) == AUTO else float(histogram.data_min)
     data_max = None if histogram.data_max is None or _plain(histogram.data_max) == AUTO else float(histogram.data_max)
@@ -217,7 +218,7 @@ def analyse_sources(
     (read by the process that measures it)."""
     from .processing import Settings, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
 
-    require, data_min, data_max = _parameters_for_analysis(params)
+    require, data_min, data_max = resolved_parameters(params)
     if not sources:
         raise SelectionError("no reflection table given: pass one or more .refl files")
     union, offsets = combine_experiments([experiment_list for _, experiment_list in experiment_sources])
@@ -306,7 +307,7 @@ def analyse_sizes(
     selects rows as ``flags.require``/``flags.exclude`` say; rows where
     ``has_pixel_data`` is False are excluded and reported."""
     params = extract_parameters(params, **overrides)
-    require, data_min, data_max = _parameters_for_analysis(params)
+    require, data_min, data_max = resolved_parameters(params)
     sizes = np.asarray(sizes, dtype=np.int64).ravel()
     n = sizes.size
 

@@ -56,7 +56,8 @@ def main() -> None:
             wall = time.perf_counter() - start
             peak_kb = int(done.stderr.strip().splitlines()[-1]) if os.path.exists("/usr/bin/time") else max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
             runs.append((wall, peak_kb * 1024))
-        document = json.load(open(os.path.join(folder, "out.json")))
+        with open(os.path.join(folder, "out.json")) as handle:
+            document = json.load(handle)
     wall, peak = min(runs)
     analysis = _analysis_seconds(path, expt)
     print(f"spots counted: {document['selection']['n_counted']:,} of {document['selection']['n_rows']:,} rows")

@@ -44,7 +44,7 @@ from ..api import (
     AnalysisResult,
     ParameterError,
     UnusableFilesError,
-    _parameters_for_analysis,
+    resolved_parameters,
     analyse_sources,
     changed_parameters,
     normalise_choice_argument,
@@ -52,6 +52,8 @@ from ..api import (
 from ..formats import FileFormatError
 from ..formats.source import COMPRESSED_SUFFIXES, describe_content
 from ..phil import phil_scope
+from ..processing import pair_by_name, read_experiment_lists
+from ..report.text import report_lines
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__
@@ -323,8 +325,6 @@ def _show_help(command_line: CommandLine, phil) -> None:
 
 def _read_experiment_lists(paths: list[str], params):
     """Experiment lists in order, and those skipped (with ``input.bad_files=skip``)."""
-    from ..processing import read_experiment_lists
-
     lists, skipped = [], []
     for path, experiments, problem in read_experiment_lists(paths):
         if problem is not None:
@@ -431,7 +431,7 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         return None
     if not command_line.reflection_files:
         raise UserError("no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl")
-    _parameters_for_analysis(params)  # parameter errors before any work
+    resolved_parameters(params)  # parameter errors before any work
     comm = _mpi_communicator(params)
     is_root = comm is None or comm.Get_rank() == 0
     _STATE["quiet"] = not is_root
@@ -443,9 +443,7 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
     with logging_to(outputs.log if is_root else None, command_line.verbose, quiet=not is_root):
         logger.info("%s v%s", PROGRAM, __version__)
         changed = changed_parameters(params)
-        logger.info("The following parameters have been modified:\n%s\n" % changed if changed else "All parameters have their default values.\n")
-        from ..processing import pair_by_name
-
+        logger.info(f"The following parameters have been modified:\n{changed}\n" if changed else "All parameters have their default values.\n")
         pairs, shared_experiment_files = pair_by_name(command_line.reflection_files, command_line.experiment_files)
         experiment_lists, skipped = _read_experiment_lists(shared_experiment_files, params)
         analysis = analyse_sources(
@@ -454,8 +452,6 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         if analysis is None:  # an MPI rank other than 0: rank 0 reports
             return None
         _log_inputs(analysis)
-        from ..report.text import report_lines
-
         logger.info("")
         for line in report_lines(analysis.result):
             logger.info(line)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-import shutil
 
 import msgpack
 import numpy as np
 import pytest
 from conftest import REFLECTION_FILES, SHOEBOX_CODES
 
-from dials_spot_size_analysis.formats import FileFormatError, read_reflections, write_reflections
+from dials_spot_size_analysis.formats import read_reflections, write_reflections
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 from dials_spot_size_analysis.formats.shoebox_encoding import reencode
 from dials_spot_size_analysis.engine import available_engines

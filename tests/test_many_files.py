@@ -171,10 +171,10 @@ def test_mpi_run_equals_the_serial_run(shared_data, pieces, tmp_path):
 
 
 def test_progress_bar_on_request_and_quiet_otherwise(shared_data, pieces, capsys):
-    from dials_spot_size_analysis.api import _parameters_for_analysis, extract_parameters
+    from dials_spot_size_analysis.api import resolved_parameters, extract_parameters
     from dials_spot_size_analysis.processing import Settings, run_serial_or_pool
 
-    require, _, _ = _parameters_for_analysis(extract_parameters())
+    require, _, _ = resolved_parameters(extract_parameters())
     settings = Settings([], [], False, require, None, ["Foreground"])
     files = sorted(pieces.glob("*.refl"))
     run_serial_or_pool(files, settings, 1, progress=True)
