@@ -8,13 +8,15 @@ from ..algorithms.mask_codes import describe
 from ..algorithms.spot_sizes import SpotSizeResult
 
 BAR_WIDTH = 50
+MOST_DATASETS_LISTED = 20
+MOST_GROUP_ROWS = 200
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> str:
     """A plain-text table; numbers right-aligned, text left-aligned."""
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [max(len(str(h)), *(len(row[i]) for row in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
-    numeric = [all(_is_number(row[i]) for row in rows) if rows else False for i in range(len(header))]
+    numeric = [any(_is_number(row[i]) for row in rows) and all(_is_number(row[i]) or row[i] is None for row in rows) for i in range(len(header))]
 
     def line(values):
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
@@ -32,30 +34,30 @@ def _is_number(value) -> bool:
 
 def _cell(value) -> str:
     if value is None:
-        return "-"
+        return ""
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"
     return str(value)
 
 
-def selection_lines(result: SpotSizeResult) -> list[str]:
+def selection_lines(result: SpotSizeResult, most: int = MOST_DATASETS_LISTED) -> list[str]:
+    datasets = result.datasets
     lines = []
-    for dataset in result.datasets:
-        if dataset.require_was_automatic:
-            why = (
-                "the table has indexed reflections, as in the DIALS tutorial"
-                if dataset.require
-                else "no reflection is indexed, so every reflection is used"
-            )
-            chosen = "+".join(dataset.require) or "no flag requirement"
-            lines.append(f"{dataset.name}: flags.require=Auto chose {chosen} ({why})")
-        if dataset.size_source_note:
-            lines.append(f"{dataset.name}: {dataset.size_source_note}")
-    rows = []
-    for dataset in result.datasets:
-        rows.append([dataset.name, dataset.n_rows, dataset.n_selected, dataset.n_without_pixel_data, dataset.n_counted])
+    automatic = [d for d in datasets if d.require_was_automatic]
+    for choice in sorted({tuple(d.require) for d in automatic}):
+        chosen = "+".join(choice) or "no flag requirement"
+        why = "the table has indexed reflections, as in the DIALS tutorial" if choice else "no reflection is indexed, so every reflection is used"
+        which = [d.name for d in automatic if tuple(d.require) == choice]
+        where = which[0] if len(which) == 1 else f"{len(which)} datasets"
+        lines.append(f"{where}: flags.require=Auto chose {chosen} ({why})")
+    for note in sorted({d.size_source_note for d in datasets if d.size_source_note}):
+        which = [d.name for d in datasets if d.size_source_note == note]
+        lines.append(f"{which[0] if len(which) == 1 else f'{len(which)} datasets'}: {note}")
+    rows = [[d.name, d.n_rows, d.n_selected, d.n_without_pixel_data, d.n_counted] for d in datasets[:most]]
+    if len(datasets) > most:
+        rows.append([f"... {len(datasets) - most} more (all in the JSON)", None, None, None, None])
     totals = result.selection
-    if len(result.datasets) > 1:
+    if len(datasets) > 1:
         rows.append(["all", totals["n_rows"], totals["n_selected"], totals["n_without_pixel_data"], totals["n_counted"]])
     lines.append("")
     lines.append(
@@ -101,18 +103,28 @@ def histogram_lines(result: SpotSizeResult) -> list[str]:
     return lines
 
 
+def _capped(rows: list[list], most: int, what: str) -> list[list]:
+    """At most ``most`` rows, the rest summed up in one line (the JSON has them all)."""
+    if len(rows) <= most:
+        return rows
+    return rows[:most] + [[f"... {len(rows) - most} more {what} (all in the JSON and the HTML)"] + [None] * (len(rows[0]) - 1)]
+
+
 def breakdown_lines(result: SpotSizeResult) -> list[str]:
     lines = []
     columns = ["n", "median", "mean", "min", "max"]
     if len(result.by_experiment) > 1 or any(e["identifier"] for e in result.by_experiment):
-        rows = [[e["experiment"], e["identifier"] or "-", *(e[c] for c in columns)] for e in result.by_experiment]
-        lines += ["", format_table(["experiment", "identifier", *columns], rows, title="By experiment:")]
+        def label(entry):
+            return "(none: unindexed)" if entry["experiment"] < 0 else entry["identifier"] or "-"
+
+        rows = [[e["experiment"], label(e), *(e[c] for c in columns)] for e in result.by_experiment]
+        lines += ["", format_table(["experiment", "identifier", *columns], _capped(rows, MOST_DATASETS_LISTED, "experiments"), title="By experiment:")]
     if result.by_panel:
         rows = [[e["panel"], *(e[c] for c in columns)] for e in result.by_panel]
-        lines += ["", format_table(["panel", *columns], rows, title="By panel:")]
+        lines += ["", format_table(["panel", *columns], _capped(rows, MOST_GROUP_ROWS, "panels"), title="By panel:")]
     if result.by_image:
         rows = [[e["image"], *(e[c] for c in columns)] for e in result.by_image]
-        lines += ["", format_table(["image", *columns], rows, title="By image (of the observed centroid):")]
+        lines += ["", format_table(["image", *columns], _capped(rows, MOST_GROUP_ROWS, "images"), title="By image (of the observed centroid):")]
     if result.by_resolution:
         rows = [[f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)] for e in result.by_resolution]
         lines += ["", format_table(["d (Å)", *columns], rows, title="By resolution (observed d-spacing):")]

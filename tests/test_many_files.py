@@ -181,3 +181,14 @@ def test_progress_bar_on_request_and_quiet_otherwise(shared_data, pieces, capsys
     assert "Measuring" in capsys.readouterr().err
     run_serial_or_pool(files, settings, 1, progress=None)  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
+
+
+def test_log_lists_the_first_datasets_and_sums_up_the_rest(shared_data):
+    from dials_spot_size_analysis.report.text import report_lines
+
+    table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
+    parts = [table.slice_rows(8 * n, 8 * n + 8) for n in range(26)]
+    lines = "\n".join(report_lines(analyse(parts, require=None).result))
+    assert "... 6 more (all in the JSON)" in lines
+    assert "reflections 19" in lines and "reflections 20" not in lines
+    assert "(none: unindexed)" in lines  # id -1 rows belong to no experiment
