@@ -82,6 +82,7 @@ class CommandLine:
 
 
 REFLECTION_SUFFIXES = (".refl", ".pickle")
+DIALS_SUFFIXES = (".refl", ".expt")
 MAX_LIST_BYTES = 1 << 26
 LIST_SNIFF_LINES = 20
 EXPERIMENT_SUFFIXES = (".expt", ".json")
@@ -117,7 +118,7 @@ def _file_kind(path: str) -> str:
         return "reflections"  # msgpack, or a legacy pickle / HDF5 that the reader explains
     if head.lstrip()[:1] == b"{":
         return "experiments"
-    if _listed_paths(path):
+    if _listed_paths(path, sniff=True):
         return "list"
     try:
         libtbx.phil.parse(head.decode("utf-8"), process_includes=False)
@@ -129,9 +130,11 @@ def _file_kind(path: str) -> str:
     )
 
 
-def _listed_paths(path: str) -> list[str]:
+def _listed_paths(path: str, sniff: bool = False) -> list[str]:
     """The files a list file names (one per line, '#' comments; relative paths are
-    relative to the list's folder), or [] if ``path`` is not such a list."""
+    relative to the list's folder), or [] if ``path`` is not such a list. A list is
+    recognised by its first lines naming existing files (``sniff`` resolves only those);
+    a later missing file is reported when it is read."""
     try:
         if os.path.getsize(path) > MAX_LIST_BYTES:
             return []
@@ -141,9 +144,9 @@ def _listed_paths(path: str) -> list[str]:
         return []
     folder = os.path.dirname(path)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if sniff:
+        lines = lines[:LIST_SNIFF_LINES]
     resolved = [line if os.path.isabs(line) else os.path.join(folder, line) for line in lines]
-    # Recognised by its first lines naming existing files; a later missing file is
-    # reported when it is read.
     if not resolved or not all(os.path.exists(p) or _is_glob(p) for p in resolved[:LIST_SNIFF_LINES]):
         return []
     return resolved
@@ -156,12 +159,15 @@ def _is_glob(argument: str) -> bool:
 def _expand(argument: str, command_line: "CommandLine", seen: set) -> None:
     """Add the files ``argument`` names: a file, a directory (searched recursively for
     DIALS files), a glob pattern, or a list file."""
+    if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
+        _add_file(argument, command_line, seen)
+        return
     if os.path.isdir(argument):
         found = []
         for folder, _, names in os.walk(argument):
             for name in names:
                 inner = _inner_name(name)
-                if inner.endswith(REFLECTION_SUFFIXES[:1] + EXPERIMENT_SUFFIXES[:1]):
+                if inner.endswith(DIALS_SUFFIXES):
                     found.append(os.path.join(folder, name))
         if not found:
             raise UserError(f"{argument}: is a directory without .refl or .expt files")

@@ -61,4 +61,7 @@ def json_document(analysis) -> dict:
         "by_resolution": result.by_resolution,
         "plots": figures(result),
     }
-    return _finite(document)
+    # Only these hold computed floats that could be NaN or infinite.
+    for key in ("statistics", "histogram", "by_experiment", "by_panel", "by_image", "by_resolution", "plots"):
+        document[key] = _finite(document[key])
+    return document
