@@ -20,6 +20,15 @@ Examples::
   dials.spot_size_analysis refined.expt refined.refl flags.require=used_in_refinement
 
   dials.spot_size_analysis indexed.expt indexed.refl flags.require=None flags.exclude=overloaded
+
+  dials.spot_size_analysis indexed.expt indexed.refl output.plot=spot_sizes.png
+
+Many files (a folder, a quoted glob, or a text file listing them; a .refl and the .expt of
+the same name beside it are a pair), over every core or MPI ranks::
+
+  dials.spot_size_analysis stills/ nproc=Auto
+
+  mpirun -n 16 dials.spot_size_analysis files.txt mp.method=mpi
 """
 
 from __future__ import annotations
