@@ -49,7 +49,7 @@ class MsgpackCursor:
         if start + count > self.size:
             raise self._fail(
                 f"is truncated: it ends at byte {self.size}, inside a field that needs "
-                f"{start + count - self.size} more bytes"
+                f"{start + count - self.size} more bytes (was it copied or written completely?)"
             )
         self.position = start + count
         return start
@@ -60,7 +60,7 @@ class MsgpackCursor:
 
     def _first_byte(self, expected: str) -> int:
         if self.position >= self.size:
-            raise self._fail(f"is truncated: it ends at byte {self.size}, where {expected} was expected")
+            raise self._fail(f"is truncated: it ends at byte {self.size}, where {expected} was expected (was it copied or written completely?)")
         first = self.buffer[self.position]
         self.position += 1
         return first
