@@ -19,6 +19,11 @@ def selection_words(result: SpotSizeResult) -> str:
 def histogram_figure(result: SpotSizeResult) -> dict:
     histogram = result.histogram
     code = describe(result.mask_code)
+    xaxis = {"title": {"text": f"Spot size ({code} pixels)"}}
+    filled = histogram.counts.nonzero()[0]
+    if filled.size and filled[-1] + 1 < 0.6 * histogram.n_bins:
+        # Open on the populated bins (a double-click on the graph shows the whole range).
+        xaxis["range"] = [histogram.data_min, histogram.data_min + float(filled[-1] + 3) * histogram.bin_width]
     return {
         "data": [
             {
@@ -33,7 +38,7 @@ def histogram_figure(result: SpotSizeResult) -> dict:
         ],
         "layout": {
             "title": {"text": f"Spot sizes: {histogram.n_in_range + histogram.n_out_of_range} reflections ({selection_words(result)}), mask {code}"},
-            "xaxis": {"title": {"text": f"Spot size ({code} pixels)"}},
+            "xaxis": xaxis,
             "yaxis": {"title": {"text": "Number of reflections"}},
             "bargap": 0,
             "annotations": [
@@ -46,7 +51,8 @@ def histogram_figure(result: SpotSizeResult) -> dict:
         "help": (
             "How many reflections have each size, the size being the number of shoebox pixels "
             f"whose mask has every bit of {code}, summed over all images the spot touches. Bins "
-            "follow scitbx flex.histogram; reflections beyond the range are counted as out of range."
+            "follow scitbx flex.histogram; reflections beyond the range are counted as out of range. "
+            "The graph opens on the populated bins: double-click it to see the whole range."
         ),
     }
 
