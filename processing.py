@@ -265,21 +265,6 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
             bar.close()
 
 
-def _read_experiment_list(path: str):
-    from .formats import read_experiments
-
-    try:
-        return path, read_experiments(path), None
-    except FileFormatError as error:
-        return path, None, str(error)
-
-
-def read_experiment_lists(paths: Sequence[str]) -> list[tuple[str, ExperimentList | None, str | None]]:
-    """(path, experiment list or None, problem or None) for each path, in order. Serial:
-    parsing is quick, and sending parsed models back from other processes costs more."""
-    return [_read_experiment_list(path) for path in paths]
-
-
 def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | None:
     """Rank r measures sources r, r+size, ...; rank 0 gathers every rank's batch (the
     merge puts them in input order); the other ranks return None."""

@@ -58,10 +58,10 @@ from ..api import (
     changed_parameters,
     normalise_choice_argument,
 )
-from ..formats import FileFormatError
+from ..formats import FileFormatError, read_experiments
 from ..formats.source import COMPRESSED_SUFFIXES, describe_content
 from ..phil import phil_scope
-from ..processing import pair_by_name, read_experiment_lists
+from ..processing import pair_by_name
 from ..report.text import report_lines
 
 logger = logging.getLogger(PROGRAM)
@@ -341,13 +341,13 @@ def _show_help(command_line: CommandLine, phil) -> None:
 def _read_experiment_lists(paths: list[str], params):
     """Experiment lists in order, and those skipped (with ``input.bad_files=skip``)."""
     lists, skipped = [], []
-    for path, experiments, problem in read_experiment_lists(paths):
-        if problem is not None:
+    for path in paths:
+        try:
+            lists.append((path, read_experiments(path)))
+        except FileFormatError as error:
             if params.input.bad_files == "fail":
-                raise UserError(problem)
-            skipped.append({"file": path, "reason": problem})
-            continue
-        lists.append((path, experiments))
+                raise
+            skipped.append({"file": path, "reason": str(error)})
     return lists, skipped
 
 
