@@ -118,16 +118,14 @@ class ReflectionTable:
         """Map the file pages holding rows [start, stop) of the named columns in one call
         each, ahead of use (cheaper than a page fault per page)."""
         for name in names:
-            column = self.columns.get(name)
-            if column is not None and column.size and not column.flags.owndata:
-                populate_pages(column[start:stop])
+            if name in self.columns:
+                populate_pages(self.columns[name][start:stop])
 
     def release_rows(self, start: int, stop: int) -> None:
         """Hand the pages holding rows [start, stop) of every fixed-size column back to
         the operating system (they are re-read from the page cache if used again)."""
         for column in self.columns.values():
-            if column.size and not column.flags.owndata:
-                release_pages(column[start:stop])
+            release_pages(column[start:stop])
 
     def slice_rows(self, start: int, stop: int) -> "ReflectionTable":
         """Rows [start, stop) as a new table (copies), e.g. to split a file in pieces."""

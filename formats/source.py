@@ -130,7 +130,7 @@ def _mapped_range(array):
         owner = owner.base
     if isinstance(owner, memoryview):
         owner = owner.obj
-    if not isinstance(owner, mmap.mmap) or array.nbytes == 0:
+    if not isinstance(owner, mmap.mmap):
         return None
     start = array.__array_interface__["data"][0] - np.frombuffer(owner, np.uint8, count=1).__array_interface__["data"][0]
     return owner, start, start + array.nbytes
