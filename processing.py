@@ -9,6 +9,7 @@ given, becomes a skipped file with its reason (or, on request, the end of the ru
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -170,15 +171,73 @@ def pack(outcomes: list[FileOutcome]) -> Batch:
         outcome.spot_sizes = None
     return Batch(packed, outcomes)
 
-_WORKER: dict[str, Any] = {}
+class WorkerError(RuntimeError):
+    """A worker process failed in a way no file explains (a bug, or the process was killed)."""
 
 
-def _initialise_worker(settings: Settings, n_sources: int) -> None:
-    _WORKER["settings"], _WORKER["n_sources"] = settings, n_sources
+def _measure_claimed_chunks(chunks, claimed, lock, sender, settings: Settings, n_sources: int) -> None:
+    """A worker: claim the next unclaimed chunk, measure it, send its batch; until none is
+    left. Claiming from a shared counter keeps both cores busy whatever the file sizes."""
+    try:
+        while True:
+            with lock:
+                number = claimed.value
+                claimed.value = number + 1
+            if number >= len(chunks):
+                return
+            sender.send(pack([measure_one(index, source, settings, n_sources) for index, source in chunks[number]]))
+    except BaseException as error:  # noqa: BLE001 (reported by the parent, which stops the run)
+        import traceback
+
+        sender.send(WorkerError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+    finally:
+        sender.close()
 
 
-def _work(items: list[tuple[int, Any]]) -> Batch:
-    return pack([measure_one(index, source, _WORKER["settings"], _WORKER["n_sources"]) for index, source in items])
+def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: int, bar) -> list[Batch]:
+    """Every chunk measured by ``nproc`` worker processes, each sending back one batch per
+    chunk through its own pipe. (A plain multiprocessing.Pool costs the parent several
+    times more CPU in its helper threads, which on a two-core machine comes out of the
+    workers' share.)"""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "fork":
+        warm_up(settings.engine)  # forked workers inherit the loaded kernels
+    claimed, lock = context.RawValue("q", 0), context.Lock()
+    workers, receivers, batches = [], [], []
+    try:
+        for _ in range(min(nproc, len(chunks))):
+            receiver, sender = context.Pipe(duplex=False)
+            worker = context.Process(target=_measure_claimed_chunks, args=(chunks, claimed, lock, sender, settings, n_sources), daemon=True)
+            worker.start()
+            sender.close()  # else the parent (and later workers) would keep the pipe open
+            workers.append(worker)
+            receivers.append(receiver)
+        while receivers:
+            for receiver in wait(receivers):
+                try:
+                    message = receiver.recv()
+                except EOFError:  # that worker has finished (or died)
+                    receivers.remove(receiver)
+                    continue
+                if isinstance(message, WorkerError):
+                    raise message
+                batches.append(message)
+                if bar is not None:
+                    bar.update(len(message.outcomes))
+        for worker in workers:
+            worker.join()
+        if sum(len(batch.outcomes) for batch in batches) != n_sources:
+            codes = ", ".join(str(worker.exitcode) for worker in workers)
+            raise WorkerError(f"a worker process ended before measuring its files (exit codes {codes}; was it killed, e.g. for lack of memory?)")
+        return batches
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
 
 
 def resolve_nproc(nproc) -> int:
@@ -233,10 +292,10 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
 
 
 def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[Batch]:
-    """Every source measured over ``nproc`` processes, as batches in input order."""
+    """Every source measured, in this process or over ``nproc`` worker processes, as
+    batches in whatever order they finish (``merge`` restores the input order)."""
     items = list(enumerate(sources))
     bar = _progress(len(items), progress)
-    batches: list[Batch] = []
     try:
         if nproc <= 1 or len(items) <= 1:
             outcomes = []
@@ -245,21 +304,8 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
                 if bar is not None:
                     bar.update()
             return [pack(outcomes)]
-        import multiprocessing
-
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        if method == "fork":
-            warm_up(settings.engine)  # forked workers inherit the loaded kernels
         size = max(1, min(64, len(items) // (nproc * 8)))
-        chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        with multiprocessing.get_context(method).Pool(
-            min(nproc, len(chunks)), initializer=_initialise_worker, initargs=(settings, len(items))
-        ) as pool:
-            for batch in pool.imap(_work, chunks):
-                batches.append(batch)
-                if bar is not None:
-                    bar.update(len(batch.outcomes))
-        return batches
+        return _run_in_processes([items[start : start + size] for start in range(0, len(items), size)], settings, len(items), nproc, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -288,6 +334,9 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
     measuring all rows together gives. Returns the sizes, per-dataset selections, input
     descriptions, skipped files (file and reason) and the experiment labels that the
     sizes' experiment indices refer to."""
+    # Worker pools send contiguous runs of sources, in any order: in order of their first
+    # source, their rows are usually already in input order and need no gather below.
+    batches = sorted(batches, key=lambda batch: min((o.index for o in batch.outcomes), default=-1))
     located = []  # (outcome, batch number, first row in that batch)
     for number, batch in enumerate(batches):
         start = 0
@@ -304,7 +353,7 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
             labels.append(label)
         return position[label]
 
-    batch_offsets = np.cumsum([0] + [len(batch.spot_sizes) for batch in batches])
+    batch_offsets = [0, *itertools.accumulate(len(batch.spot_sizes) for batch in batches)]
     row_starts, row_counts, label_bases, mapped = [], [], [], []
     flat_labels: list[int] = []
     selections, inputs, skipped = [], [], []
@@ -321,8 +370,12 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
         inputs.append(outcome.info)
     every = SpotSizes.concatenate([batch.spot_sizes for batch in batches])
     counts = np.array(row_counts, dtype=np.int64)
-    order = np.repeat(np.array(row_starts, dtype=np.int64) - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
-    ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
+    starts = np.array(row_starts, dtype=np.int64)
+    if len(every) == counts.sum() and np.array_equal(starts, np.cumsum(counts) - counts):
+        ordered = every  # already in input order
+    else:
+        order = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
     remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
     if remap.any():
         table = np.array(flat_labels, dtype=np.int64)

@@ -192,3 +192,43 @@ def test_log_lists_the_first_datasets_and_sums_up_the_rest(shared_data):
     assert "... 6 more (all in the JSON)" in lines
     assert "reflections 19" in lines and "reflections 20" not in lines
     assert "(none: unindexed)" in lines  # id -1 rows belong to no experiment
+
+
+def _worker_settings():
+    from dials_spot_size_analysis.api import extract_parameters, resolved_parameters
+    from dials_spot_size_analysis.processing import Settings
+
+    require, _, _ = resolved_parameters(extract_parameters())
+    return Settings([], [], False, require, None, ["Foreground"])
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork: the failure is planted by monkeypatching")
+@pytest.mark.parametrize("failure", ["killed", "bug"])
+def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, failure):
+    """A worker that dies (e.g. killed for memory) or hits a bug stops the run with an
+    error saying so; the parent neither hangs nor returns a partial result."""
+    from dials_spot_size_analysis import processing
+
+    measure_one = processing.measure_one
+
+    def failing(index, source, settings, n_sources):
+        if index == 5:
+            if failure == "killed":
+                os._exit(9)
+            raise ZeroDivisionError("planted")
+        return measure_one(index, source, settings, n_sources)
+
+    monkeypatch.setattr(processing, "measure_one", failing)
+    files = sorted(pieces.glob("*.refl"))
+    with pytest.raises(processing.WorkerError, match="exit codes" if failure == "killed" else "ZeroDivisionError: planted"):
+        processing.run_serial_or_pool(files, _worker_settings(), 2)
+
+
+def test_workers_measure_every_file_once(pieces):
+    from dials_spot_size_analysis.processing import run_serial_or_pool
+
+    files = sorted(pieces.glob("*.refl"))
+    batches = run_serial_or_pool(files, _worker_settings(), 3)
+    assert sorted(o.index for b in batches for o in b.outcomes) == list(range(len(files)))
+    [serial] = run_serial_or_pool(files, _worker_settings(), 1)
+    assert sum(len(b.spot_sizes) for b in batches) == len(serial.spot_sizes) == 196  # flags.require=Auto, file by file
