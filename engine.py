@@ -44,14 +44,12 @@ def warm_up(engine: str = "auto") -> None:
         return
     import numpy as np
 
-    from .algorithms._geometry_numba import d_spacings
-    from .formats._shoebox_numba import count_mask_values, scan_records
+    from .algorithms.geometry import ExperimentGeometry
+    from .formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
 
-    blob = np.zeros(29, np.uint8)
-    panel, bbox = np.zeros(1, np.uint32), np.zeros((1, 6), np.int32)
-    present, offset, counts = np.zeros(1, np.uint8), np.zeros(1, np.int64), np.zeros(1, np.int64)
-    scan_records(blob, 1, 0, panel, bbox, present, offset)
-    count_mask_values(blob, present, offset, bbox, 4, counts)
-    xy, rows = np.zeros((1, 2)), np.zeros(1, np.int64)
-    origin, fast, slow, s0 = np.array([[0.0, 0.0, -100.0]]), np.array([[1.0, 0, 0]]), np.array([[0, -1.0, 0]]), np.array([[0, 0, -1.0]])
-    d_spacings(xy[:, :2], rows, rows, origin, fast, slow, s0, np.zeros(1))
+    # Through the real code paths, with read-only arrays like a file's bytes, so that the
+    # kernels are loaded for exactly the argument types of real calls.
+    count_pixels_streaming(np.frombuffer(bytes(2 * HEADER_BYTES), np.uint8), 2, 4, engine="numba")  # two rows: strided header views
+    index = np.zeros(1, np.int64)
+    for positions in (np.frombuffer(bytes(24), np.float64).reshape(1, 3), np.zeros((1, 2))):
+        ExperimentGeometry([]).d_spacings(positions, index, index, "numba")

@@ -1,5 +1,5 @@
 """Compiled d-spacing kernel (optional: imported only where numba is); mirrors
-``geometry.observed_d_spacings``'s numpy path, which the tests compare it with."""
+``ExperimentGeometry.d_spacings``'s numpy path, which the tests compare it with."""
 
 import math
 
@@ -8,13 +8,15 @@ import numpy as np
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf or NaN, as in numpy
-def d_spacings(xy, panel_row, experiment, origins, fasts, slows, s0, out):
-    for i in range(xy.shape[0]):
-        r, e = panel_row[i], experiment[i]
-        if r < 0 or e < 0:
+def d_spacings(xy, take, experiment, panel, starts, n_panels, origins, fasts, slows, s0, out):
+    for i in range(out.size):
+        e, p = experiment[i], panel[i]
+        # The panel's row in the stacked tables, as ExperimentGeometry.panel_rows finds it.
+        if e < 0 or e >= starts.size or starts[e] < 0 or p < 0 or p >= n_panels[e]:
             out[i] = np.nan
             continue
-        x, y = xy[i, 0], xy[i, 1]
+        r = starts[e] + p
+        x, y = xy[take[i], 0], xy[take[i], 1]
         lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
         ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
         lz = origins[r, 2] + x * fasts[r, 2] + y * slows[r, 2]

@@ -73,23 +73,29 @@ class ExperimentGeometry:
         result[known] = np.asarray(xy_px, dtype=np.float64)[known, :2] * self.pixel_sizes[rows[known]]
         return result
 
-    def d_spacings(self, xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, engine: str = "auto") -> np.ndarray:
+    def d_spacings(self, xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, engine: str = "auto", take: np.ndarray | None = None) -> np.ndarray:
         """d (Å) of each reflection from its observed position on its panel: the scattered
         beam s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and
-        d = 1/|s1 - s0|. NaN where the experiment, panel or beam is unknown."""
+        d = 1/|s1 - s0|. NaN where the experiment, panel or beam is unknown.
+
+        ``xy_mm`` holds each reflection's (x, y[, z]) in millimetres or, with ``take``,
+        reflection i is row ``take[i]`` of it (no gathered copy of a big column)."""
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
-        rows = self.panel_rows(experiment_index, panel)
-        if resolve_engine(engine) == "numba" and len(rows):
+        panel = np.asarray(panel, dtype=np.int64)
+        xy_mm = np.asarray(xy_mm, dtype=np.float64)
+        take = np.arange(len(experiment_index)) if take is None else np.asarray(take, dtype=np.int64)
+        if resolve_engine(engine) == "numba" and len(take):
             from ._geometry_numba import d_spacings
 
-            d = np.empty(len(rows))
-            d_spacings(np.ascontiguousarray(xy_mm, dtype=np.float64)[:, :2], rows, experiment_index, self.origins, self.fasts, self.slows, self.s0, d)
+            d = np.empty(len(take))
+            d_spacings(np.ascontiguousarray(xy_mm), take, experiment_index, panel, self.starts, self.n_panels, self.origins, self.fasts, self.slows, self.s0, d)
             return d
+        rows = self.panel_rows(experiment_index, panel)
         d = np.full(len(rows), np.nan)
         known = rows >= 0
         if not known.any():
             return d
-        xy = np.asarray(xy_mm, dtype=np.float64)[known]
+        xy = xy_mm[take[known], :2]
         r = rows[known]
         lab = self.origins[r] + xy[:, :1] * self.fasts[r] + xy[:, 1:2] * self.slows[r]
         beam = self.s0[experiment_index[known]]

@@ -61,8 +61,11 @@ class SpotSizes:
 
     @staticmethod
     def concatenate(parts: Sequence["SpotSizes"]) -> "SpotSizes":
+        """All rows of ``parts`` in order (a single part is returned as it is, not copied)."""
         if not parts:
             return SpotSizes()
+        if len(parts) == 1:
+            return parts[0]
         return SpotSizes(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in SpotSizes.__dataclass_fields__})
 
 
@@ -199,17 +202,16 @@ def measure(
         if experiment.size:
             seen_experiments.update(np.flatnonzero(np.bincount(experiment + 1)) - 1)
         panel = columns["panel"][start:stop][rows].astype(np.int64) if "panel" in columns else np.zeros(rows.size, np.int64)
-        if "xyzobs.px.value" in columns:
-            xyz_px = columns["xyzobs.px.value"][start:stop][rows]
-            image = geometry.image_numbers(xyz_px[:, 2], experiment)
-        else:
-            xyz_px, image = None, np.full(rows.size, -1, np.int64)
-        if "xyzobs.mm.value" in columns:
-            xy_mm = columns["xyzobs.mm.value"][start:stop][rows][:, :2]
+        # Only what is used is gathered: z (image numbers) and x, y (d-spacings); the
+        # d-spacing kernel reads the millimetre positions of the selected rows in place.
+        xyz_px, xyz_mm = columns.get("xyzobs.px.value"), columns.get("xyzobs.mm.value")
+        image = geometry.image_numbers(xyz_px[start:stop, 2][rows], experiment) if xyz_px is not None else np.full(rows.size, -1, np.int64)
+        if xyz_mm is not None:
+            d_spacing = geometry.d_spacings(xyz_mm[start:stop], experiment, panel, engine, take=rows)
         elif xyz_px is not None:
-            xy_mm = geometry.pixels_to_millimetres(xyz_px, experiment, panel)
+            d_spacing = geometry.d_spacings(geometry.pixels_to_millimetres(xyz_px[start:stop][rows], experiment, panel), experiment, panel, engine)
         else:
-            xy_mm = np.full((rows.size, 2), np.nan)
+            d_spacing = np.full(rows.size, np.nan)
         parts.append(
             SpotSizes(
                 size=sizes[start:stop][rows],
@@ -217,7 +219,7 @@ def measure(
                 experiment=experiment.astype(np.int32),
                 panel=panel.astype(np.int32),
                 image=image.astype(np.int32),
-                d_spacing=geometry.d_spacings(xy_mm, experiment, panel, engine),
+                d_spacing=d_spacing,
             )
         )
         if release_pages:

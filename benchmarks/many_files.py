@@ -8,6 +8,11 @@ as dials.stills_process writes them: ``eiger`` a strong.refl (EIGER 16M, 112 spo
 ``i23`` an indexed.refl (PILATUS 12M, 24 panels, 208 spots). Target (issue #5): nproc=2
 at least 1.8 x the throughput of nproc=1 on this 2-core machine; the merged histogram
 must equal the histogram of all rows together.
+
+Two throughputs are printed: the whole command on N files (start-up, numba's runtime,
+reading and reporting included), and the sustained rate, from runs on N/2 and N files:
+(N - N/2) / (time(N) - time(N/2)). Costs paid once per run cancel in the difference;
+every per-file cost, in the workers and in the parent (merging, reporting), stays in.
 """
 
 from __future__ import annotations
@@ -61,6 +66,14 @@ def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict]:
     return time.perf_counter() - start, json.load(open(output))
 
 
+def half_listing(listing: Path, folder: str) -> Path:
+    """The first half of the files (each .refl with its .expt) listed in ``listing``."""
+    names = listing.read_text().split()
+    half = Path(folder) / "half.txt"
+    half.write_text("".join(f"{listing.parent / name}\n" for name in names[: len(names) // 4 * 2]))
+    return half
+
+
 def main() -> None:
     global SOURCE_REFL, SOURCE_EXPT
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
@@ -72,13 +85,23 @@ def main() -> None:
     rows = read_reflections(SOURCE_REFL).nrows
     print(f"input: {count:,} reflection files ({SOURCE_REFL.parent.name}/{SOURCE_REFL.name}, {rows} rows each) + {count:,} experiment lists, listed in {listing.name}")
     with tempfile.TemporaryDirectory() as folder:
+        half = half_listing(listing, folder)
         run(listing, 2, folder)  # warm the page cache and numba's cache
-        timings = {}
-        for nproc in (1, 2):
-            timings[nproc] = min((run(listing, nproc, folder) for _ in range(2)), key=lambda r: r[0])
-    (serial, one), (parallel, two) = timings[1], timings[2]
-    print(f"nproc=1: {serial:.1f} s ({count / serial:,.0f} files/s)")
-    print(f"nproc=2: {parallel:.1f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (target >= 1.8)")
+        timings, half_times = {}, {}
+        for _ in range(3):  # interleaved, so that a slow spell of the machine hits both
+            for nproc in (1, 2):
+                timings.setdefault(nproc, []).append(run(listing, nproc, folder))
+                half_times.setdefault(nproc, []).append(run(half, nproc, folder)[0])
+    (serial, one), (parallel, two) = (min(timings[n], key=lambda r: r[0]) for n in (1, 2))
+    print(f"whole command, {count:,} files:")
+    print(f"  nproc=1: {serial:.2f} s ({count / serial:,.0f} files/s)")
+    print(f"  nproc=2: {parallel:.2f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (target >= 1.8)")
+    added = count - count // 2
+    sustained = {n: added / (min(t for t, _ in timings[n]) - min(half_times[n])) for n in (1, 2)}
+    fixed = {n: min(half_times[n]) - (count // 2) / sustained[n] for n in (1, 2)}
+    print(f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):")
+    print(f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.8)")
+    print(f"  once-per-run cost: {fixed[1]:.2f} s with nproc=1, {fixed[2]:.2f} s with nproc=2 (start-up, numba's runtime, ...)")
     from dials_spot_size_analysis.algorithms.histogram import histogram
 
     table = read_reflections(SOURCE_REFL)

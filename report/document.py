@@ -61,7 +61,9 @@ def json_document(analysis) -> dict:
         "by_resolution": result.by_resolution,
         "plots": figures(result),
     }
-    # Only these hold computed floats that could be NaN or infinite.
-    for key in ("statistics", "histogram", "by_experiment", "by_panel", "by_image", "by_resolution", "plots"):
+    # Only these hold computed floats that could be NaN or infinite (the by_experiment,
+    # by_panel and by_image groups are statistics of integer sizes, always finite, and
+    # hold one entry per experiment: thousands in serial crystallography).
+    for key in ("statistics", "histogram", "by_resolution", "plots"):
         document[key] = _finite(document[key])
     return document

@@ -162,6 +162,30 @@ def test_engines_give_identical_analyses(shared_data, monkeypatch):
         monkeypatch.setenv(ENVIRONMENT_VARIABLE, engine)
         documents[engine] = [
             analyse(shared_data / refl, shared_data / expt, require=None).as_dict()
-            for refl, expt in [("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"), ("centroid_test_data/integrated.refl", "centroid_test_data/indexed.expt")]
+            for refl, expt in [
+                ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
+                ("centroid_test_data/integrated.refl", "centroid_test_data/indexed.expt"),
+                ("eiger_therm/strong.refl", "eiger_therm/imported.expt"),  # positions in pixels only
+            ]
         ]
     assert documents["numba"] == documents["numpy"]
+    assert len(documents["numba"][2]["by_resolution"]) == 10  # d-spacings from pixel positions
+
+
+def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
+    """Forked workers inherit what warm_up loaded; a kernel specialised for other argument
+    types (e.g. a writable array where files give read-only ones) would be loaded again
+    in every worker."""
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.engine import available_engines, warm_up
+
+    if "numba" not in available_engines():
+        pytest.skip("numba is not installed: nothing to warm up")
+    from dials_spot_size_analysis.algorithms._geometry_numba import d_spacings
+    from dials_spot_size_analysis.formats._shoebox_numba import count_mask_values, scan_records
+
+    warm_up()
+    loaded = [list(kernel.signatures) for kernel in (d_spacings, count_mask_values, scan_records)]
+    for refl, expt in [("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"), ("eiger_therm/strong.refl", "eiger_therm/imported.expt")]:
+        analyse(shared_data / refl, shared_data / expt, engine="numba")
+    assert [list(kernel.signatures) for kernel in (d_spacings, count_mask_values, scan_records)] == loaded
