@@ -17,42 +17,78 @@ def _int32_at(blob, start):
 
 
 @numba.njit(cache=True, nogil=True)
+def _read_header(blob, position, bbox):
+    """The record header at ``position`` (its bbox into ``bbox``, 6 values): returns
+    (problem code, panel, pixel-data marker, voxels, bytes of pixel data)."""
+    size = blob.size
+    if position + HEADER_BYTES > size:
+        return TRUNCATED_HEADER, 0, 0, 0, 0
+    value = _int32_at(blob, position)
+    panel = value + (np.int64(1) << 32) if value < 0 else value
+    volume = 1.0
+    bad_bbox = False
+    for k in range(6):
+        bbox[k] = _int32_at(blob, position + 4 + 4 * k)
+    for axis in range(3):
+        extent = np.int64(bbox[2 * axis + 1]) - np.int64(bbox[2 * axis])
+        if extent < 0:
+            bad_bbox = True
+        volume *= max(extent, 0)
+    marker = blob[position + HEADER_BYTES - 1]
+    if bad_bbox:
+        return BAD_BBOX, panel, marker, 0, 0
+    if marker > 2:
+        return BAD_PRESENT, panel, marker, 0, 0
+    if marker == 0:
+        return OK, panel, marker, 0, 0
+    per_voxel = 12 if marker == 1 else 9
+    if volume * per_voxel > size - position - HEADER_BYTES:
+        return TOO_LARGE, panel, marker, 0, 0
+    voxels = np.int64(1)
+    for axis in range(3):
+        voxels *= np.int64(bbox[2 * axis + 1]) - np.int64(bbox[2 * axis])
+    return OK, panel, marker, voxels, voxels * per_voxel
+
+
+@numba.njit(cache=True, nogil=True)
 def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     """Index ``nrows`` records starting at byte ``position``; return (problem code, row,
     position after the last record), with OK for sound records."""
-    size = blob.size
     position = np.int64(position)
     for row in range(nrows):
-        if position + HEADER_BYTES > size:
-            return TRUNCATED_HEADER, row, position
-        value = _int32_at(blob, position)
-        panel[row] = value + (np.int64(1) << 32) if value < 0 else value
-        volume = 1.0
-        bad_bbox = False
-        for k in range(6):
-            bbox[row, k] = _int32_at(blob, position + 4 + 4 * k)
-        for axis in range(3):
-            extent = np.int64(bbox[row, 2 * axis + 1]) - np.int64(bbox[row, 2 * axis])
-            if extent < 0:
-                bad_bbox = True
-            volume *= max(extent, 0)
-        marker = blob[position + HEADER_BYTES - 1]
-        present[row] = marker
-        if bad_bbox:
-            return BAD_BBOX, row, position
-        if marker > 2:
-            return BAD_PRESENT, row, position
+        problem, panel[row], present[row], _, pixel_bytes = _read_header(blob, position, bbox[row])
+        if problem != OK:
+            return problem, row, position
         position += HEADER_BYTES
         data_offset[row] = position
-        if marker == 0:
-            continue
-        per_voxel = 12 if marker == 1 else 9
-        if volume * per_voxel > size - position:
-            return TOO_LARGE, row, position
-        voxels = np.int64(1)
-        for axis in range(3):
-            voxels *= np.int64(bbox[row, 2 * axis + 1]) - np.int64(bbox[row, 2 * axis])
-        position += voxels * per_voxel
+        position += pixel_bytes
+    return OK, 0, position
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_code(blob, start, n, stride, code):
+    hits = 0
+    for k in range(n):
+        if blob[start + stride * k] & code == code:
+            hits += 1
+    return hits
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_and_count(blob, nrows, position, code, counts, has_data):
+    """scan_records and count_mask_values in one pass over the records, for callers that
+    need only the counts: returns (problem code, row, position after the last record)."""
+    position = np.int64(position)
+    bbox = np.zeros(6, np.int32)
+    for row in range(nrows):
+        problem, _, marker, n, pixel_bytes = _read_header(blob, position, bbox)
+        if problem != OK:
+            return problem, row, position
+        position += HEADER_BYTES
+        has_data[row] = marker != 0
+        if n > 0:
+            counts[row] = n if code == 0 else _count_code(blob, position + 4 * n, n, 4 if marker == 1 else 1, code)
+        position += pixel_bytes
     return OK, 0, position
 
 
@@ -68,10 +104,4 @@ def count_mask_values(blob, present, data_offset, bbox, code, counts):
         if code == 0:
             counts[row] = n
             continue
-        start = data_offset[row] + 4 * n
-        stride = 4 if present[row] == 1 else 1
-        hits = 0
-        for k in range(n):
-            if blob[start + stride * k] & code == code:
-                hits += 1
-        counts[row] = hits
+        counts[row] = _count_code(blob, data_offset[row] + 4 * n, n, 4 if present[row] == 1 else 1, code)

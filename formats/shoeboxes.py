@@ -128,6 +128,13 @@ def _scan(engine: str, blob, nrows, bbox_hint, start_row=0, stop_row=None, posit
     return scan(blob, nrows, bbox_hint, start_row, stop_row, position)
 
 
+def _checked_code(code) -> int:
+    code = int(code)
+    if not 0 <= code <= 255:
+        raise ValueError(f"mask code {code} is outside 0..255")
+    return code
+
+
 def _check_row_count(blob: np.ndarray, nrows: int, path: str | None) -> None:
     if nrows * HEADER_BYTES > blob.size:
         raise FileFormatError(
@@ -155,19 +162,27 @@ def count_pixels_streaming(
     from .source import release_pages as release
 
     _check_row_count(blob, nrows, path)
+    code = _checked_code(code)
+    compiled = resolve_engine(engine) == "numba"
+    if compiled:
+        from ._shoebox_numba import scan_and_count
     counts = np.zeros(nrows, dtype=np.int64)
     has_data = np.zeros(nrows, dtype=bool)
     position = 0
     for start in range(0, nrows, rows_per_chunk):
         stop = min(nrows, start + rows_per_chunk)
         populate_pages(blob[position : position + PREFETCH_BYTES])
-        headers, data_offset, (problem, _), end = _scan(engine, blob, nrows, bbox_hint, start, stop, position)
+        if compiled:  # indexing and counting in one pass
+            problem, _, end = scan_and_count(blob, stop - start, position, code, counts[start:stop], has_data[start:stop])
+        else:
+            headers, data_offset, (problem, _), end = _scan_numpy(blob, nrows, bbox_hint, start, stop, position)
         if problem != OK:
             ShoeboxColumn.from_blob(blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)  # raises, with details
             raise FileFormatError(path, "has a corrupt shoebox column")  # not reached
-        chunk = ShoeboxColumn(blob, headers["panel"], headers["bbox"], headers["present"], data_offset)
-        counts[start:stop] = chunk.count_mask_values(code, engine=engine)
-        has_data[start:stop] = chunk.has_pixel_data
+        if not compiled:
+            chunk = ShoeboxColumn(blob, headers["panel"], headers["bbox"], headers["present"], data_offset)
+            counts[start:stop] = _count_mask_values_numpy(chunk, code)
+            has_data[start:stop] = chunk.has_pixel_data
         if release_pages:
             release(blob[position:end])
         position = end
@@ -246,9 +261,7 @@ class ShoeboxColumn:
         """Per row, the pixels whose mask has every bit of ``code`` set (DIALS's
         ``Shoebox.count_mask_values``); 0 where the row has no pixel data, as in DIALS, so
         use :attr:`has_pixel_data` to tell those rows apart."""
-        code = int(code)
-        if not 0 <= code <= 255:
-            raise ValueError(f"mask code {code} is outside 0..255")
+        code = _checked_code(code)
         if resolve_engine(engine) == "numba":
             from ._shoebox_numba import count_mask_values
 

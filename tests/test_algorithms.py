@@ -182,10 +182,11 @@ def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
     if "numba" not in available_engines():
         pytest.skip("numba is not installed: nothing to warm up")
     from dials_spot_size_analysis.algorithms._geometry_numba import d_spacings
-    from dials_spot_size_analysis.formats._shoebox_numba import count_mask_values, scan_records
+    from dials_spot_size_analysis.formats._shoebox_numba import scan_and_count
 
     warm_up()
-    loaded = [list(kernel.signatures) for kernel in (d_spacings, count_mask_values, scan_records)]
+    loaded = [list(kernel.signatures) for kernel in (d_spacings, scan_and_count)]
+    assert all(loaded)
     for refl, expt in [("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"), ("eiger_therm/strong.refl", "eiger_therm/imported.expt")]:
         analyse(shared_data / refl, shared_data / expt, engine="numba")
-    assert [list(kernel.signatures) for kernel in (d_spacings, count_mask_values, scan_records)] == loaded
+    assert [list(kernel.signatures) for kernel in (d_spacings, scan_and_count)] == loaded
