@@ -66,7 +66,7 @@ def _grouped_by_counting(unique: np.ndarray, group: np.ndarray, values: np.ndarr
     table = np.bincount(group * span + values, minlength=len(unique) * span).reshape(len(unique), span)
     counts = table.sum(axis=1)
     cumulative = table.cumsum(axis=1)
-    sums = np.bincount(group, weights=values.astype(np.float64), minlength=len(unique))
+    sums = (table @ np.arange(span, dtype=np.int64)).astype(np.float64)  # exact: integer sums
 
     def value_at(rank: np.ndarray) -> np.ndarray:  # the rank-th smallest value of each group
         return (cumulative > rank[:, None]).argmax(axis=1).astype(np.float64)
