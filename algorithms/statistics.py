@@ -36,7 +36,7 @@ def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
         unique, group = _dense_groups(keys)
         span = int(values.max()) + 1
         if len(unique) * span <= COUNTING_CELLS:
-            return _grouped_by_counting(unique, group.ravel(), values.astype(np.int64), span)
+            return _grouped_by_counting(unique, group.ravel(), np.asarray(values, dtype=np.int64), span)
     values = values.astype(np.float64)
     order = np.lexsort((values, keys))
     keys, values = keys[order], values[order]
@@ -55,8 +55,10 @@ def _dense_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if np.issubdtype(keys.dtype, np.integer):
         low, high = int(keys.min()), int(keys.max())
         if high - low < COUNTING_CELLS:
-            shifted = (keys - low).astype(np.intp)
+            shifted = keys.astype(np.intp, copy=False) if low == 0 else (keys - low).astype(np.intp)
             present = np.bincount(shifted, minlength=high - low + 1) > 0
+            if present.all():  # every key in the range occurs: the shifted key is the group
+                return np.arange(low, high + 1), shifted
             return np.flatnonzero(present) + low, (np.cumsum(present) - 1)[shifted]
     unique, group = np.unique(keys, return_inverse=True)
     return unique, group.ravel()
