@@ -9,6 +9,7 @@ given, becomes a skipped file with its reason (or, on request, the end of the ru
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import sys
@@ -209,13 +210,19 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
     claimed, lock = context.RawValue("q", 0), context.Lock()
     workers, receivers, batches = [], [], []
     try:
-        for _ in range(min(nproc, len(chunks))):
-            receiver, sender = context.Pipe(duplex=False)
-            worker = context.Process(target=_measure_claimed_chunks, args=(chunks, claimed, lock, sender, settings, n_sources), daemon=True)
-            worker.start()
-            sender.close()  # else the parent (and later workers) would keep the pipe open
-            workers.append(worker)
-            receivers.append(receiver)
+        # Objects that exist now are left out of the forked workers' garbage collections,
+        # which would otherwise touch (and so copy) every page of this process's heap.
+        gc.freeze()
+        try:
+            for _ in range(min(nproc, len(chunks))):
+                receiver, sender = context.Pipe(duplex=False)
+                worker = context.Process(target=_measure_claimed_chunks, args=(chunks, claimed, lock, sender, settings, n_sources), daemon=True)
+                worker.start()
+                sender.close()  # else the parent (and later workers) would keep the pipe open
+                workers.append(worker)
+                receivers.append(receiver)
+        finally:
+            gc.unfreeze()  # in this process only: its garbage is collected as before
         while receivers:
             for receiver in wait(receivers):
                 try:
