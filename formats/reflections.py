@@ -8,8 +8,10 @@ views of the file's bytes; the ``Shoebox<>`` column becomes a :class:`ShoeboxCol
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -158,22 +160,31 @@ class ReflectionTable:
             raise ValueError(f"column {name!r} has dtype {array.dtype} and shape {array.shape}, not a DIALS type") from None
 
 
-def _column_view(buffer, offset: int, length: int, count: int, type_name: str, name: str, path) -> np.ndarray:
+def _column_view(blob: np.ndarray, count: int, type_name: str, name: str, path) -> np.ndarray:
     dtype, shape = COLUMN_TYPES[type_name]
     dtype = np.dtype(dtype)
-    element_bytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-    if length != count * element_bytes:
+    element_bytes = dtype.itemsize * math.prod(shape)
+    if blob.size != count * element_bytes:
         raise FileFormatError(
             path,
             f"is corrupt: column {name!r} ({type_name}) claims {count} elements, which need "
-            f"{count * element_bytes} bytes, but holds {length}",
+            f"{count * element_bytes} bytes, but holds {blob.size}",
         )
-    array = np.frombuffer(buffer, dtype=np.uint8, count=length, offset=offset)
     if dtype == bool:
-        if length and array.max() > 1:
+        if blob.size and blob.max() > 1:
             raise FileFormatError(path, f"is corrupt: bool column {name!r} holds values other than 0 and 1")
-        return array.view(bool)
-    return array.view(dtype).reshape((count,) + shape)
+        return blob.view(bool)
+    return blob.view(dtype).reshape((count,) + shape)
+
+
+class _Header(NamedTuple):
+    """A table's msgpack structure; each column as (name, type, count, its bytes)."""
+
+    version: int
+    keys: tuple[str, ...]
+    identifiers: dict[int, str] | None
+    nrows: int
+    columns: list[tuple[str, str, int, np.ndarray]]
 
 
 def parse_reflections(buffer, path: str | None = None, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:
@@ -181,7 +192,83 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
 
     With ``index_shoeboxes`` (the default) the shoebox column is checked and indexed now, so
     a corrupt column raises here; without, that happens on first use."""
-    cursor = MsgpackCursor(buffer, path)
+    header = _unpacked_header(buffer) if len(buffer) < SMALL_BUFFER_BYTES else None
+    if header is None:
+        header = _walked_header(MsgpackCursor(buffer, path))
+    table = ReflectionTable(
+        nrows=header.nrows, identifiers=header.identifiers, version=header.version, path=path, header_keys=header.keys, _engine=engine
+    )
+    for name, type_name, count, blob in header.columns:
+        table.column_order.append(name)
+        if count != header.nrows:
+            raise FileFormatError(path, f"is corrupt: column {name!r} has {count} elements but the table has {header.nrows} rows")
+        if type_name in COLUMN_TYPES:
+            table.columns[name] = _column_view(blob, count, type_name, name, path)
+            continue
+        if type_name == SHOEBOX_TYPE and table.shoebox_column_name is None:
+            table.shoebox_column_name, table._shoebox_blob = name, blob
+            continue
+        reason = (
+            "std::string columns hold raw in-memory objects and are not portable"
+            if type_name in NOT_PORTABLE_TYPES
+            else f"its type {type_name!r} is not one this program reads"
+        )
+        table.skipped_columns[name] = reason
+        table.raw_columns[name] = (type_name, count, blob)
+        logger.warning("%s: column %r skipped: %s", path or "reflection table", name, reason)
+    if index_shoeboxes:
+        table.shoeboxes  # noqa: B018 (index now: a corrupt column raises here)
+    return table
+
+
+# Buffers below this size are unpacked by msgpack's C extension, which copies the column
+# bytes (cheap at this size) but reads the structure far faster than the cursor; above
+# it the cursor leaves every column in place (no second copy of a big file).
+SMALL_BUFFER_BYTES = 1 << 22
+
+
+class _MapItems(list):
+    """A msgpack map's (key, value) pairs in file order, duplicates kept (told apart from
+    an array of pairs, which is not a map)."""
+
+
+def _unpacked_header(buffer) -> _Header | None:
+    """The header read by msgpack's C unpacker, or None wherever the bytes are not exactly
+    a DIALS table's layout: the cursor then reads them, and says what is wrong."""
+    import msgpack
+
+    try:
+        tag, version, pairs = msgpack.unpackb(buffer, raw=False, strict_map_key=False, object_pairs_hook=_MapItems)
+    except Exception:  # noqa: BLE001 (anything msgpack refuses, the cursor explains)
+        return None
+    if type(tag) is not str or tag != TABLE_TAG or type(version) is not int or version not in SUPPORTED_VERSIONS or type(pairs) is not _MapItems:
+        return None
+    keys = tuple(key for key, _ in pairs)
+    if not all(type(key) is str for key in keys) or len(set(keys)) != len(keys) or not set(keys) <= set(HEADER_KEYS) or not {"nrows", "data"} <= set(keys):
+        return None
+    values = dict(pairs)
+    identifiers = values.get("identifiers")
+    nrows, data = values["nrows"], values["data"]
+    if type(nrows) is not int or nrows < 0 or type(data) is not _MapItems:
+        return None
+    if identifiers is not None:
+        if type(identifiers) is not _MapItems or not all(type(k) is int and type(v) is str for k, v in identifiers):
+            return None
+        identifiers = dict(identifiers)
+    columns = []
+    for name, column in data:
+        if type(name) is not str or type(column) is not list or len(column) != 2 or type(column[1]) is not list or len(column[1]) != 2:
+            return None
+        type_name, (count, blob) = column
+        if type(type_name) is not str or type(count) is not int or count < 0 or type(blob) is not bytes:
+            return None
+        columns.append((name, type_name, count, np.frombuffer(blob, dtype=np.uint8)))
+    return _Header(version, keys, identifiers, nrows, columns)
+
+
+def _walked_header(cursor: MsgpackCursor) -> _Header:
+    """The header read by the cursor, checking every step; columns stay views of the buffer."""
+    path = cursor.path
     head = bytes(cursor.buffer[:16])
     if head[:1] == b"\x80":
         raise FileFormatError(path, PICKLE_ADVICE)
@@ -203,7 +290,7 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
     header_keys: list[str] = []
     identifiers: dict[int, str] | None = None
     nrows: int | None = None
-    data_position: int | None = None
+    columns: list | None = None
     for _ in range(cursor.map_length()):
         key = cursor.string()
         if key not in HEADER_KEYS:
@@ -221,42 +308,16 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
             if nrows < 0:
                 raise FileFormatError(path, f"is corrupt: it claims {nrows} rows")
         else:
-            data_position = cursor.position
-            _skip_columns(cursor)
-    if nrows is None or data_position is None:
+            columns = [_column_header(cursor) for _ in range(cursor.map_length())]
+    if nrows is None or columns is None:
         missing = "nrows" if nrows is None else "data"
         raise FileFormatError(path, f"is not a valid DIALS reflection table: the header has no {missing!r}")
     if cursor.position != cursor.size:
         raise FileFormatError(path, f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table")
-
-    table = ReflectionTable(nrows=nrows, identifiers=identifiers, version=version, path=path, header_keys=tuple(header_keys), _engine=engine)
-    cursor.position = data_position
-    for _ in range(cursor.map_length()):
-        name, type_name, count, offset, length = _column_header(cursor)
-        table.column_order.append(name)
-        if count != nrows:
-            raise FileFormatError(path, f"is corrupt: column {name!r} has {count} elements but the table has {nrows} rows")
-        if type_name in COLUMN_TYPES:
-            table.columns[name] = _column_view(cursor.buffer, offset, length, count, type_name, name, path)
-        else:
-            blob = np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset)
-            if type_name == SHOEBOX_TYPE and table.shoebox_column_name is None:
-                table.shoebox_column_name, table._shoebox_blob = name, blob
-                continue
-            reason = (
-                "std::string columns hold raw in-memory objects and are not portable"
-                if type_name in NOT_PORTABLE_TYPES
-                else f"its type {type_name!r} is not one this program reads"
-            )
-            table.skipped_columns[name] = reason
-            table.raw_columns[name] = (type_name, count, blob)
-            logger.warning("%s: column %r skipped: %s", path or "reflection table", name, reason)
-    if index_shoeboxes:
-        table.shoeboxes  # noqa: B018 (index now: a corrupt column raises here)
-    return table
+    return _Header(version, tuple(header_keys), identifiers, nrows, columns)
 
 
-def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, int, int]:
+def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, np.ndarray]:
     name = cursor.string()
     if cursor.array_length() != 2:
         raise FileFormatError(cursor.path, f"is corrupt: column {name!r} is not a [type, data] pair")
@@ -267,12 +328,7 @@ def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, int, int]:
     if count < 0:
         raise FileFormatError(cursor.path, f"is corrupt: column {name!r} claims {count} elements")
     offset, length = cursor.binary()
-    return name, type_name, count, offset, length
-
-
-def _skip_columns(cursor: MsgpackCursor) -> None:
-    for _ in range(cursor.map_length()):
-        _column_header(cursor)
+    return name, type_name, count, np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset)
 
 
 def read_reflections(path: str | os.PathLike, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:

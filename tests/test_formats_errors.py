@@ -264,3 +264,22 @@ def test_invalid_model(tmp_path, shared_data):
     path.write_text(json.dumps(document))
     with pytest.raises(FileFormatError, match="invalid beam model .number 0.: missing 'wavelength'"):
         read_experiments(path)
+
+
+@pytest.mark.parametrize("where", ["header", "data", "identifiers", "column"])
+def test_arrays_of_pairs_are_not_maps(strong, tmp_path, where):
+    """Lookalikes that msgpack's C unpacker would turn into the same Python pairs as a map
+    are refused, as the cursor refuses them."""
+    header = strong[2]
+    if where == "header":
+        body = [[key, value] for key, value in header.items()]
+    else:
+        body = dict(header)
+        if where == "data":
+            body["data"] = [[name, column] for name, column in header["data"].items()]
+        elif where == "identifiers":
+            body["identifiers"] = [[key, value] for key, value in header["identifiers"].items()]
+        else:  # a column's [type, [count, bytes]] given as a map
+            name, (type_name, data) = next(iter(header["data"].items()))
+            body["data"] = {**header["data"], name: {type_name: data}}
+    expect_error(write(tmp_path, pack("dials::af::reflection_table", 2, body)), "is not a valid DIALS reflection table: expected")

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dials_spot_size_analysis.formats import FileFormatError, ReflectionTable
-from dials_spot_size_analysis.formats.reflections import parse_reflections
+from dials_spot_size_analysis.formats.msgpack_cursor import MsgpackCursor
+from dials_spot_size_analysis.formats.reflections import _unpacked_header, _walked_header, parse_reflections
 from dials_spot_size_analysis.formats.shoeboxes import count_pixels_streaming
 from dials_spot_size_analysis.engine import available_engines
 
@@ -25,7 +26,19 @@ def originals() -> list[bytes]:
     return [(SHARED_DATA / name).read_bytes() for name in SOURCES]
 
 
+def same_header(content: bytes) -> None:
+    """msgpack's C unpacker (small buffers) reads exactly what the checking cursor reads,
+    or leaves the buffer to the cursor."""
+    unpacked = _unpacked_header(content)
+    if unpacked is None:
+        return
+    walked = _walked_header(MsgpackCursor(content))  # must not raise where the C path accepted
+    assert unpacked[:4] == walked[:4]
+    assert [(n, t, c, b.tobytes()) for n, t, c, b in unpacked.columns] == [(n, t, c, b.tobytes()) for n, t, c, b in walked.columns]
+
+
 def check(content: bytes, engine: str) -> None:
+    same_header(content)
     try:
         table = parse_reflections(content, engine=engine, index_shoeboxes=False)
     except FileFormatError as error:

@@ -12,6 +12,7 @@ import pytest
 from conftest import REFLECTION_FILES, SHOEBOX_CODES
 
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
+from dials_spot_size_analysis.formats import reflections
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 from dials_spot_size_analysis.formats.shoebox_encoding import reencode
 from dials_spot_size_analysis.engine import available_engines
@@ -19,9 +20,14 @@ from dials_spot_size_analysis.engine import available_engines
 ENGINES = available_engines()
 
 
+@pytest.mark.parametrize("header_reader", ["msgpack", "cursor"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
-def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_truth, name, engine):
+def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_truth, name, engine, header_reader, monkeypatch):
+    """Small files' structure is read by msgpack's C unpacker, big ones' by the cursor:
+    both here, on every file."""
+    if header_reader == "cursor":
+        monkeypatch.setattr(reflections, "SMALL_BUFFER_BYTES", 0)
     truth = ground_truth[name]
     table = read_reflections(shared_data / name, engine=engine)
     assert table.nrows == len(table) == truth["nrows"]
