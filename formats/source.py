@@ -83,15 +83,13 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
     it does); smaller ones are read.
     """
     path = os.fspath(path)
-    if os.path.isdir(path):
-        raise FileFormatError(path, "is a directory, not a file")
-    if not os.path.exists(path):
-        raise FileFormatError(path, "does not exist: check the path")
     suffix = os.path.splitext(path)[1].lower()
     try:
         if suffix in COMPRESSED_SUFFIXES:
             try:
                 content = _decompress(path, suffix)
+            except (FileNotFoundError, IsADirectoryError, PermissionError):
+                raise
             except (OSError, EOFError, lzma.LZMAError, ValueError) as error:
                 raise FileFormatError(path, f"cannot be decompressed as {suffix} data ({error})") from None
             if not content:
@@ -107,6 +105,8 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
         if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
             mapped.madvise(mmap.MADV_SEQUENTIAL)
         return memoryview(mapped)
+    except FileNotFoundError:
+        raise FileFormatError(path, "does not exist: check the path") from None
     except PermissionError:
         raise FileFormatError(path, "cannot be read: permission denied") from None
     except IsADirectoryError:
