@@ -19,7 +19,7 @@ from . import flags as flag_names
 from .geometry import ExperimentGeometry, resolution_shells
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
-from .statistics import grouped_statistics, summary_statistics
+from .statistics import group_statistics, summary_statistics
 
 # Per-row columns that hold a shoebox count without the shoeboxes, and the code each
 # means exactly (reference §2). n_signal is Valid|Foreground, which on spot-finding masks
@@ -292,20 +292,19 @@ def summarise(
         "n_out_of_range": result_histogram.n_out_of_range,
     }
     labels = list(experiment_labels or [])
-    by_experiment = grouped_statistics(spot_sizes.experiment, sizes)
-    for entry in by_experiment:
-        index = entry.pop("key")
-        entry["experiment"] = index
-        entry["identifier"] = labels[index] if 0 <= index < len(labels) else None
-    by_panel = [{"panel": e.pop("key"), **e} for e in grouped_statistics(spot_sizes.panel, sizes)]
+    by_experiment = [
+        {"n": n, "mean": mean, "median": median, "min": low, "max": high, "experiment": key, "identifier": labels[key] if 0 <= key < len(labels) else None}
+        for key, n, mean, median, low, high in zip(*group_statistics(spot_sizes.experiment, sizes))
+    ]
+    by_panel = group_statistics(spot_sizes.panel, sizes).entries("panel")
     known_image = spot_sizes.image >= 0
-    by_image = [{"image": e.pop("key"), **e} for e in grouped_statistics(spot_sizes.image[known_image], sizes[known_image])]
+    by_image = group_statistics(spot_sizes.image[known_image], sizes[known_image]).entries("image")
     shell, edges = resolution_shells(spot_sizes.d_spacing, n_resolution_shells)
-    by_resolution = []
     in_shell = shell >= 0
-    for entry in grouped_statistics(shell[in_shell], sizes[in_shell]):
-        index = entry.pop("key")
-        by_resolution.append({"shell": index, "d_max": float(edges[index]), "d_min": float(edges[index + 1]), **entry})
+    by_resolution = [
+        {"shell": key, "d_max": float(edges[key]), "d_min": float(edges[key + 1]), "n": n, "mean": mean, "median": median, "min": low, "max": high}
+        for key, n, mean, median, low, high in zip(*group_statistics(shell[in_shell], sizes[in_shell]))
+    ]
     return SpotSizeResult(
         mask_code=canonical_names(mask_code),
         histogram=result_histogram,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 PERCENTILES = (5, 25, 75, 95)
@@ -23,7 +25,30 @@ def summary_statistics(values: np.ndarray) -> dict[str, float | int | None]:
 COUNTING_CELLS = 1 << 24
 
 
+class Groups(NamedTuple):
+    """Statistics per group, one list per quantity (plain Python numbers)."""
+
+    key: list
+    n: list[int]
+    mean: list[float]
+    median: list[float]
+    min: list[float]
+    max: list[float]
+
+    def entries(self, name: str = "key") -> list[dict]:
+        """One dict per group, its key under ``name`` first."""
+        return [
+            {name: key, "n": n, "mean": mean, "median": median, "min": low, "max": high}
+            for key, n, mean, median, low, high in zip(*self)
+        ]
+
+
 def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
+    """Per distinct key (in ascending order): n, mean, median, min and max of the values."""
+    return group_statistics(keys, values).entries()
+
+
+def group_statistics(keys: np.ndarray, values: np.ndarray) -> Groups:
     """Per distinct key (in ascending order): n, mean, median, min and max of the values.
 
     Spot sizes are small non-negative integers, so where groups x distinct values fit in
@@ -31,7 +56,7 @@ def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
     lexicographic sort. Both give the same numbers."""
     keys, values = np.asarray(keys), np.asarray(values)
     if keys.size == 0:
-        return []
+        return Groups([], [], [], [], [], [])
     if np.issubdtype(values.dtype, np.integer) and values.min() >= 0:
         unique, group = _dense_groups(keys)
         span = int(values.max()) + 1
@@ -43,10 +68,11 @@ def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
     unique, starts, counts = np.unique(keys, return_index=True, return_counts=True)
     sums = np.add.reduceat(values, starts)
     medians = (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
-    return [
-        {"key": key.item(), "n": int(n), "mean": float(total / n), "median": float(median), "min": float(values[start]), "max": float(values[start + n - 1])}
-        for key, start, n, total, median in zip(unique, starts, counts, sums, medians)
-    ]
+    return _groups(unique, counts, sums, medians, values[starts], values[starts + counts - 1])
+
+
+def _groups(unique, counts, sums, medians, smallest, largest) -> Groups:
+    return Groups(unique.tolist(), counts.tolist(), (sums / counts).tolist(), medians.tolist(), smallest.tolist(), largest.tolist())
 
 
 def _dense_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +90,7 @@ def _dense_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique, group.ravel()
 
 
-def _grouped_by_counting(unique: np.ndarray, group: np.ndarray, values: np.ndarray, span: int) -> list[dict]:
+def _grouped_by_counting(unique: np.ndarray, group: np.ndarray, values: np.ndarray, span: int) -> Groups:
     table = np.bincount(group * span + values, minlength=len(unique) * span).reshape(len(unique), span)
     counts = table.sum(axis=1)
     cumulative = table.cumsum(axis=1)
@@ -75,7 +101,4 @@ def _grouped_by_counting(unique: np.ndarray, group: np.ndarray, values: np.ndarr
 
     medians = (value_at((counts - 1) // 2) + value_at(counts // 2)) / 2
     smallest, largest = value_at(np.zeros_like(counts)), value_at(counts - 1)
-    return [
-        {"key": key.item(), "n": int(n), "mean": float(total / n), "median": float(median), "min": float(low), "max": float(high)}
-        for key, n, total, median, low, high in zip(unique, counts, sums, medians, smallest, largest)
-    ]
+    return _groups(unique, counts, sums, medians, smallest, largest)

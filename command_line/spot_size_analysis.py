@@ -406,7 +406,8 @@ def write_json(document: dict, path: str) -> None:
     """Indented for people; compact (and several times faster to write) for documents
     describing thousands of files."""
     large = len(document["inputs"]) > COMPACT_JSON_INPUTS
-    write_text((json.dumps(document, separators=(",", ":")) if large else json.dumps(document, indent=2)) + "\n", path)
+    text = json.dumps(document, separators=(",", ":"), check_circular=False) if large else json.dumps(document, indent=2)
+    write_text(text + "\n", path)
 
 
 COMPACT_JSON_INPUTS = 500

@@ -103,11 +103,13 @@ def histogram_lines(result: SpotSizeResult) -> list[str]:
     return lines
 
 
-def _capped(rows: list[list], most: int, what: str) -> list[list]:
-    """At most ``most`` rows, the rest summed up in one line (the JSON has them all)."""
-    if len(rows) <= most:
-        return rows
-    return rows[:most] + [[f"... {len(rows) - most} more {what} (all in the JSON and the HTML)"] + [None] * (len(rows[0]) - 1)]
+def _capped(entries: list[dict], row, most: int, what: str) -> list[list]:
+    """Rows of at most ``most`` entries, the rest summed up in one line (the JSON has them
+    all); rows are made only for the entries shown (there may be thousands)."""
+    rows = [row(entry) for entry in entries[:most]]
+    if len(entries) > most:
+        rows.append([f"... {len(entries) - most} more {what} (all in the JSON and the HTML)"] + [None] * (len(rows[0]) - 1))
+    return rows
 
 
 def breakdown_lines(result: SpotSizeResult) -> list[str]:
@@ -117,14 +119,14 @@ def breakdown_lines(result: SpotSizeResult) -> list[str]:
         def label(entry):
             return "(none: unindexed)" if entry["experiment"] < 0 else entry["identifier"] or "-"
 
-        rows = [[e["experiment"], label(e), *(e[c] for c in columns)] for e in result.by_experiment]
-        lines += ["", format_table(["experiment", "identifier", *columns], _capped(rows, MOST_DATASETS_LISTED, "experiments"), title="By experiment:")]
+        rows = _capped(result.by_experiment, lambda e: [e["experiment"], label(e), *(e[c] for c in columns)], MOST_DATASETS_LISTED, "experiments")
+        lines += ["", format_table(["experiment", "identifier", *columns], rows, title="By experiment:")]
     if result.by_panel:
-        rows = [[e["panel"], *(e[c] for c in columns)] for e in result.by_panel]
-        lines += ["", format_table(["panel", *columns], _capped(rows, MOST_GROUP_ROWS, "panels"), title="By panel:")]
+        rows = _capped(result.by_panel, lambda e: [e["panel"], *(e[c] for c in columns)], MOST_GROUP_ROWS, "panels")
+        lines += ["", format_table(["panel", *columns], rows, title="By panel:")]
     if result.by_image:
-        rows = [[e["image"], *(e[c] for c in columns)] for e in result.by_image]
-        lines += ["", format_table(["image", *columns], _capped(rows, MOST_GROUP_ROWS, "images"), title="By image (of the observed centroid):")]
+        rows = _capped(result.by_image, lambda e: [e["image"], *(e[c] for c in columns)], MOST_GROUP_ROWS, "images")
+        lines += ["", format_table(["image", *columns], rows, title="By image (of the observed centroid):")]
     if result.by_resolution:
         rows = [[f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)] for e in result.by_resolution]
         lines += ["", format_table(["d (Å)", *columns], rows, title="By resolution (observed d-spacing):")]
