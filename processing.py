@@ -187,10 +187,15 @@ def _measure_claimed_chunks(chunks, claimed, lock, sender, settings: Settings, n
             if number >= len(chunks):
                 return
             sender.send(pack([measure_one(index, source, settings, n_sources) for index, source in chunks[number]]))
-    except BaseException as error:  # noqa: BLE001 (reported by the parent, which stops the run)
+    except KeyboardInterrupt:  # the parent is interrupted too, and says so
+        return
+    except Exception as error:  # noqa: BLE001 (reported by the parent, which stops the run)
         import traceback
 
-        sender.send(WorkerError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        try:
+            sender.send(WorkerError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+        except OSError:
+            pass  # the parent has gone
     finally:
         sender.close()
 
@@ -223,12 +228,19 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
                 receivers.append(receiver)
         finally:
             gc.unfreeze()  # in this process only: its garbage is collected as before
+        running = {worker.sentinel: worker for worker in workers}
         while receivers:
-            for receiver in wait(receivers):
+            for ready in wait(receivers + list(running)):
+                if ready in running:  # a worker has ended: fine if it succeeded (its pipe drains)
+                    worker = running.pop(ready)
+                    worker.join()
+                    if worker.exitcode != 0:  # killed (perhaps holding the claim lock): stop all
+                        raise WorkerError(f"a worker process ended abnormally (exit code {worker.exitcode}; was it killed, e.g. for lack of memory?)")
+                    continue
                 try:
-                    message = receiver.recv()
-                except EOFError:  # that worker has finished (or died)
-                    receivers.remove(receiver)
+                    message = ready.recv()
+                except EOFError:  # that worker has sent everything
+                    receivers.remove(ready)
                     continue
                 if isinstance(message, WorkerError):
                     raise message
@@ -238,8 +250,7 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
         for worker in workers:
             worker.join()
         if sum(len(batch.outcomes) for batch in batches) != n_sources:
-            codes = ", ".join(str(worker.exitcode) for worker in workers)
-            raise WorkerError(f"a worker process ended before measuring its files (exit codes {codes}; was it killed, e.g. for lack of memory?)")
+            raise WorkerError("a worker process ended before measuring all its files")
         return batches
     finally:
         for worker in workers:

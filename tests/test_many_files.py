@@ -220,7 +220,7 @@ def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, f
 
     monkeypatch.setattr(processing, "measure_one", failing)
     files = sorted(pieces.glob("*.refl"))
-    with pytest.raises(processing.WorkerError, match="exit codes" if failure == "killed" else "ZeroDivisionError: planted"):
+    with pytest.raises(processing.WorkerError, match="exit code 9" if failure == "killed" else "ZeroDivisionError: planted"):
         processing.run_serial_or_pool(files, _worker_settings(), 2)
 
 
