@@ -4,7 +4,9 @@
 reflection table means a second copy of the whole file. A reflection table's msgpack
 structure is tiny (a few dozen maps, strings and integers) around a few huge ``bin``
 fields, so this cursor walks the structure and reports where each ``bin`` lies; numpy then
-views those bytes in place. Only the types a reflection table uses are accepted.
+views those bytes in place. Only the types a reflection table uses are accepted, and every
+problem is named precisely (small tables are unpacked by msgpack itself, which is faster
+there; the cursor reads them again only to explain a problem).
 """
 
 from __future__ import annotations

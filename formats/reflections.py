@@ -2,7 +2,9 @@
 
 Layout (reference §1): ``["dials::af::reflection_table", version, {"identifiers": {id:
 str}, "nrows": n, "data": {name: [type, [n, bin]]}}]``. Fixed-size columns become numpy
-views of the file's bytes; the ``Shoebox<>`` column becomes a :class:`ShoeboxColumn`.
+views of the file's bytes (of a copy, for tables small enough that msgpack's C unpacker
+reads them faster than the cursor); the ``Shoebox<>`` column becomes a
+:class:`ShoeboxColumn`.
 """
 
 from __future__ import annotations
