@@ -114,13 +114,13 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
                 legacy_count = len(experiment_list)
         elif not settings.have_experiment_lists:
             # Experiments known by identifier only; merged across files by identifier.
-            labels = [table.identifiers[k] for k in sorted(table.identifiers)] if table.identifiers else [""]
-            experiments = [Experiment(identifier=label) for label in labels]
-            if not table.identifiers:
+            if table.identifiers:
+                labels = [table.identifiers[k] for k in sorted(table.identifiers)]
+            else:
                 ids = table.columns.get("id")
                 legacy_count = int(ids.max()) + 1 if ids is not None and len(ids) and ids.max() >= 0 else 1
                 labels = [""] * legacy_count
-                experiments = [Experiment(identifier="") for _ in labels]
+            experiments = [Experiment(identifier=label) for label in labels]
         elif not table.identifiers:
             offsets = settings.list_offsets
             legacy_offset, legacy_count = offsets[index if len(offsets) == n_sources else 0]
