@@ -389,10 +389,11 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
     every = SpotSizes.concatenate([batch.spot_sizes for batch in batches])
     counts = np.array(row_counts, dtype=np.int64)
     starts = np.array(row_starts, dtype=np.int64)
-    if len(every) == counts.sum() and np.array_equal(starts, np.cumsum(counts) - counts):
+    ordered_starts = np.cumsum(counts) - counts  # where each outcome's rows go
+    if np.array_equal(starts, ordered_starts):
         ordered = every  # already in input order
     else:
-        order = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+        order = np.repeat(starts - ordered_starts, counts) + np.arange(counts.sum())
         ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
     remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
     if remap.any():
