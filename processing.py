@@ -24,6 +24,7 @@ from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, 
 from .formats import FileFormatError, ReflectionTable, read_experiments, read_reflections
 from .formats.experiments import Experiment, ExperimentList
 from .formats.reflections import parse_reflections
+from .formats.source import COMPRESSED_SUFFIXES
 
 
 @dataclass
@@ -287,7 +288,7 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
     experiment files left unpaired, which describe every table."""
     def stem(path: str, suffixes) -> str | None:
         name = os.path.abspath(path)
-        for compression in ("", ".gz", ".bz2", ".xz", ".zst"):
+        for compression in ("", *COMPRESSED_SUFFIXES):
             for suffix in suffixes:
                 if name.endswith(suffix + compression):
                     return name[: -len(suffix + compression)]
