@@ -20,7 +20,7 @@ import numpy as np
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
 from .shoeboxes import HEADER_BYTES, ShoeboxColumn, count_pixels_streaming
-from .source import describe_content, populate_pages, read_bytes, release_pages
+from .source import MAP_FROM_BYTES, describe_content, populate_pages, read_bytes, release_pages
 
 logger = logging.getLogger(__name__)
 
@@ -223,10 +223,11 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
     return table
 
 
-# Buffers below this size are unpacked by msgpack's C extension, which copies the column
-# bytes (cheap at this size) but reads the structure far faster than the cursor; above
-# it the cursor leaves every column in place (no second copy of a big file).
-SMALL_BUFFER_BYTES = 1 << 22
+# Buffers below this size (the files that are read rather than mapped) are unpacked by
+# msgpack's C extension, which copies the column bytes (cheap at this size) but reads the
+# structure far faster than the cursor; above it the cursor leaves every column in place
+# (no second copy of a big file).
+SMALL_BUFFER_BYTES = MAP_FROM_BYTES
 
 
 class _MapItems(list):
