@@ -58,6 +58,7 @@ from ..api import (
     changed_parameters,
     normalise_choice_argument,
 )
+from ..engine import warm_up
 from ..formats import FileFormatError, read_experiments
 from ..formats.source import COMPRESSED_SUFFIXES, describe_content
 from ..phil import phil_scope
@@ -462,6 +463,7 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         logger.info(f"The following parameters have been modified:\n{changed}\n" if changed else "All parameters have their default values.\n")
         pairs, shared_experiment_files = pair_by_name(command_line.reflection_files, command_line.experiment_files)
         experiment_lists, skipped = _read_experiment_lists(shared_experiment_files, params)
+        warm_up(probe_blas=False)  # this process runs only our kernels
         analysis = analyse_sources(
             command_line.reflection_files, experiment_lists, params, comm=comm, skipped_files=skipped, paired_experiments=pairs
         )
