@@ -9,6 +9,7 @@ given, becomes a skipped file with its reason (or, on request, the end of the ru
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import os
@@ -218,6 +219,7 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
     try:
         # Objects that exist now are left out of the forked workers' garbage collections,
         # which would otherwise touch (and so copy) every page of this process's heap.
+        frozen_already = gc.get_freeze_count() > 0
         gc.freeze()
         try:
             for _ in range(min(nproc, len(chunks))):
@@ -228,7 +230,8 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
                 workers.append(worker)
                 receivers.append(receiver)
         finally:
-            gc.unfreeze()  # in this process only: its garbage is collected as before
+            if not frozen_already:  # else whoever froze the heap unfreezes it (heap_frozen)
+                gc.unfreeze()
         running = {worker.sentinel: worker for worker in workers}
         while receivers:
             for ready in wait(receivers + list(running)):
@@ -257,6 +260,23 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
         for worker in workers:
             if worker.is_alive():
                 worker.terminate()
+
+
+@contextlib.contextmanager
+def heap_frozen():
+    """Objects that exist on entry are left out of garbage collections until exit. The
+    collector would otherwise walk all of them (hundreds of thousands: numba, cctbx)
+    again and again while thousands of per-file results are made, which costs as much
+    as unpickling those results. Where objects are frozen already (by the caller, or an
+    enclosing block), nothing changes."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def resolve_nproc(nproc) -> int:

@@ -34,6 +34,7 @@ the same name beside it are a pair), over every core or MPI ranks::
 from __future__ import annotations
 
 import contextlib
+import gc
 import glob
 import json
 import logging
@@ -432,6 +433,9 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     except KeyboardInterrupt:
         print(f"{PROGRAM}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        if from_console:  # the interpreter exits next: spare it a last walk over every object
+            gc.freeze()  # (numba's alone: 0.1 s)
 
 
 def _run(args: list[str], phil) -> AnalysisResult | None:

@@ -82,6 +82,32 @@ def test_parallel_equals_serial_and_the_whole(shared_data, pieces, tmp_path):
     assert len(serial["selection"]["datasets"]) == 7 and serial["selection"]["n_counted"] == whole["selection"]["n_counted"]
 
 
+def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces, monkeypatch):
+    """Per-file results are made with the heap frozen (left out of garbage collections),
+    and the console script freezes it before the interpreter exits; a library call leaves
+    garbage collection as it found it, including a caller's own freeze."""
+    import gc
+
+    files = [str(path) for path in sorted(pieces.glob("*.refl"))]
+    assert gc.get_freeze_count() == 0
+    for nproc in (1, 2):
+        assert analyse(files, shared_data / EXPT, nproc=nproc).selection["n_datasets"] == 7
+        assert gc.get_freeze_count() == 0
+    try:
+        gc.freeze()
+        callers = gc.get_freeze_count()
+        analyse(files, shared_data / EXPT, nproc=2)
+        assert gc.get_freeze_count() >= callers
+    finally:
+        gc.unfreeze()
+    monkeypatch.setattr(sys, "argv", [PROGRAM, *files, "output.json=None", "output.log=None", "output.html=None"])
+    try:
+        assert run() is None
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def test_directory_glob_and_list_file_inputs(shared_data, pieces, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     listing = tmp_path / "files.txt"
