@@ -3,8 +3,7 @@
 Both give identical results (the tests run both). ``auto`` picks numba where it is
 importable (numba's runtime and our cached kernels take 0.3 s to load in each process,
 0.45 s where numba also probes scipy's BLAS; repaid after a few thousand reflections),
-unless the environment variable
-DIALS_SPOT_SIZE_ANALYSIS_ENGINE names an engine.
+unless the environment variable DIALS_SPOT_SIZE_ANALYSIS_ENGINE names an engine.
 """
 
 from __future__ import annotations
