@@ -306,8 +306,10 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
     """Pair each ``x.refl`` with an ``x.expt`` in the same folder (as dials.stills_process
     and dials.index write them): returns {reflection index: experiment file} and the
     experiment files left unpaired, which describe every table."""
+    folder = os.getcwd()
+
     def stem(path: str, suffixes) -> str | None:
-        name = os.path.abspath(path)
+        name = os.path.normpath(os.path.join(folder, path))  # os.path.abspath, one getcwd for all
         for compression in ("", *COMPRESSED_SUFFIXES):
             for suffix in suffixes:
                 if name.endswith(suffix + compression):

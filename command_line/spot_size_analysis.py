@@ -100,11 +100,9 @@ EXPERIMENT_SUFFIXES = (".expt", ".json")
 
 
 def _inner_name(path: str) -> str:
+    """The lower-case name without a compression suffix."""
     name = path.lower()
-    for suffix in COMPRESSED_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return name[: name.rindex(".")] if name.endswith(COMPRESSED_SUFFIXES) else name
 
 
 def _file_kind(path: str) -> str:
@@ -154,24 +152,41 @@ def _listed_paths(path: str, sniff: bool = False) -> list[str]:
     except (UnicodeDecodeError, OSError):
         return []
     folder = os.path.dirname(path)
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    lines = [line for line in map(str.strip, text.splitlines()) if line and not line.startswith("#")]
     if sniff:
         lines = lines[:LIST_SNIFF_LINES]
-    resolved = [line if os.path.isabs(line) else os.path.join(folder, line) for line in lines]
+    resolved = [os.path.join(folder, line) for line in lines]  # an absolute line stays as it is
     if not resolved or not all(os.path.exists(p) or _is_glob(p) for p in resolved[:LIST_SNIFF_LINES]):
         return []
     return resolved
 
 
 def _is_glob(argument: str) -> bool:
-    return any(character in argument for character in "*?[")
+    return "*" in argument or "?" in argument or "[" in argument
 
 
-def _expand(argument: str, command_line: "CommandLine", seen: set) -> None:
+class _SeenFiles:
+    """Files already added, by absolute path (the working folder is looked up once, not
+    once per file: lists name thousands)."""
+
+    def __init__(self) -> None:
+        self.folder = os.getcwd()
+        self.paths: set[str] = set()
+
+    def first_time(self, path: str) -> bool:
+        key = os.path.normpath(os.path.join(self.folder, path))  # os.path.abspath
+        if key in self.paths:
+            return False
+        self.paths.add(key)
+        return True
+
+
+def _expand(argument: str, command_line: "CommandLine", seen: _SeenFiles) -> None:
     """Add the files ``argument`` names: a file, a directory (searched recursively for
     DIALS files), a glob pattern, or a list file."""
-    if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
-        _add_file(argument, command_line, seen)
+    inner = _inner_name(argument)
+    if inner.endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
+        _add_file(argument, command_line, seen, "experiments" if inner.endswith(".expt") else "reflections")
         return
     if os.path.isdir(argument):
         found = []
@@ -195,12 +210,10 @@ def _expand(argument: str, command_line: "CommandLine", seen: set) -> None:
     _add_file(argument, command_line, seen)
 
 
-def _add_file(path: str, command_line: "CommandLine", seen: set) -> None:
-    key = os.path.abspath(path)
-    if key in seen:
+def _add_file(path: str, command_line: "CommandLine", seen: _SeenFiles, kind: str | None = None) -> None:
+    if not seen.first_time(path):
         return
-    seen.add(key)
-    kind = _file_kind(path)
+    kind = kind or _file_kind(path)
     if kind == "phil":
         command_line.phil_sources.append(_phil_file(path))
     elif kind == "experiments":
@@ -215,7 +228,7 @@ def _add_file(path: str, command_line: "CommandLine", seen: set) -> None:
 def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
     command_line = CommandLine()
     interpreter = phil.command_line_argument_interpreter(home_scope="")
-    seen: set = set()
+    seen = _SeenFiles()
     arguments = iter(args)
     for argument in arguments:
         if argument in ("-h", "--help") or (argument.startswith("-h") and set(argument[1:]) == {"h"}):

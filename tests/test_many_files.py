@@ -119,6 +119,27 @@ def test_directory_glob_and_list_file_inputs(shared_data, pieces, tmp_path, monk
     assert by_directory["histogram"] == by_glob["histogram"] == by_list["histogram"]
 
 
+def test_list_names_are_relative_to_the_list_and_each_file_counts_once(tmp_path, monkeypatch):
+    """A list file's relative names are relative to its folder ('#' comments and blank
+    lines ignored); a file named twice (relative or absolute, in a list or on the command
+    line) is added once; x.refl pairs with x.expt in its folder however each was named."""
+    from dials_spot_size_analysis.command_line.spot_size_analysis import parse_command_line
+    from dials_spot_size_analysis.processing import pair_by_name
+
+    monkeypatch.chdir(tmp_path)
+    stills, lists = tmp_path / "stills", tmp_path / "lists"
+    stills.mkdir()
+    lists.mkdir()
+    for name in ("a.refl", "a.expt", "b.refl", "b.expt", "c.refl.gz"):
+        (stills / name).touch()
+    (lists / "files.txt").write_text(f"# run 1\n\n../stills/a.refl\n  ../stills/a.expt  \n{stills / 'b.refl'}\n../stills/./a.refl\n../stills/c.refl.gz\n")
+    command_line = parse_command_line(["stills/b.expt", "lists/files.txt", "stills/b.refl", str(stills / "a.expt")])
+    listed = os.path.join("lists", "../stills")
+    assert command_line.reflection_files == [f"{listed}/a.refl", str(stills / "b.refl"), f"{listed}/c.refl.gz"]
+    assert command_line.experiment_files == ["stills/b.expt", f"{listed}/a.expt"]
+    assert pair_by_name(command_line.reflection_files, command_line.experiment_files) == ({0: f"{listed}/a.expt", 1: "stills/b.expt"}, [])
+
+
 def test_a_corrupt_file_among_good_ones_is_skipped_and_reported(shared_data, pieces, tmp_path, capsys):
     corrupt = pieces / "part_3.refl"
     content = corrupt.read_bytes()
