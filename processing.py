@@ -420,7 +420,11 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
         ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
     remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
     if remap.any():
-        table = np.array(flat_labels, dtype=np.int64)
-        base = np.repeat(np.array(label_bases, dtype=np.int64), counts)
-        ordered.experiment = np.where(remap, table[np.where(remap, base + ordered.experiment, 0)], ordered.experiment).astype(np.int32)
+        table = np.array(flat_labels, dtype=np.int32)
+        in_table = np.repeat(np.array(label_bases, dtype=np.intp), counts)  # each row's file's first label
+        if remap.all():  # the usual case, without row-sized temporaries beyond this one
+            in_table += ordered.experiment
+            ordered.experiment = table[in_table]
+        else:
+            ordered.experiment = np.where(remap, table[np.where(remap, in_table + ordered.experiment, 0)], ordered.experiment).astype(np.int32)
     return ordered, selections, inputs, skipped, labels

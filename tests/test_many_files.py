@@ -186,6 +186,33 @@ def test_files_without_experiment_lists_are_merged_by_identifier(shared_data, tm
     ]
 
 
+def test_tables_of_several_experiments_merge_by_identifier(shared_data, tmp_path):
+    """A table's own experiment ids (0, 1; -1 for unindexed rows) become positions in the
+    union of every table's identifiers, in input order."""
+
+    def two_experiments(source: str, identifiers: tuple[str, str], name: str) -> tuple[int, int]:
+        table = read_reflections(shared_data / source)
+        ids = table["id"].copy()
+        ids[(np.arange(table.nrows) >= table.nrows // 2) & (ids == 0)] = 1
+        table.columns["id"] = ids
+        table.identifiers = dict(enumerate(identifiers))
+        write_reflections(table, tmp_path / name)
+        return int((ids == 0).sum()), int((ids == 1).sum())
+
+    c, d = two_experiments("eiger_therm/strong.refl", ("C", "D"), "cd.refl")
+    e, f = two_experiments("eiger_therm/strong.refl", ("E", "F"), "ef.refl")
+    a, b = two_experiments("I23_P12M_thau/indexed.refl", ("A", "B"), "ab.refl")
+
+    def by_experiment(*names):
+        result = analyse([tmp_path / name for name in names], require=None)
+        return [(entry["experiment"], entry["identifier"], entry["n"]) for entry in result.result.by_experiment]
+
+    assert (c, d, e, f) == (56, 56, 56, 56)
+    assert by_experiment("cd.refl", "ef.refl") == [(0, "C", c), (1, "D", d), (2, "E", e), (3, "F", f)]
+    assert by_experiment("cd.refl", "ab.refl") == [(-1, None, 3), (0, "C", c), (1, "D", d), (2, "A", a), (3, "B", b)]
+    assert a + b == 205 and a > 0 and b > 0
+
+
 def mpi_unavailable() -> str | None:
     """Why MPI cannot be tested here, or None. Checked in a subprocess: importing
     mpi4py.MPI here would make this process an MPI singleton, which confuses mpirun."""
