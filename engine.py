@@ -29,6 +29,8 @@ def available_engines() -> tuple[str, ...]:
 def resolve_engine(engine: str = "auto") -> str:
     if engine == "auto":
         engine = os.environ.get(ENVIRONMENT_VARIABLE, "auto").strip().lower() or "auto"
+    if engine == "numpy":  # without importing numba (which may be why numpy was chosen)
+        return engine
     engines = available_engines()
     if engine == "auto":
         return engines[0]

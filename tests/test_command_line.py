@@ -53,23 +53,30 @@ def test_console_script_on_every_dataset(shared_data, ground_truth, tmp_path, na
     assert document["selection"]["n_rows"] == truth["nrows"]
 
 
-def test_program_skips_numbas_blas_probe_and_scipy_still_imports(shared_data, tmp_path):
+def in_fresh_python(arguments: list, report: str, engine: str | None = None) -> str:
+    """run(arguments) in a new interpreter; returns what ``report`` (an expression) says after."""
+    script = f"import sys\nfrom dials_spot_size_analysis.command_line.spot_size_analysis import run\nanalysis = run(sys.argv[1:])\nprint({report})\n"
+    environment = {key: value for key, value in os.environ.items() if key != "DIALS_SPOT_SIZE_ANALYSIS_ENGINE"}
+    if engine:
+        environment["DIALS_SPOT_SIZE_ANALYSIS_ENGINE"] = engine
+    arguments = [*map(str, arguments), "output.json=None", "output.html=None", "output.log=None"]
+    result = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=120, env=environment)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()[-1]
+
+
+def test_program_skips_numbas_blas_probe_and_scipy_still_imports(shared_data):
     """numba looks for scipy's BLAS when it starts (a third of its start-up); the program's
     kernels do no linear algebra, so it hides scipy.linalg from that probe, and only then."""
     pytest.importorskip("numba")
-    script = (
-        "import sys\n"
-        "from dials_spot_size_analysis.command_line.spot_size_analysis import run\n"
-        "analysis = run(sys.argv[1:])\n"
-        "probed = 'scipy.linalg' in sys.modules\n"
-        "import scipy.linalg\n"
-        "print('probed', probed, 'measured', analysis.result.statistics['n'], 'by numba', 'numba.np.arraymath' in sys.modules)\n"
-    )
-    arguments = [shared_data / "eiger_therm/imported.expt", shared_data / "eiger_therm/strong.refl", "output.json=None", "output.html=None", "output.log=None"]
-    environment = {key: value for key, value in os.environ.items() if key != "DIALS_SPOT_SIZE_ANALYSIS_ENGINE"}
-    result = subprocess.run([sys.executable, "-c", script, *map(str, arguments)], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=environment)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "probed False measured 112 by numba True"
+    report = "'scipy.linalg' in sys.modules, __import__('scipy.linalg') and 'numba.np.arraymath' in sys.modules, analysis.result.statistics['n']"
+    assert in_fresh_python([shared_data / "eiger_therm/imported.expt", shared_data / "eiger_therm/strong.refl"], report) == "False True 112"
+
+
+def test_numpy_engine_never_imports_numba(shared_data):
+    """Forcing the numpy engine (say, where numba is broken) keeps numba out of the process."""
+    report = "'numba' in sys.modules, analysis.result.statistics['n']"
+    assert in_fresh_python([shared_data / "eiger_therm/imported.expt", shared_data / "eiger_therm/strong.refl"], report, engine="numpy") == "False 112"
 
 
 def test_json_follows_its_schema(shared_data, tmp_path):
