@@ -28,6 +28,13 @@ def strong(shared_data):
     return unpack(shared_data / "I23_P12M_thau/strong.refl")
 
 
+def edited(table, edit) -> bytes:
+    """An unpacked table (tag, version, body) packed again after ``edit(body)``."""
+    tag, version, body = table
+    edit(body)
+    return pack(tag, version, body)
+
+
 def write(tmp_path, content: bytes, name="bad.refl"):
     path = tmp_path / name
     path.write_bytes(content)
@@ -101,35 +108,35 @@ def test_unsupported_version(tmp_path, strong):
 
 
 def test_unknown_header_key(tmp_path, strong):
-    tag, version, body = strong
-    body["extra"] = 1
-    expect_error(write(tmp_path, pack(tag, version, body)), "unknown header key 'extra'")
+    expect_error(write(tmp_path, edited(strong, lambda body: body.update(extra=1))), "unknown header key 'extra'")
 
 
 def test_missing_nrows(tmp_path, strong):
-    tag, version, body = strong
-    del body["nrows"]
-    expect_error(write(tmp_path, pack(tag, version, body)), "no 'nrows'")
+    expect_error(write(tmp_path, edited(strong, lambda body: body.pop("nrows"))), "no 'nrows'")
 
 
 def test_identifiers_are_optional(tmp_path, strong):
-    tag, version, body = strong
-    del body["identifiers"]
-    table = read_reflections(write(tmp_path, pack(tag, version, body)))
+    table = read_reflections(write(tmp_path, edited(strong, lambda body: body.pop("identifiers"))))
     assert table.identifiers is None and table.nrows == 208
 
 
 def test_nrows_disagreeing_with_columns(tmp_path, strong):
-    tag, version, body = strong
-    body["nrows"] = 209
-    expect_error(write(tmp_path, pack(tag, version, body)), "has 208 elements but the table has 209 rows")
+    expect_error(write(tmp_path, edited(strong, lambda body: body.update(nrows=209))), "has 208 elements but the table has 209 rows")
+
+
+def column_bytes_edited(table, name: str, edit) -> bytes:
+    """An unpacked table packed again with column ``name``'s bytes replaced by ``edit(bytes)``."""
+
+    def edit_column(body):
+        type_name, (count, blob) = body["data"][name]
+        body["data"][name] = [type_name, [count, edit(blob)]]
+
+    return edited(table, edit_column)
 
 
 def test_element_count_disagreeing_with_bytes(tmp_path, strong):
-    tag, version, body = strong
-    type_name, (count, blob) = body["data"]["xyzobs.px.value"]
-    body["data"]["xyzobs.px.value"] = [type_name, [count, blob[:-24]]]
-    expect_error(write(tmp_path, pack(tag, version, body)), "'xyzobs.px.value'", "need 4992 bytes", "holds 4968")
+    content = column_bytes_edited(strong, "xyzobs.px.value", lambda blob: blob[:-24])
+    expect_error(write(tmp_path, content), "'xyzobs.px.value'", "need 4992 bytes", "holds 4968")
 
 
 def test_huge_claims_in_a_tiny_file_allocate_nothing(tmp_path):
@@ -154,10 +161,8 @@ def test_huge_claims_in_a_tiny_file_allocate_nothing(tmp_path):
 
 
 def test_bool_column_with_other_values(tmp_path, shared_data):
-    tag, version, body = unpack(shared_data / "I23_P12M_thau/indexed.refl")
-    type_name, (count, blob) = body["data"]["entering"]
-    body["data"]["entering"] = [type_name, [count, b"\x07" + blob[1:]]]
-    expect_error(write(tmp_path, pack(tag, version, body)), "bool column 'entering'")
+    content = column_bytes_edited(unpack(shared_data / "I23_P12M_thau/indexed.refl"), "entering", lambda blob: b"\x07" + blob[1:])
+    expect_error(write(tmp_path, content), "bool column 'entering'")
 
 
 def test_trailing_bytes_after_the_table(tmp_path, shared_data):
@@ -171,10 +176,7 @@ def test_truncated_file(tmp_path, shared_data):
 
 
 def shoebox_variant(strong, edit):
-    tag, version, body = strong
-    type_name, (count, blob) = body["data"]["shoebox"]
-    body["data"]["shoebox"] = [type_name, [count, edit(bytearray(blob))]]
-    return pack(tag, version, body)
+    return column_bytes_edited(strong, "shoebox", lambda blob: edit(bytearray(blob)))
 
 
 @pytest.mark.parametrize("engine", available_engines())
@@ -211,10 +213,9 @@ class TestCorruptShoeboxColumn:
 
 
 def test_string_columns_are_skipped_with_a_warning(tmp_path, strong, caplog):
-    tag, version, body = strong
-    body["data"]["label"] = ["std::string", [208, bytes(208 * 32)]]
+    content = edited(strong, lambda body: body["data"].update(label=["std::string", [208, bytes(208 * 32)]]))
     with caplog.at_level("WARNING"):
-        table = read_reflections(write(tmp_path, pack(tag, version, body)))
+        table = read_reflections(write(tmp_path, content))
     assert "label" not in table.columns and "not portable" in table.skipped_columns["label"]
     assert "column 'label' skipped" in caplog.text
     assert table.nrows == 208 and table.shoeboxes is not None
