@@ -25,7 +25,7 @@ from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, 
 from .formats import FileFormatError, ReflectionTable, read_experiments, read_reflections
 from .formats.experiments import Experiment, ExperimentList
 from .formats.reflections import parse_reflections
-from .formats.source import COMPRESSED_SUFFIXES
+from .formats.source import without_compression_suffix
 
 
 @dataclass
@@ -308,22 +308,18 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
     experiment files left unpaired, which describe every table."""
     folder = os.getcwd()
 
-    def stem(path: str, suffixes) -> str | None:
-        name = os.path.normpath(os.path.join(folder, path))  # os.path.abspath, one getcwd for all
-        for compression in ("", *COMPRESSED_SUFFIXES):
-            for suffix in suffixes:
-                if name.endswith(suffix + compression):
-                    return name[: -len(suffix + compression)]
-        return None
+    def stem(path: str, suffix: str) -> str | None:
+        name = without_compression_suffix(os.path.normpath(os.path.join(folder, path)))  # os.path.abspath, one getcwd for all
+        return name[: -len(suffix)] if name.endswith(suffix) else None
 
     by_stem = {}
     for path in experiment_files:
-        key = stem(path, (".expt",))
+        key = stem(path, ".expt")
         if key is not None:
             by_stem.setdefault(key, path)
     pairs = {}
     for index, path in enumerate(reflection_files):
-        key = stem(path, (".refl",))
+        key = stem(path, ".refl")
         if key in by_stem:
             pairs[index] = by_stem[key]
     if len(pairs) < 2 or len(set(pairs.values())) != len(pairs):

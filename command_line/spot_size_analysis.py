@@ -61,7 +61,7 @@ from ..api import (
 )
 from ..engine import warm_up
 from ..formats import FileFormatError, read_experiments
-from ..formats.source import COMPRESSED_SUFFIXES, describe_content
+from ..formats.source import describe_content, without_compression_suffix
 from ..phil import phil_scope
 from ..processing import pair_by_name
 from ..report.text import report_lines
@@ -101,8 +101,7 @@ EXPERIMENT_SUFFIXES = (".expt", ".json")
 
 def _inner_name(path: str) -> str:
     """The lower-case name without a compression suffix."""
-    name = path.lower()
-    return name[: name.rindex(".")] if name.endswith(COMPRESSED_SUFFIXES) else name
+    return without_compression_suffix(path.lower())
 
 
 def _file_kind(path: str) -> str:
