@@ -183,9 +183,8 @@ class _SeenFiles:
 def _expand(argument: str, command_line: "CommandLine", seen: _SeenFiles) -> None:
     """Add the files ``argument`` names: a file, a directory (searched recursively for
     DIALS files), a glob pattern, or a list file."""
-    inner = _inner_name(argument)
-    if inner.endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
-        _add_file(argument, command_line, seen, "experiments" if inner.endswith(".expt") else "reflections")
+    if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
+        _add_file(argument, command_line, seen)
         return
     if os.path.isdir(argument):
         found = []
@@ -209,10 +208,10 @@ def _expand(argument: str, command_line: "CommandLine", seen: _SeenFiles) -> Non
     _add_file(argument, command_line, seen)
 
 
-def _add_file(path: str, command_line: "CommandLine", seen: _SeenFiles, kind: str | None = None) -> None:
+def _add_file(path: str, command_line: "CommandLine", seen: _SeenFiles) -> None:
     if not seen.first_time(path):
         return
-    kind = kind or _file_kind(path)
+    kind = _file_kind(path)
     if kind == "phil":
         command_line.phil_sources.append(_phil_file(path))
     elif kind == "experiments":
