@@ -35,7 +35,7 @@ from .algorithms.spot_sizes import (
 from .formats import ExperimentList, FileFormatError, read_experiments
 from .formats.experiments import Experiment, parse_experiments
 from .phil import phil_scope
-from .processing import heap_frozen
+from .processing import Settings, combine_experiments, heap_frozen, merge, resolve_nproc, run_mpi, run_serial_or_pool
 
 __all__ = ["AnalysisResult", "FileFormatError", "SelectionError", "UnusableFilesError", "analyse", "analyse_sizes", "extract_parameters"]
 
@@ -218,8 +218,6 @@ def analyse_sources(
     others None). ``skipped_files`` lists files already skipped (e.g. experiment lists);
     ``paired_experiments`` maps a source's index to the experiment file that is its own
     (read by the process that measures it)."""
-    from .processing import Settings, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
-
     require, data_min, data_max = resolved_parameters(params)
     if not sources:
         raise SelectionError("no reflection table given: pass one or more .refl files")
@@ -240,12 +238,12 @@ def analyse_sources(
             return None
     else:
         batches = run_serial_or_pool(sources, settings, resolve_nproc(params.mp.nproc), progress)
-    outcomes = sorted((outcome for batch in batches for outcome in batch.outcomes), key=lambda outcome: outcome.index)
-    failed = [outcome for outcome in outcomes if outcome.error is not None]
-    if failed and (params.input.bad_files == "fail" or len(failed) == len(outcomes)):
-        if len(outcomes) == 1:
+    n_files = sum(len(batch.outcomes) for batch in batches)
+    failed = sorted((outcome for batch in batches for outcome in batch.outcomes if outcome.error is not None), key=lambda outcome: outcome.index)
+    if failed and (params.input.bad_files == "fail" or len(failed) == n_files):
+        if n_files == 1:
             failed[0].raise_error()
-        what = "every reflection file was unusable" if len(failed) == len(outcomes) else f"{len(failed)} of {len(outcomes)} reflection files could not be used (input.bad_files=fail)"
+        what = "every reflection file was unusable" if len(failed) == n_files else f"{len(failed)} of {n_files} reflection files could not be used (input.bad_files=fail)"
         raise UnusableFilesError(f"{what}; the first: {failed[0].error}")
     spot_sizes, datasets, inputs, skipped, labels = merge(batches, settings)
     for number, (source, experiment_list) in enumerate(experiment_sources):
