@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .algorithms.geometry import ExperimentGeometry
-from .engine import warm_up
 from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, measure
+from .engine import warm_up
 from .formats import FileFormatError, ReflectionTable, read_experiments, read_reflections
 from .formats.experiments import Experiment, ExperimentList
 from .formats.reflections import parse_reflections
@@ -173,6 +173,7 @@ def pack(outcomes: list[FileOutcome]) -> Batch:
     for outcome in outcomes:
         outcome.spot_sizes = None
     return Batch(packed, outcomes)
+
 
 class WorkerError(RuntimeError):
     """A worker process failed in a way no file explains (a bug, or the process was killed)."""
