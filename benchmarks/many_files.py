@@ -13,6 +13,13 @@ Two throughputs are printed: the whole command on N files (start-up, numba's run
 reading and reporting included), and the sustained rate, from runs on N/2 and N files:
 (N - N/2) / (time(N) - time(N/2)). Costs paid once per run cancel in the difference;
 every per-file cost, in the workers and in the parent (merging, reporting), stays in.
+
+Then where the time goes, timed inside further runs of the program: the part that nproc
+spreads (measuring the files) with nproc=1 and 2, against what two processes of a plain
+CPU-bound loop give on this machine (the most its two cores give); and the rest, which
+runs once in one process (start-up, numba's load, reading the list, merging,
+summarising, writing). With that rest, even a perfect split of the measuring bounds the
+whole command's ratio (Amdahl's law).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import DATA, SHARED
+from _common import DATA, SHARED, measure
 
 SOURCES = {
     "eiger": (SHARED / "data" / "eiger_therm" / "strong.refl", SHARED / "data" / "eiger_therm" / "imported.expt"),
@@ -66,6 +73,50 @@ def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict]:
     return time.perf_counter() - start, json.load(open(output))
 
 
+PHASES = """
+import sys, time
+from dials_spot_size_analysis import api
+from dials_spot_size_analysis.command_line.spot_size_analysis import run
+
+measured = api.run_serial_or_pool  # the part that nproc spreads, timed inside the real program
+
+
+def timed(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+        return measured(*args, **kwargs)
+    finally:
+        print(time.perf_counter() - start, file=sys.stderr)
+
+
+api.run_serial_or_pool = timed
+run(sys.argv[1:])
+"""
+
+
+def run_in_phases(listing: Path, nproc: int, folder: str) -> tuple[float, float]:
+    """The whole program (as ``run``, through a wrapper): its wall time, and the time
+    spent measuring the files (reading, counting: what nproc spreads)."""
+    output = os.path.join(folder, f"phases{nproc}.json")
+    start = time.perf_counter()
+    finished = subprocess.run([sys.executable, "-c", PHASES, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"], check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, float(finished.stderr.split()[-1])
+
+
+CPU_LOOP = """
+import multiprocessing
+def spin(n):
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+start = time.perf_counter()
+with multiprocessing.get_context("fork").Pool(int(sys.argv[1])) as pool:  # the same two tasks either way
+    pool.map(spin, [10_000_000] * 2, chunksize=1)
+result = {"seconds": time.perf_counter() - start}
+"""
+
+
 def half_listing(listing: Path, folder: str) -> Path:
     """The first half of the files (each .refl with its .expt) listed in ``listing``."""
     names = listing.read_text().split()
@@ -102,6 +153,21 @@ def main() -> None:
     print(f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):")
     print(f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.8)")
     print(f"  once-per-run cost: {fixed[1]:.2f} s with nproc=1, {fixed[2]:.2f} s with nproc=2 (start-up, numba's runtime, ...)")
+    phases, loop = {}, {}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(3):  # interleaved, as above
+            for nproc in (1, 2):
+                phases[nproc] = min(phases.get(nproc, (np.inf, 0.0)), run_in_phases(listing, nproc, folder))
+                loop[nproc] = min(loop.get(nproc, np.inf), measure(CPU_LOOP, str(nproc))["seconds"])
+    (whole_1, measuring_1), (whole_2, measuring_2) = phases[1], phases[2]
+    rest_1, rest_2 = whole_1 - measuring_1, whole_2 - measuring_2
+    print("where the time goes, within the fastest of 3 more runs each (nproc spreads only the measuring of the files):")
+    print(f"  whole: nproc=1 {whole_1:.2f} s, nproc=2 {whole_2:.2f} s: {whole_1 / whole_2:.2f} x")
+    print(f"  measuring the files (reading, selecting, counting; results sent back): nproc=1 {measuring_1:.2f} s, nproc=2 {measuring_2:.2f} s: {measuring_1 / measuring_2:.2f} x")
+    print(f"    (two processes of a plain CPU-bound loop on this machine: {loop[1] / loop[2]:.2f} x one)")
+    print(f"  the rest, once, in one process (start-up, numba's load, reading the list; merging, summarising, writing): nproc=1 {rest_1:.2f} s, nproc=2 {rest_2:.2f} s")
+    best_case = rest_2 + measuring_1 / 2
+    print(f"  were the measuring split perfectly in two, nproc=2 would take {rest_2:.2f} + {measuring_1:.2f} / 2 = {best_case:.2f} s: {whole_1 / best_case:.2f} x at most")
     from dials_spot_size_analysis.algorithms.histogram import histogram
 
     table = read_reflections(SOURCE_REFL)
