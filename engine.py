@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 
@@ -20,7 +21,7 @@ ENGINES = ("numba", "numpy")
 @functools.lru_cache(maxsize=None)
 def available_engines() -> tuple[str, ...]:
     try:
-        import numba  # noqa: F401
+        importlib.import_module("numba")  # importable, not merely installed (llvmlite may be broken)
     except ImportError:
         return ("numpy",)
     return ENGINES
