@@ -90,7 +90,7 @@ def timed(*args, **kwargs):
 
 
 api.run_serial_or_pool = timed
-run(sys.argv[1:])
+sys.exit(run())  # as the console script does (reading sys.argv)
 """
 
 
