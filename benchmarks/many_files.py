@@ -65,12 +65,21 @@ def make_stills(count: int, kind: str = "eiger") -> Path:
     return listing
 
 
-def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict]:
-    executable = os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis")
+CONSOLE_SCRIPT = (os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis"),)
+
+
+def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT) -> tuple[float, str, str]:
+    """``program`` (the console script, or a wrapper around the program) on the files in
+    ``listing``: its wall time, the JSON it wrote and what it printed on stderr."""
     output = os.path.join(folder, f"nproc{nproc}.json")
     start = time.perf_counter()
-    subprocess.run([executable, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"], check=True, capture_output=True)
-    return time.perf_counter() - start, json.load(open(output))
+    finished = subprocess.run([*program, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"], check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, output, finished.stderr
+
+
+def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict]:
+    seconds, output, _ = run_program(listing, nproc, folder)
+    return seconds, json.load(open(output))
 
 
 PHASES = """
@@ -95,12 +104,10 @@ sys.exit(run())  # as the console script does (reading sys.argv)
 
 
 def run_in_phases(listing: Path, nproc: int, folder: str) -> tuple[float, float]:
-    """The whole program (as ``run``, through a wrapper): its wall time, and the time
-    spent measuring the files (reading, counting: what nproc spreads)."""
-    output = os.path.join(folder, f"phases{nproc}.json")
-    start = time.perf_counter()
-    finished = subprocess.run([sys.executable, "-c", PHASES, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"], check=True, capture_output=True, text=True)
-    return time.perf_counter() - start, float(finished.stderr.split()[-1])
+    """The whole program (through a wrapper): its wall time, and the time spent measuring
+    the files (reading, counting: what nproc spreads)."""
+    seconds, _, stderr = run_program(listing, nproc, folder, (sys.executable, "-c", PHASES))
+    return seconds, float(stderr.split()[-1])
 
 
 CPU_LOOP = """
