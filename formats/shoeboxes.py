@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine import resolve_engine
+from . import source
 from .errors import FileFormatError
 
 HEADER_BYTES = 29
@@ -158,9 +159,6 @@ def count_pixels_streaming(
     keeps only the current chunk's index: memory is the two result arrays plus a chunk.
     With ``release_pages``, each finished stretch of a memory-mapped file is handed back to
     the operating system, so resident memory does not grow with the file."""
-    from .source import populate_pages
-    from .source import release_pages as release
-
     _check_row_count(blob, nrows, path)
     code = _checked_code(code)
     compiled = resolve_engine(engine) == "numba"
@@ -171,7 +169,7 @@ def count_pixels_streaming(
     position = 0
     for start in range(0, nrows, rows_per_chunk):
         stop = min(nrows, start + rows_per_chunk)
-        populate_pages(blob[position : position + PREFETCH_BYTES])
+        source.populate_pages(blob[position : position + PREFETCH_BYTES])
         if compiled:  # indexing and counting in one pass
             problem, _, end = scan_and_count(blob, stop - start, position, code, counts[start:stop], has_data[start:stop])
         else:
@@ -184,7 +182,7 @@ def count_pixels_streaming(
             counts[start:stop] = _count_mask_values_numpy(chunk, code)
             has_data[start:stop] = chunk.has_pixel_data
         if release_pages:
-            release(blob[position:end])
+            source.release_pages(blob[position:end])
         position = end
     if position != blob.size:
         raise FileFormatError(path, _problem_message(TRAILING_BYTES, nrows, None, blob.size))
