@@ -25,6 +25,7 @@ def without_compression_suffix(name: str) -> str:
     """``name`` less a trailing compression suffix (as given, in that case), if it has one."""
     return name[: name.rindex(".")] if name.endswith(COMPRESSED_SUFFIXES) else name
 
+
 # Leading bytes of formats a user might pass by mistake, to say what a file looks like.
 _SIGNATURES = (
     (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a NeXus image file or an HDF5 reflection table)"),
