@@ -367,11 +367,26 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | N
     return gathered if rank == 0 else None
 
 
+def _concatenated_releasing(batches: Sequence[Batch]) -> SpotSizes:
+    """The batches' rows, one after another, built a column at a time; each batch's copy
+    of a column is let go once it has been copied, so that the rows are held about once,
+    not twice (with a million files, gigabytes)."""
+    if len(batches) == 1:
+        return batches[0].spot_sizes
+    columns = {}
+    for name in SpotSizes.__dataclass_fields__:
+        columns[name] = np.concatenate([getattr(batch.spot_sizes, name) for batch in batches])
+        for batch in batches:
+            setattr(batch.spot_sizes, name, None)
+    return SpotSizes(**columns)
+
+
 def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
     """Every measured row in input order (whichever process measured it): exactly what
     measuring all rows together gives. Returns the sizes, per-dataset selections, input
     descriptions, skipped files (file and reason) and the experiment labels that the
-    sizes' experiment indices refer to."""
+    sizes' experiment indices refer to. The batches' rows are used up: their arrays are
+    released as they are merged."""
     # Worker pools send contiguous runs of sources, in any order: in order of their first
     # source, their rows are usually already in input order and need no gather below.
     batches = sorted(batches, key=lambda batch: min((o.index for o in batch.outcomes), default=-1))
@@ -406,15 +421,14 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
         flat_labels.extend(global_index(label) for label in outcome.labels or ())
         selections.append(outcome.selection)
         inputs.append(outcome.info)
-    every = SpotSizes.concatenate([batch.spot_sizes for batch in batches])
+    ordered = _concatenated_releasing(batches)
     counts = np.array(row_counts, dtype=np.int64)
     starts = np.array(row_starts, dtype=np.int64)
     ordered_starts = np.cumsum(counts) - counts  # where each outcome's rows go
-    if np.array_equal(starts, ordered_starts):
-        ordered = every  # already in input order
-    else:
+    if not np.array_equal(starts, ordered_starts):  # else already in input order
         order = np.repeat(starts - ordered_starts, counts) + np.arange(counts.sum())
-        ordered = SpotSizes(**{name: getattr(every, name)[order] for name in SpotSizes.__dataclass_fields__})
+        for name in SpotSizes.__dataclass_fields__:  # a column at a time, as above
+            setattr(ordered, name, getattr(ordered, name)[order])
     remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
     if remap.any():
         table = np.array(flat_labels, dtype=np.int32)

@@ -321,3 +321,27 @@ def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
     batches = sorted(run_serial_or_pool(files, _worker_settings(), 2), key=lambda b: b.outcomes[0].index)
     assert [o.index for b in batches for o in b.outcomes] == list(range(len(files)))
     assert np.concatenate([b.spot_sizes.size for b in batches]).tolist() == serial.spot_sizes.size.tolist()
+
+
+def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp_path):
+    """Batches hold files in any order; merging puts their rows in input order and holds
+    them once: each batch's arrays are released as they are copied (a million files' rows
+    are gigabytes)."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
+    from dials_spot_size_analysis.processing import measure_one, merge, pack, run_serial_or_pool
+
+    table = read_reflections(shared_data / INTEGRATED)
+    files = []
+    for number, start in enumerate(range(1991, 2269, 60)):  # the rows with pixel data, in 5 files
+        files.append(tmp_path / f"part_{number}.refl")
+        write_reflections(table.slice_rows(start, min(start + 60, 2269)), files[-1])
+    settings = _worker_settings()
+    in_order = merge(run_serial_or_pool(files, settings, 1), settings)[0]
+    assert np.all(np.diff(in_order.dataset) >= 0) and set(in_order.dataset.tolist()) == set(range(5))
+    interleaved = [[4, 2, 0], [3, 1]]  # as no worker pool sends them: rows out of input order within each batch
+    batches = [pack([measure_one(index, files[index], settings, len(files)) for index in batch]) for batch in interleaved]
+    merged, datasets, _, skipped, _ = merge(batches, settings)
+    for name in SpotSizes.__dataclass_fields__:  # NaN d-spacings (no experiments given) compare equal here
+        np.testing.assert_array_equal(getattr(merged, name), getattr(in_order, name))
+    assert [dataset.name for dataset in datasets] == [str(path) for path in files] and not skipped
+    assert all(getattr(batch.spot_sizes, name) is None for batch in batches for name in SpotSizes.__dataclass_fields__)
