@@ -117,15 +117,38 @@ class ExperimentGeometry:
 def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
     """Shell index of each d (-1 for NaN) and the shell edges in d, for ``n_shells`` shells
     of equal width in 1/d² (equal width in reciprocal space squared, as DIALS plots)."""
+    edges = shell_edges(d, n_shells)
+    return shell_numbers(d, edges), 1.0 / np.sqrt(edges)
+
+
+def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = 1 << 20) -> np.ndarray:
+    """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
+    the largest finite 1/d² (none where no d is finite), found a pass at a time."""
     d = np.asarray(d, dtype=np.float64)
-    finite = np.isfinite(d) & (d > 0)
-    shell = np.full(d.shape, -1, dtype=np.int64)
-    if not finite.any():
-        return shell, np.zeros(0)
-    d_star_sq = 1.0 / d[finite] ** 2
-    low, high = d_star_sq.min(), d_star_sq.max()
+    low, high = np.inf, -np.inf
+    for start in range(0, d.size, rows_per_pass):
+        chunk = d[start : start + rows_per_pass]
+        d_star_sq = 1.0 / chunk[np.isfinite(chunk) & (chunk > 0)] ** 2
+        if d_star_sq.size:
+            low, high = min(low, d_star_sq.min()), max(high, d_star_sq.max())
+    if low > high:
+        return np.zeros(0)
     if high == low:
         high = low * (1 + 1e-9) + 1e-12
-    edges = np.linspace(low, high, n_shells + 1)
-    shell[finite] = np.clip(np.searchsorted(edges, d_star_sq, side="right") - 1, 0, n_shells - 1)
-    return shell, 1.0 / np.sqrt(edges)
+    return np.linspace(low, high, n_shells + 1)
+
+
+def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int = 1 << 20) -> np.ndarray:
+    """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
+    small an integer type as the number of shells allows: one of these per row."""
+    d = np.asarray(d, dtype=np.float64)
+    dtype = np.int16 if len(edges) <= np.iinfo(np.int16).max else np.int64
+    shell = np.full(d.shape, -1, dtype=dtype)
+    if not len(edges):
+        return shell
+    for start in range(0, d.size, rows_per_pass):
+        chunk = d[start : start + rows_per_pass]
+        finite = np.isfinite(chunk) & (chunk > 0)
+        d_star_sq = 1.0 / chunk[finite] ** 2
+        shell[start : start + rows_per_pass][finite] = np.clip(np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2)
+    return shell

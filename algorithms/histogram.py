@@ -48,8 +48,10 @@ class Histogram:
         return Histogram(self.data_min, self.data_max, self.counts + other.counts, self.n_out_of_range + other.n_out_of_range)
 
 
-def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int) -> Histogram:
-    """Bin ``values`` exactly as ``flex.histogram(values, data_min, data_max, n_bins)``."""
+def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int, weights: np.ndarray | None = None) -> Histogram:
+    """Bin ``values`` exactly as ``flex.histogram(values, data_min, data_max, n_bins)``;
+    with integer ``weights``, each value counts that many times (so the distinct sizes
+    and their counts give the histogram of every row)."""
     if n_bins < 1:
         raise ValueError(f"the number of bins must be at least 1, not {n_bins}")
     data_min, data_max = float(data_min), float(data_max)
@@ -63,8 +65,12 @@ def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int)
     slots = np.zeros(offsets.shape, dtype=np.int64)
     beyond_first = (offsets != 0) & (offsets >= width)
     slots[beyond_first] = np.minimum((offsets[beyond_first] / width).astype(np.int64), n_bins - 1)
-    counts = np.bincount(slots, minlength=n_bins).astype(np.int64)
-    return Histogram(data_min, data_max, counts, int(outside.sum()))
+    if weights is None:
+        return Histogram(data_min, data_max, np.bincount(slots, minlength=n_bins).astype(np.int64), int(outside.sum()))
+    weights = np.asarray(weights, dtype=np.int64).ravel()
+    counts = np.zeros(n_bins, dtype=np.int64)
+    np.add.at(counts, slots, weights[~outside])  # integers throughout: exact at any count
+    return Histogram(data_min, data_max, counts, int(weights[outside].sum()))
 
 
 def automatic_range(values: np.ndarray) -> tuple[float, float]:

@@ -16,10 +16,10 @@ import numpy as np
 from ..formats.experiments import Experiment
 from ..formats.reflections import ReflectionTable
 from . import flags as flag_names
-from .geometry import ExperimentGeometry, resolution_shells
+from .geometry import ExperimentGeometry, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
-from .statistics import group_statistics, summary_statistics
+from .statistics import group_statistics, summary_statistics, value_counts
 
 # Per-row columns that hold a shoebox count without the shoeboxes, and the code each
 # means exactly (reference §2). n_signal is Valid|Foreground, which on spot-finding masks
@@ -281,7 +281,12 @@ def summarise(
         low = high - 1.0
     if data_max is None and data_min is not None and high <= low:
         high = low + 1.0
-    result_histogram = histogram(sizes, low, high, bins)
+    counts = value_counts(sizes)  # sizes are counts of pixels: bin each distinct size once
+    if counts is None:
+        result_histogram = histogram(sizes, low, high, bins)
+    else:
+        present = np.flatnonzero(counts)
+        result_histogram = histogram(present, low, high, bins, weights=counts[present])
     selection = {
         "n_datasets": len(datasets),
         "n_rows": sum(d.n_rows for d in datasets),
@@ -297,13 +302,12 @@ def summarise(
         for key, n, mean, median, low, high in zip(*group_statistics(spot_sizes.experiment, sizes))
     ]
     by_panel = group_statistics(spot_sizes.panel, sizes).entries("panel")
-    known_image = spot_sizes.image >= 0
-    by_image = group_statistics(spot_sizes.image[known_image], sizes[known_image]).entries("image")
-    shell, edges = resolution_shells(spot_sizes.d_spacing, n_resolution_shells)
-    in_shell = shell >= 0
+    by_image = group_statistics(spot_sizes.image, sizes, skip_negative_keys=True).entries("image")
+    edges = shell_edges(spot_sizes.d_spacing, n_resolution_shells)
+    d_edges = 1.0 / np.sqrt(edges)
     by_resolution = [
-        {"shell": key, "d_max": float(edges[key]), "d_min": float(edges[key + 1]), "n": n, "mean": mean, "median": median, "min": low, "max": high}
-        for key, n, mean, median, low, high in zip(*group_statistics(shell[in_shell], sizes[in_shell]))
+        {"shell": key, "d_max": float(d_edges[key]), "d_min": float(d_edges[key + 1]), "n": n, "mean": mean, "median": median, "min": low, "max": high}
+        for key, n, mean, median, low, high in zip(*group_statistics(shell_numbers(spot_sizes.d_spacing, edges), sizes, skip_negative_keys=True))
     ]
     return SpotSizeResult(
         mask_code=canonical_names(mask_code),

@@ -7,22 +7,66 @@ from typing import NamedTuple
 import numpy as np
 
 PERCENTILES = (5, 25, 75, 95)
+COUNTING_CELLS = 1 << 24
+ROWS_PER_PASS = 1 << 20  # row-sized temporaries are made this many rows at a time
+
+
+def _row_slices(n: int):
+    return (slice(start, min(n, start + ROWS_PER_PASS)) for start in range(0, n, ROWS_PER_PASS))
+
+
+def value_counts(values: np.ndarray) -> np.ndarray | None:
+    """How many values are 0, 1, 2, ... (up to the largest), counted a pass at a time; None
+    unless the values are non-negative integers below COUNTING_CELLS, as spot sizes are.
+    Histograms and percentiles of sizes come from these counts, not from sorted copies:
+    with a hundred million rows, that is gigabytes less."""
+    values = np.asarray(values)
+    if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
+        return None
+    if values.min() < 0 or values.max() >= COUNTING_CELLS:
+        return None
+    counts = np.zeros(int(values.max()) + 1, dtype=np.int64)
+    for rows in _row_slices(values.size):
+        counts += np.bincount(values[rows], minlength=counts.size)
+    return counts
+
+
+def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(values, q)`` (its default, linear interpolation) of the values that
+    ``counts`` tallies (see value_counts): the same order statistics, interpolated by the
+    same floating-point steps as numpy's, so the same numbers to the last bit."""
+    n = int(counts.sum())
+    virtual = (n - 1) * np.true_divide(np.asarray(q), 100)
+    below = np.floor(virtual)
+    weight = virtual - below
+    lower = below.astype(np.int64)
+    cumulative = np.cumsum(counts)
+    a = np.searchsorted(cumulative, lower, side="right").astype(np.float64)  # the lower-th smallest value
+    b = np.searchsorted(cumulative, np.minimum(lower + 1, n - 1), side="right").astype(np.float64)
+    difference = b - a
+    result = a + difference * weight
+    np.subtract(b, difference * (1 - weight), out=result, where=weight >= 0.5)
+    return result
 
 
 def summary_statistics(values: np.ndarray) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
-    values."""
-    values = np.asarray(values, dtype=np.float64)
+    values. For integer sizes, the quantiles come from value counts and the mean and
+    standard deviation from the integers themselves, without a float copy: the numbers
+    are the same as numpy's on floats (integer sums below 2**53 are exact)."""
+    values = np.asarray(values)
     keys = ["mean", "std", "min", "max", "median"] + [f"p{q}" for q in PERCENTILES]
     if values.size == 0:
         return {"n": 0, **{key: None for key in keys}}
-    quantiles = np.percentile(values, [50, *PERCENTILES])
-    numbers = [values.mean(), values.std(), values.min(), values.max(), *quantiles]
+    counts = value_counts(values)
+    if counts is None:
+        values = values.astype(np.float64)
+        quantiles = np.percentile(values, [50, *PERCENTILES])
+    else:
+        quantiles = percentiles_from_counts(counts, [50, *PERCENTILES])
+    numbers = [values.mean(dtype=np.float64), values.std(dtype=np.float64), values.min(), values.max(), *quantiles]
     return {"n": int(values.size), **{key: float(number) for key, number in zip(keys, numbers)}}
-
-
-COUNTING_CELLS = 1 << 24
 
 
 class Groups(NamedTuple):
@@ -48,20 +92,23 @@ def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
     return group_statistics(keys, values).entries()
 
 
-def group_statistics(keys: np.ndarray, values: np.ndarray) -> Groups:
-    """Per distinct key (in ascending order): n, mean, median, min and max of the values.
+def group_statistics(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool = False) -> Groups:
+    """Per distinct key (in ascending order): n, mean, median, min and max of the values;
+    with ``skip_negative_keys``, rows whose key is negative (unknown) are left out.
 
-    Spot sizes are small non-negative integers, so where groups x distinct values fit in
-    COUNTING_CELLS the medians come from a 2-D count table (no sort); otherwise from one
-    lexicographic sort. Both give the same numbers."""
+    Spot sizes are small non-negative integers, so where the keys are integers too (panels,
+    images, shells, experiments) the statistics come from a table of counts per key and
+    value, filled a pass at a time (no sort, no row-sized temporaries); otherwise from
+    one lexicographic sort. Both give the same numbers."""
     keys, values = np.asarray(keys), np.asarray(values)
+    tallied = _tally_by_key(keys, values, skip_negative_keys)
+    if tallied is not None:
+        return _groups_from_tally(*tallied)
+    if skip_negative_keys:
+        known = keys >= 0
+        keys, values = keys[known], values[known]
     if keys.size == 0:
         return Groups([], [], [], [], [], [])
-    if np.issubdtype(values.dtype, np.integer) and values.min() >= 0:
-        unique, group = _dense_groups(keys)
-        span = int(values.max()) + 1
-        if len(unique) * span <= COUNTING_CELLS:
-            return _grouped_by_counting(unique, group.ravel(), np.asarray(values, dtype=np.int64), span)
     values = values.astype(np.float64)
     order = np.lexsort((values, keys))
     keys, values = keys[order], values[order]
@@ -75,23 +122,46 @@ def _groups(unique, counts, sums, medians, smallest, largest) -> Groups:
     return Groups(unique.tolist(), counts.tolist(), (sums / counts).tolist(), medians.tolist(), smallest.tolist(), largest.tolist())
 
 
-def _dense_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct keys (ascending) and each row's group number; without a sort where the
-    keys are integers in a small range (panels, images, shells, experiments)."""
-    if np.issubdtype(keys.dtype, np.integer):
-        low, high = int(keys.min()), int(keys.max())
-        if high - low < COUNTING_CELLS:
-            shifted = keys.astype(np.intp, copy=False) if low == 0 else (keys - low).astype(np.intp)
-            present = np.bincount(shifted, minlength=high - low + 1) > 0
-            if present.all():  # every key in the range occurs: the shifted key is the group
-                return np.arange(low, high + 1), shifted
-            return np.flatnonzero(present) + low, (np.cumsum(present) - 1)[shifted]
-    unique, group = np.unique(keys, return_inverse=True)
-    return unique, group.ravel()
+def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """The distinct keys (ascending) and ``table[g, v]``, how many rows of the g-th key have
+    value v; None unless keys and values are integers, the values non-negative, and the
+    key range and the table small enough to count into."""
+    if keys.size == 0 or not (np.issubdtype(keys.dtype, np.integer) and np.issubdtype(values.dtype, np.integer)):
+        return None
+    if values.min() < 0:
+        return None
+    low, high = int(keys.min()), int(keys.max())
+    if skip_negative_keys:
+        low = max(low, 0)
+    if high < low:  # every key negative, and skipped
+        return np.zeros(0, np.int64), np.zeros((0, 1), np.int64)
+    span = int(values.max()) + 1
+    if high - low >= COUNTING_CELLS or span > COUNTING_CELLS:
+        return None
+
+    def shifted_keys(rows: slice) -> tuple[np.ndarray, np.ndarray]:  # kept rows: key - low, value
+        chunk_keys, chunk_values = keys[rows].astype(np.intp) - low, values[rows]
+        if skip_negative_keys:
+            kept = chunk_keys >= 0
+            return chunk_keys[kept], chunk_values[kept]
+        return chunk_keys, chunk_values
+
+    present = np.zeros(high - low + 1, dtype=bool)
+    for rows in _row_slices(keys.size):
+        present |= np.bincount(shifted_keys(rows)[0], minlength=present.size) > 0
+    unique = np.flatnonzero(present)
+    if len(unique) * span > max(COUNTING_CELLS, 2 * keys.size):  # a table larger than the rows
+        return None
+    group_of = np.cumsum(present) - 1
+    table = np.zeros(len(unique) * span, dtype=np.int64)
+    for rows in _row_slices(keys.size):
+        chunk_keys, chunk_values = shifted_keys(rows)
+        table += np.bincount(group_of[chunk_keys] * span + chunk_values, minlength=table.size)
+    return unique + low, table.reshape(len(unique), span)
 
 
-def _grouped_by_counting(unique: np.ndarray, group: np.ndarray, values: np.ndarray, span: int) -> Groups:
-    table = np.bincount(group * span + values, minlength=len(unique) * span).reshape(len(unique), span)
+def _groups_from_tally(unique: np.ndarray, table: np.ndarray) -> Groups:
+    span = table.shape[1]
     counts = table.sum(axis=1)
     cumulative = table.cumsum(axis=1)
     sums = (table @ np.arange(span, dtype=np.int64)).astype(np.float64)  # exact: integer sums

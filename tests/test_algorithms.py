@@ -11,8 +11,10 @@ from hypothesis import strategies as st
 from dials_spot_size_analysis.algorithms.flags import REFLECTION_FLAGS, UnknownFlagError, parse_flag_names, select_by_flags
 from dials_spot_size_analysis.algorithms.histogram import automatic_range, histogram
 from dials_spot_size_analysis.algorithms.mask_codes import canonical_names, describe, mask_code_value
+from dials_spot_size_analysis.algorithms import statistics
+from dials_spot_size_analysis.algorithms.geometry import resolution_shells, shell_edges, shell_numbers
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
-from dials_spot_size_analysis.algorithms.statistics import grouped_statistics, summary_statistics
+from dials_spot_size_analysis.algorithms.statistics import group_statistics, grouped_statistics, summary_statistics, value_counts
 
 needs_flex = pytest.mark.skipif(flex is None, reason="scitbx.array_family.flex (cctbx-base) is not importable")
 
@@ -148,6 +150,74 @@ def test_counting_and_sorting_group_statistics_agree(pairs):
     by_counting = grouped_statistics(keys, values)  # integer sizes: the counting path
     by_sorting = grouped_statistics(keys, values.astype(np.float64))  # floats: the sorting path
     assert by_counting == by_sorting
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 3000), min_size=1, max_size=300), st.integers(1, 40))
+def test_statistics_from_value_counts_equal_numpy_on_floats_to_the_last_bit(sizes, rows_per_pass):
+    """Integer sizes take the counting path (quantiles from value counts, mean and std
+    from the integers); floats take numpy's percentile on a float copy. Same bits."""
+    sizes = np.array(sizes, dtype=np.int64)
+    statistics.ROWS_PER_PASS, saved = rows_per_pass, statistics.ROWS_PER_PASS  # counting in several passes
+    try:
+        by_counting = summary_statistics(sizes)
+    finally:
+        statistics.ROWS_PER_PASS = saved
+    floats = sizes.astype(np.float64)
+    assert value_counts(floats) is None  # the reference below does not count
+    assert by_counting == summary_statistics(floats)
+    expected = np.percentile(floats, [50, 5, 25, 75, 95])
+    assert [by_counting[key] for key in ("median", "p5", "p25", "p75", "p95")] == expected.tolist()
+    assert (by_counting["mean"], by_counting["std"]) == (floats.mean(), floats.std())
+
+
+def test_statistics_from_value_counts_on_many_rows():
+    """Beyond numpy's 8192-element reduction buffers, and over several counting passes."""
+    sizes = np.random.default_rng(3).integers(0, 400, 2_500_000) ** 2 // 97
+    floats = sizes.astype(np.float64)
+    result = summary_statistics(sizes)
+    assert [result[key] for key in ("median", "p5", "p25", "p75", "p95")] == np.percentile(floats, [50, 5, 25, 75, 95]).tolist()
+    assert (result["mean"], result["std"], result["n"]) == (floats.mean(), floats.std(), 2_500_000)
+    assert value_counts(sizes).sum() == 2_500_000 and value_counts(np.array([3, -1])) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 150), min_size=1, max_size=200), st.integers(1, 30), st.sampled_from([(0, 100), (5, 60), (0, 7)]))
+def test_weighted_histogram_equals_histogram_of_every_row(sizes, n_bins, bounds):
+    sizes = np.array(sizes)
+    counts = np.bincount(sizes)
+    present = np.flatnonzero(counts)
+    weighted = histogram(present, *bounds, n_bins, weights=counts[present])
+    every_row = histogram(sizes, *bounds, n_bins)
+    assert weighted.counts.tolist() == every_row.counts.tolist() and weighted.n_out_of_range == every_row.n_out_of_range
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(-2, 30), st.integers(0, 60)), min_size=1, max_size=150), st.integers(1, 20))
+def test_group_statistics_skipping_unknown_keys_in_several_passes(pairs, rows_per_pass):
+    keys, values = np.array(pairs).T
+    statistics.ROWS_PER_PASS, saved = rows_per_pass, statistics.ROWS_PER_PASS
+    try:
+        skipped = group_statistics(keys, values, skip_negative_keys=True)
+    finally:
+        statistics.ROWS_PER_PASS = saved
+    known = keys >= 0
+    assert skipped == group_statistics(keys[known], values[known])
+    assert skipped == group_statistics(keys[known], values[known].astype(np.float64))  # the sorting path
+    assert all(key >= 0 for key in skipped.key)
+
+
+def test_resolution_shells_in_several_passes():
+    d = np.random.default_rng(4).random(1000) * 4 + 1.2
+    d[::17] = np.nan
+    d[5] = -1.0
+    shell, d_edges = resolution_shells(d, 10)
+    assert shell.tolist() == shell_numbers(d, shell_edges(d, 10, rows_per_pass=7), rows_per_pass=13).tolist()
+    assert shell[0::17].tolist() == [-1] * len(d[::17]) and shell[5] == -1
+    assert np.bincount(shell[shell >= 0]).size == 10 and d_edges[0] > d_edges[-1]
+    d_star_sq = 1 / d[shell >= 0] ** 2  # equal widths in 1/d² from the smallest to the largest
+    assert 1 / d_edges[0] ** 2 == pytest.approx(d_star_sq.min()) and 1 / d_edges[-1] ** 2 == pytest.approx(d_star_sq.max())
+    assert shell_numbers(np.full(4, np.nan), shell_edges(np.full(4, np.nan), 10)).tolist() == [-1] * 4
 
 
 def test_engines_give_identical_analyses(shared_data, monkeypatch):
