@@ -10,6 +10,7 @@ given, becomes a skipped file with its reason (or, on request, the end of the ru
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import itertools
 import os
@@ -367,6 +368,26 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | N
     return gathered if rank == 0 else None
 
 
+def _load_malloc_trim():
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc (Linux); elsewhere there is none
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def return_freed_memory() -> None:
+    """Give the memory that has just been freed back to the operating system. glibc keeps
+    freed blocks of a few dozen kilobytes (each batch's arrays) for reuse, so without this
+    the merged rows would come on top of the batches' rows, not in their place."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _concatenated_releasing(batches: Sequence[Batch]) -> SpotSizes:
     """The batches' rows, one after another, built a column at a time; each batch's copy
     of a column is let go once it has been copied, so that the rows are held about once,
@@ -378,6 +399,7 @@ def _concatenated_releasing(batches: Sequence[Batch]) -> SpotSizes:
         columns[name] = np.concatenate([getattr(batch.spot_sizes, name) for batch in batches])
         for batch in batches:
             setattr(batch.spot_sizes, name, None)
+        return_freed_memory()
     return SpotSizes(**columns)
 
 
