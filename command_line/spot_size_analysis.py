@@ -64,6 +64,7 @@ from ..formats import FileFormatError, read_experiments
 from ..formats.source import describe_content, without_compression_suffix
 from ..phil import phil_scope
 from ..processing import pair_by_name
+from ..report.document import compact_json_pieces
 from ..report.text import report_lines
 
 logger = logging.getLogger(PROGRAM)
@@ -417,10 +418,14 @@ def write_text(text: str, path: str) -> None:
 
 def write_json(document: dict, path: str) -> None:
     """Indented for people; compact (and several times faster to write) for documents
-    describing thousands of files."""
-    large = len(document["inputs"]) > COMPACT_JSON_INPUTS
-    text = json.dumps(document, separators=(",", ":"), check_circular=False) if large else json.dumps(document, indent=2)
-    write_text(text + "\n", path)
+    describing thousands of files, written a piece at a time."""
+    if len(document["inputs"]) <= COMPACT_JSON_INPUTS:
+        write_text(json.dumps(document, indent=2) + "\n", path)
+        return
+    with atomic_output(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.writelines(compact_json_pieces(document))
+            handle.write("\n")
 
 
 COMPACT_JSON_INPUTS = 500

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
+from typing import Iterator
 
 from .. import __version__
 from ..algorithms.mask_codes import mask_code_value
@@ -67,3 +69,30 @@ def json_document(analysis) -> dict:
     for key in ("statistics", "histogram", "by_resolution", "plots"):
         document[key] = _finite(document[key])
     return document
+
+
+ITEMS_PER_PIECE = 10_000
+
+
+def compact_json_pieces(value) -> Iterator[str]:
+    """``json.dumps(value, separators=(",", ":"))`` in pieces, to be written one after
+    another: long lists (a document's files, datasets and experiments: one entry each) a
+    slice at a time, so that a document describing a million files never exists as one
+    string of hundreds of megabytes. The pieces join to exactly json.dumps's text."""
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        yield "{"
+        for number, (key, item) in enumerate(value.items()):
+            yield ("," if number else "") + json.dumps(key) + ":"
+            yield from compact_json_pieces(item)
+        yield "}"
+    elif isinstance(value, list) and len(value) > ITEMS_PER_PIECE:
+        yield "["
+        for start in range(0, len(value), ITEMS_PER_PIECE):
+            yield ("," if start else "") + _compact(value[start : start + ITEMS_PER_PIECE])[1:-1]
+        yield "]"
+    else:
+        yield _compact(value)
+
+
+def _compact(value) -> str:
+    return json.dumps(value, separators=(",", ":"), check_circular=False)

@@ -198,3 +198,26 @@ def test_failure_after_reading_leaves_no_partial_output(shared_data, tmp_path, m
     with pytest.raises(SystemExit):
         run([str(shared_data / "eiger_therm/strong.refl")])
     assert files_in(tmp_path) == []
+
+
+def test_json_of_many_files_is_written_in_pieces_with_json_dumps_bytes(tmp_path):
+    """A document for thousands of files is compact and streamed a slice of entries at a
+    time: byte for byte what json.dumps gives, without the whole text in memory at once."""
+    from dials_spot_size_analysis.command_line.spot_size_analysis import COMPACT_JSON_INPUTS, write_json
+    from dials_spot_size_analysis.report.document import ITEMS_PER_PIECE, compact_json_pieces
+
+    n = 2 * ITEMS_PER_PIECE + 3
+    document = {
+        "program": PROGRAM,
+        "inputs": [{"reflections": f"still-{i:06d}.refl", "n_rows": i, "skipped_columns": []} for i in range(n)],
+        "selection": {"n_rows": 7, "datasets": [{"name": f"still-{i}", "require": ["indexed"]} for i in range(n)]},
+        "statistics": {"mean": 2.5, "std": None, "note": "Å, \"quoted\"\n"},
+        "by_image": [],
+    }
+    write_json(document, str(tmp_path / "many.json"))
+    assert (tmp_path / "many.json").read_bytes() == (json.dumps(document, separators=(",", ":")) + "\n").encode()
+    assert len(list(compact_json_pieces(document["inputs"]))) == 5  # "[", three slices, "]"
+    small = {"inputs": document["inputs"][:COMPACT_JSON_INPUTS], "statistics": document["statistics"]}
+    write_json(small, str(tmp_path / "small.json"))
+    assert (tmp_path / "small.json").read_text() == json.dumps(small, indent=2) + "\n"
+    assert files_in(tmp_path) == ["many.json", "small.json"]
