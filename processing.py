@@ -330,6 +330,9 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
     return pairs, [path for path in experiment_files if path not in paired]
 
 
+FILES_PER_BATCH = 64
+
+
 def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[Batch]:
     """Every source measured, in this process or over ``nproc`` worker processes, as
     batches in whatever order they finish (``merge`` restores the input order)."""
@@ -337,13 +340,16 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
     bar = _progress(len(items), progress)
     try:
         if nproc <= 1 or len(items) <= 1:
-            outcomes = []
+            batches, outcomes = [], []
             for index, source in items:
                 outcomes.append(measure_one(index, source, settings, len(items)))
+                if len(outcomes) == FILES_PER_BATCH:  # packed as they come: each file's arrays
+                    batches.append(pack(outcomes))  # are let go at once, not held to the end
+                    outcomes = []
                 if bar is not None:
                     bar.update()
-            return [pack(outcomes)]
-        size = max(1, min(64, len(items) // (nproc * 8)))
+            return [*batches, pack(outcomes)] if outcomes or not batches else batches
+        size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
         return _run_in_processes([items[start : start + size] for start in range(0, len(items), size)], settings, len(items), nproc, bar)
     finally:
         if bar is not None:

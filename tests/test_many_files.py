@@ -345,3 +345,19 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
         np.testing.assert_array_equal(getattr(merged, name), getattr(in_order, name))
     assert [dataset.name for dataset in datasets] == [str(path) for path in files] and not skipped
     assert all(getattr(batch.spot_sizes, name) is None for batch in batches for name in SpotSizes.__dataclass_fields__)
+
+
+def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
+    """In one process too, results are packed a batch of files at a time (each file's
+    arrays let go as it is packed); merged, the same rows as one batch of every file."""
+    from dials_spot_size_analysis import processing
+
+    files = sorted(pieces.glob("*.refl"))
+    settings = _worker_settings()
+    [whole] = processing.run_serial_or_pool(files, settings, 1)
+    monkeypatch.setattr(processing, "FILES_PER_BATCH", 3)
+    batches = processing.run_serial_or_pool(files, settings, 1)
+    assert [[o.index for o in batch.outcomes] for batch in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert processing.merge(batches, settings)[0].size.tolist() == whole.spot_sizes.size.tolist()
+    monkeypatch.setattr(processing, "FILES_PER_BATCH", 7)
+    assert [len(batch.outcomes) for batch in processing.run_serial_or_pool(files, settings, 1)] == [7]
