@@ -14,6 +14,10 @@ reading and reporting included), and the sustained rate, from runs on N/2 and N 
 (N - N/2) / (time(N) - time(N/2)). Costs paid once per run cancel in the difference;
 every per-file cost, in the workers and in the parent (merging, reporting), stays in.
 
+The peak memory of each run is printed too, and what each further file adds to it (from
+the runs on N/2 and N files): the parent holds every file's results until it has
+summarised them.
+
 Then where the time goes, timed inside further runs of the program: the part that nproc
 spreads (measuring the files) with nproc=1 and 2, against what two processes of a plain
 CPU-bound loop give on this machine (the most its two cores give); and the rest, which
@@ -68,18 +72,29 @@ def make_stills(count: int, kind: str = "eiger") -> Path:
 CONSOLE_SCRIPT = (os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis"),)
 
 
-def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT) -> tuple[float, str, str]:
+def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT) -> tuple[float, str, str, int]:
     """``program`` (the console script, or a wrapper around the program) on the files in
-    ``listing``: its wall time, the JSON it wrote and what it printed on stderr."""
+    ``listing``: its wall time, the JSON it wrote, what it printed on stderr, and its peak
+    memory in bytes (of its largest process: the parent, holding every file's results)."""
     output = os.path.join(folder, f"nproc{nproc}.json")
-    start = time.perf_counter()
-    finished = subprocess.run([*program, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"], check=True, capture_output=True, text=True)
-    return time.perf_counter() - start, output, finished.stderr
+    command = [*program, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"]
+    with tempfile.TemporaryFile() as stderr:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # its resource usage, descendants included
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stderr.seek(0)
+        text = stderr.read().decode()
+    if process.returncode:
+        sys.exit(f"{' '.join(command)} failed (exit {process.returncode}):\n{text}")
+    return seconds, output, text, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict]:
-    seconds, output, _ = run_program(listing, nproc, folder)
-    return seconds, json.load(open(output))
+def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict, int]:
+    seconds, output, _, peak = run_program(listing, nproc, folder)
+    with open(output) as handle:
+        return seconds, json.load(handle), peak
 
 
 PHASES = """
@@ -106,7 +121,7 @@ sys.exit(run())  # as the console script does (reading sys.argv)
 def run_in_phases(listing: Path, nproc: int, folder: str) -> tuple[float, float]:
     """The whole program (through a wrapper): its wall time, and the time spent measuring
     the files (reading, counting: what nproc spreads)."""
-    seconds, _, stderr = run_program(listing, nproc, folder, (sys.executable, "-c", PHASES))
+    seconds, _, stderr, _ = run_program(listing, nproc, folder, (sys.executable, "-c", PHASES))
     return seconds, float(stderr.split()[-1])
 
 
@@ -145,17 +160,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         half = half_listing(listing, folder)
         run(listing, 2, folder)  # warm the page cache and numba's cache
-        timings, half_times = {}, {}
+        timings, half_times, half_peaks = {}, {}, {}
         for _ in range(3):  # interleaved, so that a slow spell of the machine hits both
             for nproc in (1, 2):
                 timings.setdefault(nproc, []).append(run(listing, nproc, folder))
-                half_times.setdefault(nproc, []).append(run(half, nproc, folder)[0])
-    (serial, one), (parallel, two) = (min(timings[n], key=lambda r: r[0]) for n in (1, 2))
+                seconds, _, half_peak = run(half, nproc, folder)
+                half_times.setdefault(nproc, []).append(seconds)
+                half_peaks[nproc] = max(half_peaks.get(nproc, 0), half_peak)
+    (serial, one, _), (parallel, two, _) = (min(timings[n], key=lambda r: r[0]) for n in (1, 2))
     print(f"whole command, {count:,} files:")
     print(f"  nproc=1: {serial:.2f} s ({count / serial:,.0f} files/s)")
     print(f"  nproc=2: {parallel:.2f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (target >= 1.8)")
+    peak = {n: max(p for _, _, p in timings[n]) for n in (1, 2)}
+    per_file = {n: (peak[n] - half_peaks[n]) / (count - count // 2) for n in (1, 2)}  # what each further file adds
+    print(f"  peak memory (the parent, holding every file's results): nproc=1 {peak[1] / 1e6:,.0f} MB, nproc=2 {peak[2] / 1e6:,.0f} MB;")
+    print(f"    each file adds {per_file[1] / 1e3:.1f} KB (nproc=1), {per_file[2] / 1e3:.1f} KB (nproc=2), from the runs on {count // 2:,} and {count:,} files")
     added = count - count // 2
-    sustained = {n: added / (min(t for t, _ in timings[n]) - min(half_times[n])) for n in (1, 2)}
+    sustained = {n: added / (min(t for t, _, _ in timings[n]) - min(half_times[n])) for n in (1, 2)}
     fixed = {n: min(half_times[n]) - (count // 2) / sustained[n] for n in (1, 2)}
     print(f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):")
     print(f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.8)")
