@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -72,23 +71,33 @@ def make_stills(count: int, kind: str = "eiger") -> Path:
 CONSOLE_SCRIPT = (os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis"),)
 
 
+LAUNCHER = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(process.pid, 0)  # the program's resource use, its workers' included
+seconds = time.perf_counter() - start
+with open(sys.argv[1], "w") as handle:
+    handle.write(f"{seconds} {usage.ru_maxrss * (1 if sys.platform == 'darwin' else 1024)}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT) -> tuple[float, str, str, int]:
     """``program`` (the console script, or a wrapper around the program) on the files in
     ``listing``: its wall time, the JSON it wrote, what it printed on stderr, and its peak
-    memory in bytes (of its largest process: the parent, holding every file's results)."""
+    memory in bytes (of its largest process: the parent, holding every file's results).
+    A small launcher starts it and times it: a process started by this one would count
+    this one's memory in its peak, as Linux counts a process's memory before its exec."""
     output = os.path.join(folder, f"nproc{nproc}.json")
+    measured = os.path.join(folder, "measured.txt")
     command = [*program, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"]
-    with tempfile.TemporaryFile() as stderr:
-        start = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)  # its resource usage, descendants included
-        seconds = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        stderr.seek(0)
-        text = stderr.read().decode()
-    if process.returncode:
-        sys.exit(f"{' '.join(command)} failed (exit {process.returncode}):\n{text}")
-    return seconds, output, text, usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    finished = subprocess.run([sys.executable, "-c", LAUNCHER, measured, *command], capture_output=True, text=True)
+    if finished.returncode:
+        sys.exit(f"{' '.join(command)} failed (exit {finished.returncode}):\n{finished.stderr}")
+    with open(measured) as handle:
+        seconds, peak = handle.read().split()
+    return float(seconds), output, finished.stderr, int(peak)
 
 
 def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict, int]:
