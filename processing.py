@@ -16,7 +16,7 @@ import itertools
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -333,6 +333,18 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
 FILES_PER_BATCH = 64
 
 
+def packed_as_measured(outcomes: Iterable[FileOutcome]) -> list[Batch]:
+    """Outcomes packed FILES_PER_BATCH at a time as they come, so that each file's arrays
+    are let go once packed rather than held, beside the packed copy, to the end."""
+    batches, pending = [], []
+    for outcome in outcomes:
+        pending.append(outcome)
+        if len(pending) == FILES_PER_BATCH:
+            batches.append(pack(pending))
+            pending = []
+    return [*batches, pack(pending)] if pending or not batches else batches
+
+
 def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[Batch]:
     """Every source measured, in this process or over ``nproc`` worker processes, as
     batches in whatever order they finish (``merge`` restores the input order)."""
@@ -340,15 +352,14 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
     bar = _progress(len(items), progress)
     try:
         if nproc <= 1 or len(items) <= 1:
-            batches, outcomes = [], []
-            for index, source in items:
-                outcomes.append(measure_one(index, source, settings, len(items)))
-                if len(outcomes) == FILES_PER_BATCH:  # packed as they come: each file's arrays
-                    batches.append(pack(outcomes))  # are let go at once, not held to the end
-                    outcomes = []
-                if bar is not None:
-                    bar.update()
-            return [*batches, pack(outcomes)] if outcomes or not batches else batches
+
+            def measured():
+                for index, source in items:
+                    yield measure_one(index, source, settings, len(items))
+                    if bar is not None:
+                        bar.update()
+
+            return packed_as_measured(measured())
         size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
         return _run_in_processes([items[start : start + size] for start in range(0, len(items), size)], settings, len(items), nproc, bar)
     finally:
@@ -364,14 +375,16 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | N
 
         comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
-    mine = []
-    for index in range(rank, len(sources), size):
-        try:
-            mine.append(measure_one(index, sources[index], settings, len(sources)))
-        except Exception as error:  # a rank that stopped here would leave the others waiting forever
-            mine.append(FileOutcome(index=index, name=_source_name(sources[index], index), error=f"unexpected error: {type(error).__name__}: {error}"))
-    gathered = comm.gather(pack(mine), root=0)
-    return gathered if rank == 0 else None
+
+    def measured():
+        for index in range(rank, len(sources), size):
+            try:
+                yield measure_one(index, sources[index], settings, len(sources))
+            except Exception as error:  # a rank that stopped here would leave the others waiting forever
+                yield FileOutcome(index=index, name=_source_name(sources[index], index), error=f"unexpected error: {type(error).__name__}: {error}")
+
+    gathered = comm.gather(packed_as_measured(measured()), root=0)
+    return [batch for batches in gathered for batch in batches] if rank == 0 else None
 
 
 def _load_malloc_trim():
