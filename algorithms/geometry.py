@@ -12,6 +12,7 @@ import numpy as np
 
 from ..engine import resolve_engine
 from ..formats.experiments import Experiment
+from .statistics import ROWS_PER_PASS
 
 
 class ExperimentGeometry:
@@ -121,7 +122,7 @@ def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndar
     return shell_numbers(d, edges), 1.0 / np.sqrt(edges)
 
 
-def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = 1 << 20) -> np.ndarray:
+def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = ROWS_PER_PASS) -> np.ndarray:
     """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
     the largest finite 1/d² (none where no d is finite), found a pass at a time."""
     d = np.asarray(d, dtype=np.float64)
@@ -138,7 +139,7 @@ def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = 1 << 20) -> n
     return np.linspace(low, high, n_shells + 1)
 
 
-def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int = 1 << 20) -> np.ndarray:
+def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int = ROWS_PER_PASS) -> np.ndarray:
     """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
     small an integer type as the number of shells allows: one of these per row."""
     d = np.asarray(d, dtype=np.float64)

@@ -312,7 +312,7 @@ def summarise(
     return SpotSizeResult(
         mask_code=canonical_names(mask_code),
         histogram=result_histogram,
-        statistics=summary_statistics(sizes),
+        statistics=summary_statistics(sizes, counts),
         selection=selection,
         datasets=list(datasets),
         by_experiment=by_experiment,

@@ -49,17 +49,19 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     return result
 
 
-def summary_statistics(values: np.ndarray) -> dict[str, float | int | None]:
+def summary_statistics(values: np.ndarray, counts: np.ndarray | None = None) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
-    values. For integer sizes, the quantiles come from value counts and the mean and
-    standard deviation from the integers themselves, without a float copy: the numbers
-    are the same as numpy's on floats (integer sums below 2**53 are exact)."""
+    values. For integer sizes, the quantiles come from value counts (``counts``, where
+    the caller has them already) and the mean and standard deviation from the integers
+    themselves, without a float copy: the numbers are the same as numpy's on floats
+    (integer sums below 2**53 are exact)."""
     values = np.asarray(values)
     keys = ["mean", "std", "min", "max", "median"] + [f"p{q}" for q in PERCENTILES]
     if values.size == 0:
         return {"n": 0, **{key: None for key in keys}}
-    counts = value_counts(values)
+    if counts is None:
+        counts = value_counts(values)
     if counts is None:
         values = values.astype(np.float64)
         quantiles = np.percentile(values, [50, *PERCENTILES])
