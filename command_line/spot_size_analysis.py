@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import glob
+import itertools
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import libtbx.phil
 
@@ -410,10 +412,11 @@ def _mpi_communicator(params):
     return MPI.COMM_WORLD
 
 
-def write_text(text: str, path: str) -> None:
+def write_text(text: str | Iterable[str], path: str) -> None:
+    """``text``, or its pieces one after another, into ``path``: whole, or not at all."""
     with atomic_output(path) as temporary:
         with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.writelines([text] if isinstance(text, str) else text)
 
 
 def write_json(document: dict, path: str) -> None:
@@ -421,11 +424,8 @@ def write_json(document: dict, path: str) -> None:
     describing thousands of files, written a piece at a time."""
     if len(document["inputs"]) <= COMPACT_JSON_INPUTS:
         write_text(json.dumps(document, indent=2) + "\n", path)
-        return
-    with atomic_output(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(compact_json_pieces(document))
-            handle.write("\n")
+    else:
+        write_text(itertools.chain(compact_json_pieces(document), ["\n"]), path)
 
 
 COMPACT_JSON_INPUTS = 500
