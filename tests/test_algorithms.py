@@ -8,11 +8,11 @@ from conftest import REFLECTION_FILES, flex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dials_spot_size_analysis.algorithms import statistics
 from dials_spot_size_analysis.algorithms.flags import REFLECTION_FLAGS, UnknownFlagError, parse_flag_names, select_by_flags
+from dials_spot_size_analysis.algorithms.geometry import resolution_shells, shell_edges, shell_numbers
 from dials_spot_size_analysis.algorithms.histogram import automatic_range, histogram
 from dials_spot_size_analysis.algorithms.mask_codes import canonical_names, describe, mask_code_value
-from dials_spot_size_analysis.algorithms import statistics
-from dials_spot_size_analysis.algorithms.geometry import resolution_shells, shell_edges, shell_numbers
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
 from dials_spot_size_analysis.algorithms.statistics import group_statistics, grouped_statistics, summary_statistics, value_counts
 
