@@ -448,7 +448,8 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
         return position[label]
 
     batch_offsets = [0, *itertools.accumulate(len(batch.spot_sizes) for batch in batches)]
-    row_starts, row_counts, label_bases, mapped = [], [], [], []
+    row_starts, row_counts = [], []
+    label_base: dict[int, int] = {}  # source index -> its first label in flat_labels (local experiment indices)
     flat_labels: list[int] = []
     selections, inputs, skipped = [], [], []
     for outcome, number, start in located:
@@ -457,11 +458,15 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
             continue
         row_starts.append(batch_offsets[number] + start)
         row_counts.append(outcome.n_rows)
-        mapped.append(outcome.labels is not None)  # local experiment indices: map by identifier
-        label_bases.append(len(flat_labels))
-        flat_labels.extend(global_index(label) for label in outcome.labels or ())
+        if outcome.labels is not None:  # local experiment indices: mapped by identifier
+            label_base[outcome.index] = len(flat_labels)
+            flat_labels.extend(global_index(label) for label in outcome.labels)
         selections.append(outcome.selection)
         inputs.append(outcome.info)
+    if label_base:
+        table = np.array(flat_labels, dtype=np.int32)
+        for batch in batches:
+            _number_experiments_globally(batch, table, label_base)
     ordered = _concatenated_releasing(batches)
     counts = np.array(row_counts, dtype=np.int64)
     starts = np.array(row_starts, dtype=np.int64)
@@ -470,13 +475,18 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
         order = np.repeat(starts - ordered_starts, counts) + np.arange(counts.sum())
         for name in SpotSizes.__dataclass_fields__:  # a column at a time, as above
             setattr(ordered, name, getattr(ordered, name)[order])
-    remap = np.repeat(np.array(mapped, dtype=bool), counts) & (ordered.experiment >= 0)
-    if remap.any():
-        table = np.array(flat_labels, dtype=np.int32)
-        in_table = np.repeat(np.array(label_bases, dtype=np.intp), counts)  # each row's file's first label
-        if remap.all():  # the usual case, without row-sized temporaries beyond this one
-            in_table += ordered.experiment
-            ordered.experiment = table[in_table]
-        else:
-            ordered.experiment = np.where(remap, table[np.where(remap, in_table + ordered.experiment, 0)], ordered.experiment).astype(np.int32)
     return ordered, selections, inputs, skipped, labels
+
+
+def _number_experiments_globally(batch: Batch, table: np.ndarray, label_base: dict[int, int]) -> None:
+    """A batch's rows from files that number their own experiments get the global number
+    (``table[label_base[file] + local]``); done a batch at a time, before the batches are
+    merged, so that no temporary array as long as every row together is needed."""
+    bases = np.array([label_base.get(outcome.index, -1) for outcome in batch.outcomes], dtype=np.intp)
+    row_bases = np.repeat(bases, [outcome.n_rows for outcome in batch.outcomes])
+    experiment = batch.spot_sizes.experiment
+    remap = (row_bases >= 0) & (experiment >= 0)
+    if remap.all():
+        batch.spot_sizes.experiment = table[row_bases + experiment]
+    elif remap.any():
+        batch.spot_sizes.experiment = np.where(remap, table[np.where(remap, row_bases + experiment, 0)], experiment).astype(np.int32)
