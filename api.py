@@ -35,7 +35,7 @@ from .algorithms.spot_sizes import (
 from .formats import ExperimentList, FileFormatError, read_experiments
 from .formats.experiments import Experiment, parse_experiments
 from .phil import phil_scope
-from .processing import Settings, combine_experiments, heap_frozen, merge, resolve_nproc, run_mpi, run_serial_or_pool
+from .processing import Settings, collection_paused, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
 
 __all__ = ["AnalysisResult", "FileFormatError", "SelectionError", "UnusableFilesError", "analyse", "analyse_sizes", "extract_parameters"]
 
@@ -201,7 +201,7 @@ class UnusableFilesError(ValueError):
     """Reflection files that could not be used, where that ends the run."""
 
 
-@heap_frozen()  # while per-file results are made by the thousand
+@collection_paused()  # while per-file results are made by the thousand
 def analyse_sources(
     sources: Sequence,
     experiment_sources: Sequence[tuple[Any, ExperimentList]],

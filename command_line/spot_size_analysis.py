@@ -65,7 +65,7 @@ from ..engine import warm_up
 from ..formats import FileFormatError, read_experiments
 from ..formats.source import describe_content, without_compression_suffix
 from ..phil import phil_scope
-from ..processing import pair_by_name
+from ..processing import collection_paused, pair_by_name
 from ..report.document import compact_json_pieces
 from ..report.text import report_lines
 
@@ -440,7 +440,8 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     args = sys.argv[1:] if from_console else list(args)
     _STATE["quiet"] = False
     try:
-        result = _run(args, phil)
+        with collection_paused():  # the results of thousands of files, then their reports
+            result = _run(args, phil)
         return None if from_console else result
     except (UserError, FileFormatError, SelectionError, ParameterError, UnknownFlagError, UnusableFilesError) as error:
         if not _STATE["quiet"]:  # under MPI, rank 0 speaks for all

@@ -108,6 +108,36 @@ def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces
         gc.unfreeze()
 
 
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork: the probe is planted by monkeypatching")
+def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(shared_data, pieces, monkeypatch):
+    """The process that gathers thousands of files' results does so without garbage
+    collections (they would walk every result again and again); workers collect as
+    usual; afterwards collection is on again."""
+    import gc
+
+    from dials_spot_size_analysis import processing
+
+    measure_one = processing.measure_one
+
+    def probed(*args):
+        outcome = measure_one(*args)
+        outcome.info["collecting"] = gc.isenabled()
+        return outcome
+
+    monkeypatch.setattr(processing, "measure_one", probed)
+    files = [str(path) for path in sorted(pieces.glob("*.refl"))]
+    for nproc, in_workers in ((1, False), (2, True)):
+        inputs = analyse(files, shared_data / EXPT, nproc=nproc).inputs
+        assert [entry["collecting"] for entry in inputs if "reflections" in entry] == [in_workers] * 7
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        analyse(files, shared_data / EXPT)
+        assert not gc.isenabled()  # as the caller left it
+    finally:
+        gc.enable()
+
+
 def test_directory_glob_and_list_file_inputs(shared_data, pieces, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     listing = tmp_path / "files.txt"
