@@ -274,8 +274,8 @@ def collection_paused():
     files: millions of objects, received, merged, none of them in reference cycles), and
     the collector would walk them, with numba's and cctbx's hundreds of thousands, again
     and again: receiving and merging 100,000 files' results took twice as long. Cycles
-    made in the block are collected after it. Where objects are frozen already (by the
-    caller, or an enclosing block), they stay frozen; collection is left as it was found."""
+    made in the block are left to later collections. Where objects are frozen already (by
+    the caller, or an enclosing block), they stay frozen; collection is left as found."""
     was_enabled = gc.isenabled()
     freeze = not gc.get_freeze_count()
     gc.disable()
