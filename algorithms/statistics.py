@@ -128,7 +128,7 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
     """The distinct keys (ascending) and ``table[g, v]``, how many rows of the g-th key have
     value v; None unless keys and values are integers, the values non-negative, and the
     key range and the table small enough to count into."""
-    if keys.size == 0 or not (np.issubdtype(keys.dtype, np.integer) and np.issubdtype(values.dtype, np.integer)):
+    if keys.size == 0 or not (np.can_cast(keys.dtype, np.intp) and np.issubdtype(keys.dtype, np.integer) and np.issubdtype(values.dtype, np.integer)):
         return None
     if values.min() < 0:
         return None
@@ -142,24 +142,32 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
         return None
 
     def shifted_keys(rows: slice) -> tuple[np.ndarray, np.ndarray]:  # kept rows: key - low, value
-        chunk_keys, chunk_values = keys[rows].astype(np.intp) - low, values[rows]
+        chunk_keys, chunk_values = np.subtract(keys[rows], low, dtype=np.intp), values[rows]
         if skip_negative_keys:
             kept = chunk_keys >= 0
             return chunk_keys[kept], chunk_values[kept]
         return chunk_keys, chunk_values
 
-    present = np.zeros(high - low + 1, dtype=bool)
+    def counted(group_of: np.ndarray | None, n_groups: int) -> np.ndarray:
+        table = np.zeros(n_groups * span, dtype=np.int64)
+        for rows in _row_slices(keys.size):
+            chunk_keys, chunk_values = shifted_keys(rows)
+            groups = chunk_keys if group_of is None else group_of[chunk_keys]
+            table += np.bincount(groups * span + chunk_values, minlength=table.size)
+        return table.reshape(n_groups, span)
+
+    key_range, cells_allowed = high - low + 1, max(COUNTING_CELLS, 2 * keys.size)  # no table larger than the rows
+    if key_range * span <= cells_allowed:  # a row of the table for every key in the range: one pass
+        table = counted(None, key_range)
+        present = table.any(axis=1)
+        return np.flatnonzero(present) + low, table[present]
+    present = np.zeros(key_range, dtype=bool)  # sparse keys: find those present first
     for rows in _row_slices(keys.size):
-        present |= np.bincount(shifted_keys(rows)[0], minlength=present.size) > 0
+        present |= np.bincount(shifted_keys(rows)[0], minlength=key_range) > 0
     unique = np.flatnonzero(present)
-    if len(unique) * span > max(COUNTING_CELLS, 2 * keys.size):  # a table larger than the rows
+    if len(unique) * span > cells_allowed:
         return None
-    group_of = np.cumsum(present) - 1
-    table = np.zeros(len(unique) * span, dtype=np.int64)
-    for rows in _row_slices(keys.size):
-        chunk_keys, chunk_values = shifted_keys(rows)
-        table += np.bincount(group_of[chunk_keys] * span + chunk_values, minlength=table.size)
-    return unique + low, table.reshape(len(unique), span)
+    return unique + low, counted(np.cumsum(present) - 1, len(unique))
 
 
 def _groups_from_tally(unique: np.ndarray, table: np.ndarray) -> Groups:

@@ -207,6 +207,19 @@ def test_group_statistics_skipping_unknown_keys_in_several_passes(pairs, rows_pe
     assert all(key >= 0 for key in skipped.key)
 
 
+def test_group_statistics_with_sparse_keys_count_only_the_keys_present():
+    """Keys spread over a range too wide to give every key a row of the count table (here
+    a million images, 40 of them present) are found first; the same numbers as sorting."""
+    rng = np.random.default_rng(6)
+    keys = rng.choice(1_000_000, 40, replace=False)[rng.integers(0, 40, 5000)]
+    values = rng.integers(0, 500, 5000)
+    assert 1_000_000 * 500 > statistics.COUNTING_CELLS  # not one row per key in the range
+    counted = group_statistics(keys, values)
+    assert counted == group_statistics(keys, values.astype(np.float64)) and len(counted.key) == 40
+    unsigned = group_statistics(keys.astype(np.uint64), values)  # keys numpy cannot take as signed: sorted
+    assert unsigned.n == counted.n and unsigned.median == counted.median
+
+
 def test_resolution_shells_in_several_passes():
     d = np.random.default_rng(4).random(1000) * 4 + 1.2
     d[::17] = np.nan
