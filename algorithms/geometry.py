@@ -12,7 +12,7 @@ import numpy as np
 
 from ..engine import resolve_engine
 from ..formats.experiments import Experiment
-from .statistics import ROWS_PER_PASS
+from .statistics import row_slices
 
 
 class ExperimentGeometry:
@@ -122,13 +122,13 @@ def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndar
     return shell_numbers(d, edges), 1.0 / np.sqrt(edges)
 
 
-def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = ROWS_PER_PASS) -> np.ndarray:
+def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int | None = None) -> np.ndarray:
     """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
     the largest finite 1/d² (none where no d is finite), found a pass at a time."""
     d = np.asarray(d, dtype=np.float64)
     low, high = np.inf, -np.inf
-    for start in range(0, d.size, rows_per_pass):
-        chunk = d[start : start + rows_per_pass]
+    for rows in row_slices(d.size, rows_per_pass):
+        chunk = d[rows]
         d_star_sq = 1.0 / chunk[np.isfinite(chunk) & (chunk > 0)] ** 2
         if d_star_sq.size:
             low, high = min(low, d_star_sq.min()), max(high, d_star_sq.max())
@@ -139,7 +139,7 @@ def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int = ROWS_PER_PASS
     return np.linspace(low, high, n_shells + 1)
 
 
-def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int = ROWS_PER_PASS) -> np.ndarray:
+def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = None) -> np.ndarray:
     """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
     small an integer type as the number of shells allows: one of these per row."""
     d = np.asarray(d, dtype=np.float64)
@@ -147,9 +147,9 @@ def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int = ROWS_PE
     shell = np.full(d.shape, -1, dtype=dtype)
     if not len(edges):
         return shell
-    for start in range(0, d.size, rows_per_pass):
-        chunk = d[start : start + rows_per_pass]
+    for rows in row_slices(d.size, rows_per_pass):
+        chunk = d[rows]
         finite = np.isfinite(chunk) & (chunk > 0)
         d_star_sq = 1.0 / chunk[finite] ** 2
-        shell[start : start + rows_per_pass][finite] = np.clip(np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2)
+        shell[rows][finite] = np.clip(np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2)
     return shell

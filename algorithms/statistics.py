@@ -11,8 +11,10 @@ COUNTING_CELLS = 1 << 24
 ROWS_PER_PASS = 1 << 20  # row-sized temporaries are made this many rows at a time
 
 
-def _row_slices(n: int):
-    return (slice(start, min(n, start + ROWS_PER_PASS)) for start in range(0, n, ROWS_PER_PASS))
+def row_slices(n: int, rows_per_pass: int | None = None):
+    """Slices of ``n`` rows, ``rows_per_pass`` (by default ROWS_PER_PASS) at a time."""
+    step = rows_per_pass or ROWS_PER_PASS
+    return (slice(start, min(n, start + step)) for start in range(0, n, step))
 
 
 def value_counts(values: np.ndarray) -> np.ndarray | None:
@@ -26,7 +28,7 @@ def value_counts(values: np.ndarray) -> np.ndarray | None:
     if values.min() < 0 or values.max() >= COUNTING_CELLS:
         return None
     counts = np.zeros(int(values.max()) + 1, dtype=np.int64)
-    for rows in _row_slices(values.size):
+    for rows in row_slices(values.size):
         counts += np.bincount(values[rows], minlength=counts.size)
     return counts
 
@@ -150,7 +152,7 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
 
     def counted(group_of: np.ndarray | None, n_groups: int) -> np.ndarray:
         table = np.zeros(n_groups * span, dtype=np.int64)
-        for rows in _row_slices(keys.size):
+        for rows in row_slices(keys.size):
             chunk_keys, chunk_values = shifted_keys(rows)
             groups = chunk_keys if group_of is None else group_of[chunk_keys]
             table += np.bincount(groups * span + chunk_values, minlength=table.size)
@@ -162,7 +164,7 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
         present = table.any(axis=1)
         return np.flatnonzero(present) + low, table[present]
     present = np.zeros(key_range, dtype=bool)  # sparse keys: find those present first
-    for rows in _row_slices(keys.size):
+    for rows in row_slices(keys.size):
         present |= np.bincount(shifted_keys(rows)[0], minlength=key_range) > 0
     unique = np.flatnonzero(present)
     if len(unique) * span > cells_allowed:
