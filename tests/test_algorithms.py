@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from conftest import REFLECTION_FILES, flex
@@ -158,11 +160,8 @@ def test_statistics_from_value_counts_equal_numpy_on_floats_to_the_last_bit(size
     """Integer sizes take the counting path (quantiles from value counts, mean and std
     from the integers); floats take numpy's percentile on a float copy. Same bits."""
     sizes = np.array(sizes, dtype=np.int64)
-    statistics.ROWS_PER_PASS, saved = rows_per_pass, statistics.ROWS_PER_PASS  # counting in several passes
-    try:
+    with mock.patch.object(statistics, "ROWS_PER_PASS", rows_per_pass):  # counting in several passes
         by_counting = summary_statistics(sizes)
-    finally:
-        statistics.ROWS_PER_PASS = saved
     floats = sizes.astype(np.float64)
     assert value_counts(floats) is None  # the reference below does not count
     assert by_counting == summary_statistics(floats)
@@ -196,11 +195,8 @@ def test_weighted_histogram_equals_histogram_of_every_row(sizes, n_bins, bounds)
 @given(st.lists(st.tuples(st.integers(-2, 30), st.integers(0, 60)), min_size=1, max_size=150), st.integers(1, 20))
 def test_group_statistics_skipping_unknown_keys_in_several_passes(pairs, rows_per_pass):
     keys, values = np.array(pairs).T
-    statistics.ROWS_PER_PASS, saved = rows_per_pass, statistics.ROWS_PER_PASS
-    try:
+    with mock.patch.object(statistics, "ROWS_PER_PASS", rows_per_pass):
         skipped = group_statistics(keys, values, skip_negative_keys=True)
-    finally:
-        statistics.ROWS_PER_PASS = saved
     known = keys >= 0
     assert skipped == group_statistics(keys[known], values[known])
     assert skipped == group_statistics(keys[known], values[known].astype(np.float64))  # the sorting path
