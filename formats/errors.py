@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from ..errors import SpotSizeAnalysisError
 
-class FileFormatError(Exception):
+
+class FileFormatError(SpotSizeAnalysisError):
     """A file is missing, unreadable, of the wrong kind, truncated or corrupt.
 
     The message is one sentence that names the file, the problem and, where there is
