@@ -13,4 +13,6 @@ Sub-packages, in the direction data flows::
     command_line/ the user: PHIL parameters, messages, exit status
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"

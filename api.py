@@ -35,9 +35,25 @@ from .algorithms.spot_sizes import (
 from .formats import ExperimentList, FileFormatError, read_experiments
 from .formats.experiments import Experiment, parse_experiments
 from .phil import phil_scope
-from .processing import Settings, collection_paused, combine_experiments, merge, resolve_nproc, run_mpi, run_serial_or_pool
+from .processing import (
+    Settings,
+    collection_paused,
+    combine_experiments,
+    merge,
+    resolve_nproc,
+    run_mpi,
+    run_serial_or_pool,
+)
 
-__all__ = ["AnalysisResult", "FileFormatError", "SelectionError", "UnusableFilesError", "analyse", "analyse_sizes", "extract_parameters"]
+__all__ = [
+    "AnalysisResult",
+    "FileFormatError",
+    "SelectionError",
+    "UnusableFilesError",
+    "analyse",
+    "analyse_sizes",
+    "extract_parameters",
+]
 
 PROGRAM = "dials.spot_size_analysis"
 
@@ -71,7 +87,11 @@ def normalise_choice_argument(argument: str) -> str:
     choice words only in lower case, so ``mask_code=Valid+Foreground`` would be refused.
     Choice and flag names are case-insensitive here, so lower-case such words."""
     key, sep, value = argument.partition("=")
-    if sep and "+" in value and all(word.isidentifier() for word in value.strip().split("+")):
+    if (
+        sep
+        and "+" in value
+        and all(word.isidentifier() for word in value.strip().split("+"))
+    ):
         return f"{key}={value.strip().lower()}"
     return argument
 
@@ -101,7 +121,11 @@ def parameters_as_dict(params) -> dict:
 
 def changed_parameters(params) -> str:
     """The PHIL text of parameters that differ from the defaults (empty if none)."""
-    return phil_scope.fetch_diff(source=phil_scope.format(python_object=params)).as_str().strip()
+    return (
+        phil_scope.fetch_diff(source=phil_scope.format(python_object=params))
+        .as_str()
+        .strip()
+    )
 
 
 def _as_experiments(experiments) -> ExperimentList:
@@ -113,7 +137,9 @@ def _as_experiments(experiments) -> ExperimentList:
         return parse_experiments(experiments)
     if hasattr(experiments, "to_dict"):  # a DIALS/dxtbx ExperimentList
         return parse_experiments(experiments.to_dict())
-    raise TypeError(f"cannot read experiments from {type(experiments).__name__}: give a path or an experiment list")
+    raise TypeError(
+        f"cannot read experiments from {type(experiments).__name__}: give a path or an experiment list"
+    )
 
 
 def _listify(value) -> list:
@@ -162,8 +188,16 @@ def resolved_parameters(params) -> tuple[Any, float | None, float | None]:
     """Check what PHIL cannot (the range, flag names) and resolve Auto: returns the flags
     to require ("Auto" or names) and the histogram range (None where automatic)."""
     histogram = params.histogram
-    data_min = None if histogram.data_min is None or _plain(histogram.data_min) == AUTO else float(histogram.data_min)
-    data_max = None if histogram.data_max is None or _plain(histogram.data_max) == AUTO else float(histogram.data_max)
+    data_min = (
+        None
+        if histogram.data_min is None or _plain(histogram.data_min) == AUTO
+        else float(histogram.data_min)
+    )
+    data_max = (
+        None
+        if histogram.data_max is None or _plain(histogram.data_max) == AUTO
+        else float(histogram.data_max)
+    )
     if data_min is not None and data_max is not None and not data_max > data_min:
         raise ParameterError(
             f"histogram.data_max ({data_max:g}) must be greater than histogram.data_min ({data_min:g}): "
@@ -194,7 +228,9 @@ def analyse(
     table that cannot be used, reporting it, or ``fail``)."""
     params = extract_parameters(params, **overrides)
     experiment_sources = [(e, _as_experiments(e)) for e in _listify(experiments)]
-    return analyse_sources(_listify(reflections), experiment_sources, params, engine=engine)
+    return analyse_sources(
+        _listify(reflections), experiment_sources, params, engine=engine
+    )
 
 
 class UnusableFilesError(ValueError):
@@ -221,7 +257,9 @@ def analyse_sources(
     require, data_min, data_max = resolved_parameters(params)
     if not sources:
         raise SelectionError("no reflection table given: pass one or more .refl files")
-    union, offsets = combine_experiments([experiment_list for _, experiment_list in experiment_sources])
+    union, offsets = combine_experiments(
+        [experiment_list for _, experiment_list in experiment_sources]
+    )
     settings = Settings(
         union,
         offsets,
@@ -237,19 +275,35 @@ def analyse_sources(
         if batches is None:
             return None
     else:
-        batches = run_serial_or_pool(sources, settings, resolve_nproc(params.mp.nproc), progress)
+        batches = run_serial_or_pool(
+            sources, settings, resolve_nproc(params.mp.nproc), progress
+        )
     n_files = sum(len(batch.outcomes) for batch in batches)
-    failed = sorted((outcome for batch in batches for outcome in batch.outcomes if outcome.error is not None), key=lambda outcome: outcome.index)
+    failed = sorted(
+        (
+            outcome
+            for batch in batches
+            for outcome in batch.outcomes
+            if outcome.error is not None
+        ),
+        key=lambda outcome: outcome.index,
+    )
     if failed and (params.input.bad_files == "fail" or len(failed) == n_files):
         if n_files == 1:
             failed[0].raise_error()
-        what = "every reflection file was unusable" if len(failed) == n_files else f"{len(failed)} of {n_files} reflection files could not be used (input.bad_files=fail)"
+        what = (
+            "every reflection file was unusable"
+            if len(failed) == n_files
+            else f"{len(failed)} of {n_files} reflection files could not be used (input.bad_files=fail)"
+        )
         raise UnusableFilesError(f"{what}; the first: {failed[0].error}")
     spot_sizes, datasets, inputs, skipped, labels = merge(batches, settings)
     for number, (source, experiment_list) in enumerate(experiment_sources):
         inputs.append(
             {
-                "experiments": str(source) if isinstance(source, (str, os.PathLike)) else f"experiments {number}",
+                "experiments": str(source)
+                if isinstance(source, (str, os.PathLike))
+                else f"experiments {number}",
                 "n_experiments": len(experiment_list),
                 "experiment_identifiers": experiment_list.identifiers(),
             }
@@ -266,7 +320,13 @@ def analyse_sources(
         n_resolution_shells=params.resolution.shells,
         experiment_labels=labels,
     )
-    return AnalysisResult(result=result, params=params, inputs=inputs, experiments=union, skipped_files=[*skipped_files, *skipped])
+    return AnalysisResult(
+        result=result,
+        params=params,
+        inputs=inputs,
+        experiments=union,
+        skipped_files=[*skipped_files, *skipped],
+    )
 
 
 def _nothing_selected_message(datasets: Sequence[DatasetSelection]) -> str:
@@ -312,7 +372,11 @@ def analyse_sizes(
     n = sizes.size
 
     def column(values, default, dtype):
-        array = np.full(n, default, dtype=dtype) if values is None else np.asarray(values, dtype=dtype).ravel()
+        array = (
+            np.full(n, default, dtype=dtype)
+            if values is None
+            else np.asarray(values, dtype=dtype).ravel()
+        )
         if array.size != n:
             raise ValueError(f"every array must have one value per reflection ({n})")
         return array
@@ -344,6 +408,15 @@ def analyse_sizes(
     if len(spot_sizes) == 0:
         raise SelectionError(_nothing_selected_message([selection]))
     result = summarise(
-        spot_sizes, [selection], params.mask_code, params.histogram.bins, data_min, data_max, params.resolution.shells, [""]
+        spot_sizes,
+        [selection],
+        params.mask_code,
+        params.histogram.bins,
+        data_min,
+        data_max,
+        params.resolution.shells,
+        [""],
     )
-    return AnalysisResult(result=result, params=params, inputs=[{"reflections": "arrays", "n_rows": n}])
+    return AnalysisResult(
+        result=result, params=params, inputs=[{"reflections": "arrays", "n_rows": n}]
+    )

@@ -21,7 +21,9 @@ ENGINES = ("numba", "numpy")
 @functools.lru_cache(maxsize=None)
 def available_engines() -> tuple[str, ...]:
     try:
-        importlib.import_module("numba")  # importable, not merely installed (llvmlite may be broken)
+        importlib.import_module(
+            "numba"
+        )  # importable, not merely installed (llvmlite may be broken)
     except ImportError:
         return ("numpy",)
     return ENGINES
@@ -57,7 +59,9 @@ def warm_up(engine: str = "auto", probe_blas: bool = True) -> None:
     try:
         with _scipy_linalg_hidden():
             _load_kernels()
-    except ImportError:  # a numba that needs scipy for more than the probe: load as usual
+    except (
+        ImportError
+    ):  # a numba that needs scipy for more than the probe: load as usual
         _load_kernels()
 
 
@@ -68,7 +72,9 @@ def _scipy_linalg_hidden():
     if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
         yield
         return
-    sys.modules["scipy.linalg"] = None  # the import system's "cannot be imported" marker
+    sys.modules["scipy.linalg"] = (
+        None  # the import system's "cannot be imported" marker
+    )
     try:
         yield
     finally:
@@ -84,7 +90,12 @@ def _load_kernels() -> None:
 
     # Through the real code paths, with read-only arrays like a file's bytes, so that the
     # kernels are loaded for exactly the argument types of real calls.
-    count_pixels_streaming(np.frombuffer(bytes(2 * HEADER_BYTES), np.uint8), 2, 4, engine="numba")  # two rows: strided header views
+    count_pixels_streaming(
+        np.frombuffer(bytes(2 * HEADER_BYTES), np.uint8), 2, 4, engine="numba"
+    )  # two rows: strided header views
     index = np.zeros(1, np.int64)
-    for positions in (np.frombuffer(bytes(24), np.float64).reshape(1, 3), np.zeros((1, 2))):
+    for positions in (
+        np.frombuffer(bytes(24), np.float64).reshape(1, 3),
+        np.zeros((1, 2)),
+    ):
         ExperimentGeometry([]).d_spacings(positions, index, index, "numba")

@@ -23,7 +23,12 @@ import numpy as np
 from .algorithms.geometry import ExperimentGeometry
 from .algorithms.spot_sizes import DatasetSelection, SelectionError, SpotSizes, measure
 from .engine import warm_up
-from .formats import FileFormatError, ReflectionTable, read_experiments, read_reflections
+from .formats import (
+    FileFormatError,
+    ReflectionTable,
+    read_experiments,
+    read_reflections,
+)
 from .formats.experiments import Experiment, ExperimentList
 from .formats.reflections import parse_reflections
 from .formats.source import without_compression_suffix
@@ -56,9 +61,13 @@ class FileOutcome:
     spot_sizes: SpotSizes | None = None
     selection: DatasetSelection | None = None
     info: dict = field(default_factory=dict)
-    labels: list[str] | None = None  # experiment identifiers of local indices (no .expt given)
+    labels: list[str] | None = (
+        None  # experiment identifiers of local indices (no .expt given)
+    )
     error: str | None = None
-    error_is_format: bool = False  # a FileFormatError (else the data did not fit the request)
+    error_is_format: bool = (
+        False  # a FileFormatError (else the data did not fit the request)
+    )
     n_rows: int = 0  # rows measured, once packed into a Batch
 
     def raise_error(self) -> None:
@@ -68,7 +77,9 @@ class FileOutcome:
         raise SelectionError(self.error)
 
 
-def combine_experiments(experiment_lists: Sequence[ExperimentList]) -> tuple[list[Experiment], list[tuple[int, int]]]:
+def combine_experiments(
+    experiment_lists: Sequence[ExperimentList],
+) -> tuple[list[Experiment], list[tuple[int, int]]]:
     """The union of the experiments (an identifier counts once) and where each list's
     experiments start in it (for old tables that number experiments by position)."""
     union: list[Experiment] = []
@@ -86,7 +97,11 @@ def combine_experiments(experiment_lists: Sequence[ExperimentList]) -> tuple[lis
 
 
 def _source_name(source, index: int) -> str:
-    return os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"reflections {index}"
+    return (
+        os.fspath(source)
+        if isinstance(source, (str, os.PathLike))
+        else f"reflections {index}"
+    )
 
 
 def load_table(source, engine: str = "auto") -> ReflectionTable:
@@ -97,8 +112,12 @@ def load_table(source, engine: str = "auto") -> ReflectionTable:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return parse_reflections(source, engine=engine, index_shoeboxes=False)
     if hasattr(source, "as_msgpack"):  # a DIALS flex.reflection_table
-        return parse_reflections(source.as_msgpack(), engine=engine, index_shoeboxes=False)
-    raise TypeError(f"cannot read reflections from {type(source).__name__}: give a path, bytes or a reflection table")
+        return parse_reflections(
+            source.as_msgpack(), engine=engine, index_shoeboxes=False
+        )
+    raise TypeError(
+        f"cannot read reflections from {type(source).__name__}: give a path, bytes or a reflection table"
+    )
 
 
 def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileOutcome:
@@ -112,7 +131,10 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
         if paired is not None:
             # Its own experiment list: indices local to it, merged later by identifier.
             experiment_list = read_experiments(paired)
-            experiments, labels = ExperimentGeometry(list(experiment_list)), experiment_list.identifiers()
+            experiments, labels = (
+                ExperimentGeometry(list(experiment_list)),
+                experiment_list.identifiers(),
+            )
             if not table.identifiers:
                 legacy_count = len(experiment_list)
         elif not settings.have_experiment_lists:
@@ -121,12 +143,18 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
                 labels = [table.identifiers[k] for k in sorted(table.identifiers)]
             else:
                 ids = table.columns.get("id")
-                legacy_count = int(ids.max()) + 1 if ids is not None and len(ids) and ids.max() >= 0 else 1
+                legacy_count = (
+                    int(ids.max()) + 1
+                    if ids is not None and len(ids) and ids.max() >= 0
+                    else 1
+                )
                 labels = [""] * legacy_count
             experiments = [Experiment(identifier=label) for label in labels]
         elif not table.identifiers:
             offsets = settings.list_offsets
-            legacy_offset, legacy_count = offsets[index if len(offsets) == n_sources else 0]
+            legacy_offset, legacy_count = offsets[
+                index if len(offsets) == n_sources else 0
+            ]
         spot_sizes, selection = measure(
             table,
             experiments,
@@ -141,7 +169,12 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
             release_pages=True,
         )
     except (FileFormatError, SelectionError) as error:
-        return FileOutcome(index=index, name=name, error=str(error), error_is_format=isinstance(error, FileFormatError))
+        return FileOutcome(
+            index=index,
+            name=name,
+            error=str(error),
+            error_is_format=isinstance(error, FileFormatError),
+        )
     info = {
         "reflections": name,
         **({"experiments": paired} if paired is not None else {}),
@@ -151,7 +184,14 @@ def measure_one(index: int, source, settings: Settings, n_sources: int) -> FileO
         "experiment_identifiers": selection.experiment_identifiers,
         "skipped_columns": sorted(table.skipped_columns),
     }
-    return FileOutcome(index=index, name=name, spot_sizes=spot_sizes, selection=selection, info=info, labels=labels)
+    return FileOutcome(
+        index=index,
+        name=name,
+        spot_sizes=spot_sizes,
+        selection=selection,
+        info=info,
+        labels=labels,
+    )
 
 
 # ------------------------------------------------------------------ running the work
@@ -169,8 +209,12 @@ class Batch:
 
 def pack(outcomes: list[FileOutcome]) -> Batch:
     for outcome in outcomes:
-        outcome.n_rows = len(outcome.spot_sizes) if outcome.spot_sizes is not None else 0
-    packed = SpotSizes.concatenate([o.spot_sizes for o in outcomes if o.spot_sizes is not None])
+        outcome.n_rows = (
+            len(outcome.spot_sizes) if outcome.spot_sizes is not None else 0
+        )
+    packed = SpotSizes.concatenate(
+        [o.spot_sizes for o in outcomes if o.spot_sizes is not None]
+    )
     for outcome in outcomes:
         outcome.spot_sizes = None
     return Batch(packed, outcomes)
@@ -180,7 +224,9 @@ class WorkerError(RuntimeError):
     """A worker process failed in a way no file explains (a bug, or the process was killed)."""
 
 
-def _measure_claimed_chunks(chunks, claimed, lock, sender, settings: Settings, n_sources: int) -> None:
+def _measure_claimed_chunks(
+    chunks, claimed, lock, sender, settings: Settings, n_sources: int
+) -> None:
     """A worker: claim the next unclaimed chunk, measure it, send its batch; until none is
     left. Claiming from a shared counter keeps both cores busy whatever the file sizes.
     Garbage collection runs here as usual (a fork inherits the parent's pause), so that a
@@ -193,21 +239,34 @@ def _measure_claimed_chunks(chunks, claimed, lock, sender, settings: Settings, n
                 claimed.value = number + 1
             if number >= len(chunks):
                 return
-            sender.send(pack([measure_one(index, source, settings, n_sources) for index, source in chunks[number]]))
+            sender.send(
+                pack(
+                    [
+                        measure_one(index, source, settings, n_sources)
+                        for index, source in chunks[number]
+                    ]
+                )
+            )
     except KeyboardInterrupt:  # the parent is interrupted too, and says so
         return
     except Exception as error:  # noqa: BLE001 (reported by the parent, which stops the run)
         import traceback
 
         try:
-            sender.send(WorkerError(f"{type(error).__name__}: {error}\n{traceback.format_exc()}"))
+            sender.send(
+                WorkerError(
+                    f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
+                )
+            )
         except OSError:
             pass  # the parent has gone
     finally:
         sender.close()
 
 
-def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: int, bar) -> list[Batch]:
+def _run_in_processes(
+    chunks: list, settings: Settings, n_sources: int, nproc: int, bar
+) -> list[Batch]:
     """Every chunk measured by ``nproc`` worker processes, each sending back one batch per
     chunk through its own pipe. (A plain multiprocessing.Pool costs the parent several
     times more CPU in its helper threads, which on a two-core machine comes out of the
@@ -229,22 +288,34 @@ def _run_in_processes(chunks: list, settings: Settings, n_sources: int, nproc: i
         try:
             for _ in range(min(nproc, len(chunks))):
                 receiver, sender = context.Pipe(duplex=False)
-                worker = context.Process(target=_measure_claimed_chunks, args=(chunks, claimed, lock, sender, settings, n_sources), daemon=True)
+                worker = context.Process(
+                    target=_measure_claimed_chunks,
+                    args=(chunks, claimed, lock, sender, settings, n_sources),
+                    daemon=True,
+                )
                 worker.start()
                 sender.close()  # else the parent (and later workers) would keep the pipe open
                 workers.append(worker)
                 receivers.append(receiver)
         finally:
-            if not frozen_already:  # else whoever froze the heap unfreezes it (collection_paused)
+            if (
+                not frozen_already
+            ):  # else whoever froze the heap unfreezes it (collection_paused)
                 gc.unfreeze()
         running = {worker.sentinel: worker for worker in workers}
         while receivers:
             for ready in wait(receivers + list(running)):
-                if ready in running:  # a worker has ended: fine if it succeeded (its pipe drains)
+                if (
+                    ready in running
+                ):  # a worker has ended: fine if it succeeded (its pipe drains)
                     worker = running.pop(ready)
                     worker.join()
-                    if worker.exitcode != 0:  # killed (perhaps holding the claim lock): stop all
-                        raise WorkerError(f"a worker process ended abnormally (exit code {worker.exitcode}; was it killed, e.g. for lack of memory?)")
+                    if (
+                        worker.exitcode != 0
+                    ):  # killed (perhaps holding the claim lock): stop all
+                        raise WorkerError(
+                            f"a worker process ended abnormally (exit code {worker.exitcode}; was it killed, e.g. for lack of memory?)"
+                        )
                     continue
                 try:
                     message = ready.recv()
@@ -284,7 +355,9 @@ def collection_paused():
     try:
         yield
     finally:
-        if freeze:  # everything, including what the block made, back to the oldest generation
+        if (
+            freeze
+        ):  # everything, including what the block made, back to the oldest generation
             gc.freeze()  # (two splices of lists, no walk; left in the youngest, the block's
             gc.unfreeze()  # millions would be walked by the first collections after it)
         if was_enabled:
@@ -311,17 +384,23 @@ def _progress(total: int, show: bool | None):
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="file", desc="Measuring", file=sys.stderr, leave=False)
+    return tqdm(
+        total=total, unit="file", desc="Measuring", file=sys.stderr, leave=False
+    )
 
 
-def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str]) -> tuple[dict[int, str], list[str]]:
+def pair_by_name(
+    reflection_files: Sequence[str], experiment_files: Sequence[str]
+) -> tuple[dict[int, str], list[str]]:
     """Pair each ``x.refl`` with an ``x.expt`` in the same folder (as dials.stills_process
     and dials.index write them): returns {reflection index: experiment file} and the
     experiment files left unpaired, which describe every table."""
     folder = os.getcwd()
 
     def stem(path: str, suffix: str) -> str | None:
-        name = without_compression_suffix(os.path.normpath(os.path.join(folder, path)))  # os.path.abspath, one getcwd for all
+        name = without_compression_suffix(
+            os.path.normpath(os.path.join(folder, path))
+        )  # os.path.abspath, one getcwd for all
         return name[: -len(suffix)] if name.endswith(suffix) else None
 
     by_stem = {}
@@ -335,7 +414,9 @@ def pair_by_name(reflection_files: Sequence[str], experiment_files: Sequence[str
         if key in by_stem:
             pairs[index] = by_stem[key]
     if len(pairs) < 2 or len(set(pairs.values())) != len(pairs):
-        return {}, list(experiment_files)  # one shared list, or pairs that are not one-to-one
+        return {}, list(
+            experiment_files
+        )  # one shared list, or pairs that are not one-to-one
     paired = set(pairs.values())
     return pairs, [path for path in experiment_files if path not in paired]
 
@@ -355,7 +436,9 @@ def packed_as_measured(outcomes: Iterable[FileOutcome]) -> list[Batch]:
     return [*batches, pack(pending)] if pending or not batches else batches
 
 
-def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None) -> list[Batch]:
+def run_serial_or_pool(
+    sources: Sequence, settings: Settings, nproc: int = 1, progress: bool | None = None
+) -> list[Batch]:
     """Every source measured, in this process or over ``nproc`` worker processes, as
     batches in whatever order they finish (``merge`` restores the input order)."""
     items = list(enumerate(sources))
@@ -371,7 +454,13 @@ def run_serial_or_pool(sources: Sequence, settings: Settings, nproc: int = 1, pr
 
             return packed_as_measured(measured())
         size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
-        return _run_in_processes([items[start : start + size] for start in range(0, len(items), size)], settings, len(items), nproc, bar)
+        return _run_in_processes(
+            [items[start : start + size] for start in range(0, len(items), size)],
+            settings,
+            len(items),
+            nproc,
+            bar,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -391,7 +480,11 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | N
             try:
                 yield measure_one(index, sources[index], settings, len(sources))
             except Exception as error:  # a rank that stopped here would leave the others waiting forever
-                yield FileOutcome(index=index, name=_source_name(sources[index], index), error=f"unexpected error: {type(error).__name__}: {error}")
+                yield FileOutcome(
+                    index=index,
+                    name=_source_name(sources[index], index),
+                    error=f"unexpected error: {type(error).__name__}: {error}",
+                )
 
     gathered = comm.gather(packed_as_measured(measured()), root=0)
     return [batch for batches in gathered for batch in batches] if rank == 0 else None
@@ -399,7 +492,9 @@ def run_mpi(sources: Sequence, settings: Settings, comm=None) -> list[Batch] | N
 
 def _load_malloc_trim():
     try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim  # glibc (Linux); elsewhere there is none
+        trim = ctypes.CDLL(
+            "libc.so.6"
+        ).malloc_trim  # glibc (Linux); elsewhere there is none
     except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
@@ -425,14 +520,18 @@ def _concatenated_releasing(batches: Sequence[Batch]) -> SpotSizes:
         return batches[0].spot_sizes
     columns = {}
     for name in SpotSizes.__dataclass_fields__:
-        columns[name] = np.concatenate([getattr(batch.spot_sizes, name) for batch in batches])
+        columns[name] = np.concatenate(
+            [getattr(batch.spot_sizes, name) for batch in batches]
+        )
         for batch in batches:
             setattr(batch.spot_sizes, name, None)
         return_freed_memory()
     return SpotSizes(**columns)
 
 
-def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
+def merge(
+    batches: Sequence[Batch], settings: Settings
+) -> tuple[SpotSizes, list[DatasetSelection], list[dict], list[dict], list[str]]:
     """Every measured row in input order (whichever process measured it): exactly what
     measuring all rows together gives. Returns the sizes, per-dataset selections, input
     descriptions, skipped files (file and reason) and the experiment labels that the
@@ -440,7 +539,9 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
     released as they are merged."""
     # Worker pools send contiguous runs of sources, in any order: in order of their first
     # source, their rows are usually already in input order and need no gather below.
-    batches = sorted(batches, key=lambda batch: min((o.index for o in batch.outcomes), default=-1))
+    batches = sorted(
+        batches, key=lambda batch: min((o.index for o in batch.outcomes), default=-1)
+    )
     located = []  # (outcome, batch number, first row in that batch)
     for number, batch in enumerate(batches):
         start = 0
@@ -457,9 +558,14 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
             labels.append(label)
         return position[label]
 
-    batch_offsets = [0, *itertools.accumulate(len(batch.spot_sizes) for batch in batches)]
+    batch_offsets = [
+        0,
+        *itertools.accumulate(len(batch.spot_sizes) for batch in batches),
+    ]
     row_starts, row_counts = [], []
-    label_base: dict[int, int] = {}  # source index -> its first label in flat_labels (local experiment indices)
+    label_base: dict[
+        int, int
+    ] = {}  # source index -> its first label in flat_labels (local experiment indices)
     flat_labels: list[int] = []
     selections, inputs, skipped = [], [], []
     for outcome, number, start in located:
@@ -488,15 +594,21 @@ def merge(batches: Sequence[Batch], settings: Settings) -> tuple[SpotSizes, list
     return ordered, selections, inputs, skipped, labels
 
 
-def _number_experiments_globally(batch: Batch, table: np.ndarray, label_base: dict[int, int]) -> None:
+def _number_experiments_globally(
+    batch: Batch, table: np.ndarray, label_base: dict[int, int]
+) -> None:
     """A batch's rows from files that number their own experiments get the global number
     (``table[label_base[file] + local]``); done a batch at a time, before the batches are
     merged, so that no temporary array as long as every row together is needed."""
-    bases = np.array([label_base.get(outcome.index, -1) for outcome in batch.outcomes], dtype=np.intp)
+    bases = np.array(
+        [label_base.get(outcome.index, -1) for outcome in batch.outcomes], dtype=np.intp
+    )
     row_bases = np.repeat(bases, [outcome.n_rows for outcome in batch.outcomes])
     experiment = batch.spot_sizes.experiment
     remap = (row_bases >= 0) & (experiment >= 0)
     if remap.all():
         batch.spot_sizes.experiment = table[row_bases + experiment]
     elif remap.any():
-        batch.spot_sizes.experiment = np.where(remap, table[np.where(remap, row_bases + experiment, 0)], experiment).astype(np.int32)
+        batch.spot_sizes.experiment = np.where(
+            remap, table[np.where(remap, row_bases + experiment, 0)], experiment
+        ).astype(np.int32)

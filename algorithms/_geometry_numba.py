@@ -1,14 +1,20 @@
 """Compiled d-spacing kernel (optional: imported only where numba is); mirrors
 ``ExperimentGeometry.d_spacings``'s numpy path, which the tests compare it with."""
 
+from __future__ import annotations
+
 import math
 
 import numba
 import numpy as np
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")  # x/0 gives inf or NaN, as in numpy
-def d_spacings(xy, take, experiment, panel, starts, n_panels, origins, fasts, slows, s0, out):
+@numba.njit(
+    cache=True, nogil=True, error_model="numpy"
+)  # x/0 gives inf or NaN, as in numpy
+def d_spacings(
+    xy, take, experiment, panel, starts, n_panels, origins, fasts, slows, s0, out
+):
     for i in range(out.size):
         e, p = experiment[i], panel[i]
         # The panel's row in the stacked tables, as ExperimentGeometry.panel_rows finds it.
@@ -23,6 +29,10 @@ def d_spacings(xy, take, experiment, panel, starts, n_panels, origins, fasts, sl
         # The numpy path's operations in its order, so both give the same bits.
         length = math.sqrt(lx * lx + ly * ly + lz * lz)
         k = math.sqrt(s0[e, 0] * s0[e, 0] + s0[e, 1] * s0[e, 1] + s0[e, 2] * s0[e, 2])
-        dx, dy, dz = lx / length * k - s0[e, 0], ly / length * k - s0[e, 1], lz / length * k - s0[e, 2]
+        dx, dy, dz = (
+            lx / length * k - s0[e, 0],
+            ly / length * k - s0[e, 1],
+            lz / length * k - s0[e, 2],
+        )
         q = math.sqrt(dx * dx + dy * dy + dz * dz)
         out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy

@@ -55,7 +55,9 @@ def parse_flag_names(values: Iterable[str] | None) -> list[str]:
     """Flag names from PHIL strings: each may hold several, split on spaces, commas or '+'."""
     names: list[str] = []
     for value in values or []:
-        names.extend(name for name in re.split(r"[\s,+]+", value.strip().lower()) if name)
+        names.extend(
+            name for name in re.split(r"[\s,+]+", value.strip().lower()) if name
+        )
     unknown = [name for name in names if name not in REFLECTION_FLAGS]
     if unknown:
         raise UnknownFlagError(
@@ -72,11 +74,16 @@ def combined_value(names: Iterable[str]) -> int:
     return value
 
 
-def select_by_flags(flags: np.ndarray, require: Iterable[str] = (), exclude: Iterable[str] = ()) -> np.ndarray:
+def select_by_flags(
+    flags: np.ndarray, require: Iterable[str] = (), exclude: Iterable[str] = ()
+) -> np.ndarray:
     """Rows with every bit of every ``require`` flag set (DIALS ``get_flags(all=True)``)
     and no bit of any ``exclude`` flag set (``get_flags(all=False)``)."""
     flags = np.asarray(flags, dtype=np.uint64)
-    required, excluded = np.uint64(combined_value(require)), np.uint64(combined_value(exclude))
+    required, excluded = (
+        np.uint64(combined_value(require)),
+        np.uint64(combined_value(exclude)),
+    )
     keep = (flags & required) == required
     if excluded:
         keep &= (flags & excluded) == 0

@@ -48,8 +48,19 @@ class ExperimentGeometry:
         self.pixel_sizes = np.array(pixel_sizes, dtype=np.float64).reshape(-1, 2)
         self.starts = np.array(starts, dtype=np.int64)
         self.n_panels = np.array(n_panels, dtype=np.int64)
-        self.s0 = np.array([e.beam.s0 if e.beam is not None else (np.nan,) * 3 for e in self.experiments]).reshape(-1, 3)
-        self.first_image = np.array([e.scan.image_range[0] if e.scan is not None else 1 for e in self.experiments], dtype=np.int64)
+        self.s0 = np.array(
+            [
+                e.beam.s0 if e.beam is not None else (np.nan,) * 3
+                for e in self.experiments
+            ]
+        ).reshape(-1, 3)
+        self.first_image = np.array(
+            [
+                e.scan.image_range[0] if e.scan is not None else 1
+                for e in self.experiments
+            ],
+            dtype=np.int64,
+        )
 
     def __len__(self) -> int:
         return len(self.experiments)
@@ -65,16 +76,28 @@ class ExperimentGeometry:
         known &= (self.starts[safe] >= 0) & (panel >= 0) & (panel < self.n_panels[safe])
         return np.where(known, self.starts[safe] + panel, -1)
 
-    def pixels_to_millimetres(self, xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray) -> np.ndarray:
+    def pixels_to_millimetres(
+        self, xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray
+    ) -> np.ndarray:
         """Pixel (x, y) to panel millimetres with the plain pixel size (no parallax
         correction: well under a pixel, negligible for a d-spacing). NaN where unknown."""
         rows = self.panel_rows(experiment_index, panel)
         result = np.full((len(rows), 2), np.nan)
         known = rows >= 0
-        result[known] = np.asarray(xy_px, dtype=np.float64)[known, :2] * self.pixel_sizes[rows[known]]
+        result[known] = (
+            np.asarray(xy_px, dtype=np.float64)[known, :2]
+            * self.pixel_sizes[rows[known]]
+        )
         return result
 
-    def d_spacings(self, xy_mm: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray, engine: str = "auto", take: np.ndarray | None = None) -> np.ndarray:
+    def d_spacings(
+        self,
+        xy_mm: np.ndarray,
+        experiment_index: np.ndarray,
+        panel: np.ndarray,
+        engine: str = "auto",
+        take: np.ndarray | None = None,
+    ) -> np.ndarray:
         """d (Å) of each reflection from its observed position on its panel: the scattered
         beam s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and
         d = 1/|s1 - s0|. NaN where the experiment, panel or beam is unknown.
@@ -84,12 +107,28 @@ class ExperimentGeometry:
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
         panel = np.asarray(panel, dtype=np.int64)
         xy_mm = np.asarray(xy_mm, dtype=np.float64)
-        take = np.arange(len(experiment_index)) if take is None else np.asarray(take, dtype=np.int64)
+        take = (
+            np.arange(len(experiment_index))
+            if take is None
+            else np.asarray(take, dtype=np.int64)
+        )
         if resolve_engine(engine) == "numba" and len(take):
             from ._geometry_numba import d_spacings
 
             d = np.empty(len(take))
-            d_spacings(np.ascontiguousarray(xy_mm), take, experiment_index, panel, self.starts, self.n_panels, self.origins, self.fasts, self.slows, self.s0, d)
+            d_spacings(
+                np.ascontiguousarray(xy_mm),
+                take,
+                experiment_index,
+                panel,
+                self.starts,
+                self.n_panels,
+                self.origins,
+                self.fasts,
+                self.slows,
+                self.s0,
+                d,
+            )
             return d
         rows = self.panel_rows(experiment_index, panel)
         d = np.full(len(rows), np.nan)
@@ -100,19 +139,31 @@ class ExperimentGeometry:
         r = rows[known]
         lab = self.origins[r] + xy[:, :1] * self.fasts[r] + xy[:, 1:2] * self.slows[r]
         beam = self.s0[experiment_index[known]]
-        s1 = lab / np.linalg.norm(lab, axis=1)[:, None] * np.linalg.norm(beam, axis=1)[:, None]
+        s1 = (
+            lab
+            / np.linalg.norm(lab, axis=1)[:, None]
+            * np.linalg.norm(beam, axis=1)[:, None]
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
             d[known] = 1.0 / np.linalg.norm(s1 - beam, axis=1)
         return d
 
-    def image_numbers(self, z_px: np.ndarray, experiment_index: np.ndarray) -> np.ndarray:
+    def image_numbers(
+        self, z_px: np.ndarray, experiment_index: np.ndarray
+    ) -> np.ndarray:
         """Image number of each reflection's observed centroid: the scan's first image
         plus the whole frames in z (z runs from 0 at the start of the first image).
         Without a scan, images count from 1."""
         first = self.first_image if len(self) else np.ones(1, dtype=np.int64)
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
-        safe = np.where((experiment_index >= 0) & (experiment_index < len(first)), experiment_index, 0)
-        return first[safe] + np.floor(np.asarray(z_px, dtype=np.float64)).astype(np.int64)
+        safe = np.where(
+            (experiment_index >= 0) & (experiment_index < len(first)),
+            experiment_index,
+            0,
+        )
+        return first[safe] + np.floor(np.asarray(z_px, dtype=np.float64)).astype(
+            np.int64
+        )
 
 
 def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +173,9 @@ def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndar
     return shell_numbers(d, edges), 1.0 / np.sqrt(edges)
 
 
-def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int | None = None) -> np.ndarray:
+def shell_edges(
+    d: np.ndarray, n_shells: int, rows_per_pass: int | None = None
+) -> np.ndarray:
     """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
     the largest finite 1/d² (none where no d is finite), found a pass at a time."""
     d = np.asarray(d, dtype=np.float64)
@@ -139,7 +192,9 @@ def shell_edges(d: np.ndarray, n_shells: int, rows_per_pass: int | None = None) 
     return np.linspace(low, high, n_shells + 1)
 
 
-def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = None) -> np.ndarray:
+def shell_numbers(
+    d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = None
+) -> np.ndarray:
     """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
     small an integer type as the number of shells allows: one of these per row."""
     d = np.asarray(d, dtype=np.float64)
@@ -151,5 +206,7 @@ def shell_numbers(d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = 
         chunk = d[rows]
         finite = np.isfinite(chunk) & (chunk > 0)
         d_star_sq = 1.0 / chunk[finite] ** 2
-        shell[rows][finite] = np.clip(np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2)
+        shell[rows][finite] = np.clip(
+            np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2
+        )
     return shell

@@ -43,12 +43,29 @@ class Histogram:
 
     def __add__(self, other: "Histogram") -> "Histogram":
         """Histograms over the same slots add exactly (as scitbx's ``update``)."""
-        if (self.data_min, self.data_max, self.n_bins) != (other.data_min, other.data_max, other.n_bins):
-            raise ValueError("only histograms with the same range and number of bins can be merged")
-        return Histogram(self.data_min, self.data_max, self.counts + other.counts, self.n_out_of_range + other.n_out_of_range)
+        if (self.data_min, self.data_max, self.n_bins) != (
+            other.data_min,
+            other.data_max,
+            other.n_bins,
+        ):
+            raise ValueError(
+                "only histograms with the same range and number of bins can be merged"
+            )
+        return Histogram(
+            self.data_min,
+            self.data_max,
+            self.counts + other.counts,
+            self.n_out_of_range + other.n_out_of_range,
+        )
 
 
-def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int, weights: np.ndarray | None = None) -> Histogram:
+def histogram(
+    values: np.ndarray,
+    data_min: float,
+    data_max: float,
+    n_bins: int,
+    weights: np.ndarray | None = None,
+) -> Histogram:
     """Bin ``values`` exactly as ``flex.histogram(values, data_min, data_max, n_bins)``;
     with integer ``weights``, each value counts that many times (so the distinct sizes
     and their counts give the histogram of every row)."""
@@ -56,7 +73,9 @@ def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int,
         raise ValueError(f"the number of bins must be at least 1, not {n_bins}")
     data_min, data_max = float(data_min), float(data_max)
     if not data_max > data_min:
-        raise ValueError(f"data_max ({data_max:g}) must be greater than data_min ({data_min:g})")
+        raise ValueError(
+            f"data_max ({data_max:g}) must be greater than data_min ({data_min:g})"
+        )
     values = np.asarray(values, dtype=np.float64).ravel()
     width = (data_max - data_min) / n_bins
     tolerance = width * RELATIVE_TOLERANCE
@@ -64,12 +83,21 @@ def histogram(values: np.ndarray, data_min: float, data_max: float, n_bins: int,
     offsets = values[~outside] - data_min
     slots = np.zeros(offsets.shape, dtype=np.int64)
     beyond_first = (offsets != 0) & (offsets >= width)
-    slots[beyond_first] = np.minimum((offsets[beyond_first] / width).astype(np.int64), n_bins - 1)
+    slots[beyond_first] = np.minimum(
+        (offsets[beyond_first] / width).astype(np.int64), n_bins - 1
+    )
     if weights is None:
-        return Histogram(data_min, data_max, np.bincount(slots, minlength=n_bins).astype(np.int64), int(outside.sum()))
+        return Histogram(
+            data_min,
+            data_max,
+            np.bincount(slots, minlength=n_bins).astype(np.int64),
+            int(outside.sum()),
+        )
     weights = np.asarray(weights, dtype=np.int64).ravel()
     counts = np.zeros(n_bins, dtype=np.int64)
-    np.add.at(counts, slots, weights[~outside])  # integers throughout: exact at any count
+    np.add.at(
+        counts, slots, weights[~outside]
+    )  # integers throughout: exact at any count
     return Histogram(data_min, data_max, counts, int(weights[outside].sum()))
 
 

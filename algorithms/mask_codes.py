@@ -22,7 +22,9 @@ def canonical_names(names: Iterable[str]) -> list[str]:
         try:
             chosen.add(_BY_LOWER_NAME[name.strip().lower()])
         except KeyError:
-            raise ValueError(f"unknown mask code {name!r}: choose from {', '.join(MASK_CODES)}") from None
+            raise ValueError(
+                f"unknown mask code {name!r}: choose from {', '.join(MASK_CODES)}"
+            ) from None
     return [name for name in MASK_CODES if name in chosen]
 
 
@@ -37,4 +39,6 @@ def mask_code_value(names: Iterable[str]) -> int:
 def describe(names: Iterable[str]) -> str:
     """E.g. ``Valid|Foreground (5)``, or ``all pixels (0)`` for no names."""
     names = canonical_names(names)
-    return f"{'|'.join(names)} ({mask_code_value(names)})" if names else "all pixels (0)"
+    return (
+        f"{'|'.join(names)} ({mask_code_value(names)})" if names else "all pixels (0)"
+    )

@@ -25,7 +25,11 @@ from .statistics import group_statistics, summary_statistics, value_counts
 # means exactly (reference §2). n_signal is Valid|Foreground, which on spot-finding masks
 # (every signal pixel is Valid|Foreground) is also the Foreground count.
 SIZE_COLUMNS_WITHOUT_SHOEBOXES = (
-    ("n_signal", (4, 5), "dials.find_spots counts Valid|Foreground pixels, which on spot-finding masks are exactly the Foreground pixels"),
+    (
+        "n_signal",
+        (4, 5),
+        "dials.find_spots counts Valid|Foreground pixels, which on spot-finding masks are exactly the Foreground pixels",
+    ),
     ("num_pixels.foreground", (5,), "dials.integrate counts Valid|Foreground pixels"),
     ("num_pixels.valid", (1,), "dials.integrate counts Valid pixels"),
     ("num_pixels.background", (3,), "dials.integrate counts Valid|Background pixels"),
@@ -51,7 +55,9 @@ class SpotSizes:
 
     size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     dataset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    experiment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # index into labels
+    experiment: np.ndarray = field(
+        default_factory=lambda: np.zeros(0, np.int32)
+    )  # index into labels
     panel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     d_spacing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
@@ -66,7 +72,12 @@ class SpotSizes:
             return SpotSizes()
         if len(parts) == 1:
             return parts[0]
-        return SpotSizes(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in SpotSizes.__dataclass_fields__})
+        return SpotSizes(
+            **{
+                name: np.concatenate([getattr(p, name) for p in parts])
+                for name in SpotSizes.__dataclass_fields__
+            }
+        )
 
 
 @dataclass
@@ -86,14 +97,23 @@ class DatasetSelection:
     experiment_identifiers: list[str] = field(default_factory=list)
 
 
-def resolve_required_flags(require: Sequence[str] | None | str, flags: np.ndarray) -> tuple[list[str], bool]:
+def resolve_required_flags(
+    require: Sequence[str] | None | str, flags: np.ndarray
+) -> tuple[list[str], bool]:
     """``Auto`` means ``indexed`` where any row is indexed (the tutorial's choice), else no
     requirement (e.g. strong spots before indexing)."""
-    if require is not None and not isinstance(require, str) and len(require) == 1 and str(require[0]) == AUTO:
+    if (
+        require is not None
+        and not isinstance(require, str)
+        and len(require) == 1
+        and str(require[0]) == AUTO
+    ):
         require = AUTO
     if isinstance(require, str) and require == AUTO:
         indexed = np.uint64(flag_names.REFLECTION_FLAGS["indexed"])
-        return (["indexed"] if (np.asarray(flags, dtype=np.uint64) & indexed).any() else []), True
+        return (
+            ["indexed"] if (np.asarray(flags, dtype=np.uint64) & indexed).any() else []
+        ), True
     return flag_names.parse_flag_names(require), False
 
 
@@ -132,19 +152,29 @@ def experiment_indices(
     where = table.path or "the reflection table"
     if table.identifiers:
         position = geometry.index
-        missing = sorted({identifier for identifier in table.identifiers.values() if identifier not in position})
+        missing = sorted(
+            {
+                identifier
+                for identifier in table.identifiers.values()
+                if identifier not in position
+            }
+        )
         if missing:
             raise SelectionError(
                 f"{where} belongs to experiment(s) {', '.join(missing)}, which are not in the experiment "
                 "list(s) given: pass the .expt file written together with this .refl"
             )
         lookup_keys = np.array(sorted(table.identifiers), dtype=np.int64)
-        lookup_values = np.array([position[table.identifiers[k]] for k in lookup_keys], dtype=np.int64)
+        lookup_values = np.array(
+            [position[table.identifiers[k]] for k in lookup_keys], dtype=np.int64
+        )
         slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
         found = lookup_keys[slot] == ids
         if not found[ids >= 0].all():
             unknown_ids = np.unique(ids[~found & (ids >= 0)])
-            raise SelectionError(f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent")
+            raise SelectionError(
+                f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
+            )
         return np.where(found, lookup_values[slot], -1)
     count = len(geometry) - legacy_offset if legacy_count is None else legacy_count
     if ids.size and ids.max() >= count:
@@ -178,16 +208,29 @@ def measure(
     the operating system, so resident memory does not grow with the file either."""
     n = table.nrows
     columns = table.columns
-    flags = np.asarray(columns["flags"], dtype=np.uint64) if "flags" in columns else np.zeros(n, np.uint64)
+    flags = (
+        np.asarray(columns["flags"], dtype=np.uint64)
+        if "flags" in columns
+        else np.zeros(n, np.uint64)
+    )
     required, automatic = resolve_required_flags(require, flags)
     excluded = flag_names.parse_flag_names(exclude)
     code = mask_code_value(mask_code)
     source, note = _size_source(table, code)
     if source == "shoebox":
-        sizes, has_data = table.count_shoebox_pixels(code, engine=engine, release_pages=release_pages)
+        sizes, has_data = table.count_shoebox_pixels(
+            code, engine=engine, release_pages=release_pages
+        )
     else:
-        sizes, has_data = np.asarray(columns[source], dtype=np.int64), np.ones(n, dtype=bool)
-    geometry = experiments if isinstance(experiments, ExperimentGeometry) else ExperimentGeometry(experiments)
+        sizes, has_data = (
+            np.asarray(columns[source], dtype=np.int64),
+            np.ones(n, dtype=bool),
+        )
+    geometry = (
+        experiments
+        if isinstance(experiments, ExperimentGeometry)
+        else ExperimentGeometry(experiments)
+    )
     identifiers = geometry.identifiers
     ids = columns.get("id")
     parts, n_selected, seen_experiments = [], 0, set()
@@ -197,19 +240,40 @@ def measure(
         selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
         n_selected += int(selected.sum())
         rows = np.flatnonzero(selected & has_data[start:stop])
-        chunk_ids = ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
-        experiment = experiment_indices(chunk_ids, table, geometry, legacy_offset, legacy_count)
+        chunk_ids = (
+            ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
+        )
+        experiment = experiment_indices(
+            chunk_ids, table, geometry, legacy_offset, legacy_count
+        )
         if experiment.size:
             seen_experiments.update(np.flatnonzero(np.bincount(experiment + 1)) - 1)
-        panel = columns["panel"][start:stop][rows].astype(np.int64) if "panel" in columns else np.zeros(rows.size, np.int64)
+        panel = (
+            columns["panel"][start:stop][rows].astype(np.int64)
+            if "panel" in columns
+            else np.zeros(rows.size, np.int64)
+        )
         # Only what is used is gathered: z (image numbers) and x, y (d-spacings); the
         # d-spacing kernel reads the millimetre positions of the selected rows in place.
         xyz_px, xyz_mm = columns.get("xyzobs.px.value"), columns.get("xyzobs.mm.value")
-        image = geometry.image_numbers(xyz_px[start:stop, 2][rows], experiment) if xyz_px is not None else np.full(rows.size, -1, np.int64)
+        image = (
+            geometry.image_numbers(xyz_px[start:stop, 2][rows], experiment)
+            if xyz_px is not None
+            else np.full(rows.size, -1, np.int64)
+        )
         if xyz_mm is not None:
-            d_spacing = geometry.d_spacings(xyz_mm[start:stop], experiment, panel, engine, take=rows)
+            d_spacing = geometry.d_spacings(
+                xyz_mm[start:stop], experiment, panel, engine, take=rows
+            )
         elif xyz_px is not None:
-            d_spacing = geometry.d_spacings(geometry.pixels_to_millimetres(xyz_px[start:stop][rows], experiment, panel), experiment, panel, engine)
+            d_spacing = geometry.d_spacings(
+                geometry.pixels_to_millimetres(
+                    xyz_px[start:stop][rows], experiment, panel
+                ),
+                experiment,
+                panel,
+                engine,
+            )
         else:
             d_spacing = np.full(rows.size, np.nan)
         parts.append(
@@ -236,7 +300,9 @@ def measure(
         n_counted=len(spot_sizes),
         size_source=source,
         size_source_note=note,
-        experiment_identifiers=sorted({identifiers[i] for i in seen_experiments if i >= 0}),
+        experiment_identifiers=sorted(
+            {identifiers[i] for i in seen_experiments if i >= 0}
+        ),
     )
     return spot_sizes, selection
 
@@ -281,7 +347,9 @@ def summarise(
         low = high - 1.0
     if data_max is None and data_min is not None and high <= low:
         high = low + 1.0
-    counts = value_counts(sizes)  # sizes are counts of pixels: bin each distinct size once
+    counts = value_counts(
+        sizes
+    )  # sizes are counts of pixels: bin each distinct size once
     if counts is None:
         result_histogram = histogram(sizes, low, high, bins)
     else:
@@ -298,16 +366,43 @@ def summarise(
     }
     labels = list(experiment_labels or [])
     by_experiment = [
-        {"n": n, "mean": mean, "median": median, "min": low, "max": high, "experiment": key, "identifier": labels[key] if 0 <= key < len(labels) else None}
-        for key, n, mean, median, low, high in zip(*group_statistics(spot_sizes.experiment, sizes))
+        {
+            "n": n,
+            "mean": mean,
+            "median": median,
+            "min": low,
+            "max": high,
+            "experiment": key,
+            "identifier": labels[key] if 0 <= key < len(labels) else None,
+        }
+        for key, n, mean, median, low, high in zip(
+            *group_statistics(spot_sizes.experiment, sizes)
+        )
     ]
     by_panel = group_statistics(spot_sizes.panel, sizes).entries("panel")
-    by_image = group_statistics(spot_sizes.image, sizes, skip_negative_keys=True).entries("image")
+    by_image = group_statistics(
+        spot_sizes.image, sizes, skip_negative_keys=True
+    ).entries("image")
     edges = shell_edges(spot_sizes.d_spacing, n_resolution_shells)
     d_edges = 1.0 / np.sqrt(edges)
     by_resolution = [
-        {"shell": key, "d_max": float(d_edges[key]), "d_min": float(d_edges[key + 1]), "n": n, "mean": mean, "median": median, "min": low, "max": high}
-        for key, n, mean, median, low, high in zip(*group_statistics(shell_numbers(spot_sizes.d_spacing, edges), sizes, skip_negative_keys=True))
+        {
+            "shell": key,
+            "d_max": float(d_edges[key]),
+            "d_min": float(d_edges[key + 1]),
+            "n": n,
+            "mean": mean,
+            "median": median,
+            "min": low,
+            "max": high,
+        }
+        for key, n, mean, median, low, high in zip(
+            *group_statistics(
+                shell_numbers(spot_sizes.d_spacing, edges),
+                sizes,
+                skip_negative_keys=True,
+            )
+        )
     ]
     return SpotSizeResult(
         mask_code=canonical_names(mask_code),

@@ -43,15 +43,21 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     weight = virtual - below
     lower = below.astype(np.int64)
     cumulative = np.cumsum(counts)
-    a = np.searchsorted(cumulative, lower, side="right").astype(np.float64)  # the lower-th smallest value
-    b = np.searchsorted(cumulative, np.minimum(lower + 1, n - 1), side="right").astype(np.float64)
+    a = np.searchsorted(cumulative, lower, side="right").astype(
+        np.float64
+    )  # the lower-th smallest value
+    b = np.searchsorted(cumulative, np.minimum(lower + 1, n - 1), side="right").astype(
+        np.float64
+    )
     difference = b - a
     result = a + difference * weight
     np.subtract(b, difference * (1 - weight), out=result, where=weight >= 0.5)
     return result
 
 
-def summary_statistics(values: np.ndarray, counts: np.ndarray | None = None) -> dict[str, float | int | None]:
+def summary_statistics(
+    values: np.ndarray, counts: np.ndarray | None = None
+) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
     values. For integer sizes, the quantiles come from value counts (``counts``, where
@@ -61,7 +67,7 @@ def summary_statistics(values: np.ndarray, counts: np.ndarray | None = None) -> 
     values = np.asarray(values)
     keys = ["mean", "std", "min", "max", "median"] + [f"p{q}" for q in PERCENTILES]
     if values.size == 0:
-        return {"n": 0, **{key: None for key in keys}}
+        return {"n": 0, **dict.fromkeys(keys)}
     if counts is None:
         counts = value_counts(values)
     if counts is None:
@@ -69,8 +75,17 @@ def summary_statistics(values: np.ndarray, counts: np.ndarray | None = None) -> 
         quantiles = np.percentile(values, [50, *PERCENTILES])
     else:
         quantiles = percentiles_from_counts(counts, [50, *PERCENTILES])
-    numbers = [values.mean(dtype=np.float64), values.std(dtype=np.float64), values.min(), values.max(), *quantiles]
-    return {"n": int(values.size), **{key: float(number) for key, number in zip(keys, numbers)}}
+    numbers = [
+        values.mean(dtype=np.float64),
+        values.std(dtype=np.float64),
+        values.min(),
+        values.max(),
+        *quantiles,
+    ]
+    return {
+        "n": int(values.size),
+        **{key: float(number) for key, number in zip(keys, numbers)},
+    }
 
 
 class Groups(NamedTuple):
@@ -96,7 +111,9 @@ def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
     return group_statistics(keys, values).entries()
 
 
-def group_statistics(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool = False) -> Groups:
+def group_statistics(
+    keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool = False
+) -> Groups:
     """Per distinct key (in ascending order): n, mean, median, min and max of the values;
     with ``skip_negative_keys``, rows whose key is negative (unknown) are left out.
 
@@ -119,18 +136,33 @@ def group_statistics(keys: np.ndarray, values: np.ndarray, skip_negative_keys: b
     unique, starts, counts = np.unique(keys, return_index=True, return_counts=True)
     sums = np.add.reduceat(values, starts)
     medians = (values[starts + (counts - 1) // 2] + values[starts + counts // 2]) / 2
-    return _groups(unique, counts, sums, medians, values[starts], values[starts + counts - 1])
+    return _groups(
+        unique, counts, sums, medians, values[starts], values[starts + counts - 1]
+    )
 
 
 def _groups(unique, counts, sums, medians, smallest, largest) -> Groups:
-    return Groups(unique.tolist(), counts.tolist(), (sums / counts).tolist(), medians.tolist(), smallest.tolist(), largest.tolist())
+    return Groups(
+        unique.tolist(),
+        counts.tolist(),
+        (sums / counts).tolist(),
+        medians.tolist(),
+        smallest.tolist(),
+        largest.tolist(),
+    )
 
 
-def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def _tally_by_key(
+    keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The distinct keys (ascending) and ``table[g, v]``, how many rows of the g-th key have
     value v; None unless keys and values are integers, the values non-negative, and the
     key range and the table small enough to count into."""
-    if keys.size == 0 or not (np.can_cast(keys.dtype, np.intp) and np.issubdtype(keys.dtype, np.integer) and np.issubdtype(values.dtype, np.integer)):
+    if keys.size == 0 or not (
+        np.can_cast(keys.dtype, np.intp)
+        and np.issubdtype(keys.dtype, np.integer)
+        and np.issubdtype(values.dtype, np.integer)
+    ):
         return None
     if values.min() < 0:
         return None
@@ -143,8 +175,13 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
     if high - low >= COUNTING_CELLS or span > COUNTING_CELLS:
         return None
 
-    def shifted_keys(rows: slice) -> tuple[np.ndarray, np.ndarray]:  # kept rows: key - low, value
-        chunk_keys, chunk_values = np.subtract(keys[rows], low, dtype=np.intp), values[rows]
+    def shifted_keys(
+        rows: slice,
+    ) -> tuple[np.ndarray, np.ndarray]:  # kept rows: key - low, value
+        chunk_keys, chunk_values = (
+            np.subtract(keys[rows], low, dtype=np.intp),
+            values[rows],
+        )
         if skip_negative_keys:
             kept = chunk_keys >= 0
             return chunk_keys[kept], chunk_values[kept]
@@ -158,8 +195,13 @@ def _tally_by_key(keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
             table += np.bincount(groups * span + chunk_values, minlength=table.size)
         return table.reshape(n_groups, span)
 
-    key_range, cells_allowed = high - low + 1, max(COUNTING_CELLS, 2 * keys.size)  # no table larger than the rows
-    if key_range * span <= cells_allowed:  # a row of the table for every key in the range: one pass
+    key_range, cells_allowed = (
+        high - low + 1,
+        max(COUNTING_CELLS, 2 * keys.size),
+    )  # no table larger than the rows
+    if (
+        key_range * span <= cells_allowed
+    ):  # a row of the table for every key in the range: one pass
         table = counted(None, key_range)
         present = table.any(axis=1)
         return np.flatnonzero(present) + low, table[present]
@@ -176,9 +218,13 @@ def _groups_from_tally(unique: np.ndarray, table: np.ndarray) -> Groups:
     span = table.shape[1]
     counts = table.sum(axis=1)
     cumulative = table.cumsum(axis=1)
-    sums = (table @ np.arange(span, dtype=np.int64)).astype(np.float64)  # exact: integer sums
+    sums = (table @ np.arange(span, dtype=np.int64)).astype(
+        np.float64
+    )  # exact: integer sums
 
-    def value_at(rank: np.ndarray) -> np.ndarray:  # the rank-th smallest value of each group
+    def value_at(
+        rank: np.ndarray,
+    ) -> np.ndarray:  # the rank-th smallest value of each group
         return (cumulative > rank[:, None]).argmax(axis=1).astype(np.float64)
 
     medians = (value_at((counts - 1) // 2) + value_at(counts // 2)) / 2

@@ -9,8 +9,14 @@ import sys
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_SHARED", REPOSITORY.parent / "shared"))
-DATA = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_BENCHMARK_DATA", REPOSITORY / "benchmarks" / "data"))
+SHARED = Path(
+    os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_SHARED", REPOSITORY.parent / "shared")
+)
+DATA = Path(
+    os.environ.get(
+        "DIALS_SPOT_SIZE_ANALYSIS_BENCHMARK_DATA", REPOSITORY / "benchmarks" / "data"
+    )
+)
 SOURCE = "I23_P12M_thau/indexed.refl"  # 208 rows, uint8 masks, 24 panels (DIALS 3.30)
 
 
@@ -21,10 +27,23 @@ def replicated(copies: int, source: str = SOURCE) -> Path:
         DATA.mkdir(parents=True, exist_ok=True)
         tool = SHARED / "tools" / "replicate_refl.py"
         if not tool.exists():
-            sys.exit(f"{tool} not found: the benchmarks build their inputs from ../shared (set DIALS_SPOT_SIZE_ANALYSIS_SHARED)")
+            sys.exit(
+                f"{tool} not found: the benchmarks build their inputs from ../shared (set DIALS_SPOT_SIZE_ANALYSIS_SHARED)"
+            )
         partial = target.with_suffix(".partial")
-        subprocess.run([sys.executable, str(tool), str(SHARED / "data" / source), str(copies), str(partial)], check=True)
-        os.replace(partial, target)  # an interrupted build leaves no file that looks finished
+        subprocess.run(
+            [
+                sys.executable,
+                str(tool),
+                str(SHARED / "data" / source),
+                str(copies),
+                str(partial),
+            ],
+            check=True,
+        )
+        os.replace(
+            partial, target
+        )  # an interrupted build leaves no file that looks finished
     return target
 
 
@@ -35,7 +54,12 @@ def measure(code: str, *args: str) -> dict:
         + code
         + "\nresult['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\nprint(json.dumps(result))\n"
     )
-    output = subprocess.run([sys.executable, "-c", wrapper, *args], check=True, capture_output=True, text=True).stdout
+    output = subprocess.run(
+        [sys.executable, "-c", wrapper, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
 

@@ -36,12 +36,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _common import DATA, SHARED, measure
 
 SOURCES = {
-    "eiger": (SHARED / "data" / "eiger_therm" / "strong.refl", SHARED / "data" / "eiger_therm" / "imported.expt"),
-    "i23": (SHARED / "data" / "I23_P12M_thau" / "indexed.refl", SHARED / "data" / "I23_P12M_thau" / "indexed.expt"),
+    "eiger": (
+        SHARED / "data" / "eiger_therm" / "strong.refl",
+        SHARED / "data" / "eiger_therm" / "imported.expt",
+    ),
+    "i23": (
+        SHARED / "data" / "I23_P12M_thau" / "indexed.refl",
+        SHARED / "data" / "I23_P12M_thau" / "indexed.expt",
+    ),
 }
 SOURCE_REFL, SOURCE_EXPT = SOURCES["eiger"]
 
@@ -68,7 +73,9 @@ def make_stills(count: int, kind: str = "eiger") -> Path:
     return listing
 
 
-CONSOLE_SCRIPT = (os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis"),)
+CONSOLE_SCRIPT = (
+    os.path.join(os.path.dirname(sys.executable), "dials.spot_size_analysis"),
+)
 
 
 LAUNCHER = """
@@ -83,7 +90,9 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT) -> tuple[float, str, str, int]:
+def run_program(
+    listing: Path, nproc: int, folder: str, program: tuple[str, ...] = CONSOLE_SCRIPT
+) -> tuple[float, str, str, int]:
     """``program`` (the console script, or a wrapper around the program) on the files in
     ``listing``: its wall time, the JSON it wrote, what it printed on stderr, and its peak
     memory in bytes (of its largest process: the parent, holding every file's results).
@@ -91,10 +100,23 @@ def run_program(listing: Path, nproc: int, folder: str, program: tuple[str, ...]
     this one's memory in its peak, as Linux counts a process's memory before its exec."""
     output = os.path.join(folder, f"nproc{nproc}.json")
     measured = os.path.join(folder, "measured.txt")
-    command = [*program, str(listing), f"nproc={nproc}", f"output.json={output}", "output.html=None", "output.log=None"]
-    finished = subprocess.run([sys.executable, "-c", LAUNCHER, measured, *command], capture_output=True, text=True)
+    command = [
+        *program,
+        str(listing),
+        f"nproc={nproc}",
+        f"output.json={output}",
+        "output.html=None",
+        "output.log=None",
+    ]
+    finished = subprocess.run(
+        [sys.executable, "-c", LAUNCHER, measured, *command],
+        capture_output=True,
+        text=True,
+    )
     if finished.returncode:
-        sys.exit(f"{' '.join(command)} failed (exit {finished.returncode}):\n{finished.stderr}")
+        sys.exit(
+            f"{' '.join(command)} failed (exit {finished.returncode}):\n{finished.stderr}"
+        )
     with open(measured) as handle:
         seconds, peak = handle.read().split()
     return float(seconds), output, finished.stderr, int(peak)
@@ -130,7 +152,9 @@ sys.exit(run())  # as the console script does (reading sys.argv)
 def run_in_phases(listing: Path, nproc: int, folder: str) -> tuple[float, float]:
     """The whole program (through a wrapper): its wall time, and the time spent measuring
     the files (reading, counting: what nproc spreads)."""
-    seconds, _, stderr, _ = run_program(listing, nproc, folder, (sys.executable, "-c", PHASES))
+    seconds, _, stderr, _ = run_program(
+        listing, nproc, folder, (sys.executable, "-c", PHASES)
+    )
     return seconds, float(stderr.split()[-1])
 
 
@@ -152,7 +176,9 @@ def half_listing(listing: Path, folder: str) -> Path:
     """The first half of the files (each .refl with its .expt) listed in ``listing``."""
     names = listing.read_text().split()
     half = Path(folder) / "half.txt"
-    half.write_text("".join(f"{listing.parent / name}\n" for name in names[: len(names) // 4 * 2]))
+    half.write_text(
+        "".join(f"{listing.parent / name}\n" for name in names[: len(names) // 4 * 2])
+    )
     return half
 
 
@@ -165,7 +191,9 @@ def main() -> None:
     from dials_spot_size_analysis.formats import read_reflections
 
     rows = read_reflections(SOURCE_REFL).nrows
-    print(f"input: {count:,} reflection files ({SOURCE_REFL.parent.name}/{SOURCE_REFL.name}, {rows} rows each) + {count:,} experiment lists, listed in {listing.name}")
+    print(
+        f"input: {count:,} reflection files ({SOURCE_REFL.parent.name}/{SOURCE_REFL.name}, {rows} rows each) + {count:,} experiment lists, listed in {listing.name}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         half = half_listing(listing, folder)
         run(listing, 2, folder)  # warm the page cache and numba's cache
@@ -176,45 +204,91 @@ def main() -> None:
                 seconds, _, half_peak = run(half, nproc, folder)
                 half_times.setdefault(nproc, []).append(seconds)
                 half_peaks[nproc] = max(half_peaks.get(nproc, 0), half_peak)
-    (serial, one, _), (parallel, two, _) = (min(timings[n], key=lambda r: r[0]) for n in (1, 2))
+    (serial, one, _), (parallel, two, _) = (
+        min(timings[n], key=lambda r: r[0]) for n in (1, 2)
+    )
     print(f"whole command, {count:,} files:")
     print(f"  nproc=1: {serial:.2f} s ({count / serial:,.0f} files/s)")
-    print(f"  nproc=2: {parallel:.2f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (target >= 1.8)")
+    print(
+        f"  nproc=2: {parallel:.2f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (target >= 1.8)"
+    )
     peak = {n: max(p for _, _, p in timings[n]) for n in (1, 2)}
-    per_file = {n: (peak[n] - half_peaks[n]) / (count - count // 2) for n in (1, 2)}  # what each further file adds
-    print(f"  peak memory (the parent, holding every file's results): nproc=1 {peak[1] / 1e6:,.0f} MB, nproc=2 {peak[2] / 1e6:,.0f} MB;")
-    print(f"    each file adds {per_file[1] / 1e3:.1f} KB (nproc=1), {per_file[2] / 1e3:.1f} KB (nproc=2), from the runs on {count // 2:,} and {count:,} files")
+    per_file = {
+        n: (peak[n] - half_peaks[n]) / (count - count // 2) for n in (1, 2)
+    }  # what each further file adds
+    print(
+        f"  peak memory (the parent, holding every file's results): nproc=1 {peak[1] / 1e6:,.0f} MB, nproc=2 {peak[2] / 1e6:,.0f} MB;"
+    )
+    print(
+        f"    each file adds {per_file[1] / 1e3:.1f} KB (nproc=1), {per_file[2] / 1e3:.1f} KB (nproc=2), from the runs on {count // 2:,} and {count:,} files"
+    )
     added = count - count // 2
-    sustained = {n: added / (min(t for t, _, _ in timings[n]) - min(half_times[n])) for n in (1, 2)}
+    sustained = {
+        n: added / (min(t for t, _, _ in timings[n]) - min(half_times[n]))
+        for n in (1, 2)
+    }
     fixed = {n: min(half_times[n]) - (count // 2) / sustained[n] for n in (1, 2)}
-    print(f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):")
-    print(f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.8)")
-    print(f"  once-per-run cost: {fixed[1]:.2f} s with nproc=1, {fixed[2]:.2f} s with nproc=2 (start-up, numba's runtime, ...)")
+    print(
+        f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):"
+    )
+    print(
+        f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.8)"
+    )
+    print(
+        f"  once-per-run cost: {fixed[1]:.2f} s with nproc=1, {fixed[2]:.2f} s with nproc=2 (start-up, numba's runtime, ...)"
+    )
     phases, loop = {}, {}
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(3):  # interleaved, as above
             for nproc in (1, 2):
-                phases[nproc] = min(phases.get(nproc, (np.inf, 0.0)), run_in_phases(listing, nproc, folder))
-                loop[nproc] = min(loop.get(nproc, np.inf), measure(CPU_LOOP, str(nproc))["seconds"])
+                phases[nproc] = min(
+                    phases.get(nproc, (np.inf, 0.0)),
+                    run_in_phases(listing, nproc, folder),
+                )
+                loop[nproc] = min(
+                    loop.get(nproc, np.inf), measure(CPU_LOOP, str(nproc))["seconds"]
+                )
     (whole_1, measuring_1), (whole_2, measuring_2) = phases[1], phases[2]
     rest_1, rest_2 = whole_1 - measuring_1, whole_2 - measuring_2
-    print("where the time goes, within the fastest of 3 more runs each (nproc spreads only the measuring of the files):")
-    print(f"  whole: nproc=1 {whole_1:.2f} s, nproc=2 {whole_2:.2f} s: {whole_1 / whole_2:.2f} x")
-    print(f"  measuring the files (reading, selecting, counting; results sent back): nproc=1 {measuring_1:.2f} s, nproc=2 {measuring_2:.2f} s: {measuring_1 / measuring_2:.2f} x")
-    print(f"    (two processes of a plain CPU-bound loop on this machine: {loop[1] / loop[2]:.2f} x one)")
-    print(f"  the rest, once, in one process (start-up, numba's load, reading the list; merging, summarising, writing): nproc=1 {rest_1:.2f} s, nproc=2 {rest_2:.2f} s")
+    print(
+        "where the time goes, within the fastest of 3 more runs each (nproc spreads only the measuring of the files):"
+    )
+    print(
+        f"  whole: nproc=1 {whole_1:.2f} s, nproc=2 {whole_2:.2f} s: {whole_1 / whole_2:.2f} x"
+    )
+    print(
+        f"  measuring the files (reading, selecting, counting; results sent back): nproc=1 {measuring_1:.2f} s, nproc=2 {measuring_2:.2f} s: {measuring_1 / measuring_2:.2f} x"
+    )
+    print(
+        f"    (two processes of a plain CPU-bound loop on this machine: {loop[1] / loop[2]:.2f} x one)"
+    )
+    print(
+        f"  the rest, once, in one process (start-up, numba's load, reading the list; merging, summarising, writing): nproc=1 {rest_1:.2f} s, nproc=2 {rest_2:.2f} s"
+    )
     best_case = rest_2 + measuring_1 / 2
-    print(f"  were the measuring split perfectly in two, nproc=2 would take {rest_2:.2f} + {measuring_1:.2f} / 2 = {best_case:.2f} s: {whole_1 / best_case:.2f} x at most")
+    print(
+        f"  were the measuring split perfectly in two, nproc=2 would take {rest_2:.2f} + {measuring_1:.2f} / 2 = {best_case:.2f} s: {whole_1 / best_case:.2f} x at most"
+    )
     from dials_spot_size_analysis.algorithms.histogram import histogram
 
     table = read_reflections(SOURCE_REFL)
     indexed = (table["flags"] & 4) != 0
-    selected = indexed if indexed.any() else np.ones(table.nrows, bool)  # flags.require=Auto
+    selected = (
+        indexed if indexed.any() else np.ones(table.nrows, bool)
+    )  # flags.require=Auto
     sizes = np.tile(table.shoeboxes.count_mask_values(4)[selected], count)
     whole = histogram(sizes, 0, 1000, 100)
-    exact = one["histogram"]["counts"] == two["histogram"]["counts"] == whole.counts.tolist()
-    print(f"merge exact: {exact} (nproc=1, nproc=2 and the histogram of all {sizes.size:,} rows together agree bin for bin)")
-    print(f"experiments: {len(two['by_experiment']):,}; skipped files: {len(two['skipped_files'])}")
+    exact = (
+        one["histogram"]["counts"]
+        == two["histogram"]["counts"]
+        == whole.counts.tolist()
+    )
+    print(
+        f"merge exact: {exact} (nproc=1, nproc=2 and the histogram of all {sizes.size:,} rows together agree bin for bin)"
+    )
+    print(
+        f"experiments: {len(two['by_experiment']):,}; skipped files: {len(two['skipped_files'])}"
+    )
 
 
 if __name__ == "__main__":

@@ -36,38 +36,66 @@ def main() -> None:
     path = replicated(copies)
     expt = SHARED / "data" / "I23_P12M_thau" / "indexed.expt"
     size = path.stat().st_size
-    print(f"input: {path.name}: {size / 1e6:,.0f} MB, {copies * 208:,} reflections (real DIALS rows x {copies})")
-    with open(path, "rb") as handle:  # the file in the page cache, as for every run below
+    print(
+        f"input: {path.name}: {size / 1e6:,.0f} MB, {copies * 208:,} reflections (real DIALS rows x {copies})"
+    )
+    with open(
+        path, "rb"
+    ) as handle:  # the file in the page cache, as for every run below
         while handle.read(1 << 24):
             pass
     plain = best(3, PLAIN_READ, str(path))["seconds"] if size < 2e9 else None
     with tempfile.TemporaryDirectory() as folder:
-        command = ["dials.spot_size_analysis", str(expt), str(path), "output.html=None", "output.log=None", "output.json=out.json"]
+        command = [
+            "dials.spot_size_analysis",
+            str(expt),
+            str(path),
+            "output.html=None",
+            "output.log=None",
+            "output.json=out.json",
+        ]
         executable = os.path.join(os.path.dirname(sys.executable), command[0])
-        subprocess.run([executable, *command[1:]], cwd=folder, check=True, capture_output=True)  # warm (numba cache)
+        subprocess.run(
+            [executable, *command[1:]], cwd=folder, check=True, capture_output=True
+        )  # warm (numba cache)
         runs = []
         for _ in range(3 if size < 2e9 else 1):
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             start = time.perf_counter()
             done = subprocess.run(
-                ["/usr/bin/time", "-f", "%M", executable, *command[1:], "-v"] if os.path.exists("/usr/bin/time") else [executable, *command[1:]],
-                cwd=folder, check=True, capture_output=True, text=True,
+                ["/usr/bin/time", "-f", "%M", executable, *command[1:], "-v"]
+                if os.path.exists("/usr/bin/time")
+                else [executable, *command[1:]],
+                cwd=folder,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             wall = time.perf_counter() - start
-            peak_kb = int(done.stderr.strip().splitlines()[-1]) if os.path.exists("/usr/bin/time") else max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            peak_kb = (
+                int(done.stderr.strip().splitlines()[-1])
+                if os.path.exists("/usr/bin/time")
+                else max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+            )
             runs.append((wall, peak_kb * 1024))
         with open(os.path.join(folder, "out.json")) as handle:
             document = json.load(handle)
     wall, peak = min(runs)
     analysis = _analysis_seconds(path, expt)
-    print(f"spots counted: {document['selection']['n_counted']:,} of {document['selection']['n_rows']:,} rows")
+    print(
+        f"spots counted: {document['selection']['n_counted']:,} of {document['selection']['n_rows']:,} rows"
+    )
     if plain is not None:
         print(f"plain read of the bytes:               {plain:.3f} s")
-        print(f"analysis (read, select, count, locate, histogram): {analysis:.3f} s = {analysis / plain:.2f} x the plain read (target <= 1.0)")
+        print(
+            f"analysis (read, select, count, locate, histogram): {analysis:.3f} s = {analysis / plain:.2f} x the plain read (target <= 1.0)"
+        )
     else:
         print(f"analysis (read, select, count, locate, histogram): {analysis:.3f} s")
     print(f"whole command (start-up, analysis, log, JSON): {wall:.2f} s wall")
-    print(f"peak memory of the whole command: {peak / 1e6:,.0f} MB = {peak / size:.2f} x the file size (target <= 1.2)")
+    print(
+        f"peak memory of the whole command: {peak / 1e6:,.0f} MB = {peak / size:.2f} x the file size (target <= 1.2)"
+    )
 
 
 def _analysis_seconds(path, expt) -> float:
@@ -78,7 +106,9 @@ start = time.perf_counter()
 analyse(sys.argv[1], sys.argv[2])
 result = {"seconds": time.perf_counter() - start}
 """
-    return best(3 if path.stat().st_size < 2e9 else 1, code, str(path), str(expt))["seconds"]
+    return best(3 if path.stat().st_size < 2e9 else 1, code, str(path), str(expt))[
+        "seconds"
+    ]
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ def main() -> None:
     path = replicated(copies)
     small = replicated(1)
     size = path.stat().st_size
-    print(f"input: {path.name}: {size / 1e6:.0f} MB, {copies * 208:,} reflections (real DIALS rows x {copies})")
+    print(
+        f"input: {path.name}: {size / 1e6:.0f} MB, {copies * 208:,} reflections (real DIALS rows x {copies})"
+    )
     with open(path, "rb") as handle:  # warm the page cache
         while handle.read(1 << 24):
             pass
     plain = best(3, PLAIN_READ, str(path))
-    print(f"plain read of the bytes:        {plain['seconds']:.3f} s, memory added {(plain['peak_rss'] - plain['baseline_rss']) / size:.2f} x file size")
+    print(
+        f"plain read of the bytes:        {plain['seconds']:.3f} s, memory added {(plain['peak_rss'] - plain['baseline_rss']) / size:.2f} x file size"
+    )
     for engine in ("numba", "numpy"):
         try:
             ours = best(3, READ_AND_COUNT, str(path), engine, str(small))

@@ -57,7 +57,11 @@ def run_case(arguments: list[str]) -> dict[str, bytes]:
     """The outputs of one run, by name (missing outputs are absent)."""
     with tempfile.TemporaryDirectory() as folder:
         done = subprocess.run(
-            [shutil.which(PROGRAM) or PROGRAM, *arguments, f"output.html={OUTPUTS_HTML}"],
+            [
+                shutil.which(PROGRAM) or PROGRAM,
+                *arguments,
+                f"output.html={OUTPUTS_HTML}",
+            ],
             cwd=folder,
             capture_output=True,
         )

@@ -56,10 +56,10 @@ from ..api import (
     AnalysisResult,
     ParameterError,
     UnusableFilesError,
-    resolved_parameters,
     analyse_sources,
     changed_parameters,
     normalise_choice_argument,
+    resolved_parameters,
 )
 from ..engine import warm_up
 from ..formats import FileFormatError, read_experiments
@@ -126,7 +126,9 @@ def _file_kind(path: str) -> str:
     if not head:
         raise UserError(f"{path}: is empty (0 bytes): was it written completely?")
     if head[:1] in (b"\x80", b"\x93", b"\xdc", b"\xdd") or head.startswith(b"\x89HDF"):
-        return "reflections"  # msgpack, or a legacy pickle / HDF5 that the reader explains
+        return (
+            "reflections"  # msgpack, or a legacy pickle / HDF5 that the reader explains
+        )
     if head.lstrip()[:1] == b"{":
         return "experiments"
     if _listed_paths(path, sniff=True):
@@ -154,11 +156,19 @@ def _listed_paths(path: str, sniff: bool = False) -> list[str]:
     except (UnicodeDecodeError, OSError):
         return []
     folder = os.path.dirname(path)
-    lines = [line for line in map(str.strip, text.splitlines()) if line and not line.startswith("#")]
+    lines = [
+        line
+        for line in map(str.strip, text.splitlines())
+        if line and not line.startswith("#")
+    ]
     if sniff:
         lines = lines[:LIST_SNIFF_LINES]
-    resolved = [os.path.join(folder, line) for line in lines]  # an absolute line stays as it is
-    if not resolved or not all(os.path.exists(p) or _is_glob(p) for p in resolved[:LIST_SNIFF_LINES]):
+    resolved = [
+        os.path.join(folder, line) for line in lines
+    ]  # an absolute line stays as it is
+    if not resolved or not all(
+        os.path.exists(p) or _is_glob(p) for p in resolved[:LIST_SNIFF_LINES]
+    ):
         return []
     return resolved
 
@@ -186,7 +196,9 @@ class _SeenFiles:
 def _expand(argument: str, command_line: "CommandLine", seen: _SeenFiles) -> None:
     """Add the files ``argument`` names: a file, a directory (searched recursively for
     DIALS files), a glob pattern, or a list file."""
-    if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):  # read (and checked) later
+    if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(
+        argument
+    ):  # read (and checked) later
         _add_file(argument, command_line, seen)
         return
     if os.path.isdir(argument):
@@ -232,8 +244,12 @@ def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
     seen = _SeenFiles()
     arguments = iter(args)
     for argument in arguments:
-        if argument in ("-h", "--help") or (argument.startswith("-h") and set(argument[1:]) == {"h"}):
-            command_line.show_help = max(1, argument.count("h")) if argument != "--help" else 1
+        if argument in ("-h", "--help") or (
+            argument.startswith("-h") and set(argument[1:]) == {"h"}
+        ):
+            command_line.show_help = (
+                max(1, argument.count("h")) if argument != "--help" else 1
+            )
         elif argument == "-c":
             command_line.show_config = True
         elif argument.startswith("-a") and set(argument[1:]) == {"a"}:
@@ -249,13 +265,19 @@ def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
             command_line.phil_sources.append(_phil_file(path))
         elif argument.startswith("-") and not os.path.exists(argument):
             raise UserError(f"unknown option {argument}: see {PROGRAM} -h")
-        elif "=" in argument and not os.path.exists(argument) and not _is_glob(argument):
+        elif (
+            "=" in argument and not os.path.exists(argument) and not _is_glob(argument)
+        ):
             try:
-                command_line.phil_sources.append(interpreter.process(arg=normalise_choice_argument(argument)))
+                command_line.phil_sources.append(
+                    interpreter.process(arg=normalise_choice_argument(argument))
+                )
             except Exception as error:  # libtbx raises Sorry or RuntimeError
                 raise UserError(_phil_message(error, argument)) from None
         elif not os.path.exists(argument) and not _is_glob(argument):
-            raise UserError(f"{argument}: no such file or directory (parameters are given as name=value)")
+            raise UserError(
+                f"{argument}: no such file or directory (parameters are given as name=value)"
+            )
         else:
             _expand(argument, command_line, seen)
     return command_line
@@ -264,7 +286,9 @@ def parse_command_line(args: list[str], phil=phil_scope) -> CommandLine:
 def _phil_file(path: str):
     try:
         with open(path, encoding="utf-8") as handle:
-            return libtbx.phil.parse(handle.read(), source_info=path, process_includes=False)
+            return libtbx.phil.parse(
+                handle.read(), source_info=path, process_includes=False
+            )
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror})") from None
     except Exception as error:
@@ -274,14 +298,21 @@ def _phil_file(path: str):
 def _phil_message(error: Exception, where: str) -> str:
     text = " ".join(str(error).split())
     text = text.replace(" (command line argument, line 1)", "")
-    if "Unknown command line parameter definition" in text or "Unknown parameter" in text:
+    if (
+        "Unknown command line parameter definition" in text
+        or "Unknown parameter" in text
+    ):
         return f"{where}: unknown parameter: see {PROGRAM} -c for the parameters and their names"
     return f"{where}: {text}"
 
 
 def _extract(command_line: CommandLine, phil):
     try:
-        working = phil.fetch(sources=command_line.phil_sources) if command_line.phil_sources else phil
+        working = (
+            phil.fetch(sources=command_line.phil_sources)
+            if command_line.phil_sources
+            else phil
+        )
         params = working.extract()
     except Exception as error:
         raise UserError(_phil_message(error, "parameters")) from None
@@ -293,9 +324,13 @@ def atomic_output(path: str):
     """A temporary file beside ``path``, renamed onto it only if the block succeeds."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+        handle, temporary = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+        )
     except OSError as error:
-        raise UserError(f"{path}: cannot be written ({error.strerror}): choose another output path") from None
+        raise UserError(
+            f"{path}: cannot be written ({error.strerror}): choose another output path"
+        ) from None
     os.close(handle)
     try:
         yield temporary
@@ -316,7 +351,9 @@ def _check_writable(path: str | None) -> None:
         with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path))):
             pass
     except OSError as error:
-        raise UserError(f"{path}: cannot be written ({error.strerror}): choose another output path") from None
+        raise UserError(
+            f"{path}: cannot be written ({error.strerror}): choose another output path"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -350,8 +387,13 @@ def logging_to(log_path: str | None, verbose: int, quiet: bool = False):
 def _show_help(command_line: CommandLine, phil) -> None:
     print(f"Usage: {usage}\n")
     print(help_message.strip())
-    print("\nParameters (name=value; any unique suffix of a name works, e.g. bins=100):\n")
-    phil.show(attributes_level=max(command_line.attributes_level, command_line.show_help), expert_level=command_line.expert_level)
+    print(
+        "\nParameters (name=value; any unique suffix of a name works, e.g. bins=100):\n"
+    )
+    phil.show(
+        attributes_level=max(command_line.attributes_level, command_line.show_help),
+        expert_level=command_line.expert_level,
+    )
 
 
 def _read_experiment_lists(paths: list[str], params):
@@ -375,7 +417,12 @@ def _log_inputs(analysis: AnalysisResult) -> None:
     lists = [entry for entry in analysis.inputs if "n_experiments" in entry]
     for entry in lists[:MAX_FILES_LISTED]:
         n = entry["n_experiments"]
-        logger.info("Read %d experiment%s from %s", n, "" if n == 1 else "s", entry["experiments"])
+        logger.info(
+            "Read %d experiment%s from %s",
+            n,
+            "" if n == 1 else "s",
+            entry["experiments"],
+        )
     for entry in tables[:MAX_FILES_LISTED]:
         logger.info(
             "Read %d reflections from %s (table version %d, %s)",
@@ -394,11 +441,17 @@ def _log_inputs(analysis: AnalysisResult) -> None:
             len(lists),
         )
     if analysis.skipped_files:
-        logger.info("\nSkipped %d file(s) that could not be used (input.bad_files=skip):", len(analysis.skipped_files))
+        logger.info(
+            "\nSkipped %d file(s) that could not be used (input.bad_files=skip):",
+            len(analysis.skipped_files),
+        )
         for entry in analysis.skipped_files[:MAX_FILES_LISTED]:
             logger.info("  %s", entry["reason"])
         if len(analysis.skipped_files) > MAX_FILES_LISTED:
-            logger.info("  ... and %d more, all listed in the JSON", len(analysis.skipped_files) - MAX_FILES_LISTED)
+            logger.info(
+                "  ... and %d more, all listed in the JSON",
+                len(analysis.skipped_files) - MAX_FILES_LISTED,
+            )
 
 
 def _mpi_communicator(params):
@@ -408,7 +461,9 @@ def _mpi_communicator(params):
     try:
         from mpi4py import MPI
     except ImportError:
-        raise UserError("mp.method=mpi needs mpi4py (pip install mpi4py) and a start by mpirun") from None
+        raise UserError(
+            "mp.method=mpi needs mpi4py (pip install mpi4py) and a start by mpirun"
+        ) from None
     return MPI.COMM_WORLD
 
 
@@ -440,10 +495,19 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     args = sys.argv[1:] if from_console else list(args)
     _STATE["quiet"] = False
     try:
-        with collection_paused():  # the results of thousands of files, then their reports
+        with (
+            collection_paused()
+        ):  # the results of thousands of files, then their reports
             result = _run(args, phil)
         return None if from_console else result
-    except (UserError, FileFormatError, SelectionError, ParameterError, UnknownFlagError, UnusableFilesError) as error:
+    except (
+        UserError,
+        FileFormatError,
+        SelectionError,
+        ParameterError,
+        UnknownFlagError,
+        UnusableFilesError,
+    ) as error:
         if not _STATE["quiet"]:  # under MPI, rank 0 speaks for all
             print(f"{PROGRAM}: {error}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -451,7 +515,9 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
         print(f"{PROGRAM}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     finally:
-        if from_console:  # the interpreter exits next: spare it a last walk over every object
+        if (
+            from_console
+        ):  # the interpreter exits next: spare it a last walk over every object
             gc.freeze()  # (numba's alone: 0.1 s)
 
 
@@ -465,10 +531,15 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         return None
     params = _extract(command_line, phil)
     if command_line.show_config:
-        phil.format(python_object=params).show(attributes_level=command_line.attributes_level, expert_level=command_line.expert_level)
+        phil.format(python_object=params).show(
+            attributes_level=command_line.attributes_level,
+            expert_level=command_line.expert_level,
+        )
         return None
     if not command_line.reflection_files:
-        raise UserError("no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl")
+        raise UserError(
+            "no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl"
+        )
     resolved_parameters(params)  # parameter errors before any work
     comm = _mpi_communicator(params)
     is_root = comm is None or comm.Get_rank() == 0
@@ -478,15 +549,30 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
         for output in (outputs.log, outputs.json, outputs.html, outputs.plot):
             _check_writable(output)
     started = time.perf_counter()
-    with logging_to(outputs.log if is_root else None, command_line.verbose, quiet=not is_root):
+    with logging_to(
+        outputs.log if is_root else None, command_line.verbose, quiet=not is_root
+    ):
         logger.info("%s v%s", PROGRAM, __version__)
         changed = changed_parameters(params)
-        logger.info(f"The following parameters have been modified:\n{changed}\n" if changed else "All parameters have their default values.\n")
-        pairs, shared_experiment_files = pair_by_name(command_line.reflection_files, command_line.experiment_files)
-        experiment_lists, skipped = _read_experiment_lists(shared_experiment_files, params)
+        logger.info(
+            f"The following parameters have been modified:\n{changed}\n"
+            if changed
+            else "All parameters have their default values.\n"
+        )
+        pairs, shared_experiment_files = pair_by_name(
+            command_line.reflection_files, command_line.experiment_files
+        )
+        experiment_lists, skipped = _read_experiment_lists(
+            shared_experiment_files, params
+        )
         warm_up(probe_blas=False)  # this process runs only our kernels
         analysis = analyse_sources(
-            command_line.reflection_files, experiment_lists, params, comm=comm, skipped_files=skipped, paired_experiments=pairs
+            command_line.reflection_files,
+            experiment_lists,
+            params,
+            comm=comm,
+            skipped_files=skipped,
+            paired_experiments=pairs,
         )
         if analysis is None:  # an MPI rank other than 0: rank 0 reports
             return None
@@ -508,7 +594,9 @@ def _run(args: list[str], phil) -> AnalysisResult | None:
 
             logger.info("Writing histogram plot to %s", outputs.plot)
             with atomic_output(outputs.plot) as temporary:
-                histogram_png(analysis.result, temporary, log_scale=outputs.plot_log_scale)
+                histogram_png(
+                    analysis.result, temporary, log_scale=outputs.plot_log_scale
+                )
         logger.info("Total time: %.2f s", time.perf_counter() - started)
     return analysis
 

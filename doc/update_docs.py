@@ -28,31 +28,45 @@ EXAMPLE_ARGS = ["examples/data/indexed.expt", "examples/data/indexed.refl"]
 _VARIABLE_LINES = re.compile(r"^(Total time: .*)$", re.MULTILINE)
 
 
-def _run_example(extra_args=(), keep: dict[str, Path] | None = None) -> tuple[str, dict]:
+def _run_example(
+    extra_args=(), keep: dict[str, Path] | None = None
+) -> tuple[str, dict]:
     """Run the program on the example in a fresh folder; copy the files named in ``keep``
     (name in that folder -> destination) out of it."""
     from dials_spot_size_analysis.command_line.spot_size_analysis import run
 
     with tempfile.TemporaryDirectory() as folder:
         # Run as a user would, in a fresh folder holding a copy of the example data.
-        shutil.copytree(REPOSITORY / "examples" / "data", Path(folder) / "examples" / "data")
+        shutil.copytree(
+            REPOSITORY / "examples" / "data", Path(folder) / "examples" / "data"
+        )
         out = io.StringIO()
         cwd = os.getcwd()
         os.chdir(folder)
         try:
             with contextlib.redirect_stdout(out):
                 run([*EXAMPLE_ARGS, *extra_args])
-            document = json.loads(Path(folder, "dials.spot_size_analysis.json").read_text())
+            document = json.loads(
+                Path(folder, "dials.spot_size_analysis.json").read_text()
+            )
             for name, destination in (keep or {}).items():
                 shutil.copyfile(Path(folder, name), destination)
         finally:
             os.chdir(cwd)
-    return _VARIABLE_LINES.sub("Total time: (varies)", out.getvalue()).rstrip() + "\n", document
+    return _VARIABLE_LINES.sub(
+        "Total time: (varies)", out.getvalue()
+    ).rstrip() + "\n", document
 
 
 def _command_and_log(extra_args=(), keep=None) -> str:
     log, _ = _run_example(extra_args, keep)
-    return "```\n$ dials.spot_size_analysis " + " ".join([*EXAMPLE_ARGS, *extra_args]) + "\n" + log + "```\n"
+    return (
+        "```\n$ dials.spot_size_analysis "
+        + " ".join([*EXAMPLE_ARGS, *extra_args])
+        + "\n"
+        + log
+        + "```\n"
+    )
 
 
 def example_log() -> str:
@@ -61,7 +75,9 @@ def example_log() -> str:
 
 def picture_log() -> str:
     """The run that draws the tutorial's picture; the PNG goes to doc/images."""
-    return _command_and_log(PICTURE_ARGS, keep={"spot_size_histogram.png": PICTURE_TARGET["path"]})
+    return _command_and_log(
+        PICTURE_ARGS, keep={"spot_size_histogram.png": PICTURE_TARGET["path"]}
+    )
 
 
 PICTURE_TARGET = {"path": PICTURE}
@@ -75,10 +91,19 @@ def python_api() -> str:
     os.chdir(REPOSITORY)
     try:
         with contextlib.redirect_stdout(out):
-            exec(compile(code, "tutorial_api_example.py", "exec"), {"__name__": "__tutorial__"})
+            exec(
+                compile(code, "tutorial_api_example.py", "exec"),
+                {"__name__": "__tutorial__"},
+            )
     finally:
         os.chdir(cwd)
-    return "```python\n" + code.rstrip() + "\n```\n\nprints\n\n```\n" + out.getvalue().rstrip() + "\n```\n"
+    return (
+        "```python\n"
+        + code.rstrip()
+        + "\n```\n\nprints\n\n```\n"
+        + out.getvalue().rstrip()
+        + "\n```\n"
+    )
 
 
 def parameters() -> str:
@@ -91,8 +116,20 @@ def parameters() -> str:
 
 def json_excerpt() -> str:
     _, document = _run_example()
-    excerpt = {key: document[key] for key in ("program", "version", "schema_version", "mask_code", "selection", "statistics")}
-    excerpt["selection"] = {k: v for k, v in excerpt["selection"].items() if k != "datasets"}
+    excerpt = {
+        key: document[key]
+        for key in (
+            "program",
+            "version",
+            "schema_version",
+            "mask_code",
+            "selection",
+            "statistics",
+        )
+    }
+    excerpt["selection"] = {
+        k: v for k, v in excerpt["selection"].items() if k != "datasets"
+    }
     histogram = dict(document["histogram"])
     histogram["bin_centers"] = histogram["bin_centers"][:3] + ["..."]
     histogram["counts"] = histogram["counts"][:3] + ["..."]
@@ -117,10 +154,16 @@ def _picture_numbers(path: Path) -> dict:
     from dials_spot_size_analysis.report.png import read_png_metadata
 
     numbers = read_png_metadata(path)
-    return {key: numbers[key] for key in ("bin_centers", "counts", "n_out_of_range", "log_scale")}
+    return {
+        key: numbers[key]
+        for key in ("bin_centers", "counts", "n_out_of_range", "log_scale")
+    }
 
 
-_SECTION = re.compile(r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)", re.DOTALL)
+_SECTION = re.compile(
+    r"(<!-- BEGIN (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- END (?P=name) -->)",
+    re.DOTALL,
+)
 
 
 def regenerate(text: str) -> str:
@@ -149,10 +192,17 @@ def main(argv: list[str]) -> int:
             stale.append(page)
             if "--check" not in argv:
                 page.write_text(updated)
-    if check and (not committed.exists() or _picture_numbers(committed) != _picture_numbers(PICTURE_TARGET["path"])):
+    if check and (
+        not committed.exists()
+        or _picture_numbers(committed) != _picture_numbers(PICTURE_TARGET["path"])
+    ):
         stale.append(committed)
     if stale and check:
-        print("out of date: " + ", ".join(str(p.relative_to(REPOSITORY)) for p in stale) + " (run python doc/update_docs.py)")
+        print(
+            "out of date: "
+            + ", ".join(str(p.relative_to(REPOSITORY)) for p in stale)
+            + " (run python doc/update_docs.py)"
+        )
         return 1
     return 0
 

@@ -19,7 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dials_spot_size_analysis.formats import ReflectionTable, ShoeboxColumn, write_reflections
+from dials_spot_size_analysis.formats import (
+    ReflectionTable,
+    ShoeboxColumn,
+    write_reflections,
+)
 from dials_spot_size_analysis.formats.shoebox_encoding import encode_shoeboxes
 
 SEED = 20261123
@@ -38,7 +42,9 @@ INDEXED, STRONG, PREDICTED_OBSERVED = 4, 32, 1 | 2
 
 def rotation(axis: np.ndarray, angle: float) -> np.ndarray:
     axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    k = np.array(
+        [[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]]
+    )
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
@@ -47,10 +53,26 @@ def experiment_list(real_space: np.ndarray) -> dict:
     return {
         "__id__": "ExperimentList",
         "experiment": [
-            {"__id__": "Experiment", "identifier": IDENTIFIER, "beam": 0, "detector": 0, "goniometer": 0, "scan": 0, "crystal": 0, "imageset": 0}
+            {
+                "__id__": "Experiment",
+                "identifier": IDENTIFIER,
+                "beam": 0,
+                "detector": 0,
+                "goniometer": 0,
+                "scan": 0,
+                "crystal": 0,
+                "imageset": 0,
+            }
         ],
         "imageset": [{"__id__": "ImageSequence", "template": "simulated_#####.cbf"}],
-        "beam": [{"__id__": "monochromatic", "direction": [0.0, 0.0, 1.0], "wavelength": WAVELENGTH, "probe": "x-ray"}],
+        "beam": [
+            {
+                "__id__": "monochromatic",
+                "direction": [0.0, 0.0, 1.0],
+                "wavelength": WAVELENGTH,
+                "probe": "x-ray",
+            }
+        ],
         "detector": [
             {
                 "panels": [
@@ -70,11 +92,32 @@ def experiment_list(real_space: np.ndarray) -> dict:
                         "px_mm_strategy": {"type": "SimplePxMmStrategy"},
                     }
                 ],
-                "hierarchy": {"name": "", "type": "", "fast_axis": [1.0, 0.0, 0.0], "slow_axis": [0.0, 1.0, 0.0], "origin": [0.0, 0.0, 0.0], "children": [{"panel": 0}]},
+                "hierarchy": {
+                    "name": "",
+                    "type": "",
+                    "fast_axis": [1.0, 0.0, 0.0],
+                    "slow_axis": [0.0, 1.0, 0.0],
+                    "origin": [0.0, 0.0, 0.0],
+                    "children": [{"panel": 0}],
+                },
             }
         ],
-        "goniometer": [{"rotation_axis": [1.0, 0.0, 0.0], "fixed_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1], "setting_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1]}],
-        "scan": [{"image_range": [1, N_IMAGES], "batch_offset": 0, "oscillation": [0.0, 0.5], "exposure_time": [0.1] * N_IMAGES, "epochs": [0.0] * N_IMAGES}],
+        "goniometer": [
+            {
+                "rotation_axis": [1.0, 0.0, 0.0],
+                "fixed_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                "setting_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+            }
+        ],
+        "scan": [
+            {
+                "image_range": [1, N_IMAGES],
+                "batch_offset": 0,
+                "oscillation": [0.0, 0.5],
+                "exposure_time": [0.1] * N_IMAGES,
+                "epochs": [0.0] * N_IMAGES,
+            }
+        ],
         "crystal": [
             {
                 "__id__": "crystal",
@@ -91,7 +134,9 @@ def spot_mask(rng: np.random.Generator, shape: tuple[int, int, int]) -> np.ndarr
     """A compact blob: an ellipsoid filling most of the bbox, at least one pixel."""
     nz, ny, nx = shape
     # Pixel centres in -1..1 across the bbox.
-    z, y, x = np.meshgrid(*((np.arange(n) + 0.5) / n * 2 - 1 for n in shape), indexing="ij")
+    z, y, x = np.meshgrid(
+        *((np.arange(n) + 0.5) / n * 2 - 1 for n in shape), indexing="ij"
+    )
     radius = rng.uniform(0.8, 1.1)
     inside = (x**2 + y**2 + 0.5 * z**2) <= radius**2
     inside[nz // 2, ny // 2, nx // 2] = True
@@ -114,7 +159,10 @@ def simulate(rng: np.random.Generator):
     x = BEAM_CENTRE_PX[0] + radius_px * np.cos(azimuth)
     y = BEAM_CENTRE_PX[1] + radius_px * np.sin(azimuth)
     inside = (x > 10) & (x < IMAGE_SIZE[0] - 10) & (y > 10) & (y < IMAGE_SIZE[1] - 10)
-    x, y = np.where(inside, x, BEAM_CENTRE_PX[0] + radius_px * 0.3), np.where(inside, y, BEAM_CENTRE_PX[1])
+    x, y = (
+        np.where(inside, x, BEAM_CENTRE_PX[0] + radius_px * 0.3),
+        np.where(inside, y, BEAM_CENTRE_PX[1]),
+    )
     z = rng.uniform(0.05, N_IMAGES - 0.05, N_SPOTS)
     # Strong low-resolution spots have more pixels above threshold than weak high-resolution
     # ones; a few are big (ice, satellites, split spots).
@@ -124,12 +172,16 @@ def simulate(rng: np.random.Generator):
     x0 = np.floor(x - extent / 2).astype(np.int32)
     y0 = np.floor(y - extent / 2).astype(np.int32)
     z0 = np.clip(np.floor(z - (depth - 1) / 2), 0, N_IMAGES - depth).astype(np.int32)
-    bbox = np.stack([x0, x0 + extent, y0, y0 + extent, z0, z0 + depth], axis=1).astype(np.int32)
+    bbox = np.stack([x0, x0 + extent, y0, y0 + extent, z0, z0 + depth], axis=1).astype(
+        np.int32
+    )
     pixels = []
     for row in range(N_SPOTS):
         shape = (int(depth[row]), int(extent[row]), int(extent[row]))
         mask = spot_mask(rng, shape)
-        data = np.where(mask > 0, rng.poisson(200, shape), rng.poisson(2, shape)).astype(np.float32)
+        data = np.where(
+            mask > 0, rng.poisson(200, shape), rng.poisson(2, shape)
+        ).astype(np.float32)
         pixels.append((data, mask, np.zeros(shape, np.float32)))
     return real_space, miller, x, y, z, bbox, pixels
 
@@ -138,13 +190,21 @@ def main(output: Path) -> None:
     rng = np.random.default_rng(SEED)
     real_space, miller, x, y, z, bbox, pixels = simulate(rng)
     indexed = rng.random(N_SPOTS) < 0.9
-    signal = np.array([int((mask == VALID_FOREGROUND).sum()) for _, mask, _ in pixels], dtype=np.int32)
+    signal = np.array(
+        [int((mask == VALID_FOREGROUND).sum()) for _, mask, _ in pixels], dtype=np.int32
+    )
     table = ReflectionTable(nrows=N_SPOTS, identifiers={0: IDENTIFIER}, version=2)
     table.columns["bbox"] = bbox
-    table.columns["flags"] = np.where(indexed, STRONG | INDEXED, STRONG).astype(np.uint64)
+    table.columns["flags"] = np.where(indexed, STRONG | INDEXED, STRONG).astype(
+        np.uint64
+    )
     table.columns["id"] = np.zeros(N_SPOTS, np.int32)
-    table.columns["intensity.sum.value"] = np.array([float(data[mask > 0].sum()) for data, mask, _ in pixels])
-    table.columns["miller_index"] = np.where(indexed[:, None], miller, 0).astype(np.int32)
+    table.columns["intensity.sum.value"] = np.array(
+        [float(data[mask > 0].sum()) for data, mask, _ in pixels]
+    )
+    table.columns["miller_index"] = np.where(indexed[:, None], miller, 0).astype(
+        np.int32
+    )
     table.columns["n_signal"] = signal
     table.columns["panel"] = np.zeros(N_SPOTS, np.uint64)
     table.columns["xyzobs.px.value"] = np.stack([x, y, z], axis=1)
@@ -155,8 +215,12 @@ def main(output: Path) -> None:
     table.column_order = sorted([*table.columns, "shoebox"])
     output.mkdir(parents=True, exist_ok=True)
     write_reflections(table, output / "indexed.refl")
-    (output / "indexed.expt").write_text(json.dumps(experiment_list(real_space), indent=2) + "\n")
-    print(f"wrote {output / 'indexed.expt'} and {output / 'indexed.refl'} ({N_SPOTS} spots, {int(indexed.sum())} indexed)")
+    (output / "indexed.expt").write_text(
+        json.dumps(experiment_list(real_space), indent=2) + "\n"
+    )
+    print(
+        f"wrote {output / 'indexed.expt'} and {output / 'indexed.refl'} ({N_SPOTS} spots, {int(indexed.sum())} indexed)"
+    )
 
 
 if __name__ == "__main__":

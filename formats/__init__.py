@@ -4,6 +4,8 @@ This package knows bytes and nothing of spot sizes: it turns files into numpy ar
 small model objects, and reports every problem with a file as a :class:`FileFormatError`.
 """
 
+from __future__ import annotations
+
 from .errors import FileFormatError
 from .experiments import ExperimentList, read_experiments
 from .reflections import ReflectionTable, read_reflections, write_reflections

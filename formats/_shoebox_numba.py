@@ -4,15 +4,29 @@ They mirror ``shoeboxes._scan_numpy`` and ``shoeboxes._count_mask_values_numpy``
 check; the tests run both engines on the same files and compare.
 """
 
+from __future__ import annotations
+
 import numba
 import numpy as np
 
-from .shoeboxes import BAD_BBOX, BAD_PRESENT, HEADER_BYTES, OK, TOO_LARGE, TRUNCATED_HEADER
+from .shoeboxes import (
+    BAD_BBOX,
+    BAD_PRESENT,
+    HEADER_BYTES,
+    OK,
+    TOO_LARGE,
+    TRUNCATED_HEADER,
+)
 
 
 @numba.njit(cache=True, nogil=True)
 def _int32_at(blob, start):
-    value = np.int64(blob[start]) | (np.int64(blob[start + 1]) << 8) | (np.int64(blob[start + 2]) << 16) | (np.int64(blob[start + 3]) << 24)
+    value = (
+        np.int64(blob[start])
+        | (np.int64(blob[start + 1]) << 8)
+        | (np.int64(blob[start + 2]) << 16)
+        | (np.int64(blob[start + 3]) << 24)
+    )
     return value - (np.int64(1) << 32) if value >= (np.int64(1) << 31) else value
 
 
@@ -56,7 +70,9 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     position after the last record), with OK for sound records."""
     position = np.int64(position)
     for row in range(nrows):
-        problem, panel[row], present[row], _, pixel_bytes = _read_header(blob, position, bbox[row])
+        problem, panel[row], present[row], _, pixel_bytes = _read_header(
+            blob, position, bbox[row]
+        )
         if problem != OK:
             return problem, row, position
         position += HEADER_BYTES
@@ -87,7 +103,13 @@ def scan_and_count(blob, nrows, position, code, counts, has_data):
         position += HEADER_BYTES
         has_data[row] = marker != 0
         if n > 0:
-            counts[row] = n if code == 0 else _count_code(blob, position + 4 * n, n, 4 if marker == 1 else 1, code)
+            counts[row] = (
+                n
+                if code == 0
+                else _count_code(
+                    blob, position + 4 * n, n, 4 if marker == 1 else 1, code
+                )
+            )
         position += pixel_bytes
     return OK, 0, position
 
@@ -98,10 +120,16 @@ def count_mask_values(blob, present, data_offset, bbox, code, counts):
     for row in range(present.size):
         if present[row] == 0:
             continue
-        n = (np.int64(bbox[row, 1]) - bbox[row, 0]) * (np.int64(bbox[row, 3]) - bbox[row, 2]) * (np.int64(bbox[row, 5]) - bbox[row, 4])
+        n = (
+            (np.int64(bbox[row, 1]) - bbox[row, 0])
+            * (np.int64(bbox[row, 3]) - bbox[row, 2])
+            * (np.int64(bbox[row, 5]) - bbox[row, 4])
+        )
         if n == 0:
             continue
         if code == 0:
             counts[row] = n
             continue
-        counts[row] = _count_code(blob, data_offset[row] + 4 * n, n, 4 if present[row] == 1 else 1, code)
+        counts[row] = _count_code(
+            blob, data_offset[row] + 4 * n, n, 4 if present[row] == 1 else 1, code
+        )

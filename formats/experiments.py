@@ -28,7 +28,9 @@ def _vector(values, length: int = 3) -> np.ndarray:
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise ValueError(f"expected {length} finite numbers, found {values!r}") from None
+        raise ValueError(
+            f"expected {length} finite numbers, found {values!r}"
+        ) from None
     if len(numbers) != length or not all(math.isfinite(v) for v in numbers):
         raise ValueError(f"expected {length} finite numbers, found {values!r}")
     array = np.array(numbers)
@@ -38,7 +40,13 @@ def _vector(values, length: int = 3) -> np.ndarray:
 
 def _unit_normal(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
     """fast x slow, normalised (plain arithmetic: np.cross is slow on one 3-vector)."""
-    normal = np.array([fast[1] * slow[2] - fast[2] * slow[1], fast[2] * slow[0] - fast[0] * slow[2], fast[0] * slow[1] - fast[1] * slow[0]])
+    normal = np.array(
+        [
+            fast[1] * slow[2] - fast[2] * slow[1],
+            fast[2] * slow[0] - fast[0] * slow[2],
+            fast[0] * slow[1] - fast[1] * slow[0],
+        ]
+    )
     return normal / math.sqrt(normal @ normal)
 
 
@@ -117,7 +125,11 @@ class Crystal:
         lengths = [float(np.linalg.norm(v)) for v in (a, b, c)]
 
         def angle(u, v):
-            return float(np.degrees(np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))))
+            return float(
+                np.degrees(
+                    np.arccos(np.dot(u, v) / np.linalg.norm(u) / np.linalg.norm(v))
+                )
+            )
 
         return (*lengths, angle(b, c), angle(a, c), angle(a, b))
 
@@ -164,7 +176,10 @@ class ExperimentList:
 def _beam(d: dict) -> Beam:
     if "s0" in d and "direction" not in d:
         s0 = _vector(d["s0"])
-        return Beam(wavelength=float(1.0 / np.linalg.norm(s0)), direction=_vector(-s0 / np.linalg.norm(s0)))
+        return Beam(
+            wavelength=float(1.0 / np.linalg.norm(s0)),
+            direction=_vector(-s0 / np.linalg.norm(s0)),
+        )
     wavelength = float(d["wavelength"])
     if not wavelength > 0:
         raise ValueError(f"wavelength {wavelength} is not positive")
@@ -183,25 +198,39 @@ def _detector(d: dict) -> Detector:
     def descend(group: dict, parent: np.ndarray, parent_origin: np.ndarray) -> None:
         # parent: 3x3 with columns fast, slow, normal of the parent frame (lab frame).
         for child in group.get("children", []):
-            fast, slow, origin = _frame(child) if "fast_axis" in child else (None, None, None)
+            fast, slow, origin = (
+                _frame(child) if "fast_axis" in child else (None, None, None)
+            )
             if "panel" in child:
                 index = int(child["panel"])
                 fast, slow, origin = local_frames[index]
-                global_frames[index] = (parent @ fast, parent @ slow, parent_origin + parent @ origin)
+                global_frames[index] = (
+                    parent @ fast,
+                    parent @ slow,
+                    parent_origin + parent @ origin,
+                )
                 continue
             fast_g, slow_g = parent @ fast, parent @ slow
-            descend(child, np.column_stack([fast_g, slow_g, _unit_normal(fast_g, slow_g)]), parent_origin + parent @ origin)
+            descend(
+                child,
+                np.column_stack([fast_g, slow_g, _unit_normal(fast_g, slow_g)]),
+                parent_origin + parent @ origin,
+            )
 
     hierarchy = d.get("hierarchy")
     if hierarchy:
         fast, slow, origin = _frame(hierarchy)
-        descend(hierarchy, np.column_stack([fast, slow, _unit_normal(fast, slow)]), origin)
+        descend(
+            hierarchy, np.column_stack([fast, slow, _unit_normal(fast, slow)]), origin
+        )
     result = []
     for p, (fast, slow, origin) in zip(panels, global_frames):
         pixel_size = tuple(float(v) for v in p["pixel_size"])
         image_size = tuple(int(v) for v in p["image_size"])
         if len(pixel_size) != 2 or len(image_size) != 2 or min(pixel_size) <= 0:
-            raise ValueError(f"panel {p.get('name')!r} has an invalid pixel or image size")
+            raise ValueError(
+                f"panel {p.get('name')!r} has an invalid pixel or image size"
+            )
         result.append(
             Panel(
                 name=str(p.get("name", "")),
@@ -212,7 +241,9 @@ def _detector(d: dict) -> Detector:
                 image_size=image_size,
                 thickness=float(p.get("thickness", 0.0)),
                 mu=float(p.get("mu", 0.0)),
-                px_mm_strategy=str((p.get("px_mm_strategy") or {}).get("type", "SimplePxMmStrategy")),
+                px_mm_strategy=str(
+                    (p.get("px_mm_strategy") or {}).get("type", "SimplePxMmStrategy")
+                ),
             )
         )
     return Detector(panels=tuple(result))
@@ -224,35 +255,60 @@ def _scan(d: dict) -> Scan:
         start, width = (float(v) for v in d["oscillation"])
     else:
         properties = d.get("properties", {})
-        starts, widths = properties.get("oscillation") or [0.0], properties.get("oscillation_width") or [0.0]
+        starts, widths = (
+            properties.get("oscillation") or [0.0],
+            properties.get("oscillation_width") or [0.0],
+        )
         start, width = float(starts[0]), float(widths[0])
-    return Scan(image_range=(first, last), oscillation=(start, width), batch_offset=int(d.get("batch_offset", 0)))
+    return Scan(
+        image_range=(first, last),
+        oscillation=(start, width),
+        batch_offset=int(d.get("batch_offset", 0)),
+    )
 
 
 def _goniometer(d: dict) -> Goniometer:
     if "rotation_axis" in d:
         return Goniometer(rotation_axis=_vector(d["rotation_axis"]))
     axes, names = d["axes"], tuple(str(n) for n in d.get("names", ()))
-    return Goniometer(rotation_axis=_vector(axes[int(d.get("scan_axis", 0))]), axis_names=names)
+    return Goniometer(
+        rotation_axis=_vector(axes[int(d.get("scan_axis", 0))]), axis_names=names
+    )
 
 
 def _crystal(d: dict) -> Crystal:
-    real_space = np.array([_vector(d[key]) for key in ("real_space_a", "real_space_b", "real_space_c")])
+    real_space = np.array(
+        [_vector(d[key]) for key in ("real_space_a", "real_space_b", "real_space_c")]
+    )
     if abs(np.linalg.det(real_space)) < 1e-9:
         raise ValueError("the real-space vectors are degenerate")
     real_space.setflags(write=False)
-    return Crystal(real_space=real_space, space_group_hall_symbol=str(d.get("space_group_hall_symbol", "")).strip())
+    return Crystal(
+        real_space=real_space,
+        space_group_hall_symbol=str(d.get("space_group_hall_symbol", "")).strip(),
+    )
 
 
-_PARSERS = {"beam": _beam, "detector": _detector, "goniometer": _goniometer, "scan": _scan, "crystal": _crystal}
+_PARSERS = {
+    "beam": _beam,
+    "detector": _detector,
+    "goniometer": _goniometer,
+    "scan": _scan,
+    "crystal": _crystal,
+}
 
 
 def parse_experiments(document, path: str | None = None) -> ExperimentList:
     """Build an ExperimentList from the decoded JSON of an ``.expt`` file."""
-    if not isinstance(document, dict) or document.get("__id__") != "ExperimentList" or not isinstance(
-        document.get("experiment"), list
+    if (
+        not isinstance(document, dict)
+        or document.get("__id__") != "ExperimentList"
+        or not isinstance(document.get("experiment"), list)
     ):
-        raise FileFormatError(path, "is JSON but not a DIALS experiment list (no ExperimentList with experiments)")
+        raise FileFormatError(
+            path,
+            "is JSON but not a DIALS experiment list (no ExperimentList with experiments)",
+        )
     models: dict[str, list] = {}
     for kind, parse in _PARSERS.items():
         entries = document.get(kind) or []
@@ -260,11 +316,24 @@ def parse_experiments(document, path: str | None = None) -> ExperimentList:
         for index, entry in enumerate(entries):
             try:
                 parsed.append(parse(entry))
-            except (KeyError, TypeError, ValueError, IndexError, np.linalg.LinAlgError) as error:
-                detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
-                raise FileFormatError(path, f"has an invalid {kind} model (number {index}): {detail}") from None
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                IndexError,
+                np.linalg.LinAlgError,
+            ) as error:
+                detail = (
+                    f"missing {error}" if isinstance(error, KeyError) else str(error)
+                )
+                raise FileFormatError(
+                    path, f"has an invalid {kind} model (number {index}): {detail}"
+                ) from None
         models[kind] = parsed
-    templates = [entry.get("template") if isinstance(entry, dict) else None for entry in document.get("imageset") or []]
+    templates = [
+        entry.get("template") if isinstance(entry, dict) else None
+        for entry in document.get("imageset") or []
+    ]
     experiments = []
     for number, entry in enumerate(document["experiment"]):
         references = {}
@@ -274,7 +343,10 @@ def parse_experiments(document, path: str | None = None) -> ExperimentList:
                 continue
             pool = templates if kind == "imageset" else models[kind]
             if not isinstance(index, int) or not 0 <= index < len(pool):
-                raise FileFormatError(path, f"is corrupt: experiment {number} refers to {kind} {index!r}, which does not exist")
+                raise FileFormatError(
+                    path,
+                    f"is corrupt: experiment {number} refers to {kind} {index!r}, which does not exist",
+                )
             references[kind] = pool[index]
         experiments.append(
             Experiment(
@@ -292,9 +364,14 @@ def read_experiments(path: str | os.PathLike) -> ExperimentList:
     content = read_bytes(path)
     head = bytes(content[:64])
     if head.lstrip()[:1] != b"{":
-        raise FileFormatError(path, f"is not a DIALS experiment list: it looks like {describe_content(head)}")
+        raise FileFormatError(
+            path,
+            f"is not a DIALS experiment list: it looks like {describe_content(head)}",
+        )
     try:
         document = json.loads(bytes(content))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise FileFormatError(path, f"is not valid JSON ({error}): is it truncated?") from None
+        raise FileFormatError(
+            path, f"is not valid JSON ({error}): is it truncated?"
+        ) from None
     return parse_experiments(document, path=path)

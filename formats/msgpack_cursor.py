@@ -38,7 +38,11 @@ class MsgpackCursor:
     """Sequential reader over ``buffer`` (bytes, mmap or memoryview)."""
 
     def __init__(self, buffer, path: str | None = None):
-        self.buffer = memoryview(buffer).cast("B") if not isinstance(buffer, memoryview) else buffer
+        self.buffer = (
+            memoryview(buffer).cast("B")
+            if not isinstance(buffer, memoryview)
+            else buffer
+        )
         self.size = len(self.buffer)
         self.position = 0
         self.path = path
@@ -62,7 +66,9 @@ class MsgpackCursor:
 
     def _first_byte(self, expected: str) -> int:
         if self.position >= self.size:
-            raise self._fail(f"is truncated: it ends at byte {self.size}, where {expected} was expected (was it copied or written completely?)")
+            raise self._fail(
+                f"is truncated: it ends at byte {self.size}, where {expected} was expected (was it copied or written completely?)"
+            )
         first = self.buffer[self.position]
         self.position += 1
         return first
@@ -109,7 +115,9 @@ class MsgpackCursor:
         try:
             return str(self.buffer[start : start + length], "utf-8")
         except UnicodeDecodeError:
-            raise self._fail(f"is not a valid DIALS reflection table: the string at byte {start} is not UTF-8") from None
+            raise self._fail(
+                f"is not a valid DIALS reflection table: the string at byte {start} is not UTF-8"
+            ) from None
 
     def integer(self) -> int:
         first = self._first_byte("an integer")

@@ -20,7 +20,13 @@ import numpy as np
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
 from .shoeboxes import HEADER_BYTES, ShoeboxColumn, count_pixels_streaming
-from .source import MAP_FROM_BYTES, describe_content, populate_pages, read_bytes, release_pages
+from .source import (
+    MAP_FROM_BYTES,
+    describe_content,
+    populate_pages,
+    read_bytes,
+    release_pages,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +48,14 @@ COLUMN_TYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "int6": ("<i4", (6,)),
     "cctbx::miller::index<>": ("<i4", (3,)),
 }
-_TYPE_OF_ARRAY = {(np.dtype(d).str, shape): name for name, (d, shape) in COLUMN_TYPES.items()}
+_TYPE_OF_ARRAY = {
+    (np.dtype(d).str, shape): name for name, (d, shape) in COLUMN_TYPES.items()
+}
 
 PICKLE_ADVICE = (
     "is a legacy Python-pickle reflection table, which is never unpickled because loading a "
     "pickle can run arbitrary code; convert it with a current DIALS: dials.python -c "
-    "\"from dials.array_family import flex; "
+    '"from dials.array_family import flex; '
     "flex.reflection_table.from_file('old.refl').as_file('new.refl')\""
 )
 
@@ -93,7 +101,13 @@ class ReflectionTable:
         """Where every shoebox lies (built on first use), or None without a shoebox column."""
         if self._shoebox_index is None and self._shoebox_blob is not None:
             bbox = self.columns.get("bbox")
-            self._shoebox_index = ShoeboxColumn.from_blob(self._shoebox_blob, self.nrows, bbox_hint=bbox, engine=self._engine, path=self.path)
+            self._shoebox_index = ShoeboxColumn.from_blob(
+                self._shoebox_blob,
+                self.nrows,
+                bbox_hint=bbox,
+                engine=self._engine,
+                path=self.path,
+            )
         return self._shoebox_index
 
     @shoeboxes.setter
@@ -105,17 +119,27 @@ class ReflectionTable:
         elif self.shoebox_column_name is None:
             self.shoebox_column_name = "shoebox"
 
-    def count_shoebox_pixels(self, code: int, engine: str = "auto", release_pages: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def count_shoebox_pixels(
+        self, code: int, engine: str = "auto", release_pages: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the pixels with every bit of ``code``, and whether the row has pixel
         data. Without building the shoebox index when it is not built already: one pass
         over the column, optionally handing each finished stretch of the file back to the
         operating system (``release_pages``), so memory stays bounded on huge files."""
         if self._shoebox_index is not None:
-            return self._shoebox_index.count_mask_values(code, engine=engine), self._shoebox_index.has_pixel_data
+            return self._shoebox_index.count_mask_values(
+                code, engine=engine
+            ), self._shoebox_index.has_pixel_data
         if self._shoebox_blob is None:
             raise ValueError("the table has no shoebox column")
         return count_pixels_streaming(
-            self._shoebox_blob, self.nrows, code, engine=engine, bbox_hint=self.columns.get("bbox"), path=self.path, release_pages=release_pages
+            self._shoebox_blob,
+            self.nrows,
+            code,
+            engine=engine,
+            bbox_hint=self.columns.get("bbox"),
+            path=self.path,
+            release_pages=release_pages,
         )
 
     def populate_rows(self, start: int, stop: int, names) -> None:
@@ -136,7 +160,10 @@ class ReflectionTable:
         start, stop = max(0, int(start)), min(self.nrows, int(stop))
         part = ReflectionTable(
             nrows=stop - start,
-            columns={name: np.array(column[start:stop]) for name, column in self.columns.items()},
+            columns={
+                name: np.array(column[start:stop])
+                for name, column in self.columns.items()
+            },
             identifiers=None if self.identifiers is None else dict(self.identifiers),
             shoebox_column_name=self.shoebox_column_name,
             version=self.version,
@@ -146,8 +173,14 @@ class ReflectionTable:
         if self.shoebox_column_name is not None:
             index = self.shoeboxes
             record_starts = np.append(index.data_offset - HEADER_BYTES, index.blob.size)
-            part._shoebox_blob = np.array(index.blob[record_starts[start] : record_starts[stop]]) if stop > start else np.zeros(0, np.uint8)
-        part.column_order = [name for name in part.column_order if name not in self.raw_columns]  # skipped columns are not carried over
+            part._shoebox_blob = (
+                np.array(index.blob[record_starts[start] : record_starts[stop]])
+                if stop > start
+                else np.zeros(0, np.uint8)
+            )
+        part.column_order = [
+            name for name in part.column_order if name not in self.raw_columns
+        ]  # skipped columns are not carried over
         return part
 
     def column_type(self, name: str) -> str:
@@ -159,10 +192,14 @@ class ReflectionTable:
         try:
             return _TYPE_OF_ARRAY[(array.dtype.newbyteorder("<").str, array.shape[1:])]
         except KeyError:
-            raise ValueError(f"column {name!r} has dtype {array.dtype} and shape {array.shape}, not a DIALS type") from None
+            raise ValueError(
+                f"column {name!r} has dtype {array.dtype} and shape {array.shape}, not a DIALS type"
+            ) from None
 
 
-def _column_view(blob: np.ndarray, count: int, type_name: str, name: str, path) -> np.ndarray:
+def _column_view(
+    blob: np.ndarray, count: int, type_name: str, name: str, path
+) -> np.ndarray:
     dtype, shape = COLUMN_TYPES[type_name]
     dtype = np.dtype(dtype)
     element_bytes = dtype.itemsize * math.prod(shape)
@@ -174,7 +211,10 @@ def _column_view(blob: np.ndarray, count: int, type_name: str, name: str, path) 
         )
     if dtype == bool:
         if blob.size and blob.max() > 1:
-            raise FileFormatError(path, f"is corrupt: bool column {name!r} holds values other than 0 and 1")
+            raise FileFormatError(
+                path,
+                f"is corrupt: bool column {name!r} holds values other than 0 and 1",
+            )
         return blob.view(bool)
     return blob.view(dtype).reshape((count,) + shape)
 
@@ -189,7 +229,9 @@ class _Header(NamedTuple):
     columns: list[tuple[str, str, int, np.ndarray]]
 
 
-def parse_reflections(buffer, path: str | None = None, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:
+def parse_reflections(
+    buffer, path: str | None = None, engine: str = "auto", index_shoeboxes: bool = True
+) -> ReflectionTable:
     """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s).
 
     With ``index_shoeboxes`` (the default) the shoebox column is checked and indexed now, so
@@ -198,12 +240,20 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
     if header is None:
         header = _walked_header(MsgpackCursor(buffer, path))
     table = ReflectionTable(
-        nrows=header.nrows, identifiers=header.identifiers, version=header.version, path=path, header_keys=header.keys, _engine=engine
+        nrows=header.nrows,
+        identifiers=header.identifiers,
+        version=header.version,
+        path=path,
+        header_keys=header.keys,
+        _engine=engine,
     )
     for name, type_name, count, blob in header.columns:
         table.column_order.append(name)
         if count != header.nrows:
-            raise FileFormatError(path, f"is corrupt: column {name!r} has {count} elements but the table has {header.nrows} rows")
+            raise FileFormatError(
+                path,
+                f"is corrupt: column {name!r} has {count} elements but the table has {header.nrows} rows",
+            )
         if type_name in COLUMN_TYPES:
             table.columns[name] = _column_view(blob, count, type_name, name, path)
             continue
@@ -217,7 +267,9 @@ def parse_reflections(buffer, path: str | None = None, engine: str = "auto", ind
         )
         table.skipped_columns[name] = reason
         table.raw_columns[name] = (type_name, count, blob)
-        logger.warning("%s: column %r skipped: %s", path or "reflection table", name, reason)
+        logger.warning(
+            "%s: column %r skipped: %s", path or "reflection table", name, reason
+        )
     if index_shoeboxes:
         table.shoeboxes  # noqa: B018 (index now: a corrupt column raises here)
     return table
@@ -241,13 +293,26 @@ def _unpacked_header(buffer) -> _Header | None:
     import msgpack
 
     try:
-        tag, version, pairs = msgpack.unpackb(buffer, raw=False, strict_map_key=False, object_pairs_hook=_MapItems)
+        tag, version, pairs = msgpack.unpackb(
+            buffer, raw=False, strict_map_key=False, object_pairs_hook=_MapItems
+        )
     except Exception:  # noqa: BLE001 (anything msgpack refuses, the cursor explains)
         return None
-    if type(tag) is not str or tag != TABLE_TAG or type(version) is not int or version not in SUPPORTED_VERSIONS or type(pairs) is not _MapItems:
+    if (
+        type(tag) is not str
+        or tag != TABLE_TAG
+        or type(version) is not int
+        or version not in SUPPORTED_VERSIONS
+        or type(pairs) is not _MapItems
+    ):
         return None
     keys = tuple(key for key, _ in pairs)
-    if not all(type(key) is str for key in keys) or len(set(keys)) != len(keys) or not set(keys) <= set(HEADER_KEYS) or not {"nrows", "data"} <= set(keys):
+    if (
+        not all(type(key) is str for key in keys)
+        or len(set(keys)) != len(keys)
+        or not set(keys) <= set(HEADER_KEYS)
+        or not {"nrows", "data"} <= set(keys)
+    ):
         return None
     values = dict(pairs)
     identifiers = values.get("identifiers")
@@ -255,15 +320,28 @@ def _unpacked_header(buffer) -> _Header | None:
     if type(nrows) is not int or nrows < 0 or type(data) is not _MapItems:
         return None
     if identifiers is not None:
-        if type(identifiers) is not _MapItems or not all(type(k) is int and type(v) is str for k, v in identifiers):
+        if type(identifiers) is not _MapItems or not all(
+            type(k) is int and type(v) is str for k, v in identifiers
+        ):
             return None
         identifiers = dict(identifiers)
     columns = []
     for name, column in data:
-        if type(name) is not str or type(column) is not list or len(column) != 2 or type(column[1]) is not list or len(column[1]) != 2:
+        if (
+            type(name) is not str
+            or type(column) is not list
+            or len(column) != 2
+            or type(column[1]) is not list
+            or len(column[1]) != 2
+        ):
             return None
         type_name, (count, blob) = column
-        if type(type_name) is not str or type(count) is not int or count < 0 or type(blob) is not bytes:
+        if (
+            type(type_name) is not str
+            or type(count) is not int
+            or count < 0
+            or type(blob) is not bytes
+        ):
             return None
         columns.append((name, type_name, count, np.frombuffer(blob, dtype=np.uint8)))
     return _Header(version, keys, identifiers, nrows, columns)
@@ -276,12 +354,21 @@ def _walked_header(cursor: MsgpackCursor) -> _Header:
     if head[:1] == b"\x80":
         raise FileFormatError(path, PICKLE_ADVICE)
     if head[:1] not in (b"\x93", b"\xdc", b"\xdd"):
-        raise FileFormatError(path, f"is not a DIALS reflection table: it looks like {describe_content(head)}")
+        raise FileFormatError(
+            path,
+            f"is not a DIALS reflection table: it looks like {describe_content(head)}",
+        )
     if cursor.array_length() != 3:
-        raise FileFormatError(path, "is not a DIALS reflection table: its top-level msgpack array does not have 3 items")
+        raise FileFormatError(
+            path,
+            "is not a DIALS reflection table: its top-level msgpack array does not have 3 items",
+        )
     tag = cursor.string()
     if tag != TABLE_TAG:
-        raise FileFormatError(path, f"is not a DIALS reflection table: its tag is {tag!r}, not {TABLE_TAG!r}")
+        raise FileFormatError(
+            path,
+            f"is not a DIALS reflection table: its tag is {tag!r}, not {TABLE_TAG!r}",
+        )
     version = cursor.integer()
     if version not in SUPPORTED_VERSIONS:
         raise FileFormatError(
@@ -297,9 +384,15 @@ def _walked_header(cursor: MsgpackCursor) -> _Header:
     for _ in range(cursor.map_length()):
         key = cursor.string()
         if key not in HEADER_KEYS:
-            raise FileFormatError(path, f"is not a valid DIALS reflection table: unknown header key {key!r}")
+            raise FileFormatError(
+                path,
+                f"is not a valid DIALS reflection table: unknown header key {key!r}",
+            )
         if key in header_keys:
-            raise FileFormatError(path, f"is not a valid DIALS reflection table: header key {key!r} appears twice")
+            raise FileFormatError(
+                path,
+                f"is not a valid DIALS reflection table: header key {key!r} appears twice",
+            )
         header_keys.append(key)
         if key == "identifiers":
             identifiers = {}
@@ -314,30 +407,52 @@ def _walked_header(cursor: MsgpackCursor) -> _Header:
             columns = [_column_header(cursor) for _ in range(cursor.map_length())]
     if nrows is None or columns is None:
         missing = "nrows" if nrows is None else "data"
-        raise FileFormatError(path, f"is not a valid DIALS reflection table: the header has no {missing!r}")
+        raise FileFormatError(
+            path,
+            f"is not a valid DIALS reflection table: the header has no {missing!r}",
+        )
     if cursor.position != cursor.size:
-        raise FileFormatError(path, f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table")
+        raise FileFormatError(
+            path,
+            f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table",
+        )
     return _Header(version, tuple(header_keys), identifiers, nrows, columns)
 
 
 def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, np.ndarray]:
     name = cursor.string()
     if cursor.array_length() != 2:
-        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} is not a [type, data] pair")
+        raise FileFormatError(
+            cursor.path, f"is corrupt: column {name!r} is not a [type, data] pair"
+        )
     type_name = cursor.string()
     if cursor.array_length() != 2:
-        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} data is not a [count, bytes] pair")
+        raise FileFormatError(
+            cursor.path,
+            f"is corrupt: column {name!r} data is not a [count, bytes] pair",
+        )
     count = cursor.integer()
     if count < 0:
-        raise FileFormatError(cursor.path, f"is corrupt: column {name!r} claims {count} elements")
+        raise FileFormatError(
+            cursor.path, f"is corrupt: column {name!r} claims {count} elements"
+        )
     offset, length = cursor.binary()
-    return name, type_name, count, np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset)
+    return (
+        name,
+        type_name,
+        count,
+        np.frombuffer(cursor.buffer, dtype=np.uint8, count=length, offset=offset),
+    )
 
 
-def read_reflections(path: str | os.PathLike, engine: str = "auto", index_shoeboxes: bool = True) -> ReflectionTable:
+def read_reflections(
+    path: str | os.PathLike, engine: str = "auto", index_shoeboxes: bool = True
+) -> ReflectionTable:
     """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``)."""
     path = os.fspath(path)
-    return parse_reflections(read_bytes(path), path=path, engine=engine, index_shoeboxes=index_shoeboxes)
+    return parse_reflections(
+        read_bytes(path), path=path, engine=engine, index_shoeboxes=index_shoeboxes
+    )
 
 
 # --------------------------------------------------------------------------- writing
@@ -350,10 +465,14 @@ def _bin_header(length: int) -> bytes:
         return b"\xc5" + length.to_bytes(2, "big")
     if length < 1 << 32:
         return b"\xc6" + length.to_bytes(4, "big")
-    raise ValueError("a msgpack bin field holds at most 4 GiB; DIALS cannot write a larger column either")
+    raise ValueError(
+        "a msgpack bin field holds at most 4 GiB; DIALS cannot write a larger column either"
+    )
 
 
-def write_reflections(table: ReflectionTable, path: str | os.PathLike, version: int | None = None) -> None:
+def write_reflections(
+    table: ReflectionTable, path: str | os.PathLike, version: int | None = None
+) -> None:
     """Write ``table`` as DIALS does: msgpack, in the table's own version (2 for a new
     table) unless ``version`` says otherwise. A table read and written back is
     byte-identical. Writing version 1 rewrites uint8-mask shoebox records with int32 masks,
@@ -373,7 +492,9 @@ def write_reflections(table: ReflectionTable, path: str | os.PathLike, version: 
             shoebox_blob = reencode(table.shoeboxes, mask_kind=1).blob
     packer = msgpack.Packer(use_bin_type=True)
     names = table.column_order or sorted(
-        list(table.columns) + list(table.raw_columns) + ([table.shoebox_column_name] if table.shoebox_column_name else [])
+        list(table.columns)
+        + list(table.raw_columns)
+        + ([table.shoebox_column_name] if table.shoebox_column_name else [])
     )
     with open(path, "wb") as out:
         out.write(packer.pack_array_header(3))
@@ -395,9 +516,15 @@ def write_reflections(table: ReflectionTable, path: str | os.PathLike, version: 
                         type_name, count, blob = table.raw_columns[name]
                     else:
                         type_name = table.column_type(name)
-                        array = np.ascontiguousarray(table.columns[name], dtype=COLUMN_TYPES[type_name][0])
+                        array = np.ascontiguousarray(
+                            table.columns[name], dtype=COLUMN_TYPES[type_name][0]
+                        )
                         count = len(array)
-                        blob = array.view(np.uint8).reshape(-1) if array.size else np.zeros(0, np.uint8)
+                        blob = (
+                            array.view(np.uint8).reshape(-1)
+                            if array.size
+                            else np.zeros(0, np.uint8)
+                        )
                     out.write(packer.pack(name))
                     out.write(packer.pack_array_header(2))
                     out.write(packer.pack(type_name))

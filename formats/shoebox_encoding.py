@@ -41,9 +41,17 @@ def encode_shoeboxes(
         shape = (z1 - z0, y1 - y0, x1 - x0)
         data, mask, background = (np.asarray(a) for a in arrays)
         if data.shape != shape or mask.shape != shape or background.shape != shape:
-            raise ValueError(f"row {row}: pixel arrays must have the bbox's shape {shape}")
-        if mask_kind == UINT8_MASK and mask.size and (mask.min() < 0 or mask.max() > 255):
-            raise ValueError(f"row {row}: mask values outside 0..255 cannot be stored as uint8")
+            raise ValueError(
+                f"row {row}: pixel arrays must have the bbox's shape {shape}"
+            )
+        if (
+            mask_kind == UINT8_MASK
+            and mask.size
+            and (mask.min() < 0 or mask.max() > 255)
+        ):
+            raise ValueError(
+                f"row {row}: mask values outside 0..255 cannot be stored as uint8"
+            )
         pieces.append(bytes([mask_kind]))
         pieces.append(np.ascontiguousarray(data, dtype="<f4").tobytes())
         pieces.append(np.ascontiguousarray(mask, dtype=mask_dtype).tobytes())

@@ -36,7 +36,9 @@ from .errors import FileFormatError
 
 HEADER_BYTES = 29
 NO_PIXEL_DATA, INT32_MASK, UINT8_MASK = 0, 1, 2
-BYTES_PER_VOXEL = np.array([0, 12, 9], dtype=np.int64)  # data + mask + background, by `present`
+BYTES_PER_VOXEL = np.array(
+    [0, 12, 9], dtype=np.int64
+)  # data + mask + background, by `present`
 _HEADER_DTYPE = np.dtype([("panel", "<u4"), ("bbox", "<i4", (6,)), ("present", "u1")])
 assert _HEADER_DTYPE.itemsize == HEADER_BYTES
 
@@ -47,7 +49,9 @@ PREFETCH_BYTES = 1 << 26  # mapped ahead of the streaming scan in one call
 OK, TRUNCATED_HEADER, BAD_BBOX, BAD_PRESENT, TOO_LARGE, TRAILING_BYTES = range(6)
 
 
-def record_sizes(bbox: np.ndarray, present: np.ndarray, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def record_sizes(
+    bbox: np.ndarray, present: np.ndarray, remaining: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Byte size of each record and a problem code (OK where the record is sound).
 
     ``remaining`` is the number of column bytes after each record's header: a bbox whose
@@ -60,14 +64,23 @@ def record_sizes(bbox: np.ndarray, present: np.ndarray, remaining: np.ndarray) -
     problem[(extent < 0).any(axis=1)] = BAD_BBOX
     problem[(present > UINT8_MASK) & (problem == OK)] = BAD_PRESENT
     per_voxel = BYTES_PER_VOXEL[np.minimum(present, UINT8_MASK)]
-    volume_estimate = np.prod(np.maximum(extent, 0).astype(np.float64), axis=1) * per_voxel
+    volume_estimate = (
+        np.prod(np.maximum(extent, 0).astype(np.float64), axis=1) * per_voxel
+    )
     problem[(volume_estimate > remaining) & (problem == OK)] = TOO_LARGE
     sound = problem == OK
     voxels = np.where(sound, np.prod(np.maximum(extent, 0), axis=1), 0)
     return HEADER_BYTES + voxels * per_voxel, problem
 
 
-def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None, start_row: int = 0, stop_row: int | None = None, position: int = 0):
+def _scan_numpy(
+    blob: np.ndarray,
+    nrows: int,
+    bbox_hint: np.ndarray | None,
+    start_row: int = 0,
+    stop_row: int | None = None,
+    position: int = 0,
+):
     """Speculative, windowed scan of rows [start_row, stop_row), the first starting at byte
     ``position``: returns their headers and data offsets, (problem, row) and the position
     after the last record read."""
@@ -86,7 +99,10 @@ def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None, star
         stop = min(stop_row, row + window)
         hint = bbox_hint[row:stop]
         hint_extent = np.maximum(hint[:, 1::2].astype(np.int64) - hint[:, 0::2], 0)
-        hint_sizes = HEADER_BYTES + np.prod(hint_extent, axis=1) * BYTES_PER_VOXEL[min(guess_present, 2)]
+        hint_sizes = (
+            HEADER_BYTES
+            + np.prod(hint_extent, axis=1) * BYTES_PER_VOXEL[min(guess_present, 2)]
+        )
         starts = np.empty(stop - row, dtype=np.int64)
         starts[0] = position
         np.cumsum(hint_sizes[:-1], out=starts[1:])
@@ -94,7 +110,11 @@ def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None, star
         inside = starts + HEADER_BYTES <= size
         gathered = blob[np.minimum(starts[:, None] + byte_steps, size - 1)]
         window_headers = np.ascontiguousarray(gathered).view(_HEADER_DTYPE)[:, 0]
-        sizes, problem = record_sizes(window_headers["bbox"], window_headers["present"], size - starts - HEADER_BYTES)
+        sizes, problem = record_sizes(
+            window_headers["bbox"],
+            window_headers["present"],
+            size - starts - HEADER_BYTES,
+        )
         problem[~inside] = TRUNCATED_HEADER
         # A guess is confirmed while each record's true size equals the predicted one:
         # the first disagreement (or problem) is the last record read at a known start.
@@ -107,11 +127,20 @@ def _scan_numpy(blob: np.ndarray, nrows: int, bbox_hint: np.ndarray | None, star
             return headers, data_offset, (int(problem[last]), row + last), position
         position = int(starts[last] + sizes[last])
         row += last + 1
-        window = min(window * 2, 1 << 20) if not wrong.any() else max(64, 2 * (last + 1))
+        window = (
+            min(window * 2, 1 << 20) if not wrong.any() else max(64, 2 * (last + 1))
+        )
     return headers, data_offset, (OK, 0), position
 
 
-def _scan_numba(blob: np.ndarray, nrows: int, bbox_hint=None, start_row: int = 0, stop_row: int | None = None, position: int = 0):
+def _scan_numba(
+    blob: np.ndarray,
+    nrows: int,
+    bbox_hint=None,
+    start_row: int = 0,
+    stop_row: int | None = None,
+    position: int = 0,
+):
     from ._shoebox_numba import scan_records
 
     stop_row = nrows if stop_row is None else stop_row
@@ -119,7 +148,9 @@ def _scan_numba(blob: np.ndarray, nrows: int, bbox_hint=None, start_row: int = 0
     headers = np.zeros(n, dtype=_HEADER_DTYPE)
     panel, bbox = np.zeros(n, dtype=np.uint32), np.zeros((n, 6), dtype=np.int32)
     present, data_offset = np.zeros(n, dtype=np.uint8), np.zeros(n, dtype=np.int64)
-    problem, row, position = scan_records(blob, n, position, panel, bbox, present, data_offset)
+    problem, row, position = scan_records(
+        blob, n, position, panel, bbox, present, data_offset
+    )
     headers["panel"], headers["bbox"], headers["present"] = panel, bbox, present
     return headers, data_offset, (int(problem), start_row + int(row)), int(position)
 
@@ -171,21 +202,36 @@ def count_pixels_streaming(
         stop = min(nrows, start + rows_per_chunk)
         source.populate_pages(blob[position : position + PREFETCH_BYTES])
         if compiled:  # indexing and counting in one pass
-            problem, _, end = scan_and_count(blob, stop - start, position, code, counts[start:stop], has_data[start:stop])
+            problem, _, end = scan_and_count(
+                blob,
+                stop - start,
+                position,
+                code,
+                counts[start:stop],
+                has_data[start:stop],
+            )
         else:
-            headers, data_offset, (problem, _), end = _scan_numpy(blob, nrows, bbox_hint, start, stop, position)
+            headers, data_offset, (problem, _), end = _scan_numpy(
+                blob, nrows, bbox_hint, start, stop, position
+            )
         if problem != OK:
-            ShoeboxColumn.from_blob(blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path)  # raises, with details
+            ShoeboxColumn.from_blob(
+                blob, nrows, bbox_hint=bbox_hint, engine=engine, path=path
+            )  # raises, with details
             raise FileFormatError(path, "has a corrupt shoebox column")  # not reached
         if not compiled:
-            chunk = ShoeboxColumn(blob, headers["panel"], headers["bbox"], headers["present"], data_offset)
+            chunk = ShoeboxColumn(
+                blob, headers["panel"], headers["bbox"], headers["present"], data_offset
+            )
             counts[start:stop] = _count_mask_values_numpy(chunk, code)
             has_data[start:stop] = chunk.has_pixel_data
         if release_pages:
             source.release_pages(blob[position:end])
         position = end
     if position != blob.size:
-        raise FileFormatError(path, _problem_message(TRAILING_BYTES, nrows, None, blob.size))
+        raise FileFormatError(
+            path, _problem_message(TRAILING_BYTES, nrows, None, blob.size)
+        )
     return counts, has_data
 
 
@@ -234,12 +280,22 @@ class ShoeboxColumn:
     ) -> "ShoeboxColumn":
         """Index ``nrows`` records in ``blob`` (uint8); raise FileFormatError if corrupt."""
         _check_row_count(blob, nrows, path)
-        headers, data_offset, (problem, row), end = _scan(engine, blob, nrows, bbox_hint)
+        headers, data_offset, (problem, row), end = _scan(
+            engine, blob, nrows, bbox_hint
+        )
         if problem == OK and end != blob.size:
             problem, row = TRAILING_BYTES, nrows
         if problem != OK:
-            raise FileFormatError(path, _problem_message(problem, row, headers, blob.size))
-        return cls(blob, headers["panel"].copy(), headers["bbox"].copy(), headers["present"].copy(), data_offset)
+            raise FileFormatError(
+                path, _problem_message(problem, row, headers, blob.size)
+            )
+        return cls(
+            blob,
+            headers["panel"].copy(),
+            headers["bbox"].copy(),
+            headers["present"].copy(),
+            data_offset,
+        )
 
     def __len__(self) -> int:
         return len(self.present)
@@ -264,7 +320,9 @@ class ShoeboxColumn:
             from ._shoebox_numba import count_mask_values
 
             counts = np.zeros(len(self), dtype=np.int64)
-            count_mask_values(self.blob, self.present, self.data_offset, self.bbox, code, counts)
+            count_mask_values(
+                self.blob, self.present, self.data_offset, self.bbox, code, counts
+            )
             return counts
         return _count_mask_values_numpy(self, code)
 
@@ -283,7 +341,9 @@ class ShoeboxColumn:
         return data.reshape(shape), mask.reshape(shape), background.reshape(shape)
 
 
-def _segment_indices(starts: np.ndarray, lengths: np.ndarray, stride: np.ndarray | int = 1) -> np.ndarray:
+def _segment_indices(
+    starts: np.ndarray, lengths: np.ndarray, stride: np.ndarray | int = 1
+) -> np.ndarray:
     """Concatenated ``start + stride * arange(length)`` for every segment, vectorised."""
     total = int(lengths.sum())
     offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -293,7 +353,9 @@ def _segment_indices(starts: np.ndarray, lengths: np.ndarray, stride: np.ndarray
     return np.repeat(starts, lengths) + steps * stride
 
 
-def _count_mask_values_numpy(column: ShoeboxColumn, code: int, voxels_per_chunk: int = 1 << 22) -> np.ndarray:
+def _count_mask_values_numpy(
+    column: ShoeboxColumn, code: int, voxels_per_chunk: int = 1 << 22
+) -> np.ndarray:
     """Chunked gather of mask bytes; memory is bounded by ``voxels_per_chunk``, not the file."""
     n_voxels = column.n_voxels
     counts = np.zeros(len(column), dtype=np.int64)
@@ -309,7 +371,9 @@ def _count_mask_values_numpy(column: ShoeboxColumn, code: int, voxels_per_chunk:
         limit = (cumulative[begin - 1] if begin else 0) + voxels_per_chunk
         end = max(begin + 1, int(np.searchsorted(cumulative, limit, side="right")))
         lengths = n_voxels[rows[begin:end]]
-        mask_bytes = column.blob[_segment_indices(mask_start[begin:end], lengths, stride[begin:end])]
+        mask_bytes = column.blob[
+            _segment_indices(mask_start[begin:end], lengths, stride[begin:end])
+        ]
         hits = np.concatenate(([0], np.cumsum((mask_bytes & code) == code)))
         bounds = np.cumsum(lengths)
         counts[rows[begin:end]] = hits[bounds] - hits[bounds - lengths]

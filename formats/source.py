@@ -28,7 +28,10 @@ def without_compression_suffix(name: str) -> str:
 
 # Leading bytes of formats a user might pass by mistake, to say what a file looks like.
 _SIGNATURES = (
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a NeXus image file or an HDF5 reflection table)"),
+    (
+        b"\x89HDF\r\n\x1a\n",
+        "an HDF5 file (a NeXus image file or an HDF5 reflection table)",
+    ),
     (b"\x1f\x8b", "gzip-compressed data (rename it to end in .gz)"),
     (b"BZh", "bzip2-compressed data (rename it to end in .bz2)"),
     (b"\xfd7zXZ\x00", "xz-compressed data (rename it to end in .xz)"),
@@ -71,8 +74,9 @@ def _decompress(path: str, suffix: str) -> bytes:
             import zstandard
         except ImportError:
             raise FileFormatError(
-                path, "is zstandard-compressed but the zstandard package is not installed: "
-                "pip install zstandard, or decompress the file first"
+                path,
+                "is zstandard-compressed but the zstandard package is not installed: "
+                "pip install zstandard, or decompress the file first",
             ) from None
         with open(path, "rb") as handle:
             reader = zstandard.ZstdDecompressor().stream_reader(handle)
@@ -97,14 +101,18 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
             except (FileNotFoundError, IsADirectoryError, PermissionError):
                 raise
             except (OSError, EOFError, lzma.LZMAError, ValueError) as error:
-                raise FileFormatError(path, f"cannot be decompressed as {suffix} data ({error})") from None
+                raise FileFormatError(
+                    path, f"cannot be decompressed as {suffix} data ({error})"
+                ) from None
             if not content:
                 raise FileFormatError(path, "is empty once decompressed")
             return memoryview(content)
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if size == 0:
-                raise FileFormatError(path, "is empty (0 bytes): was it written completely?")
+                raise FileFormatError(
+                    path, "is empty (0 bytes): was it written completely?"
+                )
             if size < MAP_FROM_BYTES:  # small files: one read is cheaper than a mapping
                 return memoryview(handle.read())
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
@@ -118,12 +126,16 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
     except IsADirectoryError:
         raise FileFormatError(path, "is a directory, not a file") from None
     except OSError as error:
-        raise FileFormatError(path, f"cannot be read ({error.strerror or error})") from None
+        raise FileFormatError(
+            path, f"cannot be read ({error.strerror or error})"
+        ) from None
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14
 MAP_FROM_BYTES = 1 << 22  # files from this size are memory-mapped, smaller ones read
-PAGE_WORK_FROM_BYTES = 1 << 20  # page populate/release only for arrays at least this big
+PAGE_WORK_FROM_BYTES = (
+    1 << 20
+)  # page populate/release only for arrays at least this big
 
 
 def _mapped_range(array):
@@ -138,7 +150,10 @@ def _mapped_range(array):
         owner = owner.obj
     if not isinstance(owner, mmap.mmap):
         return None
-    start = array.__array_interface__["data"][0] - np.frombuffer(owner, np.uint8, count=1).__array_interface__["data"][0]
+    start = (
+        array.__array_interface__["data"][0]
+        - np.frombuffer(owner, np.uint8, count=1).__array_interface__["data"][0]
+    )
     return owner, start, start + array.nbytes
 
 
@@ -152,7 +167,10 @@ def populate_pages(array) -> None:
     first = start // mmap.PAGESIZE * mmap.PAGESIZE
     try:
         owner.madvise(MADV_POPULATE_READ, first, min(end, len(owner)) - first)
-    except (OSError, ValueError):  # older kernels: ordinary page faults do the same work
+    except (
+        OSError,
+        ValueError,
+    ):  # older kernels: ordinary page faults do the same work
         pass
 
 

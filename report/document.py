@@ -12,7 +12,18 @@ from ..algorithms.mask_codes import mask_code_value
 from .plots import figures
 
 SCHEMA_VERSION = 1
-DATASET_KEYS = ("name", "n_rows", "require", "exclude", "require_was_automatic", "n_selected", "n_without_pixel_data", "n_counted", "size_source", "size_source_note")
+DATASET_KEYS = (
+    "name",
+    "n_rows",
+    "require",
+    "exclude",
+    "require_was_automatic",
+    "n_selected",
+    "n_without_pixel_data",
+    "n_counted",
+    "size_source",
+    "size_source_note",
+)
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
@@ -43,7 +54,10 @@ def json_document(analysis) -> dict:
         "version": __version__,
         "schema_version": SCHEMA_VERSION,
         "parameters": parameters_as_dict(analysis.params),
-        "mask_code": {"names": result.mask_code, "value": mask_code_value(result.mask_code)},
+        "mask_code": {
+            "names": result.mask_code,
+            "value": mask_code_value(result.mask_code),
+        },
         "inputs": analysis.inputs,
         "skipped_files": analysis.skipped_files,
         "selection": selection,
@@ -88,7 +102,9 @@ def compact_json_pieces(value) -> Iterator[str]:
     elif isinstance(value, list) and len(value) > ITEMS_PER_PIECE:
         yield "["
         for start in range(0, len(value), ITEMS_PER_PIECE):
-            yield ("," if start else "") + _compact(value[start : start + ITEMS_PER_PIECE])[1:-1]
+            yield ("," if start else "") + _compact(
+                value[start : start + ITEMS_PER_PIECE]
+            )[1:-1]
         yield "]"
     else:
         yield _compact(value)

@@ -17,9 +17,13 @@ from .. import __version__
 def plotly_js() -> str:
     """The minified plotly.js that the installed ``plotly`` package ships."""
     try:
-        return (importlib.resources.files("plotly") / "package_data" / "plotly.min.js").read_text(encoding="utf-8")
+        return (
+            importlib.resources.files("plotly") / "package_data" / "plotly.min.js"
+        ).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):
-        raise RuntimeError("the HTML report needs the plotly package: pip install plotly, or set output.html=None") from None
+        raise RuntimeError(
+            "the HTML report needs the plotly package: pip install plotly, or set output.html=None"
+        ) from None
 
 
 def _script_json(value) -> str:
@@ -30,7 +34,8 @@ def _script_json(value) -> str:
 def _table(header, rows) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_number(v))}</td>" for v in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{html.escape(_number(v))}</td>" for v in row) + "</tr>"
+        for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -63,15 +68,33 @@ def html_report(analysis, changed_parameters: str = "") -> str:
     histogram = document["histogram"]
     names = ["n", "mean", "std", "min", "p5", "p25", "median", "p75", "p95", "max"]
     dataset_rows = [
-        [d["name"], d["n_rows"], "+".join(d["require"]) or "-", "+".join(d["exclude"]) or "-", d["n_selected"], d["n_without_pixel_data"], d["n_counted"]]
+        [
+            d["name"],
+            d["n_rows"],
+            "+".join(d["require"]) or "-",
+            "+".join(d["exclude"]) or "-",
+            d["n_selected"],
+            d["n_without_pixel_data"],
+            d["n_counted"],
+        ]
         for d in selection["datasets"]
     ]
     if len(dataset_rows) > 1:
-        dataset_rows.append(["all", selection["n_rows"], "", "", selection["n_selected"], selection["n_without_pixel_data"], selection["n_counted"]])
+        dataset_rows.append(
+            [
+                "all",
+                selection["n_rows"],
+                "",
+                "",
+                selection["n_selected"],
+                selection["n_without_pixel_data"],
+                selection["n_counted"],
+            ]
+        )
     sections = []
     for name, figure in document["plots"].items():
         sections.append(
-            f'<h2>{html.escape(figure["layout"]["title"]["text"])}</h2>\n'
+            f"<h2>{html.escape(figure['layout']['title']['text'])}</h2>\n"
             f'<p class="help">{html.escape(figure["help"])}</p>\n'
             f'<div class="plot" id="{name}"></div>'
         )

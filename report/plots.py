@@ -23,7 +23,10 @@ def histogram_figure(result: SpotSizeResult) -> dict:
     filled = histogram.counts.nonzero()[0]
     if filled.size and filled[-1] + 1 < 0.6 * histogram.n_bins:
         # Open on the populated bins (a double-click on the graph shows the whole range).
-        xaxis["range"] = [histogram.data_min, histogram.data_min + float(filled[-1] + 3) * histogram.bin_width]
+        xaxis["range"] = [
+            histogram.data_min,
+            histogram.data_min + float(filled[-1] + 3) * histogram.bin_width,
+        ]
     return {
         "data": [
             {
@@ -37,16 +40,24 @@ def histogram_figure(result: SpotSizeResult) -> dict:
             }
         ],
         "layout": {
-            "title": {"text": f"Spot sizes: {histogram.n_in_range + histogram.n_out_of_range} reflections ({selection_words(result)}), mask {code}"},
+            "title": {
+                "text": f"Spot sizes: {histogram.n_in_range + histogram.n_out_of_range} reflections ({selection_words(result)}), mask {code}"
+            },
             "xaxis": xaxis,
             "yaxis": {"title": {"text": "Number of reflections"}},
             "bargap": 0,
             "annotations": [
                 {
                     "text": f"{histogram.n_out_of_range} out of range",
-                    "xref": "paper", "yref": "paper", "x": 1, "y": 1, "showarrow": False,
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 1,
+                    "y": 1,
+                    "showarrow": False,
                 }
-            ] if histogram.n_out_of_range else [],
+            ]
+            if histogram.n_out_of_range
+            else [],
         },
         "help": (
             "How many reflections have each size, the size being the number of shoebox pixels "
@@ -73,7 +84,10 @@ def per_image_figure(result: SpotSizeResult) -> dict:
     return {
         "data": [
             _median_trace(images, result.by_image, "median"),
-            {**_median_trace(images, result.by_image, "mean"), "y": [e["mean"] for e in result.by_image]},
+            {
+                **_median_trace(images, result.by_image, "mean"),
+                "y": [e["mean"] for e in result.by_image],
+            },
         ],
         "layout": {
             "title": {"text": "Spot size per image"},
@@ -92,7 +106,13 @@ def per_resolution_figure(result: SpotSizeResult) -> dict:
     shells = result.by_resolution
     centres = [((1 / e["d_max"] ** 2) + (1 / e["d_min"] ** 2)) / 2 for e in shells]
     return {
-        "data": [_median_trace(centres, shells, "median"), {**_median_trace(centres, shells, "mean"), "y": [e["mean"] for e in shells]}],
+        "data": [
+            _median_trace(centres, shells, "median"),
+            {
+                **_median_trace(centres, shells, "mean"),
+                "y": [e["mean"] for e in shells],
+            },
+        ],
         "layout": {
             "title": {"text": "Spot size against resolution"},
             "xaxis": {

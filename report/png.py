@@ -32,7 +32,14 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
     FigureCanvasAgg(figure)
     axes = figure.add_subplot(1, 1, 1)
     centres, counts = histogram.bin_centers, histogram.counts
-    axes.bar(centres, counts, width=histogram.bin_width, color=BAR_COLOUR, edgecolor="none", align="center")
+    axes.bar(
+        centres,
+        counts,
+        width=histogram.bin_width,
+        color=BAR_COLOUR,
+        edgecolor="none",
+        align="center",
+    )
     axes.set_xlim(histogram.data_min, histogram.data_max)
     if log_scale:
         axes.set_yscale("log")
@@ -43,9 +50,20 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
     axes.set_xlabel(f"Spot size ({code} pixels)")
     axes.set_ylabel("Number of reflections" + (" (log scale)" if log_scale else ""))
     counted = histogram.n_in_range + histogram.n_out_of_range
-    axes.set_title(f"{counted} spots counted ({selection_words(result)}), mask {code}", fontsize=11)
+    axes.set_title(
+        f"{counted} spots counted ({selection_words(result)}), mask {code}", fontsize=11
+    )
     note = f"{histogram.n_out_of_range} out of range [{histogram.data_min:g}, {histogram.data_max:g}]"
-    axes.text(0.99, 0.97, note, transform=axes.transAxes, ha="right", va="top", fontsize=9, color="#555555")
+    axes.text(
+        0.99,
+        0.97,
+        note,
+        transform=axes.transAxes,
+        ha="right",
+        va="top",
+        fontsize=9,
+        color="#555555",
+    )
     figure.tight_layout()
     figure.canvas.draw()
     box = axes.get_window_extent()
@@ -60,7 +78,9 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
         "x_range": list(axes.get_xlim()),
         "y_range": list(axes.get_ylim()),
     }
-    figure.savefig(path, format="png", dpi=DPI, metadata={METADATA_KEY: json.dumps(metadata)})
+    figure.savefig(
+        path, format="png", dpi=DPI, metadata={METADATA_KEY: json.dumps(metadata)}
+    )
 
 
 def read_png_metadata(path) -> dict:
@@ -75,7 +95,10 @@ def read_png_metadata(path) -> dict:
     position = 8
     while position + 8 <= len(content):
         (length,) = struct.unpack(">I", content[position : position + 4])
-        kind, data = content[position + 4 : position + 8], content[position + 8 : position + 8 + length]
+        kind, data = (
+            content[position + 4 : position + 8],
+            content[position + 8 : position + 8 + length],
+        )
         position += 12 + length
         if kind not in (b"tEXt", b"iTXt", b"zTXt"):
             continue
@@ -84,7 +107,9 @@ def read_png_metadata(path) -> dict:
             continue
         if kind == b"zTXt":
             value = zlib.decompress(value[1:])
-        elif kind == b"iTXt":  # compression flag, method, language\0, translated keyword\0, text
+        elif (
+            kind == b"iTXt"
+        ):  # compression flag, method, language\0, translated keyword\0, text
             flag, value = value[0], value[2:].split(b"\x00", 2)[2]
             value = zlib.decompress(value) if flag else value
         return json.loads(value.decode("utf-8" if kind == b"iTXt" else "latin-1"))

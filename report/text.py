@@ -12,14 +12,26 @@ MOST_DATASETS_LISTED = 20
 MOST_GROUP_ROWS = 200
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence], title: str | None = None) -> str:
+def format_table(
+    header: Sequence[str], rows: Sequence[Sequence], title: str | None = None
+) -> str:
     """A plain-text table; numbers right-aligned, text left-aligned."""
     cells = [[_cell(value) for value in row] for row in rows]
-    widths = [max(len(str(h)), *(len(row[i]) for row in cells)) if cells else len(str(h)) for i, h in enumerate(header)]
-    numeric = [any(_is_number(row[i]) for row in rows) and all(_is_number(row[i]) or row[i] is None for row in rows) for i in range(len(header))]
+    widths = [
+        max(len(str(h)), *(len(row[i]) for row in cells)) if cells else len(str(h))
+        for i, h in enumerate(header)
+    ]
+    numeric = [
+        any(_is_number(row[i]) for row in rows)
+        and all(_is_number(row[i]) or row[i] is None for row in rows)
+        for i in range(len(header))
+    ]
 
     def line(values):
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric)
+        ).rstrip()
 
     out = [title] if title else []
     out.append(line([str(h) for h in header]))
@@ -40,29 +52,62 @@ def _cell(value) -> str:
     return str(value)
 
 
-def selection_lines(result: SpotSizeResult, most: int = MOST_DATASETS_LISTED) -> list[str]:
+def selection_lines(
+    result: SpotSizeResult, most: int = MOST_DATASETS_LISTED
+) -> list[str]:
     datasets = result.datasets
     lines = []
     automatic = [d for d in datasets if d.require_was_automatic]
     for choice in sorted({tuple(d.require) for d in automatic}):
         chosen = "+".join(choice) or "no flag requirement"
-        why = "the table has indexed reflections, as in the DIALS tutorial" if choice else "no reflection is indexed, so every reflection is used"
+        why = (
+            "the table has indexed reflections, as in the DIALS tutorial"
+            if choice
+            else "no reflection is indexed, so every reflection is used"
+        )
         which = [d.name for d in automatic if tuple(d.require) == choice]
         where = which[0] if len(which) == 1 else f"{len(which)} datasets"
         lines.append(f"{where}: flags.require=Auto chose {chosen} ({why})")
     for note in sorted({d.size_source_note for d in datasets if d.size_source_note}):
         which = [d.name for d in datasets if d.size_source_note == note]
-        lines.append(f"{which[0] if len(which) == 1 else f'{len(which)} datasets'}: {note}")
-    rows = [[d.name, d.n_rows, d.n_selected, d.n_without_pixel_data, d.n_counted] for d in datasets[:most]]
+        lines.append(
+            f"{which[0] if len(which) == 1 else f'{len(which)} datasets'}: {note}"
+        )
+    rows = [
+        [d.name, d.n_rows, d.n_selected, d.n_without_pixel_data, d.n_counted]
+        for d in datasets[:most]
+    ]
     if len(datasets) > most:
-        rows.append([f"... {len(datasets) - most} more (all in the JSON)", None, None, None, None])
+        rows.append(
+            [
+                f"... {len(datasets) - most} more (all in the JSON)",
+                None,
+                None,
+                None,
+                None,
+            ]
+        )
     totals = result.selection
     if len(datasets) > 1:
-        rows.append(["all", totals["n_rows"], totals["n_selected"], totals["n_without_pixel_data"], totals["n_counted"]])
+        rows.append(
+            [
+                "all",
+                totals["n_rows"],
+                totals["n_selected"],
+                totals["n_without_pixel_data"],
+                totals["n_counted"],
+            ]
+        )
     lines.append("")
     lines.append(
         format_table(
-            ["dataset", "reflections", "selected by flags", "without pixel data", "counted"],
+            [
+                "dataset",
+                "reflections",
+                "selected by flags",
+                "without pixel data",
+                "counted",
+            ],
             rows,
             title="Selection:",
         )
@@ -78,7 +123,13 @@ def selection_lines(result: SpotSizeResult, most: int = MOST_DATASETS_LISTED) ->
 def statistics_lines(result: SpotSizeResult) -> list[str]:
     s = result.statistics
     names = ["n", "mean", "std", "min", "p5", "p25", "median", "p75", "p95", "max"]
-    return [format_table(names, [[s[name] for name in names]], title=f"Spot size statistics ({describe(result.mask_code)} pixels per reflection):")]
+    return [
+        format_table(
+            names,
+            [[s[name] for name in names]],
+            title=f"Spot size statistics ({describe(result.mask_code)} pixels per reflection):",
+        )
+    ]
 
 
 def histogram_lines(result: SpotSizeResult) -> list[str]:
@@ -99,7 +150,9 @@ def histogram_lines(result: SpotSizeResult) -> list[str]:
             bar = "."
         lines.append(f"{centre:>10g} {count:>8d} {bar}")
     if last + 1 < histogram.n_bins:
-        lines.append(f"(bins {last + 2}-{histogram.n_bins}, centres {centres[last + 1]:g}-{centres[-1]:g}, are empty)")
+        lines.append(
+            f"(bins {last + 2}-{histogram.n_bins}, centres {centres[last + 1]:g}-{centres[-1]:g}, are empty)"
+        )
     return lines
 
 
@@ -108,30 +161,76 @@ def _capped(entries: list[dict], row, most: int, what: str) -> list[list]:
     all); rows are made only for the entries shown (there may be thousands)."""
     rows = [row(entry) for entry in entries[:most]]
     if len(entries) > most:
-        rows.append([f"... {len(entries) - most} more {what} (all in the JSON and the HTML)"] + [None] * (len(rows[0]) - 1))
+        rows.append(
+            [f"... {len(entries) - most} more {what} (all in the JSON and the HTML)"]
+            + [None] * (len(rows[0]) - 1)
+        )
     return rows
 
 
 def breakdown_lines(result: SpotSizeResult) -> list[str]:
     lines = []
     columns = ["n", "median", "mean", "min", "max"]
-    if len(result.by_experiment) > 1 or any(e["identifier"] for e in result.by_experiment):
-        def label(entry):
-            return "(none: unindexed)" if entry["experiment"] < 0 else entry["identifier"] or "-"
+    if len(result.by_experiment) > 1 or any(
+        e["identifier"] for e in result.by_experiment
+    ):
 
-        rows = _capped(result.by_experiment, lambda e: [e["experiment"], label(e), *(e[c] for c in columns)], MOST_DATASETS_LISTED, "experiments")
-        lines += ["", format_table(["experiment", "identifier", *columns], rows, title="By experiment:")]
+        def label(entry):
+            return (
+                "(none: unindexed)"
+                if entry["experiment"] < 0
+                else entry["identifier"] or "-"
+            )
+
+        rows = _capped(
+            result.by_experiment,
+            lambda e: [e["experiment"], label(e), *(e[c] for c in columns)],
+            MOST_DATASETS_LISTED,
+            "experiments",
+        )
+        lines += [
+            "",
+            format_table(
+                ["experiment", "identifier", *columns], rows, title="By experiment:"
+            ),
+        ]
     if result.by_panel:
-        rows = _capped(result.by_panel, lambda e: [e["panel"], *(e[c] for c in columns)], MOST_GROUP_ROWS, "panels")
+        rows = _capped(
+            result.by_panel,
+            lambda e: [e["panel"], *(e[c] for c in columns)],
+            MOST_GROUP_ROWS,
+            "panels",
+        )
         lines += ["", format_table(["panel", *columns], rows, title="By panel:")]
     if result.by_image:
-        rows = _capped(result.by_image, lambda e: [e["image"], *(e[c] for c in columns)], MOST_GROUP_ROWS, "images")
-        lines += ["", format_table(["image", *columns], rows, title="By image (of the observed centroid):")]
+        rows = _capped(
+            result.by_image,
+            lambda e: [e["image"], *(e[c] for c in columns)],
+            MOST_GROUP_ROWS,
+            "images",
+        )
+        lines += [
+            "",
+            format_table(
+                ["image", *columns], rows, title="By image (of the observed centroid):"
+            ),
+        ]
     if result.by_resolution:
-        rows = [[f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)] for e in result.by_resolution]
-        lines += ["", format_table(["d (Å)", *columns], rows, title="By resolution (observed d-spacing):")]
+        rows = [
+            [f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)]
+            for e in result.by_resolution
+        ]
+        lines += [
+            "",
+            format_table(
+                ["d (Å)", *columns], rows, title="By resolution (observed d-spacing):"
+            ),
+        ]
     else:
-        lines += ["", "No resolution breakdown: it needs the experiment list (.expt) with the reflections."]
+        lines += [
+            "",
+            "No resolution breakdown: it needs the experiment list (.expt) with the reflections.",
+        ]
     return lines
 
 

@@ -20,7 +20,11 @@ from pathlib import Path
 import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DIALS_SPOT_SIZE_ANALYSIS_DATA", REPOSITORY.parent / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get(
+        "DIALS_SPOT_SIZE_ANALYSIS_DATA", REPOSITORY.parent / "shared" / "data"
+    )
+)
 
 # .refl files recorded in ground_truth.json, with the experiment list that goes with each.
 REFLECTION_FILES = {
@@ -36,7 +40,9 @@ SHOEBOX_CODES = ("0", "1", "2", "4", "5", "6", "8", "16", "19", "32")
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "ground_truth.json").is_file():
-        pytest.skip(f"real DIALS test files not found at {SHARED_DATA} (set DIALS_SPOT_SIZE_ANALYSIS_DATA)")
+        pytest.skip(
+            f"real DIALS test files not found at {SHARED_DATA} (set DIALS_SPOT_SIZE_ANALYSIS_DATA)"
+        )
     return SHARED_DATA
 
 

@@ -11,25 +11,49 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dials_spot_size_analysis.algorithms import statistics
-from dials_spot_size_analysis.algorithms.flags import REFLECTION_FLAGS, UnknownFlagError, parse_flag_names, select_by_flags
-from dials_spot_size_analysis.algorithms.geometry import resolution_shells, shell_edges, shell_numbers
+from dials_spot_size_analysis.algorithms.flags import (
+    REFLECTION_FLAGS,
+    UnknownFlagError,
+    parse_flag_names,
+    select_by_flags,
+)
+from dials_spot_size_analysis.algorithms.geometry import (
+    resolution_shells,
+    shell_edges,
+    shell_numbers,
+)
 from dials_spot_size_analysis.algorithms.histogram import automatic_range, histogram
-from dials_spot_size_analysis.algorithms.mask_codes import canonical_names, describe, mask_code_value
+from dials_spot_size_analysis.algorithms.mask_codes import (
+    canonical_names,
+    describe,
+    mask_code_value,
+)
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
-from dials_spot_size_analysis.algorithms.statistics import group_statistics, grouped_statistics, summary_statistics, value_counts
+from dials_spot_size_analysis.algorithms.statistics import (
+    group_statistics,
+    grouped_statistics,
+    summary_statistics,
+    value_counts,
+)
 
-needs_flex = pytest.mark.skipif(flex is None, reason="scitbx.array_family.flex (cctbx-base) is not importable")
+needs_flex = pytest.mark.skipif(
+    flex is None, reason="scitbx.array_family.flex (cctbx-base) is not importable"
+)
 
 
 @pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
-@pytest.mark.parametrize("which", ["histogram_indexed_foreground", "histogram_all_rows_foreground"])
+@pytest.mark.parametrize(
+    "which", ["histogram_indexed_foreground", "histogram_all_rows_foreground"]
+)
 def test_histogram_equals_dials_on_recorded_counts(ground_truth, name, which):
     truth = ground_truth[name]
     counts = np.array(truth["count_mask_values"]["4"])
     if which == "histogram_indexed_foreground":
         counts = counts[(np.array(truth["flags"], dtype=np.uint64) & np.uint64(4)) != 0]
     expected = truth[which]
-    result = histogram(counts, expected["data_min"], expected["data_max"], expected["n_slots"])
+    result = histogram(
+        counts, expected["data_min"], expected["data_max"], expected["n_slots"]
+    )
     assert result.counts.tolist() == expected["slots"]
     assert result.bin_centers.tolist() == expected["slot_centers"]
     assert result.n_out_of_range == expected["n_out_of_slot_range"]
@@ -37,18 +61,33 @@ def test_histogram_equals_dials_on_recorded_counts(ground_truth, name, which):
 
 def test_histogram_edges_and_tolerance():
     width = 10.0
-    values = [0.0, -0.5e-4 * width, -2e-4 * width, 9.999999, 10.0, 999.0, 1000.0, 1000 + 0.5e-4 * width, 1000 + 2e-4 * width]
+    values = [
+        0.0,
+        -0.5e-4 * width,
+        -2e-4 * width,
+        9.999999,
+        10.0,
+        999.0,
+        1000.0,
+        1000 + 0.5e-4 * width,
+        1000 + 2e-4 * width,
+    ]
     result = histogram(values, 0, 1000, 100)
     assert result.counts[0] == 3  # 0, just below 0 within tolerance, 9.999999
     assert result.counts[1] == 1  # 10.0 starts the second bin (half-open)
-    assert result.counts[99] == 3  # 999, 1000 (last bin is closed), just above within tolerance
+    assert (
+        result.counts[99] == 3
+    )  # 999, 1000 (last bin is closed), just above within tolerance
     assert result.n_out_of_range == 2
     assert result.bin_width == 10.0 and result.n_bins == 100
 
 
-@pytest.mark.parametrize("bad", [dict(n_bins=0), dict(data_min=5, data_max=5), dict(data_min=6, data_max=5)])
+@pytest.mark.parametrize(
+    "bad",
+    [{"n_bins": 0}, {"data_min": 5, "data_max": 5}, {"data_min": 6, "data_max": 5}],
+)
 def test_histogram_refuses_bad_ranges(bad):
-    arguments = dict(values=[1, 2], data_min=0, data_max=10, n_bins=10) | bad
+    arguments = {"values": [1, 2], "data_min": 0, "data_max": 10, "n_bins": 10} | bad
     with pytest.raises(ValueError):
         histogram(**arguments)
 
@@ -56,7 +95,10 @@ def test_histogram_refuses_bad_ranges(bad):
 @needs_flex
 @settings(max_examples=300, deadline=None)
 @given(
-    values=st.lists(st.floats(-50, 1050, allow_nan=False) | st.integers(-5, 1005).map(float), max_size=60),
+    values=st.lists(
+        st.floats(-50, 1050, allow_nan=False) | st.integers(-5, 1005).map(float),
+        max_size=60,
+    ),
     data_min=st.floats(-20, 100, allow_nan=False),
     span=st.floats(0.1, 1200),
     n_bins=st.integers(1, 120),
@@ -64,7 +106,9 @@ def test_histogram_refuses_bad_ranges(bad):
 def test_histogram_matches_scitbx_flex_histogram(values, data_min, span, n_bins):
     data_max = data_min + span
     ours = histogram(values, data_min, data_max, n_bins)
-    theirs = flex.histogram(flex.double(values), data_min=data_min, data_max=data_max, n_slots=n_bins)
+    theirs = flex.histogram(
+        flex.double(values), data_min=data_min, data_max=data_max, n_slots=n_bins
+    )
     assert ours.counts.tolist() == list(theirs.slots())
     assert ours.n_out_of_range == theirs.n_out_of_slot_range()
     assert ours.bin_centers.tolist() == list(theirs.slot_centers())
@@ -74,8 +118,13 @@ def test_histogram_matches_scitbx_flex_histogram(values, data_min, span, n_bins)
 @given(values=st.lists(st.integers(0, 2000), max_size=200), cut=st.integers(0, 200))
 def test_histograms_merge_exactly(values, cut):
     whole = histogram(values, 0, 1000, 100)
-    merged = histogram(values[:cut], 0, 1000, 100) + histogram(values[cut:], 0, 1000, 100)
-    assert merged.counts.tolist() == whole.counts.tolist() and merged.n_out_of_range == whole.n_out_of_range
+    merged = histogram(values[:cut], 0, 1000, 100) + histogram(
+        values[cut:], 0, 1000, 100
+    )
+    assert (
+        merged.counts.tolist() == whole.counts.tolist()
+        and merged.n_out_of_range == whole.n_out_of_range
+    )
 
 
 def test_histograms_with_other_ranges_do_not_merge():
@@ -90,18 +139,53 @@ def test_automatic_range():
 
 def test_flag_selection_all_bits_required_any_bit_excluded():
     flags = np.array([4, 36, 32, 4 | 1024, 256, 768], dtype=np.uint64)
-    assert select_by_flags(flags, ["indexed"]).tolist() == [True, True, False, True, False, False]
-    assert select_by_flags(flags, ["indexed", "strong"]).tolist() == [False, True, False, False, False, False]
-    assert select_by_flags(flags, [], ["overloaded"]).tolist() == [True, True, True, False, True, True]
+    assert select_by_flags(flags, ["indexed"]).tolist() == [
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert select_by_flags(flags, ["indexed", "strong"]).tolist() == [
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+    assert select_by_flags(flags, [], ["overloaded"]).tolist() == [
+        True,
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
     # integrated = integrated_sum | integrated_prf: requiring it needs both bits
-    assert select_by_flags(flags, ["integrated"]).tolist() == [False, False, False, False, False, True]
-    assert select_by_flags(flags, [], ["integrated"]).tolist() == [True, True, True, True, False, False]
+    assert select_by_flags(flags, ["integrated"]).tolist() == [
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert select_by_flags(flags, [], ["integrated"]).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_flag_names_parse_and_unknown_names_list_the_valid_ones():
-    assert parse_flag_names(["indexed strong", "used_in_refinement,Overloaded+scaled"]) == [
-        "indexed", "strong", "used_in_refinement", "overloaded", "scaled"
-    ]
+    assert parse_flag_names(
+        ["indexed strong", "used_in_refinement,Overloaded+scaled"]
+    ) == ["indexed", "strong", "used_in_refinement", "overloaded", "scaled"]
     assert parse_flag_names(None) == []
     with pytest.raises(UnknownFlagError) as caught:
         parse_flag_names(["indexd"])
@@ -110,9 +194,15 @@ def test_flag_names_parse_and_unknown_names_list_the_valid_ones():
 
 
 def test_automatic_flag_choice():
-    assert resolve_required_flags("Auto", np.array([32, 36], np.uint64)) == (["indexed"], True)
+    assert resolve_required_flags("Auto", np.array([32, 36], np.uint64)) == (
+        ["indexed"],
+        True,
+    )
     assert resolve_required_flags(["Auto"], np.array([32, 32], np.uint64)) == ([], True)
-    assert resolve_required_flags(["strong"], np.array([32], np.uint64)) == (["strong"], False)
+    assert resolve_required_flags(["strong"], np.array([32], np.uint64)) == (
+        ["strong"],
+        False,
+    )
     assert resolve_required_flags(None, np.array([32], np.uint64)) == ([], False)
 
 
@@ -128,45 +218,72 @@ def test_mask_codes():
 
 def test_summary_statistics():
     stats = summary_statistics(np.array([1, 2, 3, 4, 100]))
-    assert stats["n"] == 5 and stats["median"] == 3.0 and stats["min"] == 1.0 and stats["max"] == 100.0
-    assert stats["mean"] == pytest.approx(22.0) and stats["std"] == pytest.approx(np.std([1, 2, 3, 4, 100]))
-    assert stats["p25"] == 2.0 and stats["p75"] == 4.0 and stats["p5"] == pytest.approx(1.2)
+    assert (
+        stats["n"] == 5
+        and stats["median"] == 3.0
+        and stats["min"] == 1.0
+        and stats["max"] == 100.0
+    )
+    assert stats["mean"] == pytest.approx(22.0) and stats["std"] == pytest.approx(
+        np.std([1, 2, 3, 4, 100])
+    )
+    assert (
+        stats["p25"] == 2.0
+        and stats["p75"] == 4.0
+        and stats["p5"] == pytest.approx(1.2)
+    )
     assert summary_statistics(np.array([]))["median"] is None
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 100)), min_size=1, max_size=80))
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers(0, 100)), min_size=1, max_size=80)
+)
 def test_grouped_statistics_equal_per_group_numpy(pairs):
     keys, values = np.array(pairs).T
     for entry in grouped_statistics(keys, values):
         group = values[keys == entry["key"]]
         assert entry["n"] == group.size
-        assert entry["median"] == np.median(group) and entry["mean"] == pytest.approx(group.mean())
+        assert entry["median"] == np.median(group) and entry["mean"] == pytest.approx(
+            group.mean()
+        )
         assert (entry["min"], entry["max"]) == (group.min(), group.max())
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.tuples(st.integers(-3, 40), st.integers(0, 60)), min_size=1, max_size=120))
+@given(
+    st.lists(
+        st.tuples(st.integers(-3, 40), st.integers(0, 60)), min_size=1, max_size=120
+    )
+)
 def test_counting_and_sorting_group_statistics_agree(pairs):
     keys, values = np.array(pairs).T
     by_counting = grouped_statistics(keys, values)  # integer sizes: the counting path
-    by_sorting = grouped_statistics(keys, values.astype(np.float64))  # floats: the sorting path
+    by_sorting = grouped_statistics(
+        keys, values.astype(np.float64)
+    )  # floats: the sorting path
     assert by_counting == by_sorting
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(0, 3000), min_size=1, max_size=300), st.integers(1, 40))
-def test_statistics_from_value_counts_equal_numpy_on_floats_to_the_last_bit(sizes, rows_per_pass):
+def test_statistics_from_value_counts_equal_numpy_on_floats_to_the_last_bit(
+    sizes, rows_per_pass
+):
     """Integer sizes take the counting path (quantiles from value counts, mean and std
     from the integers); floats take numpy's percentile on a float copy. Same bits."""
     sizes = np.array(sizes, dtype=np.int64)
-    with mock.patch.object(statistics, "ROWS_PER_PASS", rows_per_pass):  # counting in several passes
+    with mock.patch.object(
+        statistics, "ROWS_PER_PASS", rows_per_pass
+    ):  # counting in several passes
         by_counting = summary_statistics(sizes)
     floats = sizes.astype(np.float64)
     assert value_counts(floats) is None  # the reference below does not count
     assert by_counting == summary_statistics(floats)
     expected = np.percentile(floats, [50, 5, 25, 75, 95])
-    assert [by_counting[key] for key in ("median", "p5", "p25", "p75", "p95")] == expected.tolist()
+    assert [
+        by_counting[key] for key in ("median", "p5", "p25", "p75", "p95")
+    ] == expected.tolist()
     assert (by_counting["mean"], by_counting["std"]) == (floats.mean(), floats.std())
 
 
@@ -175,31 +292,54 @@ def test_statistics_from_value_counts_on_many_rows():
     sizes = np.random.default_rng(3).integers(0, 400, 2_500_000) ** 2 // 97
     floats = sizes.astype(np.float64)
     result = summary_statistics(sizes)
-    assert [result[key] for key in ("median", "p5", "p25", "p75", "p95")] == np.percentile(floats, [50, 5, 25, 75, 95]).tolist()
-    assert (result["mean"], result["std"], result["n"]) == (floats.mean(), floats.std(), 2_500_000)
-    assert value_counts(sizes).sum() == 2_500_000 and value_counts(np.array([3, -1])) is None
+    assert [
+        result[key] for key in ("median", "p5", "p25", "p75", "p95")
+    ] == np.percentile(floats, [50, 5, 25, 75, 95]).tolist()
+    assert (result["mean"], result["std"], result["n"]) == (
+        floats.mean(),
+        floats.std(),
+        2_500_000,
+    )
+    assert (
+        value_counts(sizes).sum() == 2_500_000
+        and value_counts(np.array([3, -1])) is None
+    )
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(0, 150), min_size=1, max_size=200), st.integers(1, 30), st.sampled_from([(0, 100), (5, 60), (0, 7)]))
+@given(
+    st.lists(st.integers(0, 150), min_size=1, max_size=200),
+    st.integers(1, 30),
+    st.sampled_from([(0, 100), (5, 60), (0, 7)]),
+)
 def test_weighted_histogram_equals_histogram_of_every_row(sizes, n_bins, bounds):
     sizes = np.array(sizes)
     counts = np.bincount(sizes)
     present = np.flatnonzero(counts)
     weighted = histogram(present, *bounds, n_bins, weights=counts[present])
     every_row = histogram(sizes, *bounds, n_bins)
-    assert weighted.counts.tolist() == every_row.counts.tolist() and weighted.n_out_of_range == every_row.n_out_of_range
+    assert (
+        weighted.counts.tolist() == every_row.counts.tolist()
+        and weighted.n_out_of_range == every_row.n_out_of_range
+    )
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(st.integers(-2, 30), st.integers(0, 60)), min_size=1, max_size=150), st.integers(1, 20))
+@given(
+    st.lists(
+        st.tuples(st.integers(-2, 30), st.integers(0, 60)), min_size=1, max_size=150
+    ),
+    st.integers(1, 20),
+)
 def test_group_statistics_skipping_unknown_keys_in_several_passes(pairs, rows_per_pass):
     keys, values = np.array(pairs).T
     with mock.patch.object(statistics, "ROWS_PER_PASS", rows_per_pass):
         skipped = group_statistics(keys, values, skip_negative_keys=True)
     known = keys >= 0
     assert skipped == group_statistics(keys[known], values[known])
-    assert skipped == group_statistics(keys[known], values[known].astype(np.float64))  # the sorting path
+    assert skipped == group_statistics(
+        keys[known], values[known].astype(np.float64)
+    )  # the sorting path
     assert all(key >= 0 for key in skipped.key)
 
 
@@ -209,10 +349,17 @@ def test_group_statistics_with_sparse_keys_count_only_the_keys_present():
     rng = np.random.default_rng(6)
     keys = rng.choice(1_000_000, 40, replace=False)[rng.integers(0, 40, 5000)]
     values = rng.integers(0, 500, 5000)
-    assert 1_000_000 * 500 > statistics.COUNTING_CELLS  # not one row per key in the range
+    assert (
+        1_000_000 * 500 > statistics.COUNTING_CELLS
+    )  # not one row per key in the range
     counted = group_statistics(keys, values)
-    assert counted == group_statistics(keys, values.astype(np.float64)) and len(counted.key) == 40
-    unsigned = group_statistics(keys.astype(np.uint64), values)  # keys numpy cannot take as signed: sorted
+    assert (
+        counted == group_statistics(keys, values.astype(np.float64))
+        and len(counted.key) == 40
+    )
+    unsigned = group_statistics(
+        keys.astype(np.uint64), values
+    )  # keys numpy cannot take as signed: sorted
     assert unsigned.n == counted.n and unsigned.median == counted.median
 
 
@@ -221,12 +368,24 @@ def test_resolution_shells_in_several_passes():
     d[::17] = np.nan
     d[5] = -1.0
     shell, d_edges = resolution_shells(d, 10)
-    assert shell.tolist() == shell_numbers(d, shell_edges(d, 10, rows_per_pass=7), rows_per_pass=13).tolist()
+    assert (
+        shell.tolist()
+        == shell_numbers(
+            d, shell_edges(d, 10, rows_per_pass=7), rows_per_pass=13
+        ).tolist()
+    )
     assert shell[0::17].tolist() == [-1] * len(d[::17]) and shell[5] == -1
     assert np.bincount(shell[shell >= 0]).size == 10 and d_edges[0] > d_edges[-1]
-    d_star_sq = 1 / d[shell >= 0] ** 2  # equal widths in 1/d² from the smallest to the largest
-    assert 1 / d_edges[0] ** 2 == pytest.approx(d_star_sq.min()) and 1 / d_edges[-1] ** 2 == pytest.approx(d_star_sq.max())
-    assert shell_numbers(np.full(4, np.nan), shell_edges(np.full(4, np.nan), 10)).tolist() == [-1] * 4
+    d_star_sq = (
+        1 / d[shell >= 0] ** 2
+    )  # equal widths in 1/d² from the smallest to the largest
+    assert 1 / d_edges[0] ** 2 == pytest.approx(d_star_sq.min()) and 1 / d_edges[
+        -1
+    ] ** 2 == pytest.approx(d_star_sq.max())
+    assert (
+        shell_numbers(np.full(4, np.nan), shell_edges(np.full(4, np.nan), 10)).tolist()
+        == [-1] * 4
+    )
 
 
 def test_engines_give_identical_analyses(shared_data, monkeypatch):
@@ -243,12 +402,20 @@ def test_engines_give_identical_analyses(shared_data, monkeypatch):
             analyse(shared_data / refl, shared_data / expt, require=None).as_dict()
             for refl, expt in [
                 ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
-                ("centroid_test_data/integrated.refl", "centroid_test_data/indexed.expt"),
-                ("eiger_therm/strong.refl", "eiger_therm/imported.expt"),  # positions in pixels only
+                (
+                    "centroid_test_data/integrated.refl",
+                    "centroid_test_data/indexed.expt",
+                ),
+                (
+                    "eiger_therm/strong.refl",
+                    "eiger_therm/imported.expt",
+                ),  # positions in pixels only
             ]
         ]
     assert documents["numba"] == documents["numpy"]
-    assert len(documents["numba"][2]["by_resolution"]) == 10  # d-spacings from pixel positions
+    assert (
+        len(documents["numba"][2]["by_resolution"]) == 10
+    )  # d-spacings from pixel positions
 
 
 def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
@@ -266,6 +433,11 @@ def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
     warm_up()
     loaded = [list(kernel.signatures) for kernel in (d_spacings, scan_and_count)]
     assert all(loaded)
-    for refl, expt in [("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"), ("eiger_therm/strong.refl", "eiger_therm/imported.expt")]:
+    for refl, expt in [
+        ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
+        ("eiger_therm/strong.refl", "eiger_therm/imported.expt"),
+    ]:
         analyse(shared_data / refl, shared_data / expt, engine="numba")
-    assert [list(kernel.signatures) for kernel in (d_spacings, scan_and_count)] == loaded
+    assert [
+        list(kernel.signatures) for kernel in (d_spacings, scan_and_count)
+    ] == loaded

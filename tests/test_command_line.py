@@ -22,7 +22,9 @@ EXAMPLE = REPOSITORY / "examples" / "data"
 
 
 def console(*args, cwd):
-    return subprocess.run([SCRIPT, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [SCRIPT, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def files_in(folder) -> list[str]:
@@ -32,10 +34,19 @@ def files_in(folder) -> list[str]:
 @pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
 def test_console_script_on_every_dataset(shared_data, ground_truth, tmp_path, name):
     truth = ground_truth[name]
-    result = console(shared_data / REFLECTION_FILES[name], shared_data / name, "bins=100", cwd=tmp_path)
+    result = console(
+        shared_data / REFLECTION_FILES[name],
+        shared_data / name,
+        "bins=100",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert files_in(tmp_path) == [f"{PROGRAM}.html", f"{PROGRAM}.json", f"{PROGRAM}.log"]
+    assert files_in(tmp_path) == [
+        f"{PROGRAM}.html",
+        f"{PROGRAM}.json",
+        f"{PROGRAM}.log",
+    ]
     document = json.loads((tmp_path / f"{PROGRAM}.json").read_text())
     log = (tmp_path / f"{PROGRAM}.log").read_text()
     assert log.startswith(f"{PROGRAM} v") and log == result.stdout
@@ -47,8 +58,13 @@ def test_console_script_on_every_dataset(shared_data, ground_truth, tmp_path, na
         assert histogram["n_out_of_range"] == tutorial["n_out_of_slot_range"]
     else:
         flags = np.array(truth["flags"], dtype=np.uint64)
-        keep = np.array(truth["shoebox_allocated"]) & (((flags & np.uint64(4)) != 0) if truth["n_indexed"] else True)
-        expected = np.bincount(np.minimum(np.array(truth["count_mask_values"]["4"])[keep] // 10, 99), minlength=100)
+        keep = np.array(truth["shoebox_allocated"]) & (
+            ((flags & np.uint64(4)) != 0) if truth["n_indexed"] else True
+        )
+        expected = np.bincount(
+            np.minimum(np.array(truth["count_mask_values"]["4"])[keep] // 10, 99),
+            minlength=100,
+        )
         assert histogram["counts"] == expected.tolist()
     assert document["selection"]["n_rows"] == truth["nrows"]
 
@@ -56,11 +72,26 @@ def test_console_script_on_every_dataset(shared_data, ground_truth, tmp_path, na
 def in_fresh_python(arguments: list, report: str, engine: str | None = None) -> str:
     """run(arguments) in a new interpreter; returns what ``report`` (an expression) says after."""
     script = f"import sys\nfrom dials_spot_size_analysis.command_line.spot_size_analysis import run\nanalysis = run(sys.argv[1:])\nprint({report})\n"
-    environment = {key: value for key, value in os.environ.items() if key != "DIALS_SPOT_SIZE_ANALYSIS_ENGINE"}
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "DIALS_SPOT_SIZE_ANALYSIS_ENGINE"
+    }
     if engine:
         environment["DIALS_SPOT_SIZE_ANALYSIS_ENGINE"] = engine
-    arguments = [*map(str, arguments), "output.json=None", "output.html=None", "output.log=None"]
-    result = subprocess.run([sys.executable, "-c", script, *arguments], capture_output=True, text=True, timeout=120, env=environment)
+    arguments = [
+        *map(str, arguments),
+        "output.json=None",
+        "output.html=None",
+        "output.log=None",
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", script, *arguments],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.splitlines()[-1]
 
@@ -70,31 +101,70 @@ def test_program_skips_numbas_blas_probe_and_scipy_still_imports(shared_data):
     kernels do no linear algebra, so it hides scipy.linalg from that probe, and only then."""
     pytest.importorskip("numba")
     report = "'scipy.linalg' in sys.modules, __import__('scipy.linalg') and 'numba.np.arraymath' in sys.modules, analysis.result.statistics['n']"
-    assert in_fresh_python([shared_data / "eiger_therm/imported.expt", shared_data / "eiger_therm/strong.refl"], report) == "False True 112"
+    assert (
+        in_fresh_python(
+            [
+                shared_data / "eiger_therm/imported.expt",
+                shared_data / "eiger_therm/strong.refl",
+            ],
+            report,
+        )
+        == "False True 112"
+    )
 
 
 def test_numpy_engine_never_imports_numba(shared_data):
     """Forcing the numpy engine (say, where numba is broken) keeps numba out of the process."""
     report = "'numba' in sys.modules, analysis.result.statistics['n']"
-    assert in_fresh_python([shared_data / "eiger_therm/imported.expt", shared_data / "eiger_therm/strong.refl"], report, engine="numpy") == "False 112"
+    assert (
+        in_fresh_python(
+            [
+                shared_data / "eiger_therm/imported.expt",
+                shared_data / "eiger_therm/strong.refl",
+            ],
+            report,
+            engine="numpy",
+        )
+        == "False 112"
+    )
 
 
 def test_json_follows_its_schema(shared_data, tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
-    run([str(shared_data / "I23_P12M_thau/indexed.expt"), str(shared_data / "I23_P12M_thau/indexed.refl"), f"output.json={tmp_path / 'out.json'}", f"output.log={tmp_path / 'out.log'}"])
+    run(
+        [
+            str(shared_data / "I23_P12M_thau/indexed.expt"),
+            str(shared_data / "I23_P12M_thau/indexed.refl"),
+            f"output.json={tmp_path / 'out.json'}",
+            f"output.log={tmp_path / 'out.log'}",
+        ]
+    )
     document = json.loads((tmp_path / "out.json").read_text())
     jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
     assert document["program"] == PROGRAM and document["schema_version"] == 1
     assert document["selection"]["n_counted"] == 205
     assert document["parameters"]["flags"]["require"] == "Auto"
-    assert document["parameters"]["histogram"] == {"bins": 100, "data_min": 0.0, "data_max": 1000.0}
+    assert document["parameters"]["histogram"] == {
+        "bins": 100,
+        "data_min": 0.0,
+        "data_max": 1000.0,
+    }
     for figure in document["plots"].values():
         assert set(figure) == {"data", "layout", "help"}
 
 
-def test_run_returns_the_result_and_logs_modified_parameters(shared_data, tmp_path, monkeypatch, capsys):
+def test_run_returns_the_result_and_logs_modified_parameters(
+    shared_data, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)
-    result = run([str(shared_data / "centroid_test_data/indexed.refl"), "bins=50", "data_max=500", "mask_code=Valid+Foreground"])
+    result = run(
+        [
+            str(shared_data / "centroid_test_data/indexed.refl"),
+            "bins=50",
+            "data_max=500",
+            "mask_code=Valid+Foreground",
+        ]
+    )
     assert result.histogram.n_bins == 50 and result.histogram.data_max == 500
     assert result.result.mask_code == ["Valid", "Foreground"]
     log = (tmp_path / f"{PROGRAM}.log").read_text()
@@ -107,22 +177,47 @@ def test_run_returns_the_result_and_logs_modified_parameters(shared_data, tmp_pa
 
 def test_phil_file_and_unique_suffixes(shared_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "settings.phil").write_text("histogram {\n  bins = 20\n}\nmask_code = Valid Foreground\n")
-    result = run([str(shared_data / "eiger_therm/strong.refl"), "settings.phil", "max=200", "exclude=overloaded"])
+    (tmp_path / "settings.phil").write_text(
+        "histogram {\n  bins = 20\n}\nmask_code = Valid Foreground\n"
+    )
+    result = run(
+        [
+            str(shared_data / "eiger_therm/strong.refl"),
+            "settings.phil",
+            "max=200",
+            "exclude=overloaded",
+        ]
+    )
     assert (result.histogram.n_bins, result.histogram.data_max) == (20, 200.0)
     assert result.params.flags.exclude == ["overloaded"]
-    result = run([str(shared_data / "eiger_therm/strong.refl"), "--phil", "settings.phil", "output.json=None", "output.log=None"])
+    result = run(
+        [
+            str(shared_data / "eiger_therm/strong.refl"),
+            "--phil",
+            "settings.phil",
+            "output.json=None",
+            "output.log=None",
+        ]
+    )
     assert result.histogram.n_bins == 20
 
 
 def test_show_config_and_help(tmp_path):
     config = console("-c", "bins=42", cwd=tmp_path)
-    assert config.returncode == 0 and "bins = 42" in config.stdout and "mask_code = Valid Background *Foreground" in config.stdout
+    assert (
+        config.returncode == 0
+        and "bins = 42" in config.stdout
+        and "mask_code = Valid Background *Foreground" in config.stdout
+    )
     config_with_help = console("-c", "-a", cwd=tmp_path)
     assert "Number of bins." in config_with_help.stdout
     for args in (["-h"], []):
         shown = console(*args, cwd=tmp_path)
-        assert shown.returncode == 0 and "How big are my spots?" in shown.stdout and "Examples" in shown.stdout
+        assert (
+            shown.returncode == 0
+            and "How big are my spots?" in shown.stdout
+            and "Examples" in shown.stdout
+        )
         assert "flags" in shown.stdout and shown.stderr == ""
     assert files_in(tmp_path) == []
 
@@ -131,7 +226,10 @@ def test_example_data_shipped_with_the_repository(tmp_path):
     result = console(EXAMPLE / "indexed.expt", EXAMPLE / "indexed.refl", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     document = json.loads((tmp_path / f"{PROGRAM}.json").read_text())
-    assert document["selection"]["n_rows"] == 400 and document["selection"]["n_counted"] == 354
+    assert (
+        document["selection"]["n_rows"] == 400
+        and document["selection"]["n_counted"] == 354
+    )
 
 
 def error_cases(shared_data, tmp_path):
@@ -139,31 +237,71 @@ def error_cases(shared_data, tmp_path):
     i23 = [data / "I23_P12M_thau/indexed.expt", data / "I23_P12M_thau/indexed.refl"]
     return {
         "missing file": ([tmp_path / "nothing.refl"], "nothing.refl: no such file"),
-        "legacy pickle": ([data / "centroid_test_data/strong.pickle"], "legacy Python-pickle reflection table, which is never unpickled"),
-        "image as reflections": ([tmp_path / "image.cbf"], "image.cbf: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like a CBF"),
-        "experiments only": ([data / "eiger_therm/imported.expt"], "no reflection file given"),
-        "mismatched pair": ([data / "eiger_therm/imported.expt", data / "I23_P12M_thau/indexed.refl"], "which are not in the experiment list(s) given"),
-        "nothing selected": ([*i23, "flags.require=scaled"], "no reflection of 208 passes flags.require=scaled"),
-        "unknown flag": ([*i23, "flags.exclude=indexd"], "unrecognised flag name 'indexd': choose from predicted"),
+        "legacy pickle": (
+            [data / "centroid_test_data/strong.pickle"],
+            "legacy Python-pickle reflection table, which is never unpickled",
+        ),
+        "image as reflections": (
+            [tmp_path / "image.cbf"],
+            "image.cbf: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like a CBF",
+        ),
+        "experiments only": (
+            [data / "eiger_therm/imported.expt"],
+            "no reflection file given",
+        ),
+        "mismatched pair": (
+            [data / "eiger_therm/imported.expt", data / "I23_P12M_thau/indexed.refl"],
+            "which are not in the experiment list(s) given",
+        ),
+        "nothing selected": (
+            [*i23, "flags.require=scaled"],
+            "no reflection of 208 passes flags.require=scaled",
+        ),
+        "unknown flag": (
+            [*i23, "flags.exclude=indexd"],
+            "unrecognised flag name 'indexd': choose from predicted",
+        ),
         "unknown parameter": ([*i23, "bogus=1"], "bogus=1: unknown parameter"),
-        "bad mask code": ([*i23, "mask_code=Signal"], "Not a possible choice for mask_code: Signal"),
-        "empty range": ([*i23, "data_min=10", "data_max=10"], "must be greater than histogram.data_min"),
+        "bad mask code": (
+            [*i23, "mask_code=Signal"],
+            "Not a possible choice for mask_code: Signal",
+        ),
+        "empty range": (
+            [*i23, "data_min=10", "data_max=10"],
+            "must be greater than histogram.data_min",
+        ),
         "no bins": ([*i23, "bins=0"], "histogram.bins"),
-        "unwritable output": ([*i23, f"output.json={tmp_path / 'no' / 'such' / 'dir.json'}"], "cannot be written"),
+        "unwritable output": (
+            [*i23, f"output.json={tmp_path / 'no' / 'such' / 'dir.json'}"],
+            "cannot be written",
+        ),
         "truncated file": ([tmp_path / "cut.refl"], "is truncated"),
         "unknown option": ([*i23, "--frobnicate"], "unknown option --frobnicate"),
     }
 
 
 ERROR_NAMES = [
-    "missing file", "legacy pickle", "image as reflections", "experiments only", "mismatched pair", "nothing selected",
-    "unknown flag", "unknown parameter", "bad mask code", "empty range", "no bins", "unwritable output", "truncated file",
+    "missing file",
+    "legacy pickle",
+    "image as reflections",
+    "experiments only",
+    "mismatched pair",
+    "nothing selected",
+    "unknown flag",
+    "unknown parameter",
+    "bad mask code",
+    "empty range",
+    "no bins",
+    "unwritable output",
+    "truncated file",
     "unknown option",
 ]
 
 
 @pytest.mark.parametrize("case", ERROR_NAMES)
-def test_errors_are_one_sentence_exit_1_and_leave_nothing(shared_data, tmp_path, monkeypatch, capsys, case):
+def test_errors_are_one_sentence_exit_1_and_leave_nothing(
+    shared_data, tmp_path, monkeypatch, capsys, case
+):
     (tmp_path / "image.cbf").write_bytes(b"###CBF: VERSION 1.5\n" + bytes(64))
     original = (shared_data / "eiger_therm/strong.refl").read_bytes()
     (tmp_path / "cut.refl").write_bytes(original[: len(original) // 3])
@@ -174,7 +312,9 @@ def test_errors_are_one_sentence_exit_1_and_leave_nothing(shared_data, tmp_path,
         run([str(a) for a in args])
     assert caught.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith(f"{PROGRAM}: ") and message in err, err
+    assert err.count("\n") == 1 and err.startswith(f"{PROGRAM}: ") and message in err, (
+        err
+    )
     assert "Traceback" not in err
     assert files_in(tmp_path) == before
 
@@ -182,16 +322,23 @@ def test_errors_are_one_sentence_exit_1_and_leave_nothing(shared_data, tmp_path,
 def test_error_through_the_console_script(tmp_path):
     result = console(tmp_path / "missing.refl", cwd=tmp_path)
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr == f"{PROGRAM}: {tmp_path / 'missing.refl'}: no such file or directory (parameters are given as name=value)\n"
+    assert (
+        result.stderr
+        == f"{PROGRAM}: {tmp_path / 'missing.refl'}: no such file or directory (parameters are given as name=value)\n"
+    )
     assert files_in(tmp_path) == []
 
 
-def test_failure_after_reading_leaves_no_partial_output(shared_data, tmp_path, monkeypatch):
+def test_failure_after_reading_leaves_no_partial_output(
+    shared_data, tmp_path, monkeypatch
+):
     """A failure while writing the JSON removes the temporary files and keeps no log."""
     from dials_spot_size_analysis.command_line import spot_size_analysis as program
 
     def broken(document, path):
-        raise program.UserError(f"{path}: cannot be written (disk full): choose another output path")
+        raise program.UserError(
+            f"{path}: cannot be written (disk full): choose another output path"
+        )
 
     monkeypatch.setattr(program, "write_json", broken)
     monkeypatch.chdir(tmp_path)
@@ -203,21 +350,42 @@ def test_failure_after_reading_leaves_no_partial_output(shared_data, tmp_path, m
 def test_json_of_many_files_is_written_in_pieces_with_json_dumps_bytes(tmp_path):
     """A document for thousands of files is compact and streamed a slice of entries at a
     time: byte for byte what json.dumps gives, without the whole text in memory at once."""
-    from dials_spot_size_analysis.command_line.spot_size_analysis import COMPACT_JSON_INPUTS, write_json
-    from dials_spot_size_analysis.report.document import ITEMS_PER_PIECE, compact_json_pieces
+    from dials_spot_size_analysis.command_line.spot_size_analysis import (
+        COMPACT_JSON_INPUTS,
+        write_json,
+    )
+    from dials_spot_size_analysis.report.document import (
+        ITEMS_PER_PIECE,
+        compact_json_pieces,
+    )
 
     n = 2 * ITEMS_PER_PIECE + 3
     document = {
         "program": PROGRAM,
-        "inputs": [{"reflections": f"still-{i:06d}.refl", "n_rows": i, "skipped_columns": []} for i in range(n)],
-        "selection": {"n_rows": 7, "datasets": [{"name": f"still-{i}", "require": ["indexed"]} for i in range(n)]},
-        "statistics": {"mean": 2.5, "std": None, "note": "Å, \"quoted\"\n"},
+        "inputs": [
+            {"reflections": f"still-{i:06d}.refl", "n_rows": i, "skipped_columns": []}
+            for i in range(n)
+        ],
+        "selection": {
+            "n_rows": 7,
+            "datasets": [
+                {"name": f"still-{i}", "require": ["indexed"]} for i in range(n)
+            ],
+        },
+        "statistics": {"mean": 2.5, "std": None, "note": 'Å, "quoted"\n'},
         "by_image": [],
     }
     write_json(document, str(tmp_path / "many.json"))
-    assert (tmp_path / "many.json").read_bytes() == (json.dumps(document, separators=(",", ":")) + "\n").encode()
-    assert len(list(compact_json_pieces(document["inputs"]))) == 5  # "[", three slices, "]"
-    small = {"inputs": document["inputs"][:COMPACT_JSON_INPUTS], "statistics": document["statistics"]}
+    assert (tmp_path / "many.json").read_bytes() == (
+        json.dumps(document, separators=(",", ":")) + "\n"
+    ).encode()
+    assert (
+        len(list(compact_json_pieces(document["inputs"]))) == 5
+    )  # "[", three slices, "]"
+    small = {
+        "inputs": document["inputs"][:COMPACT_JSON_INPUTS],
+        "statistics": document["statistics"],
+    }
     write_json(small, str(tmp_path / "small.json"))
     assert (tmp_path / "small.json").read_text() == json.dumps(small, indent=2) + "\n"
     assert files_in(tmp_path) == ["many.json", "small.json"]

@@ -11,8 +11,12 @@ import textwrap
 import msgpack
 import pytest
 
-from dials_spot_size_analysis.formats import FileFormatError, read_experiments, read_reflections
 from dials_spot_size_analysis.engine import available_engines
+from dials_spot_size_analysis.formats import (
+    FileFormatError,
+    read_experiments,
+    read_reflections,
+)
 
 
 def unpack(path):
@@ -63,7 +67,9 @@ def test_directory(tmp_path):
     expect_error(tmp_path, "is a directory")
 
 
-def test_legacy_pickle_is_recognised_and_never_unpickled(shared_data, tmp_path, monkeypatch):
+def test_legacy_pickle_is_recognised_and_never_unpickled(
+    shared_data, tmp_path, monkeypatch
+):
     import pickle
 
     def refuse(*args, **kwargs):
@@ -71,8 +77,15 @@ def test_legacy_pickle_is_recognised_and_never_unpickled(shared_data, tmp_path, 
 
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
-    expect_error(shared_data / "centroid_test_data/strong.pickle", "legacy Python-pickle", "never unpickled", "as_file('new.refl')")
-    renamed = shutil.copy(shared_data / "centroid_test_data/strong.pickle", tmp_path / "strong.refl")
+    expect_error(
+        shared_data / "centroid_test_data/strong.pickle",
+        "legacy Python-pickle",
+        "never unpickled",
+        "as_file('new.refl')",
+    )
+    renamed = shutil.copy(
+        shared_data / "centroid_test_data/strong.pickle", tmp_path / "strong.refl"
+    )
     expect_error(renamed, "legacy Python-pickle")
 
 
@@ -94,12 +107,16 @@ def test_a_hostile_pickle_is_not_executed(tmp_path):
     ],
 )
 def test_wrong_kind_of_file_says_what_it_looks_like(tmp_path, content, looks_like):
-    expect_error(write(tmp_path, content), "is not a DIALS reflection table", looks_like)
+    expect_error(
+        write(tmp_path, content), "is not a DIALS reflection table", looks_like
+    )
 
 
 def test_wrong_tag(tmp_path, strong):
     _, version, body = strong
-    expect_error(write(tmp_path, pack("dials::af::something_else", version, body)), "its tag is")
+    expect_error(
+        write(tmp_path, pack("dials::af::something_else", version, body)), "its tag is"
+    )
 
 
 def test_unsupported_version(tmp_path, strong):
@@ -108,20 +125,30 @@ def test_unsupported_version(tmp_path, strong):
 
 
 def test_unknown_header_key(tmp_path, strong):
-    expect_error(write(tmp_path, edited(strong, lambda body: body.update(extra=1))), "unknown header key 'extra'")
+    expect_error(
+        write(tmp_path, edited(strong, lambda body: body.update(extra=1))),
+        "unknown header key 'extra'",
+    )
 
 
 def test_missing_nrows(tmp_path, strong):
-    expect_error(write(tmp_path, edited(strong, lambda body: body.pop("nrows"))), "no 'nrows'")
+    expect_error(
+        write(tmp_path, edited(strong, lambda body: body.pop("nrows"))), "no 'nrows'"
+    )
 
 
 def test_identifiers_are_optional(tmp_path, strong):
-    table = read_reflections(write(tmp_path, edited(strong, lambda body: body.pop("identifiers"))))
+    table = read_reflections(
+        write(tmp_path, edited(strong, lambda body: body.pop("identifiers")))
+    )
     assert table.identifiers is None and table.nrows == 208
 
 
 def test_nrows_disagreeing_with_columns(tmp_path, strong):
-    expect_error(write(tmp_path, edited(strong, lambda body: body.update(nrows=209))), "has 208 elements but the table has 209 rows")
+    expect_error(
+        write(tmp_path, edited(strong, lambda body: body.update(nrows=209))),
+        "has 208 elements but the table has 209 rows",
+    )
 
 
 def column_bytes_edited(table, name: str, edit) -> bytes:
@@ -136,7 +163,9 @@ def column_bytes_edited(table, name: str, edit) -> bytes:
 
 def test_element_count_disagreeing_with_bytes(tmp_path, strong):
     content = column_bytes_edited(strong, "xyzobs.px.value", lambda blob: blob[:-24])
-    expect_error(write(tmp_path, content), "'xyzobs.px.value'", "need 4992 bytes", "holds 4968")
+    expect_error(
+        write(tmp_path, content), "'xyzobs.px.value'", "need 4992 bytes", "holds 4968"
+    )
 
 
 def test_huge_claims_in_a_tiny_file_allocate_nothing(tmp_path):
@@ -155,13 +184,19 @@ def test_huge_claims_in_a_tiny_file_allocate_nothing(tmp_path):
             print(error)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "1000000000000 records need at least" in result.stdout
 
 
 def test_bool_column_with_other_values(tmp_path, shared_data):
-    content = column_bytes_edited(unpack(shared_data / "I23_P12M_thau/indexed.refl"), "entering", lambda blob: b"\x07" + blob[1:])
+    content = column_bytes_edited(
+        unpack(shared_data / "I23_P12M_thau/indexed.refl"),
+        "entering",
+        lambda blob: b"\x07" + blob[1:],
+    )
     expect_error(write(tmp_path, content), "bool column 'entering'")
 
 
@@ -183,21 +218,31 @@ def shoebox_variant(strong, edit):
 class TestCorruptShoeboxColumn:
     def test_record_running_past_the_end(self, tmp_path, strong, engine):
         content = shoebox_variant(strong, lambda blob: bytes(blob[:-10]))
-        expect_error(write(tmp_path, content), "shoebox column", "record 207", engine=engine)
+        expect_error(
+            write(tmp_path, content), "shoebox column", "record 207", engine=engine
+        )
 
     def test_present_byte_other_than_0_1_2(self, tmp_path, strong, engine):
         def flip(blob):
             blob[28] = 7
             return bytes(blob)
 
-        expect_error(write(tmp_path, shoebox_variant(strong, flip)), "record 0 has pixel-data marker 7", engine=engine)
+        expect_error(
+            write(tmp_path, shoebox_variant(strong, flip)),
+            "record 0 has pixel-data marker 7",
+            engine=engine,
+        )
 
     def test_impossible_bbox(self, tmp_path, strong, engine):
         def swap(blob):
             blob[4:8], blob[8:12] = blob[8:12], blob[4:8]  # x0 > x1
             return bytes(blob)
 
-        expect_error(write(tmp_path, shoebox_variant(strong, swap)), "record 0 has an impossible bbox [1585, 1583", engine=engine)
+        expect_error(
+            write(tmp_path, shoebox_variant(strong, swap)),
+            "record 0 has an impossible bbox [1585, 1583",
+            engine=engine,
+        )
 
     def test_bbox_volume_larger_than_the_file(self, tmp_path, strong, engine):
         def grow(blob):
@@ -205,7 +250,12 @@ class TestCorruptShoeboxColumn:
             blob[16:20] = (2**31 - 1).to_bytes(4, "little")  # y1
             return bytes(blob)
 
-        expect_error(write(tmp_path, shoebox_variant(strong, grow)), "record 0 has bbox", "run past the end", engine=engine)
+        expect_error(
+            write(tmp_path, shoebox_variant(strong, grow)),
+            "record 0 has bbox",
+            "run past the end",
+            engine=engine,
+        )
 
     def test_extra_bytes_after_the_last_record(self, tmp_path, strong, engine):
         content = shoebox_variant(strong, lambda blob: bytes(blob) + bytes(29))
@@ -213,10 +263,16 @@ class TestCorruptShoeboxColumn:
 
 
 def test_string_columns_are_skipped_with_a_warning(tmp_path, strong, caplog):
-    content = edited(strong, lambda body: body["data"].update(label=["std::string", [208, bytes(208 * 32)]]))
+    content = edited(
+        strong,
+        lambda body: body["data"].update(label=["std::string", [208, bytes(208 * 32)]]),
+    )
     with caplog.at_level("WARNING"):
         table = read_reflections(write(tmp_path, content))
-    assert "label" not in table.columns and "not portable" in table.skipped_columns["label"]
+    assert (
+        "label" not in table.columns
+        and "not portable" in table.skipped_columns["label"]
+    )
     assert "column 'label' skipped" in caplog.text
     assert table.nrows == 208 and table.shoeboxes is not None
 
@@ -230,7 +286,10 @@ def test_experiments_missing(tmp_path):
 
 
 def test_reflection_file_given_as_experiments(shared_data):
-    with pytest.raises(FileFormatError, match="is not a DIALS experiment list: it looks like a msgpack array"):
+    with pytest.raises(
+        FileFormatError,
+        match="is not a DIALS experiment list: it looks like a msgpack array",
+    ):
         read_experiments(shared_data / "eiger_therm/strong.refl")
 
 
@@ -254,7 +313,9 @@ def test_experiment_referring_to_a_missing_model(tmp_path, shared_data):
     document["experiment"][0]["beam"] = 5
     path = tmp_path / "broken.expt"
     path.write_text(json.dumps(document))
-    with pytest.raises(FileFormatError, match="experiment 0 refers to beam 5, which does not exist"):
+    with pytest.raises(
+        FileFormatError, match="experiment 0 refers to beam 5, which does not exist"
+    ):
         read_experiments(path)
 
 
@@ -263,7 +324,9 @@ def test_invalid_model(tmp_path, shared_data):
     del document["beam"][0]["wavelength"]
     path = tmp_path / "broken.expt"
     path.write_text(json.dumps(document))
-    with pytest.raises(FileFormatError, match="invalid beam model .number 0.: missing 'wavelength'"):
+    with pytest.raises(
+        FileFormatError, match="invalid beam model .number 0.: missing 'wavelength'"
+    ):
         read_experiments(path)
 
 
@@ -279,8 +342,13 @@ def test_arrays_of_pairs_are_not_maps(strong, tmp_path, where):
         if where == "data":
             body["data"] = [[name, column] for name, column in header["data"].items()]
         elif where == "identifiers":
-            body["identifiers"] = [[key, value] for key, value in header["identifiers"].items()]
+            body["identifiers"] = [
+                [key, value] for key, value in header["identifiers"].items()
+            ]
         else:  # a column's [type, [count, bytes]] given as a map
             name, (type_name, data) = next(iter(header["data"].items()))
             body["data"] = {**header["data"], name: {type_name: data}}
-    expect_error(write(tmp_path, pack("dials::af::reflection_table", 2, body)), "is not a valid DIALS reflection table: expected")
+    expect_error(
+        write(tmp_path, pack("dials::af::reflection_table", 2, body)),
+        "is not a valid DIALS reflection table: expected",
+    )

@@ -18,8 +18,15 @@ def test_centroid_experiment(shared_data):
     assert np.linalg.norm(experiment.beam.s0) == pytest.approx(1 / 0.9795)
     assert experiment.beam.s0[2] < 0  # the beam travels along -z
     panel = experiment.detector.panels[0]
-    assert len(experiment.detector) == 1 and panel.image_size == (2463, 2527) and panel.pixel_size == (0.172, 0.172)
-    assert experiment.scan.image_range == (1, 9) and experiment.scan.oscillation == (0.0, 0.2)
+    assert (
+        len(experiment.detector) == 1
+        and panel.image_size == (2463, 2527)
+        and panel.pixel_size == (0.172, 0.172)
+    )
+    assert experiment.scan.image_range == (1, 9) and experiment.scan.oscillation == (
+        0.0,
+        0.2,
+    )
     assert experiment.scan.num_images == 9
     assert experiment.goniometer.rotation_axis[0] == pytest.approx(1.0)
     a, b, c, alpha, beta, gamma = experiment.crystal.unit_cell
@@ -46,7 +53,10 @@ def test_detector_geometry_reproduces_dials_s1(shared_data, folder):
     experiment = read_experiments(shared_data / folder / "indexed.expt")[0]
     panels = experiment.detector.panels
     index = table["panel"].astype(int)
-    origin, fast, slow = (np.array([getattr(p, name) for p in panels])[index] for name in ("origin", "fast_axis", "slow_axis"))
+    origin, fast, slow = (
+        np.array([getattr(p, name) for p in panels])[index]
+        for name in ("origin", "fast_axis", "slow_axis")
+    )
     xy = table["xyzobs.mm.value"]
     lab = origin + xy[:, :1] * fast + xy[:, 1:2] * slow
     ours = lab / np.linalg.norm(lab, axis=1)[:, None]
@@ -73,7 +83,10 @@ def test_shared_models_stay_shared(tmp_path, shared_data):
     path = tmp_path / "two.expt"
     path.write_text(json.dumps(document))
     experiments = read_experiments(path)
-    assert experiments.identifiers() == ["5684a4f6-055b-79c4-db71-81f3df1142b7", "second"]
+    assert experiments.identifiers() == [
+        "5684a4f6-055b-79c4-db71-81f3df1142b7",
+        "second",
+    ]
     assert experiments[0].detector is experiments[1].detector
     assert experiments[0].beam is experiments[1].beam
 

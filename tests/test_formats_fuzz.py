@@ -9,17 +9,27 @@ from conftest import SHARED_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dials_spot_size_analysis.engine import available_engines
 from dials_spot_size_analysis.formats import FileFormatError, ReflectionTable
 from dials_spot_size_analysis.formats.msgpack_cursor import MsgpackCursor
-from dials_spot_size_analysis.formats.reflections import _unpacked_header, _walked_header, parse_reflections
+from dials_spot_size_analysis.formats.reflections import (
+    _unpacked_header,
+    _walked_header,
+    parse_reflections,
+)
 from dials_spot_size_analysis.formats.shoeboxes import count_pixels_streaming
-from dials_spot_size_analysis.engine import available_engines
 
 SOURCES = ["eiger_therm/strong.refl", "centroid_test_data/integrated.refl"]
 pytestmark = pytest.mark.skipif(
-    not (SHARED_DATA / SOURCES[0]).is_file(), reason=f"real DIALS test files not found at {SHARED_DATA}"
+    not (SHARED_DATA / SOURCES[0]).is_file(),
+    reason=f"real DIALS test files not found at {SHARED_DATA}",
 )
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(
+    max_examples=150,
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
 
 
 def originals() -> list[bytes]:
@@ -32,9 +42,13 @@ def same_header(content: bytes) -> None:
     unpacked = _unpacked_header(content)
     if unpacked is None:
         return
-    walked = _walked_header(MsgpackCursor(content))  # must not raise where the C path accepted
+    walked = _walked_header(
+        MsgpackCursor(content)
+    )  # must not raise where the C path accepted
     assert unpacked[:4] == walked[:4]
-    assert [(n, t, c, b.tobytes()) for n, t, c, b in unpacked.columns] == [(n, t, c, b.tobytes()) for n, t, c, b in walked.columns]
+    assert [(n, t, c, b.tobytes()) for n, t, c, b in unpacked.columns] == [
+        (n, t, c, b.tobytes()) for n, t, c, b in walked.columns
+    ]
 
 
 def check(content: bytes, engine: str) -> None:
@@ -51,7 +65,13 @@ def check(content: bytes, engine: str) -> None:
         return
     # The one-pass count the program uses finds what indexing then counting finds.
     try:
-        streamed = count_pixels_streaming(table._shoebox_blob, table.nrows, 5, engine=engine, bbox_hint=table.columns.get("bbox"))
+        streamed = count_pixels_streaming(
+            table._shoebox_blob,
+            table.nrows,
+            5,
+            engine=engine,
+            bbox_hint=table.columns.get("bbox"),
+        )
     except FileFormatError as error:
         streamed = error
     try:
@@ -63,9 +83,15 @@ def check(content: bytes, engine: str) -> None:
         assert len(shoeboxes) == table.nrows
         counts = shoeboxes.count_mask_values(5, engine=engine)
         assert not isinstance(streamed, FileFormatError), streamed
-        assert streamed[0].tolist() == counts.tolist() and streamed[1].tolist() == shoeboxes.has_pixel_data.tolist()
+        assert (
+            streamed[0].tolist() == counts.tolist()
+            and streamed[1].tolist() == shoeboxes.has_pixel_data.tolist()
+        )
         assert (counts >= 0).all() and (counts <= shoeboxes.n_voxels).all()
-        ends = shoeboxes.data_offset + shoeboxes.n_voxels * np.array([0, 12, 9])[shoeboxes.present]
+        ends = (
+            shoeboxes.data_offset
+            + shoeboxes.n_voxels * np.array([0, 12, 9])[shoeboxes.present]
+        )
         assert (ends <= shoeboxes.blob.size).all()
 
 
@@ -85,7 +111,9 @@ def test_truncated(engine, which, data):
 @given(which=source, data=st.data())
 def test_bit_flips(engine, which, data):
     content = bytearray(originals()[which])
-    for position in data.draw(st.lists(st.integers(0, len(content) * 8 - 1), min_size=1, max_size=8)):
+    for position in data.draw(
+        st.lists(st.integers(0, len(content) * 8 - 1), min_size=1, max_size=8)
+    ):
         content[position // 8] ^= 1 << (position % 8)
     check(bytes(content), engine)
 
@@ -100,7 +128,9 @@ def test_resized(engine, which, data):
         inserted = data.draw(st.binary(min_size=1, max_size=64))
         content = content[:position] + inserted + content[position:]
     else:
-        content = content[:position] + content[position + data.draw(st.integers(1, 64)) :]
+        content = (
+            content[:position] + content[position + data.draw(st.integers(1, 64)) :]
+        )
     check(content, engine)
 
 

@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from conftest import REFLECTION_FILES, SHOEBOX_CODES
 
-from dials_spot_size_analysis.formats import read_reflections, write_reflections
-from dials_spot_size_analysis.formats import reflections
+from dials_spot_size_analysis.engine import available_engines
+from dials_spot_size_analysis.formats import (
+    read_reflections,
+    reflections,
+    write_reflections,
+)
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 from dials_spot_size_analysis.formats.shoebox_encoding import reencode
-from dials_spot_size_analysis.engine import available_engines
 
 ENGINES = available_engines()
 
@@ -23,7 +26,9 @@ ENGINES = available_engines()
 @pytest.mark.parametrize("header_reader", ["msgpack", "cursor"])
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
-def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_truth, name, engine, header_reader, monkeypatch):
+def test_columns_and_shoeboxes_equal_dials_ground_truth(
+    shared_data, ground_truth, name, engine, header_reader, monkeypatch
+):
     """Small files' structure is read by msgpack's C unpacker, big ones' by the cursor:
     both here, on every file."""
     if header_reader == "cursor":
@@ -32,8 +37,12 @@ def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_trut
     table = read_reflections(shared_data / name, engine=engine)
     assert table.nrows == len(table) == truth["nrows"]
     assert {str(k): v for k, v in table.identifiers.items()} == truth["identifiers"]
-    assert sorted([*table.columns, table.shoebox_column_name]) == sorted(truth["columns"])
-    assert table["flags"].dtype == np.uint64 and table["flags"].tolist() == truth["flags"]
+    assert sorted([*table.columns, table.shoebox_column_name]) == sorted(
+        truth["columns"]
+    )
+    assert (
+        table["flags"].dtype == np.uint64 and table["flags"].tolist() == truth["flags"]
+    )
     assert table["id"].dtype == np.int32 and table["id"].tolist() == truth["id"]
     assert table["panel"].tolist() == truth["panel"]
     assert int(((table["flags"] & 4) != 0).sum()) == truth["n_indexed"]
@@ -45,33 +54,53 @@ def test_columns_and_shoeboxes_equal_dials_ground_truth(shared_data, ground_trut
     assert shoeboxes.bbox.tolist() == truth["shoebox_bbox"]
     assert shoeboxes.panel.tolist() == truth["shoebox_panel"]
     for code in SHOEBOX_CODES:
-        assert shoeboxes.count_mask_values(int(code), engine=engine).tolist() == truth["count_mask_values"][code], code
+        assert (
+            shoeboxes.count_mask_values(int(code), engine=engine).tolist()
+            == truth["count_mask_values"][code]
+        ), code
 
 
 def test_column_types_and_shapes(shared_data):
     table = read_reflections(shared_data / "centroid_test_data/indexed.refl")
     assert table.version == 1
     assert table["bbox"].shape == (654, 6) and table["bbox"].dtype == np.int32
-    assert table["miller_index"].shape == (654, 3) and table["miller_index"].dtype == np.int32
-    assert table["xyzobs.px.value"].shape == (654, 3) and table["xyzobs.px.value"].dtype == np.float64
+    assert (
+        table["miller_index"].shape == (654, 3)
+        and table["miller_index"].dtype == np.int32
+    )
+    assert (
+        table["xyzobs.px.value"].shape == (654, 3)
+        and table["xyzobs.px.value"].dtype == np.float64
+    )
     assert table["entering"].dtype == bool
     assert table.column_type("miller_index") == "cctbx::miller::index<>"
     assert table.column_type("shoebox") == "Shoebox<>"
     # Views of the memory-mapped file, not copies.
-    assert not table["xyzobs.px.value"].flags.owndata and not table["xyzobs.px.value"].flags.writeable
+    assert (
+        not table["xyzobs.px.value"].flags.owndata
+        and not table["xyzobs.px.value"].flags.writeable
+    )
     assert read_reflections(shared_data / "I23_P12M_thau/indexed.refl").version == 2
 
 
 def test_integrated_rows_without_pixel_data_are_distinguishable(shared_data):
-    shoeboxes = read_reflections(shared_data / "centroid_test_data/integrated.refl").shoeboxes
+    shoeboxes = read_reflections(
+        shared_data / "centroid_test_data/integrated.refl"
+    ).shoeboxes
     assert int(shoeboxes.has_pixel_data.sum()) == 278
     assert (shoeboxes.n_voxels[~shoeboxes.has_pixel_data] == 0).all()
     assert (shoeboxes.count_mask_values(0)[shoeboxes.has_pixel_data] > 0).all()
 
 
 def test_mask_record_kinds(shared_data):
-    assert set(read_reflections(shared_data / "centroid_test_data/indexed.refl").shoeboxes.present) == {1}
-    assert set(read_reflections(shared_data / "I23_P12M_thau/strong.refl").shoeboxes.present) == {2}
+    assert set(
+        read_reflections(
+            shared_data / "centroid_test_data/indexed.refl"
+        ).shoeboxes.present
+    ) == {1}
+    assert set(
+        read_reflections(shared_data / "I23_P12M_thau/strong.refl").shoeboxes.present
+    ) == {2}
 
 
 def test_pixels_of_one_row(shared_data):
@@ -97,7 +126,10 @@ def test_version_1_int32_masks_read_like_version_2_uint8_masks(shared_data, tmp_
     original = read_reflections(shared_data / "centroid_test_data/indexed.refl")
     assert version_2.version == 2 and set(version_2.shoeboxes.present) == {2}
     for code in SHOEBOX_CODES:
-        assert np.array_equal(version_2.shoeboxes.count_mask_values(int(code)), original.shoeboxes.count_mask_values(int(code)))
+        assert np.array_equal(
+            version_2.shoeboxes.count_mask_values(int(code)),
+            original.shoeboxes.count_mask_values(int(code)),
+        )
     assert np.array_equal(version_2.shoeboxes.bbox, original.shoeboxes.bbox)
 
 
@@ -106,7 +138,9 @@ def test_writing_version_1_converts_uint8_masks_to_int32(shared_data, tmp_path):
     write_reflections(table, tmp_path / "v1.refl", version=1)
     again = read_reflections(tmp_path / "v1.refl")
     assert again.version == 1 and set(again.shoeboxes.present) == {1}
-    assert np.array_equal(again.shoeboxes.count_mask_values(5), table.shoeboxes.count_mask_values(5))
+    assert np.array_equal(
+        again.shoeboxes.count_mask_values(5), table.shoeboxes.count_mask_values(5)
+    )
     assert np.array_equal(again["xyzobs.px.value"], table["xyzobs.px.value"])
 
 
@@ -115,22 +149,39 @@ def test_new_table_written_as_version_2_reads_back(tmp_path):
 
     table = ReflectionTable(nrows=3, identifiers={0: "abc"})
     table.columns["flags"] = np.array([4, 32, 36], dtype=np.uint64)
-    table.columns["miller_index"] = np.array([[1, 2, 3], [0, 0, 1], [-1, 0, 0]], dtype=np.int32)
+    table.columns["miller_index"] = np.array(
+        [[1, 2, 3], [0, 0, 1], [-1, 0, 0]], dtype=np.int32
+    )
     table.columns["entering"] = np.array([True, False, True])
     write_reflections(table, tmp_path / "new.refl")
-    tag, version, body = msgpack.unpackb((tmp_path / "new.refl").read_bytes(), strict_map_key=False)
-    assert (tag, version, body["nrows"], body["identifiers"]) == ("dials::af::reflection_table", 2, 3, {0: "abc"})
+    tag, version, body = msgpack.unpackb(
+        (tmp_path / "new.refl").read_bytes(), strict_map_key=False
+    )
+    assert (tag, version, body["nrows"], body["identifiers"]) == (
+        "dials::af::reflection_table",
+        2,
+        3,
+        {0: "abc"},
+    )
     again = read_reflections(tmp_path / "new.refl")
     assert again["miller_index"].tolist() == [[1, 2, 3], [0, 0, 1], [-1, 0, 0]]
     assert again["entering"].tolist() == [True, False, True]
 
 
-@pytest.mark.parametrize("suffix,compress", [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)])
-def test_compressed_files_read_like_the_original(shared_data, tmp_path, suffix, compress):
+@pytest.mark.parametrize(
+    "suffix,compress",
+    [(".gz", gzip.compress), (".bz2", bz2.compress), (".xz", lzma.compress)],
+)
+def test_compressed_files_read_like_the_original(
+    shared_data, tmp_path, suffix, compress
+):
     source = shared_data / "I23_P12M_thau/strong.refl"
     target = tmp_path / f"strong.refl{suffix}"
     target.write_bytes(compress(source.read_bytes()))
-    assert np.array_equal(read_reflections(target).shoeboxes.count_mask_values(4), read_reflections(source).shoeboxes.count_mask_values(4))
+    assert np.array_equal(
+        read_reflections(target).shoeboxes.count_mask_values(4),
+        read_reflections(source).shoeboxes.count_mask_values(4),
+    )
 
 
 def test_zstandard_compressed_file(shared_data, tmp_path):
@@ -138,7 +189,10 @@ def test_zstandard_compressed_file(shared_data, tmp_path):
     source = shared_data / "eiger_therm/strong.refl"
     target = tmp_path / "strong.refl.zst"
     target.write_bytes(zstandard.ZstdCompressor().compress(source.read_bytes()))
-    assert read_reflections(target)["flags"].tolist() == read_reflections(source)["flags"].tolist()
+    assert (
+        read_reflections(target)["flags"].tolist()
+        == read_reflections(source)["flags"].tolist()
+    )
 
 
 def test_parse_from_bytes_as_dials_as_msgpack_gives(shared_data):

@@ -35,7 +35,11 @@ def without_run_details(document: dict) -> dict:
     return document
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_any_split_merges_to_the_whole(shared_data, data):
     """However the rows are split into tables, the merged analysis equals the whole's."""
@@ -43,14 +47,24 @@ def test_any_split_merges_to_the_whole(shared_data, data):
     cuts = sorted(data.draw(st.lists(st.integers(0, table.nrows), max_size=6)))
     bounds = [0, *cuts, table.nrows]
     parts = [table.slice_rows(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    options = dict(require=None, bins=data.draw(st.integers(1, 60)), data_max=data.draw(st.sampled_from([100, 1000, "Auto"])))
+    options = {
+        "require": None,
+        "bins": data.draw(st.integers(1, 60)),
+        "data_max": data.draw(st.sampled_from([100, 1000, "Auto"])),
+    }
     whole = analyse(table, shared_data / EXPT, **options)
     merged = analyse(parts, shared_data / EXPT, **options)
     assert merged.histogram.counts.tolist() == whole.histogram.counts.tolist()
-    assert (merged.histogram.data_min, merged.histogram.data_max) == (whole.histogram.data_min, whole.histogram.data_max)
+    assert (merged.histogram.data_min, merged.histogram.data_max) == (
+        whole.histogram.data_min,
+        whole.histogram.data_max,
+    )
     assert merged.histogram.n_out_of_range == whole.histogram.n_out_of_range
     assert merged.statistics == whole.statistics
-    assert merged.result.by_image == whole.result.by_image and merged.result.by_resolution == whole.result.by_resolution
+    assert (
+        merged.result.by_image == whole.result.by_image
+        and merged.result.by_resolution == whole.result.by_resolution
+    )
     assert merged.selection["n_counted"] == whole.selection["n_counted"] == 278
 
 
@@ -75,14 +89,26 @@ def run_json(tmp_path, args, name) -> dict:
 def test_parallel_equals_serial_and_the_whole(shared_data, pieces, tmp_path):
     files = sorted(pieces.glob("*.refl"))
     serial = run_json(tmp_path, [shared_data / EXPT, *files], "serial.json")
-    parallel = run_json(tmp_path, [shared_data / EXPT, *files, "nproc=2"], "parallel.json")
-    whole = run_json(tmp_path, [shared_data / EXPT, shared_data / INTEGRATED], "whole.json")
+    parallel = run_json(
+        tmp_path, [shared_data / EXPT, *files, "nproc=2"], "parallel.json"
+    )
+    whole = run_json(
+        tmp_path, [shared_data / EXPT, shared_data / INTEGRATED], "whole.json"
+    )
     assert without_run_details(parallel) == without_run_details(serial)
-    assert serial["histogram"] == whole["histogram"] and serial["statistics"] == whole["statistics"]
-    assert len(serial["selection"]["datasets"]) == 7 and serial["selection"]["n_counted"] == whole["selection"]["n_counted"]
+    assert (
+        serial["histogram"] == whole["histogram"]
+        and serial["statistics"] == whole["statistics"]
+    )
+    assert (
+        len(serial["selection"]["datasets"]) == 7
+        and serial["selection"]["n_counted"] == whole["selection"]["n_counted"]
+    )
 
 
-def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces, monkeypatch):
+def test_the_heap_is_left_frozen_only_when_the_program_exits(
+    shared_data, pieces, monkeypatch
+):
     """Per-file results are made with the heap frozen (left out of garbage collections),
     and the console script freezes it before the interpreter exits; a library call leaves
     garbage collection as it found it, including a caller's own freeze."""
@@ -91,7 +117,9 @@ def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces
     files = [str(path) for path in sorted(pieces.glob("*.refl"))]
     assert gc.get_freeze_count() == 0
     for nproc in (1, 2):
-        assert analyse(files, shared_data / EXPT, nproc=nproc).selection["n_datasets"] == 7
+        assert (
+            analyse(files, shared_data / EXPT, nproc=nproc).selection["n_datasets"] == 7
+        )
         assert gc.get_freeze_count() == 0
     try:
         gc.freeze()
@@ -100,7 +128,11 @@ def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces
         assert gc.get_freeze_count() >= callers
     finally:
         gc.unfreeze()
-    monkeypatch.setattr(sys, "argv", [PROGRAM, *files, "output.json=None", "output.log=None", "output.html=None"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [PROGRAM, *files, "output.json=None", "output.log=None", "output.html=None"],
+    )
     try:
         assert run() is None
         assert gc.get_freeze_count() > 0
@@ -108,8 +140,13 @@ def test_the_heap_is_left_frozen_only_when_the_program_exits(shared_data, pieces
         gc.unfreeze()
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork: the probe is planted by monkeypatching")
-def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(shared_data, pieces, monkeypatch):
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the probe is planted by monkeypatching",
+)
+def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
+    shared_data, pieces, monkeypatch
+):
     """The process that gathers thousands of files' results does so without garbage
     collections (they would walk every result again and again); workers collect as
     usual; afterwards collection is on again."""
@@ -128,7 +165,9 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(sha
     files = [str(path) for path in sorted(pieces.glob("*.refl"))]
     for nproc, in_workers in ((1, False), (2, True)):
         inputs = analyse(files, shared_data / EXPT, nproc=nproc).inputs
-        assert [entry["collecting"] for entry in inputs if "reflections" in entry] == [in_workers] * 7
+        assert [entry["collecting"] for entry in inputs if "reflections" in entry] == [
+            in_workers
+        ] * 7
         assert gc.isenabled()
     gc.disable()
     try:
@@ -138,22 +177,39 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(sha
         gc.enable()
 
 
-def test_directory_glob_and_list_file_inputs(shared_data, pieces, tmp_path, monkeypatch):
+def test_directory_glob_and_list_file_inputs(
+    shared_data, pieces, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     listing = tmp_path / "files.txt"
-    listing.write_text("# the pieces\n" + "\n".join(f"pieces/{p.name}" for p in sorted(pieces.glob("*.refl"))) + "\n")
+    listing.write_text(
+        "# the pieces\n"
+        + "\n".join(f"pieces/{p.name}" for p in sorted(pieces.glob("*.refl")))
+        + "\n"
+    )
     by_directory = run_json(tmp_path, [shared_data / EXPT, pieces], "directory.json")
-    by_glob = run_json(tmp_path, [shared_data / EXPT, str(pieces / "part_*.refl")], "glob.json")
+    by_glob = run_json(
+        tmp_path, [shared_data / EXPT, str(pieces / "part_*.refl")], "glob.json"
+    )
     by_list = run_json(tmp_path, [shared_data / EXPT, listing], "list.json")
-    assert by_directory["selection"]["n_datasets"] == by_glob["selection"]["n_datasets"] == by_list["selection"]["n_datasets"] == 7
+    assert (
+        by_directory["selection"]["n_datasets"]
+        == by_glob["selection"]["n_datasets"]
+        == by_list["selection"]["n_datasets"]
+        == 7
+    )
     assert by_directory["histogram"] == by_glob["histogram"] == by_list["histogram"]
 
 
-def test_list_names_are_relative_to_the_list_and_each_file_counts_once(tmp_path, monkeypatch):
+def test_list_names_are_relative_to_the_list_and_each_file_counts_once(
+    tmp_path, monkeypatch
+):
     """A list file's relative names are relative to its folder ('#' comments and blank
     lines ignored); a file named twice (relative or absolute, in a list or on the command
     line) is added once; x.refl pairs with x.expt in its folder however each was named."""
-    from dials_spot_size_analysis.command_line.spot_size_analysis import parse_command_line
+    from dials_spot_size_analysis.command_line.spot_size_analysis import (
+        parse_command_line,
+    )
     from dials_spot_size_analysis.processing import pair_by_name
 
     monkeypatch.chdir(tmp_path)
@@ -162,15 +218,27 @@ def test_list_names_are_relative_to_the_list_and_each_file_counts_once(tmp_path,
     lists.mkdir()
     for name in ("a.refl", "a.expt", "b.refl", "b.expt", "c.refl.gz"):
         (stills / name).touch()
-    (lists / "files.txt").write_text(f"# run 1\n\n../stills/a.refl\n  ../stills/a.expt  \n{stills / 'b.refl'}\n../stills/./a.refl\n../stills/c.refl.gz\n")
-    command_line = parse_command_line(["stills/b.expt", "lists/files.txt", "stills/b.refl", str(stills / "a.expt")])
+    (lists / "files.txt").write_text(
+        f"# run 1\n\n../stills/a.refl\n  ../stills/a.expt  \n{stills / 'b.refl'}\n../stills/./a.refl\n../stills/c.refl.gz\n"
+    )
+    command_line = parse_command_line(
+        ["stills/b.expt", "lists/files.txt", "stills/b.refl", str(stills / "a.expt")]
+    )
     listed = os.path.join("lists", "../stills")
-    assert command_line.reflection_files == [f"{listed}/a.refl", str(stills / "b.refl"), f"{listed}/c.refl.gz"]
+    assert command_line.reflection_files == [
+        f"{listed}/a.refl",
+        str(stills / "b.refl"),
+        f"{listed}/c.refl.gz",
+    ]
     assert command_line.experiment_files == ["stills/b.expt", f"{listed}/a.expt"]
-    assert pair_by_name(command_line.reflection_files, command_line.experiment_files) == ({0: f"{listed}/a.expt", 1: "stills/b.expt"}, [])
+    assert pair_by_name(
+        command_line.reflection_files, command_line.experiment_files
+    ) == ({0: f"{listed}/a.expt", 1: "stills/b.expt"}, [])
 
 
-def test_a_corrupt_file_among_good_ones_is_skipped_and_reported(shared_data, pieces, tmp_path, capsys):
+def test_a_corrupt_file_among_good_ones_is_skipped_and_reported(
+    shared_data, pieces, tmp_path, capsys
+):
     corrupt = pieces / "part_3.refl"
     content = corrupt.read_bytes()
     corrupt.write_bytes(content[: len(content) - 100])
@@ -180,7 +248,10 @@ def test_a_corrupt_file_among_good_ones_is_skipped_and_reported(shared_data, pie
     log = capsys.readouterr().out
     skipped = {entry["file"]: entry["reason"] for entry in document["skipped_files"]}
     assert set(skipped) == {str(corrupt), str(pieces / "notes.refl")}
-    assert "truncated" in skipped[str(corrupt)] and "never unpickled" in skipped[str(pieces / "notes.refl")]
+    assert (
+        "truncated" in skipped[str(corrupt)]
+        and "never unpickled" in skipped[str(pieces / "notes.refl")]
+    )
     assert "Skipped 2 file(s) that could not be used" in log and str(corrupt) in log
     assert document["selection"]["n_datasets"] == 6
 
@@ -189,17 +260,32 @@ def test_bad_files_can_be_made_fatal(shared_data, pieces, tmp_path, capsys):
     (pieces / "part_5.refl").write_bytes(b"\x93\xa3bad")
     files = sorted(pieces.glob("*.refl"))
     with pytest.raises(SystemExit) as caught:
-        run([str(shared_data / EXPT), *map(str, files), "bad_files=fail", f"output.json={tmp_path / 'x.json'}", "output.log=None"])
+        run(
+            [
+                str(shared_data / EXPT),
+                *map(str, files),
+                "bad_files=fail",
+                f"output.json={tmp_path / 'x.json'}",
+                "output.log=None",
+            ]
+        )
     assert caught.value.code == 1
     err = capsys.readouterr().err
-    assert "1 of 7 reflection files could not be used (input.bad_files=fail); the first:" in err and "part_5.refl" in err
+    assert (
+        "1 of 7 reflection files could not be used (input.bad_files=fail); the first:"
+        in err
+        and "part_5.refl" in err
+    )
     assert not (tmp_path / "x.json").exists()
 
 
 def test_every_file_bad_is_an_error(tmp_path):
     for number in range(2):
         (tmp_path / f"{number}.refl").write_bytes(b"")
-    with pytest.raises(UnusableFilesError, match="every reflection file was unusable; the first: .*0.refl: is empty"):
+    with pytest.raises(
+        UnusableFilesError,
+        match="every reflection file was unusable; the first: .*0.refl: is empty",
+    ):
         analyse([tmp_path / "0.refl", tmp_path / "1.refl"])
 
 
@@ -207,8 +293,17 @@ def test_files_without_experiment_lists_are_merged_by_identifier(shared_data, tm
     table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
     for number, (a, b) in enumerate([(0, 100), (100, 208)]):
         write_reflections(table.slice_rows(a, b), tmp_path / f"{number}.refl")
-    result = analyse([tmp_path / "0.refl", tmp_path / "1.refl", shared_data / "eiger_therm/strong.refl"], require=None)
-    by_experiment = [(e["experiment"], e["identifier"], e["n"]) for e in result.result.by_experiment]
+    result = analyse(
+        [
+            tmp_path / "0.refl",
+            tmp_path / "1.refl",
+            shared_data / "eiger_therm/strong.refl",
+        ],
+        require=None,
+    )
+    by_experiment = [
+        (e["experiment"], e["identifier"], e["n"]) for e in result.result.by_experiment
+    ]
     assert by_experiment == [
         (-1, None, 3),  # unindexed rows (id -1) belong to no experiment
         (0, "f2631175-384a-00b1-a281-8ca7ffd90066", 205),
@@ -220,7 +315,9 @@ def test_tables_of_several_experiments_merge_by_identifier(shared_data, tmp_path
     """A table's own experiment ids (0, 1; -1 for unindexed rows) become positions in the
     union of every table's identifiers, in input order."""
 
-    def two_experiments(source: str, identifiers: tuple[str, str], name: str) -> tuple[int, int]:
+    def two_experiments(
+        source: str, identifiers: tuple[str, str], name: str
+    ) -> tuple[int, int]:
         table = read_reflections(shared_data / source)
         ids = table["id"].copy()
         ids[(np.arange(table.nrows) >= table.nrows // 2) & (ids == 0)] = 1
@@ -235,11 +332,25 @@ def test_tables_of_several_experiments_merge_by_identifier(shared_data, tmp_path
 
     def by_experiment(*names):
         result = analyse([tmp_path / name for name in names], require=None)
-        return [(entry["experiment"], entry["identifier"], entry["n"]) for entry in result.result.by_experiment]
+        return [
+            (entry["experiment"], entry["identifier"], entry["n"])
+            for entry in result.result.by_experiment
+        ]
 
     assert (c, d, e, f) == (56, 56, 56, 56)
-    assert by_experiment("cd.refl", "ef.refl") == [(0, "C", c), (1, "D", d), (2, "E", e), (3, "F", f)]
-    assert by_experiment("cd.refl", "ab.refl") == [(-1, None, 3), (0, "C", c), (1, "D", d), (2, "A", a), (3, "B", b)]
+    assert by_experiment("cd.refl", "ef.refl") == [
+        (0, "C", c),
+        (1, "D", d),
+        (2, "E", e),
+        (3, "F", f),
+    ]
+    assert by_experiment("cd.refl", "ab.refl") == [
+        (-1, None, 3),
+        (0, "C", c),
+        (1, "D", d),
+        (2, "A", a),
+        (3, "B", b),
+    ]
     assert a + b == 205 and a > 0 and b > 0
 
 
@@ -248,7 +359,12 @@ def mpi_unavailable() -> str | None:
     mpi4py.MPI here would make this process an MPI singleton, which confuses mpirun."""
     if not shutil.which("mpirun"):
         return "mpirun not found (Debian package openmpi-bin)"
-    check = subprocess.run([sys.executable, "-c", "from mpi4py import MPI"], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-c", "from mpi4py import MPI"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if check.returncode != 0:
         return f"mpi4py cannot be used here ({check.stderr.strip().splitlines()[-1] if check.stderr.strip() else 'import failed'})"
     return None
@@ -261,21 +377,36 @@ MPI_UNAVAILABLE = mpi_unavailable()
 def test_mpi_run_equals_the_serial_run(shared_data, pieces, tmp_path):
     files = sorted(pieces.glob("*.refl"))
     serial = run_json(tmp_path, [shared_data / EXPT, *files], "serial.json")
-    command = ["mpirun", "-n", "2", "--oversubscribe"] + (["--allow-run-as-root"] if os.geteuid() == 0 else [])
+    command = ["mpirun", "-n", "2", "--oversubscribe"] + (
+        ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    )
     result = subprocess.run(
-        [*command, SCRIPT, str(shared_data / EXPT), *map(str, files), "mp.method=mpi", "output.json=mpi.json", "output.html=None"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            *command,
+            SCRIPT,
+            str(shared_data / EXPT),
+            *map(str, files),
+            "mp.method=mpi",
+            "output.json=mpi.json",
+            "output.html=None",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count(f"{PROGRAM} v") == 1  # rank 0 reports; rank 1 is quiet
     mpi = json.loads((tmp_path / "mpi.json").read_text())
     assert mpi["parameters"]["mp"]["method"] == "mpi"
     assert without_run_details(mpi) == without_run_details(serial)
-    assert [d["name"] for d in mpi["selection"]["datasets"]] == [d["name"] for d in serial["selection"]["datasets"]]
+    assert [d["name"] for d in mpi["selection"]["datasets"]] == [
+        d["name"] for d in serial["selection"]["datasets"]
+    ]
 
 
 def test_progress_bar_on_request_and_quiet_otherwise(shared_data, pieces, capsys):
-    from dials_spot_size_analysis.api import resolved_parameters, extract_parameters
+    from dials_spot_size_analysis.api import extract_parameters, resolved_parameters
     from dials_spot_size_analysis.processing import Settings, run_serial_or_pool
 
     require, _, _ = resolved_parameters(extract_parameters())
@@ -283,7 +414,9 @@ def test_progress_bar_on_request_and_quiet_otherwise(shared_data, pieces, capsys
     files = sorted(pieces.glob("*.refl"))
     run_serial_or_pool(files, settings, 1, progress=True)
     assert "Measuring" in capsys.readouterr().err
-    run_serial_or_pool(files, settings, 1, progress=None)  # stderr is not a terminal here
+    run_serial_or_pool(
+        files, settings, 1, progress=None
+    )  # stderr is not a terminal here
     assert capsys.readouterr().err == ""
 
 
@@ -306,7 +439,10 @@ def _worker_settings():
     return Settings([], [], False, require, None, ["Foreground"])
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork: the failure is planted by monkeypatching")
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the failure is planted by monkeypatching",
+)
 @pytest.mark.parametrize("failure", ["killed", "bug"])
 def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, failure):
     """A worker that dies (e.g. killed for memory) or hits a bug stops the run with an
@@ -324,7 +460,10 @@ def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, f
 
     monkeypatch.setattr(processing, "measure_one", failing)
     files = sorted(pieces.glob("*.refl"))
-    with pytest.raises(processing.WorkerError, match="exit code 9" if failure == "killed" else "ZeroDivisionError: planted"):
+    with pytest.raises(
+        processing.WorkerError,
+        match="exit code 9" if failure == "killed" else "ZeroDivisionError: planted",
+    ):
         processing.run_serial_or_pool(files, _worker_settings(), 2)
 
 
@@ -333,9 +472,13 @@ def test_workers_measure_every_file_once(pieces):
 
     files = sorted(pieces.glob("*.refl"))
     batches = run_serial_or_pool(files, _worker_settings(), 3)
-    assert sorted(o.index for b in batches for o in b.outcomes) == list(range(len(files)))
+    assert sorted(o.index for b in batches for o in b.outcomes) == list(
+        range(len(files))
+    )
     [serial] = run_serial_or_pool(files, _worker_settings(), 1)
-    assert sum(len(b.spot_sizes) for b in batches) == len(serial.spot_sizes) == 196  # flags.require=Auto, file by file
+    assert (
+        sum(len(b.spot_sizes) for b in batches) == len(serial.spot_sizes) == 196
+    )  # flags.require=Auto, file by file
 
 
 def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
@@ -348,9 +491,15 @@ def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
     files = sorted(pieces.glob("*.refl"))
     [serial] = run_serial_or_pool(files, _worker_settings(), 1)
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
-    batches = sorted(run_serial_or_pool(files, _worker_settings(), 2), key=lambda b: b.outcomes[0].index)
+    batches = sorted(
+        run_serial_or_pool(files, _worker_settings(), 2),
+        key=lambda b: b.outcomes[0].index,
+    )
     assert [o.index for b in batches for o in b.outcomes] == list(range(len(files)))
-    assert np.concatenate([b.spot_sizes.size for b in batches]).tolist() == serial.spot_sizes.size.tolist()
+    assert (
+        np.concatenate([b.spot_sizes.size for b in batches]).tolist()
+        == serial.spot_sizes.size.tolist()
+    )
 
 
 def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp_path):
@@ -358,23 +507,48 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
     them once: each batch's arrays are released as they are copied (a million files' rows
     are gigabytes)."""
     from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
-    from dials_spot_size_analysis.processing import measure_one, merge, pack, run_serial_or_pool
+    from dials_spot_size_analysis.processing import (
+        measure_one,
+        merge,
+        pack,
+        run_serial_or_pool,
+    )
 
     table = read_reflections(shared_data / INTEGRATED)
     files = []
-    for number, start in enumerate(range(1991, 2269, 60)):  # the rows with pixel data, in 5 files
+    for number, start in enumerate(
+        range(1991, 2269, 60)
+    ):  # the rows with pixel data, in 5 files
         files.append(tmp_path / f"part_{number}.refl")
         write_reflections(table.slice_rows(start, min(start + 60, 2269)), files[-1])
     settings = _worker_settings()
     in_order = merge(run_serial_or_pool(files, settings, 1), settings)[0]
-    assert np.all(np.diff(in_order.dataset) >= 0) and set(in_order.dataset.tolist()) == set(range(5))
-    interleaved = [[4, 2, 0], [3, 1]]  # as no worker pool sends them: rows out of input order within each batch
-    batches = [pack([measure_one(index, files[index], settings, len(files)) for index in batch]) for batch in interleaved]
+    assert np.all(np.diff(in_order.dataset) >= 0) and set(
+        in_order.dataset.tolist()
+    ) == set(range(5))
+    interleaved = [
+        [4, 2, 0],
+        [3, 1],
+    ]  # as no worker pool sends them: rows out of input order within each batch
+    batches = [
+        pack(
+            [measure_one(index, files[index], settings, len(files)) for index in batch]
+        )
+        for batch in interleaved
+    ]
     merged, datasets, _, skipped, _ = merge(batches, settings)
-    for name in SpotSizes.__dataclass_fields__:  # NaN d-spacings (no experiments given) compare equal here
+    for name in (
+        SpotSizes.__dataclass_fields__
+    ):  # NaN d-spacings (no experiments given) compare equal here
         np.testing.assert_array_equal(getattr(merged, name), getattr(in_order, name))
-    assert [dataset.name for dataset in datasets] == [str(path) for path in files] and not skipped
-    assert all(getattr(batch.spot_sizes, name) is None for batch in batches for name in SpotSizes.__dataclass_fields__)
+    assert [dataset.name for dataset in datasets] == [
+        str(path) for path in files
+    ] and not skipped
+    assert all(
+        getattr(batch.spot_sizes, name) is None
+        for batch in batches
+        for name in SpotSizes.__dataclass_fields__
+    )
 
 
 def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
@@ -387,7 +561,17 @@ def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
     [whole] = processing.run_serial_or_pool(files, settings, 1)
     monkeypatch.setattr(processing, "FILES_PER_BATCH", 3)
     batches = processing.run_serial_or_pool(files, settings, 1)
-    assert [[o.index for o in batch.outcomes] for batch in batches] == [[0, 1, 2], [3, 4, 5], [6]]
-    assert processing.merge(batches, settings)[0].size.tolist() == whole.spot_sizes.size.tolist()
+    assert [[o.index for o in batch.outcomes] for batch in batches] == [
+        [0, 1, 2],
+        [3, 4, 5],
+        [6],
+    ]
+    assert (
+        processing.merge(batches, settings)[0].size.tolist()
+        == whole.spot_sizes.size.tolist()
+    )
     monkeypatch.setattr(processing, "FILES_PER_BATCH", 7)
-    assert [len(batch.outcomes) for batch in processing.run_serial_or_pool(files, settings, 1)] == [7]
+    assert [
+        len(batch.outcomes)
+        for batch in processing.run_serial_or_pool(files, settings, 1)
+    ] == [7]

@@ -31,7 +31,9 @@ def png_chunks(path) -> dict[bytes, list[bytes]]:
         (length,) = struct.unpack(">I", content[position : position + 4])
         kind = content[position + 4 : position + 8]
         data = content[position + 8 : position + 8 + length]
-        (crc,) = struct.unpack(">I", content[position + 8 + length : position + 12 + length])
+        (crc,) = struct.unpack(
+            ">I", content[position + 8 + length : position + 12 + length]
+        )
         assert crc == zlib.crc32(kind + data), f"bad CRC in {kind!r}"
         chunks.setdefault(kind, []).append(data)
         position += 12 + length
@@ -53,7 +55,9 @@ def png_run(tmp_path, monkeypatch):
 
 def test_png_is_a_valid_image_of_the_expected_size(png_run):
     folder, _ = png_run
-    width, height, depth, colour = struct.unpack(">IIBB", png_chunks(folder / "spots.png")[b"IHDR"][0][:10])
+    width, height, depth, colour = struct.unpack(
+        ">IIBB", png_chunks(folder / "spots.png")[b"IHDR"][0][:10]
+    )
     assert (width, height) == (800, 500) and depth == 8
 
 
@@ -66,7 +70,11 @@ def test_png_shows_the_json_histogram(png_run):
     metadata = png_metadata(folder / "spots.png")
     assert metadata["counts"] == document["histogram"]["counts"]
     assert metadata["bin_centers"] == document["histogram"]["bin_centers"]
-    pixels = (matplotlib_image.imread(folder / "spots.png")[:, :, :3] * 255).round().astype(int)
+    pixels = (
+        (matplotlib_image.imread(folder / "spots.png")[:, :, :3] * 255)
+        .round()
+        .astype(int)
+    )
     bar = np.array([int(BAR_COLOUR[i : i + 2], 16) for i in (1, 3, 5)])
     is_bar = (np.abs(pixels - bar) <= 2).all(axis=2)
     x0, y0, x1, y1 = metadata["axes_pixels"]
@@ -102,7 +110,13 @@ def test_cctbx_import_order_trap_does_not_bite(tmp_path):
             print("cctbx compiled modules loaded by us:", "scitbx_array_family_flex_ext" in sys.modules and "{first}".startswith("import"))
             """
         )
-        result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, (first, result.returncode, result.stderr[-2000:])
         assert "loaded by us: False" in result.stdout
 
@@ -123,49 +137,88 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
 
         def handle_starttag(self, tag, attrs):
             self.scripts += tag == "script"
-            self.found += [f"{tag} {name}={value}" for name, value in attrs if name in ("src", "href")]
+            self.found += [
+                f"{tag} {name}={value}"
+                for name, value in attrs
+                if name in ("src", "href")
+            ]
 
     parser = ExternalReferences()
     parser.feed(page)
-    assert parser.found == [] and parser.scripts == 2  # plotly.js inline, then the figures
+    assert (
+        parser.found == [] and parser.scripts == 2
+    )  # plotly.js inline, then the figures
     assert "plotly.js v" in page
-    assert page.count('class="plot"') == 3  # histogram, per image, per resolution (one panel: no per-panel plot)
+    assert (
+        page.count('class="plot"') == 3
+    )  # histogram, per image, per resolution (one panel: no per-panel plot)
     assert "without pixel data" in page and "Parameters" in page
 
 
 def chromium_driver():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is not installed"
+    )
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not chromedriver:
-        pytest.skip("headless Chromium not found (Debian packages chromium and chromium-driver; .ci/run installs them)")
+        pytest.skip(
+            "headless Chromium not found (Debian packages chromium and chromium-driver; .ci/run installs them)"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,900",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,900",
         f"--user-data-dir={tempfile.mkdtemp()}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     from selenium.webdriver.chrome.service import Service
 
-    return webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
+    return webdriver.Chrome(
+        service=Service(executable_path=chromedriver), options=options
+    )
 
 
 @pytest.mark.parametrize("dataset", ["example", "multi-panel"])
-def test_html_draws_every_graph_offline_in_chromium(tmp_path, monkeypatch, request, dataset):
+def test_html_draws_every_graph_offline_in_chromium(
+    tmp_path, monkeypatch, request, dataset
+):
     monkeypatch.chdir(tmp_path)
     if dataset == "example":
         run(EXAMPLE_ARGS)
         expected = 3
     else:
-        shared_data = request.getfixturevalue("shared_data")  # skips, saying why, without ../shared/data
-        run([str(shared_data / "I23_P12M_thau/indexed.expt"), str(shared_data / "I23_P12M_thau/indexed.refl")])
+        shared_data = request.getfixturevalue(
+            "shared_data"
+        )  # skips, saying why, without ../shared/data
+        run(
+            [
+                str(shared_data / "I23_P12M_thau/indexed.expt"),
+                str(shared_data / "I23_P12M_thau/indexed.refl"),
+            ]
+        )
         expected = 4
     driver = chromium_driver()
     try:
         driver.execute_cdp_cmd("Network.enable", {})
-        driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, "latency": 0, "downloadThroughput": 0, "uploadThroughput": 0})
+        driver.execute_cdp_cmd(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": True,
+                "latency": 0,
+                "downloadThroughput": 0,
+                "uploadThroughput": 0,
+            },
+        )
         driver.get((tmp_path / "dials.spot_size_analysis.html").as_uri())
         graphs = driver.execute_script(
             """
@@ -177,7 +230,10 @@ def test_html_draws_every_graph_offline_in_chromium(tmp_path, monkeypatch, reque
             }));
             """
         )
-        events = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+        events = [
+            json.loads(entry["message"])["message"]
+            for entry in driver.get_log("performance")
+        ]
         requests = [
             (event["params"].get("documentURL", ""), event["params"]["request"]["url"])
             for event in events
@@ -192,5 +248,9 @@ def test_html_draws_every_graph_offline_in_chromium(tmp_path, monkeypatch, reque
     histogram = next(g for g in graphs if g["id"] == "spot_size_histogram")
     assert histogram["bars"] > 5
     page_requests = [url for document, url in requests if document.startswith("file:")]
-    assert page_requests and all(url.startswith(("file:", "data:")) for url in page_requests), page_requests
-    assert not [url for _, url in requests if url.startswith(("http:", "https:", "ws:", "wss:"))], requests
+    assert page_requests and all(
+        url.startswith(("file:", "data:")) for url in page_requests
+    ), page_requests
+    assert not [
+        url for _, url in requests if url.startswith(("http:", "https:", "ws:", "wss:"))
+    ], requests
