@@ -98,10 +98,21 @@ class Scan:
     image_range: tuple[int, int]
     oscillation: tuple[float, float]
     batch_offset: int = 0
+    # Per image (start, width) in degrees where the file lists them (``properties``);
+    # dxtbx derives the width from consecutive starts where no width is stored.
+    oscillation_per_image: tuple[tuple[float, float], ...] = ()
 
     @property
     def num_images(self) -> int:
         return self.image_range[1] - self.image_range[0] + 1
+
+    @property
+    def oscillation_width(self) -> float:
+        """Degrees per image: the first image's width where the file lists per-image
+        values (``oscillation`` keeps the first stored width, 0 where none is stored)."""
+        if self.oscillation_per_image:
+            return self.oscillation_per_image[0][1]
+        return self.oscillation[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,6 +121,18 @@ class Goniometer:
 
     rotation_axis: np.ndarray
     axis_names: tuple[str, ...] = ()
+    # dxtbx's F (applied before the scan rotation) and S (after it); identity where
+    # absent. A multi-axis goniometer composes them from the axes below and above the
+    # scan axis (dxtbx model/multi_axis_goniometer.h), ``rotation_axis`` being the datum.
+    fixed_rotation: np.ndarray | None = None
+    setting_rotation: np.ndarray | None = None
+
+    @property
+    def rotation_axis_lab(self) -> np.ndarray:
+        """The scan axis in the laboratory frame, S x datum (dxtbx get_rotation_axis)."""
+        if self.setting_rotation is None:
+            return self.rotation_axis
+        return self.setting_rotation @ self.rotation_axis
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,6 +141,13 @@ class Crystal:
 
     real_space: np.ndarray
     space_group_hall_symbol: str
+    # Scan-varying A = UB (Å⁻¹) at each scan point (n, 3, 3), as dials.refine writes it.
+    A_at_scan_points: np.ndarray | None = None
+
+    @property
+    def A(self) -> np.ndarray:
+        """The static setting matrix UB: columns a*, b*, c* (dxtbx get_A)."""
+        return np.linalg.inv(self.real_space)
 
     @property
     def unit_cell(self) -> tuple[float, float, float, float, float, float]:
@@ -142,6 +172,21 @@ class Crystal:
 
 
 @dataclass(frozen=True, eq=False)
+class StoredProfile:
+    """A profile model the ``.expt`` already holds (dials.integrate writes one).
+
+    ``kind`` is its ``__id__`` (``gaussian_rs``, ``ellipsoid``…); for ``gaussian_rs``
+    sigma_b and sigma_m are in degrees (a tuple per scan point for a scan-varying model).
+    """
+
+    kind: str
+    n_sigma: float | None = None
+    sigma_b_deg: float | tuple[float, ...] | None = None
+    sigma_m_deg: float | tuple[float, ...] | None = None
+    raw: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class Experiment:
     identifier: str
     beam: Beam | None = None
@@ -150,6 +195,7 @@ class Experiment:
     scan: Scan | None = None
     crystal: Crystal | None = None
     imageset_template: str | None = None
+    profile: StoredProfile | None = None
 
 
 @dataclass(eq=False)
@@ -264,15 +310,81 @@ def _scan(d: dict) -> Scan:
         image_range=(first, last),
         oscillation=(start, width),
         batch_offset=int(d.get("batch_offset", 0)),
+        oscillation_per_image=_oscillation_per_image(d),
     )
+
+
+def _oscillation_per_image(d: dict) -> tuple[tuple[float, float], ...]:
+    """(start, width) per image from ``properties``; a missing width list is derived
+    from consecutive starts (the last image repeats the previous width), as dxtbx
+    does for the scans dials.refine writes."""
+    properties = d.get("properties") or {}
+    starts = [float(v) for v in properties.get("oscillation") or []]
+    widths = [float(v) for v in properties.get("oscillation_width") or []]
+    if not starts:
+        return ()
+    if len(widths) != len(starts):
+        if len(starts) < 2:
+            return ()
+        steps = [b - a for a, b in zip(starts, starts[1:])]
+        widths = steps + steps[-1:]
+    return tuple(zip(starts, widths))
+
+
+def _matrix(values) -> np.ndarray:
+    matrix = _vector(values, 9).reshape(3, 3).copy()
+    matrix.setflags(write=False)
+    return matrix
+
+
+def _axis_angle_matrix(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """Right-handed rotation by ``degrees`` about ``axis`` (Rodrigues)."""
+    u = axis / np.linalg.norm(axis)
+    angle = math.radians(degrees)
+    cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])
+    return (
+        math.cos(angle) * np.eye(3)
+        + math.sin(angle) * cross
+        + (1 - math.cos(angle)) * np.outer(u, u)
+    )
+
+
+def _multi_axis_rotations(axes, angles, scan_axis: int):
+    """F from the axes below the scan axis, S from those above it, each composed as
+    R_i x (previous) in axis order (dxtbx multi_axis_goniometer.h)."""
+    fixed, setting = np.eye(3), np.eye(3)
+    for i, (axis, angle) in enumerate(zip(axes, angles)):
+        rotation = _axis_angle_matrix(_vector(axis), float(angle))
+        if i < scan_axis:
+            fixed = rotation @ fixed
+        elif i > scan_axis:
+            setting = rotation @ setting
+    fixed.setflags(write=False)
+    setting.setflags(write=False)
+    return fixed, setting
 
 
 def _goniometer(d: dict) -> Goniometer:
     if "rotation_axis" in d:
-        return Goniometer(rotation_axis=_vector(d["rotation_axis"]))
+        return Goniometer(
+            rotation_axis=_vector(d["rotation_axis"]),
+            fixed_rotation=_matrix(d["fixed_rotation"])
+            if "fixed_rotation" in d
+            else None,
+            setting_rotation=_matrix(d["setting_rotation"])
+            if "setting_rotation" in d
+            else None,
+        )
     axes, names = d["axes"], tuple(str(n) for n in d.get("names", ()))
+    scan_axis = int(d.get("scan_axis", 0))
+    fixed = setting = None
+    if "angles" in d:
+        fixed, setting = _multi_axis_rotations(axes, d["angles"], scan_axis)
     return Goniometer(
-        rotation_axis=_vector(axes[int(d.get("scan_axis", 0))]), axis_names=names
+        rotation_axis=_vector(axes[scan_axis]),
+        axis_names=names,
+        fixed_rotation=fixed,
+        setting_rotation=setting,
     )
 
 
@@ -286,6 +398,42 @@ def _crystal(d: dict) -> Crystal:
     return Crystal(
         real_space=real_space,
         space_group_hall_symbol=str(d.get("space_group_hall_symbol", "")).strip(),
+        A_at_scan_points=_scan_points(d.get("A_at_scan_points")),
+    )
+
+
+def _scan_points(values) -> np.ndarray | None:
+    if not values:
+        return None
+    matrices = np.array([_matrix(v) for v in values])
+    matrices.setflags(write=False)
+    return matrices
+
+
+def _profile(d) -> StoredProfile:
+    """A stored profile model, for display only: an entry that is not a readable
+    ``gaussian_rs`` model keeps its kind and raw content, never failing the read."""
+    d = d if isinstance(d, dict) else {}
+    kind = str(d.get("__id__", ""))
+
+    def number(value):
+        if isinstance(value, list):
+            return tuple(float(v) for v in value)
+        return float(value)
+
+    try:
+        values = [number(d[key]) for key in ("n_sigma", "sigma_b", "sigma_m")]
+    except (KeyError, TypeError, ValueError):
+        return StoredProfile(kind=kind, raw=dict(d))
+    if kind != "gaussian_rs":
+        return StoredProfile(kind=kind, raw=dict(d))
+    n_sigma, sigma_b, sigma_m = values
+    return StoredProfile(
+        kind=kind,
+        n_sigma=n_sigma if isinstance(n_sigma, float) else None,
+        sigma_b_deg=sigma_b,
+        sigma_m_deg=sigma_m,
+        raw=dict(d),
     )
 
 
@@ -295,6 +443,7 @@ _PARSERS = {
     "goniometer": _goniometer,
     "scan": _scan,
     "crystal": _crystal,
+    "profile": _profile,
 }
 
 
@@ -352,10 +501,20 @@ def parse_experiments(document, path: str | None = None) -> ExperimentList:
             Experiment(
                 identifier=str(entry.get("identifier", "")),
                 imageset_template=references.pop("imageset", None),
+                profile=_profile_reference(entry, models["profile"]),
                 **references,
             )
         )
     return ExperimentList(experiments=experiments, path=path)
+
+
+def _profile_reference(entry, profiles: list) -> StoredProfile | None:
+    """The experiment's stored profile model; None where it has none (or an index
+    that does not exist: the profile is for display only)."""
+    index = entry.get("profile") if isinstance(entry, dict) else None
+    if isinstance(index, int) and 0 <= index < len(profiles):
+        return profiles[index]
+    return None
 
 
 def read_experiments(path: str | os.PathLike) -> ExperimentList:
