@@ -15,4 +15,9 @@ Sub-packages, in the direction data flows::
 
 from __future__ import annotations
 
+from .errors import SpotSizeAnalysisError
+
 __version__ = "0.1.0"
+PROGRAM = "dials.spot_size_analysis"
+
+__all__ = ["PROGRAM", "SpotSizeAnalysisError", "__version__"]

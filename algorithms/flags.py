@@ -10,6 +10,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ..errors import SpotSizeAnalysisError
+
 REFLECTION_FLAGS: dict[str, int] = {
     "predicted": 1 << 0,
     "observed": 1 << 1,
@@ -47,7 +49,7 @@ REFLECTION_FLAGS: dict[str, int] = {
 }
 
 
-class UnknownFlagError(ValueError):
+class UnknownFlagError(SpotSizeAnalysisError, ValueError):
     """A flag name DIALS does not define."""
 
 

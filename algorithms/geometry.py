@@ -6,13 +6,40 @@ of experiments cost no more than one.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
-from ..engine import resolve_engine
 from ..formats.experiments import Experiment
+from ..jit import njit
 from .statistics import row_slices
+
+
+@njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
+def _d_spacing_kernel(
+    xy, take, experiment, panel, starts, n_panels, origins, fasts, slows, s0, out
+):
+    for i in range(out.size):
+        e, p = experiment[i], panel[i]
+        # The panel's row in the stacked tables, as ExperimentGeometry.panel_rows finds it.
+        if e < 0 or e >= starts.size or starts[e] < 0 or p < 0 or p >= n_panels[e]:
+            out[i] = np.nan
+            continue
+        r = starts[e] + p
+        x, y = xy[take[i], 0], xy[take[i], 1]
+        lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
+        ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
+        lz = origins[r, 2] + x * fasts[r, 2] + y * slows[r, 2]
+        length = math.sqrt(lx * lx + ly * ly + lz * lz)
+        k = math.sqrt(s0[e, 0] * s0[e, 0] + s0[e, 1] * s0[e, 1] + s0[e, 2] * s0[e, 2])
+        dx, dy, dz = (
+            lx / length * k - s0[e, 0],
+            ly / length * k - s0[e, 1],
+            lz / length * k - s0[e, 2],
+        )
+        q = math.sqrt(dx * dx + dy * dy + dz * dz)
+        out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
 
 
 class ExperimentGeometry:
@@ -95,7 +122,6 @@ class ExperimentGeometry:
         xy_mm: np.ndarray,
         experiment_index: np.ndarray,
         panel: np.ndarray,
-        engine: str = "auto",
         take: np.ndarray | None = None,
     ) -> np.ndarray:
         """d (Å) of each reflection from its observed position on its panel: the scattered
@@ -112,11 +138,9 @@ class ExperimentGeometry:
             if take is None
             else np.asarray(take, dtype=np.int64)
         )
-        if resolve_engine(engine) == "numba" and len(take):
-            from ._geometry_numba import d_spacings
-
-            d = np.empty(len(take))
-            d_spacings(
+        d = np.empty(len(take))
+        if len(take):
+            _d_spacing_kernel(
                 np.ascontiguousarray(xy_mm),
                 take,
                 experiment_index,
@@ -129,23 +153,6 @@ class ExperimentGeometry:
                 self.s0,
                 d,
             )
-            return d
-        rows = self.panel_rows(experiment_index, panel)
-        d = np.full(len(rows), np.nan)
-        known = rows >= 0
-        if not known.any():
-            return d
-        xy = xy_mm[take[known], :2]
-        r = rows[known]
-        lab = self.origins[r] + xy[:, :1] * self.fasts[r] + xy[:, 1:2] * self.slows[r]
-        beam = self.s0[experiment_index[known]]
-        s1 = (
-            lab
-            / np.linalg.norm(lab, axis=1)[:, None]
-            * np.linalg.norm(beam, axis=1)[:, None]
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            d[known] = 1.0 / np.linalg.norm(s1 - beam, axis=1)
         return d
 
     def image_numbers(

@@ -9,12 +9,11 @@ breakdowns. Nothing here reads files or prints.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..formats.experiments import Experiment
-from ..formats.reflections import ReflectionTable
+from ..errors import SpotSizeAnalysisError
 from . import flags as flag_names
 from .geometry import ExperimentGeometry, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
@@ -44,8 +43,48 @@ AUTO = "Auto"
 LOCATION_COLUMNS = ("id", "panel", "xyzobs.px.value", "xyzobs.mm.value")
 
 
-class SelectionError(ValueError):
+class SelectionError(SpotSizeAnalysisError, ValueError):
     """The request cannot be met by this data (nothing selected, no shoeboxes, ...)."""
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Which rows to measure and which pixels to count.
+
+    ``require`` is ``"Auto"`` or flag names (every one must be set), ``exclude`` flag
+    names (none may be set), ``mask_code`` mask code names (every bit counted).
+    """
+
+    require: Sequence[str] | str = AUTO
+    exclude: Sequence[str] = ()
+    mask_code: Sequence[str] = ("Foreground",)
+
+
+@dataclass(frozen=True)
+class SummaryOptions:
+    """How to summarise: the histogram (None for ``data_min``/``data_max`` means the data's
+    own minimum/maximum) and the number of resolution shells."""
+
+    bins: int = 100
+    data_min: float | None = 0.0
+    data_max: float | None = 1000.0
+    n_resolution_shells: int = 10
+
+
+@dataclass(frozen=True)
+class ExperimentNumbering:
+    """How a table's experiment ``id`` values map onto the experiments given.
+
+    Through the table's ``identifiers`` map where it has one. A table without one (older
+    DIALS) numbers its experiments by ``id`` in the order of its own experiment list,
+    which starts at ``offset`` among the experiments given and holds ``count`` of them;
+    with ``unnamed``, no experiment list is known and every id is one unnamed experiment.
+    """
+
+    identifiers: dict[int, str] | None = None
+    offset: int = 0
+    count: int | None = None
+    unnamed: bool = False
 
 
 @dataclass
@@ -117,194 +156,148 @@ def resolve_required_flags(
     return flag_names.parse_flag_names(require), False
 
 
-def _size_source(table: ReflectionTable, code: int) -> tuple[str, str]:
-    if table.shoebox_column_name is not None:
+def size_source(
+    column_names: Iterable[str], has_shoebox_column: bool, code: int, where: str
+) -> tuple[str, str]:
+    """Where the sizes come from: ``"shoebox"``, or a per-row column meaning exactly
+    ``code`` (with a note saying why), for a table without shoeboxes."""
+    if has_shoebox_column:
         return "shoebox", ""
+    names = set(column_names)
     for column, codes, why in SIZE_COLUMNS_WITHOUT_SHOEBOXES:
-        if column in table.columns and code in codes:
+        if column in names and code in codes:
             return column, f"no shoebox column: sizes are the {column!r} column ({why})"
     usable = [
         f"{column} (mask_code={'+'.join(n for n in MASK_CODES if codes[-1] & MASK_CODES[n])})"
         for column, codes, _ in SIZE_COLUMNS_WITHOUT_SHOEBOXES
-        if column in table.columns
+        if column in names
     ]
     also = f" (its column {', '.join(usable)} could be used instead)" if usable else ""
     raise SelectionError(
-        f"{table.path or 'the reflection table'} has no shoebox column, so its spots cannot be measured for "
+        f"{where} has no shoebox column, so its spots cannot be measured for "
         f"mask code {code}{also}: {NO_SHOEBOX_ADVICE}"
     )
 
 
 def experiment_indices(
     ids: np.ndarray,
-    table: ReflectionTable,
+    numbering: ExperimentNumbering,
     geometry: ExperimentGeometry,
-    legacy_offset: int = 0,
-    legacy_count: int | None = None,
+    where: str,
 ) -> np.ndarray:
-    """Index into ``experiment_identifiers`` of every row with experiment ``id`` (-1 for
+    """Index into ``geometry``'s experiments of every row with experiment ``id`` (-1 for
     unassigned rows, id -1).
 
-    Rows are matched through the table's identifier map. A table without one (older
-    DIALS) numbers its experiments by ``id`` in the order of its own experiment list,
-    which starts at ``legacy_offset`` and has ``legacy_count`` experiments."""
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        The rows' ``id`` column.
+    numbering : ExperimentNumbering
+        How the table numbers its experiments.
+    geometry : ExperimentGeometry
+        The experiments the indices refer to.
+    where : str
+        The table's name, for errors.
+    """
     ids = np.asarray(ids, dtype=np.int64)
-    where = table.path or "the reflection table"
-    if table.identifiers:
-        position = geometry.index
-        missing = sorted(
-            {
-                identifier
-                for identifier in table.identifiers.values()
-                if identifier not in position
-            }
-        )
-        if missing:
-            raise SelectionError(
-                f"{where} belongs to experiment(s) {', '.join(missing)}, which are not in the experiment "
-                "list(s) given: pass the .expt file written together with this .refl"
-            )
-        lookup_keys = np.array(sorted(table.identifiers), dtype=np.int64)
-        lookup_values = np.array(
-            [position[table.identifiers[k]] for k in lookup_keys], dtype=np.int64
-        )
-        slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
-        found = lookup_keys[slot] == ids
-        if not found[ids >= 0].all():
-            unknown_ids = np.unique(ids[~found & (ids >= 0)])
-            raise SelectionError(
-                f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
-            )
-        return np.where(found, lookup_values[slot], -1)
-    count = len(geometry) - legacy_offset if legacy_count is None else legacy_count
+    if numbering.identifiers:
+        return _indices_by_identifier(ids, numbering.identifiers, geometry, where)
+    if numbering.unnamed:
+        return np.where(ids >= 0, 0, -1)
+    count = (
+        len(geometry) - numbering.offset if numbering.count is None else numbering.count
+    )
     if ids.size and ids.max() >= count:
         raise SelectionError(
             f"{where} refers to experiment id {int(ids.max())} but its experiment list has {count} "
             "experiment(s): pass the .expt file that belongs to it"
         )
-    return np.where(ids >= 0, ids + legacy_offset, -1)
+    return np.where(ids >= 0, ids + numbering.offset, -1)
 
 
-def measure(
-    table: ReflectionTable,
-    experiments: Sequence[Experiment] | ExperimentGeometry = (),
-    require: Sequence[str] | str | None = AUTO,
-    exclude: Sequence[str] | None = None,
-    mask_code: Sequence[str] = ("Foreground",),
-    dataset: int = 0,
-    name: str | None = None,
-    engine: str = "auto",
-    legacy_offset: int = 0,
-    legacy_count: int | None = None,
-    rows_per_chunk: int = 1 << 20,
-    release_pages: bool = False,
-) -> tuple[SpotSizes, DatasetSelection]:
-    """Select rows by flags, count each one's pixels with every bit of ``mask_code``, and
-    locate them (experiment, panel, image, d-spacing). Rows without pixel data are
-    excluded and counted, not measured as 0.
-
-    Rows are handled ``rows_per_chunk`` at a time, so temporary memory is bounded by the
-    chunk; with ``release_pages`` the table hands the file pages of finished rows back to
-    the operating system, so resident memory does not grow with the file either."""
-    n = table.nrows
-    columns = table.columns
-    flags = (
-        np.asarray(columns["flags"], dtype=np.uint64)
-        if "flags" in columns
-        else np.zeros(n, np.uint64)
-    )
-    required, automatic = resolve_required_flags(require, flags)
-    excluded = flag_names.parse_flag_names(exclude)
-    code = mask_code_value(mask_code)
-    source, note = _size_source(table, code)
-    if source == "shoebox":
-        sizes, has_data = table.count_shoebox_pixels(
-            code, engine=engine, release_pages=release_pages
+def _indices_by_identifier(
+    ids: np.ndarray, identifiers: dict[int, str], geometry: ExperimentGeometry, where
+) -> np.ndarray:
+    position = geometry.index
+    missing = sorted({name for name in identifiers.values() if name not in position})
+    if missing:
+        raise SelectionError(
+            f"{where} belongs to experiment(s) {', '.join(missing)}, which are not in the experiment "
+            "list(s) given: pass the .expt file written together with this .refl"
         )
-    else:
-        sizes, has_data = (
-            np.asarray(columns[source], dtype=np.int64),
-            np.ones(n, dtype=bool),
-        )
-    geometry = (
-        experiments
-        if isinstance(experiments, ExperimentGeometry)
-        else ExperimentGeometry(experiments)
+    lookup_keys = np.array(sorted(identifiers), dtype=np.int64)
+    lookup_values = np.array(
+        [position[identifiers[k]] for k in lookup_keys], dtype=np.int64
     )
-    identifiers = geometry.identifiers
+    slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
+    found = lookup_keys[slot] == ids
+    if not found[ids >= 0].all():
+        unknown_ids = np.unique(ids[~found & (ids >= 0)])
+        raise SelectionError(
+            f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
+        )
+    return np.where(found, lookup_values[slot], -1)
+
+
+def measure_rows(
+    columns: Mapping[str, np.ndarray],
+    sizes: np.ndarray,
+    counted: np.ndarray,
+    geometry: ExperimentGeometry,
+    numbering: ExperimentNumbering,
+    dataset: int,
+    where: str,
+) -> SpotSizes:
+    """Locate the counted rows of a stretch of a table (experiment, panel, image,
+    d-spacing) beside their sizes.
+
+    Parameters
+    ----------
+    columns : mapping of str to numpy.ndarray
+        The stretch's columns (any of ``id``, ``panel``, ``xyzobs.px.value``,
+        ``xyzobs.mm.value``; views are fine: only the counted rows are read).
+    sizes : numpy.ndarray
+        The stretch's sizes, one per row.
+    counted : numpy.ndarray
+        bool, per row: selected and with pixel data.
+    geometry, numbering : ExperimentGeometry, ExperimentNumbering
+        The experiments, and how the table's ids refer to them.
+    dataset : int
+        The table's number among the inputs.
+    where : str
+        The table's name, for errors.
+    """
+    rows = np.flatnonzero(counted)
     ids = columns.get("id")
-    parts, n_selected, seen_experiments = [], 0, set()
-    for start in range(0, n, rows_per_chunk):
-        stop = min(n, start + rows_per_chunk)
-        table.populate_rows(start, stop, LOCATION_COLUMNS)
-        selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
-        n_selected += int(selected.sum())
-        rows = np.flatnonzero(selected & has_data[start:stop])
-        chunk_ids = (
-            ids[start:stop][rows] if ids is not None else np.zeros(rows.size, np.int64)
-        )
-        experiment = experiment_indices(
-            chunk_ids, table, geometry, legacy_offset, legacy_count
-        )
-        if experiment.size:
-            seen_experiments.update(np.flatnonzero(np.bincount(experiment + 1)) - 1)
-        panel = (
-            columns["panel"][start:stop][rows].astype(np.int64)
-            if "panel" in columns
-            else np.zeros(rows.size, np.int64)
-        )
-        # Only what is used is gathered: z (image numbers) and x, y (d-spacings); the
-        # d-spacing kernel reads the millimetre positions of the selected rows in place.
-        xyz_px, xyz_mm = columns.get("xyzobs.px.value"), columns.get("xyzobs.mm.value")
-        image = (
-            geometry.image_numbers(xyz_px[start:stop, 2][rows], experiment)
-            if xyz_px is not None
-            else np.full(rows.size, -1, np.int64)
-        )
-        if xyz_mm is not None:
-            d_spacing = geometry.d_spacings(
-                xyz_mm[start:stop], experiment, panel, engine, take=rows
-            )
-        elif xyz_px is not None:
-            d_spacing = geometry.d_spacings(
-                geometry.pixels_to_millimetres(
-                    xyz_px[start:stop][rows], experiment, panel
-                ),
-                experiment,
-                panel,
-                engine,
-            )
-        else:
-            d_spacing = np.full(rows.size, np.nan)
-        parts.append(
-            SpotSizes(
-                size=sizes[start:stop][rows],
-                dataset=np.full(rows.size, dataset, np.int32),
-                experiment=experiment.astype(np.int32),
-                panel=panel.astype(np.int32),
-                image=image.astype(np.int32),
-                d_spacing=d_spacing,
-            )
-        )
-        if release_pages:
-            table.release_rows(start, stop)
-    spot_sizes = SpotSizes.concatenate(parts)
-    selection = DatasetSelection(
-        name=name or table.path or f"dataset {dataset}",
-        n_rows=n,
-        require=required,
-        exclude=excluded,
-        require_was_automatic=automatic,
-        n_selected=n_selected,
-        n_without_pixel_data=n_selected - len(spot_sizes),
-        n_counted=len(spot_sizes),
-        size_source=source,
-        size_source_note=note,
-        experiment_identifiers=sorted(
-            {identifiers[i] for i in seen_experiments if i >= 0}
-        ),
+    ids = ids[rows] if ids is not None else np.zeros(rows.size, np.int64)
+    experiment = experiment_indices(ids, numbering, geometry, where)
+    panel = (
+        columns["panel"][rows].astype(np.int64)
+        if "panel" in columns
+        else np.zeros(rows.size, np.int64)
     )
-    return spot_sizes, selection
+    # Only what is used is gathered: z (image numbers) and x, y (d-spacings); the
+    # d-spacing kernel reads the millimetre positions of the counted rows in place.
+    xyz_px, xyz_mm = columns.get("xyzobs.px.value"), columns.get("xyzobs.mm.value")
+    if xyz_px is not None:
+        image = geometry.image_numbers(xyz_px[:, 2][rows], experiment)
+    else:
+        image = np.full(rows.size, -1, np.int64)
+    if xyz_mm is not None:
+        d_spacing = geometry.d_spacings(xyz_mm, experiment, panel, take=rows)
+    elif xyz_px is not None:
+        millimetres = geometry.pixels_to_millimetres(xyz_px[rows], experiment, panel)
+        d_spacing = geometry.d_spacings(millimetres, experiment, panel)
+    else:
+        d_spacing = np.full(rows.size, np.nan)
+    return SpotSizes(
+        size=sizes[rows],
+        dataset=np.full(rows.size, dataset, np.int32),
+        experiment=experiment.astype(np.int32),
+        panel=panel.astype(np.int32),
+        image=image.astype(np.int32),
+        d_spacing=d_spacing,
+    )
 
 
 @dataclass
@@ -331,14 +324,27 @@ def summarise(
     spot_sizes: SpotSizes,
     datasets: Sequence[DatasetSelection],
     mask_code: Sequence[str] = ("Foreground",),
-    bins: int = 100,
-    data_min: float | None = 0.0,
-    data_max: float | None = 1000.0,
-    n_resolution_shells: int = 10,
+    options: SummaryOptions = SummaryOptions(),
     experiment_labels: Sequence[str] | None = None,
 ) -> SpotSizeResult:
-    """Histogram (``flex.histogram``-exact; None for ``data_min``/``data_max`` means the
-    data's own min/max), statistics and breakdowns of measured spot sizes."""
+    """Histogram (``flex.histogram``-exact), statistics and breakdowns of measured spot
+    sizes.
+
+    Parameters
+    ----------
+    spot_sizes : SpotSizes
+        Every counted reflection.
+    datasets : sequence of DatasetSelection
+        What happened to each input table's rows.
+    mask_code : sequence of str
+        The mask code names counted (for the result's description).
+    options : SummaryOptions
+        The histogram's bins and range, and the resolution shells.
+    experiment_labels : sequence of str, optional
+        The identifier of each experiment index in ``spot_sizes.experiment``.
+    """
+    data_min, data_max = options.data_min, options.data_max
+    bins, n_resolution_shells = options.bins, options.n_resolution_shells
     sizes = spot_sizes.size
     automatic_min, automatic_max = automatic_range(sizes)
     low = automatic_min if data_min is None else data_min

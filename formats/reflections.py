@@ -85,7 +85,6 @@ class ReflectionTable:
     # The shoebox column: its bytes, and its index once built.
     _shoebox_blob: np.ndarray | None = None
     _shoebox_index: ShoeboxColumn | None = None
-    _engine: str = "auto"
 
     def __len__(self) -> int:
         return self.nrows
@@ -100,13 +99,8 @@ class ReflectionTable:
     def shoeboxes(self) -> ShoeboxColumn | None:
         """Where every shoebox lies (built on first use), or None without a shoebox column."""
         if self._shoebox_index is None and self._shoebox_blob is not None:
-            bbox = self.columns.get("bbox")
             self._shoebox_index = ShoeboxColumn.from_blob(
-                self._shoebox_blob,
-                self.nrows,
-                bbox_hint=bbox,
-                engine=self._engine,
-                path=self.path,
+                self._shoebox_blob, self.nrows, path=self.path
             )
         return self._shoebox_index
 
@@ -120,24 +114,21 @@ class ReflectionTable:
             self.shoebox_column_name = "shoebox"
 
     def count_shoebox_pixels(
-        self, code: int, engine: str = "auto", release_pages: bool = False
+        self, code: int, release_pages: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per row, the pixels with every bit of ``code``, and whether the row has pixel
         data. Without building the shoebox index when it is not built already: one pass
         over the column, optionally handing each finished stretch of the file back to the
         operating system (``release_pages``), so memory stays bounded on huge files."""
         if self._shoebox_index is not None:
-            return self._shoebox_index.count_mask_values(
-                code, engine=engine
-            ), self._shoebox_index.has_pixel_data
+            index = self._shoebox_index
+            return index.count_mask_values(code), index.has_pixel_data
         if self._shoebox_blob is None:
             raise ValueError("the table has no shoebox column")
         return count_pixels_streaming(
             self._shoebox_blob,
             self.nrows,
             code,
-            engine=engine,
-            bbox_hint=self.columns.get("bbox"),
             path=self.path,
             release_pages=release_pages,
         )
@@ -230,7 +221,7 @@ class _Header(NamedTuple):
 
 
 def parse_reflections(
-    buffer, path: str | None = None, engine: str = "auto", index_shoeboxes: bool = True
+    buffer, path: str | None = None, index_shoeboxes: bool = True
 ) -> ReflectionTable:
     """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s).
 
@@ -245,7 +236,6 @@ def parse_reflections(
         version=header.version,
         path=path,
         header_keys=header.keys,
-        _engine=engine,
     )
     for name, type_name, count, blob in header.columns:
         table.column_order.append(name)
@@ -446,12 +436,12 @@ def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, np.ndarray]:
 
 
 def read_reflections(
-    path: str | os.PathLike, engine: str = "auto", index_shoeboxes: bool = True
+    path: str | os.PathLike, index_shoeboxes: bool = True
 ) -> ReflectionTable:
     """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``)."""
     path = os.fspath(path)
     return parse_reflections(
-        read_bytes(path), path=path, engine=engine, index_shoeboxes=index_shoeboxes
+        read_bytes(path), path=path, index_shoeboxes=index_shoeboxes
     )
 
 

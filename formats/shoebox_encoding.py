@@ -63,4 +63,4 @@ def reencode(column: ShoeboxColumn, mask_kind: int) -> ShoeboxColumn:
     """The same shoeboxes with every mask stored as ``mask_kind`` (1 int32, 2 uint8)."""
     pixels = [column.pixels(row) for row in range(len(column))]
     blob = encode_shoeboxes(column.panel, column.bbox, pixels, mask_kind=mask_kind)
-    return ShoeboxColumn.from_blob(blob, len(column), bbox_hint=column.bbox)
+    return ShoeboxColumn.from_blob(blob, len(column))

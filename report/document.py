@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 from typing import Iterator
 
-from .. import __version__
+from .. import PROGRAM, __version__
 from ..algorithms.mask_codes import mask_code_value
+from ..algorithms.result import AnalysisResult
 from .plots import figures
 
 SCHEMA_VERSION = 1
@@ -38,10 +39,19 @@ def _finite(value):
     return value
 
 
-def json_document(analysis) -> dict:
-    """The document for an ``api.AnalysisResult``."""
-    from ..api import PROGRAM, parameters_as_dict
+def json_document(analysis: AnalysisResult) -> dict:
+    """The JSON document of an analysis (schema: ``schema.json`` beside this file).
 
+    Parameters
+    ----------
+    analysis : AnalysisResult
+        The result of :func:`dials_spot_size_analysis.api.analyse` or of the program.
+
+    Returns
+    -------
+    dict
+        Plain data, as ``json.dump`` writes it; NaN and infinity become None.
+    """
     result = analysis.result
     histogram = result.histogram
     selection = dict(result.selection)
@@ -53,7 +63,7 @@ def json_document(analysis) -> dict:
         "program": PROGRAM,
         "version": __version__,
         "schema_version": SCHEMA_VERSION,
-        "parameters": parameters_as_dict(analysis.params),
+        "parameters": analysis.parameters,
         "mask_code": {
             "names": result.mask_code,
             "value": mask_code_value(result.mask_code),

@@ -12,6 +12,7 @@ import importlib.resources
 import json
 
 from .. import __version__
+from .document import json_document
 
 
 def plotly_js() -> str:
@@ -61,7 +62,7 @@ td:first-child, th:first-child { text-align: left; }
 
 def html_report(analysis, changed_parameters: str = "") -> str:
     """The whole page for an ``api.AnalysisResult``."""
-    document = analysis.as_dict()
+    document = json_document(analysis)
     selection = document["selection"]
     statistics = document["statistics"]
     mask = document["mask_code"]

@@ -1,0 +1,277 @@
+"""One reflection table measured: read, rows selected, pixels counted, rows located.
+
+A problem with the table (it cannot be read, or does not fit the experiments given)
+becomes the outcome's error, so that one bad file among thousands is reported, not fatal.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..algorithms import flags as flag_names
+from ..algorithms.geometry import ExperimentGeometry
+from ..algorithms.mask_codes import mask_code_value
+from ..algorithms.spot_sizes import (
+    LOCATION_COLUMNS,
+    DatasetSelection,
+    ExperimentNumbering,
+    MeasureOptions,
+    SelectionError,
+    SpotSizes,
+    measure_rows,
+    resolve_required_flags,
+    size_source,
+)
+from ..formats import FileFormatError, ReflectionTable, read_experiments
+from ..formats.experiments import Experiment, ExperimentList
+from ..formats.reflections import parse_reflections, read_reflections
+
+ROWS_PER_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class MeasureRequest:
+    """What every process measuring files needs.
+
+    Attributes
+    ----------
+    experiments : list of Experiment
+        The experiments of the experiment lists given for every table (their union).
+    list_offsets : list of (int, int)
+        Where each experiment list starts in ``experiments``, and its length (for old
+        tables that number experiments by position).
+    have_experiment_lists : bool
+        Whether any experiment list was given at all.
+    options : MeasureOptions
+        Which rows, which pixels.
+    paired_experiments : dict of int to str
+        Source index -> the ``.expt`` written beside that ``.refl`` (read by whoever
+        measures it).
+    """
+
+    experiments: list[Experiment]
+    list_offsets: list[tuple[int, int]]
+    have_experiment_lists: bool
+    options: MeasureOptions
+    paired_experiments: dict[int, str] = field(default_factory=dict)
+    geometry: ExperimentGeometry = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "geometry", ExperimentGeometry(self.experiments))
+
+
+@dataclass
+class FileOutcome:
+    """What measuring one source gave: its rows and description, or its error."""
+
+    index: int
+    name: str
+    spot_sizes: SpotSizes | None = None
+    selection: DatasetSelection | None = None
+    info: dict = field(default_factory=dict)
+    labels: list[str] | None = None  # identifiers of local experiment indices
+    error: str | None = None
+    error_path: str | None = None  # the file a FileFormatError named
+    error_is_format: bool = False  # else the data did not fit the request
+    n_rows: int = 0  # rows measured, once packed into a Batch
+
+    def raise_error(self) -> None:
+        """Raise this outcome's problem again, as its own kind of error."""
+        if self.error_is_format:
+            raise FileFormatError(self.error_path, self._problem())
+        raise SelectionError(self.error)
+
+    def _problem(self) -> str:
+        prefix = f"{self.error_path}: "
+        if self.error_path and self.error.startswith(prefix):
+            return self.error[len(prefix) :]
+        return self.error
+
+
+def combine_experiments(
+    experiment_lists: Sequence[ExperimentList],
+) -> tuple[list[Experiment], list[tuple[int, int]]]:
+    """The union of the experiments (an identifier counts once) and where each list's
+    experiments start in it (for old tables that number experiments by position)."""
+    union: list[Experiment] = []
+    offsets: list[tuple[int, int]] = []
+    seen: dict[str, int] = {}
+    for experiment_list in experiment_lists:
+        offsets.append((len(union), len(experiment_list)))
+        for experiment in experiment_list:
+            if experiment.identifier and experiment.identifier in seen:
+                continue
+            if experiment.identifier:
+                seen[experiment.identifier] = len(union)
+            union.append(experiment)
+    return union, offsets
+
+
+def source_name(source: Any, index: int) -> str:
+    """A path as given, or a name for a table passed as an object."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return f"reflections {index}"
+
+
+def load_table(source: Any) -> ReflectionTable:
+    """A table from a path, msgpack bytes, a ReflectionTable or a DIALS table."""
+    if isinstance(source, ReflectionTable):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return read_reflections(source, index_shoeboxes=False)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return parse_reflections(source, index_shoeboxes=False)
+    if hasattr(source, "as_msgpack"):  # a DIALS flex.reflection_table
+        return parse_reflections(source.as_msgpack(), index_shoeboxes=False)
+    raise TypeError(
+        f"cannot read reflections from {type(source).__name__}: give a path, bytes or a reflection table"
+    )
+
+
+def _experiments_for(
+    table: ReflectionTable, index: int, request: MeasureRequest, n_sources: int
+) -> tuple[ExperimentGeometry, ExperimentNumbering, list[str] | None]:
+    """The experiments a table's rows refer to, how its ids number them, and the
+    identifiers of local experiment indices (None where they index the request's)."""
+    paired = request.paired_experiments.get(index)
+    if paired is not None:  # its own list: local indices, merged later by identifier
+        experiment_list = read_experiments(paired)
+        numbering = ExperimentNumbering(
+            identifiers=table.identifiers,
+            count=None if table.identifiers else len(experiment_list),
+        )
+        geometry = ExperimentGeometry(list(experiment_list))
+        return geometry, numbering, experiment_list.identifiers()
+    if not request.have_experiment_lists:  # known by identifier only
+        if table.identifiers:
+            labels = [table.identifiers[k] for k in sorted(table.identifiers)]
+            numbering = ExperimentNumbering(identifiers=table.identifiers)
+        else:  # unnamed experiments, merged with every other file's
+            labels = [""]
+            numbering = ExperimentNumbering(unnamed=True)
+        geometry = ExperimentGeometry([Experiment(identifier=x) for x in labels])
+        return geometry, numbering, labels
+    if table.identifiers:
+        return request.geometry, ExperimentNumbering(table.identifiers), None
+    offsets = request.list_offsets
+    offset, count = offsets[index if len(offsets) == n_sources else 0]
+    return request.geometry, ExperimentNumbering(offset=offset, count=count), None
+
+
+def measure_table(
+    table: ReflectionTable,
+    geometry: ExperimentGeometry,
+    numbering: ExperimentNumbering,
+    options: MeasureOptions,
+    dataset: int = 0,
+    name: str | None = None,
+    release_pages: bool = False,
+) -> tuple[SpotSizes, DatasetSelection]:
+    """Select a table's rows by flags, count each one's pixels with every bit of the
+    mask code, and locate them; rows without pixel data are excluded and counted.
+
+    Rows are handled ``ROWS_PER_CHUNK`` at a time, each stretch of the file's pages
+    mapped ahead in one call and, with ``release_pages``, handed back to the operating
+    system when done, so that resident memory does not grow with the file.
+    """
+    n = table.nrows
+    columns = table.columns
+    where = name or table.path or "the reflection table"
+    flags = (
+        np.asarray(columns["flags"], dtype=np.uint64)
+        if "flags" in columns
+        else np.zeros(n, np.uint64)
+    )
+    required, automatic = resolve_required_flags(options.require, flags)
+    excluded = flag_names.parse_flag_names(options.exclude)
+    code = mask_code_value(options.mask_code)
+    source, note = size_source(
+        columns, table.shoebox_column_name is not None, code, where
+    )
+    if source == "shoebox":
+        sizes, has_data = table.count_shoebox_pixels(code, release_pages=release_pages)
+    else:
+        sizes, has_data = np.asarray(columns[source], dtype=np.int64), np.ones(n, bool)
+    parts, n_selected = [], 0
+    for start in range(0, n, ROWS_PER_CHUNK):
+        stop = min(n, start + ROWS_PER_CHUNK)
+        table.populate_rows(start, stop, LOCATION_COLUMNS)
+        selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
+        n_selected += int(selected.sum())
+        stretch = {k: columns[k][start:stop] for k in LOCATION_COLUMNS if k in columns}
+        counted = selected & has_data[start:stop]
+        parts.append(
+            measure_rows(
+                stretch, sizes[start:stop], counted, geometry, numbering, dataset, where
+            )
+        )
+        if release_pages:
+            table.release_rows(start, stop)
+    spot_sizes = SpotSizes.concatenate(parts)
+    seen = np.unique(spot_sizes.experiment)
+    selection = DatasetSelection(
+        name=name or table.path or f"dataset {dataset}",
+        n_rows=n,
+        require=required,
+        exclude=excluded,
+        require_was_automatic=automatic,
+        n_selected=n_selected,
+        n_without_pixel_data=n_selected - len(spot_sizes),
+        n_counted=len(spot_sizes),
+        size_source=source,
+        size_source_note=note,
+        experiment_identifiers=sorted(
+            {geometry.identifiers[i] for i in seen.tolist() if i >= 0}
+        ),
+    )
+    return spot_sizes, selection
+
+
+def measure_file(
+    index: int, source: Any, request: MeasureRequest, n_sources: int
+) -> FileOutcome:
+    """Read and measure one source; a problem with it becomes the outcome's error."""
+    name = source_name(source, index)
+    try:
+        table = load_table(source)
+        geometry, numbering, labels = _experiments_for(table, index, request, n_sources)
+        spot_sizes, selection = measure_table(
+            table,
+            geometry,
+            numbering,
+            request.options,
+            dataset=index,
+            name=name,
+            release_pages=True,
+        )
+    except (FileFormatError, SelectionError) as error:
+        return FileOutcome(
+            index=index,
+            name=name,
+            error=str(error),
+            error_path=getattr(error, "path", None),
+            error_is_format=isinstance(error, FileFormatError),
+        )
+    paired = request.paired_experiments.get(index)
+    info = {
+        "reflections": name,
+        **({"experiments": paired} if paired is not None else {}),
+        "n_rows": table.nrows,
+        "table_version": table.version,
+        "has_shoeboxes": table.shoebox_column_name is not None,
+        "experiment_identifiers": selection.experiment_identifiers,
+        "skipped_columns": sorted(table.skipped_columns),
+    }
+    return FileOutcome(
+        index=index,
+        name=name,
+        spot_sizes=spot_sizes,
+        selection=selection,
+        info=info,
+        labels=labels,
+    )

@@ -1,0 +1,247 @@
+"""Files measured in this process or over worker processes, batches sent back by pipe.
+
+A plain ``multiprocessing.Pool`` costs the parent several times more CPU in its helper
+threads, which on a two-core machine comes out of the workers' share; here each worker
+claims the next chunk of files from a shared counter (keeping every core busy whatever
+the file sizes) and sends one batch per chunk through its own pipe. Workers die with
+their parent: they hold no read end of any pipe (so a write to a dead parent fails at
+once) and, on Linux, the kernel kills them when the parent dies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+from multiprocessing.connection import wait
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..algorithms.geometry import ExperimentGeometry
+from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
+from .batches import FILES_PER_BATCH, Batch, pack, packed_as_measured
+from .measure_file import MeasureRequest, measure_file
+from .tuning import scipy_linalg_hidden
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class WorkerError(RuntimeError):
+    """A worker process failed in a way no file explains (a bug, or it was killed)."""
+
+
+def warm_up_kernels(hide_scipy_linalg: bool = True) -> None:
+    """Load the compiled kernels now (from numba's cache, or compiling them once), so
+    that processes forked from this one start with them ready.
+
+    Parameters
+    ----------
+    hide_scipy_linalg : bool
+        Skip numba's probe of scipy's BLAS (see ``tuning.scipy_linalg_hidden``), for a
+        process that runs only these kernels.
+    """
+    if not hide_scipy_linalg:
+        _call_kernels()
+        return
+    try:
+        with scipy_linalg_hidden():
+            _call_kernels()
+    except ImportError:  # a numba that needs scipy for more than the probe
+        _call_kernels()
+
+
+def _call_kernels() -> None:
+    # Through the real code paths, with read-only arrays like a file's bytes, so that
+    # the kernels are loaded for exactly the argument types of real calls.
+    two_empty_records = np.frombuffer(bytes(2 * HEADER_BYTES), np.uint8)
+    count_pixels_streaming(two_empty_records, 2, 4)
+    index = np.zeros(1, np.int64)
+    positions = np.frombuffer(bytes(24), np.float64).reshape(1, 3)
+    for xy in (positions, np.zeros((1, 2))):
+        ExperimentGeometry([]).d_spacings(xy, index, index)
+
+
+def resolve_nproc(nproc: Any) -> int:
+    """``Auto`` (or None) means every core this process may use."""
+    if nproc is None or str(nproc) == "Auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:
+            return max(1, os.cpu_count() or 1)
+    return max(1, int(nproc))
+
+
+def _progress(total: int, show: bool | None):
+    """A tqdm bar on an interactive terminal; nothing in a pipeline or without tqdm."""
+    if show is None:
+        show = sys.stderr.isatty()
+    if not show or total < 2:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=total, unit="file", desc="Measuring", file=sys.stderr, leave=False
+    )
+
+
+def run_serial_or_pool(
+    sources: Sequence,
+    request: MeasureRequest,
+    nproc: int = 1,
+    progress: bool | None = None,
+) -> list[Batch]:
+    """Every source measured, in this process or over ``nproc`` worker processes, as
+    batches in whatever order they finish (``merge`` restores the input order)."""
+    items = list(enumerate(sources))
+    bar = _progress(len(items), progress)
+    try:
+        if nproc <= 1 or len(items) <= 1:
+
+            def measured():
+                for index, source in items:
+                    yield measure_file(index, source, request, len(items))
+                    if bar is not None:
+                        bar.update()
+
+            return packed_as_measured(measured())
+        size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        return _run_in_processes(chunks, request, len(items), nproc, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies (elsewhere: nothing)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources):
+    """A worker: claim the next unclaimed chunk, measure it, send its batch; until none
+    is left. Garbage collection runs here as usual (a fork inherits the parent's pause),
+    so that a long run's reference cycles, such as those of failed files, are freed."""
+    _die_with_parent(parent)
+    for receiver in inherited:  # read ends of the pipes: the parent's alone
+        receiver.close()
+    gc.enable()
+    try:
+        while True:
+            with lock:
+                number = claimed.value
+                claimed.value = number + 1
+            if number >= len(chunks):
+                return
+            outcomes = [
+                measure_file(index, source, request, n_sources)
+                for index, source in chunks[number]
+            ]
+            sender.send(pack(outcomes))
+    except KeyboardInterrupt:  # the parent is interrupted too, and says so
+        return
+    except Exception as error:  # noqa: BLE001 (reported by the parent, which stops)
+        try:
+            sender.send(WorkerError(f"{error!r}\n{traceback.format_exc()}"))
+        except OSError:
+            pass  # the parent has gone
+    finally:
+        sender.close()
+
+
+def _start_workers(context, chunks, request, n_sources, nproc):
+    claimed, lock = context.RawValue("q", 0), context.Lock()
+    workers, receivers = [], []
+    # Objects that exist now are left out of the forked workers' garbage collections,
+    # which would otherwise touch (and so copy) every page of this process's heap.
+    frozen_already = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        for _ in range(min(nproc, len(chunks))):
+            receiver, sender = context.Pipe(duplex=False)
+            receivers.append(receiver)
+            worker = context.Process(
+                target=_worker,
+                args=(
+                    chunks,
+                    claimed,
+                    lock,
+                    sender,
+                    list(receivers),
+                    os.getpid(),
+                    request,
+                    n_sources,
+                ),
+                daemon=True,
+            )
+            worker.start()
+            sender.close()  # else this process (and later workers) would hold it open
+            workers.append(worker)
+    finally:
+        if not frozen_already:  # else whoever froze the heap unfreezes it
+            gc.unfreeze()
+    return workers, receivers
+
+
+def _receive(workers, receivers, bar) -> list[Batch]:
+    batches = []
+    running = {worker.sentinel: worker for worker in workers}
+    while receivers:
+        for ready in wait(receivers + list(running)):
+            if (
+                ready in running
+            ):  # a worker ended: fine if it succeeded (its pipe drains)
+                worker = running.pop(ready)
+                worker.join()
+                if worker.exitcode != 0:  # killed, perhaps holding the claim lock
+                    raise WorkerError(
+                        f"a worker process ended abnormally (exit code {worker.exitcode}; "
+                        "was it killed, e.g. for lack of memory?)"
+                    )
+                continue
+            try:
+                message = ready.recv()
+            except EOFError:  # that worker has sent everything
+                receivers.remove(ready)
+                continue
+            if isinstance(message, WorkerError):
+                raise message
+            batches.append(message)
+            if bar is not None:
+                bar.update(len(message.outcomes))
+    return batches
+
+
+def _run_in_processes(
+    chunks: list, request: MeasureRequest, n_sources: int, nproc: int, bar
+) -> list[Batch]:
+    """Every chunk measured by ``nproc`` worker processes."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "fork":
+        warm_up_kernels(hide_scipy_linalg=False)  # forked workers inherit them
+    workers = []
+    try:
+        workers, receivers = _start_workers(context, chunks, request, n_sources, nproc)
+        batches = _receive(workers, receivers, bar)
+        for worker in workers:
+            worker.join()
+        if sum(len(batch.outcomes) for batch in batches) != n_sources:
+            raise WorkerError("a worker process ended before measuring all its files")
+        return batches
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()

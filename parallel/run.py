@@ -1,0 +1,172 @@
+"""The analysis of many sources: measured (serially, over processes or MPI ranks),
+merged in input order, summarised into one :class:`AnalysisResult`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ..algorithms.result import AnalysisResult
+from ..algorithms.spot_sizes import (
+    DatasetSelection,
+    MeasureOptions,
+    SelectionError,
+    SummaryOptions,
+    summarise,
+)
+from ..errors import SpotSizeAnalysisError
+from ..formats.experiments import ExperimentList
+from .measure_file import MeasureRequest, combine_experiments
+from .merge import merge
+from .mpi import run_mpi
+from .pool import run_serial_or_pool
+from .tuning import collection_paused
+
+
+class UnusableFilesError(SpotSizeAnalysisError, ValueError):
+    """Reflection files that could not be used, where that ends the run."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to spread the work: ``nproc`` processes, or MPI ranks (``method="mpi"``),
+    and what a file that cannot be used does (``bad_files``: "skip" or "fail")."""
+
+    nproc: int = 1
+    method: str = "multiprocessing"
+    bad_files: str = "skip"
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Every option of an analysis, resolved and checked (``phil.options`` makes them
+    from the PHIL parameters); ``parameters`` is their plain description for reports."""
+
+    measure: MeasureOptions = MeasureOptions()
+    summary: SummaryOptions = SummaryOptions()
+    run: RunOptions = RunOptions()
+    parameters: dict = field(default_factory=dict)
+
+
+def _experiments_input(number: int, source: Any, experiment_list) -> dict:
+    named = isinstance(source, (str, os.PathLike))
+    return {
+        "experiments": str(source) if named else f"experiments {number}",
+        "n_experiments": len(experiment_list),
+        "experiment_identifiers": experiment_list.identifiers(),
+    }
+
+
+@collection_paused()  # while per-file results are made by the thousand
+def run_analysis(
+    sources: Sequence,
+    experiment_sources: Sequence[tuple[Any, ExperimentList]],
+    options: AnalysisOptions,
+    comm=None,
+    progress: bool | None = None,
+    skipped_files: Sequence[dict] = (),
+    paired_experiments: dict[int, str] | None = None,
+) -> AnalysisResult | None:
+    """Measure and summarise reflection tables.
+
+    Parameters
+    ----------
+    sources : sequence
+        Reflection files (or tables), measured in this order.
+    experiment_sources : sequence of (source, ExperimentList)
+        Experiment lists that describe every table, and where each came from.
+    options : AnalysisOptions
+        What to measure, how to summarise, how to spread the work.
+    comm : optional
+        The MPI communicator, for ``options.run.method == "mpi"``.
+    progress : bool, optional
+        Show a progress bar (None: on an interactive terminal).
+    skipped_files : sequence of dict
+        Files already skipped (e.g. experiment lists), reported with the rest.
+    paired_experiments : dict of int to str, optional
+        A source's index -> the experiment file that is its own (read by the process
+        that measures it).
+
+    Returns
+    -------
+    AnalysisResult or None
+        None on MPI ranks other than 0.
+    """
+    if not sources:
+        raise SelectionError("no reflection table given: pass one or more .refl files")
+    union, offsets = combine_experiments([e for _, e in experiment_sources])
+    request = MeasureRequest(
+        experiments=union,
+        list_offsets=offsets,
+        have_experiment_lists=bool(experiment_sources) or bool(paired_experiments),
+        options=options.measure,
+        paired_experiments=dict(paired_experiments or {}),
+    )
+    if options.run.method == "mpi":
+        batches = run_mpi(sources, request, comm)
+        if batches is None:
+            return None
+    else:
+        batches = run_serial_or_pool(sources, request, options.run.nproc, progress)
+    _check_failures(batches, options.run.bad_files)
+    merged = merge(batches, union)
+    for number, (source, experiment_list) in enumerate(experiment_sources):
+        merged.inputs.append(_experiments_input(number, source, experiment_list))
+    if len(merged.spot_sizes) == 0:
+        raise SelectionError(nothing_selected_message(merged.datasets))
+    result = summarise(
+        merged.spot_sizes,
+        merged.datasets,
+        mask_code=options.measure.mask_code,
+        options=options.summary,
+        experiment_labels=merged.labels,
+    )
+    return AnalysisResult(
+        result=result,
+        parameters=options.parameters,
+        inputs=merged.inputs,
+        experiments=union,
+        skipped_files=[*skipped_files, *merged.skipped],
+    )
+
+
+def _check_failures(batches, bad_files: str) -> None:
+    """Raise where failed files end the run: with ``bad_files="fail"``, or when every
+    file failed (a single file's own error, as it was)."""
+    outcomes = [outcome for batch in batches for outcome in batch.outcomes]
+    failed = sorted((o for o in outcomes if o.error is not None), key=lambda o: o.index)
+    if not failed or (bad_files != "fail" and len(failed) < len(outcomes)):
+        return
+    if len(outcomes) == 1:
+        failed[0].raise_error()
+    if len(failed) == len(outcomes):
+        what = "every reflection file was unusable"
+    else:
+        what = f"{len(failed)} of {len(outcomes)} reflection files could not be used (input.bad_files=fail)"
+    raise UnusableFilesError(f"{what}; the first: {failed[0].error}")
+
+
+def nothing_selected_message(datasets: Sequence[DatasetSelection]) -> str:
+    """Why no reflection was counted, and what to do."""
+    n_rows = sum(d.n_rows for d in datasets)
+    n_selected = sum(d.n_selected for d in datasets)
+    if n_rows == 0:
+        return "the reflection table(s) have no rows: nothing to measure"
+    if n_selected == 0:
+        require = sorted({f for d in datasets for f in d.require})
+        exclude = sorted({f for d in datasets for f in d.exclude})
+        chosen = []
+        if require:
+            chosen.append(f"flags.require={'+'.join(require)}")
+        if exclude:
+            chosen.append(f"flags.exclude={'+'.join(exclude)}")
+        return (
+            f"no reflection of {n_rows} passes {' and '.join(chosen) or 'the flag filter'}: loosen the filter "
+            "(e.g. flags.require=None), or check the flags with dials.show"
+        )
+    return (
+        f"none of the {n_selected} selected reflections has shoebox pixel data: {n_selected} rows carry a "
+        "shoebox column without pixels (for integrated data, use the shoeboxes_*.refl written with "
+        "integration.debug.output=True)"
+    )
