@@ -1,0 +1,287 @@
+"""The spot-finding parameters actually used, from a ``dials.find_spots.log`` or a ``.phil``.
+
+Every log line read here is matched against the exact wording DIALS writes (paths in the
+dials/dials repository):
+
+- ``The following parameters have been modified:`` followed by the diff PHIL
+  (``run`` in ``src/dials/command_line/find_spots.py``);
+- ``Setting spotfinder.filter.min_spot_size=%i`` where ``Auto`` is resolved
+  (``reflection_table.from_observations`` in ``src/dials/array_family/flex_ext.py``);
+- ``Extracted {n} spots``, ``Removed {n} spots with size < {min_spot_size} pixels`` and
+  ``Removed {n} spots with size > {max_spot_size} pixels`` (``pixel_list_to_shoeboxes``
+  in ``src/dials/algorithms/spot_finding/finder.py``);
+- ``Filtered %d of %d spots by peak-centroid distance``: spots kept, of spots before
+  (``PeakCentroidDistanceFilter.__call__`` in
+  ``src/dials/algorithms/spot_finding/factory.py``; written only where
+  ``max_separation`` is not None);
+- ``Saved %s reflections to %s`` (``do_spotfinding`` in ``find_spots.py``).
+
+These lines repeat once per imageset (or per image, for stills found without
+shoeboxes): counts are summed. A ``.phil`` file is read with ``libtbx.phil`` (pure
+Python). Anything else raises :class:`FileFormatError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from libtbx.phil import parse as parse_phil
+
+from .errors import FileFormatError
+
+MIN_SPOT_SIZE = "spotfinder.filter.min_spot_size"
+MAX_SPOT_SIZE = "spotfinder.filter.max_spot_size"
+MAX_SEPARATION = "spotfinder.filter.max_separation"
+# The parameters this module reports, with the DIALS type of each (factory.py; the
+# profile ones from src/dials/algorithms/profile_model/gaussian_rs/model.py).
+PARAMETER_TYPES = {
+    MIN_SPOT_SIZE: int,
+    MAX_SPOT_SIZE: int,
+    MAX_SEPARATION: float,
+    "profile.gaussian_rs.parameters.n_sigma": float,
+    "profile.gaussian_rs.parameters.sigma_b": float,
+    "profile.gaussian_rs.parameters.sigma_m": float,
+}
+
+MODIFIED_HEADER = "The following parameters have been modified:"
+_LINES = {
+    "min_spot_size_auto": re.compile(
+        r"Setting spotfinder\.filter\.min_spot_size=(\d+)"
+    ),
+    "extracted": re.compile(r"Extracted (\d+) spots"),
+    "removed_too_small": re.compile(r"Removed (\d+) spots with size < (\d+) pixels"),
+    "removed_too_large": re.compile(r"Removed (\d+) spots with size > (\d+) pixels"),
+    "peak_centroid": re.compile(
+        r"Filtered (\d+) of (\d+) spots by peak-centroid distance"
+    ),
+    "saved": re.compile(r"Saved (\d+) reflections to (.+)"),
+}
+_VERSION = re.compile(r"DIALS \S+")
+_PHIL_LINE = re.compile(r"\s*([A-Za-z_][\w.]*\s*(=.*|\{\s*)|\}\s*)?")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as error:
+        raise FileFormatError(path, f"cannot be read ({error.strerror}).") from None
+    if b"\0" in raw:
+        raise FileFormatError(
+            path, "is a binary file, not a dials.find_spots log or a PHIL file."
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _typed(name: str, words: list) -> object:
+    text = " ".join(words)
+    if text in ("Auto", "auto", "None"):
+        return text
+    try:
+        return PARAMETER_TYPES[name](text)
+    except ValueError:
+        return text
+
+
+def _phil_definitions(text: str, path: str | None) -> dict:
+    """Every definition in a PHIL text: full path -> list of words (as text)."""
+    try:
+        scope = parse_phil(text)
+    except RuntimeError as error:
+        raise FileFormatError(path, f"does not parse as PHIL ({error}).") from None
+    return {
+        item.path: [str(word.value) for word in item.object.words]
+        for item in scope.all_definitions()
+    }
+
+
+def _recognised(definitions: dict, where: str) -> dict:
+    return {
+        name: {"value": _typed(name, words), "source": where}
+        for name, words in definitions.items()
+        if name in PARAMETER_TYPES
+    }
+
+
+def _modified_block(lines: list, start: int) -> str:
+    """The diff PHIL after the 'modified' header: PHIL-shaped lines, up to the first
+    line at depth 0 that is not PHIL (the next log message)."""
+    block, depth = [], 0
+    for line in lines[start:]:
+        if depth == 0 and line.strip() and not _PHIL_LINE.fullmatch(line):
+            break
+        depth += line.count("{") - line.count("}")
+        block.append(line)
+    return "\n".join(block)
+
+
+def _empty_log_result(path: str | None) -> dict:
+    return {
+        "path": path,
+        "kind": "dials.find_spots log",
+        "dials_version": None,
+        "modified": {},
+        "parameters": {},
+        "extracted": None,
+        "removed_too_small": None,
+        "removed_too_large": None,
+        "peak_centroid_kept": None,
+        "peak_centroid_before": None,
+        "removed_by_peak_centroid": None,
+        "saved": None,
+    }
+
+
+def _add(result: dict, key: str, value: int) -> None:
+    result[key] = value if result[key] is None else result[key] + value
+
+
+def _use(result: dict, name: str, value, where: str) -> None:
+    result["parameters"][name] = {"value": value, "source": where}
+
+
+def _read_line(result: dict, name: str, match, where: str) -> None:
+    numbers = [int(group) for group in match.groups() if group.isdigit()]
+    if name == "min_spot_size_auto":
+        _use(result, MIN_SPOT_SIZE, numbers[0], where)
+    elif name == "removed_too_small":
+        _add(result, "removed_too_small", numbers[0])
+        _use(result, MIN_SPOT_SIZE, numbers[1], where)
+    elif name == "removed_too_large":
+        _add(result, "removed_too_large", numbers[0])
+        _use(result, MAX_SPOT_SIZE, numbers[1], where)
+    elif name == "peak_centroid":
+        _add(result, "peak_centroid_kept", numbers[0])
+        _add(result, "peak_centroid_before", numbers[1])
+        _add(result, "removed_by_peak_centroid", numbers[1] - numbers[0])
+    else:
+        _add(result, name, numbers[0])
+
+
+def parse_find_spots_log(text: str, path: str | None = None) -> dict:
+    """What a ``dials.find_spots.log`` says about the spot-finding limits.
+
+    Parameters
+    ----------
+    text : str
+        The log's text.
+    path : str, optional
+        The file name, for messages and provenance.
+
+    Returns
+    -------
+    dict
+        ``path``, ``kind`` ("dials.find_spots log"), ``dials_version``, ``modified``
+        (every parameter of the diff PHIL: full name -> text), ``parameters`` (full
+        name -> {``value``, ``source``}: the limits used, the "Removed" lines taking
+        precedence over the "Setting" line and the diff PHIL), ``extracted``,
+        ``removed_too_small``, ``removed_too_large``, ``peak_centroid_kept``,
+        ``peak_centroid_before``, ``removed_by_peak_centroid``, ``saved`` (ints summed
+        over imagesets, or None where the log has no such line).
+
+    Raises
+    ------
+    FileFormatError
+        If no line of the text is one dials.find_spots writes.
+    """
+    result = _empty_log_result(path)
+    lines = text.splitlines()
+    name_of_file = os.path.basename(path) if path else "log"
+    recognised = 0
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        where = f"{name_of_file} line {number}: {stripped!r}"
+        if result["dials_version"] is None and _VERSION.fullmatch(stripped):
+            result["dials_version"] = stripped
+        if stripped == MODIFIED_HEADER:
+            recognised += 1
+            definitions = _phil_definitions(_modified_block(lines, number), path)
+            result["modified"] = {k: " ".join(v) for k, v in definitions.items()}
+            block = f"{name_of_file} line {number}: the modified parameters"
+            for key, value in _recognised(definitions, block).items():
+                result["parameters"].setdefault(key, value)
+            continue
+        for name, pattern in _LINES.items():
+            match = pattern.fullmatch(stripped)
+            if match:
+                recognised += 1
+                _read_line(result, name, match, where)
+                break
+    if not recognised:
+        raise FileFormatError(
+            path,
+            "has no line that dials.find_spots writes: not a dials.find_spots log.",
+        )
+    return result
+
+
+def parse_phil_parameters(text: str, path: str | None = None) -> dict:
+    """The spot-finding and profile parameters a ``.phil`` file sets.
+
+    Parameters
+    ----------
+    text : str
+        PHIL text with full parameter paths, as passed to dials.find_spots or
+        dials.integrate.
+    path : str, optional
+        The file name, for messages and provenance.
+
+    Returns
+    -------
+    dict
+        ``path``, ``kind`` ("phil"), ``modified`` (every definition: full name -> text)
+        and ``parameters`` (the recognised ones: full name -> {``value``, ``source``}).
+
+    Raises
+    ------
+    FileFormatError
+        If the text does not parse as PHIL or defines nothing.
+    """
+    definitions = _phil_definitions(text, path)
+    if not definitions:
+        raise FileFormatError(path, "defines no PHIL parameter.")
+    where = f"{os.path.basename(path) if path else 'phil'}"
+    return {
+        "path": path,
+        "kind": "phil",
+        "modified": {name: " ".join(words) for name, words in definitions.items()},
+        "parameters": _recognised(definitions, where),
+    }
+
+
+def read_spot_finding_parameters(path: str | os.PathLike) -> dict:
+    """Read a ``dials.find_spots.log`` or a ``.phil`` file (told apart by content).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    dict
+        As :func:`parse_find_spots_log` or :func:`parse_phil_parameters`.
+
+    Raises
+    ------
+    FileFormatError
+        If the file cannot be read or is neither.
+    """
+    path = os.fspath(path)
+    text = _read_text(path)
+    stripped = (line.strip() for line in text.splitlines())
+    if any(
+        line == MODIFIED_HEADER or any(p.fullmatch(line) for p in _LINES.values())
+        for line in stripped
+    ):
+        return parse_find_spots_log(text, path)
+    try:
+        return parse_phil_parameters(text, path)
+    except FileFormatError:
+        raise FileFormatError(
+            path, "is neither a dials.find_spots log nor a PHIL file."
+        ) from None
