@@ -1,0 +1,595 @@
+"""The shape of every spot, measured from its shoebox pixels, and summaries of it.
+
+A spot's size is the count of its shoebox pixels whose mask has every bit of a mask code
+(``(mask & code) == code``, DIALS's ``Shoebox::count_mask_values``); here these are the
+*coded pixels*, and everything below is measured on them, in one compiled pass over each
+record's pixels (``_spot_shape_kernels``):
+
+- ``n_coded``: the size; ``extent_x``, ``extent_y`` (pixels), ``extent_z`` (images): how
+  many columns, rows and images the coded pixels span (max - min + 1); ``footprint``:
+  the most coded pixels on any one image; ``fill``: coded pixels / (extent_x * extent_y *
+  extent_z).
+- ``centroid`` (x, y, z), ``rms_width_x``, ``rms_width_y`` (px), ``rms_width_z``
+  (images) and ``covariance_xy`` (px^2): the weighted mean and population standard
+  deviations (and x-y covariance) of the coded pixels' centres. Pixel (i, j, k) of a box
+  whose bbox starts at (x0, y0, z0) has its centre at (x0 + i + 0.5, y0 + j + 0.5,
+  z0 + k + 0.5), as in DIALS (its ``xyzobs.px.value``); the weight of a pixel is
+  ``data - background``, values below zero counted as zero.
+- ``elongation``: see :func:`elongation`; ``peak_centroid_distance``: see
+  :class:`SpotShapes`; ``rms_width_radial`` / ``rms_width_tangential``: see
+  :func:`radial_tangential_widths`.
+
+Rule for rows whose coded pixels have no positive weight (``total_weight == 0``): the
+weighted quantities (centroid, rms widths, covariance, elongation, peak distance, radial
+and tangential widths) are NaN, the unweighted ones (counts, extents, footprint, fill)
+are measured as usual, and :func:`summarise_spot_shapes` counts those rows
+(``rows_with_zero_weight``) and leaves them out of the weighted quantities' statistics.
+Rows without pixel data, or without a coded pixel, have zero counts and extents and NaN
+for everything else.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..formats.shoeboxes import HEADER_BYTES, ShoeboxColumn
+from ..formats.source import populate_pages, release_pages
+from .histogram import histogram
+from .statistics import group_statistics, summary_statistics
+
+PIXEL_VARIANCE = 1.0 / 12.0  # variance of a uniform unit square about its centre, px^2
+ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
+MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
+_BYTES_PER_PIXEL = np.array([0, 12, 9], dtype=np.int64)  # by the record's `present`
+
+_INTEGER_FIELDS = ("n_coded", "extent_x", "extent_y", "extent_z", "footprint")
+_REAL_FIELDS = (
+    "total_weight",
+    "rms_width_x",
+    "rms_width_y",
+    "rms_width_z",
+    "covariance_xy",
+    "elongation",
+    "peak_centroid_distance",
+    "fill",
+)
+
+
+@dataclass(eq=False)
+class SpotShapes:
+    """Per-row shape measurements (numpy arrays of one length; see the module's text).
+
+    ``peak_centroid_distance`` (px, with z in images, as DIALS's
+    ``spotfinder.filter.max_separation`` measures it) is the distance from the centre
+    of the brightest coded pixel (largest ``data``; the first in C order, z then y then
+    x, on ties) to the centroid. DIALS's own peak (``shoebox.peak_coordinates()``,
+    ``array_family/boost_python/flex_shoebox.cc``) is the first maximum of the data over
+    every pixel of the box; in spot-finding shoeboxes the pixels outside the spot have
+    data 0, so the two are the same pixel there.
+
+    ``rms_width_radial`` and ``rms_width_tangential`` are NaN until beam centres are
+    given (:meth:`with_beam_centres`).
+    """
+
+    has_pixel_data: np.ndarray
+    n_coded: np.ndarray
+    extent_x: np.ndarray
+    extent_y: np.ndarray
+    extent_z: np.ndarray
+    footprint: np.ndarray
+    total_weight: np.ndarray
+    centroid: np.ndarray
+    rms_width_x: np.ndarray
+    rms_width_y: np.ndarray
+    rms_width_z: np.ndarray
+    covariance_xy: np.ndarray
+    elongation: np.ndarray
+    peak_centroid_distance: np.ndarray
+    fill: np.ndarray
+    rms_width_radial: np.ndarray
+    rms_width_tangential: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.n_coded)
+
+    @classmethod
+    def empty(cls, n: int) -> "SpotShapes":
+        """Room for ``n`` rows (contents undefined until measured)."""
+        arrays = {name: np.empty(n, np.int64) for name in _INTEGER_FIELDS}
+        arrays.update({name: np.empty(n, np.float64) for name in _REAL_FIELDS})
+        return cls(
+            has_pixel_data=np.zeros(n, bool),
+            centroid=np.empty((n, 3), np.float64),
+            rms_width_radial=np.full(n, np.nan),
+            rms_width_tangential=np.full(n, np.nan),
+            **arrays,
+        )
+
+    def rows(self, start: int, stop: int) -> "SpotShapes":
+        """Rows [start, stop) as views (writing to them writes to these arrays)."""
+        return SpotShapes(
+            **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
+        )
+
+    @classmethod
+    def concatenate(cls, parts: Sequence["SpotShapes"]) -> "SpotShapes":
+        """The rows of every part, in order: the same as measuring them all together."""
+        if not parts:
+            return cls.empty(0)
+        return cls(
+            **{
+                f.name: np.concatenate([getattr(part, f.name) for part in parts])
+                for f in fields(cls)
+            }
+        )
+
+    @property
+    def variance_x(self) -> np.ndarray:
+        return self.rms_width_x**2
+
+    @property
+    def variance_y(self) -> np.ndarray:
+        return self.rms_width_y**2
+
+    def with_beam_centres(self, beam_centre: np.ndarray) -> "SpotShapes":
+        """A copy with the radial and tangential widths about ``beam_centre`` ((n, 2) px,
+        each row's beam centre on its own panel, e.g. ``beam_centres_px(...)[panel]``).
+        """
+        radial, tangential = radial_tangential_widths(
+            self.centroid,
+            self.variance_x,
+            self.variance_y,
+            self.covariance_xy,
+            beam_centre,
+        )
+        return replace(self, rms_width_radial=radial, rms_width_tangential=tangential)
+
+
+def _checked_code(code: int) -> int:
+    code = int(code)
+    if not 0 <= code <= 255:
+        raise ValueError(f"mask code {code} is outside 0..255")
+    return code
+
+
+def measure_records(
+    blob: np.ndarray,
+    present: np.ndarray,
+    data_offset: np.ndarray,
+    bbox: np.ndarray,
+    code: int,
+    out: SpotShapes | None = None,
+) -> SpotShapes:
+    """Shapes of the shoebox records described by per-record arrays, straight from the
+    column's bytes: the entry point for a caller that indexes a huge column chunk by
+    chunk (measure each chunk, then :meth:`SpotShapes.concatenate`, or pass ``out``).
+
+    Parameters
+    ----------
+    blob
+        The ``Shoebox<>`` column's bytes (uint8; may be a read-only memory map).
+    present, data_offset, bbox
+        Per record: the pixel-data marker (0, 1 or 2), the byte offset of its float32
+        data in ``blob`` and its (x0, x1, y0, y1, z0, z1) box, as in ShoeboxColumn.
+    code
+        Mask code (0..255); a pixel is coded when its mask has every bit of it.
+    out
+        Optional SpotShapes of the same length to fill (e.g. ``shapes.rows(a, b)``).
+
+    Returns
+    -------
+    SpotShapes
+        ``out`` (or a new one), with NaN radial and tangential widths.
+    """
+    from ._spot_shape_kernels import measure_rows
+
+    code = _checked_code(code)
+    present = np.ascontiguousarray(present, dtype=np.uint8)
+    data_offset = np.ascontiguousarray(data_offset, dtype=np.int64)
+    bbox = np.ascontiguousarray(bbox, dtype=np.int32).reshape(-1, 6)
+    if not len(present) == len(data_offset) == len(bbox):
+        raise ValueError("present, data_offset and bbox must have one entry per record")
+    shapes = SpotShapes.empty(len(present)) if out is None else out
+    if len(shapes) != len(present):
+        raise ValueError(f"out has {len(shapes)} rows, not {len(present)}")
+    shapes.has_pixel_data[:] = present != 0
+    measure_rows(
+        blob,
+        present,
+        data_offset,
+        bbox,
+        np.uint8(code),
+        tuple(getattr(shapes, name) for name in _INTEGER_FIELDS),
+        shapes.centroid,
+        tuple(getattr(shapes, name) for name in _REAL_FIELDS),
+    )
+    shapes.rms_width_radial[:] = np.nan
+    shapes.rms_width_tangential[:] = np.nan
+    return shapes
+
+
+def measure_spot_shapes(
+    column: ShoeboxColumn,
+    code: int,
+    rows: np.ndarray | None = None,
+    beam_centre: np.ndarray | None = None,
+    release_memory: bool = False,
+) -> SpotShapes:
+    """Shapes of the coded pixels of each row of an indexed shoebox column.
+
+    Parameters
+    ----------
+    column
+        The indexed ``Shoebox<>`` column (``read_reflections(path).shoeboxes``).
+    code
+        Mask code (0..255), e.g. 4 (Foreground); 0 makes every pixel coded.
+    rows
+        Row numbers (or a boolean mask) of the rows to measure, e.g. the selected ones;
+        all rows by default. The result has one entry per measured row, in this order.
+    beam_centre
+        Optional (n, 2) beam centre in pixels on each measured row's panel; with it the
+        radial and tangential widths are filled in.
+    release_memory
+        Hand each measured stretch of a memory-mapped column back to the operating
+        system (it stays in the page cache), so resident memory does not grow with the
+        file; only where ``rows`` ascend.
+
+    Returns
+    -------
+    SpotShapes
+    """
+    n_rows = len(column)
+    if rows is None:
+        rows_taken = None
+        count = n_rows
+    else:
+        rows_taken = np.asarray(rows)
+        if rows_taken.dtype == bool:
+            rows_taken = np.flatnonzero(rows_taken)
+        rows_taken = rows_taken.astype(np.int64, copy=False)
+        if rows_taken.size and (
+            rows_taken.min() < -n_rows or rows_taken.max() >= n_rows
+        ):
+            raise IndexError(f"rows must be in 0..{n_rows - 1}")
+        rows_taken = np.where(rows_taken < 0, rows_taken + n_rows, rows_taken)
+        count = len(rows_taken)
+    ascending = rows_taken is None or bool(np.all(np.diff(rows_taken) > 0))
+    shapes = SpotShapes.empty(count)
+    for start in range(0, count, ROWS_PER_CHUNK):
+        stop = min(count, start + ROWS_PER_CHUNK)
+        chunk = slice(start, stop) if rows_taken is None else rows_taken[start:stop]
+        present, data_offset = column.present[chunk], column.data_offset[chunk]
+        bbox = column.bbox[chunk]
+        stretch = _byte_stretch(column.blob, present, data_offset, bbox, ascending)
+        if stretch is not None:
+            populate_pages(stretch)
+        measure_records(
+            column.blob, present, data_offset, bbox, code, shapes.rows(start, stop)
+        )
+        if release_memory and stretch is not None:
+            release_pages(stretch)
+    if beam_centre is not None:
+        shapes = shapes.with_beam_centres(beam_centre)
+    return shapes
+
+
+def _byte_stretch(blob, present, data_offset, bbox, ascending) -> np.ndarray | None:
+    """The bytes from the first record's header to the end of the last, where the records
+    ascend (else None)."""
+    if not ascending or len(present) == 0:
+        return None
+    extent = bbox[-1, 1::2].astype(np.int64) - bbox[-1, 0::2]
+    end = data_offset[-1] + int(np.prod(extent)) * _BYTES_PER_PIXEL[min(present[-1], 2)]
+    return blob[max(0, int(data_offset[0]) - HEADER_BYTES) : int(end)]
+
+
+# ------------------------------------------------------------------ geometry
+
+
+def elongation(
+    variance_x: np.ndarray, variance_y: np.ndarray, covariance_xy: np.ndarray
+) -> np.ndarray:
+    """Ratio of the larger to the smaller principal rms width on the detector.
+
+    The principal widths are the square roots of the eigenvalues of the 2x2 covariance
+    ``[[variance_x, covariance_xy], [covariance_xy, variance_y]]`` with each pixel's own
+    variance, 1/12 px^2 (a uniform unit square), added to the diagonal. Without it a spot
+    one pixel wide would have a zero width and an infinite ratio; with it a single pixel
+    is round (1) and a uniform streak of L pixels in a line has elongation exactly L,
+    its length over its width, as the pixels' outlines would say. The rms widths
+    themselves are reported without that addition.
+
+    Parameters
+    ----------
+    variance_x, variance_y, covariance_xy
+        Weighted (co)variances of the pixel centres, px^2.
+
+    Returns
+    -------
+    numpy.ndarray
+        Elongations (>= 1; NaN where an input is NaN).
+    """
+    a = np.asarray(variance_x, dtype=np.float64) + PIXEL_VARIANCE
+    b = np.asarray(variance_y, dtype=np.float64) + PIXEL_VARIANCE
+    c = np.asarray(covariance_xy, dtype=np.float64)
+    half_trace = 0.5 * (a + b)
+    spread = np.sqrt(0.25 * (a - b) ** 2 + c * c)
+    return np.sqrt((half_trace + spread) / (half_trace - spread))
+
+
+def radial_tangential_widths(
+    centroid: np.ndarray,
+    variance_x: np.ndarray,
+    variance_y: np.ndarray,
+    covariance_xy: np.ndarray,
+    beam_centre: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rms widths along the direction from the beam centre to each spot (radial)
+    and across it (tangential), in pixels.
+
+    With ``u`` the unit vector from the beam centre to the centroid on the panel and
+    ``C`` the x-y covariance, the radial variance is ``u.C.u`` and the tangential one
+    ``v.C.v`` with ``v`` perpendicular to ``u`` (their sum is ``variance_x +
+    variance_y``). Radial broadening comes from e.g. wavelength spread, tangential from
+    mosaicity and beam divergence.
+
+    Parameters
+    ----------
+    centroid
+        (n, 2) or (n, 3) centroids; x and y are used (px).
+    variance_x, variance_y, covariance_xy
+        (n,) weighted (co)variances, px^2.
+    beam_centre
+        (n, 2) each row's beam centre on its panel's plane, px (see beam_centres_px).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (radial, tangential); NaN where an input is NaN or the spot sits exactly at the
+        beam centre (no direction).
+    """
+    centroid = np.asarray(centroid, dtype=np.float64)
+    beam_centre = np.asarray(beam_centre, dtype=np.float64).reshape(-1, 2)
+    dx = centroid[:, 0] - beam_centre[:, 0]
+    dy = centroid[:, 1] - beam_centre[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length = np.hypot(dx, dy)
+        ux, uy = dx / length, dy / length  # NaN at the beam centre itself
+        vx = np.asarray(variance_x, dtype=np.float64)
+        vy = np.asarray(variance_y, dtype=np.float64)
+        cxy = np.asarray(covariance_xy, dtype=np.float64)
+        radial = ux * ux * vx + 2 * ux * uy * cxy + uy * uy * vy
+        tangential = uy * uy * vx - 2 * ux * uy * cxy + ux * ux * vy
+        return np.sqrt(np.maximum(radial, 0.0)), np.sqrt(np.maximum(tangential, 0.0))
+
+
+def beam_centres_px(beam, panels) -> np.ndarray:
+    """Where the line of the incident beam meets each panel's plane, in pixels of that
+    panel (fast, slow), as dxtbx's ``Panel.get_beam_centre_px(s0)``
+    (``src/dxtbx/model/panel.h``), without its parallax correction: a ray at the beam
+    centre hits the panel almost square on, where the correction vanishes.
+
+    Solves ``origin + u * fast_axis + v * slow_axis = t * s0`` (mm, laboratory frame);
+    ``t`` may be negative (a panel behind the sample or facing away): the point still
+    fixes the radial direction on that plane.
+
+    Parameters
+    ----------
+    beam
+        A ``formats.experiments.Beam`` (its ``s0``), or s0 itself (3 numbers).
+    panels
+        A ``formats.experiments.Detector`` or a sequence of its ``Panel``.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_panels, 2) float64: x (fast), y (slow) in pixels; NaN where the beam is
+        parallel to the panel.
+    """
+    s0 = np.asarray(getattr(beam, "s0", beam), dtype=np.float64)
+    panels = list(getattr(panels, "panels", panels))
+    centres = np.full((len(panels), 2), np.nan)
+    for index, panel in enumerate(panels):  # one 3x3 solve per panel, not per row
+        frame = np.column_stack([panel.fast_axis, panel.slow_axis, panel.origin])
+        try:
+            # frame @ (u, v, 1) / t = s0 direction: solve frame @ w = s0, then scale.
+            w = np.linalg.solve(frame, s0)
+        except np.linalg.LinAlgError:
+            continue  # the panel's plane contains the sample position
+        normal = panel.normal
+        if abs(float(normal @ s0)) <= 1e-12 * float(np.linalg.norm(s0)) or w[2] == 0:
+            continue
+        centres[index] = (
+            w[0] / w[2] / panel.pixel_size[0],
+            w[1] / w[2] / panel.pixel_size[1],
+        )
+    return centres
+
+
+def bbox_disagreements(
+    shoebox_bbox: np.ndarray | None, table_bbox: np.ndarray | None
+) -> tuple[int, np.ndarray]:
+    """Rows whose shoebox bbox differs from the table's ``bbox`` column.
+
+    They usually agree, but not always (DIALS issue #3194); the shoebox's own bbox is
+    the one that frames its pixels, and the one measured here.
+
+    Parameters
+    ----------
+    shoebox_bbox
+        (n, 6) the shoeboxes' own boxes (``ShoeboxColumn.bbox``).
+    table_bbox
+        (n, 6) the table's ``bbox`` column, or None where the table has none.
+
+    Returns
+    -------
+    tuple
+        (count, row numbers). Never raises: without a table bbox (or shoeboxes) nothing
+        disagrees; rows present in only one of the arrays, or arrays that are not
+        (n, 6), count as disagreeing rows.
+    """
+    if shoebox_bbox is None or table_bbox is None:
+        return 0, np.zeros(0, np.int64)
+    try:
+        ours = np.asarray(shoebox_bbox).reshape(-1, 6)
+        theirs = np.asarray(table_bbox).reshape(-1, 6)
+    except (ValueError, TypeError):
+        n = max(np.size(shoebox_bbox), np.size(table_bbox)) // 6
+        return n, np.arange(n, dtype=np.int64)
+    common = min(len(ours), len(theirs))
+    differs = np.zeros(max(len(ours), len(theirs)), dtype=bool)
+    differs[:common] = (ours[:common] != theirs[:common]).any(axis=1)
+    differs[common:] = True
+    rows = np.flatnonzero(differs).astype(np.int64)
+    return len(rows), rows
+
+
+# ------------------------------------------------------------------ summaries
+
+# name: (unit, histogram bins (data_min, data_max, width) or None for width-1 integer
+# bins, first integer value binned)
+QUANTITIES = {
+    "n_coded": ("px", None, 0),
+    "extent_x": ("px", None, 1),
+    "extent_y": ("px", None, 1),
+    "extent_z": ("images", None, 1),
+    "footprint": ("px/image", None, 1),
+    "fill": ("", (0.0, 1.0, 0.05), None),
+    "rms_width_x": ("px", (0.0, 5.0, 0.1), None),
+    "rms_width_y": ("px", (0.0, 5.0, 0.1), None),
+    "rms_width_z": ("images", (0.0, 5.0, 0.1), None),
+    "covariance_xy": ("px^2", (-2.0, 2.0, 0.1), None),
+    "rms_width_radial": ("px", (0.0, 5.0, 0.1), None),
+    "rms_width_tangential": ("px", (0.0, 5.0, 0.1), None),
+    "elongation": ("", (1.0, 6.0, 0.1), None),
+    "peak_centroid_distance": ("px", (0.0, 5.0, 0.1), None),
+}
+
+
+def _rows_of(shapes: SpotShapes, name: str) -> np.ndarray:
+    """Which rows a quantity's summary covers: every row with pixel data for the size,
+    rows with coded pixels for the other counts, finite values for the rest."""
+    if name == "n_coded":
+        return shapes.has_pixel_data
+    if QUANTITIES[name][1] is None or name == "fill":
+        return shapes.n_coded > 0
+    return np.isfinite(getattr(shapes, name))
+
+
+def _histogram(values: np.ndarray, name: str) -> dict:
+    _, bins, first = QUANTITIES[name]
+    if bins is None:  # width-1 bins centred on the integers first, first + 1, ...
+        top = first + MAX_INTEGER_BINS - 1
+        if values.size:
+            top = min(top, max(int(values.max()), first))
+        low, high, width = first - 0.5, top + 0.5, 1.0
+    else:
+        low, high, width = bins
+    n_bins = int(round((high - low) / width))
+    binned = histogram(values, low, high, n_bins)
+    centres = binned.bin_centers
+    if bins is None:
+        centres = np.round(centres).astype(np.int64)
+    return {
+        "data_min": low,
+        "data_max": high,
+        "bin_width": width,
+        "bin_centres": centres.tolist(),
+        "counts": binned.counts.tolist(),
+        "n_out_of_range": binned.n_out_of_range,
+    }
+
+
+def _medians_by(keys: np.ndarray | None, values: np.ndarray, key_name: str) -> list:
+    if keys is None:
+        return []
+    groups = group_statistics(keys, values, skip_negative_keys=True)
+    return [
+        {key_name: int(key), "n": int(n), "median": float(median)}
+        for key, n, median in zip(groups.key, groups.n, groups.median)
+    ]
+
+
+def _json_safe(value):
+    """Plain Python numbers, lists and dicts, with None for NaN and infinities."""
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (np.integer, bool, np.bool_)):
+        return value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value
+
+
+def summarise_spot_shapes(
+    shapes: SpotShapes,
+    image: np.ndarray | None = None,
+    shell: np.ndarray | None = None,
+    panel: np.ndarray | None = None,
+) -> dict:
+    """Statistics, a histogram and per-group medians of every shape quantity.
+
+    Each quantity covers the rows where it is defined: ``n_coded`` every row with pixel
+    data (as the size statistics do), the other counts and ``fill`` the rows with coded
+    pixels, the weighted quantities the rows with a positive total weight (radial and
+    tangential widths only where beam centres were given). Integer quantities have
+    width-1 bins centred on whole pixels / images (at most MAX_INTEGER_BINS, larger
+    values counted out of range); real ones have the fixed bins of QUANTITIES (rms
+    widths and peak distance 0-5 px in 0.1 steps, elongation 1-6 in 0.1, fill 0-1 in
+    0.05, covariance -2..2 px^2 in 0.1), binned as scitbx's ``flex.histogram``.
+
+    Parameters
+    ----------
+    shapes
+        The measured rows.
+    image, shell, panel
+        Optional per-row integer keys (image number, resolution shell, panel) for
+        per-group medians; negative keys mean unknown and are left out.
+
+    Returns
+    -------
+    dict
+        JSON-able: ``rows``, ``rows_with_pixel_data``, ``rows_with_coded_pixels``,
+        ``rows_with_zero_weight`` and ``quantities``: per name, ``unit``,
+        ``statistics`` (n, mean, std, min, p5, p25, median, p75, p95, max, as
+        ``summary_statistics``), ``histogram`` and ``median_by_image`` /
+        ``median_by_shell`` / ``median_by_panel`` (lists of {key, n, median}). NaN never
+        appears: missing numbers are None.
+    """
+    n = len(shapes)
+    for keys in (image, shell, panel):
+        if keys is not None and len(keys) != n:
+            raise ValueError(f"group keys must have one entry per row ({n})")
+    quantities = {}
+    for name, (unit, _, _) in QUANTITIES.items():
+        kept = _rows_of(shapes, name)
+        values = getattr(shapes, name)[kept]
+        groups = {
+            f"median_by_{label}": _medians_by(
+                None if keys is None else np.asarray(keys)[kept], values, label
+            )
+            for label, keys in (("image", image), ("shell", shell), ("panel", panel))
+        }
+        quantities[name] = {
+            "unit": unit,
+            "statistics": summary_statistics(values),
+            "histogram": _histogram(values, name),
+            **groups,
+        }
+    coded = shapes.n_coded > 0
+    return _json_safe(
+        {
+            "rows": n,
+            "rows_with_pixel_data": int(shapes.has_pixel_data.sum()),
+            "rows_with_coded_pixels": int(coded.sum()),
+            "rows_with_zero_weight": int((coded & ~(shapes.total_weight > 0)).sum()),
+            "quantities": quantities,
+        }
+    )
