@@ -1,0 +1,154 @@
+"""Suggestions as text a user can act on: a ``.phil`` per DIALS program, and log lines.
+
+The ``.phil`` text holds one ``full.parameter.name = value`` per suggestion, each with a
+one-line ``#`` reason above it. dials.find_spots and dials.integrate reject parameters
+of each other's scopes, so each program gets its own text (:func:`phil_by_program`).
+"""
+
+from __future__ import annotations
+
+from ..algorithms import advice
+
+PROGRAMS = (advice.FIND_SPOTS, advice.INTEGRATE)
+
+
+def _value_text(value) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def render_phil(suggestions: list, program: str) -> str:
+    """The suggestions for one program as PHIL text, each value under its reason.
+
+    Parameters
+    ----------
+    suggestions : list of dict
+        From :func:`advice.collect_suggestions`.
+    program : str
+        "dials.find_spots" or "dials.integrate".
+
+    Returns
+    -------
+    str
+        PHIL text (comments only where there is nothing to change), ending in a newline.
+    """
+    lines = [f"# Parameters for {program} suggested by dials.spot_size_analysis"]
+    chosen = [item for item in suggestions if item["program"] == program]
+    if not chosen:
+        lines.append("# The data call for no change: the defaults serve.")
+    for item in chosen:
+        lines.append(f"# {_one_line(item['reason'])}")
+        if item["suggested"] is None:
+            lines.append(
+                f"# {item['parameter']}: no value can be suggested from the data"
+            )
+            continue
+        lines.append(f"{item['parameter']} = {_value_text(item['suggested'])}")
+    return "\n".join(lines) + "\n"
+
+
+def phil_by_program(suggestions: list) -> dict:
+    """The PHIL text for each program that has suggestions.
+
+    Parameters
+    ----------
+    suggestions : list of dict
+        From :func:`advice.collect_suggestions`.
+
+    Returns
+    -------
+    dict
+        Program name -> PHIL text, e.g. for ``dials.find_spots imported.expt
+        find_spots.phil``.
+    """
+    wanted = {item["program"] for item in suggestions}
+    return {
+        program: render_phil(suggestions, program)
+        for program in PROGRAMS
+        if program in wanted
+    }
+
+
+def _limit_line(check: dict) -> str:
+    side = "below" if check["side"] == "upper" else "at or above"
+    verdict = "a change is called for" if check["change_called_for"] else "no change"
+    return (
+        f"{check['parameter']} = {_value_text(check['value'])} ({check['source']}): "
+        f"{check['n_near']} of {check['n_spots']} spots "
+        f"({check['fraction_near']:.1%}) within {_value_text(check['margin'])} "
+        f"{side} it; {verdict}"
+    )
+
+
+def _removed_line(check: dict) -> str | None:
+    if check.get("removed") is None:
+        return None
+    fraction = check.get("removed_fraction")
+    share = "" if fraction is None else f" ({fraction:.1%} of spots)"
+    return f"  dials.find_spots removed {check['removed']} spots{share} at this limit"
+
+
+def _profile_lines(check: dict) -> list:
+    lines = [
+        f"profile model: sigma_b = {check['sigma_b_deg']:.4g} deg "
+        f"({check['sigma_b_px']:.3g} px), sigma_m = {check['sigma_m_deg']:.4g} deg "
+        f"({check['sigma_m_images']:.3g} images), n_sigma = {check['n_sigma']:g}; box "
+        f"{check['box_xy_px']:.1f} px x {check['box_z_images']:.1f} images"
+    ]
+    lines.extend(f"  {reason}" for reason in check["reasons"])
+    if not check["reasons"]:
+        lines.append("  the model fits the spots found: no change")
+    return lines
+
+
+def render_log_lines(checks: list, summary: str | None = None) -> list:
+    """Plain-text lines for the log: each check's figures and verdict, then the
+    suggestions.
+
+    Parameters
+    ----------
+    checks : list of dict
+        Results of the ``advice.check_*`` functions.
+    summary : str, optional
+        :func:`advice.summary_sentence`, printed first.
+
+    Returns
+    -------
+    list of str
+        One log line each, without newlines.
+    """
+    lines = []
+    if summary:
+        lines.append(summary[0].upper() + summary[1:] + ".")
+    for check in checks:
+        if "sigma_m_deg" in check:
+            lines.extend(_profile_lines(check))
+            continue
+        lines.append(_limit_line(check))
+        removed = _removed_line(check)
+        if removed:
+            lines.append(removed)
+        lines.extend(f"  {reason}" for reason in check["reasons"])
+    suggestions = advice.collect_suggestions(*checks)
+    if not suggestions:
+        lines.append("No parameter change suggested: the defaults serve these spots.")
+    for item in suggestions:
+        value = (
+            "(no value from the data)"
+            if item["suggested"] is None
+            else f"= {_value_text(item['suggested'])}"
+        )
+        lines.append(
+            f"Suggest {item['program']} {item['parameter']} {value} "
+            f"(now {_value_text(item['current'])}): {_one_line(item['reason'])}"
+        )
+    return lines
