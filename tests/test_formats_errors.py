@@ -11,7 +11,6 @@ import textwrap
 import msgpack
 import pytest
 
-from dials_spot_size_analysis.engine import available_engines
 from dials_spot_size_analysis.formats import (
     FileFormatError,
     read_experiments,
@@ -45,9 +44,9 @@ def write(tmp_path, content: bytes, name="bad.refl"):
     return path
 
 
-def expect_error(path, *fragments, engine="auto"):
+def expect_error(path, *fragments):
     with pytest.raises(FileFormatError) as caught:
-        read_reflections(path, engine=engine)
+        read_reflections(path)
     message = str(caught.value)
     assert message.startswith(f"{path}: "), message
     for fragment in fragments:
@@ -179,7 +178,7 @@ def test_huge_claims_in_a_tiny_file_allocate_nothing(tmp_path):
         resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))
         from dials_spot_size_analysis.formats import FileFormatError, read_reflections
         try:
-            read_reflections({str(path)!r}, engine="numpy")
+            read_reflections({str(path)!r})
         except FileFormatError as error:
             print(error)
         """
@@ -214,15 +213,12 @@ def shoebox_variant(strong, edit):
     return column_bytes_edited(strong, "shoebox", lambda blob: edit(bytearray(blob)))
 
 
-@pytest.mark.parametrize("engine", available_engines())
 class TestCorruptShoeboxColumn:
-    def test_record_running_past_the_end(self, tmp_path, strong, engine):
+    def test_record_running_past_the_end(self, tmp_path, strong):
         content = shoebox_variant(strong, lambda blob: bytes(blob[:-10]))
-        expect_error(
-            write(tmp_path, content), "shoebox column", "record 207", engine=engine
-        )
+        expect_error(write(tmp_path, content), "shoebox column", "record 207")
 
-    def test_present_byte_other_than_0_1_2(self, tmp_path, strong, engine):
+    def test_present_byte_other_than_0_1_2(self, tmp_path, strong):
         def flip(blob):
             blob[28] = 7
             return bytes(blob)
@@ -230,10 +226,9 @@ class TestCorruptShoeboxColumn:
         expect_error(
             write(tmp_path, shoebox_variant(strong, flip)),
             "record 0 has pixel-data marker 7",
-            engine=engine,
         )
 
-    def test_impossible_bbox(self, tmp_path, strong, engine):
+    def test_impossible_bbox(self, tmp_path, strong):
         def swap(blob):
             blob[4:8], blob[8:12] = blob[8:12], blob[4:8]  # x0 > x1
             return bytes(blob)
@@ -241,10 +236,9 @@ class TestCorruptShoeboxColumn:
         expect_error(
             write(tmp_path, shoebox_variant(strong, swap)),
             "record 0 has an impossible bbox [1585, 1583",
-            engine=engine,
         )
 
-    def test_bbox_volume_larger_than_the_file(self, tmp_path, strong, engine):
+    def test_bbox_volume_larger_than_the_file(self, tmp_path, strong):
         def grow(blob):
             blob[24:28] = (2**31 - 1).to_bytes(4, "little")  # z1
             blob[16:20] = (2**31 - 1).to_bytes(4, "little")  # y1
@@ -254,12 +248,11 @@ class TestCorruptShoeboxColumn:
             write(tmp_path, shoebox_variant(strong, grow)),
             "record 0 has bbox",
             "run past the end",
-            engine=engine,
         )
 
-    def test_extra_bytes_after_the_last_record(self, tmp_path, strong, engine):
+    def test_extra_bytes_after_the_last_record(self, tmp_path, strong):
         content = shoebox_variant(strong, lambda blob: bytes(blob) + bytes(29))
-        expect_error(write(tmp_path, content), "more than its records", engine=engine)
+        expect_error(write(tmp_path, content), "more than its records")
 
 
 def test_string_columns_are_skipped_with_a_warning(tmp_path, strong, caplog):

@@ -9,7 +9,6 @@ from conftest import SHARED_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dials_spot_size_analysis.engine import available_engines
 from dials_spot_size_analysis.formats import FileFormatError, ReflectionTable
 from dials_spot_size_analysis.formats.msgpack_cursor import MsgpackCursor
 from dials_spot_size_analysis.formats.reflections import (
@@ -51,10 +50,10 @@ def same_header(content: bytes) -> None:
     ]
 
 
-def check(content: bytes, engine: str) -> None:
+def check(content: bytes) -> None:
     same_header(content)
     try:
-        table = parse_reflections(content, engine=engine, index_shoeboxes=False)
+        table = parse_reflections(content, index_shoeboxes=False)
     except FileFormatError as error:
         assert str(error)
         return
@@ -69,8 +68,6 @@ def check(content: bytes, engine: str) -> None:
             table._shoebox_blob,
             table.nrows,
             5,
-            engine=engine,
-            bbox_hint=table.columns.get("bbox"),
         )
     except FileFormatError as error:
         streamed = error
@@ -81,7 +78,7 @@ def check(content: bytes, engine: str) -> None:
         return
     if shoeboxes is not None:
         assert len(shoeboxes) == table.nrows
-        counts = shoeboxes.count_mask_values(5, engine=engine)
+        counts = shoeboxes.count_mask_values(5)
         assert not isinstance(streamed, FileFormatError), streamed
         assert (
             streamed[0].tolist() == counts.tolist()
@@ -98,30 +95,27 @@ def check(content: bytes, engine: str) -> None:
 source = st.sampled_from(range(len(SOURCES)))
 
 
-@pytest.mark.parametrize("engine", available_engines())
 @FUZZ
 @given(which=source, data=st.data())
-def test_truncated(engine, which, data):
+def test_truncated(which, data):
     content = originals()[which]
-    check(content[: data.draw(st.integers(0, len(content) - 1))], engine)
+    check(content[: data.draw(st.integers(0, len(content) - 1))])
 
 
-@pytest.mark.parametrize("engine", available_engines())
 @FUZZ
 @given(which=source, data=st.data())
-def test_bit_flips(engine, which, data):
+def test_bit_flips(which, data):
     content = bytearray(originals()[which])
     for position in data.draw(
         st.lists(st.integers(0, len(content) * 8 - 1), min_size=1, max_size=8)
     ):
         content[position // 8] ^= 1 << (position % 8)
-    check(bytes(content), engine)
+    check(bytes(content))
 
 
-@pytest.mark.parametrize("engine", available_engines())
 @FUZZ
 @given(which=source, data=st.data())
-def test_resized(engine, which, data):
+def test_resized(which, data):
     content = originals()[which]
     position = data.draw(st.integers(0, len(content)))
     if data.draw(st.booleans()):
@@ -131,16 +125,15 @@ def test_resized(engine, which, data):
         content = (
             content[:position] + content[position + data.draw(st.integers(1, 64)) :]
         )
-    check(content, engine)
+    check(content)
 
 
-@pytest.mark.parametrize("engine", available_engines())
 @FUZZ
 @given(which=source, data=st.data())
-def test_shoebox_bytes_overwritten(engine, which, data):
+def test_shoebox_bytes_overwritten(which, data):
     """Aim at the shoebox column, where the variable-length records live."""
     content = bytearray(originals()[which])
     start = content.find(b"Shoebox<>") + 20
     position = data.draw(st.integers(start, len(content) - 4))
     content[position : position + 4] = data.draw(st.binary(min_size=4, max_size=4))
-    check(bytes(content), engine)
+    check(bytes(content))

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from conftest import REFLECTION_FILES, SHOEBOX_CODES
 
-from dials_spot_size_analysis.engine import available_engines
 from dials_spot_size_analysis.formats import (
     read_reflections,
     reflections,
@@ -20,21 +19,18 @@ from dials_spot_size_analysis.formats import (
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 from dials_spot_size_analysis.formats.shoebox_encoding import reencode
 
-ENGINES = available_engines()
-
 
 @pytest.mark.parametrize("header_reader", ["msgpack", "cursor"])
-@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", sorted(REFLECTION_FILES))
 def test_columns_and_shoeboxes_equal_dials_ground_truth(
-    shared_data, ground_truth, name, engine, header_reader, monkeypatch
+    shared_data, ground_truth, name, header_reader, monkeypatch
 ):
     """Small files' structure is read by msgpack's C unpacker, big ones' by the cursor:
     both here, on every file."""
     if header_reader == "cursor":
         monkeypatch.setattr(reflections, "SMALL_BUFFER_BYTES", 0)
     truth = ground_truth[name]
-    table = read_reflections(shared_data / name, engine=engine)
+    table = read_reflections(shared_data / name)
     assert table.nrows == len(table) == truth["nrows"]
     assert {str(k): v for k, v in table.identifiers.items()} == truth["identifiers"]
     assert sorted([*table.columns, table.shoebox_column_name]) == sorted(
@@ -55,7 +51,7 @@ def test_columns_and_shoeboxes_equal_dials_ground_truth(
     assert shoeboxes.panel.tolist() == truth["shoebox_panel"]
     for code in SHOEBOX_CODES:
         assert (
-            shoeboxes.count_mask_values(int(code), engine=engine).tolist()
+            shoeboxes.count_mask_values(int(code)).tolist()
             == truth["count_mask_values"][code]
         ), code
 
