@@ -1,0 +1,642 @@
+"""Re-prediction of indexed reflections from the experiment models, and the matching
+of each reference reflection to its prediction, as ``dials.integrate`` does before it
+builds the profile model.
+
+DIALS predicts every reflection of the scan (``flex.reflection_table
+.from_predictions_multi``, ``src/dials/array_family/flex_ext.py``) and then matches the
+reference table to those predictions (``match_with_reference``, same file). Only the
+predictions of the reference reflections' own Miller indices can ever match, so here
+each reference row is predicted directly from its (h, k, l) and entering flag:
+
+- scan-static crystal: ``ScanStaticReflectionPredictor.for_ub``
+  (``src/dials/algorithms/spot_prediction/reflection_predictor.h``) with the ray
+  predictor of ``ray_predictor.h`` and the XDS rotation-angle solution of
+  ``rotation_angles.h``;
+- scan-varying crystal (``A_at_scan_points``, one more than the images):
+  ``ScanVaryingReflectionPredictor.for_ub``: on each frame the reciprocal lattice
+  point moves linearly between the setting matrices at the frame's start and end
+  (``scan_varying_ray_predictor.h``).
+
+Both predict over the scan widened by ``padding`` degrees (``prediction.padding``,
+default 1.0 in ``reflection_predictor.py``). The detector impact is dxtbx's
+``Detector.get_ray_intersection`` (the valid panel with the largest w) and
+millimetres become pixels through the panel's pixel-to-millimetre strategy, with the
+parallax correction where the panel has one (dxtbx ``model/pixel_to_millimeter.h``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+TWO_PI = 2.0 * math.pi
+DEFAULT_PADDING_DEG = 1.0  # dials.integrate's prediction.padding
+MATCH_DISTANCE_PX = 2.0  # match_with_reference: predicted vs reference xyzcal.px
+
+
+@dataclass(frozen=True)
+class DetectorArrays:
+    """A detector's panels as arrays, for the compiled kernels (lab frame, mm)."""
+
+    origin: np.ndarray  # (P, 3)
+    fast: np.ndarray  # (P, 3)
+    slow: np.ndarray  # (P, 3)
+    inverse_d: np.ndarray  # (P, 3, 3): D = inverse of [fast | slow | origin]
+    pixel_size: np.ndarray  # (P, 2)
+    image_size: np.ndarray  # (P, 2)
+    mu: np.ndarray  # (P,): 0 where the panel has no parallax correction
+    thickness: np.ndarray  # (P,)
+
+    @classmethod
+    def from_detector(cls, detector) -> DetectorArrays:
+        """Build from a ``formats.experiments.Detector``."""
+        panels = detector.panels
+        origin = np.array([p.origin for p in panels], dtype=np.float64)
+        fast = np.array([p.fast_axis for p in panels], dtype=np.float64)
+        slow = np.array([p.slow_axis for p in panels], dtype=np.float64)
+        frames = np.stack([fast, slow, origin], axis=2)  # columns
+        parallax = np.array(
+            [
+                "Parallax" in p.px_mm_strategy and p.mu > 0 and p.thickness > 0
+                for p in panels
+            ]
+        )
+        return cls(
+            origin=origin,
+            fast=fast,
+            slow=slow,
+            inverse_d=np.linalg.inv(frames),
+            pixel_size=np.array([p.pixel_size for p in panels], dtype=np.float64),
+            image_size=np.array([p.image_size for p in panels], dtype=np.float64),
+            mu=np.where(parallax, [p.mu for p in panels], 0.0),
+            thickness=np.array([p.thickness for p in panels], dtype=np.float64),
+        )
+
+    def as_tuple(self):
+        return (
+            self.origin,
+            self.fast,
+            self.slow,
+            self.inverse_d,
+            self.pixel_size,
+            self.image_size,
+            self.mu,
+            self.thickness,
+        )
+
+
+@dataclass(frozen=True)
+class ScanGeometry:
+    """What the predictors need of the scan and goniometer (radians)."""
+
+    first_image: int
+    num_images: int
+    start: float  # oscillation start, rad
+    width: float  # per image, rad
+    axis_datum: np.ndarray  # unit rotation axis (before the setting rotation)
+    fixed: np.ndarray  # F
+    setting: np.ndarray  # S
+
+    @classmethod
+    def from_experiment(cls, experiment) -> ScanGeometry:
+        scan, goniometer = experiment.scan, experiment.goniometer
+        identity = np.eye(3)
+        axis = np.asarray(goniometer.rotation_axis, dtype=np.float64)
+        return cls(
+            first_image=int(scan.image_range[0]),
+            num_images=int(scan.num_images),
+            start=math.radians(scan.oscillation[0]),
+            width=math.radians(scan.oscillation_width),
+            axis_datum=axis / np.linalg.norm(axis),
+            fixed=identity
+            if goniometer.fixed_rotation is None
+            else np.asarray(goniometer.fixed_rotation, dtype=np.float64),
+            setting=identity
+            if goniometer.setting_rotation is None
+            else np.asarray(goniometer.setting_rotation, dtype=np.float64),
+        )
+
+    def array_index(self, angle_rad):
+        """dxtbx ``get_array_index_from_angle``: frame z of a rotation angle."""
+        return self.first_image - 1 + (angle_rad - self.start) / self.width
+
+    def angle(self, array_index):
+        """dxtbx ``get_angle_from_array_index`` (radians)."""
+        return self.start + (array_index - self.first_image + 1) * self.width
+
+    def padded_frames(self, padding_deg: float) -> tuple[int, int]:
+        """The frames ``for_ub`` loops over: the scan widened by ``padding``."""
+        a0 = self.start
+        a1 = self.start + self.num_images * self.width
+        pad = math.radians(padding_deg)
+        z0 = math.floor(self.array_index(a0 - pad) + 0.5)
+        z1 = math.floor(self.array_index(a1 + pad) + 0.5)
+        return int(z0), int(z1)
+
+
+@dataclass
+class Predictions:
+    """One prediction per input row; ``ok`` False where DIALS predicts nothing (the
+    reflection does not reach the Ewald sphere with that entering flag inside the
+    padded scan, or its ray misses every panel)."""
+
+    ok: np.ndarray
+    panel: np.ndarray
+    xyzcal_mm: np.ndarray
+    xyzcal_px: np.ndarray
+    s1: np.ndarray
+
+
+# ------------------------------------------------------------------- compiled geometry
+
+
+@numba.njit(cache=True, nogil=True)
+def _attenuation_length(mu, t0, unit_s1, fast, slow, origin):
+    # dxtbx parallax_correction.h attenuation_length: the mean depth of absorption.
+    nx = fast[1] * slow[2] - fast[2] * slow[1]
+    ny = fast[2] * slow[0] - fast[0] * slow[2]
+    nz = fast[0] * slow[1] - fast[1] * slow[0]
+    if origin[0] * nx + origin[1] * ny + origin[2] * nz < 0:
+        nx, ny, nz = -nx, -ny, -nz
+    cos_t = unit_s1[0] * nx + unit_s1[1] * ny + unit_s1[2] * nz
+    return 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
+
+
+@numba.njit(cache=True, nogil=True)
+def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
+    # Shift along the ray by the attenuation length (sign +1: mm to px, -1: px to mm).
+    s = np.empty(3)
+    for k in range(3):
+        s[k] = origin[k] + x_mm * fast[k] + y_mm * slow[k]
+    norm = math.sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2])
+    for k in range(3):
+        s[k] /= norm
+    o = _attenuation_length(mu, t0, s, fast, slow, origin)
+    sf = s[0] * fast[0] + s[1] * fast[1] + s[2] * fast[2]
+    ss = s[0] * slow[0] + s[1] * slow[1] + s[2] * slow[2]
+    return x_mm + sign * sf * o, y_mm + sign * ss * o
+
+
+@numba.njit(cache=True, nogil=True)
+def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness, out):
+    """dxtbx ``Panel.get_pixel_lab_coord`` of panel ``p`` into ``out`` (mm)."""
+    x_mm = x_px * pixel_size[p, 0]
+    y_mm = y_px * pixel_size[p, 1]
+    if mu[p] > 0:
+        x_mm, y_mm = _parallax_shift(
+            mu[p], thickness[p], x_mm, y_mm, fast[p], slow[p], origin[p], -1.0
+        )
+    for k in range(3):
+        out[k] = origin[p, k] + x_mm * fast[p, k] + y_mm * slow[p, k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _ray_intersection(s1, inverse_d, pixel_size, image_size):
+    """dxtbx ``Detector.get_ray_intersection``: (panel, x mm, y mm); panel -1 where
+    the ray misses every panel."""
+    best, w_max, bx, by = -1, 0.0, 0.0, 0.0
+    for p in range(inverse_d.shape[0]):
+        v0 = inverse_d[p, 0, 0] * s1[0] + inverse_d[p, 0, 1] * s1[1]
+        v0 += inverse_d[p, 0, 2] * s1[2]
+        v1 = inverse_d[p, 1, 0] * s1[0] + inverse_d[p, 1, 1] * s1[1]
+        v1 += inverse_d[p, 1, 2] * s1[2]
+        w = inverse_d[p, 2, 0] * s1[0] + inverse_d[p, 2, 1] * s1[1]
+        w += inverse_d[p, 2, 2] * s1[2]
+        if w > w_max:
+            x, y = v0 / w, v1 / w
+            if (
+                0 <= x < image_size[p, 0] * pixel_size[p, 0]
+                and 0 <= y < image_size[p, 1] * pixel_size[p, 1]
+            ):
+                best, w_max, bx, by = p, w, x, y
+    return best, bx, by
+
+
+@numba.njit(cache=True, nogil=True)
+def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
+    if mu[p] > 0:
+        x_mm, y_mm = _parallax_shift(
+            mu[p], thickness[p], x_mm, y_mm, fast[p], slow[p], origin[p], 1.0
+        )
+    return x_mm / pixel_size[p, 0], y_mm / pixel_size[p, 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _rotate(v, axis, angle, out):
+    # Right-handed rotation of v about the unit axis (Rodrigues).
+    c, s = math.cos(angle), math.sin(angle)
+    d = axis[0] * v[0] + axis[1] * v[1] + axis[2] * v[2]
+    cx = axis[1] * v[2] - axis[2] * v[1]
+    cy = axis[2] * v[0] - axis[0] * v[2]
+    cz = axis[0] * v[1] - axis[1] * v[0]
+    out[0] = v[0] * c + cx * s + axis[0] * d * (1 - c)
+    out[1] = v[1] * c + cy * s + axis[1] * d * (1 - c)
+    out[2] = v[2] * c + cz * s + axis[2] * d * (1 - c)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unit_cross(a, b):
+    x = a[1] * b[2] - a[2] * b[1]
+    y = a[2] * b[0] - a[0] * b[2]
+    z = a[0] * b[1] - a[1] * b[0]
+    n = math.sqrt(x * x + y * y + z * z)
+    return np.array([x / n, y / n, z / n])
+
+
+@numba.njit(cache=True, nogil=True)
+def _rotation_angles(s0, m2, pstar0):
+    """The two rotation angles putting ``pstar0`` on the Ewald sphere (XDS method,
+    DIALS ``rotation_angles.h``); ok False where there is no solution."""
+    m1 = _unit_cross(m2, s0)
+    m3 = _unit_cross(m1, m2)
+    s0_m2 = s0[0] * m2[0] + s0[1] * m2[1] + s0[2] * m2[2]
+    s0_m3 = s0[0] * m3[0] + s0[1] * m3[1] + s0[2] * m3[2]
+    p_sq = pstar0[0] ** 2 + pstar0[1] ** 2 + pstar0[2] ** 2
+    if p_sq > 4 * (s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2):
+        return False, 0.0, 0.0
+    p_m1 = pstar0[0] * m1[0] + pstar0[1] * m1[1] + pstar0[2] * m1[2]
+    p_m2 = pstar0[0] * m2[0] + pstar0[1] * m2[1] + pstar0[2] * m2[2]
+    p_m3 = pstar0[0] * m3[0] + pstar0[1] * m3[1] + pstar0[2] * m3[2]
+    rotated_m3 = (-0.5 * p_sq - p_m2 * s0_m2) / s0_m3
+    rho_sq = p_sq - p_m2 * p_m2
+    if rho_sq < rotated_m3 * rotated_m3:
+        return False, 0.0, 0.0
+    rotated_m1 = math.sqrt(rho_sq - rotated_m3 * rotated_m3)
+    cos1 = rotated_m1 * p_m1 + rotated_m3 * p_m3
+    cos2 = -rotated_m1 * p_m1 + rotated_m3 * p_m3
+    sin1 = rotated_m1 * p_m3 - rotated_m3 * p_m1
+    sin2 = -rotated_m1 * p_m3 - rotated_m3 * p_m1
+    return True, math.atan2(sin1, cos1), math.atan2(sin2, cos2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
+    """The ray of ``h`` with the requested entering flag (``ScanStaticRayPredictor``):
+    returns (found, angle mod 2 pi)."""
+    hv = np.array([float(h[0]), float(h[1]), float(h[2])])
+    pstar0 = fixed @ (ub @ hv)
+    ok, phi1, phi2 = _rotation_angles(setting_inv @ s0, m2, pstar0)
+    if not ok:
+        return False, 0.0
+    plane = _unit_cross(s0, setting @ m2)
+    rotated = np.empty(3)
+    for phi in (phi1, phi2):
+        _rotate(pstar0, m2, phi, rotated)
+        pstar = setting @ rotated
+        s1 = s0 + pstar
+        is_entering = s1[0] * plane[0] + s1[1] * plane[1] + s1[2] * plane[2] < 0.0
+        if is_entering == entering:
+            out_s1[:] = s1
+            return True, phi - TWO_PI * math.floor(phi / TWO_PI)
+    return False, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _static_kernel(
+    hkl,
+    entering,
+    reference_z,
+    dstar_max_sq,
+    ub,
+    fixed,
+    setting,
+    m2,
+    s0,
+    scan,
+    detector,
+    ok,
+    panel,
+    xyz_mm,
+    xyz_px,
+    s1_out,
+):
+    first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
+    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    setting_inv = np.linalg.inv(setting)
+    s1 = np.empty(3)
+    for i in range(hkl.shape[0]):
+        ok[i] = False
+        hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
+        if np.sum((ub @ hv) ** 2) > dstar_max_sq:
+            continue  # beyond the predictor's resolution limit
+        found, phi = _static_ray(
+            hkl[i], entering[i], ub, fixed, setting, setting_inv, m2, s0, s1
+        )
+        if not found:
+            continue
+        p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
+        if p < 0:
+            continue
+        # get_array_indices_with_angle: every angle = phi (mod 2 pi) in the padded
+        # scan; of several (a scan over 360 degrees) the nearest to the reference.
+        angle = a_lo + (phi - a_lo) - TWO_PI * math.floor((phi - a_lo) / TWO_PI)
+        best_angle, best_z, best_distance = 0.0, 0.0, -1.0
+        while angle <= a_hi:
+            z = first_image - 1 + (angle - start) / width
+            if z_lo < z < z_hi:
+                distance = abs(z - reference_z[i])
+                if best_distance < 0 or distance < best_distance:
+                    best_angle, best_z, best_distance = angle, z, distance
+            angle += TWO_PI
+        if best_distance < 0:
+            continue
+        x_px, y_px = _mm_to_px(
+            p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness
+        )
+        ok[i] = True
+        panel[i] = p
+        xyz_mm[i, 0], xyz_mm[i, 1], xyz_mm[i, 2] = x_mm, y_mm, best_angle
+        xyz_px[i, 0], xyz_px[i, 1], xyz_px[i, 2] = x_px, y_px, best_z
+        s1_out[i] = s1
+
+
+@numba.njit(cache=True, nogil=True)
+def _quadratic_roots(a, b, c):
+    # Both real roots of a x^2 + b x + c (a linear equation where a is 0).
+    if a == 0.0:
+        if b == 0.0:
+            return -1.0, -1.0
+        return -c / b, -c / b
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return -1.0, -1.0
+    q = -0.5 * (b + math.copysign(math.sqrt(disc), b))
+    r1 = q / a
+    r2 = c / q if q != 0.0 else r1
+    return min(r1, r2), max(r1, r2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _varying_ray(h, a1, a2, s0, out_s1):
+    """``ScanVaryingRayPredictor``: (found, entering, alpha) for one frame whose
+    setting matrices at its start and end are ``a1``, ``a2``."""
+    hv = np.array([float(h[0]), float(h[1]), float(h[2])])
+    r1 = a1 @ hv
+    r2 = a2 @ hv
+    dr = r2 - r1
+    s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
+    q1 = s0 + r1
+    q2 = s0 + r2
+    starts_outside = math.sqrt(q1 @ q1) - s0_len >= 0.0
+    ends_outside = math.sqrt(q2 @ q2) - s0_len >= 0.0
+    if starts_outside == ends_outside:
+        return False, False, 0.0
+    lo, hi = _quadratic_roots(dr @ dr, 2.0 * (q1 @ dr), r1 @ r1 + 2.0 * (s0 @ r1))
+    if 0.0 <= lo <= 1.0:
+        alpha = lo
+    elif 0.0 <= hi <= 1.0:
+        alpha = hi
+    else:
+        return False, False, 0.0
+    out_s1[:] = r1 + alpha * dr + s0
+    return True, starts_outside, alpha
+
+
+@numba.njit(cache=True, nogil=True)
+def _frame_setting(a, frame, fixed, setting, m2, first_image, start, width):
+    """S R(angle at the frame's start) F A, as ``compute_setting_matrices``."""
+    angle = start + (frame - first_image + 1) * width
+    rotation = np.empty((3, 3))
+    column = np.empty(3)
+    for k in range(3):
+        unit = np.zeros(3)
+        unit[k] = 1.0
+        _rotate(unit, m2, angle, column)
+        rotation[:, k] = column
+    return setting @ (rotation @ (fixed @ a))
+
+
+@numba.njit(cache=True, nogil=True)
+def _varying_kernel(
+    hkl,
+    entering,
+    guess_z,
+    dstar_max_sq,
+    a_points,
+    fixed,
+    setting,
+    m2,
+    s0,
+    scan,
+    detector,
+    ok,
+    panel,
+    xyz_mm,
+    xyz_px,
+    s1_out,
+):
+    first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
+    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    offset = int(first_image) - 1
+    n_points = a_points.shape[0]
+    s1 = np.empty(3)
+    for i in range(hkl.shape[0]):
+        ok[i] = False
+        # Search the frames around the static guess first, then the whole range.
+        centre = int(math.floor(guess_z[i]))
+        for attempt in range(2):
+            lo = max(int(z_lo), centre - 3) if attempt == 0 else int(z_lo)
+            hi = min(int(z_hi), centre + 4) if attempt == 0 else int(z_hi)
+            for frame in range(lo, hi):
+                index = min(max(frame - offset, 0), n_points - 2)
+                a1 = _frame_setting(
+                    a_points[index], frame, fixed, setting, m2, first_image, start,
+                    width,
+                )  # fmt: skip
+                a2 = _frame_setting(
+                    a_points[index + 1], frame + 1, fixed, setting, m2, first_image,
+                    start, width,
+                )  # fmt: skip
+                found, is_entering, alpha = _varying_ray(hkl[i], a1, a2, s0, s1)
+                hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
+                if found and np.sum((a1 @ hv) ** 2) > dstar_max_sq:
+                    found = False  # is_outside_res_limit
+                if not found or is_entering != entering[i]:
+                    continue
+                p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
+                if p < 0:
+                    continue
+                angle = start + (frame - offset + alpha) * width
+                x_px, y_px = _mm_to_px(
+                    p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness
+                )
+                ok[i] = True
+                panel[i] = p
+                xyz_mm[i, 0], xyz_mm[i, 1], xyz_mm[i, 2] = x_mm, y_mm, angle
+                xyz_px[i, 0], xyz_px[i, 1] = x_px, y_px
+                xyz_px[i, 2] = first_image - 1 + (angle - start) / width
+                s1_out[i] = s1
+                break
+            if ok[i]:
+                break
+
+
+# ------------------------------------------------------------------------- public API
+
+
+def detector_max_resolution(detector, s0: np.ndarray) -> float:
+    """dxtbx ``Detector.get_max_resolution``: the smallest d at any panel corner
+    (pixel coordinates (0, 0), (0, n_slow), (n_fast, 0), (n_fast, n_slow))."""
+    arrays = DetectorArrays.from_detector(detector)
+    s0 = np.asarray(s0, dtype=np.float64)
+    s0_len = float(np.linalg.norm(s0))
+    lab = np.empty(3)
+    d_min = math.inf
+    for p, (n_fast, n_slow) in enumerate(arrays.image_size):
+        for x, y in ((0.0, 0.0), (0.0, n_slow), (n_fast, 0.0), (n_fast, n_slow)):
+            pixel_lab_coord(
+                p,
+                x,
+                y,
+                arrays.origin,
+                arrays.fast,
+                arrays.slow,
+                arrays.pixel_size,
+                arrays.mu,
+                arrays.thickness,
+                lab,
+            )
+            cosine = lab @ s0 / (np.linalg.norm(lab) * s0_len)
+            two_theta = math.acos(min(1.0, max(-1.0, cosine)))
+            sine = max(1e-9, math.sin(0.5 * two_theta))
+            d_min = min(d_min, 1.0 / (2.0 * s0_len * sine))
+    return d_min
+
+
+def predict_reflections(
+    miller_index: np.ndarray,
+    entering: np.ndarray,
+    reference_z: np.ndarray,
+    experiment,
+    padding_deg: float = DEFAULT_PADDING_DEG,
+    force_static: bool = False,
+    d_min: float | None = None,
+) -> Predictions:
+    """Predict each row's reflection as ``dials.integrate`` does.
+
+    Parameters
+    ----------
+    miller_index, entering
+        The rows' (h, k, l) and entering flags: the ray with that flag is predicted.
+    reference_z
+        The rows' ``xyzcal.px`` z: chooses among several predictions of one ray, as
+        ``match_with_reference`` keeps the nearest (only for scans over 360 degrees).
+    experiment
+        A rotation experiment (beam, detector, goniometer, scan, crystal).
+    padding_deg
+        Degrees predicted beyond each end of the scan (dials.integrate default 1.0).
+    force_static
+        Predict with the static crystal even where it is scan-varying.
+    d_min
+        Resolution limit (Å); None, as in dials.integrate, uses the detector's
+        highest corner resolution (``spot_prediction/__init__.py``), so reflections
+        observed beyond the corners (tilted panels) are not predicted.
+
+    Returns
+    -------
+    Predictions
+        Panel, ``xyzcal.mm`` (x, y, phi rad), ``xyzcal.px`` and ``s1`` per row.
+    """
+    hkl = np.ascontiguousarray(miller_index, dtype=np.int64).reshape(-1, 3)
+    enter = np.ascontiguousarray(entering, dtype=np.bool_)
+    ref_z = np.ascontiguousarray(reference_z, dtype=np.float64)
+    n = len(hkl)
+    scan = ScanGeometry.from_experiment(experiment)
+    z0, z1 = scan.padded_frames(padding_deg)
+    pad = math.radians(padding_deg)
+    scan_tuple = (
+        float(scan.first_image),
+        scan.start,
+        scan.width,
+        float(z0),
+        float(z1),
+        scan.start - pad,
+        scan.start + scan.num_images * scan.width + pad,
+    )
+    detector = DetectorArrays.from_detector(experiment.detector).as_tuple()
+    s0 = np.asarray(experiment.beam.s0, dtype=np.float64)
+    crystal = experiment.crystal
+    result = Predictions(
+        ok=np.zeros(n, np.bool_),
+        panel=np.zeros(n, np.int64),
+        xyzcal_mm=np.zeros((n, 3)),
+        xyzcal_px=np.zeros((n, 3)),
+        s1=np.zeros((n, 3)),
+    )
+    outputs = (result.ok, result.panel, result.xyzcal_mm, result.xyzcal_px, result.s1)
+    static_args = (scan.fixed, scan.setting, scan.axis_datum, s0, scan_tuple, detector)
+    if d_min is None:
+        d_min = detector_max_resolution(experiment.detector, s0)
+    dstar_max_sq = 1.0 / d_min**2
+    _static_kernel(hkl, enter, ref_z, dstar_max_sq, crystal.A, *static_args, *outputs)
+    points = crystal.A_at_scan_points
+    if not force_static and points is not None and len(points) == scan.num_images + 1:
+        guess = np.where(result.ok, result.xyzcal_px[:, 2], ref_z)
+        _varying_kernel(
+            hkl,
+            enter,
+            guess,
+            dstar_max_sq,
+            np.ascontiguousarray(points, dtype=np.float64),
+            *static_args,
+            *outputs,
+        )
+    return result
+
+
+def match_with_reference(
+    reference_keys: np.ndarray,
+    reference_xyzcal_px: np.ndarray,
+    predictions: Predictions,
+    max_distance_px: float = MATCH_DISTANCE_PX,
+) -> np.ndarray:
+    """Which rows DIALS's ``match_with_reference`` keeps, and in which order.
+
+    DIALS groups predictions and references by (h, k, l, entering, experiment,
+    panel); each prediction takes its nearest reference (the first on ties), each
+    reference its nearest prediction, and a pair is accepted where the predicted and
+    the reference ``xyzcal.px`` are closer than 2 (pixels, z in frames). Here every
+    row carries its own prediction, so within a group the nearest row to the
+    prediction wins; rows repeating a reflection (a replicated table) therefore
+    match once, as in DIALS.
+
+    Parameters
+    ----------
+    reference_keys
+        (n, 6) integers: h, k, l, entering, experiment id, panel of each row.
+    reference_xyzcal_px
+        (n, 3) the table's own ``xyzcal.px``.
+    predictions
+        :func:`predict_reflections` for the same rows.
+    max_distance_px
+        The acceptance distance (DIALS: 2).
+
+    Returns
+    -------
+    numpy.ndarray
+        Row indices of the matched reference rows, in DIALS's output order (the
+        order of the predictions: by frame).
+    """
+    keys = np.asarray(reference_keys, dtype=np.int64)
+    distance = np.sqrt(
+        np.sum((predictions.xyzcal_px - np.asarray(reference_xyzcal_px)) ** 2, axis=1)
+    )
+    candidate = predictions.ok & (predictions.panel == keys[:, 5])
+    rows = np.flatnonzero(candidate)
+    if rows.size == 0:
+        return rows
+    # Sort by key, then distance, then row number: the first of each key group wins.
+    order = np.lexsort(
+        (rows, distance[rows], *(keys[rows, k] for k in range(5, -1, -1)))
+    )
+    sorted_rows = rows[order]
+    sorted_keys = keys[sorted_rows]
+    first = np.ones(len(sorted_rows), dtype=bool)
+    first[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+    winners = sorted_rows[first]
+    winners = winners[distance[winners] < max_distance_px]
+    # DIALS returns the matches in prediction order: frame by frame.
+    return winners[np.argsort(predictions.xyzcal_px[winners, 2], kind="stable")]
