@@ -408,7 +408,11 @@ def check_min_spot_size(
     suggested = (
         None if limit is None else max(SMALLEST_SUGGESTED_MIN_SPOT_SIZE, limit - 1)
     )
-    if reasons and suggested != limit:
+    if reasons and suggested == limit:
+        reasons.append(
+            f"min_spot_size={limit} is already the smallest sensible value: no change"
+        )
+    elif reasons:
         suggestion = _suggestion(
             FIND_SPOTS,
             MIN_SPOT_SIZE,

@@ -79,13 +79,17 @@ def phil_by_program(suggestions: list) -> dict:
 
 
 def _limit_line(check: dict) -> str:
-    side = "below" if check["side"] == "upper" else "at or above"
+    margin = _value_text(check["margin"])
+    band = (
+        f"within {margin} px below it"
+        if check["side"] == "upper"
+        else f"at it or up to {margin} px above it"
+    )
     verdict = "a change is called for" if check["change_called_for"] else "no change"
     return (
         f"{check['parameter']} = {_value_text(check['value'])} ({check['source']}): "
         f"{check['n_near']} of {check['n_spots']} spots "
-        f"({check['fraction_near']:.1%}) within {_value_text(check['margin'])} "
-        f"{side} it; {verdict}"
+        f"({check['fraction_near']:.1%}) {band}; {verdict}"
     )
 
 

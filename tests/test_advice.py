@@ -1,0 +1,641 @@
+"""Spot-finding limits and the profile model checked against the data; the log and .phil
+readers; the suggested .phil parsed against DIALS's real parameter names and types."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from libtbx.phil import parse as parse_phil
+
+from dials_spot_size_analysis.algorithms import advice
+from dials_spot_size_analysis.formats import FileFormatError, read_reflections
+from dials_spot_size_analysis.formats.dials_logs import (
+    parse_find_spots_log,
+    read_spot_finding_parameters,
+)
+from dials_spot_size_analysis.report.suggestions import (
+    phil_by_program,
+    render_log_lines,
+    render_phil,
+)
+
+RNG_SEED = 20261202
+
+
+def exponential_sizes(n=10000, scale=30.0, smallest=3, seed=RNG_SEED):
+    """Integer spot sizes with a decaying tail, as real spot-finding tables have."""
+    rng = np.random.default_rng(seed)
+    return smallest + np.floor(rng.exponential(scale, n))
+
+
+def compact_distances(n=5000, seed=RNG_SEED):
+    """Peak-centroid distances of compact spots (3-D normal offsets), cut at 2 px."""
+    rng = np.random.default_rng(seed)
+    distance = np.linalg.norm(rng.normal(0.0, 0.35, (n, 3)), axis=1)
+    return distance[distance <= 2.0]
+
+
+# ----------------------------------------------------------------- max_spot_size
+
+
+def test_max_spot_size_pile_up_is_flagged():
+    rng = np.random.default_rng(RNG_SEED)
+    sizes = np.concatenate([exponential_sizes(), rng.integers(950, 1001, 100)])
+    check = advice.check_max_spot_size(sizes, sizes, np.ones(sizes.size))
+    assert check["value"] == 1000 and "factory.py" in check["source"]
+    assert check["margin"] == 100
+    assert check["n_near"] == 100 and check["expected_near"] < 1
+    assert check["change_called_for"]
+    assert "pile-up" in check["reasons"][0]
+    suggestion = check["suggestion"]
+    assert suggestion["parameter"] == "spotfinder.filter.max_spot_size"
+    assert (suggestion["current"], suggestion["suggested"]) == (1000, 2000)
+    assert suggestion["evidence"]["n_near"] == 100
+    assert sum(check["histogram"]["counts"]) == 100
+    assert check["histogram"]["band"] == [900.0, 1000.0]
+
+
+def test_max_spot_size_decaying_tail_is_not_flagged():
+    sizes = exponential_sizes()
+    check = advice.check_max_spot_size(sizes, sizes, np.ones(sizes.size))
+    assert check["n_near"] == 0
+    assert not check["change_called_for"] and check["suggestion"] is None
+
+
+def test_max_spot_size_tail_not_decaying_at_the_cap_is_flagged():
+    """Spots spread evenly up to and past the cap (DIALS #937): no pile-up, but the
+    density at the cap has not fallen, so the cap is cutting the population."""
+    sizes = np.random.default_rng(RNG_SEED).integers(3, 1300, 10000)
+    sizes = sizes[sizes <= 1000]
+    check = advice.check_max_spot_size(sizes, sizes, np.full(sizes.size, 4))
+    assert check["change_called_for"]
+    assert any("has not decayed" in reason for reason in check["reasons"])
+    # 1000 px over 4 images is 250 px on one image, about 16 x 16 px.
+    assert check["on_one_image"]["footprint_at_cap"] == 250
+    assert check["on_one_image"]["footprint_side_px"] == pytest.approx(15.81, abs=0.01)
+    assert check["over_images"]["cube_side_px"] == pytest.approx(10.0)
+
+
+def test_max_spot_size_removed_by_the_log_is_flagged():
+    sizes = exponential_sizes()
+    quiet = advice.check_max_spot_size(sizes, sizes, np.ones(sizes.size), removed=34)
+    assert not quiet["change_called_for"]
+    loud = advice.check_max_spot_size(
+        sizes, sizes, np.ones(sizes.size), 1000, "log", removed=7209
+    )
+    assert loud["change_called_for"] and loud["source"] == "log"
+    assert loud["removed_fraction"] == pytest.approx(7209 / 17209)
+
+
+def test_upper_tail_bands_extrapolates_the_decay():
+    values = np.repeat([75.0, 85.0, 95.0], [40, 20, 30])
+    bands = advice.upper_tail_bands(values, 100, 10)
+    assert (bands["n_before_previous"], bands["n_previous"], bands["n_near"]) == (
+        40,
+        20,
+        30,
+    )
+    assert bands["expected_near"] == 10.0  # 20 * 20 / 40
+    assert bands["pile_up"]  # 30 >= 2 * 10 and 30 - 10 > 3 * sqrt(10)
+
+
+# ----------------------------------------------------------------- min_spot_size
+
+
+def test_min_spot_size_cut_in_the_bulk_is_flagged():
+    sizes = exponential_sizes(scale=2.0, smallest=6)
+    check = advice.check_min_spot_size(
+        sizes, sizes, np.ones(sizes.size), detector_type="SENSOR_CCD"
+    )
+    assert check["value"] == 6 and "Auto" in check["source"]
+    assert check["median_size"] == 7
+    assert check["change_called_for"]
+    assert check["suggestion"]["suggested"] == 5
+
+
+def test_min_spot_size_well_above_the_limit_is_not_flagged():
+    sizes = exponential_sizes(scale=10.0, smallest=3)
+    check = advice.check_min_spot_size(
+        sizes, sizes, np.ones(sizes.size), detector_type="SENSOR_PAD"
+    )
+    assert check["value"] == 3
+    assert not check["change_called_for"] and check["suggestion"] is None
+
+
+def test_min_spot_size_never_suggested_below_two():
+    sizes = exponential_sizes(scale=1.0, smallest=2)
+    check = advice.check_min_spot_size(sizes, sizes, np.ones(sizes.size), 2, "phil")
+    assert check["reasons"] and check["source"] == "phil"
+    assert "already the smallest" in check["reasons"][-1]
+    assert not check["change_called_for"] and check["suggestion"] is None
+
+
+# ----------------------------------------------------------------- max_separation
+
+
+def test_max_separation_pile_up_is_flagged():
+    rng = np.random.default_rng(RNG_SEED)
+    distance = np.concatenate([compact_distances(), rng.uniform(1.8, 2.0, 250)])
+    check = advice.check_max_separation(distance)
+    assert check["value"] == 2.0 and check["margin"] == 0.25
+    assert check["n_near"] == 250
+    assert check["change_called_for"]
+    assert check["suggestion"]["parameter"] == "spotfinder.filter.max_separation"
+    assert check["suggestion"]["suggested"] == 3.0
+
+
+def test_max_separation_compact_spots_are_not_flagged():
+    check = advice.check_max_separation(compact_distances(), removed=47519)
+    assert check["n_near"] == 0
+    assert not check["change_called_for"] and check["suggestion"] is None
+
+
+# ----------------------------------------------------------------- real DIALS files
+
+# file, n, median size, smallest size, spots at the smallest, spots at it or 1 px more,
+# median and largest z extent
+REAL_FILES = [
+    ("I23_P12M_thau/strong.refl", 208, 9, 3, 18, 38, 1, 1),
+    ("I23_P12M_thau/indexed.refl", 208, 9, 3, 18, 38, 1, 1),
+    ("eiger_therm/strong.refl", 112, 7, 3, 9, 25, 1, 1),
+    ("centroid_test_data/indexed.refl", 654, 11, 3, 90, 161, 3, 9),
+    ("ssx_CuNiR/strong_5.refl", 759, 3, 2, 193, 414, 1, 1),
+]
+
+
+def _spots(path):
+    shoeboxes = read_reflections(path).shoeboxes
+    size = shoeboxes.count_mask_values(4)
+    extent_z = shoeboxes.bbox[:, 5] - shoeboxes.bbox[:, 4]
+    return shoeboxes, size, extent_z
+
+
+def _footprint_and_peak_distance(shoeboxes, centroids):
+    """Plain per-row reference (the package's own measurement is built elsewhere):
+    the most Foreground pixels on one image, and DIALS's peak (first maximum of the
+    box's data, C order) to centroid distance."""
+    footprint, distance = [], []
+    for row in range(len(shoeboxes)):
+        data, mask, _ = shoeboxes.pixels(row)
+        footprint.append(int(((mask & 4) == 4).sum(axis=(1, 2)).max()))
+        z, y, x = np.unravel_index(np.argmax(data), data.shape)
+        x0, _, y0, _, z0, _ = shoeboxes.bbox[row]
+        peak = np.array([x + x0, y + y0, z + z0]) + 0.5
+        distance.append(float(np.linalg.norm(peak - centroids[row])))
+    return np.array(footprint), np.array(distance)
+
+
+@pytest.mark.parametrize(
+    "name, n, median, smallest, at_limit, near_limit, median_z, max_z", REAL_FILES
+)
+def test_real_files_call_for_no_change(
+    shared_data, name, n, median, smallest, at_limit, near_limit, median_z, max_z
+):
+    shoeboxes, size, extent_z = _spots(shared_data / name)
+    assert (len(size), np.median(size), size.min()) == (n, median, smallest)
+    assert (np.median(extent_z), extent_z.max()) == (median_z, max_z)
+
+    low = advice.check_min_spot_size(size, size, extent_z)
+    assert low["value"] == smallest and low["source"].startswith("inferred")
+    assert (low["n_at_limit"], low["n_near"], low["n_below_limit"]) == (
+        at_limit,
+        near_limit,
+        0,
+    )
+    assert not low["change_called_for"] and low["suggestion"] is None
+
+    high = advice.check_max_spot_size(size, size, extent_z)
+    assert (high["n_near"], high["n_beyond_limit"]) == (0, 0)
+    assert high["on_one_image"]["footprint_at_cap"] == pytest.approx(1000 / median_z)
+    assert not high["change_called_for"] and high["suggestion"] is None
+
+
+def test_real_rotation_data_max_separation(shared_data):
+    """centroid_test_data: a third of spots lie within 1 px of the 2 px limit, but the
+    tail decays to it (73, 33, 21 spots in the last three quarter-pixel bands)."""
+    path = shared_data / "centroid_test_data/indexed.refl"
+    table = read_reflections(path)
+    footprint, distance = _footprint_and_peak_distance(
+        table.shoeboxes, table["xyzobs.px.value"]
+    )
+    assert np.count_nonzero(distance > 1.0) == 216
+    check = advice.check_max_separation(distance)
+    assert (check["n_before_previous"], check["n_previous"], check["n_near"]) == (
+        73,
+        33,
+        21,
+    )
+    assert check["expected_near"] == pytest.approx(33 * 33 / 73)
+    assert not check["change_called_for"]
+    assert np.median(footprint) == 5 and footprint.max() == 18
+    sentence = advice.summary_sentence(np.median(footprint), 3)
+    assert sentence.startswith(
+        "your spots are about 2 px across (5 px on one image) and span 3 images; "
+        "the defaults assume"
+    )
+    assert "333 px per image over 3 images" in sentence
+
+
+def _sigma_b_px(experiment, sigma_b_deg):
+    panel = experiment.detector.panels[0]
+    distance = abs(float(panel.origin @ panel.normal))
+    return distance * math.tan(math.radians(sigma_b_deg)) / panel.pixel_size[0]
+
+
+def test_real_profile_model_calls_for_no_change(shared_data):
+    from dials_spot_size_analysis.formats import read_experiments
+
+    reference = json.loads((shared_data / "profile_reference.json").read_text())[0]
+    assert reference["reflections"] == "centroid_test_data/indexed.refl"
+    experiment = read_experiments(shared_data / reference["experiments"])[0]
+    oscillation = experiment.scan.oscillation[1]
+    shoeboxes, _, extent_z = _spots(shared_data / reference["reflections"])
+    extent_xy = np.maximum(
+        shoeboxes.bbox[:, 1] - shoeboxes.bbox[:, 0],
+        shoeboxes.bbox[:, 3] - shoeboxes.bbox[:, 2],
+    )
+    sigma_b_px = _sigma_b_px(experiment, reference["sigma_b_deg"])
+    assert sigma_b_px == pytest.approx(1.046, abs=1e-3)
+    check = advice.check_profile_model(
+        reference["sigma_b_deg"],
+        reference["sigma_m_deg"],
+        sigma_b_px,
+        reference["sigma_m_deg"] / oscillation,
+        oscillation,
+        extent_xy,
+        extent_z,
+        n_images=experiment.scan.num_images,
+    )
+    assert check["box_z_images"] == pytest.approx(5.90, abs=0.01)
+    assert not any(check["flags"].values())
+    assert check["suggestions"] == [] and not check["change_called_for"]
+    lines = render_log_lines([check])
+    assert lines[-1].startswith("No parameter change suggested")
+
+
+# ----------------------------------------------------------------- profile model
+
+
+def absurd_model(**overrides):
+    """DIALS #599: sigma_m 20.8 deg, for spots spanning at most 3 images of 0.1 deg."""
+    arguments = {
+        "sigma_b_deg": 0.05,
+        "sigma_m_deg": 20.8,
+        "sigma_b_px": 1.0,
+        "sigma_m_images": 208.0,
+        "oscillation_deg": 0.1,
+        "extent_xy": np.full(100, 6),
+        "extent_z": np.repeat([1, 2, 3], [40, 40, 20]),
+        "n_images": 900,
+    }
+    arguments.update(overrides)
+    return advice.check_profile_model(**arguments)
+
+
+def test_absurd_sigma_m_gets_fixed_sigmas_sized_from_the_spots():
+    check = absurd_model()
+    assert check["flags"]["sigma_m_absurd"]
+    assert check["flags"]["box_z_many_times_spots"]
+    assert not check["flags"]["box_xy_many_times_spots"]
+    by_name = {item["parameter"]: item for item in check["suggestions"]}
+    assert set(by_name) == {advice.SIGMA_B, advice.SIGMA_M}
+    # box = 2 * 3 images: sigma_m = 3 images * 0.1 deg * 2 / (2 * 3 sigmas)
+    assert by_name[advice.SIGMA_M]["suggested"] == pytest.approx(0.1)
+    assert by_name[advice.SIGMA_B]["suggested"] == 0.05  # kept: both must be set
+    assert all(item["program"] == "dials.integrate" for item in check["suggestions"])
+
+
+def test_sane_model_gets_no_suggestion():
+    check = absurd_model(sigma_m_deg=0.1, sigma_m_images=1.0)
+    assert not any(check["flags"].values()) and check["suggestions"] == []
+
+
+def test_box_many_times_the_spots_in_xy():
+    """DIALS #1615: boxes of 47 x 48 px for spots a few pixels across."""
+    check = absurd_model(
+        sigma_m_deg=0.1, sigma_m_images=1.0, sigma_b_deg=0.4, sigma_b_px=8.0
+    )
+    assert check["flags"]["box_xy_many_times_spots"]
+    by_name = {item["parameter"]: item for item in check["suggestions"]}
+    # box = 2 * 6 px: sigma_b = 6 px * 0.05 deg/px * 2 / 6
+    assert by_name[advice.SIGMA_B]["suggested"] == pytest.approx(0.1)
+    assert by_name[advice.SIGMA_M]["suggested"] == 0.1
+
+
+def test_sigma_m_tracking_the_image_width_is_flagged_without_a_change():
+    check = absurd_model(
+        sigma_m_deg=0.03, sigma_m_images=0.3, extent_z=np.ones(100), n_images=100
+    )
+    assert check["flags"]["sigma_m_tracks_image_width"]
+    assert check["suggestions"] == []
+    assert any("#119" in reason for reason in check["reasons"])
+
+
+def test_memory_suggestions():
+    sane = {"sigma_m_deg": 0.1, "sigma_m_images": 1.0, "shoebox_memory_bytes": 255e9}
+    many = absurd_model(memory_limit_bytes=64e9, nproc=8, **sane)
+    assert many["flags"]["memory_exceeds_limit"]
+    assert many["memory_allowed_gb"] == pytest.approx(51.2)
+    (item,) = many["suggestions"]
+    assert (item["parameter"], item["current"], item["suggested"]) == (
+        advice.NPROC,
+        8,
+        1,
+    )
+    one = absurd_model(memory_limit_bytes=64e9, block_size_deg=10.0, **sane)
+    (item,) = one["suggestions"]
+    assert (item["parameter"], item["suggested"]) == (advice.BLOCK_SIZE, 2.0)
+    fits = absurd_model(memory_limit_bytes=512e9, **sane)
+    assert fits["suggestions"] == []
+    # An absurd model is the cause: fix it, not the memory.
+    cause = absurd_model(shoebox_memory_bytes=255e9, memory_limit_bytes=64e9)
+    assert {item["parameter"] for item in cause["suggestions"]} == {
+        advice.SIGMA_B,
+        advice.SIGMA_M,
+    }
+
+
+# ----------------------------------------------------------------- logs and .phil
+
+# Lines in DIALS's exact wording: find_spots.py (header, "Saved"), flex_ext.py
+# ("Setting ..."), finder.py ("Extracted", "Removed"), factory.py ("Filtered ...").
+FIND_SPOTS_LOG = """\
+DIALS 3.30.dev0-g0123abcd
+The following parameters have been modified:
+
+spotfinder {
+  filter {
+    max_spot_size = 500
+    max_separation = 3
+  }
+}
+input {
+  experiments = imported.expt
+}
+
+Setting spotfinder.filter.min_spot_size=3
+Configuring spot finder from input parameters
+--------------------------------------------------------------------------------
+Finding strong spots in imageset 0
+--------------------------------------------------------------------------------
+
+Finding spots in image 1 to 1800...
+Extracting strong pixels from images
+ Using multiprocessing with 4 parallel job(s)
+
+Found 1234 strong pixels on image 1
+
+Extracted 405471 spots
+Removed 123788 spots with size < 3 pixels
+Removed 34 spots with size > 500 pixels
+Calculated 281649 spot centroids
+Calculated 281649 spot intensities
+Filtered 234130 of 281649 spots by peak-centroid distance
+--------------------------------------------------------------------------------
+Finding strong spots in imageset 1
+--------------------------------------------------------------------------------
+
+Extracted 1000 spots
+Removed 200 spots with size < 3 pixels
+Removed 6 spots with size > 500 pixels
+Filtered 700 of 794 spots by peak-centroid distance
+
+--------------------------------------------------------------------------------
+Saved 234830 reflections to strong.refl
+"""
+
+
+def test_find_spots_log(tmp_path):
+    path = tmp_path / "dials.find_spots.log"
+    path.write_text(FIND_SPOTS_LOG)
+    result = read_spot_finding_parameters(path)
+    assert result["kind"] == "dials.find_spots log"
+    assert result["dials_version"] == "DIALS 3.30.dev0-g0123abcd"
+    assert (result["extracted"], result["removed_too_small"]) == (406471, 123988)
+    assert result["removed_too_large"] == 40
+    assert (result["peak_centroid_kept"], result["peak_centroid_before"]) == (
+        234830,
+        282443,
+    )
+    assert result["removed_by_peak_centroid"] == 47613
+    assert result["saved"] == 234830
+    assert result["modified"]["input.experiments"] == "imported.expt"
+    used = result["parameters"]
+    assert used["spotfinder.filter.min_spot_size"]["value"] == 3
+    assert used["spotfinder.filter.max_spot_size"]["value"] == 500
+    assert "size > 500 pixels" in used["spotfinder.filter.max_spot_size"]["source"]
+    assert used["spotfinder.filter.max_separation"]["value"] == 3.0
+    assert "line 2" in used["spotfinder.filter.max_separation"]["source"]
+
+
+def test_log_without_modified_parameters_uses_the_setting_line():
+    text = "DIALS 3.30\nSetting spotfinder.filter.min_spot_size=6\nExtracted 5 spots\n"
+    result = parse_find_spots_log(text, "x.log")
+    assert result["parameters"] == {
+        "spotfinder.filter.min_spot_size": {
+            "value": 6,
+            "source": "x.log line 2: 'Setting spotfinder.filter.min_spot_size=6'",
+        }
+    }
+    assert result["removed_too_large"] is None
+
+
+def test_phil_file(tmp_path):
+    path = tmp_path / "find_spots.phil"
+    path.write_text(
+        "spotfinder.filter.min_spot_size=4\n"
+        "spotfinder { filter { max_spot_size = 2000\n max_separation = None } }\n"
+        "spotfinder.threshold.dispersion.gain = 0.5\n"
+    )
+    result = read_spot_finding_parameters(path)
+    assert result["kind"] == "phil"
+    values = {name: item["value"] for name, item in result["parameters"].items()}
+    assert values == {
+        "spotfinder.filter.min_spot_size": 4,
+        "spotfinder.filter.max_spot_size": 2000,
+        "spotfinder.filter.max_separation": "None",
+    }
+    assert result["modified"]["spotfinder.threshold.dispersion.gain"] == "0.5"
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("Dear user, this is neither.\n", "neither a dials.find_spots log nor"),
+        ("", "neither a dials.find_spots log nor"),
+        (b"\x93NUMPY\x00\x01", "binary file"),
+    ],
+)
+def test_neither_log_nor_phil(tmp_path, content, problem):
+    path = tmp_path / "notes.txt"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(FileFormatError, match=problem) as error:
+        read_spot_finding_parameters(path)
+    assert error.value.path == str(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileFormatError, match="cannot be read"):
+        read_spot_finding_parameters(tmp_path / "absent.log")
+
+
+def test_log_with_a_broken_modified_block():
+    text = "The following parameters have been modified:\n\nspotfinder {\n  x = 1\n"
+    with pytest.raises(FileFormatError, match="does not parse as PHIL"):
+        parse_find_spots_log(text, "bad.log")
+
+
+# ----------------------------------------------------------------- the suggested .phil
+
+# DIALS's real parameter names and types: spotfinder.filter (src/dials/algorithms/
+# spot_finding/factory.py), profile.gaussian_rs.parameters (src/dials/algorithms/
+# profile_model/gaussian_rs/model.py, under dials.integrate's "profile" scope),
+# integration.block and integration.mp (src/dials/algorithms/integration/integrator.py).
+FIND_SPOTS_SCOPE = """
+spotfinder {
+  filter {
+    min_spot_size = Auto
+      .type = int(value_min=1)
+    max_spot_size = 1000
+      .type = int(value_min=1, allow_none=False)
+    max_separation = 2
+      .type = float(value_min=0)
+  }
+}
+"""
+INTEGRATE_SCOPE = """
+profile {
+  gaussian_rs {
+    parameters {
+      n_sigma = 3.0
+        .type = float(value_min=0)
+      sigma_b = None
+        .type = float(value_min=0)
+      sigma_m = None
+        .type = float(value_min=0)
+    }
+  }
+}
+integration {
+  block {
+    size = auto
+      .type = float
+    max_memory_usage = 0.80
+      .type = float(value_min=0.0, value_max=1.0)
+  }
+  mp {
+    nproc = 1
+      .type = int(value_min=1)
+  }
+}
+"""
+
+
+def _every_suggestion():
+    rng = np.random.default_rng(RNG_SEED)
+    big = np.concatenate([exponential_sizes(), rng.integers(950, 1001, 100)])
+    small = exponential_sizes(scale=2.0, smallest=6)
+    distance = np.concatenate([compact_distances(), rng.uniform(1.8, 2.0, 250)])
+    checks = [
+        advice.check_min_spot_size(small, small, np.ones(small.size), 6, "log"),
+        advice.check_max_spot_size(big, big, np.ones(big.size)),
+        advice.check_max_separation(distance),
+        absurd_model(),
+        absurd_model(
+            sigma_m_deg=0.1,
+            sigma_m_images=1.0,
+            shoebox_memory_bytes=255e9,
+            memory_limit_bytes=64e9,
+            nproc=8,
+        ),
+        absurd_model(
+            sigma_m_deg=0.1,
+            sigma_m_images=1.0,
+            shoebox_memory_bytes=255e9,
+            memory_limit_bytes=64e9,
+            block_size_deg=10.0,
+        ),
+    ]
+    return checks, advice.collect_suggestions(*checks)
+
+
+@pytest.mark.parametrize(
+    "program, scope",
+    [("dials.find_spots", FIND_SPOTS_SCOPE), ("dials.integrate", INTEGRATE_SCOPE)],
+)
+def test_suggested_phil_parses_against_dials_names(program, scope):
+    _, suggestions = _every_suggestion()
+    text = phil_by_program(suggestions)[program]
+    master = parse_phil(scope)
+    working, unused = master.fetch(
+        source=parse_phil(text), track_unused_definitions=True
+    )
+    assert unused == []
+    mine = [item for item in suggestions if item["program"] == program]
+    assert len(mine) >= 3
+    extracted = working.extract()
+    for item in mine:
+        value = extracted
+        for part in item["parameter"].split("."):
+            value = getattr(value, part)
+        assert value == pytest.approx(item["suggested"])
+    lines = text.splitlines()
+    for item in mine:
+        at = lines.index(
+            f"{item['parameter']} = {item['suggested']:.6g}"
+            if isinstance(item["suggested"], float)
+            else f"{item['parameter']} = {item['suggested']}"
+        )
+        assert lines[at - 1] == f"# {item['reason']}"
+
+
+def test_every_suggestion_has_the_documented_keys():
+    _, suggestions = _every_suggestion()
+    assert {item["parameter"] for item in suggestions} == {
+        advice.MIN_SPOT_SIZE,
+        advice.MAX_SPOT_SIZE,
+        advice.MAX_SEPARATION,
+        advice.SIGMA_B,
+        advice.SIGMA_M,
+        advice.NPROC,
+        advice.BLOCK_SIZE,
+    }
+    for item in suggestions:
+        assert set(item) == {
+            "program",
+            "parameter",
+            "current",
+            "suggested",
+            "reason",
+            "evidence",
+        }
+        assert "\n" not in item["reason"] and item["evidence"]
+
+
+def test_phil_without_suggestions_says_so():
+    text = render_phil([], "dials.find_spots")
+    assert "no change" in text
+    assert parse_phil(text).all_definitions() == []
+
+
+def test_log_lines():
+    checks, _ = _every_suggestion()
+    lines = render_log_lines(checks[:3], summary="your spots are small")
+    assert lines[0] == "Your spots are small."
+    assert lines[1].startswith(
+        "spotfinder.filter.min_spot_size = 6 (log): 6282 of 10000 spots (62.8%) "
+        "at it or up to 1 px above it; a change is called for"
+    )
+    assert any(
+        line.startswith(
+            "Suggest dials.find_spots spotfinder.filter.max_spot_size = 2000 (now 1000)"
+        )
+        for line in lines
+    )
