@@ -290,6 +290,7 @@ class BlockValues:
     n_reflections: int
     sigma_b_deg: float | None
     sigma_m_deg: float | None
+    shoebox_peak_bytes: int | None = None
 
 
 @dataclass
@@ -302,6 +303,7 @@ class ShoeboxEstimate:
     max_size_px: tuple[int, int, int] | None
     bytes_per_voxel: int
     median_bytes_per_reflection: float | None
+    peak_bytes: int | None = None
     note: str = ""
 
 
@@ -354,7 +356,8 @@ class _Columns:
 
 def _neighbour_parameters(experiment, apply: bool):
     scan = ScanGeometry.from_experiment(experiment)
-    a_f_inv = np.linalg.inv(experiment.crystal.A) @ np.linalg.inv(scan.fixed)
+    crystal_a = np.eye(3) if experiment.crystal is None else experiment.crystal.A
+    a_f_inv = np.linalg.inv(crystal_a) @ np.linalg.inv(scan.fixed)
     return (
         apply,
         np.asarray(experiment.beam.s0, dtype=np.float64),
@@ -479,3 +482,404 @@ def _subset(columns: _Columns, index: np.ndarray) -> _Columns:
         flags=columns.flags[index],
         rows=columns.rows[index],
     )
+
+
+# ------------------------------------------------------------------ shoebox and memory
+
+BYTES_PER_VOXEL = 12  # float data + float background + int mask (integrator_ext)
+SIGMA_B_MULTIPLIER = 2.0  # gaussian_rs Model.compute_bbox widens the box for background
+
+
+@numba.njit(cache=True, nogil=True)
+def _panel_ray_px(p, s1, detector):
+    """dxtbx ``Panel.get_ray_intersection_px`` on a given panel; NaN if behind it."""
+    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    v = inverse_d[p] @ s1
+    if v[2] <= 0:
+        return np.nan, np.nan
+    return prediction._mm_to_px(
+        p, v[0] / v[2], v[1] / v[2], origin, fast, slow, pixel_size, mu, thickness
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
+    """BBoxCalculator3D (gaussian_rs ``bbox_calculator.h``): the four beam vectors at
+    (+-delta_b, +-delta_b) in the reflection's e1/e2 frame mapped to the panel, and the
+    rotation angles at e3 = +-delta_m mapped to frames; mins floored, maxes ceiled,
+    z clipped to the scan."""
+    first_image, start, width, array_lo, array_hi = scan
+    for i in range(s1.shape[0]):
+        v = s1[i]
+        radius = math.sqrt(v @ v)
+        unit = v / radius
+        e1 = prediction._unit_cross(v, s0)
+        e2 = prediction._unit_cross(v, e1)
+        zeta = m2 @ e1
+        phi = start + (z[i] - first_image + 1) * width
+        xs, ys = np.empty(4), np.empty(4)
+        n = 0
+        for c1 in (-delta_b, delta_b):
+            for c2 in (-delta_b, delta_b):
+                p = (c1 * e1 + c2 * e2) * radius
+                beam = p + math.sqrt(radius * radius - p @ p) * unit
+                xs[n], ys[n] = _panel_ray_px(panel[i], beam, detector)
+                n += 1
+        z1 = first_image - 1 + (phi - delta_m / abs(zeta) - start) / width
+        z2 = first_image - 1 + (phi + delta_m / abs(zeta) - start) / width
+        out[i, 0], out[i, 1] = math.floor(xs.min()), math.ceil(xs.max())
+        out[i, 2], out[i, 3] = math.floor(ys.min()), math.ceil(ys.max())
+        lo, hi = math.floor(min(z1, z2)), math.ceil(max(z1, z2))
+        out[i, 4] = min(max(lo, array_lo), array_hi - 1)
+        out[i, 5] = max(min(hi, array_hi), array_lo + 1)
+
+
+def integration_bboxes(
+    s1: np.ndarray,
+    frame: np.ndarray,
+    panel: np.ndarray,
+    experiment,
+    sigma_b_rad: float,
+    sigma_m_rad: float,
+    n_sigma: float = 3.0,
+) -> np.ndarray:
+    """The bounding boxes ``dials.integrate`` would give these predictions.
+
+    Parameters
+    ----------
+    s1, frame, panel
+        Predicted beam vectors, ``xyzcal.px`` z and panels.
+    experiment
+        The rotation experiment.
+    sigma_b_rad, sigma_m_rad, n_sigma
+        The profile model (radians); the box spans n_sigma x 2 x sigma_b on the
+        detector and n_sigma x sigma_m in rotation (``Model.compute_bbox``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 6) int: x0, x1, y0, y1, z0, z1 as DIALS's ``bbox`` column.
+    """
+    scan = ScanGeometry.from_experiment(experiment)
+    first = scan.first_image
+    out = np.zeros((len(s1), 6), dtype=np.int64)
+    _bbox_kernel(
+        np.ascontiguousarray(s1, dtype=np.float64),
+        np.ascontiguousarray(frame, dtype=np.float64),
+        np.ascontiguousarray(panel, dtype=np.int64),
+        np.asarray(experiment.beam.s0, dtype=np.float64),
+        np.asarray(experiment.goniometer.rotation_axis_lab, dtype=np.float64),
+        n_sigma * sigma_b_rad * SIGMA_B_MULTIPLIER,
+        n_sigma * sigma_m_rad,
+        (float(first), scan.start, scan.width, first - 1, first - 1 + scan.num_images),
+        DetectorArrays.from_detector(experiment.detector).as_tuple(),
+        out,
+    )
+    return out
+
+
+def peak_shoebox_memory(bbox: np.ndarray, frames: tuple[int, int]) -> int:
+    """Bytes of shoeboxes alive at once over a block of frames, as DIALS's
+    ``JobList.shoebox_memory`` (``algorithms/integration/boost_python/integrator_ext.cc``)
+    counts them: 12 bytes per voxel, allocated on a box's first frame and freed after
+    its last; the maximum over the block's frames."""
+    frame0, frame1 = frames
+    z0 = np.clip(bbox[:, 4], frame0, frame1 - 1) - frame0
+    z1 = np.clip(bbox[:, 5], frame0 + 1, frame1) - frame0
+    inside = (bbox[:, 5] > frame0) & (bbox[:, 4] < frame1)
+    volume = (
+        (bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2]) * (z1 - z0)
+    ) * BYTES_PER_VOXEL
+    n = frame1 - frame0
+    alive = np.zeros(n + 1)
+    np.add.at(alive, z0[inside], volume[inside])
+    np.add.at(alive, z1[inside], -volume[inside])
+    return int(np.max(np.cumsum(alive)[:n])) if n > 0 else 0
+
+
+# ------------------------------------------------------------------------ public entry
+
+XDS_NOTE = (
+    "XDS (https://xds.mr.mpg.de/html_doc/xds_parameters.html, Peak profiles): "
+    "BEAM_DIVERGENCE_E.S.D.= and REFLECTING_RANGE_E.S.D.= are the standard deviations "
+    "(degrees) of the Gaussian spot profile across the Ewald sphere and along the "
+    "rotation, the quantities DIALS calls sigma_b and sigma_m (Kabsch 2010). "
+    "BEAM_DIVERGENCE= and REFLECTING_RANGE= are XDS's full widths of the integration "
+    "domain, which XDS derives itself; they are not a fixed multiple we could verify, "
+    "so none is given."
+)
+SHOEBOX_NOTE = (
+    "boxes and memory for the matched reference reflections only; dials.integrate "
+    "integrates every predicted reflection, so its shoeboxes take more"
+)
+
+
+def _beam_distance_and_pixel(experiment) -> tuple[float, float]:
+    """Sample-to-panel distance along the beam (mm) and the mean pixel size (mm) of
+    the panel the direct beam hits (else the panel most facing the beam)."""
+    arrays = DetectorArrays.from_detector(experiment.detector)
+    unit = np.asarray(experiment.beam.s0) / np.linalg.norm(experiment.beam.s0)
+    p, _, _ = prediction._ray_intersection(
+        unit, arrays.inverse_d, arrays.pixel_size, arrays.image_size
+    )
+    normals = np.cross(arrays.fast, arrays.slow)
+    if p < 0:
+        p = int(np.argmax(np.abs(normals @ unit)))
+    distance = (normals[p] @ arrays.origin[p]) / (normals[p] @ unit)
+    return abs(float(distance)), float(np.mean(arrays.pixel_size[p]))
+
+
+def _is_rotation(experiment) -> bool:
+    scan = experiment.scan
+    return (
+        experiment.goniometer is not None
+        and scan is not None
+        and scan.oscillation_width != 0
+    )
+
+
+def _stored(experiment) -> dict | None:
+    stored = experiment.profile
+    if stored is None:
+        return None
+    return {
+        "kind": stored.kind,
+        "n_sigma": stored.n_sigma,
+        "sigma_b_deg": stored.sigma_b_deg,
+        "sigma_m_deg": stored.sigma_m_deg,
+    }
+
+
+def _min_spots_problem(n: int, scan) -> str:
+    """Model.create_from_reflections: at least 50 reflections, or 20 per degree."""
+    if n >= MIN_SPOTS_OVERALL:
+        return ""
+    degrees = scan.num_images * scan.oscillation_width
+    if degrees and n / degrees >= MIN_SPOTS_PER_DEGREE:
+        return ""
+    return (
+        f"too few reflections for profile modelling: {n} (dials.integrate needs "
+        f"{MIN_SPOTS_OVERALL} in total or {MIN_SPOTS_PER_DEGREE} per degree)"
+    )
+
+
+def _matched_columns(columns, rows, experiment, padding_deg):
+    predicted = prediction.predict_reflections(
+        columns["miller_index"][rows],
+        columns["entering"][rows],
+        columns["xyzcal.px"][rows, 2],
+        experiment,
+        padding_deg=padding_deg,
+    )
+    keys = np.column_stack(
+        [
+            columns["miller_index"][rows],
+            columns["entering"][rows],
+            columns["id"][rows],
+            columns["panel"][rows],
+        ]
+    )
+    matched = prediction.match_with_reference(
+        keys, columns["xyzcal.px"][rows], predicted
+    )
+    chosen = _Columns(
+        miller_index=np.asarray(columns["miller_index"])[rows[matched]].astype(
+            np.int64
+        ),
+        panel=predicted.panel[matched],
+        s1=predicted.s1[matched],
+        phi=predicted.xyzcal_mm[matched, 2],
+        flags=np.asarray(columns["flags"])[rows[matched]],
+        rows=rows[matched],
+    )
+    return chosen, predicted.xyzcal_px[matched, 2]
+
+
+def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees):
+    scan = experiment.scan
+    first, n_images = scan.image_range[0], scan.num_images
+    per_block = max(1, math.ceil(block_degrees / abs(scan.oscillation_width)))
+    # Predictions in the padding count in the first or last block.
+    frames = np.clip(frames, first - 1, first - 1 + n_images - 1e-9)
+    result = []
+    for start in range(0, n_images, per_block):
+        z0, z1 = first - 1 + start, first - 1 + min(start + per_block, n_images)
+        inside = np.flatnonzero((frames >= z0) & (frames < z1))
+        sigma_b = sigma_m = None
+        if len(inside) >= MIN_BLOCK_REFLECTIONS:
+            try:
+                b, m, _ = compute_sigmas(_subset(chosen, inside), shoeboxes, experiment)
+                sigma_b = None if b is None else math.degrees(b)
+                sigma_m = math.degrees(m)
+            except ProfileModelError:
+                pass
+        peak = None if bbox is None else peak_shoebox_memory(bbox, (z0, z1))
+        result.append(BlockValues(z0 + 1, z1, int(len(inside)), sigma_b, sigma_m, peak))
+    return result
+
+
+def _shoebox(bbox, n_sigma) -> ShoeboxEstimate:
+    size = np.column_stack(
+        [bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2], bbox[:, 5] - bbox[:, 4]]
+    )
+    volume = np.prod(size, axis=1) * BYTES_PER_VOXEL
+    return ShoeboxEstimate(
+        n_sigma=n_sigma,
+        sigma_b_multiplier=SIGMA_B_MULTIPLIER,
+        median_size_px=tuple(float(v) for v in np.median(size, axis=0)),
+        max_size_px=tuple(int(v) for v in size.max(axis=0)),
+        bytes_per_voxel=BYTES_PER_VOXEL,
+        median_bytes_per_reflection=float(np.median(volume)),
+        note=SHOEBOX_NOTE,
+    )
+
+
+def _rotation_profile(index, experiment, columns, shoeboxes, options):
+    n_sigma, block_degrees, padding_deg = options
+    result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
+    result.stored_profile = _stored(experiment)
+    in_experiment = np.asarray(columns["id"]) == index
+    reference = reference_selection(
+        columns["flags"], columns["miller_index"], columns["id"]
+    )
+    rows = np.flatnonzero(reference & in_experiment)
+    result.n_reference = int(len(rows))
+    chosen, frames = _matched_columns(columns, rows, experiment, padding_deg)
+    result.n_matched = int(len(chosen.rows))
+    problem = _min_spots_problem(result.n_matched, experiment.scan)
+    if problem:
+        result.applicable, result.reason = False, problem
+        return result
+    sigma_b, sigma_m, n_used = compute_sigmas(chosen, shoeboxes, experiment)
+    result.n_selected = n_used
+    if sigma_b is None:
+        result.applicable = False
+        result.reason = "no reference reflection has more than 1 count in its shoebox"
+        return result
+    result.sigma_b_deg, result.sigma_m_deg = (
+        math.degrees(sigma_b),
+        math.degrees(sigma_m),
+    )
+    distance, pixel = _beam_distance_and_pixel(experiment)
+    result.sigma_b_px = sigma_b * distance / pixel
+    result.sigma_m_images = result.sigma_m_deg / abs(experiment.scan.oscillation_width)
+    result.xds = {
+        "BEAM_DIVERGENCE_E.S.D.": result.sigma_b_deg,
+        "REFLECTING_RANGE_E.S.D.": result.sigma_m_deg,
+        "BEAM_DIVERGENCE": None,
+        "REFLECTING_RANGE": None,
+        "note": XDS_NOTE,
+    }
+    bbox = integration_bboxes(
+        chosen.s1, frames, chosen.panel, experiment, sigma_b, sigma_m, n_sigma
+    )
+    result.shoebox = _shoebox(bbox, n_sigma)
+    first = experiment.scan.image_range[0] - 1
+    result.shoebox.peak_bytes = peak_shoebox_memory(
+        bbox, (first, first + experiment.scan.num_images)
+    )
+    result.blocks = _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees)
+    if len(result.blocks) == 1:  # the whole scan: the overall values, exactly
+        result.blocks[0].sigma_b_deg = result.sigma_b_deg
+        result.blocks[0].sigma_m_deg = result.sigma_m_deg
+    return result
+
+
+def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
+    """Before indexing: the spread of each spot's pixels about its own centroid
+    (DIALS's ``centroid_definition=com``), all spots, no zeta filter; no sigma_m."""
+    result = ExperimentProfile(
+        experiment=index,
+        applicable=True,
+        label="estimate before indexing: sigma_b about each spot's own centroid",
+        reason="no crystal model: sigma_m needs predicted rotation angles",
+    )
+    result.stored_profile = _stored(experiment)
+    rows = np.flatnonzero(np.asarray(columns["id"]) == index)
+    arrays = DetectorArrays.from_detector(experiment.detector)
+    xyz = np.asarray(columns["xyzobs.px.value"])[rows]
+    s1 = np.empty((len(rows), 3))
+    lab = np.empty(3)
+    panels = np.asarray(columns["panel"])[rows].astype(np.int64)
+    for k in range(len(rows)):  # one cheap call per spot; spots < a few 100,000
+        pixel_lab_coord(
+            panels[k], xyz[k, 0], xyz[k, 1], arrays.origin, arrays.fast,
+            arrays.slow, arrays.pixel_size, arrays.mu, arrays.thickness, lab,
+        )  # fmt: skip
+        s1[k] = lab
+    chosen = _Columns(
+        miller_index=np.zeros((len(rows), 3), np.int64),
+        panel=panels,
+        s1=s1,
+        phi=np.zeros(len(rows)),
+        flags=np.zeros(len(rows), np.uint64),
+        rows=rows,
+    )
+    sums = _pixel_sums(chosen, shoeboxes, experiment, mask_neighbours=False)
+    sigma_b = _sigma_b(sums[0], sums[1])
+    result.n_reference = result.n_selected = int(len(rows))
+    if sigma_b is None:
+        result.applicable = False
+        result.reason = "no spot has more than 1 count in its shoebox"
+        return result
+    result.sigma_b_deg = math.degrees(sigma_b)
+    distance, pixel = _beam_distance_and_pixel(experiment)
+    result.sigma_b_px = sigma_b * distance / pixel
+    return result
+
+
+def profile_model(
+    columns,
+    shoeboxes,
+    experiments,
+    n_sigma: float = 3.0,
+    block_degrees: float = BLOCK_DEGREES,
+    padding_deg: float = prediction.DEFAULT_PADDING_DEG,
+) -> ProfileModel:
+    """sigma_b and sigma_m as ``dials.integrate`` computes them, per experiment.
+
+    Parameters
+    ----------
+    columns
+        Mapping of column name to array: ``miller_index``, ``flags``, ``id``,
+        ``panel``, ``entering``, ``xyzcal.px``, ``xyzobs.px.value`` (a table's
+        ``columns``); a spot-finding table needs only ``id``, ``panel`` and
+        ``xyzobs.px.value``.
+    shoeboxes
+        The table's ``ShoeboxColumn`` (the spot pixels).
+    experiments
+        The ``ExperimentList`` the table refers to.
+    n_sigma
+        Box half-width in sigmas (dials.integrate default 3).
+    block_degrees
+        Width of the blocks of images for the drift values.
+    padding_deg
+        Prediction padding beyond the scan (dials.integrate default 1 degree).
+
+    Returns
+    -------
+    ProfileModel
+        One :class:`ExperimentProfile` per experiment: the model, or
+        ``applicable=False`` with the reason (stills, too few reflections).
+    """
+    results = []
+    options = (n_sigma, block_degrees, padding_deg)
+    for index, experiment in enumerate(experiments):
+        if not _is_rotation(experiment):
+            results.append(
+                ExperimentProfile(
+                    experiment=index,
+                    applicable=False,
+                    reason=STILLS_REASON,
+                    stored_profile=_stored(experiment),
+                )
+            )
+        elif experiment.crystal is None or "miller_index" not in columns:
+            results.append(
+                _pre_indexing_estimate(index, experiment, columns, shoeboxes)
+            )
+        else:
+            results.append(
+                _rotation_profile(index, experiment, columns, shoeboxes, options)
+            )
+    return ProfileModel(experiments=results)
