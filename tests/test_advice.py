@@ -126,6 +126,16 @@ def test_min_spot_size_well_above_the_limit_is_not_flagged():
     assert not check["change_called_for"] and check["suggestion"] is None
 
 
+@pytest.mark.parametrize("median_above_limit, flagged", [(1, True), (2, False)])
+def test_min_spot_size_threshold_is_one_pixel_above_the_limit(
+    median_above_limit, flagged
+):
+    sizes = np.array([3, 3, 4, 4, 3 + median_above_limit, 9, 10, 12, 20])
+    check = advice.check_min_spot_size(sizes, sizes, np.ones(sizes.size), 3)
+    assert check["median_size"] == 3 + median_above_limit
+    assert check["change_called_for"] is flagged
+
+
 def test_min_spot_size_never_suggested_below_two():
     sizes = exponential_sizes(scale=1.0, smallest=2)
     check = advice.check_min_spot_size(sizes, sizes, np.ones(sizes.size), 2, "phil")
@@ -164,6 +174,7 @@ REAL_FILES = [
     ("eiger_therm/strong.refl", 112, 7, 3, 9, 25, 1, 1),
     ("centroid_test_data/indexed.refl", 654, 11, 3, 90, 161, 3, 9),
     ("ssx_CuNiR/strong_5.refl", 759, 3, 2, 193, 414, 1, 1),
+    ("ssx_CuNiR/indexed.refl", 360, 4, 2, 66, 164, 1, 1),
 ]
 
 
