@@ -130,10 +130,10 @@ def run(listing: Path, nproc: int, folder: str) -> tuple[float, dict, int]:
 
 PHASES = """
 import sys, time
-from dials_spot_size_analysis import api
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
+from dials_spot_size_analysis.parallel import run as analysis
 
-measured = api.run_serial_or_pool  # the part that nproc spreads, timed inside the real program
+measured = analysis.run_serial_or_pool  # the part that nproc spreads, timed inside the real program
 
 
 def timed(*args, **kwargs):
@@ -144,7 +144,7 @@ def timed(*args, **kwargs):
         print(time.perf_counter() - start, file=sys.stderr)
 
 
-api.run_serial_or_pool = timed
+analysis.run_serial_or_pool = timed
 sys.exit(run())  # as the console script does (reading sys.argv)
 """
 

@@ -28,12 +28,12 @@ result = {"seconds": seconds, "baseline_rss": baseline, "bytes": len(content)}
 
 READ_AND_COUNT = """
 from dials_spot_size_analysis.formats import read_reflections
-path, engine = sys.argv[1], sys.argv[2]
-read_reflections(sys.argv[3], engine=engine).shoeboxes.count_mask_values(4, engine=engine)  # compile/warm caches
+path = sys.argv[1]
+read_reflections(sys.argv[2]).shoeboxes.count_mask_values(4)  # load the kernels
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()
-table = read_reflections(path, engine=engine)
-counts = table.shoeboxes.count_mask_values(4, engine=engine)
+table = read_reflections(path)
+counts = table.shoeboxes.count_mask_values(4)
 seconds = time.perf_counter() - start
 result = {"seconds": seconds, "baseline_rss": baseline, "rows": table.nrows, "foreground_pixels": int(counts.sum())}
 """
@@ -54,19 +54,10 @@ def main() -> None:
     print(
         f"plain read of the bytes:        {plain['seconds']:.3f} s, memory added {(plain['peak_rss'] - plain['baseline_rss']) / size:.2f} x file size"
     )
-    for engine in ("numba", "numpy"):
-        try:
-            ours = best(3, READ_AND_COUNT, str(path), engine, str(small))
-        except Exception as error:  # e.g. numba not installed
-            print(f"{engine:>6} engine: not available ({error})")
-            continue
-        added = ours["peak_rss"] - ours["baseline_rss"]
-        print(
-            f"read + count Foreground ({engine:>5}): {ours['seconds']:.3f} s = {ours['seconds'] / plain['seconds']:.2f} x the plain read "
-            f"(target <= 1.0); memory added {added / size:.2f} x file size (target <= 1.2); "
-            f"peak RSS {ours['peak_rss'] / 1e6:.0f} MB in all; {ours['foreground_pixels']:,} Foreground pixels"
-        )
-
-
-if __name__ == "__main__":
-    main()
+    ours = best(3, READ_AND_COUNT, str(path), str(small))
+    added = ours["peak_rss"] - ours["baseline_rss"]
+    print(
+        f"read + count Foreground: {ours['seconds']:.3f} s = {ours['seconds'] / plain['seconds']:.2f} x the plain read "
+        f"(target <= 1.0); memory added {added / size:.2f} x file size (target <= 1.2); "
+        f"peak RSS {ours['peak_rss'] / 1e6:.0f} MB in all; {ours['foreground_pixels']:,} Foreground pixels"
+    )

@@ -36,6 +36,7 @@ class Options:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit 2
+        message = message.replace("unrecognized arguments:", "unknown option")
         raise UsageError(f"{message}: see {PROGRAM} -h")
 
 

@@ -210,7 +210,7 @@ def main(output: Path) -> None:
     table.columns["xyzobs.px.value"] = np.stack([x, y, z], axis=1)
     table.columns["xyzobs.px.variance"] = np.full((N_SPOTS, 3), 0.25)
     blob = encode_shoeboxes(np.zeros(N_SPOTS), bbox, pixels, mask_kind=2)
-    table.shoeboxes = ShoeboxColumn.from_blob(blob, N_SPOTS, bbox_hint=bbox)
+    table.shoeboxes = ShoeboxColumn.from_blob(blob, N_SPOTS)
     table.shoebox_column_name = "shoebox"
     table.column_order = sorted([*table.columns, "shoebox"])
     output.mkdir(parents=True, exist_ok=True)

@@ -161,8 +161,8 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
         sender.close()
 
 
-def _start_workers(context, chunks, request, n_sources, nproc):
-    claimed, lock = context.RawValue("q", 0), context.Lock()
+def _start_workers(context, chunks, request, n_sources, nproc, claimed, lock):
+    forking = context.get_start_method() == "fork"
     workers, receivers = [], []
     # Objects that exist now are left out of the forked workers' garbage collections,
     # which would otherwise touch (and so copy) every page of this process's heap.
@@ -179,7 +179,7 @@ def _start_workers(context, chunks, request, n_sources, nproc):
                     claimed,
                     lock,
                     sender,
-                    list(receivers),
+                    list(receivers) if forking else [],  # a fork inherits them
                     os.getpid(),
                     request,
                     n_sources,
@@ -233,8 +233,13 @@ def _run_in_processes(
     if method == "fork":
         warm_up_kernels(hide_scipy_linalg=False)  # forked workers inherit them
     workers = []
+    # The shared counter and its lock live until the workers are done: a spawned
+    # worker may unpickle them well after it was started.
+    claimed, lock = context.RawValue("q", 0), context.Lock()
     try:
-        workers, receivers = _start_workers(context, chunks, request, n_sources, nproc)
+        workers, receivers = _start_workers(
+            context, chunks, request, n_sources, nproc, claimed, lock
+        )
         batches = _receive(workers, receivers, bar)
         for worker in workers:
             worker.join()

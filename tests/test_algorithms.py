@@ -388,56 +388,67 @@ def test_resolution_shells_in_several_passes():
     )
 
 
-def test_engines_give_identical_analyses(shared_data, monkeypatch):
-    """The compiled kernels and the pure-numpy path agree on everything the JSON holds."""
-    from dials_spot_size_analysis.api import analyse
-    from dials_spot_size_analysis.engine import ENVIRONMENT_VARIABLE, available_engines
+def _plain_d_spacings(experiments, panel, xy_mm):
+    """d = 1 / |s1 - s0| with s1 towards the spot on its panel: the reference for the
+    compiled kernel, written plainly, row by row."""
+    d = []
+    beam = experiments[0].beam
+    for p, (x, y) in zip(panel, xy_mm):
+        frame = experiments[0].detector.panels[p]
+        lab = frame.origin + x * frame.fast_axis + y * frame.slow_axis
+        s1 = lab / np.linalg.norm(lab) * np.linalg.norm(beam.s0)
+        d.append(1.0 / np.linalg.norm(s1 - beam.s0))
+    return np.array(d)
 
-    if "numba" not in available_engines():
-        pytest.skip("numba is not installed: only the numpy engine exists here")
-    documents = {}
-    for engine in ("numba", "numpy"):
-        monkeypatch.setenv(ENVIRONMENT_VARIABLE, engine)
-        documents[engine] = [
-            analyse(shared_data / refl, shared_data / expt, require=None).as_dict()
-            for refl, expt in [
-                ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
-                (
-                    "centroid_test_data/integrated.refl",
-                    "centroid_test_data/indexed.expt",
-                ),
-                (
-                    "eiger_therm/strong.refl",
-                    "eiger_therm/imported.expt",
-                ),  # positions in pixels only
-            ]
-        ]
-    assert documents["numba"] == documents["numpy"]
-    assert (
-        len(documents["numba"][2]["by_resolution"]) == 10
-    )  # d-spacings from pixel positions
+
+@pytest.mark.parametrize(
+    "refl, expt, positions",
+    [
+        ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt", "mm"),
+        ("centroid_test_data/integrated.refl", "centroid_test_data/indexed.expt", "mm"),
+        ("eiger_therm/strong.refl", "eiger_therm/imported.expt", "px"),
+    ],
+)
+def test_d_spacings_equal_a_plain_computation(shared_data, refl, expt, positions):
+    """The compiled d-spacing kernel against a plain row-by-row computation, from the
+    millimetre positions, or from pixel positions times the pixel size."""
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.formats import read_experiments, read_reflections
+
+    result = analyse(shared_data / refl, shared_data / expt, require=None)
+    table = read_reflections(shared_data / refl)
+    experiments = read_experiments(shared_data / expt)
+    rows = table.shoeboxes.has_pixel_data
+    panel = table["panel"][rows].astype(int)
+    assigned = table["id"][rows] >= 0  # unassigned rows have no experiment: NaN
+    if positions == "mm":
+        xy = table["xyzobs.mm.value"][rows, :2]
+    else:
+        sizes = np.array([experiments[0].detector.panels[p].pixel_size for p in panel])
+        xy = table["xyzobs.px.value"][rows, :2] * sizes
+    expected = np.where(assigned, _plain_d_spacings(experiments, panel, xy), np.nan)
+    d = result.result.spot_sizes.d_spacing
+    assert d == pytest.approx(expected, rel=1e-12, nan_ok=True)
+    assert np.isnan(d).sum() == (~assigned).sum()
+    assert len(result.result.by_resolution) == 10
 
 
 def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
-    """Forked workers inherit what warm_up loaded; a kernel specialised for other argument
-    types (e.g. a writable array where files give read-only ones) would be loaded again
-    in every worker."""
+    """Forked workers inherit what warm_up_kernels loaded; a kernel specialised for
+    other argument types (e.g. a writable array where files give read-only ones) would
+    be loaded again in every worker."""
+    from dials_spot_size_analysis.algorithms.geometry import _d_spacing_kernel
     from dials_spot_size_analysis.api import analyse
-    from dials_spot_size_analysis.engine import available_engines, warm_up
+    from dials_spot_size_analysis.formats.shoeboxes import scan_and_count
+    from dials_spot_size_analysis.parallel.pool import warm_up_kernels
 
-    if "numba" not in available_engines():
-        pytest.skip("numba is not installed: nothing to warm up")
-    from dials_spot_size_analysis.algorithms._geometry_numba import d_spacings
-    from dials_spot_size_analysis.formats._shoebox_numba import scan_and_count
-
-    warm_up()
-    loaded = [list(kernel.signatures) for kernel in (d_spacings, scan_and_count)]
+    warm_up_kernels()
+    kernels = (_d_spacing_kernel, scan_and_count)
+    loaded = [list(kernel.signatures) for kernel in kernels]
     assert all(loaded)
     for refl, expt in [
         ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
         ("eiger_therm/strong.refl", "eiger_therm/imported.expt"),
     ]:
-        analyse(shared_data / refl, shared_data / expt, engine="numba")
-    assert [
-        list(kernel.signatures) for kernel in (d_spacings, scan_and_count)
-    ] == loaded
+        analyse(shared_data / refl, shared_data / expt)
+    assert [list(kernel.signatures) for kernel in kernels] == loaded

@@ -8,7 +8,12 @@ from conftest import REFLECTION_FILES
 
 from dials_spot_size_analysis.algorithms.histogram import histogram
 from dials_spot_size_analysis.algorithms.spot_sizes import SelectionError
-from dials_spot_size_analysis.api import ParameterError, analyse, analyse_sizes
+from dials_spot_size_analysis.api import (
+    ParameterError,
+    analyse,
+    analyse_sizes,
+    json_document,
+)
 from dials_spot_size_analysis.formats import read_reflections
 from dials_spot_size_analysis.formats.reflections import parse_reflections
 
@@ -124,9 +129,11 @@ def test_other_flags_codes_and_ranges_match_recorded_counts(
         shared_data / name, shared_data / REFLECTION_FILES[name], **overrides
     )
     sizes = expected_sizes(truth, code=code, require=require, exclude=exclude)
-    params = result.params.histogram
-    data_max = sizes.max() if overrides.get("data_max") == "Auto" else params.data_max
-    expected = histogram(sizes, params.data_min, data_max, params.bins)
+    params = result.parameters["histogram"]
+    data_max = (
+        sizes.max() if overrides.get("data_max") == "Auto" else params["data_max"]
+    )
+    expected = histogram(sizes, params["data_min"], data_max, params["bins"])
     assert result.histogram.counts.tolist() == expected.counts.tolist()
     assert result.histogram.n_out_of_range == expected.n_out_of_range
     assert result.statistics["n"] == len(sizes) and result.statistics[
@@ -165,7 +172,18 @@ def test_sizes_from_arrays():
         "n_out_of_range": 0,
     }
     assert result.histogram.counts.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
-    assert result.as_dict()["histogram"]["counts"] == [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert json_document(result)["histogram"]["counts"] == [
+        1,
+        1,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]
 
 
 def test_table_without_shoeboxes_uses_n_signal_and_says_so(shared_data, ground_truth):
@@ -230,7 +248,7 @@ def test_multi_panel_breakdown_and_resolution(shared_data):
     shells = result.result.by_resolution
     assert sum(s["n"] for s in shells) == 205 and len(shells) == 10
     assert all(s["d_max"] > s["d_min"] for s in shells)
-    assert set(result.as_dict()["plots"]) == {
+    assert set(json_document(result)["plots"]) == {
         "spot_size_histogram",
         "spot_size_per_image",
         "spot_size_per_resolution",

@@ -106,40 +106,6 @@ def test_parallel_equals_serial_and_the_whole(shared_data, pieces, tmp_path):
     )
 
 
-def test_the_heap_is_left_frozen_only_when_the_program_exits(
-    shared_data, pieces, monkeypatch
-):
-    """Per-file results are made with the heap frozen (left out of garbage collections),
-    and the console script freezes it before the interpreter exits; a library call leaves
-    garbage collection as it found it, including a caller's own freeze."""
-    import gc
-
-    files = [str(path) for path in sorted(pieces.glob("*.refl"))]
-    assert gc.get_freeze_count() == 0
-    for nproc in (1, 2):
-        assert (
-            analyse(files, shared_data / EXPT, nproc=nproc).selection["n_datasets"] == 7
-        )
-        assert gc.get_freeze_count() == 0
-    try:
-        gc.freeze()
-        callers = gc.get_freeze_count()
-        analyse(files, shared_data / EXPT, nproc=2)
-        assert gc.get_freeze_count() >= callers
-    finally:
-        gc.unfreeze()
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [PROGRAM, *files, "output.json=None", "output.log=None", "output.html=None"],
-    )
-    try:
-        assert run() is None
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-
-
 @pytest.mark.skipif(
     "fork" not in __import__("multiprocessing").get_all_start_methods(),
     reason="needs fork: the probe is planted by monkeypatching",
@@ -152,16 +118,16 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
     usual; afterwards collection is on again."""
     import gc
 
-    from dials_spot_size_analysis import processing
+    from dials_spot_size_analysis.parallel import pool
 
-    measure_one = processing.measure_one
+    measure_file = pool.measure_file
 
     def probed(*args):
-        outcome = measure_one(*args)
+        outcome = measure_file(*args)
         outcome.info["collecting"] = gc.isenabled()
         return outcome
 
-    monkeypatch.setattr(processing, "measure_one", probed)
+    monkeypatch.setattr(pool, "measure_file", probed)
     files = [str(path) for path in sorted(pieces.glob("*.refl"))]
     for nproc, in_workers in ((1, False), (2, True)):
         inputs = analyse(files, shared_data / EXPT, nproc=nproc).inputs
@@ -207,10 +173,8 @@ def test_list_names_are_relative_to_the_list_and_each_file_counts_once(
     """A list file's relative names are relative to its folder ('#' comments and blank
     lines ignored); a file named twice (relative or absolute, in a list or on the command
     line) is added once; x.refl pairs with x.expt in its folder however each was named."""
-    from dials_spot_size_analysis.command_line.spot_size_analysis import (
-        parse_command_line,
-    )
-    from dials_spot_size_analysis.processing import pair_by_name
+    from dials_spot_size_analysis.command_line.inputs import find_inputs, pair_by_name
+    from dials_spot_size_analysis.phil import phil_scope
 
     monkeypatch.chdir(tmp_path)
     stills, lists = tmp_path / "stills", tmp_path / "lists"
@@ -221,8 +185,9 @@ def test_list_names_are_relative_to_the_list_and_each_file_counts_once(
     (lists / "files.txt").write_text(
         f"# run 1\n\n../stills/a.refl\n  ../stills/a.expt  \n{stills / 'b.refl'}\n../stills/./a.refl\n../stills/c.refl.gz\n"
     )
-    command_line = parse_command_line(
-        ["stills/b.expt", "lists/files.txt", "stills/b.refl", str(stills / "a.expt")]
+    command_line = find_inputs(
+        ["stills/b.expt", "lists/files.txt", "stills/b.refl", str(stills / "a.expt")],
+        phil_scope,
     )
     listed = os.path.join("lists", "../stills")
     assert command_line.reflection_files == [
@@ -406,11 +371,9 @@ def test_mpi_run_equals_the_serial_run(shared_data, pieces, tmp_path):
 
 
 def test_progress_bar_on_request_and_quiet_otherwise(shared_data, pieces, capsys):
-    from dials_spot_size_analysis.api import extract_parameters, resolved_parameters
-    from dials_spot_size_analysis.processing import Settings, run_serial_or_pool
+    from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
-    require, _, _ = resolved_parameters(extract_parameters())
-    settings = Settings([], [], False, require, None, ["Foreground"])
+    settings = _worker_settings()
     files = sorted(pieces.glob("*.refl"))
     run_serial_or_pool(files, settings, 1, progress=True)
     assert "Measuring" in capsys.readouterr().err
@@ -432,11 +395,15 @@ def test_log_lists_the_first_datasets_and_sums_up_the_rest(shared_data):
 
 
 def _worker_settings():
-    from dials_spot_size_analysis.api import extract_parameters, resolved_parameters
-    from dials_spot_size_analysis.processing import Settings
+    from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
+    from dials_spot_size_analysis.parallel.measure_file import MeasureRequest
 
-    require, _, _ = resolved_parameters(extract_parameters())
-    return Settings([], [], False, require, None, ["Foreground"])
+    return MeasureRequest(
+        experiments=[],
+        list_offsets=[],
+        have_experiment_lists=False,
+        options=MeasureOptions(),
+    )
 
 
 @pytest.mark.skipif(
@@ -447,28 +414,28 @@ def _worker_settings():
 def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, failure):
     """A worker that dies (e.g. killed for memory) or hits a bug stops the run with an
     error saying so; the parent neither hangs nor returns a partial result."""
-    from dials_spot_size_analysis import processing
+    from dials_spot_size_analysis.parallel import pool
 
-    measure_one = processing.measure_one
+    measure_file = pool.measure_file
 
     def failing(index, source, settings, n_sources):
         if index == 5:
             if failure == "killed":
                 os._exit(9)
             raise ZeroDivisionError("planted")
-        return measure_one(index, source, settings, n_sources)
+        return measure_file(index, source, settings, n_sources)
 
-    monkeypatch.setattr(processing, "measure_one", failing)
+    monkeypatch.setattr(pool, "measure_file", failing)
     files = sorted(pieces.glob("*.refl"))
     with pytest.raises(
-        processing.WorkerError,
-        match="exit code 9" if failure == "killed" else "ZeroDivisionError: planted",
+        pool.WorkerError,
+        match="exit code 9" if failure == "killed" else "ZeroDivisionError..planted",
     ):
-        processing.run_serial_or_pool(files, _worker_settings(), 2)
+        pool.run_serial_or_pool(files, _worker_settings(), 2)
 
 
 def test_workers_measure_every_file_once(pieces):
-    from dials_spot_size_analysis.processing import run_serial_or_pool
+    from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
     files = sorted(pieces.glob("*.refl"))
     batches = run_serial_or_pool(files, _worker_settings(), 3)
@@ -486,7 +453,7 @@ def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
     get their work by pickle: same rows, same order once merged."""
     import multiprocessing
 
-    from dials_spot_size_analysis.processing import run_serial_or_pool
+    from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
     files = sorted(pieces.glob("*.refl"))
     [serial] = run_serial_or_pool(files, _worker_settings(), 1)
@@ -507,12 +474,10 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
     them once: each batch's arrays are released as they are copied (a million files' rows
     are gigabytes)."""
     from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
-    from dials_spot_size_analysis.processing import (
-        measure_one,
-        merge,
-        pack,
-        run_serial_or_pool,
-    )
+    from dials_spot_size_analysis.parallel.batches import pack
+    from dials_spot_size_analysis.parallel.measure_file import measure_file
+    from dials_spot_size_analysis.parallel.merge import merge
+    from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
     table = read_reflections(shared_data / INTEGRATED)
     files = []
@@ -522,7 +487,7 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
         files.append(tmp_path / f"part_{number}.refl")
         write_reflections(table.slice_rows(start, min(start + 60, 2269)), files[-1])
     settings = _worker_settings()
-    in_order = merge(run_serial_or_pool(files, settings, 1), settings)[0]
+    in_order = merge(run_serial_or_pool(files, settings, 1), []).spot_sizes
     assert np.all(np.diff(in_order.dataset) >= 0) and set(
         in_order.dataset.tolist()
     ) == set(range(5))
@@ -532,11 +497,12 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
     ]  # as no worker pool sends them: rows out of input order within each batch
     batches = [
         pack(
-            [measure_one(index, files[index], settings, len(files)) for index in batch]
+            [measure_file(index, files[index], settings, len(files)) for index in batch]
         )
         for batch in interleaved
     ]
-    merged, datasets, _, skipped, _ = merge(batches, settings)
+    result = merge(batches, [])
+    merged, datasets, skipped = result.spot_sizes, result.datasets, result.skipped
     for name in (
         SpotSizes.__dataclass_fields__
     ):  # NaN d-spacings (no experiments given) compare equal here
@@ -554,24 +520,20 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
 def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
     """In one process too, results are packed a batch of files at a time (each file's
     arrays let go as it is packed); merged, the same rows as one batch of every file."""
-    from dials_spot_size_analysis import processing
+    from dials_spot_size_analysis.parallel import batches as batching
+    from dials_spot_size_analysis.parallel.merge import merge
+    from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
     files = sorted(pieces.glob("*.refl"))
     settings = _worker_settings()
-    [whole] = processing.run_serial_or_pool(files, settings, 1)
-    monkeypatch.setattr(processing, "FILES_PER_BATCH", 3)
-    batches = processing.run_serial_or_pool(files, settings, 1)
+    [whole] = run_serial_or_pool(files, settings, 1)
+    monkeypatch.setattr(batching, "FILES_PER_BATCH", 3)
+    batches = run_serial_or_pool(files, settings, 1)
     assert [[o.index for o in batch.outcomes] for batch in batches] == [
         [0, 1, 2],
         [3, 4, 5],
         [6],
     ]
-    assert (
-        processing.merge(batches, settings)[0].size.tolist()
-        == whole.spot_sizes.size.tolist()
-    )
-    monkeypatch.setattr(processing, "FILES_PER_BATCH", 7)
-    assert [
-        len(batch.outcomes)
-        for batch in processing.run_serial_or_pool(files, settings, 1)
-    ] == [7]
+    assert merge(batches, []).spot_sizes.size.tolist() == whole.spot_sizes.size.tolist()
+    monkeypatch.setattr(batching, "FILES_PER_BATCH", 7)
+    assert [len(b.outcomes) for b in run_serial_or_pool(files, settings, 1)] == [7]
