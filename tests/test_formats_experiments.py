@@ -99,3 +99,72 @@ def test_old_style_beam_with_s0(tmp_path, shared_data):
     beam = read_experiments(path)[0].beam
     assert beam.wavelength == pytest.approx(0.98027)
     assert beam.s0 == pytest.approx([0, 0, -1 / 0.98027])
+
+
+def test_goniometer_rotations_scan_points_and_oscillation_widths(shared_data):
+    refined = read_experiments(shared_data / "centroid_test_data_refined/refined.expt")[
+        0
+    ]
+    # dials.refine writes per-image starts without widths: derived from the starts.
+    assert refined.scan.oscillation_width == pytest.approx(0.2)
+    assert len(refined.scan.oscillation_per_image) == 9
+    assert refined.crystal.A_at_scan_points.shape == (10, 3, 3)
+    assert np.allclose(
+        refined.crystal.real_space @ refined.crystal.A, np.eye(3), atol=1e-12
+    )
+    assert np.allclose(refined.goniometer.setting_rotation, np.eye(3))
+    i23 = read_experiments(shared_data / "I23_P12M_thau/indexed.expt")[0]
+    assert i23.goniometer.axis_names == ("PHI", "KAPPA", "OMEGA")
+    assert np.allclose(i23.goniometer.fixed_rotation, np.eye(3))  # angles 0, 0
+    assert np.allclose(i23.goniometer.rotation_axis_lab, [1, 0, 0])
+    assert i23.scan.oscillation_width == pytest.approx(0.05)
+    assert i23.profile is None
+
+
+def test_multi_axis_composition_follows_dxtbx():
+    from dials_spot_size_analysis.formats.experiments import parse_experiments
+
+    document = {
+        "__id__": "ExperimentList",
+        "experiment": [{"goniometer": 0}],
+        "goniometer": [
+            {
+                "axes": [[1, 0, 0], [0, 0, 1], [0, 1, 0]],
+                "angles": [90.0, 0.0, 90.0],
+                "names": ["PHI", "OMEGA", "CHI"],
+                "scan_axis": 1,
+            }
+        ],
+    }
+    goniometer = parse_experiments(document)[0].goniometer
+    # F from PHI (below the scan axis): 90 degrees about x takes y to z.
+    assert np.allclose(goniometer.fixed_rotation @ [0, 1, 0], [0, 0, 1])
+    # S from CHI (above it): 90 degrees about y takes z to x; the lab axis is S z.
+    assert np.allclose(goniometer.rotation_axis_lab, [1, 0, 0])
+
+
+def test_stored_profiles(shared_data):
+    stills = read_experiments(shared_data / "ssx_CuNiR/integrated.expt")
+    assert [e.profile.kind for e in stills] == ["ellipsoid"] * 5
+    assert stills[0].profile.sigma_b_deg is None
+    from dials_spot_size_analysis.formats.experiments import parse_experiments
+
+    document = {
+        "__id__": "ExperimentList",
+        "experiment": [{"profile": 0}, {"profile": 1}, {"profile": 7}],
+        "profile": [
+            {
+                "__id__": "gaussian_rs",
+                "n_sigma": 3,
+                "sigma_b": [0.1, 0.2],
+                "sigma_m": [1, 2],
+            },
+            {"__id__": "gaussian_rs", "n_sigma": 3},  # unreadable: kept raw
+        ],
+    }
+    experiments = parse_experiments(document)
+    assert experiments[0].profile.sigma_b_deg == (0.1, 0.2)
+    assert experiments[0].profile.sigma_m_deg == (1.0, 2.0)
+    assert experiments[1].profile.sigma_b_deg is None
+    assert experiments[1].profile.raw == {"__id__": "gaussian_rs", "n_sigma": 3}
+    assert experiments[2].profile is None

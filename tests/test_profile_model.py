@@ -1,0 +1,223 @@
+"""sigma_b and sigma_m against what DIALS 3.30's dials.integrate computed on the real
+files (profile_reference.json), and the stills / pre-indexing / shoebox cases."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from dials_spot_size_analysis.algorithms import prediction
+from dials_spot_size_analysis.algorithms import profile_model as pm
+from dials_spot_size_analysis.formats import read_experiments, read_reflections
+from dials_spot_size_analysis.formats.experiments import parse_experiments
+
+
+@pytest.fixture(scope="module")
+def reference(shared_data):
+    return json.loads((shared_data / "profile_reference.json").read_text())
+
+
+def _load(shared_data, entry):
+    table = read_reflections(shared_data / entry["reflections"])
+    return table, read_experiments(shared_data / entry["experiments"])
+
+
+@pytest.mark.parametrize("number", [0, 1, 2])
+def test_sigmas_match_dials_integrate(shared_data, reference, number):
+    entry = reference[number]
+    table, experiments = _load(shared_data, entry)
+    result = pm.profile_model(table.columns, table.shoeboxes, experiments)
+    model = result.experiments[0]
+    assert model.applicable
+    # Measured agreement is 1e-10 (static) and 1e-4 (scan-varying); 1e-3 is the test.
+    assert model.sigma_b_deg == pytest.approx(entry["sigma_b_deg"], rel=1e-3)
+    assert model.sigma_m_deg == pytest.approx(entry["sigma_m_deg"], rel=1e-3)
+    assert model.n_matched == entry["n_reference_reflections"]
+    json.dumps(result.as_dict())
+
+
+@pytest.mark.parametrize("number", [0, 1])
+def test_calculator_alone_on_the_table_as_it_is(shared_data, reference, number):
+    """The same calculator on the table's own columns (indexed rows, no
+    re-prediction): DIALS's computed_on_the_table_as_it_is."""
+    entry = reference[number]
+    expected = entry["computed_on_the_table_as_it_is"]
+    table, experiments = _load(shared_data, entry)
+    rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
+    assert len(rows) == expected["n"]
+    columns = pm._Columns(
+        miller_index=table["miller_index"][rows].astype(np.int64),
+        panel=table["panel"][rows],
+        s1=table["s1"][rows],
+        phi=table["xyzcal.mm"][rows, 2],
+        flags=table["flags"][rows],
+        rows=rows,
+    )
+    sigma_b, sigma_m, _ = pm.compute_sigmas(columns, table.shoeboxes, experiments[0])
+    assert math.degrees(sigma_b) == pytest.approx(expected["sigma_b_deg"], rel=1e-6)
+    assert math.degrees(sigma_m) == pytest.approx(expected["sigma_m_deg"], rel=1e-4)
+
+
+def test_reprediction_reproduces_the_table_positions(shared_data, reference):
+    """Scan-static prediction with the same models gives the indexer's xyzcal.px."""
+    table, experiments = _load(shared_data, reference[0])
+    rows = np.flatnonzero(
+        pm.reference_selection(table["flags"], table["miller_index"], table["id"])
+    )
+    predicted = prediction.predict_reflections(
+        table["miller_index"][rows],
+        table["entering"][rows],
+        table["xyzcal.px"][rows, 2],
+        experiments[0],
+    )
+    ok = predicted.ok
+    assert ok.sum() == 438
+    assert np.allclose(predicted.xyzcal_px[ok], table["xyzcal.px"][rows][ok], atol=1e-6)
+
+
+def test_i23_resolution_limit_drops_one_reflection(shared_data, reference):
+    """A reflection beyond the detector's corner resolution is not predicted."""
+    table, experiments = _load(shared_data, reference[1])
+    experiment = experiments[0]
+    d_min = prediction.detector_max_resolution(experiment.detector, experiment.beam.s0)
+    assert d_min == pytest.approx(1.8253, abs=1e-4)
+    result = pm.profile_model(table.columns, table.shoeboxes, experiments)
+    assert result.experiments[0].n_matched == 173
+
+
+def test_data_units_and_xds(shared_data, reference):
+    table, experiments = _load(shared_data, reference[0])
+    model = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments[0]
+    experiment = experiments[0]
+    distance, pixel = pm._beam_distance_and_pixel(experiment)
+    panel = experiment.detector.panels[0]
+    assert pixel == pytest.approx(np.mean(panel.pixel_size))
+    assert model.sigma_b_px == pytest.approx(
+        math.radians(model.sigma_b_deg) * distance / pixel
+    )
+    assert model.sigma_m_images == pytest.approx(model.sigma_m_deg / 0.2)
+    assert model.xds["BEAM_DIVERGENCE_E.S.D."] == model.sigma_b_deg
+    assert model.xds["REFLECTING_RANGE_E.S.D."] == model.sigma_m_deg
+    assert [(b.first_image, b.last_image) for b in model.blocks] == [(1, 9)]
+
+
+def test_stills_are_not_applicable(shared_data):
+    table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
+    experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
+    result = pm.profile_model(table.columns, table.shoeboxes, experiments)
+    assert len(result.experiments) == 5
+    for model in result.experiments:
+        assert not model.applicable
+        assert model.reason == pm.STILLS_REASON
+        assert model.sigma_b_deg is None and model.sigma_m_deg is None
+
+
+def test_before_indexing_is_a_labelled_estimate(shared_data):
+    table = read_reflections(shared_data / "I23_P12M_thau/strong.refl")
+    experiments = read_experiments(shared_data / "I23_P12M_thau/imported.expt")
+    model = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments[0]
+    assert model.label.startswith("estimate")
+    assert model.sigma_m_deg is None
+    assert "sigma_m" in model.reason
+    assert 0.01 < model.sigma_b_deg < 0.1
+
+
+def test_stored_profile_is_returned(shared_data, tmp_path, reference):
+    document = json.loads((shared_data / "centroid_test_data/indexed.expt").read_text())
+    document["profile"] = [
+        {"__id__": "gaussian_rs", "n_sigma": 3, "sigma_b": 0.05, "sigma_m": 0.2}
+    ]
+    document["experiment"][0]["profile"] = 0
+    path = tmp_path / "integrated.expt"
+    path.write_text(json.dumps(document))
+    experiments = read_experiments(path)
+    table = read_reflections(shared_data / "centroid_test_data/indexed.refl")
+    model = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments[0]
+    assert model.stored_profile == {
+        "kind": "gaussian_rs",
+        "n_sigma": 3.0,
+        "sigma_b_deg": 0.05,
+        "sigma_m_deg": 0.2,
+    }
+    assert model.sigma_b_deg == pytest.approx(reference[0]["sigma_b_deg"], rel=1e-6)
+
+
+def test_too_few_reflections(shared_data, reference):
+    table, experiments = _load(shared_data, reference[0])
+    columns = {name: table[name][:30] for name in table.columns}
+    model = pm.profile_model(columns, table.shoeboxes, experiments).experiments[0]
+    assert not model.applicable
+    assert "too few reflections" in model.reason
+
+
+def _flat_experiment():
+    """A 1000 x 1000 panel of 0.1 mm pixels 100 mm from the sample, facing the beam
+    along +z, rotation about x, 0.5 degree images: small angles map simply."""
+    document = {
+        "__id__": "ExperimentList",
+        "experiment": [{"beam": 0, "detector": 0, "goniometer": 0, "scan": 0}],
+        "beam": [{"direction": [0, 0, 1], "wavelength": 1.0}],
+        "detector": [
+            {
+                "panels": [
+                    {
+                        "fast_axis": [1, 0, 0],
+                        "slow_axis": [0, -1, 0],
+                        "origin": [-50, 50, -100],
+                        "pixel_size": [0.1, 0.1],
+                        "image_size": [1000, 1000],
+                    }
+                ]
+            }
+        ],
+        "goniometer": [{"rotation_axis": [1, 0, 0]}],
+        "scan": [{"image_range": [1, 100], "oscillation": [0.0, 0.5]}],
+    }
+    return parse_experiments(document)[0]
+
+
+def test_bbox_and_memory_by_hand():
+    experiment = _flat_experiment()
+    # A reflection diffracted along (0, 0.1, -1) (towards the detector at -z),
+    # predicted on frame 50.5. e1 = s1 x s0 is along -x: zeta = |m2 . e1| = 1.
+    s1 = np.array([[0.0, 0.1, -1.0]])
+    s1 = s1 / np.linalg.norm(s1) * 1.0
+    sigma_b = math.radians(0.05)
+    sigma_m = math.radians(0.5)
+    bbox = pm.integration_bboxes(
+        s1, np.array([50.5]), np.array([0]), experiment, sigma_b, sigma_m, n_sigma=3
+    )[0]
+    # Across the sphere: 3 x 2 x 0.05 deg either side; at 100.5 mm from the sample,
+    # 0.3 deg = 0.526 mm = 5.26 px, so the box is about 11 px wide (floor/ceil).
+    assert bbox[1] - bbox[0] in (11, 12)
+    assert bbox[3] - bbox[2] in (11, 12, 13)
+    # Along the rotation: 3 x 0.5 deg = 3 images either side of 50.5, zeta = 1.
+    assert (bbox[4], bbox[5]) == (47, 54)
+    # Two such boxes alive on the same frames, then one: peak = 2 boxes x 12 bytes.
+    boxes = np.array([[0, 10, 0, 10, 0, 5], [0, 10, 0, 10, 2, 6], [0, 1, 0, 1, 7, 8]])
+    assert pm.peak_shoebox_memory(boxes, (0, 10)) == (500 + 400) * 12
+    assert pm.peak_shoebox_memory(boxes, (6, 10)) == 12  # only the last box lives
+
+
+def test_nelder_mead_finds_a_parabola_minimum():
+    minimum = pm._nelder_mead_1d(lambda x: (x - 0.3) ** 2 + 1.0, 0.0, 1.0, 1e-6)
+    assert minimum == pytest.approx(0.3, abs=1e-4)
+
+
+def test_select_for_sigma_tops_up_with_every_nth_row():
+    flags = np.zeros(25000, dtype=np.uint64)
+    flags[:4000] = pm.USED_IN_REFINEMENT
+    chosen = pm.select_for_sigma(flags)
+    assert np.array_equal(chosen[:4000], np.arange(4000))
+    # 21000 others, step floor(21000 / 6000) = 3: every 3rd, 7000 of them.
+    assert np.array_equal(chosen[4000:], np.arange(4000, 25000, 3))
+    assert len(pm.select_for_sigma(flags[:100])) == 100
+
+
+def test_negative_experiment_id_is_an_error():
+    flags = np.array([pm.INDEXED], dtype=np.uint64)
+    with pytest.raises(pm.ProfileModelError, match="invalid experiment id"):
+        pm.reference_selection(flags, np.array([[1, 2, 3]]), np.array([-1]))
