@@ -664,12 +664,28 @@ def _min_spots_problem(n: int, scan) -> str:
 
 
 def _matched_columns(columns, rows, experiment, padding_deg):
-    predicted = prediction.predict_reflections(
-        columns["miller_index"][rows],
-        columns["entering"][rows],
-        columns["xyzcal.px"][rows, 2],
+    # A reflection's prediction depends only on (h, k, l, entering): predict each
+    # distinct one once (a table repeating rows costs no more than its distinct ones;
+    # for scans over 360 degrees the first row's z picks among the crossings).
+    hkl = np.asarray(columns["miller_index"])[rows].astype(np.int64) + (1 << 20)
+    packed = (hkl[:, 0] << 42) | (hkl[:, 1] << 21) | hkl[:, 2]
+    packed = (packed << 1) | np.asarray(columns["entering"])[rows].astype(np.int64)
+    _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    unique = rows[first]
+    once = prediction.predict_reflections(
+        columns["miller_index"][unique],
+        columns["entering"][unique],
+        columns["xyzcal.px"][unique, 2],
         experiment,
         padding_deg=padding_deg,
+    )
+    inverse = inverse.reshape(-1)
+    predicted = prediction.Predictions(
+        ok=once.ok[inverse],
+        panel=once.panel[inverse],
+        xyzcal_mm=once.xyzcal_mm[inverse],
+        xyzcal_px=once.xyzcal_px[inverse],
+        s1=once.s1[inverse],
     )
     keys = np.column_stack(
         [
