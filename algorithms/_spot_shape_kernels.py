@@ -1,13 +1,19 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
 Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets (records are
-packed back to back), so float32 values are assembled from their four little-endian
-bytes and reinterpreted through a one-word buffer, never read through a view of the blob
-(a view at an unaligned offset is not safe in compiled code). The blob may be a
-read-only memory map: nothing here writes to it.
+packed back to back), so a float32 cannot be read through a view of the blob (a float32
+view at an unaligned offset lets the compiler assume an alignment that is not there).
+Each is read by one load that the compiler is told may be unaligned (``_float32_at``);
+assembling the four bytes with shifts and reinterpreting them gave the same numbers
+and took half as long again over the whole pass. The file's floats are little-endian,
+like every host numba supports here (checked on import). The blob may be a read-only
+memory map: nothing here writes to it, and the caller checks that every record lies
+inside it.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numba
 import numpy as np
@@ -15,85 +21,98 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
 
+if sys.byteorder != "little":  # the loads below read the file's little-endian floats
+    raise ImportError("spot shape kernels need a little-endian host")
+
 # The variance of a uniform square pixel about its centre, per axis (px^2): added to the
 # diagonal of the x-y covariance for the elongation only.
 PIXEL_VARIANCE = 1.0 / 12.0
 
 
 @intrinsic
-def _as_float32(typingctx, bits):
-    """The float32 whose IEEE-754 bit pattern is the low 32 bits of the integer
-    ``bits`` (numba widens uint32 arithmetic to 64 bits)."""
-    if not isinstance(bits, types.Integer) or bits.bitwidth < 32:
+def _float32_at(typingctx, blob, position):
+    """The float32 at byte ``position`` of the uint8 array ``blob``, at any alignment:
+    one load that the compiler is told is unaligned. ``blob`` must be contiguous."""
+    if not isinstance(blob, types.Array) or blob.dtype != types.uint8:
+        return None
+    if blob.ndim != 1 or blob.layout != "C":
+        return None
+    if not isinstance(position, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
-        word = builder.trunc(args[0], ir.IntType(32)) if bits.bitwidth > 32 else args[0]
-        return builder.bitcast(word, ir.FloatType())
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        offset = context.cast(builder, args[1], signature.args[1], types.intp)
+        address = builder.gep(array.data, [offset])
+        pointer = builder.bitcast(address, ir.FloatType().as_pointer())
+        return builder.load(pointer, align=1)
 
-    return types.float32(bits), codegen
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _float32_at(blob, position, word, real):
-    """The little-endian float32 at byte ``position``, at any alignment."""
-    return np.float64(
-        _as_float32(
-            np.uint32(blob[position])
-            | (np.uint32(blob[position + 1]) << np.uint32(8))
-            | (np.uint32(blob[position + 2]) << np.uint32(16))
-            | (np.uint32(blob[position + 3]) << np.uint32(24))
-        )
-    )
+    return types.float32(blob, position), codegen
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_sums(blob, data_start, mask_start, stride, shape, code, word, real):
+def _first_coded(blob, mask_start, stride, n, code):
+    """Index (C order) of the first coded pixel of a record, or -1."""
+    for pixel in range(n):
+        if blob[mask_start + stride * pixel] & code == code:
+            return pixel
+    return -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_sums(blob, data_start, mask_start, stride, shape, code):
     """Everything one record's coded pixels contribute, in one pass in C order.
 
     Coordinates are pixel indices in the box, shifted by those of the first coded pixel
     (so that a spot one pixel wide along an axis has sums of exactly zero along it).
-    Returns (count, footprint, lowest and highest i, j, k, first coded i, j, k, total
-    weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2, dx*dy, peak i, j, k).
+    The loop has no data-dependent branch but the rare new peak: a pixel that is not
+    coded contributes zeros. Returns (count, footprint, lowest and highest i, j, k,
+    first coded i, j, k, total weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2,
+    dx*dy, peak i, j, k); count 0 where no pixel is coded.
     """
     nx, ny, nz = shape
-    background_start = mask_start + stride * nx * ny * nz
+    n = nx * ny * nz
+    background_start = mask_start + stride * n
+    first = _first_coded(blob, mask_start, stride, n, code)
+    if first < 0:
+        return 0, 0, (0, 0, 0, 0, 0, 0), (0, 0, 0), (0.0,) * 8, (0, 0, 0)
+    first_i, first_j, first_k = first % nx, (first // nx) % ny, first // (nx * ny)
     count = footprint = 0
     low_i, low_j, low_k = nx, ny, nz
     high_i = high_j = high_k = -1
-    first_i = first_j = first_k = 0
-    peak_i = peak_j = peak_k = -1
-    peak_value = 0.0
+    peak = first
+    peak_value = np.float64(_float32_at(blob, data_start + 4 * first))
     weight = sx = sy = sz = sxx = syy = szz = sxy = 0.0
     pixel = 0
     for k in range(nz):
         on_image = 0
+        dz = k - first_k
         for j in range(ny):
+            dy = j - first_j
             for i in range(nx):
-                if blob[mask_start + stride * pixel] & code == code:
-                    if count == 0:
-                        first_i, first_j, first_k = i, j, k
-                    count += 1
-                    on_image += 1
-                    low_i, high_i = min(low_i, i), max(high_i, i)
-                    low_j, high_j = min(low_j, j), max(high_j, j)
-                    low_k, high_k = min(low_k, k), max(high_k, k)
-                    data = _float32_at(blob, data_start + 4 * pixel, word, real)
-                    if peak_i < 0 or data > peak_value:
-                        peak_i, peak_j, peak_k, peak_value = i, j, k, data
-                    w = data - _float32_at(
-                        blob, background_start + 4 * pixel, word, real
-                    )
-                    if w > 0.0:
-                        dx, dy, dz = i - first_i, j - first_j, k - first_k
-                        weight += w
-                        sx += w * dx
-                        sy += w * dy
-                        sz += w * dz
-                        sxx += w * dx * dx
-                        syy += w * dy * dy
-                        szz += w * dz * dz
-                        sxy += w * dx * dy
+                coded = blob[mask_start + stride * pixel] & code == code
+                count += coded
+                on_image += coded
+                low_i = i if coded and i < low_i else low_i
+                high_i = i if coded and i > high_i else high_i
+                low_j = j if coded and j < low_j else low_j
+                high_j = j if coded and j > high_j else high_j
+                low_k = k if coded and k < low_k else low_k
+                high_k = k if coded and k > high_k else high_k
+                data = np.float64(_float32_at(blob, data_start + 4 * pixel))
+                if coded and data > peak_value:
+                    peak, peak_value = pixel, data
+                w = data - np.float64(_float32_at(blob, background_start + 4 * pixel))
+                w = w if coded and w > 0.0 else 0.0
+                dx = i - first_i
+                weight += w
+                sx += w * dx
+                sy += w * dy
+                sz += w * dz
+                sxx += w * dx * dx
+                syy += w * dy * dy
+                szz += w * dz * dz
+                sxy += w * dx * dy
                 pixel += 1
         footprint = max(footprint, on_image)
     return (
@@ -102,7 +121,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code, word, real):
         (low_i, low_j, low_k, high_i, high_j, high_k),
         (first_i, first_j, first_k),
         (weight, sx, sy, sz, sxx, syy, szz, sxy),
-        (peak_i, peak_j, peak_k),
+        (peak % nx, (peak // nx) % ny, peak // (nx * ny)),
     )
 
 
@@ -120,6 +139,21 @@ def _elongation(variance_x, variance_y, covariance_xy):
 
 
 @numba.njit(cache=True, nogil=True)
+def _record_fits(size, start, marker, nx, ny, nz):
+    """Whether a record's marker and bbox are sound and its pixel arrays lie inside a
+    blob of ``size`` bytes (the volume checked in floating point first, so that a
+    hostile bbox cannot overflow the integer product)."""
+    if marker > 2 or nx < 0 or ny < 0 or nz < 0:
+        return False
+    if marker == 0:
+        return True
+    per_pixel = 12 if marker == 1 else 9
+    if np.float64(nx) * ny * nz * per_pixel > size:
+        return False
+    return start >= 0 and start + nx * ny * nz * per_pixel <= size
+
+
+@numba.njit(cache=True, nogil=True)
 def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals):
     """Measure every record given by (present, data_offset, bbox) into the outputs.
 
@@ -130,22 +164,26 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
     peak_centroid_distance, fill). Rows without pixel data or coded pixels get zero
     counts and NaN elsewhere (total weight 0); rows whose coded pixels have no positive
     weight get NaN for the weighted quantities only.
+
+    Returns -1, or the first record that does not fit in ``blob`` (an unknown marker,
+    an inverted bbox or pixel arrays past the end), where measuring stopped.
     """
-    word = np.zeros(1, np.uint32)
-    real = word.view(np.float32)
+    nan = np.nan
     for row in range(present.size):
-        for array in counts:
-            array[row] = 0
-        for array in reals:
-            array[row] = np.nan
+        counts[0][row] = counts[1][row] = counts[2][row] = 0
+        counts[3][row] = counts[4][row] = 0
         reals[0][row] = 0.0
-        centroid[row, :] = np.nan
+        reals[1][row] = reals[2][row] = reals[3][row] = reals[4][row] = nan
+        reals[5][row] = reals[6][row] = reals[7][row] = nan
+        centroid[row, 0] = centroid[row, 1] = centroid[row, 2] = nan
         nx = np.int64(bbox[row, 1]) - bbox[row, 0]
         ny = np.int64(bbox[row, 3]) - bbox[row, 2]
         nz = np.int64(bbox[row, 5]) - bbox[row, 4]
-        if present[row] == 0 or nx <= 0 or ny <= 0 or nz <= 0:
-            continue
         start = np.int64(data_offset[row])
+        if not _record_fits(blob.size, start, present[row], nx, ny, nz):
+            return row
+        if present[row] == 0 or nx == 0 or ny == 0 or nz == 0:
+            continue
         count, most, bounds, first, sums, peak = _row_sums(
             blob,
             start,
@@ -153,8 +191,6 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
             4 if present[row] == 1 else 1,
             (nx, ny, nz),
             code,
-            word,
-            real,
         )
         if count == 0:
             continue
@@ -168,6 +204,7 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
         reals[7][row] = count / (spans[0] * spans[1] * spans[2])
         reals[0][row] = sums[0]
         _store_weighted(row, bbox, sums, first, peak, centroid, reals)
+    return -1
 
 
 @numba.njit(cache=True, nogil=True)

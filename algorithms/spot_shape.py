@@ -196,8 +196,9 @@ def measure_records(
     shapes = SpotShapes.empty(len(present)) if out is None else out
     if len(shapes) != len(present):
         raise ValueError(f"out has {len(shapes)} rows, not {len(present)}")
+    blob = np.ascontiguousarray(blob, dtype=np.uint8).reshape(-1)
     shapes.has_pixel_data[:] = present != 0
-    measure_rows(
+    bad = measure_rows(
         blob,
         present,
         data_offset,
@@ -207,6 +208,11 @@ def measure_records(
         shapes.centroid,
         tuple(getattr(shapes, name) for name in _REAL_FIELDS),
     )
+    if bad >= 0:
+        raise ValueError(
+            f"record {bad} has an unknown pixel-data marker, an inverted bbox or pixel "
+            "arrays outside the column's bytes"
+        )
     shapes.rms_width_radial[:] = np.nan
     shapes.rms_width_tangential[:] = np.nan
     return shapes

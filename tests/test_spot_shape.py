@@ -346,6 +346,22 @@ def test_errors():
             4,
             out=SpotShapes.empty(2),
         )
+    outside = column.data_offset + column.blob.size
+    with pytest.raises(ValueError, match="outside the column"):
+        measure_records(column.blob, column.present, outside, column.bbox, 4)
+    with pytest.raises(ValueError, match="outside the column"):
+        measure_records(
+            column.blob[:-1], column.present, column.data_offset, column.bbox, 4
+        )
+    with pytest.raises(ValueError, match="marker"):
+        measure_records(
+            column.blob, column.present + 3, column.data_offset, column.bbox, 4
+        )
+    huge = np.array([[0, 2**31 - 1, 0, 2**31 - 1, -(2**31), 2**31 - 1]], np.int32)
+    with pytest.raises(ValueError, match="outside the column"):
+        measure_records(column.blob, column.present, column.data_offset, huge, 4)
+    with pytest.raises(ValueError, match="inverted bbox"):
+        measure_records(column.blob, column.present, column.data_offset, -huge, 4)
     with pytest.raises(ValueError, match="one entry per row"):
         summarise_spot_shapes(measure_spot_shapes(column, 4), panel=np.zeros(2, int))
     assert len(measure_spot_shapes(column, 4, rows=np.array([], int))) == 0

@@ -1,0 +1,110 @@
+"""Time and memory to measure the shape of every spot of a 1M-row DIALS reflection file,
+as ratios to plainly reading the file's bytes, measured in the same run.
+
+    python benchmarks/spot_shape.py [COPIES]      (default 5000 x 208 rows = 1.04M rows)
+
+Reported, each in a fresh process with the file in the page cache, best of 3:
+
+- the plain read of the file's bytes (the unit of time);
+- reading the table and counting every row's Foreground pixels (the sizes alone,
+  ``ShoeboxColumn.count_mask_values``);
+- reading the table and measuring sizes and shapes of every row
+  (``measure_spot_shapes``, handing measured pages back to the operating system), then
+  the same with the summaries (``summarise_spot_shapes``);
+- the same measurement keeping every page of the file resident (no page release).
+
+Targets: sizes and shapes together within 1.5 x the plain read; peak memory within
+1.2 x the file size. Memory is the process's peak resident set size above what it used
+after its imports (and a warm-up on a small file), i.e. what the work added; the total
+peak is printed too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _common import best, replicated
+
+PLAIN_READ = """
+import numpy
+path = sys.argv[1]
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+with open(path, "rb") as handle:
+    content = handle.read()
+seconds = time.perf_counter() - start
+result = {"seconds": seconds, "baseline_rss": baseline, "bytes": len(content)}
+"""
+
+COUNT = """
+from dials_spot_size_analysis.formats import read_reflections
+path = sys.argv[1]
+read_reflections(sys.argv[2]).shoeboxes.count_mask_values(4)  # load the kernels
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+table = read_reflections(path)
+counts = table.shoeboxes.count_mask_values(4)
+seconds = time.perf_counter() - start
+result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(counts.sum())}
+"""
+
+SHAPES = """
+from dials_spot_size_analysis.formats import read_reflections
+from dials_spot_size_analysis.algorithms.spot_shape import (
+    measure_spot_shapes, summarise_spot_shapes,
+)
+path, release, summarise = sys.argv[1], sys.argv[3] == "release", sys.argv[4] == "yes"
+small = measure_spot_shapes(read_reflections(sys.argv[2]).shoeboxes, 4)
+summarise_spot_shapes(small, panel=small.n_coded)  # load the kernels
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+table = read_reflections(path)
+shapes = measure_spot_shapes(table.shoeboxes, 4, release_memory=release)
+if summarise:
+    summary = summarise_spot_shapes(shapes)
+seconds = time.perf_counter() - start
+result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(shapes.n_coded.sum())}
+"""
+
+
+def main() -> None:
+    copies = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    path = replicated(copies)
+    small = str(replicated(1))
+    size = path.stat().st_size
+    print(
+        f"input: {path.name}: {size / 1e6:.0f} MB, {copies * 208:,} reflections "
+        f"(real DIALS rows x {copies})"
+    )
+    with open(path, "rb") as handle:  # warm the page cache
+        while handle.read(1 << 24):
+            pass
+    plain = best(3, PLAIN_READ, str(path))
+    unit = plain["seconds"]
+    added = (plain["peak_rss"] - plain["baseline_rss"]) / size
+    print(
+        f"{'plain read of the bytes':<44} {unit:6.3f} s   1.00 x  memory {added:.2f} x"
+    )
+    runs = [
+        ("read + count sizes (count_mask_values)", COUNT, ()),
+        ("read + sizes and shapes", SHAPES, ("release", "no")),
+        ("read + sizes and shapes + summaries", SHAPES, ("release", "yes")),
+        ("read + sizes and shapes, pages kept", SHAPES, ("keep", "no")),
+    ]
+    coded = set()
+    for label, code, extra in runs:
+        ours = best(3, code, str(path), small, *extra)
+        coded.add(ours["coded"])
+        added = (ours["peak_rss"] - ours["baseline_rss"]) / size
+        print(
+            f"{label:<44} {ours['seconds']:6.3f} s {ours['seconds'] / unit:6.2f} x  "
+            f"memory {added:.2f} x (peak RSS {ours['peak_rss'] / size:.2f} x the file)"
+        )
+    print(
+        "targets: sizes and shapes <= 1.5 x the plain read, memory <= 1.2 x the file; "
+        f"Foreground pixels counted: {sorted(coded)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
