@@ -42,6 +42,9 @@ def _d_spacing_kernel(
         out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
 
 
+MAX_IMAGE_NUMBER = 2**31 - 2  # beyond, not an image of any real scan (int32)
+
+
 class ExperimentGeometry:
     """Per-experiment and per-panel tables for a list of experiments, built once (not per
     reflection file: a serial-crystallography run has thousands of experiments)."""
@@ -81,13 +84,6 @@ class ExperimentGeometry:
                 for e in self.experiments
             ]
         ).reshape(-1, 3)
-        self.first_image = np.array(
-            [
-                e.scan.image_range[0] if e.scan is not None else 1
-                for e in self.experiments
-            ],
-            dtype=np.int64,
-        )
 
     def __len__(self) -> int:
         return len(self.experiments)
@@ -155,22 +151,29 @@ class ExperimentGeometry:
             )
         return d
 
-    def image_numbers(
-        self, z_px: np.ndarray, experiment_index: np.ndarray
-    ) -> np.ndarray:
-        """Image number of each reflection's observed centroid: the scan's first image
-        plus the whole frames in z (z runs from 0 at the start of the first image).
-        Without a scan, images count from 1."""
-        first = self.first_image if len(self) else np.ones(1, dtype=np.int64)
-        experiment_index = np.asarray(experiment_index, dtype=np.int64)
-        safe = np.where(
-            (experiment_index >= 0) & (experiment_index < len(first)),
-            experiment_index,
-            0,
-        )
-        return first[safe] + np.floor(np.asarray(z_px, dtype=np.float64)).astype(
-            np.int64
-        )
+
+def image_numbers(z_px: np.ndarray) -> np.ndarray:
+    """Image number of each observed centroid.
+
+    ``z`` counts frames from the start of the scan's array range, which begins one
+    before the scan's first image (doc/dials_facts.md §9): the image number is
+    ``floor(z) + 1`` whatever the first image (a still of image 17000 has z = 16999.5).
+
+    Parameters
+    ----------
+    z_px : numpy.ndarray
+        The z of ``xyzobs.px.value``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 image numbers; -1 where z is not a finite frame number.
+    """
+    z = np.asarray(z_px, dtype=np.float64)
+    image = np.full(z.shape, -1, dtype=np.int64)
+    usable = np.isfinite(z) & (np.abs(z) < MAX_IMAGE_NUMBER)
+    image[usable] = np.floor(z[usable]).astype(np.int64) + 1
+    return image
 
 
 def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,16 @@
-"""DIALS shoebox mask codes (``mask_code.h``, reference §2)."""
+"""DIALS shoebox mask codes (``mask_code.h``, doc/dials_facts.md §2)."""
 
 from __future__ import annotations
 
+import re
 from typing import Iterable
+
+from ..errors import SpotSizeAnalysisError
+
+
+class UnknownMaskCodeError(SpotSizeAnalysisError, ValueError):
+    """A mask code name DIALS does not define."""
+
 
 MASK_CODES: dict[str, int] = {
     "Valid": 1,
@@ -16,15 +24,28 @@ _BY_LOWER_NAME = {name.lower(): name for name in MASK_CODES}
 
 
 def canonical_names(names: Iterable[str]) -> list[str]:
-    """DIALS's spelling of each name, whatever case it was typed in; in code order."""
+    """DIALS's spelling of each name, in code order.
+
+    Each entry may hold several names separated by spaces, commas or ``+`` (as a user
+    types ``Valid+Foreground`` or ``"Valid Foreground"``), in any case, and libtbx's
+    ``*`` marks of a chosen option are ignored (``"*Valid *Foreground"``).
+
+    Raises
+    ------
+    UnknownMaskCodeError
+        For a name DIALS does not define.
+    """
     chosen = set()
-    for name in names:
-        try:
-            chosen.add(_BY_LOWER_NAME[name.strip().lower()])
-        except KeyError:
-            raise ValueError(
-                f"unknown mask code {name!r}: choose from {', '.join(MASK_CODES)}"
-            ) from None
+    for entry in names:
+        for name in re.split(r"[\s,+]+", str(entry).replace("*", " ").strip()):
+            if not name:
+                continue
+            try:
+                chosen.add(_BY_LOWER_NAME[name.lower()])
+            except KeyError:
+                raise UnknownMaskCodeError(
+                    f"unknown mask code {name!r}: choose from {', '.join(MASK_CODES)}"
+                ) from None
     return [name for name in MASK_CODES if name in chosen]
 
 

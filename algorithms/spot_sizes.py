@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import SpotSizeAnalysisError
 from . import flags as flag_names
-from .geometry import ExperimentGeometry, shell_edges, shell_numbers
+from .geometry import ExperimentGeometry, image_numbers, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
 from .statistics import group_statistics, summary_statistics, value_counts
@@ -27,7 +27,8 @@ SIZE_COLUMNS_WITHOUT_SHOEBOXES = (
     (
         "n_signal",
         (4, 5),
-        "dials.find_spots counts Valid|Foreground pixels, which on spot-finding masks are exactly the Foreground pixels",
+        "dials.find_spots counts Valid|Foreground pixels, which on spot-finding masks are exactly the Foreground pixels; "
+        "a row where it is 0 had no pixel data and is excluded",
     ),
     ("num_pixels.foreground", (5,), "dials.integrate counts Valid|Foreground pixels"),
     ("num_pixels.valid", (1,), "dials.integrate counts Valid pixels"),
@@ -36,9 +37,13 @@ SIZE_COLUMNS_WITHOUT_SHOEBOXES = (
 
 NO_SHOEBOX_ADVICE = (
     "shoeboxes are kept by dials.find_spots (output.shoeboxes=True, the default) and passed on "
-    "by dials.index and dials.refine; dials.integrate keeps them only with "
-    "integration.debug.output=True, and dials.scale drops them"
+    "by dials.index and dials.refine; dials.integrate drops them, but with "
+    "integration.debug.output=True it writes them to separate shoeboxes_*.refl files, which "
+    "this program reads; dials.scale drops them"
 )
+# Columns whose 0 means "no pixel data", not a spot of no pixels: every spot that
+# dials.find_spots found has at least one signal pixel.
+ZERO_MEANS_NO_PIXEL_DATA = ("n_signal",)
 AUTO = "Auto"
 LOCATION_COLUMNS = ("id", "panel", "xyzobs.px.value", "xyzobs.mm.value")
 
@@ -179,6 +184,23 @@ def size_source(
     )
 
 
+def sizes_from_column(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes from a per-row column standing in for the shoeboxes, and which rows have
+    pixel data (all, except where the column's 0 means there was none).
+
+    Parameters
+    ----------
+    name : str
+        The column's name (one of SIZE_COLUMNS_WITHOUT_SHOEBOXES).
+    values : numpy.ndarray
+        Its values.
+    """
+    sizes = np.asarray(values, dtype=np.int64)
+    if name in ZERO_MEANS_NO_PIXEL_DATA:
+        return sizes, sizes > 0
+    return sizes, np.ones(sizes.shape, dtype=bool)
+
+
 def experiment_indices(
     ids: np.ndarray,
     numbering: ExperimentNumbering,
@@ -280,7 +302,7 @@ def measure_rows(
     # d-spacing kernel reads the millimetre positions of the counted rows in place.
     xyz_px, xyz_mm = columns.get("xyzobs.px.value"), columns.get("xyzobs.mm.value")
     if xyz_px is not None:
-        image = geometry.image_numbers(xyz_px[:, 2][rows], experiment)
+        image = image_numbers(xyz_px[:, 2][rows])
     else:
         image = np.full(rows.size, -1, np.int64)
     if xyz_mm is not None:

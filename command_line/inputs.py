@@ -1,19 +1,60 @@
 """What the arguments name: reflection tables, experiment lists, PHIL files and
-parameters, found in files, folders, globs and lists of files; and which experiment
-list belongs to which table."""
+parameters, found in files, folders, globs and lists of files; which experiment list
+belongs to which table; and which tables hold the same spots.
+
+Only regular files are read. A FIFO, socket or device named on the command line or in
+a list file is refused with one sentence, from ``os.stat`` alone (opening a FIFO blocks
+until a writer appears; reading ``/dev/zero`` never ends). One found in a folder is
+skipped and reported in the log: the user did not name it.
+
+Tables holding the same spots
+-----------------------------
+A DIALS working folder holds the same spots at several stages (``strong.refl`` ->
+``indexed.refl`` -> ``refined.refl`` -> ``integrated.refl``). Two tables hold the same
+spots when at least ``MIN_SHARED_CENTROIDS`` of their observed centroids
+(``xyzobs.px.value``) are equal, and these make at least ``SHARED_FRACTION`` of the
+smaller table's. Centroids are equal when they round to the same multiple of 1e-6 px
+in x, y and z (DIALS copies them exactly from stage to stage). Experiment identifiers
+are not required to agree: ``dials.index`` gives its experiments new identifiers (the
+I23 ``strong.refl`` and ``indexed.refl`` share all 208 centroids but no identifier), and
+legacy tables have none, so every table is compared directly, identifiers or not. Rows
+split between tables (by rows or by experiment) share no centroid, so such splits merge
+as before. Left out of the comparison, as they recur in unrelated tables: centroids at
+(0, 0, 0) or not finite (unobserved rows), those on the half-pixel grid in both x and y
+(single-pixel spots, hot pixels), and any centroid found in more than
+``MAX_TABLES_PER_CENTROID`` tables. The fraction is 10% rather than a half because
+``dials.integrate`` re-centroids most spots: the centroid_test_data ``integrated.refl``
+keeps 269 of the 654 centroids of ``indexed.refl`` exactly, and none at random.
+
+The comparison reads only each table's header and centroid column (memory-mapped),
+hashes every centroid into one 64-bit key, and finds keys shared between tables with
+one sort over all of them; only pairs of tables sharing a key are counted, so 100,000
+stills cost one sort of their spots, not a comparison of every pair.
+
+When tables hold the same spots, one is kept: a table the user named (on the command
+line or in a list file) over one the program found (in a folder or by a glob); then the
+latest DIALS stage by file name (integrated > refined > indexed > strong, as a word of
+the name: ``idx-0001_strong.refl`` is a strong table); then, where either name names no
+stage, the table with more columns, then more rows. The others are set aside, each with
+one line in the log. Two tables that the user named both are refused: only the user
+knows which was meant.
+"""
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import libtbx.phil
+import numpy as np
 
 from ..errors import SpotSizeAnalysisError
-from ..formats import FileFormatError, read_experiments
+from ..formats import FileFormatError, read_experiments, read_reflections
 from ..formats.experiments import ExperimentList
 from ..formats.source import describe_content, without_compression_suffix
 from ..phil.parameters import normalise_choice_argument
@@ -25,6 +66,21 @@ MAX_LIST_BYTES = 1 << 26
 LIST_SNIFF_LINES = 20
 _PARAMETER = re.compile(r"^[A-Za-z_][\w.]*=")
 
+# DIALS's processing stages, earliest first, as words of its file names.
+TABLE_STAGES = ("strong", "indexed", "refined", "integrated")
+EXPERIMENT_STAGES = ("imported", "indexed", "refined", "integrated")
+CENTROID_QUANTUM = 1e-6  # px
+MIN_SHARED_CENTROIDS = 3
+SHARED_FRACTION = 0.1
+MAX_TABLES_PER_CENTROID = 64
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a directory"),
+)
+
 
 class InputError(SpotSizeAnalysisError):
     """An argument that names nothing usable: a missing file, an empty folder, ..."""
@@ -32,11 +88,25 @@ class InputError(SpotSizeAnalysisError):
 
 @dataclass
 class Inputs:
-    """The files and parameters the arguments name, in order."""
+    """The files and parameters the arguments name, in order.
+
+    ``notes`` are lines for the log: tables set aside as holding the same spots as
+    another, files skipped in folders. ``found`` holds the reflection files the program
+    found itself (in a folder or by a glob) rather than the user named.
+    """
 
     reflection_files: list[str] = field(default_factory=list)
     experiment_files: list[str] = field(default_factory=list)
     phil_sources: list = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    found: set[str] = field(default_factory=set)
+
+
+def shown(path: str) -> str:
+    """``path`` for a message: bytes that are not UTF-8 (legal in Linux file names,
+    decoded by Python as surrogates) shown as ``\\xe9`` escapes, so that printing or
+    logging the message cannot fail."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _inner_name(path: str) -> str:
@@ -46,6 +116,28 @@ def _inner_name(path: str) -> str:
 
 def _is_glob(argument: str) -> bool:
     return "*" in argument or "?" in argument or "[" in argument
+
+
+def _not_regular(mode: int) -> str | None:
+    """What a file of this ``st_mode`` is, where it is not a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _FILE_KINDS if test(mode)), "not a file")
+
+
+def _refuse_unless_regular(path: str) -> None:
+    """Refuse ``path`` if it exists and is not a regular file (a missing file is
+    reported when it is read), from ``os.stat`` alone: opening a FIFO blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    what = _not_regular(mode)
+    if what is not None:
+        raise InputError(
+            f"{shown(path)}: is not a regular file ({what}): pass the .refl, .expt, "
+            "list or .phil file itself"
+        )
 
 
 def phil_message(error: Exception, where: str) -> str:
@@ -62,28 +154,33 @@ def phil_message(error: Exception, where: str) -> str:
 
 def phil_file(path: str):
     """A parsed PHIL file."""
+    _refuse_unless_regular(path)
     try:
         with open(path, encoding="utf-8") as handle:
             return libtbx.phil.parse(
                 handle.read(), source_info=path, process_includes=False
             )
     except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
+        raise InputError(f"{shown(path)}: cannot be read ({error.strerror})") from None
     except Exception as error:  # libtbx raises Sorry, RuntimeError, ...
-        raise InputError(phil_message(error, path)) from None
+        raise InputError(phil_message(error, shown(path))) from None
 
 
 def _listed_paths(path: str, sniff: bool = False) -> list[str]:
     """The files a list file names (one per line, '#' comments; relative paths are
     relative to the list's folder), or [] if ``path`` is not such a list. A list is
     recognised by its first lines naming existing files (``sniff`` resolves only
-    those); a later missing file is reported when it is read."""
+    those); a later missing file is reported when it is read. Only a regular file is
+    read: a device reports size 0 and never ends."""
     try:
-        if os.path.getsize(path) > MAX_LIST_BYTES:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LIST_BYTES:
             return []
         with open(path, "rb") as handle:
-            text = handle.read().decode("utf-8")
+            text = os.fsdecode(handle.read(MAX_LIST_BYTES + 1))
     except (UnicodeDecodeError, OSError):
+        return []
+    if "\x00" in text:
         return []
     folder = os.path.dirname(path)
     lines = [
@@ -115,9 +212,11 @@ def _file_kind(path: str) -> str:
         with open(path, "rb") as handle:
             head = handle.read(4096)
     except OSError as error:
-        raise InputError(f"{path}: cannot be read ({error.strerror})") from None
+        raise InputError(f"{shown(path)}: cannot be read ({error.strerror})") from None
     if not head:
-        raise InputError(f"{path}: is empty (0 bytes): was it written completely?")
+        raise InputError(
+            f"{shown(path)}: is empty (0 bytes): was it written completely?"
+        )
     if head[:1] in (b"\x80", b"\x93", b"\xdc", b"\xdd") or head.startswith(b"\x89HDF"):
         return "reflections"  # msgpack, or a pickle / HDF5 that the reader explains
     if head.lstrip()[:1] == b"{":
@@ -130,7 +229,7 @@ def _file_kind(path: str) -> str:
     except Exception:  # noqa: BLE001 (not PHIL either: say what it looks like)
         pass
     raise InputError(
-        f"{path}: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like {describe_content(head)}"
+        f"{shown(path)}: is not a DIALS experiment list, reflection table, list of files or PHIL file: it looks like {describe_content(head)}"
     )
 
 
@@ -143,10 +242,12 @@ class _Finder:
         self.seen: set[str] = set()
         self.inputs = Inputs()
 
-    def add_file(self, path: str) -> None:
+    def add_file(self, path: str, found: bool = False) -> None:
+        """Add one file; ``found`` when the program found it (folder, glob)."""
         key = os.path.normpath(os.path.join(self.folder, path))
         if key in self.seen:
             return
+        _refuse_unless_regular(path)  # before anything opens it
         self.seen.add(key)
         kind = _file_kind(path)
         if kind == "phil":
@@ -155,40 +256,75 @@ class _Finder:
             self.inputs.experiment_files.append(path)
         elif kind == "reflections":
             self.inputs.reflection_files.append(path)
+            if found:
+                self.inputs.found.add(path)
         else:
             for listed in _listed_paths(path):
                 self.expand(listed)
 
-    def expand(self, argument: str) -> None:
+    def expand(self, argument: str, found: bool = False) -> None:
         """Add the files ``argument`` names: a file, a folder (searched recursively
         for DIALS files), a glob pattern, or a list file."""
         if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):
-            self.add_file(argument)  # read (and checked) later
+            if os.path.isdir(argument):
+                self._add_folder(argument)
+            else:
+                self.add_file(argument, found)  # read (and checked) later
         elif os.path.isdir(argument):
             self._add_folder(argument)
         elif not os.path.exists(argument) and _is_glob(argument):
             matches = sorted(glob.glob(argument, recursive=True))
             if not matches:
-                raise InputError(f"{argument}: no file matches this pattern")
+                raise InputError(f"{shown(argument)}: no file matches this pattern")
             for match in matches:
-                self.expand(match)
+                self.expand(match, found=True)
         else:
-            self.add_file(argument)
+            self.add_file(argument, found)
 
     def _add_folder(self, folder: str) -> None:
-        found = [
-            os.path.join(parent, name)
-            for parent, _, names in os.walk(folder)
-            for name in names
-            if _inner_name(name).endswith(DIALS_SUFFIXES)
-        ]
+        found, skipped = _dials_files_in(folder)
+        for path, what in skipped:
+            self.inputs.notes.append(
+                f"{shown(path)} skipped: it is not a regular file ({what})"
+            )
         if not found:
-            raise InputError(f"{folder}: is a directory without .refl or .expt files")
+            raise InputError(
+                f"{shown(folder)}: is a directory without .refl or .expt files"
+            )
         for path in sorted(found):
-            self.add_file(path)
+            self.add_file(path, found=True)
 
 
-def find_inputs(arguments: Sequence[str], phil) -> Inputs:
+def _dials_files_in(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The regular ``.refl``/``.expt`` files under ``folder`` (symbolic links to
+    folders not followed, as os.walk does), and the other files of those names with
+    what they are: skipped, never opened. The kind comes from the directory entry,
+    without a further system call on Linux."""
+    found, skipped, pending = [], [], [folder]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif _inner_name(entry.name).endswith(DIALS_SUFFIXES):
+                if entry.is_file():
+                    found.append(entry.path)
+                    continue
+                try:
+                    what = _not_regular(entry.stat().st_mode)
+                except OSError:  # a dangling link: reported when read
+                    found.append(entry.path)
+                    continue
+                if what == "a directory":  # a link to a folder named x.refl
+                    continue
+                skipped.append((entry.path, what))
+    return found, skipped
+
+
+def find_inputs(arguments: Sequence[str], phil, set_aside: bool = True) -> Inputs:
     """The files and parameters ``arguments`` name.
 
     Parameters
@@ -197,11 +333,15 @@ def find_inputs(arguments: Sequence[str], phil) -> Inputs:
         Files, folders, globs, lists of files, ``.phil`` files and ``name=value``.
     phil : libtbx.phil scope
         The scope ``name=value`` arguments are interpreted against.
+    set_aside : bool
+        Set aside the tables holding the same spots as another (see the module's
+        description), so that no spot is counted twice.
 
     Raises
     ------
     InputError
-        Naming the argument and the problem.
+        Naming the argument and the problem; also when two tables the user named both
+        hold the same spots.
     """
     interpreter = phil.command_line_argument_interpreter(home_scope="")
     finder = _Finder()
@@ -210,50 +350,261 @@ def find_inputs(arguments: Sequence[str], phil) -> Inputs:
             try:
                 source = interpreter.process(arg=normalise_choice_argument(argument))
             except Exception as error:  # noqa: BLE001 (libtbx raises Sorry or RuntimeError)
-                raise InputError(phil_message(error, argument)) from None
+                raise InputError(phil_message(error, shown(argument))) from None
             finder.inputs.phil_sources.append(source)
         elif not os.path.exists(argument) and not _is_glob(argument):
             raise InputError(
-                f"{argument}: no such file or directory (parameters are given as name=value)"
+                f"{shown(argument)}: no such file or directory (parameters are given as name=value)"
             )
         else:
             finder.expand(argument)
-    return finder.inputs
+    inputs = finder.inputs
+    if set_aside and len(inputs.reflection_files) > 1:
+        kept, notes = set_aside_same_spots(inputs.reflection_files, inputs.found)
+        inputs.reflection_files = kept
+        inputs.found &= set(kept)
+        inputs.notes.extend(notes)
+    return inputs
+
+
+@dataclass
+class _Table:
+    """What the comparison of spots needs of one table."""
+
+    position: int
+    path: str
+    named: bool
+    keys: np.ndarray
+    n_columns: int
+    n_rows: int
+    identifiers: frozenset
+
+
+def _stage(path: str, stages: Sequence[str]) -> int | None:
+    """The latest of ``stages`` that is a word of the file's name, or None."""
+    words = re.split(r"[^a-z]+", os.path.basename(_inner_name(path)))
+    ranks = [stages.index(word) for word in words if word in stages]
+    return max(ranks) if ranks else None
+
+
+def centroid_keys(xyz: np.ndarray) -> np.ndarray:
+    """One 64-bit key per distinct comparable centroid (see the module's description:
+    unobserved, non-finite and half-pixel-grid centroids left out), sorted.
+
+    Parameters
+    ----------
+    xyz : numpy.ndarray
+        A table's ``xyzobs.px.value`` column, shape (n, 3).
+    """
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    usable = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) < 1e9).all(axis=1)
+    usable &= (xyz != 0).any(axis=1)
+    on_half_grid = ((xyz[:, :2] * 2) % 1 == 0).all(axis=1)
+    quanta = np.round(xyz[usable & ~on_half_grid] / CENTROID_QUANTUM)
+    q = quanta.astype(np.int64).view(np.uint64)
+    key = q[:, 0] * np.uint64(0x9E3779B97F4A7C15)
+    key ^= q[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
+    key ^= q[:, 2] * np.uint64(0x165667B19E3779F9)
+    key ^= key >> np.uint64(29)
+    key *= np.uint64(0xBF58476D1CE4E5B9)
+    key ^= key >> np.uint64(32)
+    return np.unique(key)
+
+
+def _read_for_comparison(position: int, path: str, named: bool) -> _Table | None:
+    """The table's centroid keys and size, or None where it cannot be read (the
+    analysis reports it) or has no observed centroids."""
+    try:
+        table = read_reflections(path, index_shoeboxes=False)
+        xyz = table.columns.get("xyzobs.px.value")
+        if xyz is None:
+            return None
+        keys = centroid_keys(xyz)
+    except Exception:  # noqa: BLE001 (the analysis reads it again and says why)
+        return None
+    return _Table(
+        position=position,
+        path=path,
+        named=named,
+        keys=keys,
+        n_columns=len(table.columns) + (table.shoebox_column_name is not None),
+        n_rows=table.nrows,
+        identifiers=frozenset((table.identifiers or {}).values()),
+    )
+
+
+def _shared_counts(tables: Sequence[_Table]) -> tuple[np.ndarray, ...]:
+    """Pairs of tables (indices into ``tables``, first < second) sharing centroid
+    keys, and how many: one sort over every key, pairs only where a key recurs."""
+    n = len(tables)
+    keys = np.concatenate([t.keys for t in tables])
+    owner = np.repeat(np.arange(n, dtype=np.int64), [len(t.keys) for t in tables])
+    order = np.argsort(keys, kind="stable")  # owners ascending within a key
+    keys, owner = keys[order], owner[order]
+    starts = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
+    run = np.cumsum(starts) - 1
+    length = np.bincount(run)[run] if len(run) else run
+    recurring = (length > 1) & (length <= MAX_TABLES_PER_CENTROID)
+    run, owner = run[recurring], owner[recurring]
+    codes = []
+    for d in range(1, int(length[recurring].max(initial=1))):
+        same_run = run[d:] == run[:-d]
+        codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
+    if not codes:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
+    return pair_codes // n, pair_codes % n, counts
+
+
+def _preference(a: _Table, b: _Table) -> tuple[int, str]:
+    """Negative if ``a`` is kept rather than ``b`` (positive if ``b``), and why."""
+    if a.named != b.named:
+        return (-1 if a.named else 1), "named by you (not found in a folder)"
+    stage_a, stage_b = _stage(a.path, TABLE_STAGES), _stage(b.path, TABLE_STAGES)
+    if stage_a is not None and stage_b is not None and stage_a != stage_b:
+        return (1 if stage_a < stage_b else -1), "the later DIALS stage"
+    for mine, theirs, why in (
+        (a.n_columns, b.n_columns, "the table with more columns"),
+        (a.n_rows, b.n_rows, "the table with more rows"),
+    ):
+        if mine != theirs:
+            return (1 if mine < theirs else -1), why
+    return (-1 if a.position < b.position else 1), "given first"
+
+
+def set_aside_same_spots(
+    paths: Sequence[str], found: set[str] | frozenset = frozenset()
+) -> tuple[list[str], list[str]]:
+    """The tables to measure, less those holding the same spots as another, and one
+    log line per table set aside (the rule is in the module's description).
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Reflection files, in input order.
+    found : set of str
+        Those the program found itself (in a folder or by a glob); the others the user
+        named.
+
+    Returns
+    -------
+    kept : list of str
+        ``paths`` in order, less those set aside.
+    notes : list of str
+        Why each was set aside.
+
+    Raises
+    ------
+    InputError
+        When two tables the user named both hold the same spots.
+    """
+    tables = [
+        table
+        for position, path in enumerate(paths)
+        if (table := _read_for_comparison(position, path, path not in found))
+        is not None
+        and len(table.keys)
+    ]
+    if len(tables) < 2:
+        return list(paths), []
+    first, second, counts = _shared_counts(tables)
+    smaller = np.minimum(
+        [len(tables[i].keys) for i in first], [len(tables[i].keys) for i in second]
+    )
+    same = (counts >= MIN_SHARED_CENTROIDS) & (counts >= SHARED_FRACTION * smaller)
+    partners: dict[int, dict[int, str]] = {}
+    for i, j, n, m in zip(
+        *(x[same].tolist() for x in (first, second, counts, smaller))
+    ):
+        evidence = f"{n} of {m} observed centroids in common"
+        common = sorted(tables[i].identifiers & tables[j].identifiers)
+        if common:
+            evidence += f", experiment {common[0]}"
+        partners.setdefault(i, {})[j] = partners.setdefault(j, {})[i] = evidence
+    ranked = sorted(
+        partners,
+        key=functools.cmp_to_key(lambda i, j: _preference(tables[i], tables[j])[0]),
+    )
+    kept: set[int] = set()
+    notes, aside = [], set()
+    for i in ranked:
+        rivals = [j for j in partners[i] if j in kept]
+        if not rivals:
+            kept.add(i)
+            continue
+        j = rivals[0]
+        table, rival = tables[i], tables[j]
+        if table.named and rival.named:
+            raise InputError(
+                f"{shown(rival.path)} and {shown(table.path)} hold the same spots "
+                f"({partners[i][j]}): pass only one of them, e.g. "
+                f"{shown(os.path.basename(rival.path))}"
+            )
+        aside.add(table.path)
+        notes.append(
+            f"{shown(table.path)} set aside: it holds the same spots as "
+            f"{shown(rival.path)} ({partners[i][j]}), kept as "
+            f"{_preference(rival, table)[1]}"
+        )
+    return [path for path in paths if path not in aside], notes
+
+
+def _has_identifiers(path: str) -> bool | None:
+    """Whether the table maps its experiment ids to identifiers (None: unreadable)."""
+    try:
+        return bool(read_reflections(path, index_shoeboxes=False).identifiers)
+    except Exception:  # noqa: BLE001 (the analysis reads it again and says why)
+        return None
 
 
 def pair_by_name(
     reflection_files: Sequence[str], experiment_files: Sequence[str]
 ) -> tuple[dict[int, str], list[str]]:
     """Pair each ``x.refl`` with an ``x.expt`` in the same folder (as
-    dials.stills_process and dials.index write them).
+    dials.stills_process and dials.index write them), even where there is one such
+    pair; then each table without experiment identifiers (which cannot be matched to
+    experiments by identifier) with the experiment list in its own folder, the latest
+    DIALS stage by name where there are several (integrated > refined > indexed >
+    imported): ``integrated.refl`` beside ``indexed.expt`` belongs to it, not to a list
+    from another folder.
 
     Returns
     -------
     pairs : dict of int to str
         Reflection file index -> its experiment file.
     shared : list of str
-        The experiment files left unpaired, which describe every table.
+        The experiment files left unpaired, which describe every other table (all of
+        them, paired or not, where every list is paired but some table is not).
     """
     folder = os.getcwd()
 
-    def stem(path: str, suffix: str) -> str | None:
-        name = without_compression_suffix(os.path.normpath(os.path.join(folder, path)))
-        return name[: -len(suffix)] if name.endswith(suffix) else None
+    def absolute(path: str) -> str:
+        return without_compression_suffix(os.path.normpath(os.path.join(folder, path)))
 
     by_stem: dict[str, str] = {}
+    by_folder: dict[str, list[str]] = {}
     for path in experiment_files:
-        key = stem(path, ".expt")
-        if key is not None:
-            by_stem.setdefault(key, path)
+        name = absolute(path)
+        if name.endswith(".expt"):
+            by_stem.setdefault(name[: -len(".expt")], path)
+        by_folder.setdefault(os.path.dirname(name), []).append(path)
     pairs = {}
     for index, path in enumerate(reflection_files):
-        key = stem(path, ".refl")
-        if key in by_stem:
-            pairs[index] = by_stem[key]
-    if len(pairs) < 2 or len(set(pairs.values())) != len(pairs):
-        return {}, list(experiment_files)  # one shared list, or not one-to-one
+        name = absolute(path)
+        if name.endswith(".refl") and name[: -len(".refl")] in by_stem:
+            pairs[index] = by_stem[name[: -len(".refl")]]
+        elif os.path.dirname(name) in by_folder and _has_identifiers(path) is False:
+            beside = by_folder[os.path.dirname(name)]
+            pairs[index] = max(
+                beside,
+                key=lambda p: (_stage(p, EXPERIMENT_STAGES) or -1, -beside.index(p)),
+            )
     paired = set(pairs.values())
-    return pairs, [path for path in experiment_files if path not in paired]
+    shared = [path for path in experiment_files if path not in paired]
+    if not shared and len(pairs) < len(reflection_files):
+        shared = list(experiment_files)
+    return pairs, shared
 
 
 def read_experiment_lists(

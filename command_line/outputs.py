@@ -92,6 +92,29 @@ def write_json(document: dict, path: str) -> None:
         write_text(itertools.chain(compact_json_pieces(document), ["\n"]), path)
 
 
+class TerminalHandler(logging.StreamHandler):
+    """Log lines to standard output until it goes away (``| head``, ``> /dev/full``):
+    then terminal output stops quietly and the run goes on (the log file and the other
+    outputs are still written), as a good Unix tool does."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # EPIPE, ENOSPC, EIO, ...
+            self._stop()
+            return
+        super().handleError(record)
+
+    def _stop(self) -> None:
+        """No more output to this stream, nor at exit, when Python flushes it."""
+        self.stream = open(os.devnull, "w", encoding="utf-8")
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+
 @contextlib.contextmanager
 def logging_to(log_path: str | None, verbose: int, quiet: bool = False):
     """Informative lines to the terminal (stdout) and the log file, as DIALS programs
@@ -99,7 +122,7 @@ def logging_to(log_path: str | None, verbose: int, quiet: bool = False):
     (MPI ranks other than 0)."""
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
-    console = logging.StreamHandler(sys.stdout)
+    console = TerminalHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers = [] if quiet else [console]
     package_logger = logging.getLogger("dials_spot_size_analysis")

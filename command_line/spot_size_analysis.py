@@ -33,6 +33,7 @@ the same name beside it are a pair), over every core or MPI ranks::
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import sys
@@ -132,18 +133,22 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
             else "All parameters have their default values.\n"
         )
         pairs, shared = pair_by_name(inputs.reflection_files, inputs.experiment_files)
-        experiment_lists, skipped = read_experiment_lists(
-            shared, params.input.bad_files
-        )
-        warm_up_kernels()  # this process runs only our kernels
-        result = run_analysis(
-            inputs.reflection_files,
-            experiment_lists,
-            analysis,
-            comm=comm,
-            skipped_files=skipped,
-            paired_experiments=pairs,
-        )
+        _log_pairing(inputs.reflection_files, pairs, shared)
+        with _stage("reading experiment lists"):
+            experiment_lists, skipped = read_experiment_lists(
+                shared, params.input.bad_files
+            )
+        with _stage("loading the compiled kernels"):
+            warm_up_kernels()  # this process runs only our kernels
+        with _stage("measuring, merging and summarising"):
+            result = run_analysis(
+                inputs.reflection_files,
+                experiment_lists,
+                analysis,
+                comm=comm,
+                skipped_files=skipped,
+                paired_experiments=pairs,
+            )
         if result is None:  # an MPI rank other than 0: rank 0 reports
             return None
         _log_inputs(result)
@@ -151,9 +156,31 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
         for line in report_lines(result.result):
             logger.info(line)
         logger.info("")
-        _write_outputs(result, outputs, changed)
+        with _stage("writing the outputs"):
+            _write_outputs(result, outputs, changed)
         logger.info("Total time: %.2f s", time.perf_counter() - started)
     return result
+
+
+@contextlib.contextmanager
+def _stage(name: str):
+    """Time a stage of the run, for -v."""
+    started = time.perf_counter()
+    yield
+    logger.debug("Timing: %s took %.3f s", name, time.perf_counter() - started)
+
+
+def _log_pairing(reflection_files, pairs: dict[int, str], shared: list[str]) -> None:
+    """For -v: which experiment list describes which table."""
+    for index, path in enumerate(reflection_files[:MAX_FILES_LISTED]):
+        if index in pairs:
+            logger.debug("%s is paired with %s (the same name)", path, pairs[index])
+        elif shared:
+            logger.debug(
+                "%s is matched to the experiments of %s", path, ", ".join(shared)
+            )
+        else:
+            logger.debug("%s has no experiment list", path)
 
 
 def _show_help(options: Options, phil) -> None:
@@ -170,12 +197,20 @@ def _show_help(options: Options, phil) -> None:
 
 
 def _extract(options: Options, inputs: Inputs, phil):
+    """The parameters, refusing any definition the scope does not have, as DIALS
+    programs do (a misspelt name in a .phil file would otherwise be ignored)."""
     sources = [phil_file(path) for path in options.phil_files] + inputs.phil_sources
     try:
-        working = phil.fetch(sources=sources) if sources else phil
-        return working.extract()
+        working, unused = phil.fetch(sources=sources, track_unused_definitions=True)
+        params = working.extract()
     except Exception as error:  # noqa: BLE001 (libtbx raises Sorry, RuntimeError, ...)
         raise InputError(phil_message(error, "parameters")) from None
+    if unused:
+        names = ", ".join(str(locator) for locator in unused[:5])
+        raise InputError(
+            f"unknown parameter {names}: see {PROGRAM} -c for the parameters and their names"
+        )
+    return params
 
 
 def _mpi_communicator(params):

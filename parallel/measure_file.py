@@ -25,6 +25,7 @@ from ..algorithms.spot_sizes import (
     measure_rows,
     resolve_required_flags,
     size_source,
+    sizes_from_column,
 )
 from ..formats import FileFormatError, ReflectionTable, read_experiments
 from ..formats.experiments import Experiment, ExperimentList
@@ -196,7 +197,7 @@ def measure_table(
     if source == "shoebox":
         sizes, has_data = table.count_shoebox_pixels(code, release_pages=release_pages)
     else:
-        sizes, has_data = np.asarray(columns[source], dtype=np.int64), np.ones(n, bool)
+        sizes, has_data = sizes_from_column(source, columns[source])
     parts, n_selected = [], 0
     for start in range(0, n, ROWS_PER_CHUNK):
         stop = min(n, start + ROWS_PER_CHUNK)

@@ -4,32 +4,52 @@ before any work."""
 
 from __future__ import annotations
 
+import math
+
 from ..algorithms import flags as flag_names
+from ..algorithms.mask_codes import UnknownMaskCodeError, canonical_names
 from ..algorithms.spot_sizes import MeasureOptions, SummaryOptions
 from ..parallel.pool import resolve_nproc
 from ..parallel.run import AnalysisOptions, RunOptions
 from .parameters import AUTO, ParameterError, parameters_as_dict, plain
 
 
-def _range_limit(value) -> float | None:
-    return None if value is None or plain(value) == AUTO else float(value)
+def _whole_number(value, name: str, auto: bool = False) -> int | None:
+    """A count PHIL accepted: Auto only where it means something, never None."""
+    if auto and plain(value) == AUTO:
+        return None
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        what = "a whole number" + (" or Auto" if auto else "")
+        raise ParameterError(f"{name} must be {what}, not {plain(value)}")
+    return value
+
+
+def _range_limit(value, name: str) -> float | None:
+    """A histogram edge: a finite number, or Auto (None here)."""
+    if plain(value) == AUTO:
+        return None
+    if value is None or not math.isfinite(value):
+        raise ParameterError(
+            f"{name} must be a finite number or Auto, not {plain(value)}"
+        )
+    return float(value)
 
 
 def summary_options(params) -> SummaryOptions:
-    """The histogram and resolution-shell options, checked."""
+    """The histogram and resolution-shell options, checked (their maxima are in the
+    PHIL definitions, which libtbx checks)."""
     histogram = params.histogram
-    data_min = _range_limit(histogram.data_min)
-    data_max = _range_limit(histogram.data_max)
+    bins = _whole_number(histogram.bins, "histogram.bins")
+    shells = _whole_number(params.resolution.shells, "resolution.shells")
+    data_min = _range_limit(histogram.data_min, "histogram.data_min")
+    data_max = _range_limit(histogram.data_max, "histogram.data_max")
     if data_min is not None and data_max is not None and not data_max > data_min:
         raise ParameterError(
             f"histogram.data_max ({data_max:g}) must be greater than histogram.data_min ({data_min:g}): "
             "widen the range, or set either to Auto"
         )
     return SummaryOptions(
-        bins=histogram.bins,
-        data_min=data_min,
-        data_max=data_max,
-        n_resolution_shells=params.resolution.shells,
+        bins=bins, data_min=data_min, data_max=data_max, n_resolution_shells=shells
     )
 
 
@@ -40,12 +60,13 @@ def measure_options(params) -> MeasureOptions:
     try:
         flag_names.parse_flag_names([] if require == AUTO else require)
         flag_names.parse_flag_names(params.flags.exclude)
-    except flag_names.UnknownFlagError as error:
+        mask_code = canonical_names(params.mask_code or [])
+    except (flag_names.UnknownFlagError, UnknownMaskCodeError) as error:
         raise ParameterError(str(error)) from None
     return MeasureOptions(
         require=require,
         exclude=list(params.flags.exclude or []),
-        mask_code=tuple(params.mask_code),
+        mask_code=tuple(mask_code),
     )
 
 
@@ -61,7 +82,7 @@ def analysis_options(params) -> AnalysisOptions:
         measure=measure_options(params),
         summary=summary_options(params),
         run=RunOptions(
-            nproc=resolve_nproc(params.mp.nproc),
+            nproc=resolve_nproc(_whole_number(params.mp.nproc, "mp.nproc", auto=True)),
             method=params.mp.method,
             bad_files=params.input.bad_files,
         ),

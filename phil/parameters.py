@@ -34,17 +34,6 @@ def _phil_arguments(overrides: dict[str, Any]) -> list[str]:
     return arguments
 
 
-def normalise_choice_argument(argument: str) -> str:
-    """Work around libtbx.phil's ``a+b`` quirk (doc/dials_facts.md §8): it matches
-    ``+``-joined choice words only in lower case, so ``mask_code=Valid+Foreground``
-    would be refused. Choice and flag names are case-insensitive here, so lower-case
-    such words."""
-    key, sep, value = argument.partition("=")
-    if sep and "+" in value and all(w.isidentifier() for w in value.strip().split("+")):
-        return f"{key}={value.strip().lower()}"
-    return argument
-
-
 def extract_parameters(params=None, arguments: Sequence[str] = (), **overrides):
     """A ``phil_scope.extract()`` object with ``arguments`` and ``overrides`` applied.
 
@@ -59,10 +48,16 @@ def extract_parameters(params=None, arguments: Sequence[str] = (), **overrides):
     """
     sources = []
     interpreter = phil_scope.command_line_argument_interpreter(home_scope="")
-    for argument in list(arguments) + _phil_arguments(overrides):
-        sources.append(interpreter.process(arg=normalise_choice_argument(argument)))
-    base = phil_scope if params is None else phil_scope.format(python_object=params)
-    return base.fetch(sources=sources).extract() if sources else base.extract()
+    try:
+        for argument in list(arguments) + _phil_arguments(overrides):
+            sources.append(interpreter.process(arg=argument))
+        base = phil_scope if params is None else phil_scope.format(python_object=params)
+        return base.fetch(sources=sources).extract() if sources else base.extract()
+    except Exception as error:  # noqa: BLE001 (libtbx raises Sorry, RuntimeError, ...)
+        text = " ".join(str(error).split()).replace(
+            " (command line argument, line 1)", ""
+        )
+        raise ParameterError(f"parameters: {text}") from None
 
 
 def parameters_as_dict(params) -> dict:

@@ -183,10 +183,10 @@ def test_show_config_and_help(tmp_path):
     assert (
         config.returncode == 0
         and "bins = 42" in config.stdout
-        and "mask_code = Valid Background *Foreground" in config.stdout
+        and "mask_code = Foreground" in config.stdout
     )
     config_with_help = console("-c", "-a1", cwd=tmp_path)
-    assert "Number of bins." in config_with_help.stdout
+    assert "Number of bins" in config_with_help.stdout
     for args in (["-h"], []):
         shown = console(*args, cwd=tmp_path)
         assert (
@@ -215,7 +215,7 @@ def error_cases(shared_data, tmp_path):
         "missing file": ([tmp_path / "nothing.refl"], "nothing.refl: no such file"),
         "legacy pickle": (
             [data / "centroid_test_data/strong.pickle"],
-            "legacy Python-pickle reflection table, which is never unpickled",
+            "is a Python pickle (DIALS wrote reflection tables this way before 2019), which is never unpickled",
         ),
         "image as reflections": (
             [tmp_path / "image.cbf"],
@@ -240,7 +240,7 @@ def error_cases(shared_data, tmp_path):
         "unknown parameter": ([*i23, "bogus=1"], "bogus=1: unknown parameter"),
         "bad mask code": (
             [*i23, "mask_code=Signal"],
-            "Not a possible choice for mask_code: Signal",
+            "unknown mask code 'Signal': choose from Valid, Background, Foreground",
         ),
         "empty range": (
             [*i23, "data_min=10", "data_max=10"],
