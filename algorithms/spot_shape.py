@@ -18,6 +18,12 @@ record's pixels (``_spot_shape_kernels``):
 - ``elongation``: see :func:`elongation`; ``peak_centroid_distance``: see
   :class:`SpotShapes`; ``rms_width_radial`` / ``rms_width_tangential``: see
   :func:`radial_tangential_widths`.
+- ``has_pixel_data`` (the record carries pixel arrays) and ``total_weight`` (the sum of
+  the coded pixels' weights).
+
+The weighted sums are taken relative to the row's first coded pixel (in the box's own
+pixel indices), so they stay small whatever the position on the detector, and a spot
+one pixel (or one image) thick has a width of exactly 0 along that axis.
 
 Rule for rows whose coded pixels have no positive weight (``total_weight == 0``): the
 weighted quantities (centroid, rms widths, covariance, elongation, peak distance, radial
