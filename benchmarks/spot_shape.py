@@ -1,9 +1,11 @@
 """Time and memory to measure the shape of every spot of a 1M-row DIALS reflection file,
 as ratios to plainly reading the file's bytes, measured in the same run.
 
-    python benchmarks/spot_shape.py [COPIES]      (default 5000 x 208 rows = 1.04M rows)
+    python benchmarks/spot_shape.py [COPIES [RUNS]]   (default 5000 x 208 rows = 1.04M
+                                                      rows, best of 5 runs)
 
-Reported, each in a fresh process with the file in the page cache, best of 3:
+Reported, each in a fresh process with the file in the page cache, best of RUNS (the
+machine is shared: the best run is the least disturbed one):
 
 - the plain read of the file's bytes (the unit of time);
 - reading the table and counting every row's Foreground pixels (the sizes alone,
@@ -69,6 +71,7 @@ result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(shapes.n_co
 
 def main() -> None:
     copies = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     path = replicated(copies)
     small = str(replicated(1))
     size = path.stat().st_size
@@ -79,7 +82,7 @@ def main() -> None:
     with open(path, "rb") as handle:  # warm the page cache
         while handle.read(1 << 24):
             pass
-    plain = best(3, PLAIN_READ, str(path))
+    plain = best(repeats, PLAIN_READ, str(path))
     unit = plain["seconds"]
     added = (plain["peak_rss"] - plain["baseline_rss"]) / size
     print(
@@ -93,7 +96,7 @@ def main() -> None:
     ]
     coded = set()
     for label, code, extra in runs:
-        ours = best(3, code, str(path), small, *extra)
+        ours = best(repeats, code, str(path), small, *extra)
         coded.add(ours["coded"])
         added = (ours["peak_rss"] - ours["baseline_rss"]) / size
         print(
