@@ -44,10 +44,10 @@ import numpy as np
 
 from ..formats.shoeboxes import HEADER_BYTES, ShoeboxColumn
 from ..formats.source import populate_pages, release_pages
+from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
 from .statistics import group_statistics, summary_statistics
 
-PIXEL_VARIANCE = 1.0 / 12.0  # variance of a uniform unit square about its centre, px^2
 ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
 MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
 _BYTES_PER_PIXEL = np.array([0, 12, 9], dtype=np.int64)  # by the record's `present`
@@ -191,8 +191,6 @@ def measure_records(
     SpotShapes
         ``out`` (or a new one), with NaN radial and tangential widths.
     """
-    from ._spot_shape_kernels import measure_rows
-
     code = _checked_code(code)
     present = np.ascontiguousarray(present, dtype=np.uint8)
     data_offset = np.ascontiguousarray(data_offset, dtype=np.int64)
