@@ -50,14 +50,14 @@ import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import libtbx.phil
 import numpy as np
+
+import libtbx.phil
 
 from ..errors import SpotSizeAnalysisError
 from ..formats import FileFormatError, read_experiments, read_reflections
 from ..formats.experiments import ExperimentList
 from ..formats.source import describe_content, without_compression_suffix
-from ..phil.parameters import normalise_choice_argument
 
 REFLECTION_SUFFIXES = (".refl", ".pickle")
 DIALS_SUFFIXES = (".refl", ".expt")
@@ -348,7 +348,7 @@ def find_inputs(arguments: Sequence[str], phil, set_aside: bool = True) -> Input
     for argument in arguments:
         if _PARAMETER.match(argument) and not os.path.exists(argument):
             try:
-                source = interpreter.process(arg=normalise_choice_argument(argument))
+                source = interpreter.process(arg=argument)
             except Exception as error:  # noqa: BLE001 (libtbx raises Sorry or RuntimeError)
                 raise InputError(phil_message(error, shown(argument))) from None
             finder.inputs.phil_sources.append(source)
@@ -574,8 +574,8 @@ def pair_by_name(
     pairs : dict of int to str
         Reflection file index -> its experiment file.
     shared : list of str
-        The experiment files left unpaired, which describe every other table (all of
-        them, paired or not, where every list is paired but some table is not).
+        The experiment files left unpaired, which describe every other table (or the
+        one list given, where it is paired with one table but there are others).
     """
     folder = os.getcwd()
 
@@ -602,8 +602,8 @@ def pair_by_name(
             )
     paired = set(pairs.values())
     shared = [path for path in experiment_files if path not in paired]
-    if not shared and len(pairs) < len(reflection_files):
-        shared = list(experiment_files)
+    if not shared and len(paired) == 1 and len(pairs) < len(reflection_files):
+        shared = list(experiment_files)  # one list given: it describes every table
     return pairs, shared
 
 

@@ -132,6 +132,8 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
             if changed
             else "All parameters have their default values.\n"
         )
+        for note in inputs.notes:  # tables set aside, files skipped in folders
+            logger.info(note)
         pairs, shared = pair_by_name(inputs.reflection_files, inputs.experiment_files)
         _log_pairing(inputs.reflection_files, pairs, shared)
         with _stage("reading experiment lists"):
@@ -243,6 +245,16 @@ def _write_outputs(result: AnalysisResult, outputs, changed: str) -> None:
             histogram_png(result.result, temporary, log_scale=outputs.plot_log_scale)
 
 
+def _experiments_of(table: dict, lists: list[dict]) -> str:
+    """Which experiment list a table was measured with, for the log: its own, or the
+    shared lists holding its experiments' identifiers."""
+    if "experiments" in table:
+        return f" with the experiments of {table['experiments']}"
+    ids = set(table["experiment_identifiers"]) - {""}
+    names = [e["experiments"] for e in lists if ids & set(e["experiment_identifiers"])]
+    return f" with the experiments of {', '.join(names)}" if names else ""
+
+
 def _log_inputs(analysis: AnalysisResult) -> None:
     tables = [entry for entry in analysis.inputs if "reflections" in entry]
     lists = [entry for entry in analysis.inputs if "n_experiments" in entry]
@@ -256,11 +268,12 @@ def _log_inputs(analysis: AnalysisResult) -> None:
         )
     for entry in tables[:MAX_FILES_LISTED]:
         logger.info(
-            "Read %d reflections from %s (table version %d, %s)",
+            "Read %d reflections from %s (table version %d, %s)%s",
             entry["n_rows"],
             entry["reflections"],
             entry["table_version"],
             "with shoeboxes" if entry["has_shoeboxes"] else "no shoebox column",
+            _experiments_of(entry, lists),
         )
         for name in entry["skipped_columns"]:
             logger.info("  column %s skipped: it cannot be read portably", name)
