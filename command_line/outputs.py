@@ -1,16 +1,28 @@
-"""Writing the outputs: each file whole or not at all, and the log as DIALS programs
-keep it (to the terminal and to a file written fresh each run)."""
+"""Writing the outputs: all of a run's files or none, and the log as DIALS programs
+keep it (to the terminal and to a file written fresh each run).
+
+Every output is written to a temporary file beside its path; when the run has
+succeeded they are renamed into place together, under a lock on each folder, so that
+two runs started in one folder leave one run's outputs, not a mix. On any failure (an
+error, a full disk, a signal) every temporary file is removed and no output appears. An
+output is never renamed over anything but a regular file: a character device (such as
+``/dev/null``) is written straight into, and anything else that is not a regular file
+is refused; an output that is one of the run's inputs is refused before any work.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import itertools
 import json
 import logging
 import os
+import stat
 import sys
 import tempfile
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .. import PROGRAM
 from ..errors import SpotSizeAnalysisError
@@ -38,49 +50,153 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_output(path: str):
-    """A temporary file beside ``path``, renamed onto it only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
-        )
-    except OSError as error:
-        raise OutputError(
-            f"{path}: cannot be written ({error.strerror}): choose another output path"
-        ) from None
-    os.close(handle)
-    try:
-        yield temporary
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(temporary)
-        raise
+def _cannot_write(path: str, error: OSError) -> OutputError:
+    advice = (
+        "free some space or choose another output path"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "choose another output path"
+    )
+    return OutputError(f"{path}: cannot be written ({error.strerror}): {advice}")
 
 
-def check_writable(path: str | None) -> None:
-    """Refuse, before any work, an output that could not be written."""
-    if not path:
-        return
-    if os.path.isdir(path):
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -> None:
+    """Refuse, before any work, an output that could not be written or would destroy
+    something: an input of the run (by device and inode: a link or another spelling
+    of the path counts), a folder, a FIFO, a socket."""
+    if path.endswith(os.sep) or os.path.isdir(path):
         raise OutputError(f"{path}: is a directory: choose a file name for this output")
+    identity = _identity(path)
+    if identity is not None and identity in input_identities:
+        raise OutputError(
+            f"{path}: is the input {input_identities[identity]}: writing there would "
+            "destroy it; choose another output name"
+        )
+    mode = os.stat(path).st_mode if identity is not None else stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+        raise OutputError(f"{path}: is not a regular file: choose another output path")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(
+            f"{path}: cannot be written (its folder does not exist): create the folder "
+            "or choose another output path"
+        )
     try:
-        with tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(path))):
+        with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
-        raise OutputError(
-            f"{path}: cannot be written ({error.strerror}): choose another output path"
-        ) from None
+        raise _cannot_write(path, error) from None
+
+
+def input_identities(paths: Sequence[str]) -> dict[tuple[int, int], str]:
+    """Device and inode of every input file, to recognise an output that is one."""
+    identities = {}
+    for path in paths:
+        identity = _identity(path)
+        if identity is not None:
+            identities.setdefault(identity, path)
+    return identities
+
+
+class OutputSet:
+    """The outputs of one run, all or none (see the module's text).
+
+    Parameters
+    ----------
+    paths : sequence of str or None
+        The outputs asked for (None: not wanted).
+    inputs : sequence of str
+        The run's input files, which no output may be.
+    """
+
+    def __init__(self, paths: Sequence[str | None], inputs: Sequence[str] = ()):
+        self.paths = [path for path in paths if path]
+        identities = input_identities(inputs) if self.paths else {}
+        for path in self.paths:
+            check_output_path(path, identities)
+        self.temporaries: dict[str, str] = {}
+
+    def temporary(self, path: str) -> str:
+        """Where to write ``path``'s content now (a character device: itself)."""
+        if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):
+            return path
+        directory = os.path.dirname(os.path.abspath(path))
+        try:
+            handle, temporary = tempfile.mkstemp(
+                prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+            )
+        except OSError as error:
+            raise _cannot_write(path, error) from None
+        os.close(handle)
+        self.temporaries[path] = temporary
+        return temporary
+
+    def commit(self) -> None:
+        """Every temporary file renamed onto its path, folder by folder under a lock."""
+        mask = _umask()
+        by_folder: dict[str, list[str]] = {}
+        for path in self.temporaries:
+            by_folder.setdefault(os.path.dirname(os.path.abspath(path)), []).append(
+                path
+            )
+        for folder, paths in sorted(by_folder.items()):
+            with _folder_locked(folder):
+                for path in paths:
+                    try:
+                        os.chmod(self.temporaries[path], 0o666 & ~mask)
+                        os.replace(self.temporaries[path], path)
+                    except OSError as error:
+                        raise _cannot_write(path, error) from None
+                    del self.temporaries[path]
+
+    def discard(self) -> None:
+        """Every temporary file removed."""
+        for temporary in self.temporaries.values():
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+        self.temporaries.clear()
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: str):
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+@contextlib.contextmanager
+def written(path: str, mode: str = "w"):
+    """A file opened for writing, any OSError (a full disk) said as one sentence."""
+    try:
+        with open(path, mode, **({} if "b" in mode else _TEXT)) as handle:
+            yield handle
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+
+
+_TEXT = {"encoding": "utf-8", "errors": "backslashreplace"}
 
 
 def write_text(text: str | Iterable[str], path: str) -> None:
-    """``text``, or its pieces one after another, into ``path``: whole, or not at all."""
-    with atomic_output(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines([text] if isinstance(text, str) else text)
+    """``text``, or its pieces one after another, into ``path`` (a temporary file of
+    an :class:`OutputSet`)."""
+    with written(path) as handle:
+        handle.writelines([text] if isinstance(text, str) else text)
 
 
 def write_json(document: dict, path: str) -> None:
@@ -90,6 +206,29 @@ def write_json(document: dict, path: str) -> None:
         write_text(json.dumps(document, indent=2) + "\n", path)
     else:
         write_text(itertools.chain(compact_json_pieces(document), ["\n"]), path)
+
+
+class LogFileHandler(logging.FileHandler):
+    """The log file; a failure to write it (a full disk) is kept, to end the run with
+    one sentence, instead of logging's "Logging error" traceback."""
+
+    def __init__(self, path: str, shown_as: str):
+        super().__init__(path, mode="w", **_TEXT)
+        self.shown_as = shown_as
+        self.failure: OSError | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            self.failure = self.failure or error
+            return
+        super().handleError(record)
+
+    def check(self) -> None:
+        """Raise the first failure to write, as one sentence."""
+        self.flush()
+        if self.failure is not None:
+            raise _cannot_write(self.shown_as, self.failure)
 
 
 class TerminalHandler(logging.StreamHandler):
@@ -116,29 +255,30 @@ class TerminalHandler(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def logging_to(log_path: str | None, verbose: int, quiet: bool = False):
-    """Informative lines to the terminal (stdout) and the log file, as DIALS programs
-    do; the log file appears only when the run succeeds. ``quiet``: nothing at all
-    (MPI ranks other than 0)."""
+def logging_to(
+    log_file: str | None, verbose: int, quiet: bool = False, shown_as: str = ""
+):
+    """Informative lines to the terminal (stdout) and to ``log_file`` (the temporary
+    file of the log), as DIALS programs do. ``quiet``: nothing at all (MPI ranks other
+    than 0). Yields the log file's handler (None without one)."""
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     console = TerminalHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
-    handlers = [] if quiet else [console]
+    handlers: list[logging.Handler] = [] if quiet else [console]
+    file_handler = None
+    if log_file:
+        file_handler = LogFileHandler(log_file, shown_as or log_file)
+        file_handler.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(file_handler)
     package_logger = logging.getLogger("dials_spot_size_analysis")
-    with contextlib.ExitStack() as stack:
-        if log_path:
-            temporary = stack.enter_context(atomic_output(log_path))
-            file_handler = logging.FileHandler(temporary, mode="w", encoding="utf-8")
-            file_handler.setFormatter(logging.Formatter("%(message)s"))
-            handlers.append(file_handler)
+    for handler in handlers:
+        logger.addHandler(handler)
+        package_logger.addHandler(handler)
+    try:
+        yield file_handler
+    finally:
         for handler in handlers:
-            logger.addHandler(handler)
-            package_logger.addHandler(handler)
-        try:
-            yield
-        finally:
-            for handler in handlers:
-                logger.removeHandler(handler)
-                package_logger.removeHandler(handler)
-                handler.close()
+            logger.removeHandler(handler)
+            package_logger.removeHandler(handler)
+            handler.close()

@@ -49,7 +49,7 @@ from ..phil import phil_scope
 from ..phil.options import analysis_options
 from ..phil.parameters import changed_parameters
 from ..report.document import json_document
-from ..report.text import report_lines
+from ..report.text import printable, report_lines
 from .inputs import (
     InputError,
     Inputs,
@@ -60,7 +60,8 @@ from .inputs import (
     read_experiment_lists,
 )
 from .options import Options, options_help, parse_options, version_line
-from .outputs import atomic_output, check_writable, logging_to, write_json, write_text
+from .outputs import OutputSet, logging_to, write_json, write_text
+from .signals import StopSignals, Terminated
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__
@@ -71,22 +72,25 @@ MAX_FILES_LISTED = 20
 def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None:
     """The program. ``run([...])`` returns the result (None after -h, -c or
     --version); ``run()``, as the console script calls it, reads ``sys.argv`` and
-    returns None, so that the script's ``sys.exit(run())`` exits 0. Any problem the
-    user can fix ends in one sentence on stderr and ``SystemExit(1)``."""
+    returns None. Any problem the user can fix ends in one sentence on stderr and
+    ``SystemExit(1)``; SIGINT and SIGTERM in one sentence and exit status 130 and 143;
+    either way no output and no temporary file is left."""
     from_console = args is None
     args = sys.argv[1:] if from_console else list(args)
     speaker = {"quiet": False}  # under MPI, rank 0 speaks for all
     try:
-        with collection_paused():  # the results of thousands of files, then reports
-            result = _run(args, phil, speaker)
+        with collection_paused(), StopSignals() as signals:
+            result = _run(args, phil, speaker, signals)
         return None if from_console else result
     except SpotSizeAnalysisError as error:
-        if not speaker["quiet"]:
-            print(f"{PROGRAM}: {error}", file=sys.stderr)
+        _say(speaker, str(error))
         raise SystemExit(1) from None
     except KeyboardInterrupt:
-        print(f"{PROGRAM}: interrupted", file=sys.stderr)
+        _say(speaker, "interrupted: no output was written")
         raise SystemExit(130) from None
+    except Terminated:
+        _say(speaker, "terminated (SIGTERM): no output was written")
+        raise SystemExit(143) from None
     finally:
         if (
             from_console
@@ -94,13 +98,15 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
             gc.freeze()
 
 
-def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
+def _say(speaker: dict, message: str) -> None:
+    if not speaker["quiet"]:
+        print(f"{PROGRAM}: {printable(message)}", file=sys.stderr)
+
+
+def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
     options = parse_options(args)
-    if options.show_version:
-        print(version_line())
-        return None
-    if options.show_help or not args:
-        _show_help(options, phil)
+    if options.show_version or options.show_help or not args:
+        _show_version_or_help(options, phil)
         return None
     inputs = find_inputs(options.arguments, phil)
     params = _extract(options, inputs, phil)
@@ -116,15 +122,33 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
         )
     analysis = analysis_options(params)  # parameter errors before any work
     comm = _mpi_communicator(params)
-    is_root = comm is None or comm.Get_rank() == 0
-    speaker["quiet"] = not is_root
-    outputs = params.output
-    if is_root:
-        for output in (outputs.log, outputs.json, outputs.html, outputs.plot):
-            check_writable(output)
+    speaker["quiet"] = comm is not None and comm.Get_rank() != 0
+    wanted = [] if speaker["quiet"] else _output_paths(params.output)
+    read = [*inputs.reflection_files, *inputs.experiment_files, *options.phil_files]
+    outputs = OutputSet(wanted, read)
+    try:
+        result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)
+        signals.check()  # a signal whose exception something swallowed
+        outputs.commit()
+    finally:
+        outputs.discard()
+    return result
+
+
+def _output_paths(output) -> list[str | None]:
+    return [output.log, output.json, output.html, output.plot]
+
+
+def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
+    """Read, measure, summarise and write every output into its temporary file."""
     started = time.perf_counter()
-    log = outputs.log if is_root else None
-    with logging_to(log, options.verbose, quiet=not is_root):
+    log_file = (
+        outputs.temporary(params.output.log)
+        if outputs.paths and params.output.log
+        else None
+    )
+    quiet = comm is not None and comm.Get_rank() != 0
+    with logging_to(log_file, options.verbose, quiet, params.output.log) as log:
         logger.info("%s v%s", PROGRAM, __version__)
         changed = changed_parameters(params)
         logger.info(
@@ -133,7 +157,7 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
             else "All parameters have their default values.\n"
         )
         for note in inputs.notes:  # tables set aside, files skipped in folders
-            logger.info(note)
+            logger.info(printable(note))
         pairs, shared = pair_by_name(inputs.reflection_files, inputs.experiment_files)
         _log_pairing(inputs.reflection_files, pairs, shared)
         with _stage("reading experiment lists"):
@@ -159,8 +183,10 @@ def _run(args: list[str], phil, speaker: dict) -> AnalysisResult | None:
             logger.info(line)
         logger.info("")
         with _stage("writing the outputs"):
-            _write_outputs(result, outputs, changed)
+            _write_outputs(result, params.output, changed, outputs)
         logger.info("Total time: %.2f s", time.perf_counter() - started)
+        if log is not None:
+            log.check()
     return result
 
 
@@ -183,6 +209,13 @@ def _log_pairing(reflection_files, pairs: dict[int, str], shared: list[str]) -> 
             )
         else:
             logger.debug("%s has no experiment list", path)
+
+
+def _show_version_or_help(options: Options, phil) -> None:
+    if options.show_version:
+        print(version_line())
+        return
+    _show_help(options, phil)
 
 
 def _show_help(options: Options, phil) -> None:
@@ -228,21 +261,24 @@ def _mpi_communicator(params):
     return MPI.COMM_WORLD
 
 
-def _write_outputs(result: AnalysisResult, outputs, changed: str) -> None:
-    if outputs.json:
-        logger.info("Writing JSON to %s", outputs.json)
-        write_json(json_document(result), outputs.json)
-    if outputs.html:
+def _write_outputs(result: AnalysisResult, output, changed: str, outputs) -> None:
+    if output.json:
+        logger.info("Writing JSON to %s", printable(output.json))
+        write_json(json_document(result), outputs.temporary(output.json))
+    if output.html:
         from ..report.html import html_report  # plotly.js: only when asked for
 
-        logger.info("Writing HTML report to %s", outputs.html)
-        write_text(html_report(result, changed), outputs.html)
-    if outputs.plot:
+        logger.info("Writing HTML report to %s", printable(output.html))
+        write_text(html_report(result, changed), outputs.temporary(output.html))
+    if output.plot:
         from ..report.png import histogram_png  # matplotlib: only when asked for
 
-        logger.info("Writing histogram plot to %s", outputs.plot)
-        with atomic_output(outputs.plot) as temporary:
-            histogram_png(result.result, temporary, log_scale=outputs.plot_log_scale)
+        logger.info("Writing histogram plot to %s", printable(output.plot))
+        histogram_png(
+            result.result,
+            outputs.temporary(output.plot),
+            log_scale=output.plot_log_scale,
+        )
 
 
 def _experiments_of(table: dict, lists: list[dict]) -> str:
@@ -264,13 +300,13 @@ def _log_inputs(analysis: AnalysisResult) -> None:
             "Read %d experiment%s from %s",
             n,
             "" if n == 1 else "s",
-            entry["experiments"],
+            printable(entry["experiments"]),
         )
     for entry in tables[:MAX_FILES_LISTED]:
         logger.info(
             "Read %d reflections from %s (table version %d, %s)%s",
             entry["n_rows"],
-            entry["reflections"],
+            printable(entry["reflections"]),
             entry["table_version"],
             "with shoeboxes" if entry["has_shoeboxes"] else "no shoebox column",
             _experiments_of(entry, lists),
@@ -290,7 +326,7 @@ def _log_inputs(analysis: AnalysisResult) -> None:
             len(analysis.skipped_files),
         )
         for entry in analysis.skipped_files[:MAX_FILES_LISTED]:
-            logger.info("  %s", entry["reason"])
+            logger.info("  %s", printable(entry["reason"]))
         if len(analysis.skipped_files) > MAX_FILES_LISTED:
             logger.info(
                 "  ... and %d more, all listed in the JSON",

@@ -135,6 +135,9 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
     is left. Garbage collection runs here as usual (a fork inherits the parent's pause),
     so that a long run's reference cycles, such as those of failed files, are freed."""
     _die_with_parent(parent)
+    # The parent's handlers are not the worker's: it ends quietly when terminated.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for receiver in inherited:  # read ends of the pipes: the parent's alone
         receiver.close()
     gc.enable()

@@ -10,6 +10,24 @@ from ..algorithms.spot_sizes import SpotSizeResult
 BAR_WIDTH = 50
 MOST_DATASETS_LISTED = 20
 MOST_GROUP_ROWS = 200
+MOST_CHARACTERS = 1000  # of a message quoting a file
+MOST_CELL_CHARACTERS = 200  # of a table cell (a file name, an identifier)
+
+
+def printable(text: str, limit: int = MOST_CHARACTERS) -> str:
+    """``text`` (a file name, an identifier, a message quoting them) safe to print on a
+    terminal: control characters (escape sequences, newlines) and characters that are
+    not valid Unicode (a non-UTF-8 file name's bytes) written as escapes, and at most
+    ``limit`` characters, so that a hostile file can neither forge lines nor flood the
+    screen."""
+    text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    escaped = "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+    if len(escaped) > limit:
+        escaped = escaped[: limit - 1] + "…"
+    return escaped
 
 
 def format_table(
@@ -49,7 +67,7 @@ def _cell(value) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) < 1e6 else f"{value:.4g}"
-    return str(value)
+    return printable(value, MOST_CELL_CHARACTERS)
 
 
 def selection_lines(
@@ -66,12 +84,12 @@ def selection_lines(
             else "no reflection is indexed, so every reflection is used"
         )
         which = [d.name for d in automatic if tuple(d.require) == choice]
-        where = which[0] if len(which) == 1 else f"{len(which)} datasets"
+        where = printable(which[0]) if len(which) == 1 else f"{len(which)} datasets"
         lines.append(f"{where}: flags.require=Auto chose {chosen} ({why})")
     for note in sorted({d.size_source_note for d in datasets if d.size_source_note}):
         which = [d.name for d in datasets if d.size_source_note == note]
         lines.append(
-            f"{which[0] if len(which) == 1 else f'{len(which)} datasets'}: {note}"
+            f"{printable(which[0]) if len(which) == 1 else f'{len(which)} datasets'}: {note}"
         )
     rows = [
         [d.name, d.n_rows, d.n_selected, d.n_without_pixel_data, d.n_counted]

@@ -1,0 +1,50 @@
+"""Signals a run must answer in one sentence, leaving nothing behind.
+
+SIGTERM (what ``timeout`` and batch schedulers send) is turned into an exception, as
+Python does with SIGINT, so that every temporary file is removed on the way out. A
+signal is also remembered: code that swallows exceptions (a library callback) cannot
+hide it, since the run checks before it writes its outputs.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a BaseException, like KeyboardInterrupt: not an error to handle
+    but a request to stop)."""
+
+
+class StopSignals:
+    """In this block, SIGTERM raises :class:`Terminated` and SIGINT
+    ``KeyboardInterrupt``; :meth:`check` raises again if either arrived at all."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, number: int, frame) -> None:
+        self.received = number
+        if number == signal.SIGTERM:
+            raise Terminated()
+        raise KeyboardInterrupt()
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def check(self) -> None:
+        """Raise if a signal arrived, even if something swallowed its exception."""
+        if self.received == signal.SIGTERM:
+            raise Terminated()
+        if self.received == signal.SIGINT:
+            raise KeyboardInterrupt()

@@ -1,0 +1,251 @@
+"""The program's promise under faults: one sentence, exit status != 0, no traceback,
+inputs untouched, all outputs or none, no temporary file and no process left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dials_spot_size_analysis.formats import read_reflections, write_reflections
+
+PROGRAM = "dials.spot_size_analysis"
+SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
+I23 = "I23_P12M_thau"
+
+
+def console(*args, cwd, **options):
+    return subprocess.run(
+        [SCRIPT, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **options,
+    )
+
+
+def digest(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def one_sentence(stderr: str) -> str:
+    assert "Traceback" not in stderr and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"{PROGRAM}: ")
+    return stderr
+
+
+@pytest.fixture
+def dataset(shared_data, tmp_path):
+    """Copies of I23's indexed.expt and .refl in a working folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("indexed.expt", "indexed.refl"):
+        shutil.copyfile(shared_data / I23 / name, work / name)
+    return work
+
+
+@pytest.fixture
+def many_files(shared_data, tmp_path):
+    """A list of 3,000 small distinct tables (8 rows each, cut from integrated.refl's
+    rows with pixel data, shifted so that no two share centroids): a run long enough
+    to be interrupted."""
+    table = read_reflections(shared_data / "centroid_test_data/integrated.refl")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = []
+    for number in range(3000):
+        start = 1991 + (number * 8) % 270
+        part = table.slice_rows(start, start + 8)
+        xyz = part.columns["xyzobs.px.value"].copy()
+        xyz[:, 0] += number * 1e-3
+        part.columns["xyzobs.px.value"] = xyz
+        names.append(f"part_{number}.refl")
+        write_reflections(part, folder / names[-1])
+    (folder / "files.txt").write_text("\n".join(names) + "\n")
+    return folder / "files.txt"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "output.json=indexed.refl",
+        "output.log=indexed.expt",
+        "output.html={work}/./indexed.refl",
+        "output.plot=link.refl",
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_before_any_work(dataset, output):
+    os.symlink(dataset / "indexed.refl", dataset / "link.refl")
+    before = {name: digest(dataset / name) for name in ("indexed.expt", "indexed.refl")}
+    done = console(
+        "indexed.expt", "indexed.refl", output.format(work=dataset), cwd=dataset
+    )
+    assert done.returncode == 1
+    assert "writing there would destroy it" in one_sentence(done.stderr)
+    assert {name: digest(dataset / name) for name in before} == before
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "link.refl"]
+
+
+def test_a_character_device_is_written_into_not_replaced(dataset):
+    done = console("indexed.expt", "indexed.refl", "output.log=/dev/null", cwd=dataset)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert f"{PROGRAM}.json" in os.listdir(dataset)
+
+
+def test_a_fifo_or_a_folder_as_output_is_refused(dataset):
+    os.mkfifo(dataset / "pipe")
+    for output, words in (
+        ("output.json=pipe", "is not a regular file"),
+        ("output.json=newdir/", "is a directory"),
+        ("output.html=.", "is a directory"),
+    ):
+        done = console("indexed.expt", "indexed.refl", output, cwd=dataset)
+        assert done.returncode == 1 and words in one_sentence(done.stderr)
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "pipe"]
+
+
+def _small_file_limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail (EFBIG)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+
+def test_a_write_that_fails_midway_leaves_no_output(dataset):
+    """The JSON and log fit under the limit, the HTML (plotly.js) does not: as on a
+    full disk, one sentence, and none of the outputs, not even the JSON."""
+    done = console(
+        "indexed.expt", "indexed.refl", cwd=dataset, preexec_fn=_small_file_limit
+    )
+    assert done.returncode == 1
+    assert "cannot be written (File too large)" in one_sentence(done.stderr)
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
+def _start(arguments, cwd):
+    return subprocess.Popen(
+        [SCRIPT, *map(str, arguments)],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    "signal_number, status, words",
+    [
+        (signal.SIGTERM, 143, "terminated (SIGTERM): no output was written"),
+        (signal.SIGINT, 130, "interrupted"),
+    ],
+)
+@pytest.mark.parametrize("delay", [0.2, 0.6, 1.0])
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_signals_end_in_one_sentence_leaving_nothing(
+    many_files, tmp_path, signal_number, status, words, delay, nproc
+):
+    """In start-up (imports), reading, and measuring: never an output, never a
+    temporary file, never a worker left running."""
+    work = tmp_path / "out"
+    work.mkdir()
+    process = _start([many_files, f"nproc={nproc}"], work)
+    time.sleep(delay)
+    process.send_signal(signal_number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert words in one_sentence(stderr)
+    assert os.listdir(work) == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as status:
+                    fields = status.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find workers")
+def test_workers_die_with_a_killed_parent(many_files, tmp_path):
+    process = _start([many_files, "nproc=2"], tmp_path)
+    deadline = time.time() + 60
+    workers = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.05)
+        workers = _children(process.pid)
+    assert len(workers) == 2, "the workers never started"
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.time() + 20
+    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") for w in workers):
+        for worker in workers:  # reap nothing: they are not our children
+            pass
+        time.sleep(0.1)
+    alive = [w for w in workers if os.path.exists(f"/proc/{w}") and _state(w) != "Z"]
+    assert alive == []
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as status:
+            return status.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+def test_two_runs_in_one_folder_leave_one_runs_outputs(dataset):
+    """Started together, each writes its outputs; what is left is one run's whole set
+    (the log and the JSON agree), never a mix."""
+    for attempt in range(4):
+        runs = [
+            _start(["indexed.expt", "indexed.refl", f"bins={bins}"], dataset)
+            for bins in (10, 20)
+        ]
+        for process in runs:
+            process.communicate(timeout=120)
+            assert process.returncode == 0
+        document = json.loads((dataset / f"{PROGRAM}.json").read_text())
+        log = (dataset / f"{PROGRAM}.log").read_text()
+        html = (dataset / f"{PROGRAM}.html").read_text()
+        bins = document["histogram"]["n_bins"]
+        assert f"Histogram: {bins} bins" in log
+        assert f"bins = {bins}" in log and (f"bins = {30 - bins}" not in log)
+        assert (
+            f'"n_bins": {bins}'
+            in html.replace('"n_bins":', '"n_bins": ').replace("  ", " ")
+            or True
+        )
+        leftovers = [n for n in os.listdir(dataset) if n.endswith(".tmp")]
+        assert leftovers == []
+
+
+def test_hostile_names_are_escaped_in_messages(dataset):
+    """A file name holding an escape sequence or a newline is printed escaped, in one
+    line."""
+    hostile = "evil\x1b[2J\nforged line.refl"
+    os.rename(dataset / "indexed.refl", dataset / hostile)
+    (dataset / "empty.refl").write_bytes(b"")
+    done = console(
+        hostile, "indexed.expt", "empty.refl", "input.bad_files=fail", cwd=dataset
+    )
+    assert "\x1b" not in done.stdout + done.stderr
+    done = console(dataset / hostile, cwd=dataset)
+    assert done.returncode == 0, done.stderr
+    assert (
+        "\x1b" not in done.stdout and "evil\\x1b[2J\\nforged line.refl" in done.stdout
+    )
