@@ -13,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..algorithms import flags as flag_names
+from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.spot_sizes import (
@@ -142,6 +143,8 @@ def _experiments_for(
     paired = request.paired_experiments.get(index)
     if paired is not None:  # its own list: local indices, merged later by identifier
         experiment_list = read_experiments(paired)
+        if not table.identifiers:
+            _check_fits(table, list(experiment_list), paired, 0)
         numbering = ExperimentNumbering(
             identifiers=table.identifiers,
             count=None if table.identifiers else len(experiment_list),
@@ -161,7 +164,26 @@ def _experiments_for(
         return request.geometry, ExperimentNumbering(table.identifiers), None
     offsets = request.list_offsets
     offset, count = offsets[index if len(offsets) == n_sources else 0]
+    _check_fits(table, request.experiments, "the experiment list given", offset)
     return request.geometry, ExperimentNumbering(offset=offset, count=count), None
+
+
+def _check_fits(table: ReflectionTable, experiments, experiments_name: str, offset):
+    """A table paired by position (it names no experiment) must fit its experiments:
+    panels, positions on them, and frames in the scan (``algorithms.consistency``)."""
+    columns = table.columns
+    ids = columns.get("id")
+    problem = table_mismatch(
+        ids if ids is not None else np.zeros(table.nrows, np.int32),
+        columns.get("panel"),
+        columns.get("xyzobs.px.value"),
+        experiments,
+        table.path or "the reflection table",
+        experiments_name,
+        offset=offset,
+    )
+    if problem is not None:
+        raise SelectionError(problem)
 
 
 def measure_table(

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from dials_spot_size_analysis import __version__
-from dials_spot_size_analysis.api import ParameterError, analyse, json_document
+from dials_spot_size_analysis.api import (
+    ParameterError,
+    SelectionError,
+    analyse,
+    json_document,
+)
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
@@ -239,3 +244,21 @@ def test_stdout_that_goes_away_stops_terminal_output_quietly(shared_data, tmp_pa
                 timeout=120,
             )
         assert done.returncode == 0 and done.stderr == b""
+
+
+def test_a_legacy_table_with_another_datasets_experiments_is_refused(shared_data):
+    """integrated.refl names no experiment: paired by position with the I23 detector its
+    resolutions would come out of the wrong geometry; its spots lie off those panels."""
+    with pytest.raises(
+        SelectionError, match="2022 of 2188 spots lie outside their panels"
+    ):
+        analyse(
+            shared_data / "centroid_test_data/integrated.refl",
+            shared_data / "I23_P12M_thau/imported.expt",
+        )
+    right = analyse(
+        shared_data / "centroid_test_data/integrated.refl",
+        shared_data / "centroid_test_data/indexed.expt",
+    )
+    d = [(e["d_max"], e["d_min"]) for e in right.result.by_resolution]
+    assert round(d[0][0], 2) == 16.34 and round(d[-1][1], 2) == 1.45
