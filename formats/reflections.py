@@ -9,6 +9,8 @@ reads them faster than the cursor); the ``Shoebox<>`` column becomes a
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
 import logging
 import math
 import os
@@ -53,11 +55,54 @@ _TYPE_OF_ARRAY = {
 }
 
 PICKLE_ADVICE = (
-    "is a legacy Python-pickle reflection table, which is never unpickled because loading a "
-    "pickle can run arbitrary code; convert it with a current DIALS: dials.python -c "
+    "is a Python pickle (DIALS wrote reflection tables this way before 2019), which is "
+    "never unpickled because loading a pickle can run arbitrary code; if it is a "
+    "reflection table, convert it with a current DIALS: dials.python -c "
     '"from dials.array_family import flex; '
     "flex.reflection_table.from_file('old.refl').as_file('new.refl')\""
 )
+
+# Columns DIALS gives one fixed type (doc/dials_facts.md §1): any other type is a
+# corrupt or foreign table, which would otherwise fail later, far from the cause.
+# Names are fnmatch patterns.
+WELL_KNOWN_COLUMN_TYPES: dict[str, str] = {
+    "flags": "std::size_t",
+    "id": "int",
+    "imageset_id": "int",
+    "panel": "std::size_t",
+    "xyzobs.px.value": "vec3<double>",
+    "xyzobs.px.variance": "vec3<double>",
+    "xyzobs.mm.value": "vec3<double>",
+    "xyzobs.mm.variance": "vec3<double>",
+    "xyzcal.px": "vec3<double>",
+    "xyzcal.mm": "vec3<double>",
+    "s1": "vec3<double>",
+    "rlp": "vec3<double>",
+    "miller_index": "cctbx::miller::index<>",
+    "bbox": "int6",
+    "shoebox": SHOEBOX_TYPE,
+    "n_signal": "int",
+    "num_pixels.*": "int",
+    "entering": "bool",
+    "intensity.*.value": "double",
+    "intensity.*.variance": "double",
+    "background.mean": "double",
+    "d": "double",
+    "partiality": "double",
+}
+# DIALS keeps experiment identifiers in a map from std::size_t, but rows refer to them
+# through the ``id`` column, an int: a key outside 0..2**31-1 names no row.
+IDENTIFIER_KEY_RANGE = (0, (1 << 31) - 1)
+
+
+def expected_column_type(name: str) -> str | None:
+    """The type DIALS always gives column ``name``, or None for other columns."""
+    if name in WELL_KNOWN_COLUMN_TYPES:
+        return WELL_KNOWN_COLUMN_TYPES[name]
+    for pattern, type_name in WELL_KNOWN_COLUMN_TYPES.items():
+        if "*" in pattern and fnmatch.fnmatchcase(name, pattern):
+            return type_name
+    return None
 
 
 @dataclass(eq=False)
@@ -99,9 +144,10 @@ class ReflectionTable:
     def shoeboxes(self) -> ShoeboxColumn | None:
         """Where every shoebox lies (built on first use), or None without a shoebox column."""
         if self._shoebox_index is None and self._shoebox_blob is not None:
-            self._shoebox_index = ShoeboxColumn.from_blob(
-                self._shoebox_blob, self.nrows, path=self.path
-            )
+            with _subject_when_unnamed():
+                self._shoebox_index = ShoeboxColumn.from_blob(
+                    self._shoebox_blob, self.nrows, path=self.path
+                )
         return self._shoebox_index
 
     @shoeboxes.setter
@@ -125,13 +171,14 @@ class ReflectionTable:
             return index.count_mask_values(code), index.has_pixel_data
         if self._shoebox_blob is None:
             raise ValueError("the table has no shoebox column")
-        return count_pixels_streaming(
-            self._shoebox_blob,
-            self.nrows,
-            code,
-            path=self.path,
-            release_pages=release_pages,
-        )
+        with _subject_when_unnamed():
+            return count_pixels_streaming(
+                self._shoebox_blob,
+                self.nrows,
+                code,
+                path=self.path,
+                release_pages=release_pages,
+            )
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call
@@ -200,7 +247,7 @@ def _column_view(
             f"is corrupt: column {name!r} ({type_name}) claims {count} elements, which need "
             f"{count * element_bytes} bytes, but holds {blob.size}",
         )
-    if dtype == bool:
+    if dtype.kind == "b":
         if blob.size and blob.max() > 1:
             raise FileFormatError(
                 path,
@@ -220,16 +267,38 @@ class _Header(NamedTuple):
     columns: list[tuple[str, str, int, np.ndarray]]
 
 
+UNNAMED_SUBJECT = "the msgpack data"
+
+
+@contextlib.contextmanager
+def _subject_when_unnamed():
+    """Give a sentence a subject where there is no file to name: every problem is
+    worded to follow ``<path>: ``, so without a path it would start with a bare verb."""
+    try:
+        yield
+    except FileFormatError as error:
+        if error.path is not None or error.problem.startswith(UNNAMED_SUBJECT):
+            raise
+        raise FileFormatError(None, f"{UNNAMED_SUBJECT} {error.problem}") from None
+
+
 def parse_reflections(
     buffer, path: str | None = None, index_shoeboxes: bool = True
 ) -> ReflectionTable:
     """Parse the msgpack bytes of a reflection table (a file's, or ``as_msgpack()``'s).
 
     With ``index_shoeboxes`` (the default) the shoebox column is checked and indexed now, so
-    a corrupt column raises here; without, that happens on first use."""
+    a corrupt column raises here; without, that happens on first use. Problems raise
+    :class:`FileFormatError` naming ``path``, or "the msgpack data" without one."""
+    with _subject_when_unnamed():
+        return _parsed(buffer, path, index_shoeboxes)
+
+
+def _parsed(buffer, path: str | None, index_shoeboxes: bool) -> ReflectionTable:
     header = _unpacked_header(buffer) if len(buffer) < SMALL_BUFFER_BYTES else None
     if header is None:
         header = _walked_header(MsgpackCursor(buffer, path))
+    _check_identifiers(header.identifiers, path)
     table = ReflectionTable(
         nrows=header.nrows,
         identifiers=header.identifiers,
@@ -243,6 +312,13 @@ def parse_reflections(
             raise FileFormatError(
                 path,
                 f"is corrupt: column {name!r} has {count} elements but the table has {header.nrows} rows",
+            )
+        expected = expected_column_type(name)
+        if expected is not None and type_name != expected:
+            raise FileFormatError(
+                path,
+                f"is corrupt: column {name!r} has type {type_name!r}, but DIALS "
+                f"always writes it as {expected!r}",
             )
         if type_name in COLUMN_TYPES:
             table.columns[name] = _column_view(blob, count, type_name, name, path)
@@ -262,7 +338,27 @@ def parse_reflections(
         )
     if index_shoeboxes:
         table.shoeboxes  # noqa: B018 (index now: a corrupt column raises here)
+    if header.nrows > len(buffer):
+        # Every column holds at least a byte per row; without columns nothing backs
+        # the claim, and arrays sized from it (8 bytes a row and more) would take
+        # memory out of all proportion to the file.
+        raise FileFormatError(
+            path,
+            f"is corrupt: it claims {header.nrows} rows but is {len(buffer)} bytes "
+            "long, and no column holds data for so many rows",
+        )
     return table
+
+
+def _check_identifiers(identifiers: dict[int, str] | None, path) -> None:
+    low, high = IDENTIFIER_KEY_RANGE
+    for key in identifiers or ():
+        if not low <= key <= high:
+            raise FileFormatError(
+                path,
+                f"is corrupt: its experiment identifiers map has the key {key}, "
+                f"outside {low} to {high}, the range of DIALS's 'id' column (int)",
+            )
 
 
 # Buffers below this size (the files that are read rather than mapped) are unpacked by
@@ -306,13 +402,15 @@ def _unpacked_header(buffer) -> _Header | None:
         return None
     values = dict(pairs)
     identifiers = values.get("identifiers")
+    if "identifiers" in values and type(identifiers) is not _MapItems:
+        return (
+            None  # DIALS refuses anything but a map (nil included); so does the cursor
+        )
     nrows, data = values["nrows"], values["data"]
     if type(nrows) is not int or nrows < 0 or type(data) is not _MapItems:
         return None
     if identifiers is not None:
-        if type(identifiers) is not _MapItems or not all(
-            type(k) is int and type(v) is str for k, v in identifiers
-        ):
+        if not all(type(k) is int and type(v) is str for k, v in identifiers):
             return None
         identifiers = dict(identifiers)
     columns = []
@@ -367,6 +465,25 @@ def _walked_header(cursor: MsgpackCursor) -> _Header:
             f"(it reads versions {SUPPORTED_VERSIONS[0]} and {SUPPORTED_VERSIONS[-1]}); "
             "upgrade dials.spot_size_analysis",
         )
+    header_keys, identifiers, nrows, columns = _walked_header_map(cursor)
+    if nrows is None or columns is None:
+        missing = "nrows" if nrows is None else "data"
+        raise FileFormatError(
+            path,
+            f"is not a valid DIALS reflection table: the header has no {missing!r}",
+        )
+    if cursor.position != cursor.size:
+        raise FileFormatError(
+            path,
+            f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table",
+        )
+    return _Header(version, tuple(header_keys), identifiers, nrows, columns)
+
+
+def _walked_header_map(cursor: MsgpackCursor):
+    """The header map's keys in file order, identifiers, nrows and columns (None for
+    those absent), each key checked."""
+    path = cursor.path
     header_keys: list[str] = []
     identifiers: dict[int, str] | None = None
     nrows: int | None = None
@@ -395,18 +512,7 @@ def _walked_header(cursor: MsgpackCursor) -> _Header:
                 raise FileFormatError(path, f"is corrupt: it claims {nrows} rows")
         else:
             columns = [_column_header(cursor) for _ in range(cursor.map_length())]
-    if nrows is None or columns is None:
-        missing = "nrows" if nrows is None else "data"
-        raise FileFormatError(
-            path,
-            f"is not a valid DIALS reflection table: the header has no {missing!r}",
-        )
-    if cursor.position != cursor.size:
-        raise FileFormatError(
-            path,
-            f"is corrupt: {cursor.size - cursor.position} unexpected bytes follow the table",
-        )
-    return _Header(version, tuple(header_keys), identifiers, nrows, columns)
+    return header_keys, identifiers, nrows, columns
 
 
 def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, np.ndarray]:

@@ -1,18 +1,36 @@
-"""Getting a file's bytes: memory-mapped where possible, decompressed like DIALS.
+"""Getting a file's bytes: memory-mapped where possible, decompressed within bounds.
 
-DIALS opens files through ``libtbx.smart_open``, which decompresses by file-name suffix;
-we do the same for ``.gz``, ``.bz2``, ``.xz`` and (when ``zstandard`` is installed)
-``.zst``. Plain files are memory-mapped, so column arrays can be views of the page cache
-instead of a second copy of a multi-gigabyte file.
+DIALS opens files through ``libtbx.smart_open`` (cctbx_project), which decompresses
+``.gz`` and ``.bz2`` by file-name suffix (and ``.Z`` through an external program). This
+program reads ``.gz`` and ``.bz2`` the same way and, as extensions of its own, ``.xz`` and
+(when ``zstandard`` is installed) ``.zst``; it does not read ``.Z``. Plain files are
+memory-mapped, so column arrays can be views of the page cache instead of a second copy
+of a multi-gigabyte file.
+
+Hostile or unlucky input is refused with one sentence, never a hang or an exhausted
+machine: only regular files are opened (a FIFO, socket, device or directory is refused
+after ``os.stat``, without opening it); decompression stops once the output passes a
+bound set from the memory available (:func:`decompression_limit`); and a JSON document
+is parsed only when the memory its parse may take fits (:func:`read_json_document`).
+
+A memory-mapped file that another program truncates while it is mapped cannot be
+guarded against here: touching a page past the new end of file raises SIGBUS, which
+Python cannot turn into an exception. Files below ``MAP_FROM_BYTES`` are therefore read
+into memory, not mapped, and :func:`check_unchanged` says whether a mapped file's size,
+modification time or identity changed since it was mapped.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import mmap
 import os
+import resource
+import stat
+import weakref
 
 import numpy as np
 
@@ -51,7 +69,7 @@ def describe_content(head: bytes) -> str:
     if not head:
         return "an empty file"
     if head[:1] == b"\x80":
-        return "a Python pickle (a legacy DIALS reflection table)"
+        return "a Python pickle"
     for signature, what in _SIGNATURES:
         if head.startswith(signature):
             return what
@@ -68,7 +86,126 @@ def describe_content(head: bytes) -> str:
     return "binary data of an unknown kind"
 
 
-def _decompress(path: str, suffix: str) -> bytes:
+# ------------------------------------------------------------------ memory available
+
+# The share of the available memory that decompressed content may take: the rest is
+# left for what is computed from it (per-row arrays, the parsed header) and for other
+# processes.
+DECOMPRESSED_SHARE = 0.5
+# Set (e.g. by tests, or a caller that knows better) to override the bound computed
+# from the memory available; None: computed on each call.
+MAX_DECOMPRESSED_BYTES: int | None = None
+_BLOCK_BYTES = 1 << 20
+
+
+def _mem_available_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free pages times the page size."""
+    try:
+        with open("/proc/meminfo", "rb") as meminfo:
+            for line in meminfo:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _address_space_headroom() -> int | None:
+    """What a RLIMIT_AS soft limit (ulimit -v, batch systems) still allows this
+    process to map, or None without such a limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    used = 0
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmSize:"):
+                    used = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, soft - used)
+
+
+def available_memory() -> int:
+    """The bytes this process can still allocate, as far as the system tells.
+
+    The smaller of the machine's available memory (``MemAvailable``, which counts
+    reclaimable page cache) and what an address-space limit (``ulimit -v``) leaves;
+    ``2**63 - 1`` where neither is known, so that nothing is refused on a guess.
+    """
+    known = [
+        value
+        for value in (_mem_available_bytes(), _address_space_headroom())
+        if value is not None
+    ]
+    return min(known) if known else (1 << 63) - 1
+
+
+def decompression_limit() -> int:
+    """The most bytes a compressed input may inflate to before it is refused.
+
+    ``MAX_DECOMPRESSED_BYTES`` when set, else ``DECOMPRESSED_SHARE`` of
+    :func:`available_memory`: decompressed content lives in memory (it cannot be
+    mapped), so a small file that inflates past this would exhaust the machine.
+    """
+    if MAX_DECOMPRESSED_BYTES is not None:
+        return MAX_DECOMPRESSED_BYTES
+    return int(available_memory() * DECOMPRESSED_SHARE)
+
+
+def _gib(size: int) -> str:
+    return f"{size / (1 << 30):.2f} GiB"
+
+
+# ------------------------------------------------------------------ opening files
+
+_NOT_REGULAR = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _refuse_unless_regular(path: str, mode: int) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = next((what for test, what in _NOT_REGULAR if test(mode)), "not a file")
+    raise FileFormatError(
+        path,
+        f"is not a regular file ({kind}): give the path of a .refl or .expt file",
+    )
+
+
+def _open_regular(path: str) -> tuple[io.BufferedReader, os.stat_result]:
+    """``path`` opened for reading, refused unless it is a regular file.
+
+    The kind is checked with ``os.stat`` before opening, since opening a FIFO blocks
+    until a writer appears and opening a device may have effects; the file is then
+    opened without blocking and checked again, in case the path was replaced between
+    the two calls.
+    """
+    _refuse_unless_regular(path, os.stat(path).st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    descriptor = os.open(path, flags)
+    try:
+        info = os.fstat(descriptor)
+        _refuse_unless_regular(path, info.st_mode)
+        return os.fdopen(descriptor, "rb"), info
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+# ------------------------------------------------------------------ decompression
+
+
+def _decompressing_reader(handle, suffix: str, path: str):
     if suffix == ".zst":
         try:
             import zstandard
@@ -78,44 +215,113 @@ def _decompress(path: str, suffix: str) -> bytes:
                 "is zstandard-compressed but the zstandard package is not installed: "
                 "pip install zstandard, or decompress the file first",
             ) from None
-        with open(path, "rb") as handle:
-            reader = zstandard.ZstdDecompressor().stream_reader(handle)
-            return reader.read()
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}[suffix]
-    with opener(path, "rb") as handle:
-        return handle.read()
+        return zstandard.ZstdDecompressor().stream_reader(
+            handle, read_across_frames=True
+        )
+    opener = {".gz": gzip.GzipFile, ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}[suffix]
+    return opener(fileobj=handle) if suffix == ".gz" else opener(handle)
+
+
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (
+        OSError,
+        EOFError,
+        lzma.LZMAError,
+        ValueError,
+    )
+    try:
+        import zstandard
+    except ImportError:
+        return errors
+    return (*errors, zstandard.ZstdError)
+
+
+def _inflate(handle, path: str, suffix: str) -> bytearray:
+    """The decompressed content, read in blocks and refused once past the bound."""
+    limit = decompression_limit()
+    content = bytearray()
+    reader = _decompressing_reader(handle, suffix, path)
+    try:
+        while block := reader.read(_BLOCK_BYTES):
+            if len(content) + len(block) > limit:
+                raise FileFormatError(
+                    path,
+                    f"inflates to more than {_gib(limit)} when decompressed, more "
+                    "than this machine's free memory allows: decompress it yourself "
+                    "(e.g. with gunzip -k, bunzip2 -k, unxz -k or unzstd) and pass the "
+                    "decompressed file, which is then memory-mapped, not held in memory",
+                )
+            content += block
+    except FileFormatError:
+        raise
+    except MemoryError:
+        raise FileFormatError(
+            path,
+            f"ran out of memory after inflating to {_gib(len(content))}: decompress "
+            "it yourself and pass the decompressed file, which is then memory-mapped",
+        ) from None
+    except _decompression_errors() as error:
+        raise FileFormatError(
+            path, f"cannot be decompressed as {suffix} data ({error})"
+        ) from None
+    finally:
+        reader.close()
+    return content
+
+
+# ------------------------------------------------------------------ reading
+
+
+# Each memory map made by read_bytes, with the file's identity, size and modification
+# time when it was mapped (for check_unchanged).
+_MAPPED_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def read_bytes(path: str | os.PathLike) -> memoryview:
     """The (decompressed) content of ``path`` as a read-only buffer.
 
-    Plain files of 4 MiB and more are memory-mapped (the map lives as long as any view of
-    it does); smaller ones are read.
+    Plain files of ``MAP_FROM_BYTES`` and more are memory-mapped (the map lives as long
+    as any view of it does); smaller ones are read. Compressed files (by suffix) are
+    inflated in memory, up to :func:`decompression_limit`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A regular file; anything else (FIFO, socket, device, directory) is refused
+        without being opened for reading, so that nothing blocks or reads forever.
+
+    Returns
+    -------
+    memoryview
+        Read-only bytes.
+
+    Raises
+    ------
+    FileFormatError
+        One sentence naming the file, the problem and what to do.
     """
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     try:
-        if suffix in COMPRESSED_SUFFIXES:
-            try:
-                content = _decompress(path, suffix)
-            except (FileNotFoundError, IsADirectoryError, PermissionError):
-                raise
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as error:
-                raise FileFormatError(
-                    path, f"cannot be decompressed as {suffix} data ({error})"
-                ) from None
-            if not content:
-                raise FileFormatError(path, "is empty once decompressed")
-            return memoryview(content)
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            if size == 0:
+        handle, info = _open_regular(path)
+        with handle:
+            if suffix in COMPRESSED_SUFFIXES:
+                content = _inflate(handle, path, suffix)
+                if not content:
+                    raise FileFormatError(path, "is empty once decompressed")
+                return memoryview(content).toreadonly()
+            if info.st_size == 0:
                 raise FileFormatError(
                     path, "is empty (0 bytes): was it written completely?"
                 )
-            if size < MAP_FROM_BYTES:  # small files: one read is cheaper than a mapping
+            if info.st_size < MAP_FROM_BYTES:  # one read is cheaper than a mapping
                 return memoryview(handle.read())
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            _MAPPED_FILES[mapped] = (path, _stamp(info))
         if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
             mapped.madvise(mmap.MADV_SEQUENTIAL)
         return memoryview(mapped)
@@ -123,12 +329,145 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
         raise FileFormatError(path, "does not exist: check the path") from None
     except PermissionError:
         raise FileFormatError(path, "cannot be read: permission denied") from None
-    except IsADirectoryError:
-        raise FileFormatError(path, "is a directory, not a file") from None
     except OSError as error:
         raise FileFormatError(
             path, f"cannot be read ({error.strerror or error})"
         ) from None
+
+
+def check_unchanged(buffer) -> None:
+    """Refuse results from a memory-mapped file that changed while it was mapped.
+
+    A mapped file truncated by another program kills the process with SIGBUS when a
+    page past its new end is touched, which cannot be caught; one changed in any other
+    way (rewritten, replaced, grown) yields silently mixed content. Calling this after
+    the work on ``buffer`` is done turns the second case into an error. A no-op for
+    buffers that are not a map made by :func:`read_bytes` (small and decompressed files
+    are copies in memory, which nothing outside can change).
+
+    Parameters
+    ----------
+    buffer : memoryview, numpy.ndarray or mmap.mmap
+        What :func:`read_bytes` returned, or a view of it.
+
+    Raises
+    ------
+    FileFormatError
+        When the file's size, modification time or identity differs from when it
+        was mapped.
+    """
+    owner = buffer
+    while isinstance(owner, np.ndarray):
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    if not isinstance(owner, mmap.mmap) or owner not in _MAPPED_FILES:
+        return
+    path, before = _MAPPED_FILES[owner]
+    try:
+        now = _stamp(os.stat(path))
+    except OSError:
+        raise FileFormatError(
+            path, "was removed while it was being read: run again on a stable copy"
+        ) from None
+    if now[2] < before[2]:
+        raise FileFormatError(
+            path,
+            f"was truncated from {before[2]} to {now[2]} bytes while it was being "
+            "read: wait until the program writing it has finished, then run again",
+        )
+    if now != before:
+        raise FileFormatError(
+            path,
+            "was changed or replaced while it was being read: wait until the program "
+            "writing it has finished, then run again",
+        )
+
+
+# ------------------------------------------------------------------ JSON documents
+
+# Bytes of Python objects that one occurrence of a JSON character can lead to, at
+# most (CPython 3.11, 64-bit, measured): an object ``{`` becomes a dict, an array ``[``
+# a list, each ``,`` separates a new value (a float, an int or a list slot), each pair
+# of quotes a new str. With twice the text (the bytes and their decoded copy) this
+# bounds what ``json.loads`` takes: 4 to 6 times the size for real experiment lists,
+# up to 60 times for ``[{},{},...]``.
+JSON_OBJECT_BYTES = {b"{": 120, b"[": 72, b",": 48, b'"': 32}
+
+
+def json_parse_estimate(content) -> int:
+    """An upper estimate of the memory ``json.loads`` takes to parse ``content``."""
+    content = bytes(content) if not isinstance(content, bytes) else content
+    return 2 * len(content) + sum(
+        content.count(character) * cost for character, cost in JSON_OBJECT_BYTES.items()
+    )
+
+
+def read_json_document(
+    path: str | os.PathLike, kind: str = "a DIALS experiment list"
+) -> dict:
+    """The JSON object in ``path`` (optionally compressed), parsed only if it fits.
+
+    Parsing JSON amplifies it: 200 MB of ``[{},{},...]`` become more than 4 GB of
+    Python objects. The memory the parse may take is estimated from the text
+    (:func:`json_parse_estimate`) and the file refused when that exceeds
+    :func:`available_memory`, instead of ending in a MemoryError or an exhausted
+    machine.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A JSON file whose top level is an object, such as a DIALS experiment list.
+    kind : str
+        What the file should be, for the sentence refusing something else.
+
+    Returns
+    -------
+    dict
+        The parsed document.
+
+    Raises
+    ------
+    FileFormatError
+        For anything :func:`read_bytes` refuses, a document that is not a JSON
+        object, invalid JSON, or one too large to parse in the memory available.
+    """
+    path = os.fspath(path)
+    content = read_bytes(path)
+    head = bytes(content[:64])
+    if head.lstrip()[:1] != b"{":
+        raise FileFormatError(
+            path,
+            f"is not {kind}: it looks like {describe_content(head)}",
+        )
+    text = bytes(content)
+    del content
+    need, have = json_parse_estimate(text), available_memory()
+    if need > have:
+        raise FileFormatError(
+            path,
+            f"is too large to parse here: its {_gib(len(text))} of JSON would take "
+            f"up to {_gib(need)} of memory but {_gib(have)} is available, so run on a "
+            "machine with more memory or split the experiment list "
+            "(dials.split_experiments)",
+        )
+    import json
+
+    try:
+        document = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise FileFormatError(
+            path, f"is not valid JSON ({error}): is it truncated?"
+        ) from None
+    except MemoryError:
+        raise FileFormatError(
+            path,
+            "is too large to parse in the memory available: run on a machine with "
+            "more memory or split the experiment list (dials.split_experiments)",
+        ) from None
+    if not isinstance(document, dict):
+        raise FileFormatError(path, f"is not {kind}: its JSON is not an object")
+    return document
 
 
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux >= 5.14

@@ -63,7 +63,7 @@ def test_empty_file(tmp_path):
 
 
 def test_directory(tmp_path):
-    expect_error(tmp_path, "is a directory")
+    expect_error(tmp_path, "is not a regular file (a directory)")
 
 
 def test_legacy_pickle_is_recognised_and_never_unpickled(
@@ -78,20 +78,20 @@ def test_legacy_pickle_is_recognised_and_never_unpickled(
     monkeypatch.setattr(pickle, "load", refuse)
     expect_error(
         shared_data / "centroid_test_data/strong.pickle",
-        "legacy Python-pickle",
+        "is a Python pickle (DIALS wrote reflection tables this way before 2019)",
         "never unpickled",
         "as_file('new.refl')",
     )
     renamed = shutil.copy(
         shared_data / "centroid_test_data/strong.pickle", tmp_path / "strong.refl"
     )
-    expect_error(renamed, "legacy Python-pickle")
+    expect_error(renamed, "is a Python pickle")
 
 
 def test_a_hostile_pickle_is_not_executed(tmp_path):
     marker = tmp_path / "executed"
     payload = b"\x80\x04cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
-    expect_error(write(tmp_path, payload), "legacy Python-pickle")
+    expect_error(write(tmp_path, payload), "is a Python pickle")
     assert not marker.exists()
 
 
