@@ -143,7 +143,7 @@ def analyse_sizes(
     selected = flag_names.select_by_flags(flags_array, required, excluded)
     counted = selected & column(has_pixel_data, True, bool)
     n_counted = int(counted.sum())
-    spot_sizes = SpotSizes(
+    spot_sizes = SpotSizes.unshaped(
         size=sizes[counted],
         dataset=np.zeros(n_counted, np.int32),
         experiment=np.zeros(n_counted, np.int64),

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..formats.experiments import Experiment
 from ..jit import njit
+from .spot_shape import beam_centres_px
 from .statistics import row_slices
 
 
@@ -78,6 +79,8 @@ class ExperimentGeometry:
         self.pixel_sizes = np.array(pixel_sizes, dtype=np.float64).reshape(-1, 2)
         self.starts = np.array(starts, dtype=np.int64)
         self.n_panels = np.array(n_panels, dtype=np.int64)
+        self._beam_centres: np.ndarray | None = None
+        self._beam_centre_starts = np.zeros(0, np.int64)
         self.s0 = np.array(
             [
                 e.beam.s0 if e.beam is not None else (np.nan,) * 3
@@ -98,6 +101,41 @@ class ExperimentGeometry:
         safe = np.where(known, experiment_index, 0)
         known &= (self.starts[safe] >= 0) & (panel >= 0) & (panel < self.n_panels[safe])
         return np.where(known, self.starts[safe] + panel, -1)
+
+    def beam_centres_px(
+        self, experiment_index: np.ndarray, panel: np.ndarray
+    ) -> np.ndarray:
+        """Each reflection's beam centre on its own panel, (n, 2) pixels: where the
+        incident beam's line meets the panel's plane. NaN where unknown."""
+        if self._beam_centres is None:
+            self._beam_centres, self._beam_centre_starts = self._beam_centre_table()
+        experiment_index = np.asarray(experiment_index, dtype=np.int64)
+        panel = np.asarray(panel, dtype=np.int64)
+        result = np.full((len(experiment_index), 2), np.nan)
+        known = (experiment_index >= 0) & (experiment_index < len(self))
+        safe = np.where(known, experiment_index, 0)
+        known &= (panel >= 0) & (panel < self.n_panels[safe]) & (self.starts[safe] >= 0)
+        rows = self._beam_centre_starts[safe[known]] + panel[known]
+        result[known] = self._beam_centres[rows]
+        return result
+
+    def _beam_centre_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Beam centres of every experiment's panels, one block per experiment; the
+        same detector and beam direction are solved once (thousands of stills)."""
+        blocks, starts, solved = [], [], {}
+        position = 0
+        for experiment in self.experiments:
+            starts.append(position)
+            if experiment.detector is None or experiment.beam is None:
+                continue
+            direction = experiment.beam.direction
+            key = (id(experiment.detector), tuple(np.round(direction, 12)))
+            if key not in solved:
+                solved[key] = beam_centres_px(experiment.beam, experiment.detector)
+            blocks.append(solved[key])
+            position += len(solved[key])
+        table = np.concatenate(blocks) if blocks else np.zeros((0, 2))
+        return table, np.array(starts, dtype=np.int64)
 
     def pixels_to_millimetres(
         self, xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray

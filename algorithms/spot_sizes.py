@@ -18,6 +18,7 @@ from . import flags as flag_names
 from .geometry import ExperimentGeometry, image_numbers, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
+from .spot_shape import SpotShapes
 from .statistics import group_statistics, summary_statistics, value_counts
 
 # Per-row columns that hold a shoebox count without the shoeboxes, and the code each
@@ -92,26 +93,73 @@ class ExperimentNumbering:
     unnamed: bool = False
 
 
+# Per-spot shape quantities kept beside each counted reflection (algorithms/spot_shape
+# measures them): whole numbers, and real numbers (float32: what a report shows, in a
+# quarter of the memory of the many-files merge).
+SHAPE_INTEGERS = ("extent_x", "extent_y", "extent_z", "footprint")
+SHAPE_REALS = (
+    "fill",
+    "rms_width_x",
+    "rms_width_y",
+    "rms_width_z",
+    "rms_width_radial",
+    "rms_width_tangential",
+    "elongation",
+    "peak_centroid_distance",
+)
+
+
+def _empty(dtype):
+    return field(default_factory=lambda: np.zeros(0, dtype))
+
+
 @dataclass
 class SpotSizes:
-    """One row per counted reflection. Concatenating these from many tables gives the
+    """One row per counted reflection: its size, where it is, and its shape (0 and NaN
+    where no shoebox was measured). Concatenating these from many tables gives the
     same result as measuring all their rows together."""
 
-    size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    dataset: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    experiment: np.ndarray = field(
-        default_factory=lambda: np.zeros(0, np.int32)
-    )  # index into labels
-    panel: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    image: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    d_spacing: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    size: np.ndarray = _empty(np.int64)
+    dataset: np.ndarray = _empty(np.int32)
+    experiment: np.ndarray = _empty(np.int32)  # index into labels
+    panel: np.ndarray = _empty(np.int32)
+    image: np.ndarray = _empty(np.int32)
+    d_spacing: np.ndarray = _empty(np.float64)
+    extent_x: np.ndarray = _empty(np.int32)
+    extent_y: np.ndarray = _empty(np.int32)
+    extent_z: np.ndarray = _empty(np.int32)
+    footprint: np.ndarray = _empty(np.int32)
+    fill: np.ndarray = _empty(np.float32)
+    rms_width_x: np.ndarray = _empty(np.float32)
+    rms_width_y: np.ndarray = _empty(np.float32)
+    rms_width_z: np.ndarray = _empty(np.float32)
+    rms_width_radial: np.ndarray = _empty(np.float32)
+    rms_width_tangential: np.ndarray = _empty(np.float32)
+    elongation: np.ndarray = _empty(np.float32)
+    peak_centroid_distance: np.ndarray = _empty(np.float32)
 
     def __len__(self) -> int:
         return len(self.size)
 
+    @classmethod
+    def unshaped(cls, **columns: np.ndarray) -> SpotSizes:
+        """Rows whose shape is unknown (sizes from a column, or given as arrays)."""
+        n = len(columns["size"])
+        shape = {name: np.zeros(n, np.int32) for name in SHAPE_INTEGERS}
+        shape.update({name: np.full(n, np.nan, np.float32) for name in SHAPE_REALS})
+        return cls(**columns, **shape)
+
+    @property
+    def n_coded(self) -> np.ndarray:
+        return self.size
+
+    @property
+    def has_pixel_data(self) -> np.ndarray:
+        return np.ones(len(self), dtype=bool)
+
     @staticmethod
-    def concatenate(parts: Sequence["SpotSizes"]) -> "SpotSizes":
-        """All rows of ``parts`` in order (a single part is returned as it is, not copied)."""
+    def concatenate(parts: Sequence[SpotSizes]) -> SpotSizes:
+        """All rows of ``parts`` in order (a single part is returned as it is)."""
         if not parts:
             return SpotSizes()
         if len(parts) == 1:
@@ -139,6 +187,7 @@ class DatasetSelection:
     size_source: str
     size_source_note: str = ""
     experiment_identifiers: list[str] = field(default_factory=list)
+    n_bbox_disagreements: int = 0  # shoeboxes whose bbox is not the table's (#3194)
 
 
 def resolve_required_flags(
@@ -263,31 +312,35 @@ def _indices_by_identifier(
 
 def measure_rows(
     columns: Mapping[str, np.ndarray],
-    sizes: np.ndarray,
     counted: np.ndarray,
+    sizes: np.ndarray,
     geometry: ExperimentGeometry,
     numbering: ExperimentNumbering,
     dataset: int,
     where: str,
+    shapes: SpotShapes | None = None,
 ) -> SpotSizes:
     """Locate the counted rows of a stretch of a table (experiment, panel, image,
-    d-spacing) beside their sizes.
+    d-spacing) beside their sizes and shapes.
 
     Parameters
     ----------
     columns : mapping of str to numpy.ndarray
         The stretch's columns (any of ``id``, ``panel``, ``xyzobs.px.value``,
         ``xyzobs.mm.value``; views are fine: only the counted rows are read).
-    sizes : numpy.ndarray
-        The stretch's sizes, one per row.
     counted : numpy.ndarray
-        bool, per row: selected and with pixel data.
+        bool, per row of the stretch: selected and with pixel data.
+    sizes : numpy.ndarray
+        The size of each counted row.
     geometry, numbering : ExperimentGeometry, ExperimentNumbering
         The experiments, and how the table's ids refer to them.
     dataset : int
         The table's number among the inputs.
     where : str
         The table's name, for errors.
+    shapes : SpotShapes, optional
+        The shape of each counted row; their radial and tangential widths are taken
+        about the beam centre on each row's panel here.
     """
     rows = np.flatnonzero(counted)
     ids = columns.get("id")
@@ -312,14 +365,22 @@ def measure_rows(
         d_spacing = geometry.d_spacings(millimetres, experiment, panel)
     else:
         d_spacing = np.full(rows.size, np.nan)
-    return SpotSizes(
-        size=sizes[rows],
-        dataset=np.full(rows.size, dataset, np.int32),
-        experiment=experiment.astype(np.int32),
-        panel=panel.astype(np.int32),
-        image=image.astype(np.int32),
-        d_spacing=d_spacing,
+    located = {
+        "size": np.asarray(sizes, dtype=np.int64),
+        "dataset": np.full(rows.size, dataset, np.int32),
+        "experiment": experiment.astype(np.int32),
+        "panel": panel.astype(np.int32),
+        "image": image.astype(np.int32),
+        "d_spacing": d_spacing,
+    }
+    if shapes is None:
+        return SpotSizes.unshaped(**located)
+    shapes = shapes.with_beam_centres(geometry.beam_centres_px(experiment, panel))
+    kept = {name: getattr(shapes, name).astype(np.int32) for name in SHAPE_INTEGERS}
+    kept.update(
+        {name: getattr(shapes, name).astype(np.float32) for name in SHAPE_REALS}
     )
+    return SpotSizes(**located, **kept)
 
 
 @dataclass

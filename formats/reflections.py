@@ -15,13 +15,18 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
 from .errors import FileFormatError
 from .msgpack_cursor import MsgpackCursor
-from .shoeboxes import HEADER_BYTES, ShoeboxColumn, count_pixels_streaming
+from .shoeboxes import (
+    HEADER_BYTES,
+    ShoeboxColumn,
+    count_pixels_streaming,
+    indexed_chunks,
+)
 from .source import (
     MAP_FROM_BYTES,
     describe_content,
@@ -179,6 +184,23 @@ class ReflectionTable:
                 path=self.path,
                 release_pages=release_pages,
             )
+
+    def shoebox_chunks(
+        self, rows_per_chunk: int, release_pages: bool = False
+    ) -> Iterator[tuple[int, int, ShoeboxColumn]]:
+        """The shoebox column a stretch of rows at a time, as ``(start, stop, column)``
+        (see ``shoeboxes.indexed_chunks``); from the index where it is built."""
+        if self._shoebox_index is not None:
+            index = self._shoebox_index
+            for start in range(0, self.nrows, rows_per_chunk):
+                stop = min(self.nrows, start + rows_per_chunk)
+                yield start, stop, index.rows(start, stop)
+            return
+        if self._shoebox_blob is None:
+            raise ValueError("the table has no shoebox column")
+        yield from indexed_chunks(
+            self._shoebox_blob, self.nrows, rows_per_chunk, self.path, release_pages
+        )
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call

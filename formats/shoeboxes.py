@@ -15,6 +15,7 @@ file gives a :class:`FileFormatError`, never an overflow or a huge allocation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -221,6 +222,48 @@ def count_pixels_streaming(
     return counts, has_data
 
 
+def indexed_chunks(
+    blob: np.ndarray,
+    nrows: int,
+    rows_per_chunk: int,
+    path: str | None = None,
+    release_pages: bool = False,
+) -> Iterator[tuple[int, int, ShoeboxColumn]]:
+    """The column indexed a stretch of rows at a time: yields ``(start, stop, column)``
+    with ``column`` indexing rows [start, stop) (its offsets point into ``blob``).
+
+    Only the current stretch's index is held; with ``release_pages`` the stretch's
+    bytes are handed back to the operating system once the caller has used them, so
+    resident memory does not grow with the file.
+
+    Raises
+    ------
+    FileFormatError
+        Where the column is truncated or corrupt, naming the record.
+    """
+    _check_row_count(blob, nrows, path)
+    position = 0
+    for start in range(0, nrows, rows_per_chunk):
+        stop = min(nrows, start + rows_per_chunk)
+        n = stop - start
+        source.populate_pages(blob[position : position + PREFETCH_BYTES])
+        panel, bbox = np.zeros(n, np.uint32), np.zeros((n, 6), np.int32)
+        present, data_offset = np.zeros(n, np.uint8), np.zeros(n, np.int64)
+        problem, _, end = scan_records(
+            blob, n, position, panel, bbox, present, data_offset
+        )
+        if problem != OK:
+            ShoeboxColumn.from_blob(blob, nrows, path=path)  # raises, with details
+        yield start, stop, ShoeboxColumn(blob, panel, bbox, present, data_offset)
+        if release_pages:
+            source.release_pages(blob[position:end])
+        position = end
+    if position != blob.size:
+        raise FileFormatError(
+            path, _problem_message(TRAILING_BYTES, nrows, None, blob.size)
+        )
+
+
 def _problem_message(problem: int, row: int, headers: np.ndarray, size: int) -> str:
     if problem == TRAILING_BYTES:
         return f"has a corrupt shoebox column: {size} bytes hold more than its records (extra bytes after record {row - 1})"
@@ -295,6 +338,16 @@ class ShoeboxColumn:
         """Pixels in each shoebox's bbox (0 where there is no pixel data)."""
         extent = self.bbox[:, 1::2].astype(np.int64) - self.bbox[:, 0::2]
         return np.where(self.has_pixel_data, np.prod(extent, axis=1), 0)
+
+    def rows(self, start: int, stop: int) -> ShoeboxColumn:
+        """Rows [start, stop) of the index (views; the pixels stay in the blob)."""
+        return ShoeboxColumn(
+            self.blob,
+            self.panel[start:stop],
+            self.bbox[start:stop],
+            self.present[start:stop],
+            self.data_offset[start:stop],
+        )
 
     def count_mask_values(self, code: int) -> np.ndarray:
         """Per row, the pixels whose mask has every bit of ``code`` set (DIALS's

@@ -16,6 +16,7 @@ from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
+from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
 from ..algorithms.spot_sizes import (
     LOCATION_COLUMNS,
     DatasetSelection,
@@ -216,21 +217,27 @@ def measure_table(
     source, note = size_source(
         columns, table.shoebox_column_name is not None, code, where
     )
-    if source == "shoebox":
-        sizes, has_data = table.count_shoebox_pixels(code, release_pages=release_pages)
-    else:
-        sizes, has_data = sizes_from_column(source, columns[source])
-    parts, n_selected = [], 0
-    for start in range(0, n, ROWS_PER_CHUNK):
-        stop = min(n, start + ROWS_PER_CHUNK)
+    stretches = _stretches(table, source, code, release_pages)
+    parts, n_selected, n_disagreements = [], 0, 0
+    for start, stop, column, sizes in stretches:
         table.populate_rows(start, stop, LOCATION_COLUMNS)
         selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
         n_selected += int(selected.sum())
         stretch = {k: columns[k][start:stop] for k in LOCATION_COLUMNS if k in columns}
-        counted = selected & has_data[start:stop]
+        if column is None:
+            counted = selected & sizes[1]
+            shapes, sizes = None, sizes[0][counted]
+        else:
+            counted = selected & column.has_pixel_data
+            shapes = measure_spot_shapes(column, code, rows=counted)
+            sizes = shapes.n_coded
+            if "bbox" in columns:
+                n_disagreements += bbox_disagreements(
+                    column.bbox, columns["bbox"][start:stop]
+                )[0]
         parts.append(
             measure_rows(
-                stretch, sizes[start:stop], counted, geometry, numbering, dataset, where
+                stretch, counted, sizes, geometry, numbering, dataset, where, shapes
             )
         )
         if release_pages:
@@ -248,11 +255,26 @@ def measure_table(
         n_counted=len(spot_sizes),
         size_source=source,
         size_source_note=note,
+        n_bbox_disagreements=n_disagreements,
         experiment_identifiers=sorted(
             {geometry.identifiers[i] for i in seen.tolist() if i >= 0}
         ),
     )
     return spot_sizes, selection
+
+
+def _stretches(table: ReflectionTable, source: str, code: int, release_pages: bool):
+    """(start, stop, shoebox column or None, (sizes, has pixel data) or None) a
+    stretch of ROWS_PER_CHUNK rows at a time: the shoeboxes indexed as they come, or
+    the column that stands in for them."""
+    if source == "shoebox":
+        for start, stop, column in table.shoebox_chunks(ROWS_PER_CHUNK, release_pages):
+            yield start, stop, column, None
+        return
+    sizes, has_data = sizes_from_column(source, table.columns[source])
+    for start in range(0, table.nrows, ROWS_PER_CHUNK):
+        stop = min(table.nrows, start + ROWS_PER_CHUNK)
+        yield start, stop, None, (sizes[start:stop], has_data[start:stop])
 
 
 def measure_file(
