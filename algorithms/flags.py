@@ -1,6 +1,6 @@
 """DIALS reflection flags (``flags`` column, uint64) and selection by name.
 
-Values from DIALS ``reflection_table.h`` (reference §3).
+Values from DIALS ``reflection_table.h`` (doc/dials_facts.md §3).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``scitbx`` ``flex.histogram``, exactly, vectorised and mergeable (reference §4).
+"""``scitbx`` ``flex.histogram``, exactly, vectorised and mergeable (doc/dials_facts.md §4).
 
 Slot width ``w = (data_max - data_min) / n_slots``. A value more than ``1e-4 * w`` outside
 [data_min, data_max] is counted out of range; otherwise ``d = value - data_min`` goes to

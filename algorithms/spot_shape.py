@@ -46,7 +46,13 @@ from ..formats.shoeboxes import HEADER_BYTES, ShoeboxColumn
 from ..formats.source import populate_pages, release_pages
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
-from .statistics import group_statistics, summary_statistics
+from .statistics import (
+    GroupOrder,
+    group_medians,
+    group_order,
+    group_statistics,
+    summary_statistics,
+)
 
 ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
 MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
@@ -463,7 +469,6 @@ def bbox_disagreements(
 # name: (unit, histogram bins (data_min, data_max, width) or None for width-1 integer
 # bins, first integer value binned)
 QUANTITIES = {
-    "n_coded": ("px", None, 0),
     "extent_x": ("px", None, 1),
     "extent_y": ("px", None, 1),
     "extent_z": ("images", None, 1),
@@ -472,7 +477,6 @@ QUANTITIES = {
     "rms_width_x": ("px", (0.0, 5.0, 0.1), None),
     "rms_width_y": ("px", (0.0, 5.0, 0.1), None),
     "rms_width_z": ("images", (0.0, 5.0, 0.1), None),
-    "covariance_xy": ("px^2", (-2.0, 2.0, 0.1), None),
     "rms_width_radial": ("px", (0.0, 5.0, 0.1), None),
     "rms_width_tangential": ("px", (0.0, 5.0, 0.1), None),
     "elongation": ("", (1.0, 6.0, 0.1), None),
@@ -481,10 +485,8 @@ QUANTITIES = {
 
 
 def _rows_of(shapes: SpotShapes, name: str) -> np.ndarray:
-    """Which rows a quantity's summary covers: every row with pixel data for the size,
-    rows with coded pixels for the other counts, finite values for the rest."""
-    if name == "n_coded":
-        return shapes.has_pixel_data
+    """Which rows a quantity's summary covers: rows with coded pixels for the counts
+    and the fill, finite values for the rest."""
     if QUANTITIES[name][1] is None or name == "fill":
         return shapes.n_coded > 0
     return np.isfinite(getattr(shapes, name))
@@ -514,13 +516,19 @@ def _histogram(values: np.ndarray, name: str) -> dict:
     }
 
 
-def _medians_by(keys: np.ndarray | None, values: np.ndarray, key_name: str) -> list:
-    if keys is None:
+def _medians_by(grouping: GroupOrder | None, keys, values, kept, key_name) -> list:
+    """Median per group: integer values counted (exact, no sort), real ones selected
+    within each group of a key order shared by every quantity."""
+    if grouping is None:
         return []
-    groups = group_statistics(keys, values, skip_negative_keys=True)
+    if np.issubdtype(values.dtype, np.integer):
+        groups = group_statistics(keys[kept], values[kept], skip_negative_keys=True)
+        entries = zip(groups.key, groups.n, groups.median)
+    else:
+        entries = zip(*group_medians(grouping, np.where(kept, values, np.nan)))
     return [
         {key_name: int(key), "n": int(n), "median": float(median)}
-        for key, n, median in zip(groups.key, groups.n, groups.median)
+        for key, n, median in entries
     ]
 
 
@@ -577,15 +585,18 @@ def summarise_spot_shapes(
     for keys in (image, shell, panel):
         if keys is not None and len(keys) != n:
             raise ValueError(f"group keys must have one entry per row ({n})")
+    groupings = {
+        label: (None, None) if keys is None else (group_order(keys), np.asarray(keys))
+        for label, keys in (("image", image), ("shell", shell), ("panel", panel))
+    }
     quantities = {}
     for name, (unit, _, _) in QUANTITIES.items():
         kept = _rows_of(shapes, name)
-        values = getattr(shapes, name)[kept]
+        every = getattr(shapes, name)
+        values = every[kept]
         groups = {
-            f"median_by_{label}": _medians_by(
-                None if keys is None else np.asarray(keys)[kept], values, label
-            )
-            for label, keys in (("image", image), ("shell", shell), ("panel", panel))
+            f"median_by_{label}": _medians_by(grouping, keys, every, kept, label)
+            for label, (grouping, keys) in groupings.items()
         }
         quantities[name] = {
             "unit": unit,
@@ -599,7 +610,7 @@ def summarise_spot_shapes(
             "rows": n,
             "rows_with_pixel_data": int(shapes.has_pixel_data.sum()),
             "rows_with_coded_pixels": int(coded.sum()),
-            "rows_with_zero_weight": int((coded & ~(shapes.total_weight > 0)).sum()),
+            "rows_with_zero_weight": int((coded & np.isnan(shapes.rms_width_x)).sum()),
             "quantities": quantities,
         }
     )

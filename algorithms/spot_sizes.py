@@ -8,6 +8,7 @@ breakdowns. Nothing here reads files or prints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -18,11 +19,11 @@ from . import flags as flag_names
 from .geometry import ExperimentGeometry, image_numbers, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
-from .spot_shape import SpotShapes
+from .spot_shape import SpotShapes, summarise_spot_shapes
 from .statistics import group_statistics, summary_statistics, value_counts
 
 # Per-row columns that hold a shoebox count without the shoeboxes, and the code each
-# means exactly (reference §2). n_signal is Valid|Foreground, which on spot-finding masks
+# means exactly (doc/dials_facts.md §2). n_signal is Valid|Foreground, which on spot-finding masks
 # (every signal pixel is Valid|Foreground) is also the Foreground count.
 SIZE_COLUMNS_WITHOUT_SHOEBOXES = (
     (
@@ -397,10 +398,32 @@ class SpotSizeResult:
     by_image: list[dict]
     by_resolution: list[dict]
     spot_sizes: SpotSizes
+    spot_shape: dict = field(default_factory=dict)
 
     @property
     def mask_code_value(self) -> int:
         return mask_code_value(self.mask_code)
+
+
+def whole_pixel_range(
+    sizes: np.ndarray, data_min: float | None, data_max: float | None, bins: int
+) -> tuple[float, float]:
+    """The histogram's range, where either end is automatic (None): sizes are whole
+    pixels, so an automatic range puts bin edges half-way between whole pixels and
+    makes each bin a whole number of pixels wide (0.3-pixel bins would leave most of
+    them empty: a comb). A range given in full is kept exactly (flex.histogram's)."""
+    if data_min is not None and data_max is not None:
+        return data_min, data_max
+    smallest, largest = automatic_range(sizes)
+    if data_min is not None:  # the top is automatic
+        width = max(1, math.ceil((largest + 0.5 - data_min) / bins))
+        return data_min, data_min + width * bins
+    if data_max is not None:  # the bottom is automatic
+        width = max(1, math.ceil((data_max - (smallest - 0.5)) / bins))
+        return data_max - width * bins, data_max
+    low = smallest - 0.5
+    width = max(1, math.ceil((largest + 0.5 - low) / bins))
+    return low, low + width * bins
 
 
 def summarise(
@@ -429,13 +452,7 @@ def summarise(
     data_min, data_max = options.data_min, options.data_max
     bins, n_resolution_shells = options.bins, options.n_resolution_shells
     sizes = spot_sizes.size
-    automatic_min, automatic_max = automatic_range(sizes)
-    low = automatic_min if data_min is None else data_min
-    high = automatic_max if data_max is None else data_max
-    if data_min is None and data_max is not None and low >= high:
-        low = high - 1.0
-    if data_max is None and data_min is not None and high <= low:
-        high = low + 1.0
+    low, high = whole_pixel_range(sizes, data_min, data_max, bins)
     counts = value_counts(
         sizes
     )  # sizes are counts of pixels: bin each distinct size once
@@ -473,6 +490,7 @@ def summarise(
         spot_sizes.image, sizes, skip_negative_keys=True
     ).entries("image")
     edges = shell_edges(spot_sizes.d_spacing, n_resolution_shells)
+    shells = shell_numbers(spot_sizes.d_spacing, edges)
     d_edges = 1.0 / np.sqrt(edges)
     by_resolution = [
         {
@@ -486,11 +504,7 @@ def summarise(
             "max": high,
         }
         for key, n, mean, median, low, high in zip(
-            *group_statistics(
-                shell_numbers(spot_sizes.d_spacing, edges),
-                sizes,
-                skip_negative_keys=True,
-            )
+            *group_statistics(shells, sizes, skip_negative_keys=True)
         )
     ]
     return SpotSizeResult(
@@ -504,4 +518,7 @@ def summarise(
         by_image=by_image,
         by_resolution=by_resolution,
         spot_sizes=spot_sizes,
+        spot_shape=summarise_spot_shapes(
+            spot_sizes, image=spot_sizes.image, shell=shells, panel=spot_sizes.panel
+        ),
     )

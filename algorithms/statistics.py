@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..jit import njit
+
 PERCENTILES = (5, 25, 75, 95)
 COUNTING_CELLS = 1 << 24
 ROWS_PER_PASS = 1 << 20  # row-sized temporaries are made this many rows at a time
@@ -230,3 +232,64 @@ def _groups_from_tally(unique: np.ndarray, table: np.ndarray) -> Groups:
     medians = (value_at((counts - 1) // 2) + value_at(counts // 2)) / 2
     smallest, largest = value_at(np.zeros_like(counts)), value_at(counts - 1)
     return _groups(unique, counts, sums, medians, smallest, largest)
+
+
+@njit
+def _segment_medians(values, starts, ends, counts, medians):
+    """Median of the finite values of each segment [starts[g], ends[g])."""
+    buffer = np.empty(values.size, np.float64)
+    for g in range(starts.size):
+        n = 0
+        for i in range(starts[g], ends[g]):
+            if np.isfinite(values[i]):
+                buffer[n] = values[i]
+                n += 1
+        counts[g] = n
+        medians[g] = np.median(buffer[:n]) if n else np.nan
+
+
+class GroupOrder(NamedTuple):
+    """Rows ordered by key, once for every quantity grouped by the same keys."""
+
+    order: np.ndarray
+    unique: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def group_order(keys: np.ndarray) -> GroupOrder:
+    """The rows with a non-negative key, ordered by key (stable), and each key's
+    stretch: a sort shared by the medians of every quantity (:func:`group_medians`)."""
+    keys = np.asarray(keys)
+    kept = np.flatnonzero(keys >= 0)
+    order = kept[np.argsort(keys[kept], kind="stable")]
+    ordered = keys[order]
+    starts = (
+        np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        if ordered.size
+        else np.zeros(0, np.intp)
+    )
+    ends = np.r_[starts[1:], ordered.size].astype(np.intp)
+    return GroupOrder(order, ordered[starts], starts.astype(np.intp), ends)
+
+
+def group_medians(
+    grouping: GroupOrder, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per key of ``grouping``: the key, how many finite values, and their median
+    (numpy's, the mean of the two middle values for an even count); NaN values are
+    left out. A selection per group, not a sort of every row per quantity.
+
+    Parameters
+    ----------
+    grouping : GroupOrder
+        From :func:`group_order` of the rows' keys.
+    values : numpy.ndarray
+        One real value per row.
+    """
+    ordered = np.asarray(values, dtype=np.float64)[grouping.order]
+    counts = np.zeros(len(grouping.starts), np.int64)
+    medians = np.zeros(len(grouping.starts), np.float64)
+    _segment_medians(ordered, grouping.starts, grouping.ends, counts, medians)
+    present = counts > 0
+    return grouping.unique[present], counts[present], medians[present]

@@ -1,6 +1,6 @@
 """DIALS reflection tables (``.refl``, msgpack, versions 1 and 2): read and write.
 
-Layout (reference §1): ``["dials::af::reflection_table", version, {"identifiers": {id:
+Layout (doc/dials_facts.md §1): ``["dials::af::reflection_table", version, {"identifiers": {id:
 str}, "nrows": n, "data": {name: [type, [n, bin]]}}]``. Fixed-size columns become numpy
 views of the file's bytes (of a copy, for tables small enough that msgpack's C unpacker
 reads them faster than the cursor); the ``Shoebox<>`` column becomes a

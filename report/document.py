@@ -12,7 +12,7 @@ from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.result import AnalysisResult
 from .plots import figures
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DATASET_KEYS = (
     "name",
     "n_rows",
@@ -24,6 +24,7 @@ DATASET_KEYS = (
     "n_counted",
     "size_source",
     "size_source_note",
+    "n_bbox_disagreements",
 )
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
@@ -85,6 +86,7 @@ def json_document(analysis: AnalysisResult) -> dict:
         "by_panel": result.by_panel,
         "by_image": result.by_image,
         "by_resolution": result.by_resolution,
+        "spot_shape": spot_shape_document(result),
         "plots": figures(result),
     }
     # Only these hold computed floats that could be NaN or infinite (the by_experiment,
@@ -93,6 +95,18 @@ def json_document(analysis: AnalysisResult) -> dict:
     for key in ("statistics", "histogram", "by_resolution", "plots"):
         document[key] = _finite(document[key])
     return document
+
+
+def spot_shape_document(result) -> dict:
+    """The ``spot_shape`` object: one entry per quantity, and what rows they cover."""
+    summary = result.spot_shape
+    if not summary:
+        return {}
+    counts = {key: value for key, value in summary.items() if key != "quantities"}
+    counts["n_bbox_disagreements"] = sum(
+        d.n_bbox_disagreements for d in result.datasets
+    )
+    return {**summary["quantities"], "counts": counts}
 
 
 ITEMS_PER_PIECE = 10_000

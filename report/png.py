@@ -1,7 +1,7 @@
 """The PNG histogram (matplotlib, Agg: no display needed).
 
 matplotlib is imported only here, lazily, and this program never loads compiled cctbx
-modules, so the cctbx-base import-order trap (reference §7) cannot bite; a test runs both
+modules, so the cctbx-base import-order trap (doc/dials_facts.md §7) cannot bite; a test runs both
 import orders in subprocesses.
 
 The PNG carries its numbers in a text chunk (key ``dials_spot_size_analysis``): the bin

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 from ..algorithms.mask_codes import describe
 from ..algorithms.spot_sizes import SpotSizeResult
 
@@ -260,5 +262,116 @@ def report_lines(result: SpotSizeResult) -> list[str]:
         *statistics_lines(result),
         "",
         *histogram_lines(result),
+        *crowded_histogram_lines(result),
+        *shape_lines(result),
         *breakdown_lines(result),
     ]
+
+
+CROWDED_BINS = 3  # "most spots fall into the first bins": this many
+CROWDED_FRACTION = 0.8  # ... holding at least this fraction of the spots
+MOST_BAR_LINES = 30
+
+
+def bar_lines(values: Sequence[int], counts: Sequence[int], label: str) -> list[str]:
+    """A text bar chart of whole-number values, in at most MOST_BAR_LINES lines: the
+    occupied range, values merged in groups of equal width where there are more."""
+    counts = np.asarray(counts, dtype=np.int64)
+    values = np.asarray(values, dtype=np.int64)
+    occupied = np.flatnonzero(counts)
+    if not occupied.size:
+        return []
+    first, last = occupied[0], occupied[-1]
+    width = max(1, -(-(last - first + 1) // MOST_BAR_LINES))
+    lines = [f"{label:>10} {'count':>8}"]
+    groups = [
+        (
+            values[start],
+            values[min(start + width, last + 1) - 1],
+            counts[start : start + width].sum(),
+        )
+        for start in range(first, last + 1, width)
+    ]
+    peak = max(total for _, _, total in groups) or 1
+    for low, high, total in groups:
+        bar = "#" * int(round(BAR_WIDTH * total / peak)) or ("." if total else "")
+        name = f"{low}" if low == high else f"{low}-{high}"
+        lines.append(f"{name:>10} {int(total):>8d} {bar}")
+    return lines
+
+
+def crowded_histogram_lines(result: SpotSizeResult) -> list[str]:
+    """Where the tutorial's range crowds the spots into its first bins, the sizes in
+    whole pixels over the range they occupy."""
+    counts = result.histogram.counts
+    total = counts.sum()
+    if not total or counts[:CROWDED_BINS].sum() < CROWDED_FRACTION * total:
+        return []
+    sizes = result.spot_sizes.size
+    tally = np.bincount(sizes[(sizes >= 0) & (sizes <= np.percentile(sizes, 99))])
+    share = 100 * counts[:CROWDED_BINS].sum() / total
+    return [
+        "",
+        f"Most spots ({share:.0f}%) fall into the first {CROWDED_BINS} bins of this "
+        "range; the sizes in whole pixels (up to the 99th percentile; "
+        "data_max=Auto fits the histogram to them):",
+        *bar_lines(np.arange(tally.size), tally, "pixels"),
+    ]
+
+
+SHAPE_ROWS = (
+    ("extent_x", "pixel columns spanned"),
+    ("extent_y", "pixel rows spanned"),
+    ("extent_z", "images spanned"),
+    ("footprint", "most pixels on one image"),
+    ("fill", "pixels / bounding box"),
+    ("rms_width_x", "rms width along x"),
+    ("rms_width_y", "rms width along y"),
+    ("rms_width_z", "rms width in images"),
+    ("rms_width_radial", "rms width radial"),
+    ("rms_width_tangential", "rms width tangential"),
+    ("elongation", "long / short rms width"),
+    ("peak_centroid_distance", "peak to centroid"),
+)
+
+
+def shape_lines(result: SpotSizeResult) -> list[str]:
+    """The compact shape table and the images-spanned and footprint bar charts."""
+    summary = result.spot_shape.get("quantities") if result.spot_shape else None
+    if not summary or not summary["extent_z"]["statistics"]["n"]:
+        return []
+    rows = []
+    for name, meaning in SHAPE_ROWS:
+        entry = summary[name]
+        stats = entry["statistics"]
+        if not stats["n"]:
+            continue
+        rows.append(
+            [
+                name,
+                meaning,
+                entry["unit"],
+                stats["n"],
+                stats["median"],
+                stats["p5"],
+                stats["p95"],
+            ]
+        )
+    lines = [
+        "",
+        format_table(
+            ["quantity", "meaning", "unit", "n", "median", "p5", "p95"],
+            rows,
+            title=f"Spot shape ({describe(result.mask_code)} pixels; doc/spot_shapes.md explains each):",
+        ),
+    ]
+    for name, title in (
+        ("extent_z", "Images spanned by each spot (extent_z):"),
+        ("footprint", "Most pixels of a spot on one image (footprint):"),
+    ):
+        histogram = summary[name]["histogram"]
+        lines += ["", title]
+        lines += bar_lines(
+            histogram["bin_centres"], histogram["counts"], summary[name]["unit"]
+        )
+    return lines

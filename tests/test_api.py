@@ -8,6 +8,7 @@ from conftest import REFLECTION_FILES
 
 from dials_spot_size_analysis.algorithms.histogram import histogram
 from dials_spot_size_analysis.algorithms.spot_sizes import SelectionError
+from dials_spot_size_analysis.algorithms.spot_sizes import whole_pixel_range
 from dials_spot_size_analysis.api import (
     ParameterError,
     analyse,
@@ -131,7 +132,9 @@ def test_other_flags_codes_and_ranges_match_recorded_counts(
     sizes = expected_sizes(truth, code=code, require=require, exclude=exclude)
     params = result.parameters["histogram"]
     data_max = (
-        sizes.max() if overrides.get("data_max") == "Auto" else params["data_max"]
+        whole_pixel_range(sizes, params["data_min"], None, params["bins"])[1]
+        if overrides.get("data_max") == "Auto"
+        else params["data_max"]
     )
     expected = histogram(sizes, params["data_min"], data_max, params["bins"])
     assert result.histogram.counts.tolist() == expected.counts.tolist()

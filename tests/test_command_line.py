@@ -117,8 +117,13 @@ def test_json_follows_its_schema(shared_data, tmp_path):
     )
     document = json.loads((tmp_path / "out.json").read_text())
     jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
-    assert document["program"] == PROGRAM and document["schema_version"] == 1
+    assert document["program"] == PROGRAM and document["schema_version"] == 2
     assert document["selection"]["n_counted"] == 205
+    shape = document["spot_shape"]  # one still: every spot on one image
+    assert shape["extent_z"]["statistics"]["max"] == 1
+    assert shape["extent_z"]["histogram"]["counts"][0] == 205
+    assert shape["footprint"]["statistics"] == document["statistics"]
+    assert shape["counts"]["rows_with_coded_pixels"] == 205
     assert document["parameters"]["flags"]["require"] == "Auto"
     assert document["parameters"]["histogram"] == {
         "bins": 100,

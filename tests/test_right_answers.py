@@ -262,3 +262,20 @@ def test_a_legacy_table_with_another_datasets_experiments_is_refused(shared_data
     )
     d = [(e["d_max"], e["d_min"]) for e in right.result.by_resolution]
     assert round(d[0][0], 2) == 16.34 and round(d[-1][1], 2) == 1.45
+
+
+def test_automatic_ranges_are_aligned_to_whole_pixels(shared_data):
+    """Sizes are whole pixels: with data_max=Auto each bin is a whole number of pixels
+    wide, its edges half-way between whole pixels, so no bin is empty for want of an
+    integer inside it (the comb of 0.3-pixel bins)."""
+    result = analyse(
+        shared_data / "I23_P12M_thau/indexed.refl", data_min="Auto", data_max="Auto"
+    )
+    h = result.histogram
+    assert (h.data_min, h.bin_width) == (2.5, 1.0)  # sizes 3..30 in 100 bins
+    assert h.counts.sum() == 205 and h.n_out_of_range == 0
+    occupied = h.bin_centers[h.counts > 0]
+    assert np.allclose(occupied, np.round(occupied))
+    wide = analyse(shared_data / "I23_P12M_thau/indexed.refl", bins=10, data_max="Auto")
+    assert (wide.histogram.data_min, wide.histogram.bin_width) == (0.0, 4.0)
+    assert wide.histogram.data_max == 40.0
