@@ -154,19 +154,24 @@ def _groups(unique, counts, sums, medians, smallest, largest) -> Groups:
     )
 
 
+def _countable(keys: np.ndarray, values: np.ndarray) -> bool:
+    """Integer keys and non-negative integer values: what a table of counts can hold."""
+    return bool(
+        keys.size
+        and np.can_cast(keys.dtype, np.intp)
+        and np.issubdtype(keys.dtype, np.integer)
+        and np.issubdtype(values.dtype, np.integer)
+        and values.min() >= 0
+    )
+
+
 def _tally_by_key(
     keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The distinct keys (ascending) and ``table[g, v]``, how many rows of the g-th key have
     value v; None unless keys and values are integers, the values non-negative, and the
     key range and the table small enough to count into."""
-    if keys.size == 0 or not (
-        np.can_cast(keys.dtype, np.intp)
-        and np.issubdtype(keys.dtype, np.integer)
-        and np.issubdtype(values.dtype, np.integer)
-    ):
-        return None
-    if values.min() < 0:
+    if not _countable(keys, values):
         return None
     low, high = int(keys.min()), int(keys.max())
     if skip_negative_keys:

@@ -7,7 +7,7 @@ where the folder is absent. Set DIALS_SPOT_SIZE_ANALYSIS_DATA to point elsewhere
 from __future__ import annotations
 
 # The cctbx-base wheel segfaults if matplotlib or scipy load before its compiled modules
-# (reference §7); the tests compare against the real flex.histogram, so load it first.
+# (doc/dials_facts.md §7); the tests compare against the real flex.histogram, so load it first.
 try:
     from scitbx.array_family import flex  # noqa: F401
 except ImportError:  # cctbx-base without compiled modules: those comparisons skip

@@ -7,8 +7,10 @@ import pytest
 from conftest import REFLECTION_FILES
 
 from dials_spot_size_analysis.algorithms.histogram import histogram
-from dials_spot_size_analysis.algorithms.spot_sizes import SelectionError
-from dials_spot_size_analysis.algorithms.spot_sizes import whole_pixel_range
+from dials_spot_size_analysis.algorithms.spot_sizes import (
+    SelectionError,
+    whole_pixel_range,
+)
 from dials_spot_size_analysis.api import (
     ParameterError,
     analyse,

@@ -99,7 +99,7 @@ def test_png_log_scale(tmp_path, monkeypatch):
 
 def test_cctbx_import_order_trap_does_not_bite(tmp_path):
     """matplotlib (PNG) loaded before or after compiled cctbx modules: both orders work,
-    because this program never loads compiled cctbx itself (reference §7)."""
+    because this program never loads compiled cctbx itself (doc/dials_facts.md §7)."""
     for first in ("import matplotlib.pyplot", "from scitbx.array_family import flex"):
         script = textwrap.dedent(
             f"""
