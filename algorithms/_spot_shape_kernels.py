@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic
+
+from ..jit import njit
 
 if sys.byteorder != "little":  # the loads below read the file's little-endian floats
     raise ImportError("spot shape kernels need a little-endian host")
@@ -50,7 +51,7 @@ def _float32_at(typingctx, blob, position):
     return types.float32(blob, position), codegen
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _first_coded(blob, mask_start, stride, n, code):
     """Index (C order) of the first coded pixel of a record, or -1."""
     for pixel in range(n):
@@ -59,7 +60,7 @@ def _first_coded(blob, mask_start, stride, n, code):
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _row_sums(blob, data_start, mask_start, stride, shape, code):
     """Everything one record's coded pixels contribute, in one pass in C order.
 
@@ -125,7 +126,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _elongation(variance_x, variance_y, covariance_xy):
     """Ratio of the principal rms widths of the 2x2 covariance, each pixel's own
     uniform-square variance added to the diagonal (see spot_shape.elongation)."""
@@ -138,7 +139,7 @@ def _elongation(variance_x, variance_y, covariance_xy):
     return np.sqrt((half_trace + spread) / smallest)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _record_fits(size, start, marker, nx, ny, nz):
     """Whether a record's marker and bbox are sound and its pixel arrays lie inside a
     blob of ``size`` bytes (the volume checked in floating point first, so that a
@@ -153,7 +154,7 @@ def _record_fits(size, start, marker, nx, ny, nz):
     return start >= 0 and start + nx * ny * nz * per_pixel <= size
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals):
     """Measure every record given by (present, data_offset, bbox) into the outputs.
 
@@ -207,7 +208,7 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _store_weighted(row, bbox, sums, first, peak, centroid, reals):
     """Centroid, rms widths, covariance, elongation and peak distance of one row from
     its weighted sums (left NaN where the total weight is zero)."""

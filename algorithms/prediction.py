@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from ..jit import njit
 
 TWO_PI = 2.0 * math.pi
 DEFAULT_PADDING_DEG = 1.0  # dials.integrate's prediction.padding
@@ -153,7 +154,7 @@ class Predictions:
 # ------------------------------------------------------------------- compiled geometry
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _attenuation_length(mu, t0, unit_s1, fast, slow, origin):
     # dxtbx parallax_correction.h attenuation_length: the mean depth of absorption.
     nx = fast[1] * slow[2] - fast[2] * slow[1]
@@ -165,7 +166,7 @@ def _attenuation_length(mu, t0, unit_s1, fast, slow, origin):
     return 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
     # Shift along the ray by the attenuation length (sign +1: mm to px, -1: px to mm).
     s = np.empty(3)
@@ -180,7 +181,7 @@ def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
     return x_mm + sign * sf * o, y_mm + sign * ss * o
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness, out):
     """dxtbx ``Panel.get_pixel_lab_coord`` of panel ``p`` into ``out`` (mm)."""
     x_mm = x_px * pixel_size[p, 0]
@@ -193,7 +194,17 @@ def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness
         out[k] = origin[p, k] + x_mm * fast[p, k] + y_mm * slow[p, k]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
+def pixel_lab_coords(panel, xy_px, origin, fast, slow, pixel_size, mu, thickness, out):
+    """:func:`pixel_lab_coord` of every row: panel ``panel[i]``, pixel ``xy_px[i]``."""
+    for i in range(panel.size):
+        pixel_lab_coord(
+            panel[i], xy_px[i, 0], xy_px[i, 1], origin, fast, slow, pixel_size,
+            mu, thickness, out[i],
+        )  # fmt: skip
+
+
+@njit
 def _ray_intersection(s1, inverse_d, pixel_size, image_size):
     """dxtbx ``Detector.get_ray_intersection``: (panel, x mm, y mm); panel -1 where
     the ray misses every panel."""
@@ -215,7 +226,7 @@ def _ray_intersection(s1, inverse_d, pixel_size, image_size):
     return best, bx, by
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
     if mu[p] > 0:
         x_mm, y_mm = _parallax_shift(
@@ -224,7 +235,7 @@ def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
     return x_mm / pixel_size[p, 0], y_mm / pixel_size[p, 1]
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _rotate(v, axis, angle, out):
     # Right-handed rotation of v about the unit axis (Rodrigues).
     c, s = math.cos(angle), math.sin(angle)
@@ -237,7 +248,7 @@ def _rotate(v, axis, angle, out):
     out[2] = v[2] * c + cz * s + axis[2] * d * (1 - c)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _unit_cross(a, b):
     x = a[1] * b[2] - a[2] * b[1]
     y = a[2] * b[0] - a[0] * b[2]
@@ -246,7 +257,7 @@ def _unit_cross(a, b):
     return np.array([x / n, y / n, z / n])
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _rotation_angles(s0, m2, pstar0):
     """The two rotation angles putting ``pstar0`` on the Ewald sphere (XDS method,
     DIALS ``rotation_angles.h``); ok False where there is no solution."""
@@ -272,7 +283,7 @@ def _rotation_angles(s0, m2, pstar0):
     return True, math.atan2(sin1, cos1), math.atan2(sin2, cos2)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
     """The ray of ``h`` with the requested entering flag (``ScanStaticRayPredictor``):
     returns (found, angle mod 2 pi)."""
@@ -294,7 +305,7 @@ def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
     return False, 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _static_kernel(
     hkl,
     entering,
@@ -353,7 +364,7 @@ def _static_kernel(
         s1_out[i] = s1
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _quadratic_roots(a, b, c):
     # Both real roots of a x^2 + b x + c (a linear equation where a is 0).
     if a == 0.0:
@@ -369,7 +380,7 @@ def _quadratic_roots(a, b, c):
     return min(r1, r2), max(r1, r2)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _varying_ray(h, a1, a2, s0, out_s1):
     """``ScanVaryingRayPredictor``: (found, entering, alpha) for one frame whose
     setting matrices at its start and end are ``a1``, ``a2``."""
@@ -395,7 +406,7 @@ def _varying_ray(h, a1, a2, s0, out_s1):
     return True, starts_outside, alpha
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _frame_setting(a, frame, fixed, setting, m2, first_image, start, width):
     """S R(angle at the frame's start) F A, as ``compute_setting_matrices``."""
     angle = start + (frame - first_image + 1) * width
@@ -409,7 +420,7 @@ def _frame_setting(a, frame, fixed, setting, m2, first_image, start, width):
     return setting @ (rotation @ (fixed @ a))
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _varying_kernel(
     hkl,
     entering,

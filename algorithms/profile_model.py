@@ -24,11 +24,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-import numba
 import numpy as np
 
+from ..jit import njit
 from . import prediction
-from .prediction import DetectorArrays, ScanGeometry, pixel_lab_coord
+from .prediction import (
+    DetectorArrays,
+    ScanGeometry,
+    pixel_lab_coord,
+    pixel_lab_coords,
+)
 
 INDEXED = 4
 USED_IN_REFINEMENT = 8
@@ -114,19 +119,19 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
 # ------------------------------------------------------------------ compiled per pixel
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _float32_at(blob, start, count):
     return blob[start : start + 4 * count].copy().view(np.float32)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _mask_at(blob, start, count, int32_mask):
     if int32_mask:
         return blob[start : start + 4 * count].copy().view(np.int32).astype(np.int64)
     return blob[start : start + count].astype(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
     # PixelToMillerIndex.h: h = A^-1 F^-1 R(angle)^T S^-1 (s1 - s0), rounded.
     length = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
@@ -142,7 +147,7 @@ def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
     return False
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _pixel_kernel(
     rows,
     blob,
@@ -209,7 +214,7 @@ def _pixel_kernel(
                         frame_sum[frame_start[out] + z] += value
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _negative_log_likelihood(sigma, e1, e2, counts, starts):
     """-L of the extended estimator: per reflection sum(n log z) - K log Z + log Z,
     z = (erf(e1/sigma) - erf(e2/sigma))/2 clamped to 1e-10 (calculator.py)."""
@@ -490,7 +495,7 @@ BYTES_PER_VOXEL = 12  # float data + float background + int mask (integrator_ext
 SIGMA_B_MULTIPLIER = 2.0  # gaussian_rs Model.compute_bbox widens the box for background
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _panel_ray_px(p, s1, detector):
     """dxtbx ``Panel.get_ray_intersection_px`` on a given panel; NaN if behind it."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
@@ -502,7 +507,7 @@ def _panel_ray_px(p, s1, detector):
     )
 
 
-@numba.njit(cache=True, nogil=True)
+@njit
 def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
     """BBoxCalculator3D (gaussian_rs ``bbox_calculator.h``): the four beam vectors at
     (+-delta_b, +-delta_b) in the reflection's e1/e2 frame mapped to the panel, and the
@@ -815,14 +820,11 @@ def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
     arrays = DetectorArrays.from_detector(experiment.detector)
     xyz = np.asarray(columns["xyzobs.px.value"])[rows]
     s1 = np.empty((len(rows), 3))
-    lab = np.empty(3)
     panels = np.asarray(columns["panel"])[rows].astype(np.int64)
-    for k in range(len(rows)):  # one cheap call per spot; spots < a few 100,000
-        pixel_lab_coord(
-            panels[k], xyz[k, 0], xyz[k, 1], arrays.origin, arrays.fast,
-            arrays.slow, arrays.pixel_size, arrays.mu, arrays.thickness, lab,
-        )  # fmt: skip
-        s1[k] = lab
+    pixel_lab_coords(
+        panels, np.ascontiguousarray(xyz[:, :2]), arrays.origin, arrays.fast,
+        arrays.slow, arrays.pixel_size, arrays.mu, arrays.thickness, s1,
+    )  # fmt: skip
     chosen = _Columns(
         miller_index=np.zeros((len(rows), 3), np.int64),
         panel=panels,
