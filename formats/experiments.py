@@ -11,56 +11,152 @@ frames are composed down the hierarchy into the laboratory frame.
 
 from __future__ import annotations
 
-import json
+import bz2
+import gzip
+import lzma
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import FileFormatError
-from .source import describe_content, read_bytes
+from .source import read_json_document
 
 MODEL_KINDS = ("beam", "detector", "goniometer", "scan", "crystal", "imageset")
 
 
-def _vector(values, length: int = 3) -> np.ndarray:
+# Plausible bounds of the numbers this program uses. Anything outside is a corrupt or
+# hand-edited file: refusing it here keeps overflow, NaN and division by zero out of
+# every computation downstream (and numpy's warnings out of the log).
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+LENGTH_LIMIT_MM = 1e6  # detector origins: a kilometre
+CELL_LIMIT_A = 1e6  # real-space cell vectors (Å)
+ANGLE_LIMIT_DEG = 1e6  # goniometer angles and scan starts
+WAVELENGTH_RANGE_A = (1e-4, 1e3)  # hard gamma rays to very cold neutrons
+SMALLEST_AXIS = 1e-6  # length below which a direction is taken as zero
+PARALLEL_SINE = (
+    1e-6  # |sin| of the angle between two axes below which they are parallel
+)
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _real(value, what: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """``value`` as a finite float within [low, high], or ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} is {_shown(value)}, not a number")
     try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{what} is {_shown(value)}, too large for a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} is {number}, not a finite number")
+    if not low <= number <= high:
+        raise ValueError(f"{what} is {number:g}, outside the range {low:g} to {high:g}")
+    return number
+
+
+def _integer(value, what: str, low: int = INT32_MIN, high: int = INT32_MAX) -> int:
+    """``value`` as an int within [low, high] (DIALS stores these as 32-bit ints)."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} is {_shown(value)}, not a whole number")
+    if not low <= value <= high:
         raise ValueError(
-            f"expected {length} finite numbers, found {values!r}"
-        ) from None
-    if len(numbers) != length or not all(math.isfinite(v) for v in numbers):
-        raise ValueError(f"expected {length} finite numbers, found {values!r}")
+            f"{what} is {_shown(value)}, outside the range {low} to {high}"
+        )
+    return value
+
+
+def _list(value, what: str, length: int | None = None) -> list:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is {_shown(value)}, not a list")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{what} has {len(value)} values, not {length}")
+    return value
+
+
+def _vector(
+    values,
+    what: str = "a vector",
+    length: int = 3,
+    limit: float = LENGTH_LIMIT_MM,
+    nonzero: bool = False,
+) -> np.ndarray:
+    """``length`` finite numbers of magnitude at most ``limit``, read-only; with
+    ``nonzero`` the vector must have a direction."""
+    numbers = [
+        _real(v, f"{what} component {i}", -limit, limit)
+        for i, v in enumerate(_list(values, what, length))
+    ]
     array = np.array(numbers)
+    if nonzero and math.sqrt(sum(v * v for v in numbers)) < SMALLEST_AXIS:
+        raise ValueError(f"{what} is {numbers}, which has no direction")
     array.setflags(write=False)
     return array
 
 
+def _axis(values, what: str) -> np.ndarray:
+    return _vector(values, what, limit=LENGTH_LIMIT_MM, nonzero=True)
+
+
 def _unit_normal(fast: np.ndarray, slow: np.ndarray) -> np.ndarray:
     """fast x slow, normalised (plain arithmetic: np.cross is slow on one 3-vector)."""
-    normal = np.array(
+    normal = _cross(fast, slow)
+    return normal / math.sqrt(normal @ normal)
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.array(
         [
-            fast[1] * slow[2] - fast[2] * slow[1],
-            fast[2] * slow[0] - fast[0] * slow[2],
-            fast[0] * slow[1] - fast[1] * slow[0],
+            u[1] * v[2] - u[2] * v[1],
+            u[2] * v[0] - u[0] * v[2],
+            u[0] * v[1] - u[1] * v[0],
         ]
     )
-    return normal / math.sqrt(normal @ normal)
+
+
+def _not_parallel(u: np.ndarray, v: np.ndarray, what: str) -> None:
+    """Refuse two axes that span no plane (their normal would be 0/0)."""
+    cross = _cross(u, v)
+    if math.sqrt(cross @ cross) <= PARALLEL_SINE * math.sqrt((u @ u) * (v @ v)):
+        raise ValueError(f"{what} are parallel, so they span no plane")
 
 
 @dataclass(frozen=True, eq=False)
 class Beam:
-    """A monochromatic beam; ``direction`` points from the sample towards the source."""
+    """The incident beam; ``direction`` points from the sample towards the source.
 
-    wavelength: float
+    A polychromatic beam (Laue, or neutron time-of-flight: dxtbx's
+    ``PolychromaticBeam``) has a direction but no single wavelength: ``wavelength`` is
+    None, and each reflection's wavelength comes from its table, where DIALS wrote one.
+    """
+
+    wavelength: float | None
     direction: np.ndarray
+    polychromatic: bool = False
+    # (shortest, longest) Å where a polychromatic beam's file gives them.
+    wavelength_range: tuple[float, float] | None = None
+    probe: str = "x-ray"
+
+    @property
+    def unit_s0(self) -> np.ndarray:
+        """The unit vector along the incident beam (opposite ``direction``)."""
+        return -self.direction / np.linalg.norm(self.direction)
 
     @property
     def s0(self) -> np.ndarray:
-        """The incident beam vector, length 1/wavelength (Å⁻¹), as dxtbx defines it."""
-        return -self.direction / np.linalg.norm(self.direction) / self.wavelength
+        """The incident beam vector, length 1/wavelength (Å⁻¹), as dxtbx defines it;
+        NaN for a polychromatic beam, whose length differs from spot to spot."""
+        if self.wavelength is None:
+            return np.full(3, np.nan)
+        return self.unit_s0 / self.wavelength
 
 
 @dataclass(frozen=True, eq=False)
@@ -219,36 +315,79 @@ class ExperimentList:
 # --------------------------------------------------------------------------- parsing
 
 
+# dxtbx's names (``__id__``) for beams without a single wavelength: the current
+# PolychromaticBeam ("polychromatic"), and the class names some versions wrote.
+POLYCHROMATIC_BEAMS = ("polychromatic", "PolychromaticBeam", "TOFBeam")
+
+
 def _beam(d: dict) -> Beam:
     if "s0" in d and "direction" not in d:
-        s0 = _vector(d["s0"])
+        s0 = _axis(d["s0"], "s0")
+        length = float(np.linalg.norm(s0))
+        wavelength = _real(1.0 / length, "the wavelength (1/|s0|)", *WAVELENGTH_RANGE_A)
+        direction = -s0 / length
+        direction.setflags(write=False)
+        return Beam(wavelength=wavelength, direction=direction)
+    direction = _axis(d["direction"], "direction")
+    probe = d.get("probe", "x-ray")
+    probe = probe if isinstance(probe, str) else "x-ray"
+    if d.get("__id__") in POLYCHROMATIC_BEAMS:
         return Beam(
-            wavelength=float(1.0 / np.linalg.norm(s0)),
-            direction=_vector(-s0 / np.linalg.norm(s0)),
+            wavelength=None,
+            direction=direction,
+            polychromatic=True,
+            wavelength_range=_wavelength_range(d.get("wavelength_range")),
+            probe=probe,
         )
-    wavelength = float(d["wavelength"])
-    if not wavelength > 0:
-        raise ValueError(f"wavelength {wavelength} is not positive")
-    return Beam(wavelength=wavelength, direction=_vector(d["direction"]))
+    wavelength = _real(d["wavelength"], "wavelength", *WAVELENGTH_RANGE_A)
+    return Beam(wavelength=wavelength, direction=direction, probe=probe)
 
 
-def _frame(d: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _vector(d["fast_axis"]), _vector(d["slow_axis"]), _vector(d["origin"])
+def _wavelength_range(values) -> tuple[float, float] | None:
+    """A polychromatic beam's (shortest, longest) wavelength; dxtbx writes (0, 0)
+    where it is unknown, kept as None."""
+    if values is None:
+        return None
+    low, high = (
+        _real(v, "wavelength_range", 0.0, WAVELENGTH_RANGE_A[1])
+        for v in _list(values, "wavelength_range", 2)
+    )
+    return (low, high) if 0 < low <= high else None
+
+
+def _frame(d, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} is {_shown(d)}, not an object")
+    fast = _axis(d["fast_axis"], f"{what} fast_axis")
+    slow = _axis(d["slow_axis"], f"{what} slow_axis")
+    _not_parallel(fast, slow, f"{what} fast_axis and slow_axis")
+    return fast, slow, _vector(d["origin"], f"{what} origin")
+
+
+def _panel_name(p: dict, index: int) -> str:
+    name = p.get("name") if isinstance(p, dict) else None
+    return (
+        f"panel {index} ({name!r})"
+        if isinstance(name, str) and name
+        else (f"panel {index}")
+    )
 
 
 def _detector(d: dict) -> Detector:
-    panels = d["panels"]
-    local_frames = [_frame(p) for p in panels]
+    panels = _list(d["panels"], "panels")
+    if not panels:
+        raise ValueError("it has no panels")
+    names = [_panel_name(p, i) for i, p in enumerate(panels)]
+    local_frames = [_frame(p, names[i]) for i, p in enumerate(panels)]
     global_frames = list(local_frames)
 
     def descend(group: dict, parent: np.ndarray, parent_origin: np.ndarray) -> None:
         # parent: 3x3 with columns fast, slow, normal of the parent frame (lab frame).
-        for child in group.get("children", []):
-            fast, slow, origin = (
-                _frame(child) if "fast_axis" in child else (None, None, None)
-            )
-            if "panel" in child:
-                index = int(child["panel"])
+        for child in _list(group.get("children", []), "a hierarchy group's children"):
+            if isinstance(child, dict) and "panel" in child:
+                index = _integer(
+                    child["panel"], "a hierarchy panel", 0, len(panels) - 1
+                )
                 fast, slow, origin = local_frames[index]
                 global_frames[index] = (
                     parent @ fast,
@@ -256,7 +395,9 @@ def _detector(d: dict) -> Detector:
                     parent_origin + parent @ origin,
                 )
                 continue
+            fast, slow, origin = _frame(child, "a hierarchy group")
             fast_g, slow_g = parent @ fast, parent @ slow
+            _not_parallel(fast_g, slow_g, "a hierarchy group's axes in the lab frame")
             descend(
                 child,
                 np.column_stack([fast_g, slow_g, _unit_normal(fast_g, slow_g)]),
@@ -265,62 +406,108 @@ def _detector(d: dict) -> Detector:
 
     hierarchy = d.get("hierarchy")
     if hierarchy:
-        fast, slow, origin = _frame(hierarchy)
+        fast, slow, origin = _frame(hierarchy, "the hierarchy root")
         descend(
             hierarchy, np.column_stack([fast, slow, _unit_normal(fast, slow)]), origin
         )
     result = []
-    for p, (fast, slow, origin) in zip(panels, global_frames):
-        pixel_size = tuple(float(v) for v in p["pixel_size"])
-        image_size = tuple(int(v) for v in p["image_size"])
-        if len(pixel_size) != 2 or len(image_size) != 2 or min(pixel_size) <= 0:
-            raise ValueError(
-                f"panel {p.get('name')!r} has an invalid pixel or image size"
-            )
-        result.append(
-            Panel(
-                name=str(p.get("name", "")),
-                origin=origin,
-                fast_axis=fast,
-                slow_axis=slow,
-                pixel_size=pixel_size,
-                image_size=image_size,
-                thickness=float(p.get("thickness", 0.0)),
-                mu=float(p.get("mu", 0.0)),
-                px_mm_strategy=str(
-                    (p.get("px_mm_strategy") or {}).get("type", "SimplePxMmStrategy")
-                ),
-            )
-        )
+    for p, name, frame in zip(panels, names, global_frames):
+        result.append(_panel(p, name, frame))
     return Detector(panels=tuple(result))
 
 
+def _panel(p: dict, name: str, frame) -> Panel:
+    fast, slow, origin = frame
+    _not_parallel(fast, slow, f"{name} fast_axis and slow_axis in the lab frame")
+    if not np.isfinite(origin).all() or np.abs(origin).max() > LENGTH_LIMIT_MM:
+        raise ValueError(f"{name} lies beyond {LENGTH_LIMIT_MM:g} mm in the lab frame")
+    pixel_size = tuple(
+        _real(v, f"{name} pixel_size", 1e-6, 1e3)
+        for v in _list(p["pixel_size"], f"{name} pixel_size", 2)
+    )
+    image_size = tuple(
+        _integer(v, f"{name} image_size", 1, INT32_MAX)
+        for v in _list(p["image_size"], f"{name} image_size", 2)
+    )
+    strategy = p.get("px_mm_strategy") or {}
+    if not isinstance(strategy, dict):
+        raise ValueError(f"{name} px_mm_strategy is {_shown(strategy)}, not an object")
+    return Panel(
+        name=str(p.get("name", "")),
+        origin=origin,
+        fast_axis=fast,
+        slow_axis=slow,
+        pixel_size=pixel_size,
+        image_size=image_size,
+        thickness=_real(p.get("thickness", 0.0), f"{name} thickness", 0.0, 1e6),
+        mu=_real(p.get("mu", 0.0), f"{name} mu", 0.0, 1e9),
+        px_mm_strategy=str(strategy.get("type", "SimplePxMmStrategy")),
+    )
+
+
 def _scan(d: dict) -> Scan:
-    first, last = (int(v) for v in d["image_range"])
+    first, last = (
+        _integer(v, "image_range", 0, INT32_MAX - 1)
+        for v in _list(d["image_range"], "image_range", 2)
+    )
+    if first > last:
+        raise ValueError(f"image_range [{first}, {last}] ends before it starts")
+    batch_offset = _integer(d.get("batch_offset", 0), "batch_offset", 0, INT32_MAX)
+    if last + batch_offset > INT32_MAX:
+        raise ValueError("batch_offset takes the batch numbers beyond 32-bit integers")
     if "oscillation" in d:
-        start, width = (float(v) for v in d["oscillation"])
+        start, width = _start_and_width(_list(d["oscillation"], "oscillation", 2))
     else:
-        properties = d.get("properties", {})
-        starts, widths = (
-            properties.get("oscillation") or [0.0],
-            properties.get("oscillation_width") or [0.0],
-        )
-        start, width = float(starts[0]), float(widths[0])
+        start, width = _first_per_image_values(d)
     return Scan(
         image_range=(first, last),
         oscillation=(start, width),
-        batch_offset=int(d.get("batch_offset", 0)),
+        batch_offset=batch_offset,
         oscillation_per_image=_oscillation_per_image(d),
     )
+
+
+def _start_and_width(pair) -> tuple[float, float]:
+    return (
+        _real(pair[0], "oscillation start", -ANGLE_LIMIT_DEG, ANGLE_LIMIT_DEG),
+        _real(pair[1], "oscillation width", -360.0, 360.0),
+    )
+
+
+def _properties(d: dict) -> dict:
+    properties = d.get("properties")
+    if properties is None:
+        return {}
+    if not isinstance(properties, dict):
+        raise ValueError(f"properties is {_shown(properties)}, not an object")
+    return properties
+
+
+def _angles(properties: dict, key: str, limit: float) -> list[float]:
+    values = properties.get(key)
+    if values is None:
+        return []
+    return [
+        _real(v, f"properties {key}", -limit, limit)
+        for v in _list(values, f"properties {key}")
+    ]
+
+
+def _first_per_image_values(d: dict) -> tuple[float, float]:
+    """The first stored start and width (0 where none is stored)."""
+    properties = _properties(d)
+    starts = _angles(properties, "oscillation", ANGLE_LIMIT_DEG)
+    widths = _angles(properties, "oscillation_width", 360.0)
+    return (starts[0] if starts else 0.0), (widths[0] if widths else 0.0)
 
 
 def _oscillation_per_image(d: dict) -> tuple[tuple[float, float], ...]:
     """(start, width) per image from ``properties``; a missing width list is derived
     from consecutive starts (the last image repeats the previous width), as dxtbx
     does for the scans dials.refine writes."""
-    properties = d.get("properties") or {}
-    starts = [float(v) for v in properties.get("oscillation") or []]
-    widths = [float(v) for v in properties.get("oscillation_width") or []]
+    properties = _properties(d)
+    starts = _angles(properties, "oscillation", ANGLE_LIMIT_DEG)
+    widths = _angles(properties, "oscillation_width", 360.0)
     if not starts:
         return ()
     if len(widths) != len(starts):
@@ -331,10 +518,18 @@ def _oscillation_per_image(d: dict) -> tuple[tuple[float, float], ...]:
     return tuple(zip(starts, widths))
 
 
-def _matrix(values) -> np.ndarray:
-    matrix = _vector(values, 9).reshape(3, 3).copy()
+def _matrix(values, what: str, limit: float = 1e3) -> np.ndarray:
+    matrix = _vector(values, what, 9, limit).reshape(3, 3).copy()
     matrix.setflags(write=False)
     return matrix
+
+
+def _invertible(matrix: np.ndarray, what: str) -> None:
+    """Refuse a matrix whose rows (or columns) are nearly dependent, relative to
+    their lengths, so that inverting it cannot overflow."""
+    scale = float(np.prod(np.linalg.norm(matrix, axis=1)))
+    if scale == 0 or abs(float(np.linalg.det(matrix))) <= 1e-9 * scale:
+        raise ValueError(f"{what} is degenerate (its vectors lie in a plane)")
 
 
 def _axis_angle_matrix(axis: np.ndarray, degrees: float) -> np.ndarray:
@@ -354,7 +549,7 @@ def _multi_axis_rotations(axes, angles, scan_axis: int):
     R_i x (previous) in axis order (dxtbx multi_axis_goniometer.h)."""
     fixed, setting = np.eye(3), np.eye(3)
     for i, (axis, angle) in enumerate(zip(axes, angles)):
-        rotation = _axis_angle_matrix(_vector(axis), float(angle))
+        rotation = _axis_angle_matrix(axis, angle)
         if i < scan_axis:
             fixed = rotation @ fixed
         elif i > scan_axis:
@@ -364,24 +559,35 @@ def _multi_axis_rotations(axes, angles, scan_axis: int):
     return fixed, setting
 
 
+def _optional_matrix(d: dict, key: str) -> np.ndarray | None:
+    if d.get(key) is None:
+        return None
+    matrix = _matrix(d[key], key)
+    _invertible(matrix, key)
+    return matrix
+
+
 def _goniometer(d: dict) -> Goniometer:
     if "rotation_axis" in d:
         return Goniometer(
-            rotation_axis=_vector(d["rotation_axis"]),
-            fixed_rotation=_matrix(d["fixed_rotation"])
-            if "fixed_rotation" in d
-            else None,
-            setting_rotation=_matrix(d["setting_rotation"])
-            if "setting_rotation" in d
-            else None,
+            rotation_axis=_axis(d["rotation_axis"], "rotation_axis"),
+            fixed_rotation=_optional_matrix(d, "fixed_rotation"),
+            setting_rotation=_optional_matrix(d, "setting_rotation"),
         )
-    axes, names = d["axes"], tuple(str(n) for n in d.get("names", ()))
-    scan_axis = int(d.get("scan_axis", 0))
+    axes = [_axis(axis, f"axis {i}") for i, axis in enumerate(_list(d["axes"], "axes"))]
+    if not axes:
+        raise ValueError("it has no axes")
+    names = tuple(str(n) for n in _list(d.get("names", []), "names"))
+    scan_axis = _integer(d.get("scan_axis", 0), "scan_axis", 0, len(axes) - 1)
     fixed = setting = None
-    if "angles" in d:
-        fixed, setting = _multi_axis_rotations(axes, d["angles"], scan_axis)
+    if d.get("angles") is not None:
+        angles = [
+            _real(a, "angles", -ANGLE_LIMIT_DEG, ANGLE_LIMIT_DEG)
+            for a in _list(d["angles"], "angles", len(axes))
+        ]
+        fixed, setting = _multi_axis_rotations(axes, angles, scan_axis)
     return Goniometer(
-        rotation_axis=_vector(axes[scan_axis]),
+        rotation_axis=axes[scan_axis],
         axis_names=names,
         fixed_rotation=fixed,
         setting_rotation=setting,
@@ -390,14 +596,17 @@ def _goniometer(d: dict) -> Goniometer:
 
 def _crystal(d: dict) -> Crystal:
     real_space = np.array(
-        [_vector(d[key]) for key in ("real_space_a", "real_space_b", "real_space_c")]
+        [
+            _vector(d[key], key, limit=CELL_LIMIT_A, nonzero=True)
+            for key in ("real_space_a", "real_space_b", "real_space_c")
+        ]
     )
-    if abs(np.linalg.det(real_space)) < 1e-9:
-        raise ValueError("the real-space vectors are degenerate")
+    _invertible(real_space, "the real-space cell")
     real_space.setflags(write=False)
+    symbol = d.get("space_group_hall_symbol", "")
     return Crystal(
         real_space=real_space,
-        space_group_hall_symbol=str(d.get("space_group_hall_symbol", "")).strip(),
+        space_group_hall_symbol=(symbol if isinstance(symbol, str) else "").strip(),
         A_at_scan_points=_scan_points(d.get("A_at_scan_points")),
     )
 
@@ -405,7 +614,12 @@ def _crystal(d: dict) -> Crystal:
 def _scan_points(values) -> np.ndarray | None:
     if not values:
         return None
-    matrices = np.array([_matrix(v) for v in values])
+    matrices = []
+    for i, value in enumerate(_list(values, "A_at_scan_points")):
+        matrix = _matrix(value, f"A_at_scan_points {i}")
+        _invertible(matrix, f"A_at_scan_points {i}")
+        matrices.append(matrix)
+    matrices = np.array(matrices)
     matrices.setflags(write=False)
     return matrices
 
@@ -416,13 +630,13 @@ def _profile(d) -> StoredProfile:
     d = d if isinstance(d, dict) else {}
     kind = str(d.get("__id__", ""))
 
-    def number(value):
+    def number(value, key):
         if isinstance(value, list):
-            return tuple(float(v) for v in value)
-        return float(value)
+            return tuple(_real(v, key, 0.0, 1e3) for v in value)
+        return _real(value, key, 0.0, 1e3)
 
     try:
-        values = [number(d[key]) for key in ("n_sigma", "sigma_b", "sigma_m")]
+        values = [number(d[key], key) for key in ("n_sigma", "sigma_b", "sigma_m")]
     except (KeyError, TypeError, ValueError):
         return StoredProfile(kind=kind, raw=dict(d))
     if kind != "gaussian_rs":
@@ -448,7 +662,28 @@ _PARSERS = {
 
 
 def parse_experiments(document, path: str | None = None) -> ExperimentList:
-    """Build an ExperimentList from the decoded JSON of an ``.expt`` file."""
+    """Build an ExperimentList from the decoded JSON of an ``.expt`` file.
+
+    Every number the program uses is checked here (finite, within a plausible range,
+    directions non-zero, panel axes not parallel), so that a corrupt or hand-edited
+    file is refused in one sentence instead of failing, or warning, later.
+
+    Parameters
+    ----------
+    document
+        What ``json.loads`` gave for the file.
+    path : str, optional
+        The file, for the messages.
+
+    Returns
+    -------
+    ExperimentList
+
+    Raises
+    ------
+    FileFormatError
+        One sentence naming the model (kind and number) and what is wrong with it.
+    """
     if (
         not isinstance(document, dict)
         or document.get("__id__") != "ExperimentList"
@@ -458,54 +693,98 @@ def parse_experiments(document, path: str | None = None) -> ExperimentList:
             path,
             "is JSON but not a DIALS experiment list (no ExperimentList with experiments)",
         )
-    models: dict[str, list] = {}
-    for kind, parse in _PARSERS.items():
-        entries = document.get(kind) or []
-        parsed = []
-        for index, entry in enumerate(entries):
-            try:
-                parsed.append(parse(entry))
-            except (
-                KeyError,
-                TypeError,
-                ValueError,
-                IndexError,
-                np.linalg.LinAlgError,
-            ) as error:
-                detail = (
-                    f"missing {error}" if isinstance(error, KeyError) else str(error)
-                )
-                raise FileFormatError(
-                    path, f"has an invalid {kind} model (number {index}): {detail}"
-                ) from None
-        models[kind] = parsed
+    models = {kind: _parse_models(document, kind, path) for kind in _PARSERS}
     templates = [
         entry.get("template") if isinstance(entry, dict) else None
-        for entry in document.get("imageset") or []
+        for entry in _model_list(document, "imageset", path)
     ]
+    templates = [t if isinstance(t, str) else None for t in templates]
     experiments = []
     for number, entry in enumerate(document["experiment"]):
+        if not isinstance(entry, dict):
+            raise FileFormatError(
+                path,
+                f"is corrupt: experiment {number} is {_shown(entry)}, not an object",
+            )
         references = {}
         for kind in MODEL_KINDS:
-            index = entry.get(kind) if isinstance(entry, dict) else None
-            if index is None:
-                continue
             pool = templates if kind == "imageset" else models[kind]
-            if not isinstance(index, int) or not 0 <= index < len(pool):
-                raise FileFormatError(
-                    path,
-                    f"is corrupt: experiment {number} refers to {kind} {index!r}, which does not exist",
-                )
-            references[kind] = pool[index]
+            references[kind] = _reference(entry, kind, number, pool, path)
+        identifier = entry.get("identifier", "")
+        if not isinstance(identifier, str):
+            raise FileFormatError(
+                path,
+                f"is corrupt: experiment {number} has the identifier "
+                f"{_shown(identifier)}, not a string",
+            )
         experiments.append(
             Experiment(
-                identifier=str(entry.get("identifier", "")),
-                imageset_template=references.pop("imageset", None),
+                identifier=identifier,
+                imageset_template=references.pop("imageset"),
                 profile=_profile_reference(entry, models["profile"]),
                 **references,
             )
         )
     return ExperimentList(experiments=experiments, path=path)
+
+
+def _model_list(document: dict, kind: str, path: str | None) -> list:
+    entries = document.get(kind)
+    if entries is None:
+        return []
+    if not isinstance(entries, list):
+        if kind == "profile":  # for display only: never fails the read
+            return []
+        raise FileFormatError(
+            path, f"is corrupt: its {kind} models are {_shown(entries)}, not a list"
+        )
+    return entries
+
+
+_MODEL_ERRORS = (
+    KeyError,
+    TypeError,
+    ValueError,
+    IndexError,
+    OverflowError,
+    np.linalg.LinAlgError,
+)
+
+
+def _parse_models(document: dict, kind: str, path: str | None) -> list:
+    parse = _PARSERS[kind]
+    parsed = []
+    for index, entry in enumerate(_model_list(document, kind, path)):
+        try:
+            if not isinstance(entry, dict) and kind != "profile":
+                raise ValueError(f"it is {_shown(entry)}, not an object")
+            with np.errstate(all="raise"):
+                parsed.append(parse(entry))
+        except (*_MODEL_ERRORS, FloatingPointError) as error:
+            detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+            raise FileFormatError(
+                path, f"has an invalid {kind} model (number {index}): {detail}"
+            ) from None
+    return parsed
+
+
+def _reference(entry: dict, kind: str, number: int, pool: list, path: str | None):
+    """The model an experiment refers to by index, None where it names none."""
+    index = entry.get(kind)
+    if index is None:
+        return None
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise FileFormatError(
+            path,
+            f"is corrupt: experiment {number} refers to {kind} {_shown(index)}, "
+            "not an index",
+        )
+    if not 0 <= index < len(pool):
+        raise FileFormatError(
+            path,
+            f"is corrupt: experiment {number} refers to {kind} {index!r}, which does not exist",
+        )
+    return pool[index]
 
 
 def _profile_reference(entry, profiles: list) -> StoredProfile | None:
@@ -518,19 +797,74 @@ def _profile_reference(entry, profiles: list) -> StoredProfile | None:
 
 
 def read_experiments(path: str | os.PathLike) -> ExperimentList:
-    """Read a DIALS ``.expt`` file (optionally compressed)."""
+    """Read a DIALS ``.expt`` file (optionally compressed).
+
+    The JSON is parsed only if the memory its parse may take is available
+    (:func:`~.source.read_json_document`), so a file of a few hundred megabytes that
+    would amplify into gigabytes of Python objects is refused instead of exhausting
+    the machine.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The experiment list.
+
+    Returns
+    -------
+    ExperimentList
+
+    Raises
+    ------
+    FileFormatError
+        One sentence naming the file and the problem: not JSON, not an experiment list
+        (an old DataBlock list gets the way to convert it), too large, or a model with
+        an invalid value.
+    """
     path = os.fspath(path)
-    content = read_bytes(path)
-    head = bytes(content[:64])
-    if head.lstrip()[:1] != b"{":
+    try:
+        document = read_json_document(path)
+    except FileFormatError:
+        _refuse_json_list(path)
+        raise
+    except ValueError as error:  # e.g. an integer of more digits than Python reads
+        raise FileFormatError(path, f"is not valid JSON ({error})") from None
+    return parse_experiments(document, path=path)
+
+
+_HEAD_BYTES = 1 << 16
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _head(path: str) -> bytes:
+    """The first bytes of a regular file (decompressed where the suffix says so),
+    or nothing where they cannot be read: only to explain a refusal."""
+    suffix = os.path.splitext(path)[1].lower()
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return b""
+        opener = _OPENERS.get(suffix, open)
+        with opener(path, "rb") as handle:
+            return handle.read(_HEAD_BYTES)
+    except (OSError, EOFError, lzma.LZMAError, ValueError):
+        return b""
+
+
+def _refuse_json_list(path: str) -> None:
+    """A JSON file whose top level is a list is not an experiment list: say what it
+    is instead, above all an old DataBlock list (``datablock.json``)."""
+    head = _head(path).lstrip()
+    if head[:1] != b"[":
+        return
+    if b'"__id__"' in head and b'"DataBlock"' in head:
         raise FileFormatError(
             path,
-            f"is not a DIALS experiment list: it looks like {describe_content(head)}",
+            "is a DataBlock list (datablock.json), which DIALS before 2.0 wrote "
+            "instead of an experiment list and current DIALS no longer reads: run "
+            "dials.import on the original images again (DIALS 2.0 and later write "
+            "imported.expt, an experiment list) and repeat the processing from there",
         )
-    try:
-        document = json.loads(bytes(content))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise FileFormatError(
-            path, f"is not valid JSON ({error}): is it truncated?"
-        ) from None
-    return parse_experiments(document, path=path)
+    raise FileFormatError(
+        path,
+        "is a JSON list, not a DIALS experiment list (a JSON object whose __id__ "
+        "is ExperimentList, as dials.import, dials.index and dials.refine write)",
+    )
