@@ -27,6 +27,7 @@ DIALS facts used here (paths in the dials/dials repository):
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 
@@ -854,3 +855,112 @@ def summary_sentence(
         f"{median_extent_z:g} {images}), with the brightest pixel within "
         f"{max_separation:g} px of the centroid"
     )
+
+
+def _used(spot_finding: dict | None, name: str) -> tuple[object, str | None]:
+    """The value of a spot-finding parameter read from the user's log or .phil, and
+    where it came from; (None, None) where it was not given."""
+    entry = ((spot_finding or {}).get("parameters") or {}).get(name)
+    if not entry:
+        return None, None
+    return entry.get("value"), entry.get("source")
+
+
+def _profile_check(profile: dict, extent_xy: np.ndarray, extent_z: np.ndarray):
+    shoebox = profile.get("shoebox") or {}
+    median_box = shoebox.get("median_size_px")
+    oscillation = profile["sigma_m_deg"] / profile["sigma_m_images"]
+    check = check_profile_model(
+        profile["sigma_b_deg"],
+        profile["sigma_m_deg"],
+        profile["sigma_b_px"],
+        profile["sigma_m_images"],
+        oscillation,
+        extent_xy,
+        extent_z,
+        n_sigma=profile.get("n_sigma", DEFAULT_N_SIGMA),
+        box_xy_px=max(median_box[0], median_box[1]) if median_box else None,
+        box_z_images=median_box[2] if median_box else None,
+        shoebox_memory_bytes=shoebox.get("peak_bytes"),
+    )
+    check["experiment"] = profile.get("identifier")
+    check["dataset"] = profile.get("dataset")
+    return check
+
+
+def advise(
+    spot_sizes,
+    labels: Sequence[str],
+    profiles: Sequence[dict],
+    spot_finding: dict | None = None,
+) -> dict:
+    """Every check of the spot-finding limits and the profile model against the spots,
+    the suggestions they make, and the one-sentence summary.
+
+    Parameters
+    ----------
+    spot_sizes
+        The counted spots (``algorithms.spot_sizes.SpotSizes``: ``size``,
+        ``footprint``, ``extent_x/y/z``, ``peak_centroid_distance``, ``experiment``).
+    labels : sequence of str
+        The experiment identifier of each index in ``spot_sizes.experiment``.
+    profiles : sequence of dict
+        The profile model per experiment (``ExperimentProfile`` as plain data, with
+        its experiment's ``identifier``).
+    spot_finding : dict, optional
+        What ``formats.dials_logs.read_spot_finding_parameters`` read from the user's
+        dials.find_spots.log or .phil (the limits used, the spots removed).
+
+    Returns
+    -------
+    dict
+        ``checks`` (list of the ``check_*`` results), ``suggestions`` and ``summary``.
+    """
+    shaped = np.asarray(spot_sizes.footprint) > 0  # spots measured from shoeboxes
+    size = np.asarray(spot_sizes.size)[shaped]
+    footprint = np.asarray(spot_sizes.footprint)[shaped]
+    extent_z = np.asarray(spot_sizes.extent_z)[shaped]
+    if not shaped.any():
+        return {"checks": [], "suggestions": [], "summary": None}
+    found = spot_finding or {}
+    minimum, minimum_from = _used(spot_finding, MIN_SPOT_SIZE)
+    maximum, maximum_from = _used(spot_finding, MAX_SPOT_SIZE)
+    separation, separation_from = _used(spot_finding, MAX_SEPARATION)
+    distance = np.asarray(spot_sizes.peak_centroid_distance, dtype=np.float64)[shaped]
+    checks = [
+        check_min_spot_size(
+            size, footprint, extent_z, minimum, minimum_from,
+            removed=found.get("removed_too_small"),
+        ),
+        check_max_spot_size(
+            size, footprint, extent_z, maximum, maximum_from,
+            removed=found.get("removed_too_large"),
+        ),
+        check_max_separation(
+            distance[np.isfinite(distance)], separation, separation_from,
+            removed=found.get("removed_by_peak_centroid"),
+        ),
+    ]  # fmt: skip
+    experiment_of = {label: i for i, label in enumerate(labels) if label}
+    extent_xy = np.maximum(spot_sizes.extent_x, spot_sizes.extent_y)
+    for profile in profiles:
+        if not profile.get("applicable") or profile.get("sigma_m_deg") is None:
+            continue
+        rows = shaped & (
+            spot_sizes.experiment == experiment_of.get(profile.get("identifier"), -2)
+        )
+        checks.append(
+            _profile_check(profile, extent_xy[rows], spot_sizes.extent_z[rows])
+        )
+    summary = summary_sentence(
+        float(np.median(footprint)),
+        float(np.median(extent_z)),
+        minimum,
+        maximum if maximum is not None else DEFAULT_MAX_SPOT_SIZE,
+        separation if separation is not None else DEFAULT_MAX_SEPARATION,
+    )
+    return {
+        "checks": checks,
+        "suggestions": collect_suggestions(*checks),
+        "summary": summary,
+    }

@@ -46,6 +46,15 @@ VALID_FOREGROUND = 5
 VALID_BACKGROUND = 3
 BLOCK_DEGREES = 5.0
 MIN_BLOCK_REFLECTIONS = 20
+# What the re-prediction of indexed reflections reads (dials.integrate's reference).
+INDEXED_COLUMNS = (
+    "miller_index",
+    "flags",
+    "id",
+    "panel",
+    "entering",
+    "xyzobs.px.value",
+)
 STILLS_REASON = (
     "stills have no rotation: DIALS's stills integration models mosaicity "
     "differently (no sigma_m from rotation angles), so no Gaussian rotation model"
@@ -882,8 +891,14 @@ def profile_model(
     """
     results = []
     options = (n_sigma, block_degrees, padding_deg)
+    missing = [name for name in INDEXED_COLUMNS if name not in columns]
     for index, experiment in enumerate(experiments):
-        if not _is_rotation(experiment):
+        if "miller_index" in columns and missing and _is_rotation(experiment):
+            reason = f"the table lacks the column(s) {', '.join(missing)} that dials.integrate re-predicts from"
+            results.append(
+                ExperimentProfile(experiment=index, applicable=False, reason=reason)
+            )
+        elif not _is_rotation(experiment):
             results.append(
                 ExperimentProfile(
                     experiment=index,
@@ -901,3 +916,38 @@ def profile_model(
                 _rotation_profile(index, experiment, columns, shoeboxes, options)
             )
     return ProfileModel(experiments=results)
+
+
+MOST_EXAMPLES = 5  # datasets named per reason a profile model does not apply
+
+
+def combine_profiles(entries: list[dict]) -> dict:
+    """The profile models of every table's experiments, for the JSON and the log:
+    those that apply, each in full, and those that do not, counted by reason (thousands
+    of stills need one line, not thousands).
+
+    Parameters
+    ----------
+    entries : list of dict
+        ``ExperimentProfile`` as plain data, each with its ``dataset`` and
+        ``identifier``, in input order.
+    """
+    applicable = [entry for entry in entries if entry.get("applicable")]
+    reasons: dict[str, dict] = {}
+    for entry in entries:
+        if entry.get("applicable"):
+            continue
+        reason = reasons.setdefault(
+            entry.get("reason", ""), {"n_experiments": 0, "datasets": []}
+        )
+        reason["n_experiments"] += 1
+        dataset = entry.get("dataset")
+        if (
+            len(reason["datasets"]) < MOST_EXAMPLES
+            and dataset not in reason["datasets"]
+        ):
+            reason["datasets"].append(dataset)
+    return {
+        "experiments": applicable,
+        "not_applicable": [{"reason": r, **v} for r, v in reasons.items()],
+    }

@@ -31,6 +31,12 @@ class AnalysisResult:
         The experiments of the experiment lists given.
     skipped_files : list of dict
         ``{"file", "reason"}`` of each file that could not be used.
+    profile_model : dict
+        sigma_b and sigma_m as dials.integrate would compute them, per experiment
+        (``algorithms.profile_model.combine_profiles``).
+    advice : dict
+        The spot-finding limits and the profile model set against the spots, and the
+        suggestions they make (``algorithms.advice.advise``).
     """
 
     result: SpotSizeResult
@@ -38,6 +44,8 @@ class AnalysisResult:
     inputs: list[dict]
     experiments: list[Experiment] = field(default_factory=list)
     skipped_files: list[dict] = field(default_factory=list)
+    profile_model: dict = field(default_factory=dict)
+    advice: dict = field(default_factory=dict)
 
     @property
     def histogram(self) -> Histogram:

@@ -49,7 +49,12 @@ from ..phil import phil_scope
 from ..phil.options import analysis_options
 from ..phil.parameters import changed_parameters
 from ..report.document import json_document
-from ..report.text import printable, report_lines
+from ..report.reflections_output import (
+    refuse_unless_one_table,
+    write_reflections_with_shapes,
+)
+from ..report.suggestions import advice_lines, phil_by_program
+from ..report.text import printable, profile_model_lines, report_lines
 from .inputs import (
     InputError,
     Inputs,
@@ -121,9 +126,15 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
             "no reflection file given: pass a .refl file (with its .expt), e.g. indexed.expt indexed.refl"
         )
     analysis = analysis_options(params)  # parameter errors before any work
+    if params.output.reflections:  # the one table read, with columns added
+        refuse_unless_one_table(len(inputs.reflection_files))
     comm = _mpi_communicator(params)
     speaker["quiet"] = comm is not None and comm.Get_rank() != 0
-    wanted = [] if speaker["quiet"] else _output_paths(params.output)
+    wanted = (
+        []
+        if speaker["quiet"]
+        else [*_output_paths(params.output), params.output.reflections]
+    )
     read = [*inputs.reflection_files, *inputs.experiment_files, *options.phil_files]
     outputs = OutputSet(wanted, read)
     try:
@@ -136,7 +147,31 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
 
 
 def _output_paths(output) -> list[str | None]:
-    return [output.log, output.json, output.html, output.plot]
+    suggestions = [path for path, _ in _suggestion_files(output.suggestions, {})]
+    return [output.log, output.json, output.html, output.plot, *suggestions]
+
+
+def _no_change(program: str) -> str:
+    return f"# The spots call for no change to the parameters of {program}.\n"
+
+
+SUGGESTION_PROGRAMS = (
+    ("dials.find_spots", "find_spots"),
+    ("dials.integrate", "integrate"),
+)
+
+
+def _suggestion_files(prefix: str | None, advice: dict) -> list[tuple[str, str]]:
+    """output.suggestions=x.phil: x.find_spots.phil and x.integrate.phil (each DIALS
+    program refuses the other's parameters), with their text."""
+    if not prefix:
+        return []
+    stem = prefix[: -len(".phil")] if prefix.endswith(".phil") else prefix
+    texts = phil_by_program(advice.get("suggestions", []))
+    return [
+        (f"{stem}.{short}.phil", texts.get(program) or _no_change(program))
+        for program, short in SUGGESTION_PROGRAMS
+    ]
 
 
 def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
@@ -180,6 +215,10 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
         _log_inputs(result)
         logger.info("")
         for line in report_lines(result.result):
+            logger.info(line)
+        for line in profile_model_lines(result.profile_model):
+            logger.info(line)
+        for line in advice_lines(result.advice):
             logger.info(line)
         logger.info("")
         with _stage("writing the outputs"):
@@ -270,6 +309,10 @@ def _write_outputs(result: AnalysisResult, output, changed: str, outputs) -> Non
 
         logger.info("Writing HTML report to %s", printable(output.html))
         write_text(html_report(result, changed), outputs.temporary(output.html))
+    if output.suggestions:
+        for path, text in _suggestion_files(output.suggestions, result.advice):
+            logger.info("Writing suggested parameters to %s", printable(path))
+            write_text(text, outputs.temporary(path))
     if output.plot:
         from ..report.png import histogram_png  # matplotlib: only when asked for
 
@@ -279,6 +322,12 @@ def _write_outputs(result: AnalysisResult, output, changed: str, outputs) -> Non
             outputs.temporary(output.plot),
             log_scale=output.plot_log_scale,
         )
+    if output.reflections:
+        logger.info(
+            "Writing reflections with sizes and shapes to %s",
+            printable(output.reflections),
+        )
+        write_reflections_with_shapes(result, outputs.temporary(output.reflections))
 
 
 def _experiments_of(table: dict, lists: list[dict]) -> str:

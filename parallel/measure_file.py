@@ -16,6 +16,7 @@ from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
+from ..algorithms.profile_model import ProfileModelError, profile_model
 from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
 from ..algorithms.spot_sizes import (
     LOCATION_COLUMNS,
@@ -61,6 +62,7 @@ class MeasureRequest:
     have_experiment_lists: bool
     options: MeasureOptions
     paired_experiments: dict[int, str] = field(default_factory=dict)
+    n_sigma: float | None = 3.0  # None: no profile model
     geometry: ExperimentGeometry = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -81,6 +83,7 @@ class FileOutcome:
     error_path: str | None = None  # the file a FileFormatError named
     error_is_format: bool = False  # else the data did not fit the request
     n_rows: int = 0  # rows measured, once packed into a Batch
+    profiles: list[dict] = field(default_factory=list)  # per experiment (plain data)
 
     def raise_error(self) -> None:
         """Raise this outcome's problem again, as its own kind of error."""
@@ -277,6 +280,53 @@ def _stretches(table: ReflectionTable, source: str, code: int, release_pages: bo
         yield start, stop, None, (sizes[start:stop], has_data[start:stop])
 
 
+MOST_ID_GAP = 1000  # an identifier map whose ids leave more gaps is not numbered
+
+
+def _experiments_by_id(table: ReflectionTable, geometry, numbering) -> list | None:
+    """The experiments in the order of the table's ``id`` values (what the profile
+    model indexes by), or None where they are not known."""
+    experiments = geometry.experiments
+    if numbering.unnamed:
+        return None
+    if numbering.identifiers:
+        keys = numbering.identifiers
+        if max(keys) >= len(keys) + MOST_ID_GAP or min(keys) < 0:
+            return None
+        by_key = {k: experiments[geometry.index[keys[k]]] for k in keys}
+        return [by_key.get(k, Experiment(identifier="")) for k in range(max(keys) + 1)]
+    count = (
+        len(experiments) - numbering.offset
+        if numbering.count is None
+        else numbering.count
+    )
+    return list(experiments[numbering.offset : numbering.offset + count])
+
+
+def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) -> list:
+    """The profile model of a table's experiments as dials.integrate would compute it
+    (``algorithms.profile_model``), or why there is none, as plain data."""
+    if request.n_sigma is None or table.shoebox_column_name is None:
+        return []
+    experiments = _experiments_by_id(table, geometry, numbering)
+    if not experiments or all(
+        e.detector is None or e.beam is None for e in experiments
+    ):
+        return []
+    try:
+        model = profile_model(
+            table.columns, table.shoeboxes, experiments, n_sigma=request.n_sigma
+        )
+    except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
+        reason = f"the profile model could not be computed: {error}"
+        return [{"dataset": name, "applicable": False, "reason": reason}]
+    entries = model.as_dict()["experiments"]
+    for entry in entries:
+        entry["dataset"] = name
+        entry["identifier"] = experiments[entry["experiment"]].identifier
+    return entries
+
+
 def measure_file(
     index: int, source: Any, request: MeasureRequest, n_sources: int
 ) -> FileOutcome:
@@ -294,6 +344,7 @@ def measure_file(
             name=name,
             release_pages=True,
         )
+        profiles = _profiles(table, geometry, numbering, request, name)
     except (FileFormatError, SelectionError) as error:
         return FileOutcome(
             index=index,
@@ -319,4 +370,5 @@ def measure_file(
         selection=selection,
         info=info,
         labels=labels,
+        profiles=profiles,
     )

@@ -32,6 +32,8 @@ class Merged:
         ``{"file", "reason"}`` of each source that could not be used.
     labels : list of str
         The experiment identifier of each index in ``spot_sizes.experiment``.
+    profiles : list of dict
+        Each table's profile model per experiment, in input order.
     """
 
     spot_sizes: SpotSizes
@@ -39,6 +41,7 @@ class Merged:
     inputs: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    profiles: list[dict] = field(default_factory=list)
 
 
 class _Labels:
@@ -99,6 +102,7 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
             flat_labels.extend(labels.index(label) for label in outcome.labels)
         merged.datasets.append(outcome.selection)
         merged.inputs.append(outcome.info)
+        merged.profiles.extend(outcome.profiles)
     if label_base:
         table = np.array(flat_labels, dtype=np.int32)
         for batch in batches:

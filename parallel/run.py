@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ..algorithms.advice import advise
+from ..algorithms.profile_model import combine_profiles
 from ..algorithms.result import AnalysisResult
 from ..algorithms.spot_sizes import (
     DatasetSelection,
@@ -16,6 +18,7 @@ from ..algorithms.spot_sizes import (
     summarise,
 )
 from ..errors import SpotSizeAnalysisError
+from ..formats.dials_logs import read_spot_finding_parameters
 from ..formats.experiments import ExperimentList
 from .measure_file import MeasureRequest, combine_experiments
 from .merge import merge
@@ -47,6 +50,8 @@ class AnalysisOptions:
     summary: SummaryOptions = SummaryOptions()
     run: RunOptions = RunOptions()
     parameters: dict = field(default_factory=dict)
+    n_sigma: float | None = 3.0  # the profile model's box (None: no profile model)
+    spot_finding_file: str | None = None  # a dials.find_spots.log or .phil
 
 
 def _experiments_input(number: int, source: Any, experiment_list) -> dict:
@@ -95,6 +100,11 @@ def run_analysis(
     """
     if not sources:
         raise SelectionError("no reflection table given: pass one or more .refl files")
+    spot_finding = (
+        read_spot_finding_parameters(options.spot_finding_file)
+        if options.spot_finding_file
+        else None
+    )
     union, offsets = combine_experiments([e for _, e in experiment_sources])
     request = MeasureRequest(
         experiments=union,
@@ -102,6 +112,7 @@ def run_analysis(
         have_experiment_lists=bool(experiment_sources) or bool(paired_experiments),
         options=options.measure,
         paired_experiments=dict(paired_experiments or {}),
+        n_sigma=options.n_sigma,
     )
     if options.run.method == "mpi":
         batches = run_mpi(sources, request, comm)
@@ -128,6 +139,8 @@ def run_analysis(
         inputs=merged.inputs,
         experiments=union,
         skipped_files=[*skipped_files, *merged.skipped],
+        profile_model=combine_profiles(merged.profiles),
+        advice=advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding),
     )
 
 

@@ -87,14 +87,36 @@ def json_document(analysis: AnalysisResult) -> dict:
         "by_image": result.by_image,
         "by_resolution": result.by_resolution,
         "spot_shape": spot_shape_document(result),
+        "profile_model": analysis.profile_model,
+        "advice": advice_document(analysis.advice),
         "plots": figures(result),
     }
     # Only these hold computed floats that could be NaN or infinite (the by_experiment,
     # by_panel and by_image groups are statistics of integer sizes, always finite, and
     # hold one entry per experiment: thousands in serial crystallography).
-    for key in ("statistics", "histogram", "by_resolution", "plots"):
+    for key in (
+        "statistics",
+        "histogram",
+        "by_resolution",
+        "spot_shape",
+        "profile_model",
+        "advice",
+        "plots",
+    ):
         document[key] = _finite(document[key])
     return document
+
+
+def advice_document(advice: dict) -> dict:
+    """The ``advice`` object: the plain summary, the suggestions (parameter, current
+    and suggested value, reason, evidence), and every check with its figures."""
+    if not advice:
+        return {"summary": None, "suggestions": [], "checks": []}
+    return {
+        "summary": advice.get("summary"),
+        "suggestions": advice.get("suggestions", []),
+        "checks": advice.get("checks", []),
+    }
 
 
 def spot_shape_document(result) -> dict:

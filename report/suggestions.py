@@ -156,3 +156,18 @@ def render_log_lines(checks: list, summary: str | None = None) -> list:
             f"(now {_value_text(item['current'])}): {_one_line(item['reason'])}"
         )
     return lines
+
+
+def advice_lines(found: dict) -> list:
+    """The log's section on spot finding and integration: the plain summary, each
+    check's figures and verdict, and the suggestions (or that none is called for).
+
+    Parameters
+    ----------
+    found : dict
+        ``algorithms.advice.advise``'s result (empty: no section).
+    """
+    if not found or not found.get("checks"):
+        return []
+    header = ["", "Spot finding and integration, against these spots:"]
+    return header + render_log_lines(found["checks"], found.get("summary"))

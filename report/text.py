@@ -268,6 +268,82 @@ def report_lines(result: SpotSizeResult) -> list[str]:
     ]
 
 
+def _number(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (list, tuple)):  # scan-varying: its range
+        return f"{min(value):.{digits}g}-{max(value):.{digits}g}" if value else "-"
+    return f"{value:.{digits}g}"
+
+
+def _box(shoebox: dict | None) -> str:
+    size = (shoebox or {}).get("median_size_px")
+    if not size:
+        return "-"
+    return f"{size[0]:.0f} x {size[1]:.0f} px x {size[2]:.1f} images"
+
+
+def _memory(shoebox: dict | None) -> str:
+    peak = (shoebox or {}).get("peak_bytes")
+    return "-" if peak is None else f"{peak / 2**30:.3g} GiB"
+
+
+def profile_model_lines(profile_model: dict) -> list[str]:
+    """sigma_b and sigma_m as dials.integrate would compute them, in degrees and in
+    data units, the shoebox they imply, and the model stored in the .expt."""
+    if not profile_model:
+        return []
+    lines = []
+    rows = [
+        [
+            printable(entry.get("identifier") or entry.get("dataset") or "-", 40),
+            _number(entry.get("sigma_b_deg")),
+            _number(entry.get("sigma_b_px")),
+            _number(entry.get("sigma_m_deg")),
+            _number(entry.get("sigma_m_images")),
+            entry.get("n_selected") or entry.get("n_reference"),
+            _box(entry.get("shoebox")),
+            _memory(entry.get("shoebox")),
+        ]
+        for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]
+    ]
+    if rows:
+        lines += [
+            "",
+            format_table(
+                [
+                    "experiment",
+                    "sigma_b (deg)",
+                    "(px)",
+                    "sigma_m (deg)",
+                    "(images)",
+                    "reflections",
+                    "integration box (median)",
+                    "shoebox memory",
+                ],
+                rows,
+                title="Profile model, as dials.integrate would compute it "
+                "(doc/profile_model.md):",
+            ),
+        ]
+    for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]:
+        label = entry.get("label", "")
+        if not label.startswith("dials.integrate"):
+            lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
+        stored = entry.get("stored_profile")
+        if stored:
+            lines.append(
+                f"The .expt holds a model already: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
+                f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
+            )
+    for reason in profile_model.get("not_applicable", []):
+        n = reason["n_experiments"]
+        lines.append(
+            f"No profile model for {n} experiment{'s' if n != 1 else ''}: {reason['reason']}"
+        )
+    return lines
+
+
 CROWDED_BINS = 3  # "most spots fall into the first bins": this many
 CROWDED_FRACTION = 0.8  # ... holding at least this fraction of the spots
 MOST_BAR_LINES = 30
