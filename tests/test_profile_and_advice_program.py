@@ -1,0 +1,122 @@
+"""The profile model and the advice through the program and the API, on the real files
+whose sigma_b and sigma_m DIALS itself computed (../shared/data/profile_reference.json)."""
+
+from __future__ import annotations
+
+import json
+
+import libtbx.phil
+import pytest
+
+from dials_spot_size_analysis.api import analyse, json_document
+from dials_spot_size_analysis.command_line.spot_size_analysis import run
+
+
+@pytest.fixture(scope="module")
+def references(shared_data):
+    return json.loads((shared_data / "profile_reference.json").read_text())
+
+
+def test_every_reference_file_matches_dials(shared_data, references):
+    for reference in references:
+        result = analyse(
+            shared_data / reference["reflections"],
+            shared_data / reference["experiments"],
+        )
+        [model] = result.profile_model["experiments"]
+        assert model["sigma_b_deg"] == pytest.approx(reference["sigma_b_deg"], rel=1e-3)
+        assert model["sigma_m_deg"] == pytest.approx(reference["sigma_m_deg"], rel=1e-3)
+        assert model["n_matched"] == reference["n_reference_reflections"]
+        assert model["identifier"] == result.experiments[0].identifier
+        assert (
+            model["sigma_m_images"]
+            == pytest.approx(
+                model["sigma_m_deg"] / abs(result.experiments[0].scan.oscillation[1]),
+                rel=1e-9,
+            )
+            or result.experiments[0].scan.oscillation[1] == 0
+        )
+
+
+def test_stills_say_why_there_is_no_model(shared_data):
+    result = analyse(
+        shared_data / "ssx_CuNiR/indexed.refl", shared_data / "ssx_CuNiR/indexed.expt"
+    )
+    assert result.profile_model["experiments"] == []
+    [reason] = result.profile_model["not_applicable"]
+    assert reason["n_experiments"] == 5 and "still" in reason["reason"]
+
+
+def test_before_indexing_sigma_b_is_an_estimate(shared_data):
+    result = analyse(
+        shared_data / "eiger_therm/strong.refl",
+        shared_data / "eiger_therm/imported.expt",
+    )
+    entries = result.profile_model["experiments"] + [
+        {"label": r["reason"]} for r in result.profile_model["not_applicable"]
+    ]
+    assert any(
+        "estimate" in e.get("label", "") or "still" in e.get("label", "")
+        for e in entries
+    )
+
+
+def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run(
+        [
+            str(shared_data / "centroid_test_data/indexed.expt"),
+            str(shared_data / "centroid_test_data/indexed.refl"),
+            "output.suggestions=suggested.phil",
+        ]
+    )
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text()
+    assert "Profile model, as dials.integrate would compute it" in log
+    assert "0.0539" in log and "0.197" in log
+    assert "Your spots are about" in log
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    assert document["advice"]["suggestions"] == []  # the defaults serve these spots
+    assert document["advice"]["summary"].startswith("your spots are about")
+    checks = {c.get("parameter", "profile") for c in document["advice"]["checks"]}
+    assert {
+        "spotfinder.filter.max_spot_size",
+        "spotfinder.filter.max_separation",
+    } <= checks
+    for program in ("find_spots", "integrate"):
+        text = (tmp_path / f"suggested.{program}.phil").read_text()
+        assert text.startswith("# The spots call for no change")
+        libtbx.phil.parse(text)  # a PHIL file DIALS can read
+
+
+def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
+    """The limits used and the spots removed, read from the user's dials.find_spots
+    log (DIALS's wording), replace the defaults in the checks."""
+    (tmp_path / "dials.find_spots.log").write_text(
+        "DIALS (2018) Acta Cryst. D74, 85-97. https://doi.org/10.1107/S2059798317010348\n"
+        "DIALS 3.30.0\n"
+        "The following parameters have been modified:\n\n"
+        "spotfinder {\n  filter {\n    max_spot_size = 200\n  }\n}\n\n"
+        "Removed 12 spots with size < 3 pixels\n"
+        "Removed 40 spots with size > 200 pixels\n"
+    )
+    result = analyse(
+        shared_data / "centroid_test_data/indexed.refl",
+        shared_data / "centroid_test_data/indexed.expt",
+        find_spots=str(tmp_path / "dials.find_spots.log"),
+    )
+    [maximum] = [
+        c for c in result.advice["checks"]
+        if c.get("parameter") == "spotfinder.filter.max_spot_size"
+    ]  # fmt: skip
+    assert maximum["value"] == 200 and maximum["removed"] == 40
+    document = json_document(result)
+    assert document["advice"]["checks"][1]["value"] == 200
+
+
+def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
+    (tmp_path / "notes.txt").write_text("nothing DIALS wrote\n")
+    with pytest.raises(Exception, match="notes.txt"):
+        analyse(
+            shared_data / "centroid_test_data/indexed.refl",
+            find_spots=str(tmp_path / "notes.txt"),
+        )
