@@ -28,14 +28,8 @@ def test_every_reference_file_matches_dials(shared_data, references):
         assert model["sigma_m_deg"] == pytest.approx(reference["sigma_m_deg"], rel=1e-3)
         assert model["n_matched"] == reference["n_reference_reflections"]
         assert model["identifier"] == result.experiments[0].identifier
-        assert (
-            model["sigma_m_images"]
-            == pytest.approx(
-                model["sigma_m_deg"] / abs(result.experiments[0].scan.oscillation[1]),
-                rel=1e-9,
-            )
-            or result.experiments[0].scan.oscillation[1] == 0
-        )
+        width = abs(result.experiments[0].scan.oscillation_width)
+        assert model["sigma_m_images"] == pytest.approx(model["sigma_m_deg"] / width)
 
 
 def test_stills_say_why_there_is_no_model(shared_data):
