@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 
-import libtbx.phil
 import pytest
+
+import libtbx.phil
 
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
