@@ -108,11 +108,6 @@ class Groups(NamedTuple):
         ]
 
 
-def grouped_statistics(keys: np.ndarray, values: np.ndarray) -> list[dict]:
-    """Per distinct key (in ascending order): n, mean, median, min and max of the values."""
-    return group_statistics(keys, values).entries()
-
-
 def group_statistics(
     keys: np.ndarray, values: np.ndarray, skip_negative_keys: bool = False
 ) -> Groups:

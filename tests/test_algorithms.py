@@ -18,7 +18,6 @@ from dials_spot_size_analysis.algorithms.flags import (
     select_by_flags,
 )
 from dials_spot_size_analysis.algorithms.geometry import (
-    resolution_shells,
     shell_edges,
     shell_numbers,
 )
@@ -31,7 +30,6 @@ from dials_spot_size_analysis.algorithms.mask_codes import (
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
 from dials_spot_size_analysis.algorithms.statistics import (
     group_statistics,
-    grouped_statistics,
     summary_statistics,
     value_counts,
 )
@@ -241,7 +239,7 @@ def test_summary_statistics():
 )
 def test_grouped_statistics_equal_per_group_numpy(pairs):
     keys, values = np.array(pairs).T
-    for entry in grouped_statistics(keys, values):
+    for entry in group_statistics(keys, values).entries():
         group = values[keys == entry["key"]]
         assert entry["n"] == group.size
         assert entry["median"] == np.median(group) and entry["mean"] == pytest.approx(
@@ -258,10 +256,12 @@ def test_grouped_statistics_equal_per_group_numpy(pairs):
 )
 def test_counting_and_sorting_group_statistics_agree(pairs):
     keys, values = np.array(pairs).T
-    by_counting = grouped_statistics(keys, values)  # integer sizes: the counting path
-    by_sorting = grouped_statistics(
+    by_counting = group_statistics(
+        keys, values
+    ).entries()  # integer sizes: the counting path
+    by_sorting = group_statistics(
         keys, values.astype(np.float64)
-    )  # floats: the sorting path
+    ).entries()  # floats: the sorting path
     assert by_counting == by_sorting
 
 
@@ -367,7 +367,8 @@ def test_resolution_shells_in_several_passes():
     d = np.random.default_rng(4).random(1000) * 4 + 1.2
     d[::17] = np.nan
     d[5] = -1.0
-    shell, d_edges = resolution_shells(d, 10)
+    edges = shell_edges(d, 10)
+    shell, d_edges = shell_numbers(d, edges), 1.0 / np.sqrt(edges)
     assert (
         shell.tolist()
         == shell_numbers(
