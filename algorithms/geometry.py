@@ -6,6 +6,7 @@ of experiments cost no more than one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -19,7 +20,19 @@ from .statistics import row_slices
 
 @njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
 def _d_spacing_kernel(
-    xy, take, experiment, panel, starts, n_panels, origins, fasts, slows, s0, out
+    xy,
+    take,
+    experiment,
+    panel,
+    starts,
+    n_panels,
+    origins,
+    fasts,
+    slows,
+    unit_s0,
+    wavenumber,
+    wavelengths,
+    out,
 ):
     for i in range(out.size):
         e, p = experiment[i], panel[i]
@@ -27,20 +40,29 @@ def _d_spacing_kernel(
         if e < 0 or e >= starts.size or starts[e] < 0 or p < 0 or p >= n_panels[e]:
             out[i] = np.nan
             continue
+        # |s0| = 1/λ: the beam's, or (a polychromatic beam) the reflection's own.
+        k = wavenumber[e]
+        if k != k and wavelengths.size:
+            wavelength = wavelengths[take[i]]
+            k = 1.0 / wavelength if wavelength > 0 else np.nan
         r = starts[e] + p
         x, y = xy[take[i], 0], xy[take[i], 1]
         lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
         ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
         lz = origins[r, 2] + x * fasts[r, 2] + y * slows[r, 2]
         length = math.sqrt(lx * lx + ly * ly + lz * lz)
-        k = math.sqrt(s0[e, 0] * s0[e, 0] + s0[e, 1] * s0[e, 1] + s0[e, 2] * s0[e, 2])
         dx, dy, dz = (
-            lx / length * k - s0[e, 0],
-            ly / length * k - s0[e, 1],
-            lz / length * k - s0[e, 2],
+            (lx / length - unit_s0[e, 0]) * k,
+            (ly / length - unit_s0[e, 1]) * k,
+            (lz / length - unit_s0[e, 2]) * k,
         )
         q = math.sqrt(dx * dx + dy * dy + dz * dz)
         out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
+
+
+# Per-reflection wavelength columns of DIALS's Laue and time-of-flight tables, in order
+# of preference: the observed wavelength, then the predicted one (``wavelength_cal``).
+WAVELENGTH_COLUMNS = ("wavelength", "wavelength_cal")
 
 
 MAX_IMAGE_NUMBER = 2**31 - 2  # beyond, not an image of any real scan (int32)
@@ -87,6 +109,28 @@ class ExperimentGeometry:
                 for e in self.experiments
             ]
         ).reshape(-1, 3)
+        # The beam's direction and 1/λ apart: a polychromatic beam (Laue, neutron
+        # time-of-flight) has a direction but 1/λ NaN, each reflection having its own.
+        self.unit_s0 = np.array(
+            [
+                e.beam.unit_s0 if e.beam is not None else (np.nan,) * 3
+                for e in self.experiments
+            ]
+        ).reshape(-1, 3)
+        self.wavenumber = np.array(
+            [
+                1.0 / e.beam.wavelength
+                if e.beam is not None and e.beam.wavelength is not None
+                else np.nan
+                for e in self.experiments
+            ],
+            dtype=np.float64,
+        )
+        self.polychromatic = np.array(
+            [e.beam is not None and e.beam.polychromatic for e in self.experiments],
+            dtype=bool,
+        )
+        self._wavelengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.experiments)
@@ -151,22 +195,53 @@ class ExperimentGeometry:
         )
         return result
 
+    @contextlib.contextmanager
+    def reflection_wavelengths(self, column: np.ndarray | None):
+        """Within this block, :meth:`d_spacings` called with ``take`` reads the
+        wavelength of reflection i from ``column[take[i]]`` where its experiment's
+        beam is polychromatic (rows of the same stretch of the table as ``xy_mm``).
+
+        Lets a table's Laue or time-of-flight wavelength column (``WAVELENGTH_COLUMNS``)
+        reach the d-spacings without changing the callers in between.
+        """
+        before = self._wavelengths
+        self._wavelengths = (
+            None if column is None else np.asarray(column, dtype=np.float64)
+        )
+        try:
+            yield self
+        finally:
+            self._wavelengths = before
+
     def d_spacings(
         self,
         xy_mm: np.ndarray,
         experiment_index: np.ndarray,
         panel: np.ndarray,
         take: np.ndarray | None = None,
+        wavelengths: np.ndarray | None = None,
     ) -> np.ndarray:
         """d (Å) of each reflection from its observed position on its panel: the scattered
         beam s1 points from the sample to the spot, |s1| = |s0| = 1/λ, and
         d = 1/|s1 - s0|. NaN where the experiment, panel or beam is unknown.
 
         ``xy_mm`` holds each reflection's (x, y[, z]) in millimetres or, with ``take``,
-        reflection i is row ``take[i]`` of it (no gathered copy of a big column)."""
+        reflection i is row ``take[i]`` of it (no gathered copy of a big column).
+        A polychromatic beam has no single λ: reflection i then uses
+        ``wavelengths[take[i]]`` (Å; the column set by :meth:`reflection_wavelengths`
+        when not given, only with ``take``), and d is NaN without one."""
+        if wavelengths is None and take is not None:
+            wavelengths = self._wavelengths
+        wavelengths = (
+            np.zeros(0)
+            if wavelengths is None
+            else np.ascontiguousarray(wavelengths, dtype=np.float64)
+        )
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
         panel = np.asarray(panel, dtype=np.int64)
         xy_mm = np.asarray(xy_mm, dtype=np.float64)
+        if wavelengths.size and wavelengths.size < len(xy_mm):
+            raise ValueError("a wavelength is needed for every row of xy_mm")
         take = (
             np.arange(len(experiment_index))
             if take is None
@@ -184,7 +259,9 @@ class ExperimentGeometry:
                 self.origins,
                 self.fasts,
                 self.slows,
-                self.s0,
+                self.unit_s0,
+                self.wavenumber,
+                wavelengths,
                 d,
             )
         return d
@@ -212,13 +289,6 @@ def image_numbers(z_px: np.ndarray) -> np.ndarray:
     usable = np.isfinite(z) & (np.abs(z) < MAX_IMAGE_NUMBER)
     image[usable] = np.floor(z[usable]).astype(np.int64) + 1
     return image
-
-
-def resolution_shells(d: np.ndarray, n_shells: int) -> tuple[np.ndarray, np.ndarray]:
-    """Shell index of each d (-1 for NaN) and the shell edges in d, for ``n_shells`` shells
-    of equal width in 1/d² (equal width in reciprocal space squared, as DIALS plots)."""
-    edges = shell_edges(d, n_shells)
-    return shell_numbers(d, edges), 1.0 / np.sqrt(edges)
 
 
 def shell_edges(

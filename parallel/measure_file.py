@@ -14,7 +14,7 @@ import numpy as np
 
 from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
-from ..algorithms.geometry import ExperimentGeometry
+from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.profile_model import ProfileModelError, profile_model
 from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
@@ -238,11 +238,12 @@ def measure_table(
                 n_disagreements += bbox_disagreements(
                     column.bbox, columns["bbox"][start:stop]
                 )[0]
-        parts.append(
-            measure_rows(
-                stretch, counted, sizes, geometry, numbering, dataset, where, shapes
+        with geometry.reflection_wavelengths(_wavelengths(columns, start, stop)):
+            parts.append(
+                measure_rows(
+                    stretch, counted, sizes, geometry, numbering, dataset, where, shapes
+                )
             )
-        )
         if release_pages:
             table.release_rows(start, stop)
     spot_sizes = SpotSizes.concatenate(parts)
@@ -264,6 +265,16 @@ def measure_table(
         ),
     )
     return spot_sizes, selection
+
+
+def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
+    """The stretch's per-reflection wavelengths (Å) where the table has them (DIALS's
+    Laue and time-of-flight tables), for d-spacings under a polychromatic beam."""
+    for name in WAVELENGTH_COLUMNS:
+        column = columns.get(name)
+        if column is not None and column.ndim == 1:
+            return column[start:stop]
+    return None
 
 
 def _stretches(table: ReflectionTable, source: str, code: int, release_pages: bool):

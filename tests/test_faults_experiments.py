@@ -533,3 +533,169 @@ def test_a_bad_expt_ends_the_run_in_one_sentence_when_bad_files_fail(
     assert error.splitlines()[-1].count(bad) == 1
     assert "wavelength is inf, not a finite number" in error
     assert not (tmp_path / "out.json").exists()
+
+
+# ------------------------------------------------------------------ polychromatic beams
+
+
+def _polychromatic_beam(direction):
+    """A beam as dxtbx's PolychromaticBeam.to_dict writes it: no wavelength."""
+    return {
+        "__id__": "polychromatic",
+        "direction": direction,
+        "divergence": 0.0,
+        "sigma_divergence": 0.0,
+        "polarization_normal": [0.0, 1.0, 0.0],
+        "polarization_fraction": 0.5,
+        "flux": 0.0,
+        "transmission": 1.0,
+        "probe": "neutron",
+        "sample_to_source_distance": 8300.0,
+        "wavelength_range": [0.5, 5.0],
+    }
+
+
+@pytest.fixture
+def tof_pair(shared_data, tmp_path):
+    """I23's experiment with a polychromatic beam, and its table with a per-reflection
+    wavelength column (Å) added."""
+    from dials_spot_size_analysis.formats import read_reflections
+    from dials_spot_size_analysis.formats.reflections import write_reflections
+
+    document = json.loads((shared_data / I23).read_text())
+    document["beam"][0] = _polychromatic_beam(document["beam"][0]["direction"])
+    expt = _write(tmp_path, document, "tof.expt")
+    table = read_reflections(shared_data / "I23_P12M_thau/indexed.refl")
+    wavelengths = np.random.default_rng(7).uniform(0.8, 4.0, table.nrows)
+    table.columns["wavelength"] = wavelengths
+    if table.column_order:
+        table.column_order.append("wavelength")
+    refl = tmp_path / "tof.refl"
+    write_reflections(table, refl)
+    return expt, refl, wavelengths
+
+
+def _expected_d(experiment, table, wavelengths):
+    """1/|s1 - s0| with |s0| = |s1| = 1/λ per row, from the panels and positions."""
+    panels = experiment.detector.panels
+    index = table["panel"].astype(int)
+    origin, fast, slow = (
+        np.array([getattr(p, name) for p in panels])[index]
+        for name in ("origin", "fast_axis", "slow_axis")
+    )
+    xy = table["xyzobs.mm.value"]
+    lab = origin + xy[:, :1] * fast + xy[:, 1:2] * slow
+    unit_s1 = lab / np.linalg.norm(lab, axis=1)[:, None]
+    unit_s0 = -experiment.beam.direction / np.linalg.norm(experiment.beam.direction)
+    s1, s0 = unit_s1 / wavelengths[:, None], unit_s0 / wavelengths[:, None]
+    return 1.0 / np.linalg.norm(s1 - s0, axis=1)
+
+
+def test_a_polychromatic_beam_is_read_without_a_wavelength(tof_pair):
+    experiment = _read_strictly(tof_pair[0])[0]
+    beam = experiment.beam
+    assert beam.polychromatic and beam.wavelength is None
+    assert beam.probe == "neutron" and beam.wavelength_range == (0.5, 5.0)
+    assert np.isnan(beam.s0).all()
+    assert beam.unit_s0 @ beam.direction < 0
+    assert len(experiment.detector) == 24 and experiment.crystal is not None
+
+
+@pytest.mark.parametrize("beam_id", ["PolychromaticBeam", "TOFBeam"])
+def test_other_names_of_polychromatic_beams(shared_data, tmp_path, beam_id):
+    document = json.loads((shared_data / CENTROID).read_text())
+    beam = _polychromatic_beam(document["beam"][0]["direction"])
+    beam["__id__"] = beam_id
+    del beam["wavelength_range"]
+    document["beam"][0] = beam
+    experiment = _read_strictly(_write(tmp_path, document))[0]
+    assert experiment.beam.polychromatic and experiment.beam.wavelength_range is None
+
+
+def test_polychromatic_d_spacings_from_the_wavelength_column(tof_pair, shared_data):
+    from dials_spot_size_analysis.algorithms.geometry import ExperimentGeometry
+    from dials_spot_size_analysis.formats import read_reflections
+
+    expt, refl, wavelengths = tof_pair
+    experiment = read_experiments(expt)[0]
+    table = read_reflections(refl)
+    np.testing.assert_array_equal(table["wavelength"], wavelengths)
+    geometry = ExperimentGeometry([experiment])
+    n = table.nrows
+    rows = np.arange(n)
+    experiments, panels = np.zeros(n, np.int64), table["panel"].astype(np.int64)
+    expected = _expected_d(experiment, table, wavelengths)
+    with np.errstate(all="raise"):
+        d = geometry.d_spacings(
+            table["xyzobs.mm.value"],
+            experiments,
+            panels,
+            take=rows,
+            wavelengths=wavelengths,
+        )
+        np.testing.assert_allclose(d, expected, rtol=1e-12)
+        with geometry.reflection_wavelengths(wavelengths):
+            through_block = geometry.d_spacings(
+                table["xyzobs.mm.value"], experiments, panels, take=rows
+            )
+        np.testing.assert_array_equal(through_block, d)
+        # Without a wavelength per reflection there is no d under this beam.
+        assert np.isnan(
+            geometry.d_spacings(table["xyzobs.mm.value"], experiments, panels)
+        ).all()
+    assert geometry.polychromatic.tolist() == [True]
+    # Under I23's own monochromatic beam the column is not used: the beam's λ is.
+    mono = ExperimentGeometry(read_experiments(shared_data / I23))
+    args = (table["xyzobs.mm.value"], experiments, panels)
+    np.testing.assert_array_equal(
+        mono.d_spacings(*args, take=rows, wavelengths=wavelengths),
+        mono.d_spacings(*args, take=rows),
+    )
+    assert mono.polychromatic.tolist() == [False]
+
+
+def test_polychromatic_d_spacings_through_the_measurement(tof_pair):
+    """measure_file passes the table's wavelength column on: every counted spot gets
+    the d of its own wavelength; without the column every d is NaN."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
+    from dials_spot_size_analysis.formats import read_reflections
+    from dials_spot_size_analysis.formats.reflections import write_reflections
+    from dials_spot_size_analysis.parallel.measure_file import (
+        MeasureRequest,
+        measure_file,
+    )
+
+    expt, refl, wavelengths = tof_pair
+    experiment = read_experiments(expt)[0]
+    table = read_reflections(refl)
+    expected = _expected_d(experiment, table, wavelengths)
+    request = MeasureRequest(
+        experiments=[],
+        list_offsets=[],
+        have_experiment_lists=True,
+        options=MeasureOptions(),
+        paired_experiments={0: str(expt)},
+    )
+    outcome = measure_file(0, str(refl), request, 1)
+    assert outcome.error is None, outcome.error
+    d = outcome.spot_sizes.d_spacing
+    assert len(d) > 150 and np.isfinite(d).all()
+    nearest = np.abs(expected[None, :] - d[:, None]).min(axis=1)
+    assert (nearest <= 1e-9 * d).all()
+
+    del table.columns["wavelength"]
+    table.column_order.remove("wavelength")
+    plain = refl.parent / "plain.refl"
+    write_reflections(table, plain)
+    (refl.parent / "plain.expt").write_text(expt.read_text())
+    request = MeasureRequest(
+        experiments=[],
+        list_offsets=[],
+        have_experiment_lists=True,
+        options=MeasureOptions(),
+        paired_experiments={0: str(refl.parent / "plain.expt")},
+    )
+    outcome = measure_file(0, str(plain), request, 1)
+    assert outcome.error is None, outcome.error
+    assert len(outcome.spot_sizes.d_spacing) == len(d)
+    assert np.isnan(outcome.spot_sizes.d_spacing).all()
