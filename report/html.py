@@ -13,6 +13,8 @@ import json
 
 from .. import __version__
 from .document import json_document
+from .plots import measured_quantities
+from .text import SHAPE_ROWS
 
 
 def plotly_js() -> str:
@@ -49,9 +51,59 @@ def _number(value) -> str:
     return str(value)
 
 
+SHAPE_PREFIX = "spot_shape_"
+SHAPE_STATISTICS = ["n", "median", "p5", "p25", "p75", "p95", "max"]
+
+
+def _figure_section(name: str, figure: dict, heading: str) -> str:
+    """A figure's title, help text and the element plotly draws it into (as tall as
+    the figure asks for)."""
+    height = figure["layout"].get("height")
+    style = f' style="height: {int(height)}px"' if height else ""
+    return (
+        f"<{heading}>{html.escape(figure['layout']['title']['text'])}</{heading}>\n"
+        f'<p class="help">{html.escape(figure["help"])}</p>\n'
+        f'<div class="plot" id="{html.escape(name)}"{style}></div>'
+    )
+
+
+def shape_section(document: dict) -> str:
+    """The "Spot shape" section: the statistics of each shape quantity (as the log's
+    table) and the shape figures; empty where no spot's shape was measured."""
+    summary = document.get("spot_shape") or {}
+    if not measured_quantities({"quantities": summary}):
+        return ""
+    quantities = {name: entry for name, entry in summary.items() if name != "counts"}
+    rows = [
+        [name, meaning, quantities[name]["unit"] or "-"]
+        + [quantities[name]["statistics"][key] for key in SHAPE_STATISTICS]
+        for name, meaning in SHAPE_ROWS
+        if name in quantities and quantities[name]["statistics"]["n"]
+    ]
+    if not rows:
+        return ""
+    figures = [
+        _figure_section(name, figure, "h3")
+        for name, figure in document["plots"].items()
+        if name.startswith(SHAPE_PREFIX)
+    ]
+    return "\n".join(
+        [
+            "<h2>Spot shape</h2>",
+            _table(["quantity", "meaning", "unit", *SHAPE_STATISTICS], rows),
+            '<p class="help">Each quantity is measured on the coded pixels of every '
+            "counted shoebox, weighted by data minus background where it is a width or "
+            "a position; doc/spot_shapes.md in the program's source explains each "
+            "and what a problem looks like.</p>",
+            *figures,
+        ]
+    )
+
+
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+h3 { font-size: 1.05em; margin-top: 1.4em; }
 .subtitle { color: #666; margin-top: 0; } .help { color: #555; font-size: 0.92em; max-width: 60em; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: right; } th { background: #f3f5f8; }
@@ -92,13 +144,12 @@ def html_report(analysis, changed_parameters: str = "") -> str:
                 selection["n_counted"],
             ]
         )
-    sections = []
-    for name, figure in document["plots"].items():
-        sections.append(
-            f"<h2>{html.escape(figure['layout']['title']['text'])}</h2>\n"
-            f'<p class="help">{html.escape(figure["help"])}</p>\n'
-            f'<div class="plot" id="{name}"></div>'
-        )
+    sections = [
+        _figure_section(name, figure, "h2")
+        for name, figure in document["plots"].items()
+        if not name.startswith(SHAPE_PREFIX)
+    ]
+    sections.append(shape_section(document))
     parameters = changed_parameters or "All parameters have their default values."
     code = f"{'|'.join(mask['names']) or 'all pixels'} ({mask['value']})"
     body = f"""

@@ -20,6 +20,13 @@ from dials_spot_size_analysis.report.png import BAR_COLOUR, read_png_metadata
 
 EXAMPLE = REPOSITORY / "examples" / "data"
 EXAMPLE_ARGS = [str(EXAMPLE / "indexed.expt"), str(EXAMPLE / "indexed.refl")]
+SHAPE_FIGURES = (
+    "spot_shape_histograms",
+    "spot_shape_per_resolution",
+    "spot_shape_per_image",
+    "spot_shape_radial_tangential",
+    "spot_shape_widths_per_resolution",
+)
 
 
 def png_chunks(path) -> dict[bytes, list[bytes]]:
@@ -149,9 +156,9 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
         parser.found == [] and parser.scripts == 2
     )  # plotly.js inline, then the figures
     assert "plotly.js v" in page
-    assert (
-        page.count('class="plot"') == 3
-    )  # histogram, per image, per resolution (one panel: no per-panel plot)
+    # histogram, per image, per resolution (one panel: no per-panel plot), and the five
+    # shape figures
+    assert page.count('class="plot"') == 3 + len(SHAPE_FIGURES)
     assert "without pixel data" in page and "Parameters" in page
 
 
@@ -195,7 +202,7 @@ def test_html_draws_every_graph_offline_in_chromium(
     monkeypatch.chdir(tmp_path)
     if dataset == "example":
         run(EXAMPLE_ARGS)
-        expected = 3
+        expected = 3 + len(SHAPE_FIGURES)
     else:
         shared_data = request.getfixturevalue(
             "shared_data"
@@ -206,7 +213,7 @@ def test_html_draws_every_graph_offline_in_chromium(
                 str(shared_data / "I23_P12M_thau/indexed.refl"),
             ]
         )
-        expected = 4
+        expected = 4 + len(SHAPE_FIGURES)
     driver = chromium_driver()
     try:
         driver.execute_cdp_cmd("Network.enable", {})
@@ -254,3 +261,261 @@ def test_html_draws_every_graph_offline_in_chromium(
     assert not [
         url for _, url in requests if url.startswith(("http:", "https:", "ws:", "wss:"))
     ], requests
+
+
+# ---------------------------------------------------------------------- what is drawn
+
+REAL_TABLES = {
+    "centroid": ("centroid_test_data/indexed.expt", "centroid_test_data/indexed.refl"),
+    "multi-panel": ("I23_P12M_thau/indexed.expt", "I23_P12M_thau/indexed.refl"),
+    "stills": ("ssx_CuNiR/indexed.expt", "ssx_CuNiR/indexed.refl"),
+}
+
+
+@pytest.fixture(params=["example", *REAL_TABLES])
+def analysed(request, tmp_path, monkeypatch):
+    """A run on the example or on real DIALS files (no outputs written)."""
+    from dials_spot_size_analysis.api import analyse
+
+    if request.param == "example":
+        return analyse(EXAMPLE / "indexed.refl", EXAMPLE / "indexed.expt")
+    shared_data = request.getfixturevalue("shared_data")
+    expt, refl = REAL_TABLES[request.param]
+    return analyse(shared_data / refl, shared_data / expt)
+
+
+def _by_name(figure: dict) -> dict:
+    return {trace["name"]: trace for trace in figure["data"]}
+
+
+def test_size_figures_draw_the_median(analysed):
+    """The per-image, per-resolution and per-panel traces called median are the median
+    of the counted sizes in each group, computed here from the per-row sizes."""
+    from dials_spot_size_analysis.report.plots import (
+        per_image_figure,
+        per_panel_figure,
+        per_resolution_figure,
+    )
+
+    result = analysed.result
+    spots = result.spot_sizes
+    by_image = _by_name(per_image_figure(result))
+    for image, median, mean in zip(
+        by_image["median"]["x"], by_image["median"]["y"], by_image["mean"]["y"]
+    ):
+        sizes = spots.size[spots.image == image]
+        assert median == np.median(sizes) and mean == pytest.approx(sizes.mean())
+    panel = per_panel_figure(result)["data"][0]
+    for number, median in zip(panel["x"], panel["y"]):
+        assert median == np.median(spots.size[spots.panel == number])
+    assert _by_name(per_resolution_figure(result))["median"]["y"] == [
+        e["median"] for e in result.by_resolution
+    ]
+
+
+def test_median_differs_from_mean_where_checked(shared_data):
+    """The data above tell a median from a mean (else a figure drawing the mean would
+    pass): on the multi-panel table, per panel and per image."""
+    from dials_spot_size_analysis.api import analyse
+
+    expt, refl = REAL_TABLES["multi-panel"]
+    result = analyse(shared_data / refl, shared_data / expt).result
+    assert any(e["median"] != e["mean"] for e in result.by_panel)
+    assert any(e["median"] != e["mean"] for e in result.by_image)
+
+
+def test_shape_histograms_show_the_summary(analysed):
+    from dials_spot_size_analysis.report.plots import (
+        SHAPE_HISTOGRAMS,
+        shape_histograms_figure,
+    )
+
+    summary = analysed.result.spot_shape["quantities"]
+    figure = shape_histograms_figure(analysed.result)
+    traces = _by_name(figure)
+    assert list(traces) == [name for name, _ in SHAPE_HISTOGRAMS]
+    for number, (name, trace) in enumerate(traces.items(), start=1):
+        histogram = summary[name]["histogram"]
+        assert trace["y"] == histogram["counts"] and sum(trace["y"]) > 0, name
+        assert trace["x"] == histogram["bin_centres"], name
+        assert trace["width"] == histogram["bin_width"]
+        axis = "xaxis" if number == 1 else f"xaxis{number}"
+        assert trace["xaxis"] == axis.replace("axis", "")
+        low, high = figure["layout"][axis]["range"]
+        filled = [c for c, n in zip(histogram["bin_centres"], histogram["counts"]) if n]
+        assert low <= min(filled) and max(filled) <= high, name  # every spot shown
+    # The per-row arrays agree with the histogram drawn (images spanned, whole images).
+    extent_z = analysed.result.spot_sizes.extent_z
+    counts = dict(zip(traces["extent_z"]["x"], traces["extent_z"]["y"]))
+    for images, n in zip(*np.unique(extent_z[extent_z > 0], return_counts=True)):
+        assert counts[int(images)] == n
+    line = figure["layout"]["shapes"][0]
+    assert line["x0"] == line["x1"] == 2.0  # DIALS's max_separation
+    assert line["xref"] == traces["peak_centroid_distance"]["xaxis"]
+
+
+def test_shape_medians_by_image_and_resolution(analysed):
+    from dials_spot_size_analysis.report.plots import (
+        shape_per_image_figure,
+        shape_per_resolution_figure,
+        widths_per_resolution_figure,
+    )
+
+    result = analysed.result
+    summary = result.spot_shape["quantities"]
+    per_image = _by_name(shape_per_image_figure(result))
+    for trace, name in ((per_image["footprint"], "footprint"),):
+        entries = summary[name]["median_by_image"]
+        assert trace["x"] == [e["image"] for e in entries]
+        assert trace["y"] == [e["median"] for e in entries]
+    spanned = per_image["images spanned"]
+    assert spanned["y"] == [e["median"] for e in summary["extent_z"]["median_by_image"]]
+    assert spanned["yaxis"] == "y2"
+    # Medians computed here from the per-row arrays.
+    spots = result.spot_sizes
+    for image, median in zip(per_image["footprint"]["x"], per_image["footprint"]["y"]):
+        assert median == np.median(spots.footprint[spots.image == image])
+    labels = {
+        e["shell"]: f"{e['d_max']:.2f} - {e['d_min']:.2f}" for e in result.by_resolution
+    }
+    per_shell = _by_name(shape_per_resolution_figure(result))
+    entries = summary["footprint"]["median_by_shell"]
+    assert per_shell["footprint"]["x"] == [labels[e["shell"]] for e in entries]
+    assert per_shell["footprint"]["y"] == [e["median"] for e in entries]
+    assert per_shell["images spanned"]["y"] == [
+        e["median"] for e in summary["extent_z"]["median_by_shell"]
+    ]
+    widths = _by_name(widths_per_resolution_figure(result))
+    for name in ("radial", "tangential"):
+        entries = summary[f"rms_width_{name}"]["median_by_shell"]
+        assert widths[name]["y"] == [e["median"] for e in entries]
+
+
+def test_radial_tangential_scatter_draws_the_spots(analysed):
+    from dials_spot_size_analysis.report.plots import radial_tangential_figure
+
+    spots = analysed.result.spot_sizes
+    figure = radial_tangential_figure(analysed.result)
+    points, line = figure["data"]
+    radial = spots.rms_width_radial.astype(float)
+    tangential = spots.rms_width_tangential.astype(float)
+    finite = np.isfinite(radial) & np.isfinite(tangential)
+    assert len(points["x"]) == min(int(finite.sum()), 5000)
+    np.testing.assert_allclose(
+        points["x"], tangential[finite][: len(points["x"])], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        points["y"], radial[finite][: len(points["y"])], atol=1e-4
+    )
+    assert line["x"] == line["y"]  # the line y = x, over the whole range drawn
+    top = figure["layout"]["xaxis"]["range"][1]
+    assert line["x"] == [0, top] and figure["layout"]["yaxis"]["range"] == [0, top]
+    assert max(points["x"] + points["y"]) <= top
+
+
+def test_radial_tangential_scatter_is_subsampled_evenly_and_repeatably():
+    """Over 5000 spots: 5000, spread over the table from its first to its last spot,
+    the same ones each time."""
+    from dials_spot_size_analysis.report.plots import _scatter_sample
+
+    radial = np.arange(12_345, dtype=float)
+    tangential = radial.copy()
+    tangential[::7] = np.nan  # rows without a width are never drawn
+    rows = _scatter_sample(radial, tangential)
+    assert len(rows) == 5000 and np.isfinite(tangential[rows]).all()
+    assert rows[0] == 1 and rows[-1] == 12_344 and (np.diff(rows) > 0).all()
+    assert np.diff(rows).max() <= 4  # about 2.9 rows apart, around the NaN rows
+    np.testing.assert_array_equal(rows, _scatter_sample(radial, tangential))
+
+
+def test_no_shape_figures_without_measured_shapes():
+    """Sizes given as numbers (or read from a column) have no shape: no shape figure,
+    no Spot shape section, rather than histograms of zeros."""
+    from dials_spot_size_analysis.api import analyse_sizes
+    from dials_spot_size_analysis.report.html import html_report
+    from dials_spot_size_analysis.report.plots import figures
+
+    result = analyse_sizes([4, 9, 9, 30, 250])
+    assert list(figures(result.result)) == ["spot_size_histogram"]
+    assert "Spot shape" not in html_report(result)
+
+
+def _table_cells(page: str, first_header: str) -> list[list[str]]:
+    """The body cells of the page's table whose first header is ``first_header``."""
+    from html.parser import HTMLParser
+
+    class Tables(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.tables, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "table":
+                self.tables.append([])
+            elif tag == "tr":
+                self.tables[-1].append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.tables[-1][-1].append(self.cell)
+                self.cell = None
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+    parser = Tables()
+    parser.feed(page)
+    table = next(t for t in parser.tables if t[0][0] == first_header)
+    return table[1:]
+
+
+def test_html_tables_number_format(tmp_path, monkeypatch):
+    """Real numbers with one decimal, whole numbers as they are, missing ones as '-':
+    in the summary and the spot-shape tables, cell by cell against the JSON."""
+    monkeypatch.chdir(tmp_path)
+    run(EXAMPLE_ARGS)
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    statistics = document["statistics"]
+    (summary,) = _table_cells(page, "n")
+    assert summary[0] == str(statistics["n"]) == "354"
+    assert summary[1] == f"{statistics['mean']:.1f}" == "31.5"  # 31.4717...
+    assert summary[2] == "34.3" and summary[6] == "24.0"
+    shape = _table_cells(page, "quantity")
+    names = [row[0] for row in shape]
+    assert names[:5] == ["extent_x", "extent_y", "extent_z", "footprint", "fill"]
+    for row in shape:
+        entry = document["spot_shape"][row[0]]
+        assert row[2] == (entry["unit"] or "-")
+        statistics = entry["statistics"]
+        assert row[3] == str(statistics["n"])
+        for cell, key in zip(row[4:], ["median", "p5", "p25", "p75", "p95", "max"]):
+            assert cell == f"{statistics[key]:.1f}", (row[0], key)
+    footprint = shape[names.index("footprint")]
+    assert footprint[4] == "16.0"
+
+
+def test_number_format_of_one_value():
+    from dials_spot_size_analysis.report.html import _number
+
+    assert _number(31.471751412429377) == "31.5"
+    assert _number(0.04) == "0.0" and _number(2.25) == "2.2"
+    assert _number(354) == "354" and _number(None) == "-" and _number("a") == "a"
+
+
+def test_html_spot_shape_section(tmp_path, monkeypatch):
+    """The section, its table and every shape figure with its help text, and the same
+    figures in the JSON's plots."""
+    monkeypatch.chdir(tmp_path)
+    run(EXAMPLE_ARGS)
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    section = page[page.index("<h2>Spot shape</h2>") : page.index("<h2>Parameters")]
+    for name in SHAPE_FIGURES:
+        figure = document["plots"][name]
+        assert f'id="{name}"' in section
+        assert figure["help"] and figure["help"].replace("'", "&#x27;") in section
+    assert 'style="height: 900px"' in section  # the grid of histograms, 3 rows
