@@ -42,6 +42,11 @@ MIN_ZETA = 0.05
 MIN_SPOTS_OVERALL = 50
 MIN_SPOTS_PER_DEGREE = 20
 MAX_REFLECTIONS_FOR_SIGMA = 10000
+# Beyond this many reference reflections, an even subset of them (every n-th row) is
+# re-predicted and matched: the sigmas use at most MAX_REFLECTIONS_FOR_SIGMA anyway,
+# and re-predicting a million rows would cost seconds and hundreds of megabytes. The
+# three reference files have a few hundred: there, every row, exactly as DIALS.
+MAX_REFERENCE_MATCHED = 100_000
 VALID_FOREGROUND = 5
 VALID_BACKGROUND = 3
 BLOCK_DEGREES = 5.0
@@ -774,6 +779,8 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     )
     rows = np.flatnonzero(reference & in_experiment)
     result.n_reference = int(len(rows))
+    if len(rows) > MAX_REFERENCE_MATCHED:  # an even subset, in table order
+        rows = rows[:: -(-len(rows) // MAX_REFERENCE_MATCHED)]
     chosen, frames = _matched_columns(columns, rows, experiment, padding_deg)
     result.n_matched = int(len(chosen.rows))
     problem = _min_spots_problem(result.n_matched, experiment.scan)

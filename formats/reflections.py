@@ -186,10 +186,14 @@ class ReflectionTable:
             )
 
     def shoebox_chunks(
-        self, rows_per_chunk: int, release_pages: bool = False
+        self, rows_per_chunk: int, release_pages: bool = False, keep_index: bool = False
     ) -> Iterator[tuple[int, int, ShoeboxColumn]]:
         """The shoebox column a stretch of rows at a time, as ``(start, stop, column)``
-        (see ``shoeboxes.indexed_chunks``); from the index where it is built."""
+        (see ``shoeboxes.indexed_chunks``); from the index where it is built.
+
+        With ``keep_index`` the stretches' indexes are kept and joined into the table's
+        index at the end, so that a later use of :attr:`shoeboxes` does not scan the
+        column again (which would bring every page of a big file back in)."""
         if self._shoebox_index is not None:
             index = self._shoebox_index
             for start in range(0, self.nrows, rows_per_chunk):
@@ -198,9 +202,15 @@ class ReflectionTable:
             return
         if self._shoebox_blob is None:
             raise ValueError("the table has no shoebox column")
-        yield from indexed_chunks(
+        kept = []
+        for start, stop, column in indexed_chunks(
             self._shoebox_blob, self.nrows, rows_per_chunk, self.path, release_pages
-        )
+        ):
+            if keep_index:
+                kept.append(column)
+            yield start, stop, column
+        if keep_index:
+            self._shoebox_index = ShoeboxColumn.joined(self._shoebox_blob, kept)
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call

@@ -339,6 +339,24 @@ class ShoeboxColumn:
         extent = self.bbox[:, 1::2].astype(np.int64) - self.bbox[:, 0::2]
         return np.where(self.has_pixel_data, np.prod(extent, axis=1), 0)
 
+    @classmethod
+    def joined(cls, blob: np.ndarray, parts: list[ShoeboxColumn]) -> ShoeboxColumn:
+        """The index of consecutive stretches of one column, as one."""
+        return cls(
+            blob,
+            *(
+                np.concatenate([getattr(p, name) for p in parts])
+                if parts
+                else np.zeros((0, 6) if name == "bbox" else 0, dtype)
+                for name, dtype in (
+                    ("panel", np.uint32),
+                    ("bbox", np.int32),
+                    ("present", np.uint8),
+                    ("data_offset", np.int64),
+                )
+            ),
+        )
+
     def rows(self, start: int, stop: int) -> ShoeboxColumn:
         """Rows [start, stop) of the index (views; the pixels stay in the blob)."""
         return ShoeboxColumn(

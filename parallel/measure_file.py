@@ -34,7 +34,7 @@ from ..formats import FileFormatError, ReflectionTable, read_experiments
 from ..formats.experiments import Experiment, ExperimentList
 from ..formats.reflections import parse_reflections, read_reflections
 
-ROWS_PER_CHUNK = 1 << 20
+ROWS_PER_CHUNK = 1 << 18  # rows located and shaped at a time: bounds temporaries
 
 
 @dataclass(frozen=True)
@@ -198,13 +198,16 @@ def measure_table(
     dataset: int = 0,
     name: str | None = None,
     release_pages: bool = False,
+    keep_index: bool = False,
 ) -> tuple[SpotSizes, DatasetSelection]:
     """Select a table's rows by flags, count each one's pixels with every bit of the
     mask code, and locate them; rows without pixel data are excluded and counted.
 
     Rows are handled ``ROWS_PER_CHUNK`` at a time, each stretch of the file's pages
     mapped ahead in one call and, with ``release_pages``, handed back to the operating
-    system when done, so that resident memory does not grow with the file.
+    system when done, so that resident memory does not grow with the file. With
+    ``keep_index`` the shoebox index built on the way is kept for later use (the
+    profile model), instead of scanning the column again.
     """
     n = table.nrows
     columns = table.columns
@@ -220,7 +223,7 @@ def measure_table(
     source, note = size_source(
         columns, table.shoebox_column_name is not None, code, where
     )
-    stretches = _stretches(table, source, code, release_pages)
+    stretches = _stretches(table, source, code, release_pages, keep_index)
     parts, n_selected, n_disagreements = [], 0, 0
     for start, stop, column, sizes in stretches:
         table.populate_rows(start, stop, LOCATION_COLUMNS)
@@ -277,12 +280,13 @@ def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
     return None
 
 
-def _stretches(table: ReflectionTable, source: str, code: int, release_pages: bool):
+def _stretches(table, source: str, code: int, release_pages: bool, keep_index: bool):
     """(start, stop, shoebox column or None, (sizes, has pixel data) or None) a
     stretch of ROWS_PER_CHUNK rows at a time: the shoeboxes indexed as they come, or
     the column that stands in for them."""
     if source == "shoebox":
-        for start, stop, column in table.shoebox_chunks(ROWS_PER_CHUNK, release_pages):
+        chunks = table.shoebox_chunks(ROWS_PER_CHUNK, release_pages, keep_index)
+        for start, stop, column in chunks:
             yield start, stop, column, None
         return
     sizes, has_data = sizes_from_column(source, table.columns[source])
@@ -354,6 +358,7 @@ def measure_file(
             dataset=index,
             name=name,
             release_pages=True,
+            keep_index=request.n_sigma is not None,
         )
         profiles = _profiles(table, geometry, numbering, request, name)
     except (FileFormatError, SelectionError) as error:
