@@ -43,6 +43,11 @@ NO_SHOEBOX_ADVICE = (
     "integration.debug.output=True it writes them to separate shoeboxes_*.refl files, which "
     "this program reads; dials.scale drops them"
 )
+POLYCHROMATIC_NOTE = (
+    "the experiments have a polychromatic (Laue or time-of-flight) beam with no single "
+    "wavelength, and the reflection table has no per-reflection wavelength column "
+    "(wavelength or wavelength_cal), so the d-spacings are unknown"
+)
 # Columns whose 0 means "no pixel data", not a spot of no pixels: every spot that
 # dials.find_spots found has at least one signal pixel.
 ZERO_MEANS_NO_PIXEL_DATA = ("n_signal",)
@@ -189,6 +194,7 @@ class DatasetSelection:
     size_source_note: str = ""
     experiment_identifiers: list[str] = field(default_factory=list)
     n_bbox_disagreements: int = 0  # shoeboxes whose bbox is not the table's (#3194)
+    resolution_note: str = ""  # why its rows have no d-spacing, where that is known
 
 
 def resolve_required_flags(

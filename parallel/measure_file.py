@@ -20,6 +20,7 @@ from ..algorithms.profile_model import ProfileModelError, profile_model
 from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
 from ..algorithms.spot_sizes import (
     LOCATION_COLUMNS,
+    POLYCHROMATIC_NOTE,
     DatasetSelection,
     ExperimentNumbering,
     MeasureOptions,
@@ -263,6 +264,7 @@ def measure_table(
         size_source=source,
         size_source_note=note,
         n_bbox_disagreements=n_disagreements,
+        resolution_note=_resolution_note(spot_sizes, geometry),
         experiment_identifiers=sorted(
             {geometry.identifiers[i] for i in seen.tolist() if i >= 0}
         ),
@@ -278,6 +280,22 @@ def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
         if column is not None and column.ndim == 1:
             return column[start:stop]
     return None
+
+
+def _resolution_note(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> str:
+    """Why no counted row has a d-spacing, where the experiments say: a polychromatic
+    beam and no per-reflection wavelength."""
+    experiment = spot_sizes.experiment
+    known = (experiment >= 0) & (experiment < len(geometry))
+    if (
+        not len(spot_sizes)
+        or np.isfinite(spot_sizes.d_spacing).any()
+        or not known.any()
+    ):
+        return ""
+    if geometry.polychromatic[experiment[known]].any():
+        return POLYCHROMATIC_NOTE
+    return ""
 
 
 def _stretches(table, source: str, code: int, release_pages: bool, keep_index: bool):

@@ -25,6 +25,7 @@ DATASET_KEYS = (
     "size_source",
     "size_source_note",
     "n_bbox_disagreements",
+    "resolution_note",
 )
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 

@@ -247,10 +247,15 @@ def breakdown_lines(result: SpotSizeResult) -> list[str]:
             ),
         ]
     else:
-        lines += [
-            "",
-            "No resolution breakdown: it needs the experiment list (.expt) with the reflections.",
-        ]
+        notes = sorted(
+            {d.resolution_note for d in result.datasets if d.resolution_note}
+        )
+        why = (
+            notes[0]
+            if notes
+            else ("it needs the experiment list (.expt) with the reflections")
+        )
+        lines += ["", f"No resolution breakdown: {why}."]
     return lines
 
 

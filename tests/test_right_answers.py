@@ -279,3 +279,31 @@ def test_automatic_ranges_are_aligned_to_whole_pixels(shared_data):
     wide = analyse(shared_data / "I23_P12M_thau/indexed.refl", bins=10, data_max="Auto")
     assert (wide.histogram.data_min, wide.histogram.bin_width) == (0.0, 4.0)
     assert wide.histogram.data_max == 40.0
+
+
+def test_a_polychromatic_beam_without_wavelengths_says_why_there_is_no_resolution(
+    shared_data, tmp_path
+):
+    from dials_spot_size_analysis.report.text import report_lines
+
+    document = json.loads((shared_data / "I23_P12M_thau/indexed.expt").read_text())
+    beam = document["beam"][0]
+    document["beam"][0] = {
+        "__id__": "polychromatic",
+        "direction": beam["direction"],
+        "probe": "neutron",
+        "sample_to_source_distance": 8300.0,
+        "wavelength_range": [0.5, 5.0],
+    }
+    (tmp_path / "tof.expt").write_text(json.dumps(document))
+    result = analyse(shared_data / "I23_P12M_thau/indexed.refl", tmp_path / "tof.expt")
+    assert np.isnan(result.result.spot_sizes.d_spacing).all()
+    text = "\n".join(report_lines(result.result))
+    assert (
+        "No resolution breakdown: the experiments have a polychromatic (Laue or "
+        "time-of-flight) beam" in text
+    )
+    plain = analyse(shared_data / "I23_P12M_thau/indexed.refl")
+    assert "it needs the experiment list (.expt)" in "\n".join(
+        report_lines(plain.result)
+    )
