@@ -21,7 +21,11 @@ import tempfile
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-PAGES = [REPOSITORY / "README.md", REPOSITORY / "doc" / "tutorial.md"]
+PAGES = [
+    REPOSITORY / "README.md",
+    REPOSITORY / "doc" / "tutorial.md",
+    REPOSITORY / "doc" / "spot_shapes.md",
+]
 PICTURE = REPOSITORY / "doc" / "images" / "spot_size_histogram.png"
 PICTURE_ARGS = ["bins=40", "data_max=200", "output.plot=spot_size_histogram.png"]
 EXAMPLE_ARGS = ["examples/data/indexed.expt", "examples/data/indexed.refl"]
@@ -139,7 +143,128 @@ def json_excerpt() -> str:
     return "```json\n" + text.replace('"..."', "...") + "\n```\n"
 
 
+def shape_log() -> str:
+    """The spot-shape part of the example's log (from its table to the bar charts)."""
+    log, _ = _run_example()
+    start = log.index("Spot shape (")
+    end = log.index("\nBy experiment")
+    return "```\n" + log[start:end].rstrip() + "\n```\n"
+
+
+def reflections_log() -> str:
+    """The run that writes the per-reflection output, and the columns it added."""
+    folder = Path(tempfile.mkdtemp())
+    arguments = ["output.reflections=shapes.refl"]
+    log, _ = _run_example(arguments, keep={"shapes.refl": folder / "shapes.refl"})
+    writing = [line for line in log.splitlines() if line.startswith("Writing")]
+    text = (
+        "```\n$ dials.spot_size_analysis "
+        + " ".join([*EXAMPLE_ARGS, *arguments])
+        + "\n...\n"
+        + "\n".join(writing)
+        + "\n```\n"
+    )
+    from dials_spot_size_analysis.formats import read_reflections
+
+    table = read_reflections(folder / "shapes.refl")
+    shutil.rmtree(folder)
+    added = [name for name in table.column_order if name.startswith("spot_size_")]
+    counted = table.columns["spot_size_analysis.counted"]
+    return (
+        text
+        + "\nadds the columns\n\n```\n"
+        + "\n".join(f"{name:40s} {table.column_type(name)}" for name in added)
+        + f"\n```\n\nto the table's {len(table.column_order) - len(added)}; "
+        + f"{int(counted.sum())} of its {table.nrows} rows were counted.\n"
+    )
+
+
+# The spot-shape pictures of doc/spot_shapes.md: name -> what they show.
+SHAPE_PICTURES = {
+    "spot_shape_histograms.png": (
+        "extent_z",
+        "footprint",
+        "fill",
+        "peak_centroid_distance",
+    ),
+    "spot_shape_radial_tangential.png": (),
+}
+SHAPE_PICTURE_FOLDER = {"path": REPOSITORY / "doc" / "images"}
+
+
+def _shape_picture(name: str, result, quantities) -> None:
+    """Draw one spot-shape picture of the example with matplotlib (as report/png.py
+    draws the histogram), carrying the numbers it shows in its metadata."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from dials_spot_size_analysis.report.png import BAR_COLOUR, METADATA_KEY
+
+    summary = result.spot_shape["quantities"]
+    shown: dict = {}
+    if quantities:
+        figure = Figure(figsize=(8.0, 5.0), dpi=80)
+        FigureCanvasAgg(figure)
+        for number, quantity in enumerate(quantities, start=1):
+            axes = figure.add_subplot(2, 2, number)
+            histogram = summary[quantity]["histogram"]
+            counts = histogram["counts"]
+            last = max([i for i, c in enumerate(counts) if c] or [0]) + 1
+            axes.bar(
+                histogram["bin_centres"][:last],
+                counts[:last],
+                width=histogram["bin_width"],
+                color=BAR_COLOUR,
+                edgecolor="none",
+            )
+            unit = summary[quantity]["unit"]
+            axes.set_xlabel(quantity + (f" ({unit})" if unit else ""), fontsize=9)
+            axes.set_ylabel("spots", fontsize=9)
+            axes.tick_params(labelsize=8)
+            if quantity == "peak_centroid_distance":  # DIALS's max_separation
+                axes.axvline(2.0, color="#d62728", linestyle="--", lw=1)
+            shown[quantity] = counts
+    else:
+        import numpy as np
+
+        spots = result.spot_sizes
+        radial = np.asarray(spots.rms_width_radial, dtype=float)
+        tangential = np.asarray(spots.rms_width_tangential, dtype=float)
+        figure = Figure(figsize=(5.0, 5.0), dpi=80)
+        FigureCanvasAgg(figure)
+        axes = figure.add_subplot(1, 1, 1)
+        axes.scatter(tangential, radial, s=6, alpha=0.4, color=BAR_COLOUR, lw=0)
+        top = float(np.nanmax([radial.max(), tangential.max()])) * 1.05
+        axes.plot([0, top], [0, top], "--", color="#555555", lw=1)
+        axes.set_xlim(0, top)
+        axes.set_ylim(0, top)
+        axes.set_xlabel("tangential rms width (px)")
+        axes.set_ylabel("radial rms width (px)")
+        shown = {"n": int(np.isfinite(radial).sum()), "top": round(top, 3)}
+    figure.tight_layout()
+    figure.savefig(
+        SHAPE_PICTURE_FOLDER["path"] / name,
+        format="png",
+        dpi=80,
+        metadata={METADATA_KEY: json.dumps(shown)},
+    )
+
+
+def shape_pictures() -> None:
+    """Draw doc/spot_shapes.md's pictures from an analysis of the example."""
+    from dials_spot_size_analysis.api import analyse
+
+    result = analyse(
+        REPOSITORY / "examples/data/indexed.refl",
+        REPOSITORY / "examples/data/indexed.expt",
+    ).result
+    for name, quantities in SHAPE_PICTURES.items():
+        _shape_picture(name, result, quantities)
+
+
 GENERATORS = {
+    "shape-log": shape_log,
+    "reflections-log": reflections_log,
     "example-log": example_log,
     "picture-log": picture_log,
     "python-api": python_api,
@@ -158,6 +283,26 @@ def _picture_numbers(path: Path) -> dict:
         key: numbers[key]
         for key in ("bin_centers", "counts", "n_out_of_range", "log_scale")
     }
+
+
+def _shape_pictures_stale(check: bool) -> list[Path]:
+    """Draw the spot-shape pictures (elsewhere with ``check``, then compare the numbers
+    they carry with the committed ones')."""
+    from dials_spot_size_analysis.report.png import read_png_metadata
+
+    committed = REPOSITORY / "doc" / "images"
+    if check:
+        SHAPE_PICTURE_FOLDER["path"] = Path(tempfile.mkdtemp())
+    shape_pictures()
+    if not check:
+        return []
+    return [
+        committed / name
+        for name in SHAPE_PICTURES
+        if not (committed / name).exists()
+        or read_png_metadata(committed / name)
+        != read_png_metadata(SHAPE_PICTURE_FOLDER["path"] / name)
+    ]
 
 
 _SECTION = re.compile(
@@ -197,6 +342,7 @@ def main(argv: list[str]) -> int:
         or _picture_numbers(committed) != _picture_numbers(PICTURE_TARGET["path"])
     ):
         stale.append(committed)
+    stale += _shape_pictures_stale(check)
     if stale and check:
         print(
             "out of date: "
