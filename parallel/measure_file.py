@@ -34,6 +34,7 @@ from ..algorithms.spot_sizes import (
 from ..formats import FileFormatError, ReflectionTable, read_experiments
 from ..formats.experiments import Experiment, ExperimentList
 from ..formats.reflections import parse_reflections, read_reflections
+from ..formats.source import check_unchanged
 
 ROWS_PER_CHUNK = 1 << 18  # rows located and shaped at a time: bounds temporaries
 
@@ -379,6 +380,8 @@ def measure_file(
             keep_index=request.n_sigma is not None,
         )
         profiles = _profiles(table, geometry, numbering, request, name)
+        for column in list(table.columns.values())[:1]:  # a view of the file's map
+            check_unchanged(column)  # rewritten or replaced while it was read
     except (FileFormatError, SelectionError) as error:
         return FileOutcome(
             index=index,

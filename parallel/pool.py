@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..algorithms.geometry import ExperimentGeometry
+from ..errors import SpotSizeAnalysisError
 from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
 from .batches import FILES_PER_BATCH, Batch, pack, packed_as_measured
 from .measure_file import MeasureRequest, measure_file
@@ -31,8 +32,13 @@ from .tuning import scipy_linalg_hidden
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed in a way no file explains (a bug, or it was killed)."""
+class WorkerError(SpotSizeAnalysisError, RuntimeError):
+    """A worker process failed in a way no file explains (a bug, or it was killed):
+    one sentence; a bug's traceback is kept in ``details``."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
 
 
 def warm_up_kernels(hide_scipy_linalg: bool = True) -> None:
@@ -157,7 +163,13 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
         return
     except Exception as error:  # noqa: BLE001 (reported by the parent, which stops)
         try:
-            sender.send(WorkerError(f"{error!r}\n{traceback.format_exc()}"))
+            sender.send(
+                WorkerError(
+                    f"a worker process failed ({error!r}): please report this "
+                    "as a bug, with the command and the files",
+                    traceback.format_exc(),
+                )
+            )
         except OSError:
             pass  # the parent has gone
     finally:
@@ -209,10 +221,7 @@ def _receive(workers, receivers, bar) -> list[Batch]:
                 worker = running.pop(ready)
                 worker.join()
                 if worker.exitcode != 0:  # killed, perhaps holding the claim lock
-                    raise WorkerError(
-                        f"a worker process ended abnormally (exit code {worker.exitcode}; "
-                        "was it killed, e.g. for lack of memory?)"
-                    )
+                    raise WorkerError(_death_message(worker.exitcode))
                 continue
             try:
                 message = ready.recv()
@@ -225,6 +234,18 @@ def _receive(workers, receivers, bar) -> list[Batch]:
             if bar is not None:
                 bar.update(len(message.outcomes))
     return batches
+
+
+def _death_message(exitcode: int) -> str:
+    if exitcode == -signal.SIGBUS:
+        return (
+            "a worker process was killed by SIGBUS: a reflection file was truncated "
+            "or replaced while it was being read; run again once the files are complete"
+        )
+    return (
+        f"a worker process ended abnormally (exit code {exitcode}; was it killed, "
+        "e.g. for lack of memory?)"
+    )
 
 
 def _run_in_processes(

@@ -41,13 +41,14 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
         align="center",
     )
     axes.set_xlim(histogram.data_min, histogram.data_max)
-    if log_scale:
+    if log_scale and counts.any():  # a log axis of nothing but zeros has no scale
         axes.set_yscale("log")
         axes.set_ylim(0.8, max(1, counts.max()) * 1.5)
     else:
         axes.set_ylim(0, max(1, counts.max()) * 1.05)
     code = describe(result.mask_code)
     axes.set_xlabel(f"Spot size ({code} pixels)")
+    log_scale = log_scale and bool(counts.any())
     axes.set_ylabel("Number of reflections" + (" (log scale)" if log_scale else ""))
     counted = histogram.n_in_range + histogram.n_out_of_range
     axes.set_title(

@@ -249,3 +249,46 @@ def test_hostile_names_are_escaped_in_messages(dataset):
     assert (
         "\x1b" not in done.stdout and "evil\\x1b[2J\\nforged line.refl" in done.stdout
     )
+
+
+def test_a_log_scale_plot_of_empty_bins_prints_no_warning(dataset):
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "data_min=2000",
+        "data_max=3000",
+        "output.plot=spots.png",
+        "output.plot_log_scale=True",
+        cwd=dataset,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert (dataset / "spots.png").stat().st_size > 0
+
+
+def test_an_unwritable_numba_cache_falls_back(monkeypatch):
+    """Where numba can cache nowhere (a read-only install, a home that cannot be
+    written), numba refuses to decorate; the kernels then use a private temporary
+    cache, and failing that none: never an error."""
+    import numba
+
+    from dials_spot_size_analysis import jit
+
+    calls = []
+    real = numba.njit
+
+    def refusing(*args, **options):
+        calls.append(options.get("cache"))
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'kernel': no locator available")
+        return real(*args, **options)
+
+    monkeypatch.setattr(numba, "njit", refusing)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", numba.config.CACHE_DIR)
+
+    @jit.njit
+    def kernel(x):
+        return x + 1
+
+    assert kernel(1) == 2
+    assert calls[:3] == [True, True, False]  # cached, cached elsewhere, uncached
