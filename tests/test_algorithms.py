@@ -86,7 +86,7 @@ def test_histogram_edges_and_tolerance():
 )
 def test_histogram_refuses_bad_ranges(bad):
     arguments = {"values": [1, 2], "data_min": 0, "data_max": 10, "n_bins": 10} | bad
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must be at least 1|must be greater than"):
         histogram(**arguments)
 
 
@@ -126,7 +126,7 @@ def test_histograms_merge_exactly(values, cut):
 
 
 def test_histograms_with_other_ranges_do_not_merge():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same range and number of bins"):
         histogram([1], 0, 10, 10) + histogram([1], 0, 20, 10)
 
 
