@@ -488,7 +488,7 @@ def _rows_of(shapes: SpotShapes, name: str) -> np.ndarray:
     """Which rows a quantity's summary covers: rows with coded pixels for the counts
     and the fill, finite values for the rest."""
     if QUANTITIES[name][1] is None or name == "fill":
-        return shapes.n_coded > 0
+        return shapes.extent_z > 0  # measured (sizes from a column have none)
     return np.isfinite(getattr(shapes, name))
 
 
@@ -604,7 +604,7 @@ def summarise_spot_shapes(
             "histogram": _histogram(values, name),
             **groups,
         }
-    coded = shapes.n_coded > 0
+    coded = shapes.extent_z > 0
     return _json_safe(
         {
             "rows": n,

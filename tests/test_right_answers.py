@@ -156,6 +156,9 @@ def test_n_signal_zero_means_no_pixel_data(shared_data, tmp_path):
         "a row where it is 0 had no pixel data"
         in result.result.datasets[0].size_source_note
     )
+    shape = result.result.spot_shape  # no shoeboxes: no shapes, not shapes of 0
+    assert shape["rows_with_coded_pixels"] == 0
+    assert shape["quantities"]["extent_x"]["statistics"]["n"] == 0
 
 
 def test_the_message_for_a_table_without_shoeboxes_names_the_debug_files(shared_data):
