@@ -25,6 +25,7 @@ PAGES = [
     REPOSITORY / "README.md",
     REPOSITORY / "doc" / "tutorial.md",
     REPOSITORY / "doc" / "spot_shapes.md",
+    REPOSITORY / "doc" / "parameters.md",
 ]
 PICTURE = REPOSITORY / "doc" / "images" / "spot_size_histogram.png"
 PICTURE_ARGS = ["bins=40", "data_max=200", "output.plot=spot_size_histogram.png"]
@@ -75,6 +76,25 @@ def _command_and_log(extra_args=(), keep=None) -> str:
 
 def example_log() -> str:
     return _command_and_log()
+
+
+def example_log_head() -> str:
+    """The example's log up to the end of its histogram (the README's first look); the
+    tutorial shows it whole."""
+    log = _command_and_log()
+    lines = log.splitlines()
+    end = next(
+        (i for i, line in enumerate(lines) if line.startswith("(bins ")), len(lines)
+    )
+    kept = lines[: end + 1]
+    kept += [
+        "...",
+        "(the log goes on: the spots in whole pixels, their shape, the breakdowns per",
+        "experiment, panel, image and resolution, the profile model and the advice;",
+        "doc/tutorial.md shows it whole)",
+        "```",
+    ]
+    return "\n".join(kept) + "\n"
 
 
 def picture_log() -> str:
@@ -139,7 +159,17 @@ def json_excerpt() -> str:
     histogram["counts"] = histogram["counts"][:3] + ["..."]
     excerpt["histogram"] = histogram
     excerpt["by_image"] = document["by_image"][:1] + ["..."]
-    text = json.dumps(excerpt, indent=2)
+    extent_z = document["spot_shape"]["extent_z"]
+    statistics = {k: extent_z["statistics"][k] for k in ("n", "median", "p95")}
+    excerpt["spot_shape"] = {
+        "extent_z": {"unit": extent_z["unit"], "statistics": statistics}
+    }
+    excerpt["advice"] = {"summary": document["advice"]["summary"]}
+    lines = [
+        f"  {json.dumps(key)}: {json.dumps(value, separators=(', ', ': '))}"
+        for key, value in excerpt.items()
+    ]
+    text = "{\n" + ",\n".join(lines) + "\n}"
     return "```json\n" + text.replace('"..."', "...") + "\n```\n"
 
 
@@ -266,6 +296,7 @@ GENERATORS = {
     "shape-log": shape_log,
     "reflections-log": reflections_log,
     "example-log": example_log,
+    "example-log-head": example_log_head,
     "picture-log": picture_log,
     "python-api": python_api,
     "parameters": parameters,
