@@ -66,6 +66,12 @@ def test_any_split_merges_to_the_whole(shared_data, data):
         and merged.result.by_resolution == whole.result.by_resolution
     )
     assert merged.selection["n_counted"] == whole.selection["n_counted"] == 278
+    assert merged.result.spot_shape == whole.result.spot_shape  # shapes merge exactly
+    for name in ("extent_z", "footprint", "rms_width_radial", "elongation"):
+        np.testing.assert_array_equal(
+            getattr(merged.result.spot_sizes, name),
+            getattr(whole.result.spot_sizes, name),
+        )
 
 
 @pytest.fixture
