@@ -10,7 +10,7 @@ from typing import Iterator
 from .. import PROGRAM, __version__
 from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.result import AnalysisResult
-from .plots import figures
+from .plots import report_figures
 
 SCHEMA_VERSION = 2
 DATASET_KEYS = (
@@ -90,7 +90,7 @@ def json_document(analysis: AnalysisResult) -> dict:
         "spot_shape": spot_shape_document(result),
         "profile_model": analysis.profile_model,
         "advice": advice_document(analysis.advice),
-        "plots": figures(result),
+        "plots": report_figures(analysis),
     }
     # Only these hold computed floats that could be NaN or infinite (the by_experiment,
     # by_panel and by_image groups are statistics of integer sizes, always finite, and

@@ -13,8 +13,8 @@ import json
 
 from .. import __version__
 from .document import json_document
-from .plots import measured_quantities
-from .text import SHAPE_ROWS
+from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
+from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
 
 
 def plotly_js() -> str:
@@ -100,6 +100,222 @@ def shape_section(document: dict) -> str:
     )
 
 
+def _significant(value, digits: int = 4) -> str:
+    """A real number to ``digits`` significant figures (sigmas span 0.01 to 20
+    degrees: one decimal would hide them); '-' where missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _size(size, unit_z: str = "images") -> str:
+    if not size:
+        return "-"
+    return f"{size[0]:g} x {size[1]:g} px x {size[2]:g} {unit_z}"
+
+
+def _figures_named(document: dict, prefix: str) -> list[str]:
+    return [
+        _figure_section(name, figure, "h3")
+        for name, figure in document["plots"].items()
+        if name.startswith(prefix)
+    ]
+
+
+def _is_estimate(entry: dict) -> bool:
+    """A pre-indexing estimate, not the model dials.integrate would use."""
+    return not entry.get("label", "").startswith("dials.integrate")
+
+
+def _reflections_row(entry: dict) -> list:
+    if _is_estimate(entry):
+        return ["spots used", entry.get("n_selected", 0), None, None]
+    return [
+        "reference reflections (indexed / matched / used)",
+        f"{entry.get('n_reference', 0)} / {entry.get('n_matched', 0)} / "
+        f"{entry.get('n_selected', 0)}",
+        None,
+        None,
+    ]
+
+
+def _model_rows(entry: dict, stored: dict | None) -> list[list]:
+    """The rows of one experiment's profile-model table: the quantity, our value,
+    the .expt's (where it holds a model) and XDS's keyword."""
+    shoebox = entry.get("shoebox") or {}
+    xds = entry.get("xds") or {}
+    peak = shoebox.get("peak_bytes")
+    rows = [
+        ["sigma_b (deg)", entry.get("sigma_b_deg"), "sigma_b_deg", "BEAM_DIVERGENCE_E.S.D."],
+        ["sigma_b (px on the detector)", entry.get("sigma_b_px"), None, None],
+        ["sigma_m (deg)", entry.get("sigma_m_deg"), "sigma_m_deg", "REFLECTING_RANGE_E.S.D."],
+        ["sigma_m (images)", entry.get("sigma_m_images"), None, None],
+        ["n_sigma (box half-width in sigmas)", entry.get("n_sigma"), "n_sigma", None],
+        _reflections_row(entry),
+        ["integration box, median", _size(shoebox.get("median_size_px")), None, None],
+        ["integration box, largest", _size(shoebox.get("max_size_px")), None, None],
+        [
+            "shoebox memory at the peak (reference reflections)",
+            "-" if peak is None else f"{peak / 2**30:.3g} GiB",
+            None,
+            None,
+        ],
+    ]  # fmt: skip
+    table = []
+    for name, value, stored_key, xds_key in rows:
+        row = [name, _significant(value)]
+        if stored is not None:
+            row.append(_significant(stored.get(stored_key)) if stored_key else "")
+        if xds:
+            row.append(
+                f"{xds_key}= {_significant(xds.get(xds_key))}" if xds_key else ""
+            )
+        table.append(row)
+    return table
+
+
+def _experiment_table(entry: dict) -> str:
+    stored = entry.get("stored_profile")
+    estimate = _is_estimate(entry)
+    header = [
+        "profile model",
+        "estimate before indexing" if estimate else "as dials.integrate computes it",
+    ]
+    if stored is not None:
+        header.append(f"stored in the .expt ({stored.get('kind') or 'unknown kind'})")
+    if entry.get("xds"):
+        header.append("XDS keyword")
+    name = entry.get("identifier") or entry.get("dataset") or "-"
+    parts = [
+        f"<h3>Experiment {html.escape(str(name))}</h3>",
+        f'<p class="help">{html.escape(str(entry.get("dataset") or ""))}</p>',
+    ]
+    if estimate:
+        parts.append(
+            f'<p class="help"><b>An estimate</b>: {html.escape(entry.get("label", ""))}; '
+            f"{html.escape(entry.get('reason', ''))}.</p>"
+        )
+    parts.append(_table(header, _model_rows(entry, stored)))
+    return "\n".join(parts)
+
+
+def profile_section(document: dict) -> str:
+    """The "Profile model" section: one table per experiment (ours, the .expt's,
+    XDS's names), why no model applies elsewhere, and the profile figures; empty
+    where nothing was computed (sizes given as numbers)."""
+    model = document.get("profile_model") or {}
+    entries = model.get("experiments", [])
+    reasons = model.get("not_applicable", [])
+    if not entries and not reasons:
+        return ""
+    parts = [
+        "<h2>Profile model</h2>",
+        '<p class="help">The Gaussian profile model (sigma_b, sigma_m) that '
+        "dials.integrate computes from the indexed reflections before it reads an "
+        "image, rebuilt here step by step (doc/profile_model.md), with the "
+        "integration box and shoebox memory it implies. XDS calls the same two "
+        "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; the boxes and "
+        "memory count the reference reflections only.</p>",
+    ]
+    parts += [_experiment_table(entry) for entry in entries[:MOST_DATASETS_LISTED]]
+    if len(entries) > MOST_DATASETS_LISTED:
+        parts.append(
+            f'<p class="help">And {len(entries) - MOST_DATASETS_LISTED} more '
+            "experiments: every one is in the JSON's profile_model.</p>"
+        )
+    for reason in reasons:
+        n = reason["n_experiments"]
+        datasets = ", ".join(str(d) for d in reason.get("datasets", []) if d)
+        parts.append(
+            f"<p>No profile model for {n} experiment{'s' if n != 1 else ''}: "
+            f"{html.escape(reason['reason'])}"
+            + (f" ({html.escape(datasets)})" if datasets else "")
+            + ".</p>"
+        )
+    parts += _figures_named(document, PROFILE_PREFIX)
+    return "\n".join(parts)
+
+
+def _value(value) -> str:
+    if value is None:
+        return "default"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _profile_check_rows(checks: list) -> list[list]:
+    rows = []
+    for check in checks:
+        if "sigma_m_deg" not in check:
+            continue
+        rows.append(
+            [
+                check.get("experiment") or "-",
+                f"{_significant(check['box_xy_px'], 3)} px x "
+                f"{_significant(check['box_z_images'], 3)} images",
+                f"{_significant(check['p95_extent_xy'], 3)} px x "
+                f"{_significant(check['p95_extent_z'], 3)} images",
+                "; ".join(check["reasons"]) or "the model fits the spots found",
+            ]
+        )
+    return rows
+
+
+def advice_section(document: dict) -> str:
+    """The "Spot finding and integration advice" section: the summary, the
+    suggestions (or that the defaults serve), the profile model against the spots,
+    and one figure per spot-finding limit with its evidence."""
+    found = document.get("advice") or {}
+    checks = found.get("checks") or []
+    if not checks:
+        return ""
+    summary = found.get("summary") or ""
+    parts = ["<h2>Spot finding and integration advice</h2>"]
+    if summary:
+        parts.append(f"<p>{html.escape(summary[0].upper() + summary[1:])}.</p>")
+    suggestions = found.get("suggestions") or []
+    if suggestions:
+        rows = [
+            [
+                s["program"],
+                s["parameter"],
+                _value(s["current"]),
+                "(no value from the data)" if s["suggested"] is None else _value(s["suggested"]),
+                s["reason"],
+            ]
+            for s in suggestions
+        ]  # fmt: skip
+        parts.append(
+            _table(["program", "parameter", "now", "suggested", "reason"], rows)
+        )
+        parts.append(
+            '<p class="help">output.suggestions writes these as a .phil file per '
+            "program.</p>"
+        )
+    else:
+        parts.append(
+            "<p>No parameter change suggested: the defaults serve these spots.</p>"
+        )
+    profile_rows = _profile_check_rows(checks)
+    if profile_rows:
+        parts.append(
+            _table(
+                [
+                    "model of experiment",
+                    "box (median)",
+                    "95% of spots within",
+                    "verdict",
+                ],
+                profile_rows,
+            )
+        )
+    parts += _figures_named(document, ADVICE_PREFIX)
+    return "\n".join(parts)
+
+
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ddd; }
@@ -147,9 +363,11 @@ def html_report(analysis, changed_parameters: str = "") -> str:
     sections = [
         _figure_section(name, figure, "h2")
         for name, figure in document["plots"].items()
-        if not name.startswith(SHAPE_PREFIX)
+        if not name.startswith((SHAPE_PREFIX, PROFILE_PREFIX, ADVICE_PREFIX))
     ]
     sections.append(shape_section(document))
+    sections.append(profile_section(document))
+    sections.append(advice_section(document))
     parameters = changed_parameters or "All parameters have their default values."
     code = f"{'|'.join(mask['names']) or 'all pixels'} ({mask['value']})"
     body = f"""

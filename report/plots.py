@@ -5,16 +5,26 @@ Plain dicts: plotly itself is not needed to make them, only to draw them.
 
 from __future__ import annotations
 
+import html
 import math
 
 import numpy as np
 
+from ..algorithms import advice
 from ..algorithms.mask_codes import describe
+from ..algorithms.profile_model import BLOCK_DEGREES
 from ..algorithms.spot_sizes import SpotSizeResult
 
 
 def selection_words(result: SpotSizeResult) -> str:
-    require = sorted({flag for dataset in result.datasets for flag in dataset.require})
+    """The rows counted, for a title: "flags indexed" only where every dataset required
+    the same flags (``flags.require=Auto`` chooses per table: indexed rows where a table
+    has them, all rows where it has none), else a pointer to the selection table, so
+    that a title never claims a filter one table did not use."""
+    choices = {tuple(sorted(dataset.require)) for dataset in result.datasets}
+    if len(choices) > 1:
+        return "flags per dataset, see the selection table"
+    require = choices.pop() if choices else ()
     return f"flags {'+'.join(require)}" if require else "all reflections"
 
 
@@ -498,3 +508,485 @@ def shape_figures(result: SpotSizeResult) -> dict[str, dict]:
                 result
             )
     return plots
+
+
+# -------------------------------------------------------------- profile model
+
+PROFILE_PREFIX = "profile_model_"
+ADVICE_PREFIX = "advice_"
+MOST_PROFILE_EXPERIMENTS = 10  # drawn in a profile figure; the JSON holds them all
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+# sigma_m of an unresolved rocking curve, in image widths (algorithms/advice.py).
+TRACKING_BAND = advice.TRACKING_SIGMA_M_IMAGES
+
+
+def _experiment_names(entries: list[dict]) -> list[str]:
+    """A short name per experiment for legends: its number where there are several."""
+    if len(entries) == 1:
+        return [""]
+    return [f" (experiment {number})" for number in range(len(entries))]
+
+
+def _drawn_experiments(profile_model: dict) -> list[dict]:
+    return (profile_model or {}).get("experiments", [])[:MOST_PROFILE_EXPERIMENTS]
+
+
+def _block_trace(entry: dict, key: str, name: str, colour: str, axis: str) -> dict:
+    blocks = entry["blocks"]
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "x": [(b["first_image"] + b["last_image"]) / 2 for b in blocks],
+        "y": [b[key] for b in blocks],
+        "error_x": {
+            "type": "data",
+            "array": [(b["last_image"] - b["first_image"] + 1) / 2 for b in blocks],
+            "thickness": 1,
+            "width": 0,
+        },
+        "text": [
+            f"images {b['first_image']}-{b['last_image']}: "
+            f"{b['n_reflections']} reflections"
+            for b in blocks
+        ],
+        "hovertemplate": "%{text}<br>%{y:.4g} deg<extra></extra>",
+        "name": name,
+        "marker": {"color": colour, "size": 8},
+        "yaxis": axis,
+    }
+
+
+def _overall_trace(entry: dict, key: str, name: str, colour: str, axis: str) -> dict:
+    blocks = entry["blocks"]
+    ends = [blocks[0]["first_image"] - 0.5, blocks[-1]["last_image"] + 0.5]
+    return {
+        "type": "scatter",
+        "mode": "lines",
+        "x": ends,
+        "y": [entry[key], entry[key]],
+        "name": name,
+        "line": {"color": colour, "dash": "dash", "width": 1.5},
+        "hovertemplate": f"{name}: %{{y:.4g}} deg<extra></extra>",
+        "yaxis": axis,
+    }
+
+
+def _tracking_band(entries: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The sigma_m an unresolved rocking curve gives (0.2-0.6 image widths), shaded on
+    the sigma_m axis and labelled, where every experiment drawn has the same image
+    width; else nothing (shapes, annotations)."""
+    widths = {
+        round(e["sigma_m_deg"] / e["sigma_m_images"], 9)
+        for e in entries
+        if e.get("sigma_m_images")
+    }
+    if len(widths) != 1:
+        return [], []
+    width = widths.pop()
+    low, high = TRACKING_BAND
+    shape = {
+        "type": "rect",
+        "xref": "paper",
+        "yref": "y2",
+        "x0": 0,
+        "x1": 1,
+        "y0": low * width,
+        "y1": high * width,
+        "fillcolor": "#d62728",
+        "opacity": 0.08,
+        "line": {"width": 0},
+        "layer": "below",
+    }
+    note = {
+        "text": f"{low:g}-{high:g} image widths: the image width, if spots span one",
+        "xref": "paper",
+        "yref": "y2",
+        "x": 0.01,
+        "y": high * width,
+        "xanchor": "left",
+        "yanchor": "top",
+        "showarrow": False,
+        "font": {"size": 10, "color": "#a02020"},
+    }
+    return [shape], [note]
+
+
+def profile_blocks_figure(profile_model: dict) -> dict:
+    """sigma_b (top) and sigma_m (bottom) per block of images, each experiment's
+    overall value a dashed line across its scan.
+
+    Parameters
+    ----------
+    profile_model : dict
+        ``AnalysisResult.profile_model`` (``algorithms.profile_model.combine_profiles``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict with ``help``; drift shows as points leaving the line.
+    """
+    entries = [e for e in _drawn_experiments(profile_model) if e.get("blocks")]
+    band, note = _tracking_band(entries)
+    data = []
+    for entry, suffix, colour in zip(
+        entries, _experiment_names(entries), _COLOURS * MOST_PROFILE_EXPERIMENTS
+    ):
+        for key, axis in (("sigma_b_deg", "y"), ("sigma_m_deg", "y2")):
+            name = key.removesuffix("_deg")
+            data.append(
+                _block_trace(entry, key, f"{name} per block{suffix}", colour, axis)
+            )
+            data.append(
+                _overall_trace(entry, key, f"{name} overall{suffix}", colour, axis)
+            )
+    return {
+        "data": data,
+        "layout": {
+            "title": {"text": "sigma_b and sigma_m per block of images"},
+            "xaxis": {"title": {"text": "Image number"}, "anchor": "y2"},
+            "yaxis": {
+                "title": {"text": "sigma_b (deg)"},
+                "domain": [0.55, 1],
+                "rangemode": "tozero",
+            },
+            "yaxis2": {
+                "title": {"text": "sigma_m (deg)"},
+                "domain": [0, 0.45],
+                "rangemode": "tozero",
+            },
+            "shapes": band,
+            "annotations": note,
+            "legend": {"orientation": "h", "y": -0.2},
+            "height": 560,
+        },
+        "help": (
+            "The profile model's sigma_b (spread across the Ewald sphere: beam "
+            "divergence) and sigma_m (spread along the rotation: mosaicity) computed "
+            "as dials.integrate does, on the reference reflections of each block of "
+            f"images ({BLOCK_DEGREES:g} degrees; a block with fewer "
+            "than 20 reflections has none), drawn across the images the block covers; "
+            "the dashed lines are the values for the whole scan, which dials.integrate "
+            "uses. XDS reports the same two numbers per batch of images in "
+            "INTEGRATE.LP. Points scattered about the lines are what a stable crystal "
+            "gives; points that climb through the scan are a crystal that decays or "
+            "moves. A sigma_m of many degrees (above 5) is no crystal: a wrong "
+            "rotation axis or image width, or a poor indexing solution. A sigma_m "
+            "inside the shaded band (0.2 to 0.6 image widths) with spots on one image "
+            "measures the width of the image, not the crystal: the rocking curve is "
+            "not resolved."
+        ),
+    }
+
+
+_BOX_AXES = (("x (px)", "y (px)"), ("z (images)",))
+
+
+def _box_traces(name: str, values, colour: str, pattern: str) -> list:
+    """One bar series split over the pixel subplot (x, y) and the images one (z)."""
+    xy, z = _BOX_AXES
+    style = {"color": colour, "pattern": {"shape": pattern}}
+    return [
+        {
+            "type": "bar",
+            "x": list(xy),
+            "y": [values[0], values[1]],
+            "name": name,
+            "legendgroup": name,
+            "marker": style,
+            "hovertemplate": f"{name}, %{{x}}: %{{y}}<extra></extra>",
+        },
+        {
+            "type": "bar",
+            "x": list(z),
+            "y": [values[2]],
+            "name": name,
+            "legendgroup": name,
+            "showlegend": False,
+            "marker": style,
+            "xaxis": "x2",
+            "yaxis": "y2",
+            "hovertemplate": f"{name}, %{{x}}: %{{y}}<extra></extra>",
+        },
+    ]
+
+
+def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
+    """The model's integration box (median and largest, x and y in pixels, z in
+    images) beside the extents of the spots found (median and 95th percentile).
+
+    Parameters
+    ----------
+    profile_model : dict
+        ``AnalysisResult.profile_model``.
+    spot_shape : dict or None
+        The shape summary (``SpotSizeResult.spot_shape``): the spots' extents.
+
+    Returns
+    -------
+    dict
+        A plotly figure dict with ``help``.
+    """
+    entries = [e for e in _drawn_experiments(profile_model) if e.get("shoebox")]
+    data = []
+    for entry, suffix, colour in zip(
+        entries, _experiment_names(entries), _COLOURS * MOST_PROFILE_EXPERIMENTS
+    ):
+        shoebox = entry["shoebox"]
+        data += _box_traces(
+            f"box, median{suffix}", shoebox["median_size_px"], colour, ""
+        )
+        data += _box_traces(
+            f"box, largest{suffix}", shoebox["max_size_px"], colour, "/"
+        )
+    quantities = measured_quantities(spot_shape)
+    if quantities:
+        extents = [quantities[f"extent_{axis}"]["statistics"] for axis in "xyz"]
+        for key, name, colour in (
+            ("median", "spots, median", "#7f7f7f"),
+            ("p95", "spots, 95th percentile", "#bcbd22"),
+        ):
+            data += _box_traces(name, [s[key] for s in extents], colour, "")
+    return {
+        "data": data,
+        "layout": {
+            "title": {"text": "Integration box against the spots found"},
+            "barmode": "group",
+            "xaxis": {"domain": [0, 0.62], "title": {"text": "across the detector"}},
+            "yaxis": {"title": {"text": "pixels"}, "rangemode": "tozero"},
+            "xaxis2": {
+                "domain": [0.74, 1],
+                "anchor": "y2",
+                "title": {"text": "along the rotation"},
+            },
+            "yaxis2": {
+                "title": {"text": "images"},
+                "anchor": "x2",
+                "rangemode": "tozero",
+            },
+            "legend": {"orientation": "h", "y": -0.2},
+        },
+        "help": (
+            "The shoebox dials.integrate would give each reference reflection "
+            "(n_sigma sigma_b across the detector, doubled, and n_sigma sigma_m "
+            "along the rotation: gaussian_rs compute_bbox), median and largest, "
+            "beside the extents of the spots found by the threshold, median and "
+            "95th percentile (the spot-shape table's extent_x, extent_y, extent_z). "
+            "The box should be a few times the spots: threshold-found extents miss "
+            "a profile's weak tails, and the background is measured around the "
+            "peak. A box many times the spots (more than 4 times the 95th "
+            "percentile) takes memory in proportion and swallows neighbouring "
+            "spots; it usually comes from an inflated sigma_m, a box of many images "
+            "round spots that span one or two."
+        ),
+    }
+
+
+def profile_figures(profile_model: dict, spot_shape: dict | None) -> dict[str, dict]:
+    """The profile-model figures that have data, by name: the blocks (rotation models)
+    and the box (where a box was computed; not for a pre-indexing estimate)."""
+    entries = _drawn_experiments(profile_model)
+    plots = {}
+    if any(e.get("blocks") for e in entries):
+        plots[f"{PROFILE_PREFIX}blocks"] = profile_blocks_figure(profile_model)
+    if any(e.get("shoebox") for e in entries):
+        plots[f"{PROFILE_PREFIX}box"] = profile_box_figure(profile_model, spot_shape)
+    return plots
+
+
+# --------------------------------------------------------------------- advice
+
+LIMIT_HELP = {
+    advice.MAX_SPOT_SIZE: (
+        "How many spots have each size (coded pixels over every image the spot "
+        "touches) in the top 30% below spotfinder.filter.max_spot_size, the red line; "
+        "dials.find_spots drops every spot above it before anything else. The shaded "
+        "band is the top 10% of the cap. A tail that thins out before the band is "
+        "what the default serves. A pile-up in the band (bars that rise towards the "
+        "line) or a tail still high there means the cap is cutting off real spots: "
+        "large spots from a big, mosaic or low-resolution crystal, or spots spread "
+        "over many images by a fine rotation step; raise the cap. An empty graph "
+        "means no spot comes near the cap."
+    ),
+    advice.MAX_SEPARATION: (
+        "How many spots have each distance from their brightest pixel to their "
+        "centroid (pixels, z in images) in the last pixel below "
+        "spotfinder.filter.max_separation, the red line; dials.find_spots drops every "
+        "spot beyond it. The shaded band is the last quarter pixel. A compact spot's "
+        "peak lies within about 0.9 px of its centroid, so the bars should fall "
+        "towards the line. Split spots (a cracked or twinned crystal, satellites) "
+        "and streaks have their brightest pixel far from the centroid: they pile up "
+        "in the band, and beyond it they are lost from indexing; allow a larger "
+        "separation."
+    ),
+    advice.MIN_SPOT_SIZE: (
+        "How many spots have each size (coded pixels over all images) from "
+        "spotfinder.filter.min_spot_size, the red line, up; dials.find_spots drops "
+        "every smaller spot as noise (3 px for pixel-array detectors, 6 px for "
+        "others, by default). The shaded band is the limit and one pixel more. A "
+        "pile-up of 1-2 px noise spots at the limit is normal. With weak data, where "
+        "the median spot is within a pixel of the limit, the cut lies in the bulk of "
+        "the real spots and throws weak high-resolution reflections away with the "
+        "noise: a limit one pixel lower keeps them."
+    ),
+}
+
+
+def _bins_in_band(histogram: dict) -> tuple[int, int]:
+    """First and last bin whose centre lies in the check's band (the spots it
+    counts as near the limit)."""
+    edges, (low, high) = histogram["edges"], histogram["band"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    inside = [i for i, c in enumerate(centres) if low <= c <= high]
+    return (inside[0], inside[-1]) if inside else (0, -1)
+
+
+def _limit_title(check: dict) -> str:
+    short = check["parameter"].rsplit(".", 1)[-1]
+    value = "unknown" if check["value"] is None else f"{check['value']:g}"
+    if check["change_called_for"]:
+        verdict = "a change is called for"
+    elif check["reasons"]:
+        verdict = "no change (see the reasons)"
+    else:
+        verdict = "no change needed"
+    return (
+        f"{short} = {value}: {verdict} ({check['n_near']} of {check['n_spots']} spots "
+        f"in the band)"
+    )
+
+
+def _limit_notes(check: dict) -> list[dict]:
+    """Where the limit's value came from, the check's reasons, and what an empty
+    graph means, written in the top left corner."""
+    lines = [f"value: {check['source']}"]
+    lines += check["reasons"]
+    if not sum(check["histogram"]["counts"]):
+        largest = (check.get("over_images") or {}).get("max_size")
+        lines.append(
+            "no spot in this range"
+            + ("" if largest is None else f": the largest is {largest:g} px")
+        )
+    return [
+        {
+            "text": "<br>".join(html.escape(line) for line in lines),
+            "xref": "paper",
+            "yref": "paper",
+            "x": 0.01,
+            "y": 0.99,
+            "xanchor": "left",
+            "yanchor": "top",
+            "align": "left",
+            "showarrow": False,
+            "bgcolor": "rgba(255, 255, 255, 0.8)",
+            "font": {"size": 11},
+        }
+    ]
+
+
+def limit_figure(check: dict) -> dict:
+    """The spots near one spot-finding limit: the check's histogram as bars, the limit
+    a vertical line, the band the check counts shaded, titled with the verdict.
+
+    Parameters
+    ----------
+    check : dict
+        A result of ``advice.check_min_spot_size``, ``check_max_spot_size`` or
+        ``check_max_separation``.
+
+    Returns
+    -------
+    dict
+        A plotly figure dict with ``help``.
+    """
+    histogram = check["histogram"]
+    edges, counts = histogram["edges"], histogram["counts"]
+    first, last = _bins_in_band(histogram)
+    top = max(max(counts, default=0), 1) * 1.1
+    quantity = (
+        "Peak to centroid distance (px; z in images)"
+        if check["parameter"] == advice.MAX_SEPARATION
+        else "Spot size (pixels over all images)"
+    )
+    data = [
+        {
+            "type": "bar",
+            "x": [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])],
+            "y": counts,
+            "width": [b - a for a, b in zip(edges[:-1], edges[1:])],
+            "name": "spots",
+            "marker": {"color": "#1f77b4"},
+            "hovertemplate": "%{x}: %{y} spots<extra></extra>",
+        }
+    ]
+    if check["value"] is not None:
+        data.append(
+            {
+                "type": "scatter",
+                "mode": "lines",
+                "x": [histogram["limit"], histogram["limit"]],
+                "y": [0, top],
+                "name": f"limit {histogram['limit']:g}",
+                "line": {"color": "#d62728", "width": 2},
+                "hoverinfo": "skip",
+            }
+        )
+    shapes = []
+    if last >= first:
+        shapes.append(
+            {
+                "type": "rect",
+                "xref": "x",
+                "yref": "paper",
+                "x0": edges[first],
+                "x1": edges[last + 1],
+                "y0": 0,
+                "y1": 1,
+                "fillcolor": "#d62728",
+                "opacity": 0.12,
+                "line": {"width": 0},
+                "layer": "below",
+            }
+        )
+    return {
+        "data": data,
+        "layout": {
+            "title": {"text": _limit_title(check)},
+            "annotations": _limit_notes(check),
+            "xaxis": {
+                "title": {"text": quantity},
+                "range": [edges[0], edges[-1] + (edges[-1] - edges[0]) * 0.03],
+            },
+            "yaxis": {"title": {"text": "Number of spots"}, "range": [0, top]},
+            "bargap": 0.05,
+            "shapes": shapes,
+            "legend": {"orientation": "h", "y": -0.2},
+        },
+        "help": LIMIT_HELP.get(check["parameter"], ""),
+    }
+
+
+def advice_figures(found: dict) -> dict[str, dict]:
+    """One figure per spot-finding limit checked, by name (``advice_`` and the
+    parameter's last word), from ``AnalysisResult.advice``."""
+    plots = {}
+    for check in (found or {}).get("checks", []):
+        if "histogram" in check and "parameter" in check:
+            name = check["parameter"].rsplit(".", 1)[-1]
+            plots[f"{ADVICE_PREFIX}{name}"] = limit_figure(check)
+    return plots
+
+
+def report_figures(analysis) -> dict[str, dict]:
+    """Every figure of a run, by name, in the order of the report: sizes and shapes
+    (:func:`figures`), the profile model, the spot-finding limits.
+
+    Parameters
+    ----------
+    analysis : AnalysisResult
+        The whole run (``algorithms.result.AnalysisResult``).
+    """
+    return {
+        **figures(analysis.result),
+        **profile_figures(analysis.profile_model, analysis.result.spot_shape),
+        **advice_figures(analysis.advice),
+    }
