@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 import struct
@@ -26,6 +27,12 @@ SHAPE_FIGURES = (
     "spot_shape_per_image",
     "spot_shape_radial_tangential",
     "spot_shape_widths_per_resolution",
+)
+PROFILE_FIGURES = ("profile_model_blocks", "profile_model_box")
+LIMIT_FIGURES = (
+    "advice_min_spot_size",
+    "advice_max_spot_size",
+    "advice_max_separation",
 )
 
 
@@ -156,9 +163,10 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
         parser.found == [] and parser.scripts == 2
     )  # plotly.js inline, then the figures
     assert "plotly.js v" in page
-    # histogram, per image, per resolution (one panel: no per-panel plot), and the five
-    # shape figures
-    assert page.count('class="plot"') == 3 + len(SHAPE_FIGURES)
+    # histogram, per image, per resolution (one panel: no per-panel plot), the five
+    # shape figures and the three spot-finding limits (the example table lacks the
+    # column "entering": no profile model, so no profile figure)
+    assert page.count('class="plot"') == 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
     assert "without pixel data" in page and "Parameters" in page
 
 
@@ -202,7 +210,7 @@ def test_html_draws_every_graph_offline_in_chromium(
     monkeypatch.chdir(tmp_path)
     if dataset == "example":
         run(EXAMPLE_ARGS)
-        expected = 3 + len(SHAPE_FIGURES)
+        expected = 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
     else:
         shared_data = request.getfixturevalue(
             "shared_data"
@@ -213,7 +221,8 @@ def test_html_draws_every_graph_offline_in_chromium(
                 str(shared_data / "I23_P12M_thau/indexed.refl"),
             ]
         )
-        expected = 4 + len(SHAPE_FIGURES)
+        expected = 4 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     driver = chromium_driver()
     try:
         driver.execute_cdp_cmd("Network.enable", {})
@@ -234,7 +243,17 @@ def test_html_draws_every_graph_offline_in_chromium(
               svg: d.querySelectorAll('svg.main-svg').length,
               bars: d.querySelectorAll('g.trace.bars path').length,
               lines: d.querySelectorAll('g.trace.scatter path.js-line').length,
+              points: d.querySelectorAll('g.trace.scatter path.point').length,
+              shapes: d.querySelectorAll('g.shapelayer path').length,
             }));
+            """
+        )
+        # What plotly holds for each new figure is the JSON's (the numbers drawn).
+        drawn = driver.execute_script(
+            """
+            return Object.fromEntries([...document.querySelectorAll('div.plot')]
+              .filter(d => /^(profile_model|advice)_/.test(d.id))
+              .map(d => [d.id, d.data.map(t => t.y)]));
             """
         )
         events = [
@@ -254,6 +273,19 @@ def test_html_draws_every_graph_offline_in_chromium(
         assert graph["bars"] > 0 or graph["lines"] > 0, graph
     histogram = next(g for g in graphs if g["id"] == "spot_size_histogram")
     assert histogram["bars"] > 5
+    by_id = {graph["id"]: graph for graph in graphs}
+    for name in LIMIT_FIGURES:  # the limit a line, the band a shaded rectangle
+        assert by_id[name]["lines"] == 1 and by_id[name]["shapes"] == 1, name
+    if dataset == "multi-panel":
+        # sigma_b and sigma_m: a point and an overall line each; the box: 4 x 3 bars
+        assert by_id["profile_model_blocks"]["points"] == 2
+        assert by_id["profile_model_blocks"]["lines"] == 2
+        assert by_id["profile_model_box"]["bars"] == 12
+    assert set(drawn) == {
+        name for name in document["plots"] if name.startswith(("profile_", "advice_"))
+    }
+    for name, ys in drawn.items():
+        assert ys == [trace["y"] for trace in document["plots"][name]["data"]], name
     page_requests = [url for document, url in requests if document.startswith("file:")]
     assert page_requests and all(
         url.startswith(("file:", "data:")) for url in page_requests
@@ -519,3 +551,304 @@ def test_html_spot_shape_section(tmp_path, monkeypatch):
         assert f'id="{name}"' in section
         assert figure["help"] and figure["help"].replace("'", "&#x27;") in section
     assert 'style="height: 900px"' in section  # the grid of histograms, 3 rows
+
+
+# ------------------------------------------------- profile model and advice figures
+
+PROFILE_TABLES = {
+    "rotation": ("centroid_test_data/indexed.expt", "centroid_test_data/indexed.refl"),
+    "scan-varying": (
+        "centroid_test_data_refined/refined.expt",
+        "centroid_test_data_refined/refined.refl",
+    ),
+    "stills": ("ssx_CuNiR/indexed.expt", "ssx_CuNiR/indexed.refl"),
+    "pre-indexing": ("eiger_therm/imported.expt", "eiger_therm/strong.refl"),
+}
+
+
+@pytest.fixture(scope="module", params=list(PROFILE_TABLES))
+def profiled(request, shared_data):
+    """(kind, analysis) of a real table with each kind of profile model."""
+    from dials_spot_size_analysis.api import analyse
+
+    expt, refl = PROFILE_TABLES[request.param]
+    return request.param, analyse(shared_data / refl, shared_data / expt)
+
+
+def _blocks_traces(figure: dict) -> dict:
+    return {trace["name"]: trace for trace in figure["data"]}
+
+
+def test_profile_figures_draw_the_model(profiled):
+    """The block figure's points are the blocks' sigmas across the images they cover,
+    its dashed lines the overall sigmas; the box figure's bars are the shoebox
+    estimate and the spots' extent statistics. Stills have neither figure; a
+    pre-indexing estimate (no blocks, no box) neither."""
+    from dials_spot_size_analysis.report.plots import profile_figures
+
+    kind, analysis = profiled
+    model = analysis.profile_model
+    plots = profile_figures(model, analysis.result.spot_shape)
+    if kind in ("stills", "pre-indexing"):
+        assert plots == {}
+        return
+    [entry] = model["experiments"]
+    blocks = entry["blocks"]
+    traces = _blocks_traces(plots["profile_model_blocks"])
+    for name in ("sigma_b", "sigma_m"):
+        points, line = traces[f"{name} per block"], traces[f"{name} overall"]
+        assert points["y"] == [b[f"{name}_deg"] for b in blocks]
+        assert points["x"] == [(b["first_image"] + b["last_image"]) / 2 for b in blocks]
+        assert points["error_x"]["array"] == [
+            (b["last_image"] - b["first_image"] + 1) / 2 for b in blocks
+        ]
+        assert line["y"] == [entry[f"{name}_deg"]] * 2
+        assert line["x"] == [
+            blocks[0]["first_image"] - 0.5,
+            blocks[-1]["last_image"] + 0.5,
+        ]
+        assert points["yaxis"] == line["yaxis"] == ("y" if name == "sigma_b" else "y2")
+    # The shaded band: 0.2-0.6 image widths of sigma_m, in degrees.
+    [band] = plots["profile_model_blocks"]["layout"]["shapes"]
+    width = entry["sigma_m_deg"] / entry["sigma_m_images"]
+    assert (band["y0"], band["y1"]) == pytest.approx((0.2 * width, 0.6 * width))
+    assert width == pytest.approx(0.2)  # centroid_test_data: 0.2 degree images
+    # The box figure: x, y in pixels on the first axes, z in images on the second.
+    bars = plots["profile_model_box"]["data"]
+    drawn = {}
+    for trace in bars:
+        drawn.setdefault(trace["name"], []).extend(trace["y"])
+        assert (trace.get("xaxis") == "x2") == (trace["x"] == ["z (images)"])
+    shoebox = entry["shoebox"]
+    extents = analysis.result.spot_shape["quantities"]
+    assert drawn["box, median"] == list(shoebox["median_size_px"]) == [19, 20, 6]
+    assert drawn["box, largest"] == list(shoebox["max_size_px"])
+    for key, name in (("median", "spots, median"), ("p95", "spots, 95th percentile")):
+        assert drawn[name] == [extents[f"extent_{a}"]["statistics"][key] for a in "xyz"]
+    # ... and those statistics are the per-spot extents' own.
+    spots = analysis.result.spot_sizes
+    measured = spots.extent_z > 0
+    assert drawn["spots, median"] == [
+        np.median(getattr(spots, f"extent_{a}")[measured]) for a in "xyz"
+    ]
+
+
+def test_block_figure_follows_drift(shared_data, monkeypatch):
+    """Blocks of 0.6 degrees (3 images) on centroid_test_data: three blocks whose
+    sigmas differ from the overall ones, each drawn where it is."""
+    import functools
+
+    from dials_spot_size_analysis.algorithms import profile_model as algorithm
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.parallel import measure_file
+    from dials_spot_size_analysis.report.plots import profile_blocks_figure
+
+    monkeypatch.setattr(
+        measure_file,
+        "profile_model",
+        functools.partial(algorithm.profile_model, block_degrees=0.6),
+    )
+    expt, refl = PROFILE_TABLES["rotation"]
+    analysis = analyse(shared_data / refl, shared_data / expt, nproc=1)
+    [entry] = analysis.profile_model["experiments"]
+    blocks = entry["blocks"]
+    assert [(b["first_image"], b["last_image"]) for b in blocks] == [
+        (1, 3),
+        (4, 6),
+        (7, 9),
+    ]
+    traces = _blocks_traces(profile_blocks_figure(analysis.profile_model))
+    for name in ("sigma_b", "sigma_m"):
+        values = [b[f"{name}_deg"] for b in blocks]
+        assert traces[f"{name} per block"]["y"] == values
+        assert traces[f"{name} per block"]["x"] == [2.0, 5.0, 8.0]
+        assert all(v != entry[f"{name}_deg"] for v in values)  # drift is visible
+        assert traces[f"{name} overall"]["y"] == [entry[f"{name}_deg"]] * 2
+
+
+def test_limit_figures_draw_the_checks(profiled):
+    """One figure per spot-finding limit: the bars are the check's histogram, the red
+    line its limit, the shaded band the bins the check counts as near (their bars sum
+    to its n_near), the title its verdict."""
+    from dials_spot_size_analysis.report.plots import advice_figures
+
+    _, analysis = profiled
+    checks = [c for c in analysis.advice["checks"] if "histogram" in c]
+    plots = advice_figures(analysis.advice)
+    assert (
+        list(plots)
+        == ["advice_" + c["parameter"].rsplit(".", 1)[-1] for c in checks]
+        == list(LIMIT_FIGURES)
+    )
+    for check, figure in zip(checks, plots.values()):
+        histogram = check["histogram"]
+        bars, line = figure["data"]
+        edges = histogram["edges"]
+        assert bars["y"] == histogram["counts"]
+        np.testing.assert_allclose(bars["x"], (np.array(edges[:-1]) + edges[1:]) / 2)
+        np.testing.assert_allclose(bars["width"], np.diff(edges))
+        assert line["x"] == [check["value"], check["value"]] == [histogram["limit"]] * 2
+        [band] = figure["layout"]["shapes"]
+        shaded = [
+            n for x, n in zip(bars["x"], bars["y"]) if band["x0"] < x < band["x1"]
+        ]
+        assert sum(shaded) == check["n_near"], check["parameter"]
+        assert band["x0"] <= histogram["band"][0] and histogram["band"][1] <= band["x1"]
+        title = figure["layout"]["title"]["text"]
+        assert "no change needed" in title and f"{check['n_near']} of" in title
+        assert check["source"] in figure["layout"]["annotations"][0]["text"]
+    assert plots["advice_min_spot_size"]["data"][1]["x"][0] == checks[0]["value"]
+
+
+def test_limit_figure_of_a_pile_up():
+    """A pile-up under max_spot_size: the title says a change is called for and the
+    check's reason is written on the graph."""
+    from dials_spot_size_analysis.algorithms import advice
+    from dials_spot_size_analysis.report.plots import limit_figure
+
+    rng = np.random.default_rng(1)
+    size = np.concatenate([rng.integers(5, 200, 2000), np.full(60, 990)])
+    check = advice.check_max_spot_size(size, size, np.ones_like(size))
+    assert check["change_called_for"]
+    figure = limit_figure(check)
+    assert "a change is called for" in figure["layout"]["title"]["text"]
+    assert check["reasons"][0] in figure["layout"]["annotations"][0]["text"]
+    assert figure["data"][0]["y"][-1] == 60 == check["histogram"]["counts"][-1]
+
+
+def test_limit_help_texts_say_what_a_problem_looks_like(profiled):
+    from dials_spot_size_analysis.report.plots import advice_figures, profile_figures
+
+    _, analysis = profiled
+    plots = advice_figures(analysis.advice)
+    assert "pile-up" in plots["advice_max_spot_size"]["help"]
+    assert "Split spots" in plots["advice_max_separation"]["help"]
+    assert "weak" in plots["advice_min_spot_size"]["help"]
+    for figure in profile_figures(
+        analysis.profile_model, analysis.result.spot_shape
+    ).values():
+        assert "many" in figure["help"]
+
+
+def _section(page: str, heading: str) -> str:
+    start = page.index(f"<h2>{heading}")
+    return page[start : page.index("<h2>", start + 4)]
+
+
+def test_html_profile_and_advice_sections(profiled):
+    """The tables say what the result says; the figures are in the page and in the
+    JSON's plots; stills and a pre-indexing estimate say so."""
+    from dials_spot_size_analysis.api import json_document
+    from dials_spot_size_analysis.report.html import html_report
+
+    kind, analysis = profiled
+    page = html_report(analysis)
+    document = json_document(analysis)
+    profile = _section(page, "Profile model")
+    model = analysis.profile_model
+    if kind == "stills":
+        assert "No profile model for 5 experiments: stills have no rotation" in profile
+        assert 'class="plot"' not in profile
+    elif kind == "pre-indexing":
+        [entry] = model["experiments"]
+        assert "<b>An estimate</b>" in profile and "estimate before indexing" in profile
+        rows = {row[0]: row[1:] for row in _table_cells(profile, "profile model")}
+        assert rows["sigma_b (deg)"] == [f"{entry['sigma_b_deg']:.4g}"]
+        assert rows["sigma_m (deg)"] == ["-"] and rows["spots used"] == ["112"]
+    else:
+        [entry] = model["experiments"]
+        rows = {row[0]: row[1:] for row in _table_cells(profile, "profile model")}
+        for key, name in (
+            ("sigma_b_deg", "sigma_b (deg)"),
+            ("sigma_b_px", "sigma_b (px on the detector)"),
+            ("sigma_m_deg", "sigma_m (deg)"),
+            ("sigma_m_images", "sigma_m (images)"),
+        ):
+            assert rows[name][0] == f"{entry[key]:.4g}", name
+        assert rows["sigma_b (deg)"][1] == (
+            f"BEAM_DIVERGENCE_E.S.D.= {entry['sigma_b_deg']:.4g}"
+        )
+        assert rows["integration box, median"][0] == "19 x 20 px x 6 images"
+        assert rows["reference reflections (indexed / matched / used)"][0] == (
+            f"{entry['n_reference']} / {entry['n_matched']} / {entry['n_selected']}"
+        )
+        for name in PROFILE_FIGURES:
+            assert f'id="{name}"' in profile and name in document["plots"]
+    advice = _section(page, "Spot finding and integration advice")
+    summary = analysis.advice["summary"]
+    assert html.escape(summary[0].upper() + summary[1:]) in advice
+    assert "No parameter change suggested: the defaults serve these spots." in advice
+    for name in LIMIT_FIGURES:
+        assert f'id="{name}"' in advice and name in document["plots"]
+        assert html.escape(document["plots"][name]["help"]) in advice
+
+
+def test_html_stored_model_and_suggestions(shared_data):
+    """Where the .expt holds a model it stands beside ours; suggestions are a table
+    (program, parameter, now, suggested, reason)."""
+    import copy
+
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.report.html import html_report
+
+    expt, refl = PROFILE_TABLES["rotation"]
+    analysis = copy.deepcopy(analyse(shared_data / refl, shared_data / expt))
+    entry = analysis.profile_model["experiments"][0]
+    entry["stored_profile"] = {
+        "kind": "gaussian_rs",
+        "n_sigma": 3.0,
+        "sigma_b_deg": 0.0612,
+        "sigma_m_deg": 0.2345,
+    }
+    suggestion = {
+        "program": "dials.find_spots",
+        "parameter": "spotfinder.filter.max_spot_size",
+        "current": 1000,
+        "suggested": 2000,
+        "reason": "keep the large spots",
+        "evidence": {},
+    }
+    analysis.advice["suggestions"] = [suggestion]
+    page = html_report(analysis)
+    rows = {
+        row[0]: row[1:]
+        for row in _table_cells(_section(page, "Profile model"), "profile model")
+    }
+    assert rows["sigma_b (deg)"][:2] == [f"{entry['sigma_b_deg']:.4g}", "0.0612"]
+    assert rows["sigma_m (deg)"][:2] == [f"{entry['sigma_m_deg']:.4g}", "0.2345"]
+    assert "stored in the .expt (gaussian_rs)" in page
+    advice = _section(page, "Spot finding and integration advice")
+    assert _table_cells(advice, "program") == [
+        [
+            "dials.find_spots",
+            "spotfinder.filter.max_spot_size",
+            "1000",
+            "2000",
+            "keep the large spots",
+        ]
+    ]
+    assert "No parameter change suggested" not in advice
+
+
+def test_selection_words_with_different_flag_choices(shared_data):
+    """flags.require=Auto chooses indexed rows in a table that has them and all rows in
+    one that has none: the title then points to the selection table."""
+    from dials_spot_size_analysis.api import analyse
+    from dials_spot_size_analysis.report.plots import histogram_figure, selection_words
+
+    indexed = ("I23_P12M_thau/indexed.expt", "I23_P12M_thau/indexed.refl")
+    strong = ("eiger_therm/imported.expt", "eiger_therm/strong.refl")
+    both = analyse(
+        [shared_data / indexed[1], shared_data / strong[1]],
+        [shared_data / indexed[0], shared_data / strong[0]],
+    ).result
+    assert [d.require for d in both.datasets] == [["indexed"], []]
+    words = "flags per dataset, see the selection table"
+    assert selection_words(both) == words
+    assert words in histogram_figure(both)["layout"]["title"]["text"]
+    alone = analyse(shared_data / indexed[1], shared_data / indexed[0]).result
+    assert selection_words(alone) == "flags indexed"
+    unindexed = analyse(shared_data / strong[1], shared_data / strong[0]).result
+    assert selection_words(unindexed) == "all reflections"
+    twice = analyse([shared_data / indexed[1]] * 2, shared_data / indexed[0]).result
+    assert selection_words(twice) == "flags indexed"
