@@ -521,10 +521,14 @@ TRACKING_BAND = advice.TRACKING_SIGMA_M_IMAGES
 
 
 def _experiment_names(entries: list[dict]) -> list[str]:
-    """A short name per experiment for legends: its number where there are several."""
+    """A short name per experiment for legends where there are several: the start of
+    its identifier (as the tables above name it), else its place in the list."""
     if len(entries) == 1:
         return [""]
-    return [f" (experiment {number})" for number in range(len(entries))]
+    return [
+        f" ({str(entry.get('identifier') or '')[:8] or f'experiment {number}'})"
+        for number, entry in enumerate(entries)
+    ]
 
 
 def _drawn_experiments(profile_model: dict) -> list[dict]:
@@ -770,7 +774,8 @@ def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
             "(n_sigma sigma_b across the detector, doubled, and n_sigma sigma_m "
             "along the rotation: gaussian_rs compute_bbox), median and largest, "
             "beside the extents of the spots found by the threshold, median and "
-            "95th percentile (the spot-shape table's extent_x, extent_y, extent_z). "
+            "95th percentile (the spot-shape table's extent_x, extent_y, extent_z, "
+            "over the spots of every table). "
             "The box should be a few times the spots: threshold-found extents miss "
             "a profile's weak tails, and the background is measured around the "
             "peak. A box many times the spots (more than 4 times the 95th "
