@@ -13,6 +13,7 @@ This module imports nothing of the package: every room may use it.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from typing import Callable
 
@@ -29,14 +30,29 @@ def _cached(function: Callable, options: dict) -> Callable:
         return numba.njit(cache=True, **options)(function)
     except RuntimeError:  # "cannot cache function ...: no locator available"
         pass
-    if numba.config.CACHE_DIR != FALLBACK_CACHE_DIR:
+    if numba.config.CACHE_DIR != FALLBACK_CACHE_DIR and _private(FALLBACK_CACHE_DIR):
         try:
-            os.makedirs(FALLBACK_CACHE_DIR, mode=0o700, exist_ok=True)
             numba.config.CACHE_DIR = FALLBACK_CACHE_DIR
             return numba.njit(cache=True, **options)(function)
-        except (OSError, RuntimeError):
+        except RuntimeError:
             pass
     return numba.njit(cache=False, **options)(function)
+
+
+def _private(folder: str) -> bool:
+    """The folder exists (made now if need be), is a real folder (not a link) owned by
+    this user, and no one else may write or read it: numba's cache holds pickles and
+    machine code, which must never come from another user."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        status = os.lstat(folder)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(status.st_mode)
+        and status.st_uid == getattr(os, "getuid", lambda: status.st_uid)()
+        and not status.st_mode & 0o077
+    )
 
 
 def njit(function: Callable | None = None, **options) -> Callable:

@@ -611,13 +611,18 @@ def read_experiment_lists(
     paths: Sequence[str], bad_files: str
 ) -> tuple[list[tuple[str, ExperimentList]], list[dict]]:
     """Experiment lists in order, and those skipped (``bad_files="skip"``) with the
-    reason."""
-    lists, skipped = [], []
+    reason. Where every list given is unusable, the first one's error ends the run:
+    measuring on without any experiment would silently lose the resolutions and the
+    profile model the user asked for by naming them."""
+    lists, skipped, first_error = [], [], None
     for path in paths:
         try:
             lists.append((path, read_experiments(path)))
         except FileFormatError as error:
             if bad_files == "fail":
                 raise
+            first_error = first_error or error
             skipped.append({"file": path, "reason": str(error)})
+    if first_error is not None and not lists:  # no geometry left at all: say so
+        raise first_error
     return lists, skipped

@@ -105,6 +105,21 @@ def input_identities(paths: Sequence[str]) -> dict[tuple[int, int], str]:
     return identities
 
 
+def _refuse_twice(paths: Sequence[str]) -> None:
+    """Two outputs may not be one file (by name, or by device and inode)."""
+    seen: dict[object, str] = {}
+    for path in paths:
+        for key in (os.path.abspath(path), _identity(path)):
+            if key is None:
+                continue
+            if key in seen:
+                raise OutputError(
+                    f"{path}: is asked for twice (also as {seen[key]}): give each "
+                    "output its own name"
+                )
+            seen[key] = path
+
+
 class OutputSet:
     """The outputs of one run, all or none (see the module's text).
 
@@ -121,6 +136,7 @@ class OutputSet:
         identities = input_identities(inputs) if self.paths else {}
         for path in self.paths:
             check_output_path(path, identities)
+        _refuse_twice(self.paths)
         self.temporaries: dict[str, str] = {}
 
     def temporary(self, path: str) -> str:

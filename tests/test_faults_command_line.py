@@ -292,3 +292,35 @@ def test_an_unwritable_numba_cache_falls_back(monkeypatch):
 
     assert kernel(1) == 2
     assert calls[:3] == [True, True, False]  # cached, cached elsewhere, uncached
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        ["output.json=x.json", "output.log=x.json"],
+        ["output.suggestions=s", "output.json=s.find_spots.phil"],
+    ],
+)
+def test_two_outputs_of_one_name_are_refused(dataset, outputs):
+    done = console("indexed.expt", "indexed.refl", *outputs, cwd=dataset)
+    assert done.returncode == 1 and "is asked for twice" in one_sentence(done.stderr)
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
+def test_the_only_experiment_list_unusable_ends_the_run(dataset):
+    """Skipping it would lose every resolution and the profile model unsaid."""
+    (dataset / "bad.expt").write_text('{"__id__": "ExperimentList", "experiment": [1]}')
+    done = console("bad.expt", "indexed.refl", cwd=dataset)
+    assert done.returncode == 1 and "bad.expt" in one_sentence(done.stderr)
+
+
+def test_the_fallback_numba_cache_must_be_private(tmp_path):
+    from dials_spot_size_analysis import jit
+
+    assert jit._private(str(tmp_path / "mine"))
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    assert not jit._private(str(shared))  # others could plant pickles there
+    os.symlink(tmp_path / "mine", tmp_path / "link")
+    assert not jit._private(str(tmp_path / "link"))
