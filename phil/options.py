@@ -87,6 +87,6 @@ def analysis_options(params) -> AnalysisOptions:
             bad_files=params.input.bad_files,
         ),
         parameters=parameters_as_dict(params),
-        n_sigma=params.profile.n_sigma,
+        n_sigma=params.profile.n_sigma if params.profile.compute else None,
         spot_finding_file=params.input.find_spots,
     )

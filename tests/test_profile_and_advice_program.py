@@ -115,3 +115,13 @@ def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
             shared_data / "centroid_test_data/indexed.refl",
             find_spots=str(tmp_path / "notes.txt"),
         )
+
+
+def test_the_profile_model_can_be_left_out(shared_data):
+    result = analyse(
+        shared_data / "centroid_test_data/indexed.refl",
+        shared_data / "centroid_test_data/indexed.expt",
+        compute=False,
+    )
+    assert result.profile_model == {"experiments": [], "not_applicable": []}
+    assert result.statistics["n"] == 569  # the rest as usual
