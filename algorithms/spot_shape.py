@@ -42,8 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..formats.shoeboxes import HEADER_BYTES, ShoeboxColumn
-from ..formats.source import populate_pages, release_pages
+from ..formats.shoeboxes import ShoeboxColumn
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
 from .statistics import (
@@ -56,7 +55,6 @@ from .statistics import (
 
 ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
 MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
-_BYTES_PER_PIXEL = np.array([0, 12, 9], dtype=np.int64)  # by the record's `present`
 
 _INTEGER_FIELDS = ("n_coded", "extent_x", "extent_y", "extent_z", "footprint")
 _REAL_FIELDS = (
@@ -233,7 +231,6 @@ def measure_spot_shapes(
     code: int,
     rows: np.ndarray | None = None,
     beam_centre: np.ndarray | None = None,
-    release_memory: bool = False,
 ) -> SpotShapes:
     """Shapes of the coded pixels of each row of an indexed shoebox column.
 
@@ -249,10 +246,10 @@ def measure_spot_shapes(
     beam_centre
         Optional (n, 2) beam centre in pixels on each measured row's panel; with it the
         radial and tangential widths are filled in.
-    release_memory
-        Hand each measured stretch of a memory-mapped column back to the operating
-        system (it stays in the page cache), so resident memory does not grow with the
-        file; only where ``rows`` ascend.
+
+    The file's pages are the reader's business: a big table is measured a stretch at a
+    time through ``ReflectionTable.shoebox_chunks``, which hands each finished stretch
+    back to the operating system.
 
     Returns
     -------
@@ -273,34 +270,18 @@ def measure_spot_shapes(
             raise IndexError(f"rows must be in 0..{n_rows - 1}")
         rows_taken = np.where(rows_taken < 0, rows_taken + n_rows, rows_taken)
         count = len(rows_taken)
-    ascending = rows_taken is None or bool(np.all(np.diff(rows_taken) > 0))
     shapes = SpotShapes.empty(count)
     for start in range(0, count, ROWS_PER_CHUNK):
         stop = min(count, start + ROWS_PER_CHUNK)
         chunk = slice(start, stop) if rows_taken is None else rows_taken[start:stop]
         present, data_offset = column.present[chunk], column.data_offset[chunk]
         bbox = column.bbox[chunk]
-        stretch = _byte_stretch(column.blob, present, data_offset, bbox, ascending)
-        if stretch is not None:
-            populate_pages(stretch)
         measure_records(
             column.blob, present, data_offset, bbox, code, shapes.rows(start, stop)
         )
-        if release_memory and stretch is not None:
-            release_pages(stretch)
     if beam_centre is not None:
         shapes = shapes.with_beam_centres(beam_centre)
     return shapes
-
-
-def _byte_stretch(blob, present, data_offset, bbox, ascending) -> np.ndarray | None:
-    """The bytes from the first record's header to the end of the last, where the records
-    ascend (else None)."""
-    if not ascending or len(present) == 0:
-        return None
-    extent = bbox[-1, 1::2].astype(np.int64) - bbox[-1, 0::2]
-    end = data_offset[-1] + int(np.prod(extent)) * _BYTES_PER_PIXEL[min(present[-1], 2)]
-    return blob[max(0, int(data_offset[0]) - HEADER_BYTES) : int(end)]
 
 
 # ------------------------------------------------------------------ geometry

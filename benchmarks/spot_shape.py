@@ -53,15 +53,20 @@ result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(counts.sum(
 SHAPES = """
 from dials_spot_size_analysis.formats import read_reflections
 from dials_spot_size_analysis.algorithms.spot_shape import (
-    measure_spot_shapes, summarise_spot_shapes,
+    SpotShapes, measure_spot_shapes, summarise_spot_shapes,
 )
 path, release, summarise = sys.argv[1], sys.argv[3] == "release", sys.argv[4] == "yes"
 small = measure_spot_shapes(read_reflections(sys.argv[2]).shoeboxes, 4)
 summarise_spot_shapes(small, panel=small.n_coded)  # load the kernels
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 start = time.perf_counter()
-table = read_reflections(path)
-shapes = measure_spot_shapes(table.shoeboxes, 4, release_memory=release)
+table = read_reflections(path, index_shoeboxes=False)
+if release:  # a stretch at a time, pages handed back, as the program measures
+    shapes = SpotShapes.concatenate(
+        [measure_spot_shapes(column, 4) for _, _, column in table.shoebox_chunks(1 << 18, True)]
+    )
+else:
+    shapes = measure_spot_shapes(table.shoeboxes, 4)
 if summarise:
     summary = summarise_spot_shapes(shapes)
 seconds = time.perf_counter() - start

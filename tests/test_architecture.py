@@ -118,3 +118,18 @@ def test_rooms_import_only_downstream():
         allowed = ALLOWED.get(source, set()) | {source} | LEAVES
         wrong += [f"{name} -> {t}" for t in sorted(targets) if room(t) not in allowed]
     assert wrong == []
+
+
+def test_algorithms_use_the_formats_models_not_the_files():
+    """algorithms/ knows arrays and the small model objects, not files: it may take a
+    formats model (an Experiment, a ShoeboxColumn) but never reads, maps or releases
+    a file."""
+    allowed = {f"{PACKAGE}.formats.experiments", f"{PACKAGE}.formats.shoeboxes"}
+    wrong = [
+        f"{name} -> {target}"
+        for name, targets in graph().items()
+        if room(name) == "algorithms"
+        for target in sorted(targets)
+        if room(target) == "formats" and target not in allowed
+    ]
+    assert wrong == []

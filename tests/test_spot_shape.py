@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dials_spot_size_analysis.algorithms import spot_shape
 from dials_spot_size_analysis.algorithms.spot_shape import (
     SpotShapes,
     bbox_disagreements,
@@ -457,37 +456,41 @@ def test_row_splits_concatenated_equal_the_whole(shared_data, data):
 
 
 def test_chunked_and_memory_mapped_measuring_equals_one_pass(shared_data, tmp_path):
-    """Chunk by chunk over a memory-mapped copy, releasing pages as it goes (chunks of
-    over a megabyte, so that the pages really are handed back)."""
+    """Stretch by stretch over a memory-mapped copy, as the program measures a big
+    table (the reader releasing each stretch's pages), equals one pass."""
+    from dials_spot_size_analysis.formats.shoeboxes import indexed_chunks
+
     _, column = column_of(shared_data, "centroid_test_data/indexed.refl")
     copies = 12
     path = tmp_path / "column.bin"
     path.write_bytes(np.tile(np.asarray(column.blob), copies).tobytes())
     released = []
+    really_release = source.release_pages
 
     def release(array):
         released.append(source._mapped_range(array) is not None)
-        source.release_pages(array)
+        really_release(array)
 
     with open(path, "rb") as handle:
         mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        big = ShoeboxColumn.from_blob(
-            np.frombuffer(mapped, np.uint8), copies * len(column)
-        )
+        blob = np.frombuffer(mapped, np.uint8)
         expected = measure_spot_shapes(column, 4)
-        with (
-            mock.patch.object(spot_shape, "ROWS_PER_CHUNK", 3 * len(column)),
-            mock.patch.object(spot_shape, "release_pages", release),
-        ):
-            shapes = measure_spot_shapes(big, 4, release_memory=True)
+        with mock.patch.object(source, "release_pages", release):
+            parts = [
+                measure_spot_shapes(stretch, 4)
+                for _, _, stretch in indexed_chunks(
+                    blob, copies * len(column), 3 * len(column), release_pages=True
+                )
+            ]
+        shapes = SpotShapes.concatenate(parts)
         assert released == [True] * 4
         for field in ("n_coded", "centroid", "elongation", "footprint"):
             np.testing.assert_array_equal(
                 getattr(shapes, field),
                 np.concatenate([getattr(expected, field)] * copies),
             )
-        del big
+        del blob, parts
     finally:
         mapped.close()
 
