@@ -821,6 +821,7 @@ def summary_sentence(
     min_spot_size: int | None = None,
     max_spot_size: int = DEFAULT_MAX_SPOT_SIZE,
     max_separation: float = DEFAULT_MAX_SEPARATION,
+    median_across: float | None = None,
 ) -> str:
     """One plain sentence comparing the typical spot with what the limits assume.
 
@@ -832,13 +833,20 @@ def summary_sentence(
         Median number of images a spot spans.
     min_spot_size, max_spot_size, max_separation : optional
         The limits in force (``min_spot_size`` None: DIALS's Auto, 3 or 6 px).
+    median_across : float, optional
+        Median of each spot's larger extent on the detector (pixels), as the shape
+        table shows it; without it, the side of a square of the footprint's area.
 
     Returns
     -------
     str
         "your spots are about N px across and span M images; the defaults assume ...".
     """
-    across = math.sqrt(max(median_footprint, 0.0))
+    across = (
+        math.sqrt(max(median_footprint, 0.0))
+        if median_across is None
+        else median_across
+    )
     images = "image" if median_extent_z == 1 else "images"
     smallest = (
         "3 px (pixel-array detectors) or 6 px (others)"
@@ -958,6 +966,7 @@ def advise(
         minimum,
         maximum if maximum is not None else DEFAULT_MAX_SPOT_SIZE,
         separation if separation is not None else DEFAULT_MAX_SEPARATION,
+        median_across=float(np.median(extent_xy[shaped])),
     )
     return {
         "checks": checks,

@@ -183,7 +183,7 @@ def shape_log() -> str:
 
 def reflections_log() -> str:
     """The run that writes the per-reflection output, and the columns it added."""
-    folder = Path(tempfile.mkdtemp())
+    folder = _scratch()
     arguments = ["output.reflections=shapes.refl"]
     log, _ = _run_example(arguments, keep={"shapes.refl": folder / "shapes.refl"})
     writing = [line for line in log.splitlines() if line.startswith("Writing")]
@@ -323,7 +323,7 @@ def _shape_pictures_stale(check: bool) -> list[Path]:
 
     committed = REPOSITORY / "doc" / "images"
     if check:
-        SHAPE_PICTURE_FOLDER["path"] = Path(tempfile.mkdtemp())
+        SHAPE_PICTURE_FOLDER["path"] = _scratch()
     shape_pictures()
     if not check:
         return []
@@ -334,6 +334,14 @@ def _shape_pictures_stale(check: bool) -> list[Path]:
         or read_png_metadata(committed / name)
         != read_png_metadata(SHAPE_PICTURE_FOLDER["path"] / name)
     ]
+
+
+SCRATCH: dict[str, Path | None] = {"path": None}
+
+
+def _scratch() -> Path:
+    """A fresh folder inside this run's scratch folder (removed when main ends)."""
+    return Path(tempfile.mkdtemp(dir=SCRATCH["path"]))
 
 
 _SECTION = re.compile(
@@ -355,12 +363,21 @@ def regenerate(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as scratch:
+        SCRATCH["path"] = Path(scratch)
+        try:
+            return _main(argv)
+        finally:
+            SCRATCH["path"] = None
+
+
+def _main(argv: list[str]) -> int:
     stale = []
     check = "--check" in argv
     if check:
         # Draw the picture elsewhere and compare what it shows with the committed one.
         committed = PICTURE
-        PICTURE_TARGET["path"] = Path(tempfile.mkdtemp()) / PICTURE.name
+        PICTURE_TARGET["path"] = _scratch() / PICTURE.name
     for page in PAGES:
         text = page.read_text()
         updated = regenerate(text)
