@@ -169,9 +169,10 @@ def phil_file(path: str):
 def _listed_paths(path: str, sniff: bool = False) -> list[str]:
     """The files a list file names (one per line, '#' comments; relative paths are
     relative to the list's folder), or [] if ``path`` is not such a list. A list is
-    recognised by its first lines naming existing files (``sniff`` resolves only
-    those); a later missing file is reported when it is read. Only a regular file is
-    read: a device reports size 0 and never ends."""
+    recognised by its first lines naming files (existing ones, or DIALS files:
+    ``sniff`` resolves only those), at least one of which exists; a missing file is
+    reported by name when it is read. Only a regular file is read: a device reports
+    size 0 and never ends."""
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LIST_BYTES:
@@ -192,9 +193,24 @@ def _listed_paths(path: str, sniff: bool = False) -> list[str]:
         lines = lines[:LIST_SNIFF_LINES]
     resolved = [os.path.join(folder, line) for line in lines]  # absolute lines stay
     head = resolved[:LIST_SNIFF_LINES]
-    if not resolved or not all(os.path.exists(p) or _is_glob(p) for p in head):
+    if (
+        not resolved
+        or not all(_listed(p) for p in head)
+        or not any(map(os.path.exists, head))
+    ):
         return []
     return resolved
+
+
+def _listed(path: str) -> bool:
+    """A list file's line: an existing file, a glob, or the name of a DIALS file (a
+    missing one is then reported by name when it is read, not taken for a sign that
+    the list is no list)."""
+    return (
+        os.path.exists(path)
+        or _is_glob(path)
+        or _inner_name(path).endswith((*DIALS_SUFFIXES, ".phil"))
+    )
 
 
 def _file_kind(path: str) -> str:

@@ -480,3 +480,20 @@ def test_the_one_list_given_still_describes_the_other_tables(shared_data, tmp_pa
     )
     result = run([expt, str(tmp_path / "part.refl"), *NO_OUTPUTS])
     assert result.selection["n_counted"] == 100
+
+
+def test_a_list_naming_a_missing_file_is_still_a_list(
+    shared_data, tmp_path, monkeypatch
+):
+    """The missing file is named (and skipped), not the list called "a text file"."""
+    from dials_spot_size_analysis.command_line.spot_size_analysis import run
+
+    monkeypatch.chdir(tmp_path)
+    folder = shared_data / "I23_P12M_thau"
+    (tmp_path / "files.txt").write_text(
+        f"{folder / 'indexed.refl'}\n{folder / 'indexed.expt'}\nmissing.refl\n"
+    )
+    result = run(["files.txt", "output.html=None"])
+    assert result.selection["n_counted"] == 205
+    [skipped] = result.skipped_files
+    assert skipped["reason"].endswith("missing.refl: does not exist: check the path")
