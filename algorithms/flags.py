@@ -54,7 +54,24 @@ class UnknownFlagError(SpotSizeAnalysisError, ValueError):
 
 
 def parse_flag_names(values: Iterable[str] | None) -> list[str]:
-    """Flag names from PHIL strings: each may hold several, split on spaces, commas or '+'."""
+    """Flag names from PHIL strings: each may hold several, split on spaces, commas or '+'.
+
+    Parameters
+    ----------
+    values : iterable of str, optional
+        The PHIL strings (e.g. ``["indexed", "used_in_refinement+strong"]``); None
+        means none.
+
+    Returns
+    -------
+    list of str
+        The flag names, lower case, in the order given.
+
+    Raises
+    ------
+    UnknownFlagError
+        For a name DIALS does not define.
+    """
     names: list[str] = []
     for value in values or []:
         names.extend(
@@ -70,6 +87,23 @@ def parse_flag_names(values: Iterable[str] | None) -> list[str]:
 
 
 def combined_value(names: Iterable[str]) -> int:
+    """The bitwise OR of the flags named, to test all of them at once.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Flag names, as :func:`parse_flag_names` gives them.
+
+    Returns
+    -------
+    int
+        The combined bits; 0 for no names.
+
+    Raises
+    ------
+    KeyError
+        For a name not in REFLECTION_FLAGS.
+    """
     value = 0
     for name in names:
         value |= REFLECTION_FLAGS[name]
@@ -80,7 +114,20 @@ def select_by_flags(
     flags: np.ndarray, require: Iterable[str] = (), exclude: Iterable[str] = ()
 ) -> np.ndarray:
     """Rows with every bit of every ``require`` flag set (DIALS ``get_flags(all=True)``)
-    and no bit of any ``exclude`` flag set (``get_flags(all=False)``)."""
+    and no bit of any ``exclude`` flag set (``get_flags(all=False)``).
+
+    Parameters
+    ----------
+    flags : numpy.ndarray
+        The table's ``flags`` column (one integer per row).
+    require, exclude : iterable of str
+        Flag names (as :func:`parse_flag_names` gives them); empty means no condition.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, one per row: True where the row is kept.
+    """
     flags = np.asarray(flags, dtype=np.uint64)
     required, excluded = (
         np.uint64(combined_value(require)),

@@ -68,7 +68,30 @@ def histogram(
 ) -> Histogram:
     """Bin ``values`` exactly as ``flex.histogram(values, data_min, data_max, n_bins)``;
     with integer ``weights``, each value counts that many times (so the distinct sizes
-    and their counts give the histogram of every row)."""
+    and their counts give the histogram of every row).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values to bin (any shape; flattened, compared as float64).
+    data_min, data_max : float
+        The histogram's range; ``data_max`` must be greater than ``data_min``.
+    n_bins : int
+        The number of slots, at least 1.
+    weights : numpy.ndarray, optional
+        Integer, one per value: how many times each value counts. None counts each
+        value once.
+
+    Returns
+    -------
+    Histogram
+        The counts per slot and how many values (or weights) fell out of range.
+
+    Raises
+    ------
+    ValueError
+        Where ``n_bins`` is below 1 or ``data_max`` is not above ``data_min``.
+    """
     if n_bins < 1:
         raise ValueError(f"the number of bins must be at least 1, not {n_bins}")
     data_min, data_max = float(data_min), float(data_max)
@@ -103,7 +126,18 @@ def histogram(
 
 def automatic_range(values: np.ndarray) -> tuple[float, float]:
     """``flex.histogram``'s own range (the data's min and max), widened to one unit where
-    every value is the same, so that bins have a width."""
+    every value is the same, so that bins have a width.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values to be binned.
+
+    Returns
+    -------
+    tuple of float
+        ``(data_min, data_max)``; ``(0.0, 1.0)`` where there are no values.
+    """
     values = np.asarray(values)
     if values.size == 0:
         return 0.0, 1.0

@@ -30,6 +30,16 @@ def canonical_names(names: Iterable[str]) -> list[str]:
     types ``Valid+Foreground`` or ``"Valid Foreground"``), in any case, and libtbx's
     ``*`` marks of a chosen option are ignored (``"*Valid *Foreground"``).
 
+    Parameters
+    ----------
+    names : iterable of str
+        Mask code names, as typed by the user or given by PHIL.
+
+    Returns
+    -------
+    list of str
+        Each code named, once, in code order (e.g. ``["Valid", "Foreground"]``).
+
     Raises
     ------
     UnknownMaskCodeError
@@ -50,7 +60,23 @@ def canonical_names(names: Iterable[str]) -> list[str]:
 
 
 def mask_code_value(names: Iterable[str]) -> int:
-    """The combined code: a pixel counts when it has every one of these bits."""
+    """The combined code: a pixel counts when it has every one of these bits.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Mask code names (see :func:`canonical_names`).
+
+    Returns
+    -------
+    int
+        The codes' bits ORed together; 0 for no names.
+
+    Raises
+    ------
+    UnknownMaskCodeError
+        For a name DIALS does not define.
+    """
     value = 0
     for name in canonical_names(names):
         value |= MASK_CODES[name]
@@ -58,7 +84,23 @@ def mask_code_value(names: Iterable[str]) -> int:
 
 
 def describe(names: Iterable[str]) -> str:
-    """E.g. ``Valid|Foreground (5)``, or ``all pixels (0)`` for no names."""
+    """E.g. ``Valid|Foreground (5)``, or ``all pixels (0)`` for no names.
+
+    Parameters
+    ----------
+    names : iterable of str
+        Mask code names (see :func:`canonical_names`).
+
+    Returns
+    -------
+    str
+        The names joined by ``|`` with the combined code, for reports.
+
+    Raises
+    ------
+    UnknownMaskCodeError
+        For a name DIALS does not define.
+    """
     names = canonical_names(names)
     return (
         f"{'|'.join(names)} ({mask_code_value(names)})" if names else "all pixels (0)"

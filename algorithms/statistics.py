@@ -14,7 +14,20 @@ ROWS_PER_PASS = 1 << 20  # row-sized temporaries are made this many rows at a ti
 
 
 def row_slices(n: int, rows_per_pass: int | None = None):
-    """Slices of ``n`` rows, ``rows_per_pass`` (by default ROWS_PER_PASS) at a time."""
+    """Slices of ``n`` rows, ``rows_per_pass`` (by default ROWS_PER_PASS) at a time.
+
+    Parameters
+    ----------
+    n : int
+        The number of rows.
+    rows_per_pass : int, optional
+        Rows per slice; None (or 0) means ROWS_PER_PASS.
+
+    Returns
+    -------
+    generator of slice
+        Consecutive slices covering rows 0 to ``n``; the last may be shorter.
+    """
     step = rows_per_pass or ROWS_PER_PASS
     return (slice(start, min(n, start + step)) for start in range(0, n, step))
 
@@ -23,7 +36,19 @@ def value_counts(values: np.ndarray) -> np.ndarray | None:
     """How many values are 0, 1, 2, ... (up to the largest), counted a pass at a time; None
     unless the values are non-negative integers below COUNTING_CELLS, as spot sizes are.
     Histograms and percentiles of sizes come from these counts, not from sorted copies:
-    with a hundred million rows, that is gigabytes less."""
+    with a hundred million rows, that is gigabytes less.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values to tally (spot sizes, in pixels).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        int64, ``counts[v]`` the number of values equal to ``v``; None where there are
+        no values or they are not integers in [0, COUNTING_CELLS).
+    """
     values = np.asarray(values)
     if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
         return None
@@ -38,7 +63,20 @@ def value_counts(values: np.ndarray) -> np.ndarray | None:
 def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     """``np.percentile(values, q)`` (its default, linear interpolation) of the values that
     ``counts`` tallies (see value_counts): the same order statistics, interpolated by the
-    same floating-point steps as numpy's, so the same numbers to the last bit."""
+    same floating-point steps as numpy's, so the same numbers to the last bit.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        How many values are 0, 1, 2, ... (at least one value in all).
+    q : float or array_like
+        The percentile(s), from 0 to 100.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per percentile (0-d for a scalar ``q``).
+    """
     n = int(counts.sum())
     virtual = (n - 1) * np.true_divide(np.asarray(q), 100)
     below = np.floor(virtual)
@@ -65,7 +103,22 @@ def summary_statistics(
     values. For integer sizes, the quantiles come from value counts (``counts``, where
     the caller has them already) and the mean and standard deviation from the integers
     themselves, without a float copy: the numbers are the same as numpy's on floats
-    (integer sums below 2**53 are exact)."""
+    (integer sums below 2**53 are exact).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        One value per row (spot sizes, in pixels).
+    counts : numpy.ndarray, optional
+        The values' tally from :func:`value_counts`, where already made; None makes it
+        here (where the values allow).
+
+    Returns
+    -------
+    dict
+        ``n`` (int), then ``mean``, ``std``, ``min``, ``max``, ``median``, ``p5``,
+        ``p25``, ``p75`` and ``p95`` as float (all None where ``n`` is 0).
+    """
     values = np.asarray(values)
     keys = ["mean", "std", "min", "max", "median"] + [f"p{q}" for q in PERCENTILES]
     if values.size == 0:
@@ -101,7 +154,18 @@ class Groups(NamedTuple):
     max: list[float]
 
     def entries(self, name: str = "key") -> list[dict]:
-        """One dict per group, its key under ``name`` first."""
+        """One dict per group, its key under ``name`` first.
+
+        Parameters
+        ----------
+        name : str
+            The dict key for each group's key (e.g. ``"panel"``).
+
+        Returns
+        -------
+        list of dict
+            Per group: ``name``, ``n``, ``mean``, ``median``, ``min`` and ``max``.
+        """
         return [
             {name: key, "n": n, "mean": mean, "median": median, "min": low, "max": high}
             for key, n, mean, median, low, high in zip(*self)
@@ -117,7 +181,22 @@ def group_statistics(
     Spot sizes are small non-negative integers, so where the keys are integers too (panels,
     images, shells, experiments) the statistics come from a table of counts per key and
     value, filled a pass at a time (no sort, no row-sized temporaries); otherwise from
-    one lexicographic sort. Both give the same numbers."""
+    one lexicographic sort. Both give the same numbers.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        The group key of each row (experiment, panel, image or shell number).
+    values : numpy.ndarray
+        The value of each row (e.g. a spot size in pixels).
+    skip_negative_keys : bool
+        Leave out rows whose key is negative.
+
+    Returns
+    -------
+    Groups
+        One entry per distinct key, keys ascending; empty lists where no row is kept.
+    """
     keys, values = np.asarray(keys), np.asarray(values)
     tallied = _tally_by_key(keys, values, skip_negative_keys)
     if tallied is not None:
@@ -259,7 +338,19 @@ class GroupOrder(NamedTuple):
 
 def group_order(keys: np.ndarray) -> GroupOrder:
     """The rows with a non-negative key, ordered by key (stable), and each key's
-    stretch: a sort shared by the medians of every quantity (:func:`group_medians`)."""
+    stretch: a sort shared by the medians of every quantity (:func:`group_medians`).
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        Integer, one per row; negative means unknown and the row is left out.
+
+    Returns
+    -------
+    GroupOrder
+        ``order`` (row indices sorted by key), ``unique`` (each key) and ``starts`` and
+        ``ends`` (each key's stretch of ``order``).
+    """
     keys = np.asarray(keys)
     kept = np.flatnonzero(keys >= 0)
     order = kept[np.argsort(keys[kept], kind="stable")]
