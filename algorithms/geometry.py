@@ -136,7 +136,21 @@ class ExperimentGeometry:
         return len(self.experiments)
 
     def panel_rows(self, experiment_index: np.ndarray, panel: np.ndarray) -> np.ndarray:
-        """Row of each reflection's panel in the stacked tables, or -1 where unknown."""
+        """Row of each reflection's panel in the stacked tables, or -1 where unknown.
+
+        Parameters
+        ----------
+        experiment_index : numpy.ndarray
+            Each reflection's experiment (an index into the experiment list).
+        panel : numpy.ndarray
+            Each reflection's panel number within its experiment's detector.
+
+        Returns
+        -------
+        numpy.ndarray
+            int64, one row per reflection; -1 where the experiment, its detector or the
+            panel is unknown.
+        """
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
         panel = np.asarray(panel, dtype=np.int64)
         if not len(self):
@@ -150,7 +164,20 @@ class ExperimentGeometry:
         self, experiment_index: np.ndarray, panel: np.ndarray
     ) -> np.ndarray:
         """Each reflection's beam centre on its own panel, (n, 2) pixels: where the
-        incident beam's line meets the panel's plane. NaN where unknown."""
+        incident beam's line meets the panel's plane. NaN where unknown.
+
+        Parameters
+        ----------
+        experiment_index : numpy.ndarray
+            Each reflection's experiment (an index into the experiment list).
+        panel : numpy.ndarray
+            Each reflection's panel number.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, shape (n, 2): (x, y) in pixels on the reflection's panel.
+        """
         if self._beam_centres is None:
             self._beam_centres, self._beam_centre_starts = self._beam_centre_table()
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
@@ -185,7 +212,23 @@ class ExperimentGeometry:
         self, xy_px: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray
     ) -> np.ndarray:
         """Pixel (x, y) to panel millimetres with the plain pixel size (no parallax
-        correction: well under a pixel, negligible for a d-spacing). NaN where unknown."""
+        correction: well under a pixel, negligible for a d-spacing). NaN where unknown.
+
+        Parameters
+        ----------
+        xy_px : numpy.ndarray
+            Shape (n, 2) or more columns: each reflection's (x, y[, z]) in pixels; only x
+            and y are read.
+        experiment_index : numpy.ndarray
+            Each reflection's experiment (an index into the experiment list).
+        panel : numpy.ndarray
+            Each reflection's panel number.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, shape (n, 2): (x, y) in millimetres on the panel.
+        """
         rows = self.panel_rows(experiment_index, panel)
         result = np.full((len(rows), 2), np.nan)
         known = rows >= 0
@@ -203,6 +246,16 @@ class ExperimentGeometry:
 
         Lets a table's Laue or time-of-flight wavelength column (``WAVELENGTH_COLUMNS``)
         reach the d-spacings without changing the callers in between.
+
+        Parameters
+        ----------
+        column : numpy.ndarray or None
+            The table's wavelength per row (Å); None sets no column.
+
+        Returns
+        -------
+        contextlib.AbstractContextManager
+            Yields this ExperimentGeometry; the previous column is restored on exit.
         """
         before = self._wavelengths
         self._wavelengths = (
@@ -229,7 +282,32 @@ class ExperimentGeometry:
         reflection i is row ``take[i]`` of it (no gathered copy of a big column).
         A polychromatic beam has no single λ: reflection i then uses
         ``wavelengths[take[i]]`` (Å; the column set by :meth:`reflection_wavelengths`
-        when not given, only with ``take``), and d is NaN without one."""
+        when not given, only with ``take``), and d is NaN without one.
+
+        Parameters
+        ----------
+        xy_mm : numpy.ndarray
+            Shape (m, 2) or (m, 3): observed positions in millimetres on each panel.
+        experiment_index : numpy.ndarray
+            Each reflection's experiment (an index into the experiment list).
+        panel : numpy.ndarray
+            Each reflection's panel number.
+        take : numpy.ndarray, optional
+            The row of ``xy_mm`` (and of the wavelengths) for each reflection; None means
+            row i for reflection i.
+        wavelengths : numpy.ndarray, optional
+            Wavelength per row of ``xy_mm`` (Å), used for polychromatic beams only.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, d in Å per reflection.
+
+        Raises
+        ------
+        ValueError
+            Where ``wavelengths`` is given but shorter than ``xy_mm``.
+        """
         if wavelengths is None and take is not None:
             wavelengths = self._wavelengths
         wavelengths = (
@@ -295,7 +373,22 @@ def shell_edges(
     d: np.ndarray, n_shells: int, rows_per_pass: int | None = None
 ) -> np.ndarray:
     """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
-    the largest finite 1/d² (none where no d is finite), found a pass at a time."""
+    the largest finite 1/d² (none where no d is finite), found a pass at a time.
+
+    Parameters
+    ----------
+    d : numpy.ndarray
+        d-spacings in Å; values that are not finite and positive are ignored.
+    n_shells : int
+        The number of resolution shells.
+    rows_per_pass : int, optional
+        Rows read per pass; None means ``statistics.ROWS_PER_PASS``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, ascending edges in 1/d² (Å⁻²); empty where no d is usable.
+    """
     d = np.asarray(d, dtype=np.float64)
     low, high = np.inf, -np.inf
     for rows in row_slices(d.size, rows_per_pass):
@@ -314,7 +407,24 @@ def shell_numbers(
     d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = None
 ) -> np.ndarray:
     """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
-    small an integer type as the number of shells allows: one of these per row."""
+    small an integer type as the number of shells allows: one of these per row.
+
+    Parameters
+    ----------
+    d : numpy.ndarray
+        d-spacings in Å.
+    edges : numpy.ndarray
+        The shell edges in 1/d² (Å⁻²) from :func:`shell_edges`; empty gives -1
+        everywhere.
+    rows_per_pass : int, optional
+        Rows read per pass; None means ``statistics.ROWS_PER_PASS``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 (int64 for very many shells), the shell number per d, 0 being the
+        lowest resolution; values beyond the edges go to the first or last shell.
+    """
     d = np.asarray(d, dtype=np.float64)
     dtype = np.int16 if len(edges) <= np.iinfo(np.int16).max else np.int64
     shell = np.full(d.shape, -1, dtype=dtype)

@@ -53,7 +53,18 @@ class DetectorArrays:
 
     @classmethod
     def from_detector(cls, detector) -> DetectorArrays:
-        """Build from a ``formats.experiments.Detector``."""
+        """Build from a ``formats.experiments.Detector``.
+
+        Parameters
+        ----------
+        detector : formats.experiments.Detector
+            The detector whose panels are read.
+
+        Returns
+        -------
+        DetectorArrays
+            Its panels' vectors and sizes (mm), pixel counts and parallax constants.
+        """
         panels = detector.panels
         origin = np.array([p.origin for p in panels], dtype=np.float64)
         fast = np.array([p.fast_axis for p in panels], dtype=np.float64)
@@ -103,6 +114,20 @@ class ScanGeometry:
 
     @classmethod
     def from_experiment(cls, experiment) -> ScanGeometry:
+        """Read a rotation experiment's scan and goniometer once, for the prediction
+        kernels.
+
+        Parameters
+        ----------
+        experiment : formats.experiments.Experiment
+            An experiment with a scan and a goniometer.
+
+        Returns
+        -------
+        ScanGeometry
+            Angles in radians; identity matrices where the goniometer has no fixed or
+            setting rotation.
+        """
         scan, goniometer = experiment.scan, experiment.goniometer
         identity = np.eye(3)
         axis = np.asarray(goniometer.rotation_axis, dtype=np.float64)
@@ -121,15 +146,48 @@ class ScanGeometry:
         )
 
     def array_index(self, angle_rad):
-        """dxtbx ``get_array_index_from_angle``: frame z of a rotation angle."""
+        """dxtbx ``get_array_index_from_angle``: frame z of a rotation angle.
+
+        Parameters
+        ----------
+        angle_rad : float or numpy.ndarray
+            Rotation angle(s), radians.
+
+        Returns
+        -------
+        float or numpy.ndarray
+            The frame z (images counted from one before the first image).
+        """
         return self.first_image - 1 + (angle_rad - self.start) / self.width
 
     def angle(self, array_index):
-        """dxtbx ``get_angle_from_array_index`` (radians)."""
+        """dxtbx ``get_angle_from_array_index`` (radians).
+
+        Parameters
+        ----------
+        array_index : float or numpy.ndarray
+            Frame z (images counted from one before the first image).
+
+        Returns
+        -------
+        float or numpy.ndarray
+            The rotation angle(s), radians.
+        """
         return self.start + (array_index - self.first_image + 1) * self.width
 
     def padded_frames(self, padding_deg: float) -> tuple[int, int]:
-        """The frames ``for_ub`` loops over: the scan widened by ``padding``."""
+        """The frames ``for_ub`` loops over: the scan widened by ``padding``.
+
+        Parameters
+        ----------
+        padding_deg : float
+            How far to widen the scan at each end, degrees.
+
+        Returns
+        -------
+        tuple of int
+            The first and last frame (z) to predict on.
+        """
         a0 = self.start
         a1 = self.start + self.num_images * self.width
         pad = math.radians(padding_deg)
@@ -183,7 +241,28 @@ def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
 
 @njit
 def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness, out):
-    """dxtbx ``Panel.get_pixel_lab_coord`` of panel ``p`` into ``out`` (mm)."""
+    """dxtbx ``Panel.get_pixel_lab_coord`` of panel ``p`` into ``out`` (mm).
+
+    Parameters
+    ----------
+    p : int
+        The panel number.
+    x_px, y_px : float
+        The position on the panel, pixels.
+    origin, fast, slow : numpy.ndarray
+        (P, 3): each panel's origin (mm) and unit axes (``DetectorArrays``).
+    pixel_size : numpy.ndarray
+        (P, 2): each panel's pixel size, mm.
+    mu, thickness : numpy.ndarray
+        (P,): each panel's attenuation coefficient (0: no parallax correction) and
+        sensor thickness (mm).
+    out : numpy.ndarray
+        (3,): receives the lab coordinate, mm.
+
+    Returns
+    -------
+    None
+    """
     x_mm = x_px * pixel_size[p, 0]
     y_mm = y_px * pixel_size[p, 1]
     if mu[p] > 0:
@@ -196,7 +275,23 @@ def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness
 
 @njit
 def pixel_lab_coords(panel, xy_px, origin, fast, slow, pixel_size, mu, thickness, out):
-    """:func:`pixel_lab_coord` of every row: panel ``panel[i]``, pixel ``xy_px[i]``."""
+    """:func:`pixel_lab_coord` of every row: panel ``panel[i]``, pixel ``xy_px[i]``.
+
+    Parameters
+    ----------
+    panel : numpy.ndarray
+        (n,): the panel number of each row.
+    xy_px : numpy.ndarray
+        (n, 2): the position of each row on its panel, pixels.
+    origin, fast, slow, pixel_size, mu, thickness
+        The panels as arrays (see :func:`pixel_lab_coord`).
+    out : numpy.ndarray
+        (n, 3): receives the lab coordinates, mm.
+
+    Returns
+    -------
+    None
+    """
     for i in range(panel.size):
         pixel_lab_coord(
             panel[i], xy_px[i, 0], xy_px[i, 1], origin, fast, slow, pixel_size,
@@ -490,7 +585,20 @@ def _varying_kernel(
 
 def detector_max_resolution(detector, s0: np.ndarray) -> float:
     """dxtbx ``Detector.get_max_resolution``: the smallest d at any panel corner
-    (pixel coordinates (0, 0), (0, n_slow), (n_fast, 0), (n_fast, n_slow))."""
+    (pixel coordinates (0, 0), (0, n_slow), (n_fast, 0), (n_fast, n_slow)).
+
+    Parameters
+    ----------
+    detector : formats.experiments.Detector
+        The detector.
+    s0 : numpy.ndarray
+        The incident beam vector (length 1/λ, Å⁻¹).
+
+    Returns
+    -------
+    float
+        The smallest d at any panel corner, Å.
+    """
     arrays = DetectorArrays.from_detector(detector)
     s0 = np.asarray(s0, dtype=np.float64)
     s0_len = float(np.linalg.norm(s0))

@@ -111,6 +111,18 @@ def select_for_sigma(
 
     With ``limit`` or more rows, DIALS keeps the used_in_refinement rows if there
     are enough, else those followed by every n-th other row.
+
+    Parameters
+    ----------
+    flags : numpy.ndarray
+        The reference rows' ``flags`` column.
+    limit : int
+        DIALS's ``MAX_REFLECTIONS_FOR_SIGMA``: below this many rows, all are used.
+
+    Returns
+    -------
+    numpy.ndarray
+        The row indices chosen (used_in_refinement rows first, then the others taken).
     """
     n = len(flags)
     if n < limit:
@@ -125,7 +137,23 @@ def select_for_sigma(
 
 
 def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
-    """m2 . (s1 x s0)/|s1 x s0| (gaussian_rs ``zeta_factor``)."""
+    """m2 . (s1 x s0)/|s1 x s0| (gaussian_rs ``zeta_factor``).
+
+    Parameters
+    ----------
+    rotation_axis : numpy.ndarray
+        (3,): the unit rotation axis in the lab frame (m2).
+    s0 : numpy.ndarray
+        (3,): the incident beam vector.
+    s1 : numpy.ndarray
+        (n, 3): each reflection's diffracted beam vector.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, zeta per reflection (-1 to 1); near 0 for reflections close to the
+        rotation axis.
+    """
     e1 = np.cross(s1, s0)
     return e1 @ rotation_axis / np.linalg.norm(e1, axis=1)
 
@@ -473,7 +501,28 @@ def compute_sigmas(
     mask_neighbours: bool = True,
 ) -> tuple[float | None, float, int]:
     """``ProfileModelCalculator`` on prepared columns: (sigma_b rad, sigma_m rad,
-    reflections used after the zeta filter)."""
+    reflections used after the zeta filter).
+
+    Parameters
+    ----------
+    columns : _Columns
+        The reference reflections' Miller index, panel, s1, phi (rad), flags and row
+        numbers in the full table.
+    shoeboxes : formats.shoeboxes.ShoeboxColumn
+        The table's shoeboxes, read at ``columns.rows``.
+    experiment : formats.experiments.Experiment
+        The rotation experiment (beam, detector, goniometer, scan, crystal).
+    min_zeta : float
+        Reflections with ``|zeta|`` below this are left out (DIALS's ``min_zeta``).
+    mask_neighbours : bool
+        Leave out foreground pixels whose rounded Miller index is not the reflection's.
+
+    Returns
+    -------
+    tuple of (float or None, float, int)
+        sigma_b (radians; None where no reflection has more than one count of weight),
+        sigma_m (radians), and the number of reflections used.
+    """
     chosen = select_for_sigma(columns.flags)
     columns = _subset(columns, chosen)
     scan = ScanGeometry.from_experiment(experiment)
@@ -601,7 +650,20 @@ def peak_shoebox_memory(bbox: np.ndarray, frames: tuple[int, int]) -> int:
     """Bytes of shoeboxes alive at once over a block of frames, as DIALS's
     ``JobList.shoebox_memory`` (``algorithms/integration/boost_python/integrator_ext.cc``)
     counts them: 12 bytes per voxel, allocated on a box's first frame and freed after
-    its last; the maximum over the block's frames."""
+    its last; the maximum over the block's frames.
+
+    Parameters
+    ----------
+    bbox : numpy.ndarray
+        (n, 6) integer: each shoebox's x0, x1, y0, y1 (pixels) and z0, z1 (frames).
+    frames : tuple of int
+        The block's first frame and one past its last.
+
+    Returns
+    -------
+    int
+        The peak bytes; 0 for an empty block.
+    """
     frame0, frame1 = frames
     z0 = np.clip(bbox[:, 4], frame0, frame1 - 1) - frame0
     z1 = np.clip(bbox[:, 5], frame0 + 1, frame1) - frame0

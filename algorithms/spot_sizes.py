@@ -149,7 +149,18 @@ class SpotSizes:
 
     @classmethod
     def unshaped(cls, **columns: np.ndarray) -> SpotSizes:
-        """Rows whose shape is unknown (sizes from a column, or given as arrays)."""
+        """Rows whose shape is unknown (sizes from a column, or given as arrays).
+
+        Parameters
+        ----------
+        **columns : numpy.ndarray
+            The non-shape fields, one value per row; ``size`` is required.
+
+        Returns
+        -------
+        SpotSizes
+            The rows with every shape integer 0 and every shape real NaN.
+        """
         n = len(columns["size"])
         shape = {name: np.zeros(n, np.int32) for name in SHAPE_INTEGERS}
         shape.update({name: np.full(n, np.nan, np.float32) for name in SHAPE_REALS})
@@ -165,7 +176,18 @@ class SpotSizes:
 
     @staticmethod
     def concatenate(parts: Sequence[SpotSizes]) -> SpotSizes:
-        """All rows of ``parts`` in order (a single part is returned as it is)."""
+        """All rows of ``parts`` in order (a single part is returned as it is).
+
+        Parameters
+        ----------
+        parts : sequence of SpotSizes
+            The parts, in order.
+
+        Returns
+        -------
+        SpotSizes
+            One table of every row; empty for no parts.
+        """
         if not parts:
             return SpotSizes()
         if len(parts) == 1:
@@ -201,7 +223,26 @@ def resolve_required_flags(
     require: Sequence[str] | None | str, flags: np.ndarray
 ) -> tuple[list[str], bool]:
     """``Auto`` means ``indexed`` where any row is indexed (the tutorial's choice), else no
-    requirement (e.g. strong spots before indexing)."""
+    requirement (e.g. strong spots before indexing).
+
+    Parameters
+    ----------
+    require : sequence of str, str or None
+        ``flags.require`` as given: ``Auto`` (alone or as a one-item list), or flag
+        names (see ``flags.parse_flag_names``); None means no requirement.
+    flags : numpy.ndarray
+        The table's ``flags`` column.
+
+    Returns
+    -------
+    tuple of (list of str, bool)
+        The flag names required, and whether ``Auto`` chose them.
+
+    Raises
+    ------
+    UnknownFlagError
+        For a flag name DIALS does not define.
+    """
     if (
         require is not None
         and not isinstance(require, str)
@@ -221,7 +262,29 @@ def size_source(
     column_names: Iterable[str], has_shoebox_column: bool, code: int, where: str
 ) -> tuple[str, str]:
     """Where the sizes come from: ``"shoebox"``, or a per-row column meaning exactly
-    ``code`` (with a note saying why), for a table without shoeboxes."""
+    ``code`` (with a note saying why), for a table without shoeboxes.
+
+    Parameters
+    ----------
+    column_names : iterable of str
+        The table's column names.
+    has_shoebox_column : bool
+        Whether the table has a ``shoebox`` column.
+    code : int
+        The mask code counted (see ``mask_codes.mask_code_value``).
+    where : str
+        The table's name, for errors.
+
+    Returns
+    -------
+    tuple of (str, str)
+        The source (``"shoebox"`` or a column name) and a note (empty for shoeboxes).
+
+    Raises
+    ------
+    SelectionError
+        Where there are no shoeboxes and no column means ``code``.
+    """
     if has_shoebox_column:
         return "shoebox", ""
     names = set(column_names)
@@ -417,7 +480,22 @@ def whole_pixel_range(
     """The histogram's range, where either end is automatic (None): sizes are whole
     pixels, so an automatic range puts bin edges half-way between whole pixels and
     makes each bin a whole number of pixels wide (0.3-pixel bins would leave most of
-    them empty: a comb). A range given in full is kept exactly (flex.histogram's)."""
+    them empty: a comb). A range given in full is kept exactly (flex.histogram's).
+
+    Parameters
+    ----------
+    sizes : numpy.ndarray
+        The counted sizes (pixels).
+    data_min, data_max : float or None
+        The range's ends as given (pixels); None means automatic.
+    bins : int
+        The number of bins.
+
+    Returns
+    -------
+    tuple of float
+        ``(data_min, data_max)`` in pixels.
+    """
     if data_min is not None and data_max is not None:
         return data_min, data_max
     smallest, largest = automatic_range(sizes)
