@@ -101,7 +101,18 @@ IDENTIFIER_KEY_RANGE = (0, (1 << 31) - 1)
 
 
 def expected_column_type(name: str) -> str | None:
-    """The type DIALS always gives column ``name``, or None for other columns."""
+    """The type DIALS always gives column ``name``, or None for other columns.
+
+    Parameters
+    ----------
+    name : str
+        A column name (patterns such as ``xyzobs.*`` are matched too).
+
+    Returns
+    -------
+    str or None
+        The DIALS type name (e.g. ``"vec3<double>"``).
+    """
     if name in WELL_KNOWN_COLUMN_TYPES:
         return WELL_KNOWN_COLUMN_TYPES[name]
     for pattern, type_name in WELL_KNOWN_COLUMN_TYPES.items():
@@ -157,6 +168,13 @@ class ReflectionTable:
 
     @shoeboxes.setter
     def shoeboxes(self, column: ShoeboxColumn | None) -> None:
+        """Set or remove the shoebox column, keeping its raw bytes for writing.
+
+        Parameters
+        ----------
+        column : ShoeboxColumn or None
+            The new column; None removes the shoebox column.
+        """
         self._shoebox_index = column
         self._shoebox_blob = None if column is None else column.blob
         if column is None:
@@ -170,7 +188,27 @@ class ReflectionTable:
         """Per row, the pixels with every bit of ``code``, and whether the row has pixel
         data. Without building the shoebox index when it is not built already: one pass
         over the column, optionally handing each finished stretch of the file back to the
-        operating system (``release_pages``), so memory stays bounded on huge files."""
+        operating system (``release_pages``), so memory stays bounded on huge files.
+
+        Parameters
+        ----------
+        code : int
+            The mask code a pixel must have every bit of (``mask_codes.mask_code_value``).
+        release_pages : bool
+            Release each finished stretch of the file's pages while counting.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            The count per row (pixels), and bool per row: whether it has pixel data.
+
+        Raises
+        ------
+        ValueError
+            Where the table has no shoebox column.
+        FileFormatError
+            Where the shoebox column is corrupt.
+        """
         if self._shoebox_index is not None:
             index = self._shoebox_index
             return index.count_mask_values(code), index.has_pixel_data
@@ -193,7 +231,29 @@ class ReflectionTable:
 
         With ``keep_index`` the stretches' indexes are kept and joined into the table's
         index at the end, so that a later use of :attr:`shoeboxes` does not scan the
-        column again (which would bring every page of a big file back in)."""
+        column again (which would bring every page of a big file back in).
+
+        Parameters
+        ----------
+        rows_per_chunk : int
+            Rows per stretch (the last may be shorter).
+        release_pages : bool
+            Release each stretch's pages of the file once the next is read.
+        keep_index : bool
+            Keep the stretches' indexes as the table's shoebox index.
+
+        Returns
+        -------
+        iterator of tuple of (int, int, ShoeboxColumn)
+            Each stretch's first row, one past its last row, and its shoeboxes.
+
+        Raises
+        ------
+        ValueError
+            Where the table has no shoebox column.
+        FileFormatError
+            Where the shoebox column is corrupt.
+        """
         if self._shoebox_index is not None:
             index = self._shoebox_index
             for start in range(0, self.nrows, rows_per_chunk):
@@ -214,19 +274,44 @@ class ReflectionTable:
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call
-        each, ahead of use (cheaper than a page fault per page)."""
+        each, ahead of use (cheaper than a page fault per page).
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows.
+        names : iterable of str
+            Column names; names the table has not (or only as raw columns) are skipped.
+        """
         for name in names:
             if name in self.columns:
                 populate_pages(self.columns[name][start:stop])
 
     def release_rows(self, start: int, stop: int) -> None:
         """Hand the pages holding rows [start, stop) of every fixed-size column back to
-        the operating system (they are re-read from the page cache if used again)."""
+        the operating system (they are re-read from the page cache if used again).
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows.
+        """
         for column in self.columns.values():
             release_pages(column[start:stop])
 
     def slice_rows(self, start: int, stop: int) -> "ReflectionTable":
-        """Rows [start, stop) as a new table (copies), e.g. to split a file in pieces."""
+        """Rows [start, stop) as a new table (copies), e.g. to split a file in pieces.
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows, clipped to the table.
+
+        Returns
+        -------
+        ReflectionTable
+            The rows' columns and shoeboxes (raw columns are left out).
+        """
         start, stop = max(0, int(start)), min(self.nrows, int(stop))
         part = ReflectionTable(
             nrows=stop - start,
@@ -254,6 +339,25 @@ class ReflectionTable:
         return part
 
     def column_type(self, name: str) -> str:
+        """The DIALS type name of column ``name``, as it will be written.
+
+        Parameters
+        ----------
+        name : str
+            A column of the table (the shoebox column, a raw column or a decoded one).
+
+        Returns
+        -------
+        str
+            The DIALS type name (e.g. ``"int"``, ``"vec3<double>"``, ``"Shoebox<>"``).
+
+        Raises
+        ------
+        KeyError
+            Where the table has no such column.
+        ValueError
+            Where the column's dtype and shape are not those of a DIALS type.
+        """
         if name == self.shoebox_column_name:
             return SHOEBOX_TYPE
         if name in self.raw_columns:
@@ -321,7 +425,27 @@ def parse_reflections(
 
     With ``index_shoeboxes`` (the default) the shoebox column is checked and indexed now, so
     a corrupt column raises here; without, that happens on first use. Problems raise
-    :class:`FileFormatError` naming ``path``, or "the msgpack data" without one."""
+    :class:`FileFormatError` naming ``path``, or "the msgpack data" without one.
+
+    Parameters
+    ----------
+    buffer : bytes-like
+        The msgpack bytes (bytes, memoryview or a memory map).
+    path : str, optional
+        The file's name, for errors.
+    index_shoeboxes : bool
+        Check and index the shoebox column now.
+
+    Returns
+    -------
+    ReflectionTable
+        The table, its columns views of ``buffer``.
+
+    Raises
+    ------
+    FileFormatError
+        Where the bytes are not a valid DIALS reflection table.
+    """
     with _subject_when_unnamed():
         return _parsed(buffer, path, index_shoeboxes)
 
@@ -576,7 +700,27 @@ def _column_header(cursor: MsgpackCursor) -> tuple[str, str, int, np.ndarray]:
 def read_reflections(
     path: str | os.PathLike, index_shoeboxes: bool = True
 ) -> ReflectionTable:
-    """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``)."""
+    """Read a DIALS ``.refl`` file (optionally ``.gz``/``.bz2``/``.xz``/``.zst``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+    index_shoeboxes : bool
+        Check and index the shoebox column now (see :func:`parse_reflections`).
+
+    Returns
+    -------
+    ReflectionTable
+        The table.
+
+    Raises
+    ------
+    FileFormatError
+        Where the file is not a valid DIALS reflection table.
+    OSError
+        Where the file cannot be read.
+    """
     path = os.fspath(path)
     return parse_reflections(
         read_bytes(path), path=path, index_shoeboxes=index_shoeboxes
@@ -605,7 +749,22 @@ def write_reflections(
     table) unless ``version`` says otherwise. A table read and written back is
     byte-identical. Writing version 1 rewrites uint8-mask shoebox records with int32 masks,
     since DIALS before 3.29 reads only those; version 2 keeps each record as it is (DIALS
-    reads both kinds)."""
+    reads both kinds).
+
+    Parameters
+    ----------
+    table : ReflectionTable
+        The table to write.
+    path : str or os.PathLike
+        The file to write (overwritten).
+    version : int, optional
+        1 or 2; None keeps the table's own version.
+
+    Raises
+    ------
+    ValueError
+        For another version, a column not of a DIALS type or a column over 4 GiB.
+    """
     import msgpack
 
     version = table.version if version is None else version

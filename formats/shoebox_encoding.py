@@ -23,7 +23,30 @@ def encode_shoeboxes(
 ) -> np.ndarray:
     """The column blob for rows with ``panel``, ``bbox`` (n, 6) and, per row, either
     ``(data, mask, background)`` arrays of the bbox's (nz, ny, nx) shape or None (no pixel
-    data). ``mask_kind`` 2 writes uint8 masks (DIALS >= 3.29), 1 int32 masks."""
+    data). ``mask_kind`` 2 writes uint8 masks (DIALS >= 3.29), 1 int32 masks.
+
+    Parameters
+    ----------
+    panel : numpy.ndarray
+        (n,): each row's panel number.
+    bbox : numpy.ndarray
+        (n, 6): each row's x0, x1, y0, y1 (pixels) and z0, z1 (frames).
+    pixels : sequence of tuple of numpy.ndarray or None
+        Per row, ``(data, mask, background)`` of shape (nz, ny, nx), or None.
+    mask_kind : int
+        1 (int32 masks) or 2 (uint8 masks).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, the column's bytes as DIALS writes them.
+
+    Raises
+    ------
+    ValueError
+        For another ``mask_kind``, arguments of different lengths, pixel arrays not of
+        the bbox's shape, or masks that uint8 cannot hold.
+    """
     if mask_kind not in _MASK_DTYPES:
         raise ValueError("mask_kind must be 1 (int32 masks) or 2 (uint8 masks)")
     mask_dtype = _MASK_DTYPES[mask_kind]
@@ -60,7 +83,25 @@ def encode_shoeboxes(
 
 
 def reencode(column: ShoeboxColumn, mask_kind: int) -> ShoeboxColumn:
-    """The same shoeboxes with every mask stored as ``mask_kind`` (1 int32, 2 uint8)."""
+    """The same shoeboxes with every mask stored as ``mask_kind`` (1 int32, 2 uint8).
+
+    Parameters
+    ----------
+    column : ShoeboxColumn
+        The shoeboxes.
+    mask_kind : int
+        1 (int32 masks) or 2 (uint8 masks).
+
+    Returns
+    -------
+    ShoeboxColumn
+        A new column indexing a new blob.
+
+    Raises
+    ------
+    ValueError
+        For another ``mask_kind``, or masks outside 0..255 written as uint8.
+    """
     pixels = [column.pixels(row) for row in range(len(column))]
     blob = encode_shoeboxes(column.panel, column.bbox, pixels, mask_kind=mask_kind)
     return ShoeboxColumn.from_blob(blob, len(column))

@@ -83,7 +83,26 @@ def _read_header(blob, position, bbox):
 @njit
 def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     """Index ``nrows`` records starting at byte ``position``; return (problem code, row,
-    position after the last record), with OK for sound records."""
+    position after the last record), with OK for sound records.
+
+    Parameters
+    ----------
+    blob : numpy.ndarray
+        uint8, the column's bytes.
+    nrows : int
+        The number of records to index.
+    position : int
+        The byte offset of the first record.
+    panel, bbox, present, data_offset : numpy.ndarray
+        Filled per record: its panel, its bbox (x0, x1, y0, y1, z0, z1; pixels and
+        frames), its present byte and the byte offset of its pixel data.
+
+    Returns
+    -------
+    tuple of int
+        (problem code, the row of the problem, the byte position after the last
+        record read).
+    """
     position = np.int64(position)
     for row in range(nrows):
         problem, panel[row], present[row], _, pixel_bytes = _read_header(
@@ -109,7 +128,29 @@ def _count_code(blob, start, n, stride, code):
 @njit
 def scan_and_count(blob, nrows, position, code, counts, has_data):
     """scan_records and count_mask_values in one pass over the records, for callers that
-    need only the counts: returns (problem code, row, position after the last record)."""
+    need only the counts: returns (problem code, row, position after the last record).
+
+    Parameters
+    ----------
+    blob : numpy.ndarray
+        uint8, the column's bytes.
+    nrows : int
+        The number of records to read.
+    position : int
+        The byte offset of the first record.
+    code : int
+        The mask code a pixel must have every bit of (0 counts every pixel).
+    counts : numpy.ndarray
+        int64, zeros, per record: receives its count of pixels.
+    has_data : numpy.ndarray
+        bool, per record: receives whether it has pixel data.
+
+    Returns
+    -------
+    tuple of int
+        (problem code, the row of the problem, the byte position after the last
+        record read).
+    """
     position = np.int64(position)
     bbox = np.zeros(6, np.int32)
     for row in range(nrows):
@@ -132,7 +173,27 @@ def scan_and_count(blob, nrows, position, code, counts, has_data):
 
 @njit
 def count_mask_values(blob, present, data_offset, bbox, code, counts):
-    """counts[i] = pixels of row i whose mask has every bit of ``code`` (low byte only)."""
+    """counts[i] = pixels of row i whose mask has every bit of ``code`` (low byte only).
+
+    Parameters
+    ----------
+    blob : numpy.ndarray
+        uint8, the column's bytes.
+    present : numpy.ndarray
+        Each row's present byte (0: no pixel data; 1: int32 masks; 2: uint8 masks).
+    data_offset : numpy.ndarray
+        The byte offset of each row's pixel data in ``blob``.
+    bbox : numpy.ndarray
+        (n, 6): each row's x0, x1, y0, y1, z0, z1.
+    code : int
+        The mask code, 0 to 255.
+    counts : numpy.ndarray
+        int64, zeros, per row: receives the counts (rows without pixel data are left).
+
+    Returns
+    -------
+    None
+    """
     for row in range(present.size):
         if present[row] == 0:
             continue
@@ -236,6 +297,24 @@ def indexed_chunks(
     bytes are handed back to the operating system once the caller has used them, so
     resident memory does not grow with the file.
 
+    Parameters
+    ----------
+    blob : numpy.ndarray
+        uint8, the shoebox column's bytes.
+    nrows : int
+        The number of records.
+    rows_per_chunk : int
+        Rows per stretch (the last may be shorter).
+    path : str, optional
+        The file's name, for errors.
+    release_pages : bool
+        Release each stretch's bytes after the caller has used them.
+
+    Returns
+    -------
+    iterator of tuple of (int, int, ShoeboxColumn)
+        Each stretch's first row, one past its last row, and its index.
+
     Raises
     ------
     FileFormatError
@@ -304,6 +383,20 @@ class ShoeboxColumn:
     ) -> ShoeboxColumn:
         """Index ``nrows`` records in ``blob`` (uint8).
 
+        Parameters
+        ----------
+        blob : numpy.ndarray
+            uint8, the shoebox column's bytes.
+        nrows : int
+            The number of records.
+        path : str, optional
+            The file's name, for errors.
+
+        Returns
+        -------
+        ShoeboxColumn
+            The index of every record.
+
         Raises
         ------
         FileFormatError
@@ -341,7 +434,20 @@ class ShoeboxColumn:
 
     @classmethod
     def joined(cls, blob: np.ndarray, parts: list[ShoeboxColumn]) -> ShoeboxColumn:
-        """The index of consecutive stretches of one column, as one."""
+        """The index of consecutive stretches of one column, as one.
+
+        Parameters
+        ----------
+        blob : numpy.ndarray
+            uint8, the bytes of the whole column the parts index.
+        parts : list of ShoeboxColumn
+            Consecutive stretches, in order.
+
+        Returns
+        -------
+        ShoeboxColumn
+            The index of all their rows (empty for no parts).
+        """
         return cls(
             blob,
             *(
@@ -358,7 +464,18 @@ class ShoeboxColumn:
         )
 
     def rows(self, start: int, stop: int) -> ShoeboxColumn:
-        """Rows [start, stop) of the index (views; the pixels stay in the blob)."""
+        """Rows [start, stop) of the index (views; the pixels stay in the blob).
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows.
+
+        Returns
+        -------
+        ShoeboxColumn
+            The rows' index.
+        """
         return ShoeboxColumn(
             self.blob,
             self.panel[start:stop],
@@ -370,7 +487,23 @@ class ShoeboxColumn:
     def count_mask_values(self, code: int) -> np.ndarray:
         """Per row, the pixels whose mask has every bit of ``code`` set (DIALS's
         ``Shoebox.count_mask_values``); 0 where the row has no pixel data, as in DIALS,
-        so use :attr:`has_pixel_data` to tell those rows apart."""
+        so use :attr:`has_pixel_data` to tell those rows apart.
+
+        Parameters
+        ----------
+        code : int
+            The mask code, 0 to 255 (0 counts every pixel of the bbox).
+
+        Returns
+        -------
+        numpy.ndarray
+            int64, pixels per row.
+
+        Raises
+        ------
+        ValueError
+            Where ``code`` is outside 0..255.
+        """
         counts = np.zeros(len(self), dtype=np.int64)
         count_mask_values(
             self.blob,
@@ -383,7 +516,19 @@ class ShoeboxColumn:
         return counts
 
     def pixels(self, row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(data, mask, background)`` of one row as (nz, ny, nx) arrays, or None."""
+        """``(data, mask, background)`` of one row as (nz, ny, nx) arrays, or None.
+
+        Parameters
+        ----------
+        row : int
+            The row.
+
+        Returns
+        -------
+        tuple of numpy.ndarray or None
+            float32 data, the mask (int32 or uint8, as stored) and float32 background,
+            views of the blob; None where the row has no pixel data.
+        """
         if not self.has_pixel_data[row]:
             return None
         x0, x1, y0, y1, z0, z1 = (int(v) for v in self.bbox[row])

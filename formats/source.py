@@ -40,7 +40,18 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
 
 
 def without_compression_suffix(name: str) -> str:
-    """``name`` less a trailing compression suffix (as given, in that case), if it has one."""
+    """``name`` less a trailing compression suffix (as given, in that case), if it has one.
+
+    Parameters
+    ----------
+    name : str
+        A file name or path.
+
+    Returns
+    -------
+    str
+        ``name`` without ``.gz``, ``.bz2``, ``.xz`` or ``.zst`` at its end.
+    """
     return name[: name.rindex(".")] if name.endswith(COMPRESSED_SUFFIXES) else name
 
 
@@ -65,7 +76,18 @@ _SIGNATURES = (
 
 
 def describe_content(head: bytes) -> str:
-    """A short phrase saying what a file whose first bytes are ``head`` looks like."""
+    """A short phrase saying what a file whose first bytes are ``head`` looks like.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes.
+
+    Returns
+    -------
+    str
+        E.g. ``"an HDF5 file (...)"``, ``"an empty file"``.
+    """
     if not head:
         return "an empty file"
     if head[:1] == b"\x80":
@@ -396,7 +418,18 @@ JSON_OBJECT_BYTES = {b"{": 120, b"[": 72, b",": 48, b'"': 32}
 
 
 def json_parse_estimate(content) -> int:
-    """An upper estimate of the memory ``json.loads`` takes to parse ``content``."""
+    """An upper estimate of the memory ``json.loads`` takes to parse ``content``.
+
+    Parameters
+    ----------
+    content : bytes-like
+        The JSON text.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
     content = bytes(content) if not isinstance(content, bytes) else content
     return 2 * len(content) + sum(
         content.count(character) * cost for character, cost in JSON_OBJECT_BYTES.items()
@@ -498,7 +531,13 @@ def _mapped_range(array):
 
 def populate_pages(array) -> None:
     """Map the pages under ``array`` (a view of a memory-mapped file) in one call, instead
-    of one page fault per page on first touch. A no-op where unsupported."""
+    of one page fault per page on first touch. A no-op where unsupported.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Any array; only a view of a memory map is acted on.
+    """
     found = _mapped_range(array)
     if found is None:
         return
@@ -517,7 +556,13 @@ def release_pages(array) -> None:
     """Tell the operating system that the pages under ``array`` (a view of a
     memory-mapped file) are not needed for now. They stay in the page cache and come back
     on the next access; only whole pages inside the array are released. A no-op for
-    arrays that do not view a memory map."""
+    arrays that do not view a memory map.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        Any array; only a view of a memory map is acted on.
+    """
     found = _mapped_range(array)
     if found is None or not hasattr(mmap, "MADV_DONTNEED"):
         return
