@@ -110,7 +110,19 @@ def json_document(analysis: AnalysisResult) -> dict:
 
 def advice_document(advice: dict) -> dict:
     """The ``advice`` object: the plain summary, the suggestions (parameter, current
-    and suggested value, reason, evidence), and every check with its figures."""
+    and suggested value, reason, evidence), and every check with its figures.
+
+    Parameters
+    ----------
+    advice : dict
+        ``AnalysisResult.advice`` (``algorithms.advice.advise``); None or empty gives
+        an empty object.
+
+    Returns
+    -------
+    dict
+        ``summary`` (str or None), ``suggestions`` and ``checks``.
+    """
     if not advice:
         return {"summary": None, "suggestions": [], "checks": []}
     return {
@@ -121,7 +133,18 @@ def advice_document(advice: dict) -> dict:
 
 
 def spot_shape_document(result) -> dict:
-    """The ``spot_shape`` object: one entry per quantity, and what rows they cover."""
+    """The ``spot_shape`` object: one entry per quantity, and what rows they cover.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        Per quantity, its summary, and ``counts``; empty where no shape was summarised.
+    """
     summary = result.spot_shape
     if not summary:
         return {}
@@ -139,7 +162,18 @@ def compact_json_pieces(value) -> Iterator[str]:
     """``json.dumps(value, separators=(",", ":"))`` in pieces, to be written one after
     another: long lists (a document's files, datasets and experiments: one entry each) a
     slice at a time, so that a document describing a million files never exists as one
-    string of hundreds of megabytes. The pieces join to exactly json.dumps's text."""
+    string of hundreds of megabytes. The pieces join to exactly json.dumps's text.
+
+    Parameters
+    ----------
+    value
+        Anything ``json.dumps`` accepts.
+
+    Returns
+    -------
+    iterator of str
+        The pieces of the JSON text.
+    """
     if isinstance(value, dict) and all(isinstance(key, str) for key in value):
         yield "{"
         for number, (key, item) in enumerate(value.items()):

@@ -69,7 +69,18 @@ def _figure_section(name: str, figure: dict, heading: str) -> str:
 
 def shape_section(document: dict) -> str:
     """The "Spot shape" section: the statistics of each shape quantity (as the log's
-    table) and the shape figures; empty where no spot's shape was measured."""
+    table) and the shape figures; empty where no spot's shape was measured.
+
+    Parameters
+    ----------
+    document : dict
+        The run's JSON document (``report.document.json_document``).
+
+    Returns
+    -------
+    str
+        HTML; empty where there is nothing to show.
+    """
     summary = document.get("spot_shape") or {}
     if not measured_quantities({"quantities": summary}):
         return ""
@@ -204,7 +215,18 @@ def _experiment_table(entry: dict) -> str:
 def profile_section(document: dict) -> str:
     """The "Profile model" section: one table per experiment (ours, the .expt's,
     XDS's names), why no model applies elsewhere, and the profile figures; empty
-    where nothing was computed (sizes given as numbers)."""
+    where nothing was computed (sizes given as numbers).
+
+    Parameters
+    ----------
+    document : dict
+        The run's JSON document (``report.document.json_document``).
+
+    Returns
+    -------
+    str
+        HTML; empty where there is nothing to show.
+    """
     model = document.get("profile_model") or {}
     entries = model.get("experiments", [])
     reasons = model.get("not_applicable", [])
@@ -267,7 +289,18 @@ def _profile_check_rows(checks: list) -> list[list]:
 def advice_section(document: dict) -> str:
     """The "Spot finding and integration advice" section: the summary, the
     suggestions (or that the defaults serve), the profile model against the spots,
-    and one figure per spot-finding limit with its evidence."""
+    and one figure per spot-finding limit with its evidence.
+
+    Parameters
+    ----------
+    document : dict
+        The run's JSON document (``report.document.json_document``).
+
+    Returns
+    -------
+    str
+        HTML; empty where there is nothing to show.
+    """
     found = document.get("advice") or {}
     checks = found.get("checks") or []
     if not checks:
@@ -329,7 +362,21 @@ td:first-child, th:first-child { text-align: left; }
 
 
 def html_report(analysis, changed_parameters: str = "") -> str:
-    """The whole page for an ``api.AnalysisResult``."""
+    """The whole page for an ``api.AnalysisResult``.
+
+    Parameters
+    ----------
+    analysis : AnalysisResult
+        The whole run (``algorithms.result.AnalysisResult``).
+    changed_parameters : str
+        The PHIL of the parameters that differ from their defaults; empty says all
+        have their defaults.
+
+    Returns
+    -------
+    str
+        A self-contained HTML page (plotly.js embedded: no internet needed).
+    """
     document = json_document(analysis)
     selection = document["selection"]
     statistics = document["statistics"]

@@ -20,7 +20,18 @@ def selection_words(result: SpotSizeResult) -> str:
     """The rows counted, for a title: "flags indexed" only where every dataset required
     the same flags (``flags.require=Auto`` chooses per table: indexed rows where a table
     has them, all rows where it has none), else a pointer to the selection table, so
-    that a title never claims a filter one table did not use."""
+    that a title never claims a filter one table did not use.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary, with the flags each dataset required.
+
+    Returns
+    -------
+    str
+        E.g. ``"flags indexed"``, ``"all reflections"``.
+    """
     choices = {tuple(sorted(dataset.require)) for dataset in result.datasets}
     if len(choices) > 1:
         return "flags per dataset, see the selection table"
@@ -29,6 +40,19 @@ def selection_words(result: SpotSizeResult) -> str:
 
 
 def histogram_figure(result: SpotSizeResult) -> dict:
+    """The spot-size histogram as bars, opened on the populated bins so that a long
+    empty tail does not squash them.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     histogram = result.histogram
     code = describe(result.mask_code)
     xaxis = {"title": {"text": f"Spot size ({code} pixels)"}}
@@ -92,6 +116,19 @@ def _median_trace(x, entries, name):
 
 
 def per_image_figure(result: SpotSizeResult) -> dict:
+    """Median and mean spot size per image, to show spots growing or shrinking through
+    the scan.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     images = [e["image"] for e in result.by_image]
     return {
         "data": [
@@ -115,6 +152,18 @@ def per_image_figure(result: SpotSizeResult) -> dict:
 
 
 def per_resolution_figure(result: SpotSizeResult) -> dict:
+    """Median and mean spot size per resolution shell, against 1/d² with d labels in Å.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     shells = result.by_resolution
     centres = [((1 / e["d_max"] ** 2) + (1 / e["d_min"] ** 2)) / 2 for e in shells]
     return {
@@ -142,6 +191,18 @@ def per_resolution_figure(result: SpotSizeResult) -> dict:
 
 
 def per_panel_figure(result: SpotSizeResult) -> dict:
+    """Median spot size per detector panel, to show a panel that stands out.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     panels = result.by_panel
     return {
         "data": [
@@ -164,7 +225,18 @@ def per_panel_figure(result: SpotSizeResult) -> dict:
 
 def figures(result: SpotSizeResult) -> dict[str, dict]:
     """Every figure that has data, by name (per panel only for multi-panel detectors;
-    the spot-shape figures where shapes were measured)."""
+    the spot-shape figures where shapes were measured).
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict of str to dict
+        Plotly figure dicts, each with ``help``.
+    """
     plots = {"spot_size_histogram": histogram_figure(result)}
     if result.by_image:
         plots["spot_size_per_image"] = per_image_figure(result)
@@ -196,7 +268,18 @@ _SECOND_COLOUR = "#ff7f0e"
 def measured_quantities(spot_shape: dict | None) -> dict:
     """A shape summary's quantities, or {} where no spot's shape was measured: no
     counted spot, or sizes read from a column (rows of extent 0, as every measured
-    spot spans at least one image)."""
+    spot spans at least one image).
+
+    Parameters
+    ----------
+    spot_shape : dict or None
+        ``SpotSizeResult.spot_shape``; None or empty where no shape was summarised.
+
+    Returns
+    -------
+    dict
+        Per quantity name, its statistics, histogram and medians by shell and image.
+    """
     quantities = (spot_shape or {}).get("quantities")
     if not quantities or not (quantities["extent_z"]["statistics"]["max"] or 0) > 0:
         return {}
@@ -241,7 +324,18 @@ def _populated_range(histogram: dict) -> list[float]:
 
 def shape_histograms_figure(result: SpotSizeResult) -> dict:
     """Histograms of the shape quantities (from the summary's own histograms), one
-    subplot each in a grid."""
+    subplot each in a grid.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary, with measured shapes (see :func:`measured_quantities`).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     quantities = _quantities(result)
     rows = -(-len(SHAPE_HISTOGRAMS) // SHAPE_COLUMNS)
     data, layout = [], {}
@@ -335,7 +429,18 @@ def _footprint_and_images_layout(title: str, xaxis: dict) -> dict:
 
 
 def shape_per_resolution_figure(result: SpotSizeResult) -> dict:
-    """Median footprint and images spanned per resolution shell."""
+    """Median footprint and images spanned per resolution shell.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     quantities = _quantities(result)
     footprint = quantities["footprint"]["median_by_shell"]
     spanned = quantities["extent_z"]["median_by_shell"]
@@ -363,7 +468,18 @@ def shape_per_resolution_figure(result: SpotSizeResult) -> dict:
 
 
 def shape_per_image_figure(result: SpotSizeResult) -> dict:
-    """Median footprint and images spanned per image."""
+    """Median footprint and images spanned per image.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     quantities = _quantities(result)
     footprint = quantities["footprint"]["median_by_image"]
     spanned = quantities["extent_z"]["median_by_image"]
@@ -399,7 +515,19 @@ def _scatter_sample(radial: np.ndarray, tangential: np.ndarray) -> np.ndarray:
 
 
 def radial_tangential_figure(result: SpotSizeResult) -> dict:
-    """Per-spot radial against tangential rms width, with the line y = x."""
+    """Per-spot radial against tangential rms width, with the line y = x.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary, with per-spot widths in ``spot_sizes`` (pixels); at most
+        MAX_SCATTER_POINTS spots are drawn.
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     spots = result.spot_sizes
     radial = np.asarray(spots.rms_width_radial, dtype=np.float64)
     tangential = np.asarray(spots.rms_width_tangential, dtype=np.float64)
@@ -456,7 +584,18 @@ def radial_tangential_figure(result: SpotSizeResult) -> dict:
 
 
 def widths_per_resolution_figure(result: SpotSizeResult) -> dict:
-    """Median radial and tangential rms widths per resolution shell."""
+    """Median radial and tangential rms widths per resolution shell.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict
+        A plotly figure dict (``data``, ``layout``) with ``help``.
+    """
     quantities = _quantities(result)
     radial = quantities["rms_width_radial"]["median_by_shell"]
     tangential = quantities["rms_width_tangential"]["median_by_shell"]
@@ -492,7 +631,18 @@ def widths_per_resolution_figure(result: SpotSizeResult) -> dict:
 
 def shape_figures(result: SpotSizeResult) -> dict[str, dict]:
     """The spot-shape figures that have data, by name (none where no spot's shape was
-    measured, e.g. sizes read from a column)."""
+    measured, e.g. sizes read from a column).
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    dict of str to dict
+        Plotly figure dicts, each with ``help``; empty where no shape was measured.
+    """
     quantities = _quantities(result)
     if not quantities:
         return {}
@@ -788,7 +938,21 @@ def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
 
 def profile_figures(profile_model: dict, spot_shape: dict | None) -> dict[str, dict]:
     """The profile-model figures that have data, by name: the blocks (rotation models)
-    and the box (where a box was computed; not for a pre-indexing estimate)."""
+    and the box (where a box was computed; not for a pre-indexing estimate).
+
+    Parameters
+    ----------
+    profile_model : dict
+        ``AnalysisResult.profile_model`` (``algorithms.profile_model.combine_profiles``);
+        None or empty gives no figures.
+    spot_shape : dict or None
+        ``SpotSizeResult.spot_shape``, for the spots' own extents beside the box.
+
+    Returns
+    -------
+    dict of str to dict
+        Plotly figure dicts, each with ``help``.
+    """
     entries = _drawn_experiments(profile_model)
     plots = {}
     if any(e.get("blocks") for e in entries):
@@ -972,7 +1136,18 @@ def limit_figure(check: dict) -> dict:
 
 def advice_figures(found: dict) -> dict[str, dict]:
     """One figure per spot-finding limit checked, by name (``advice_`` and the
-    parameter's last word), from ``AnalysisResult.advice``."""
+    parameter's last word), from ``AnalysisResult.advice``.
+
+    Parameters
+    ----------
+    found : dict
+        ``AnalysisResult.advice`` (``algorithms.advice.advise``); None gives no figures.
+
+    Returns
+    -------
+    dict of str to dict
+        Plotly figure dicts (see :func:`limit_figure`).
+    """
     plots = {}
     for check in (found or {}).get("checks", []):
         if "histogram" in check and "parameter" in check:

@@ -23,7 +23,22 @@ METADATA_KEY = "dials_spot_size_analysis"
 
 
 def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) -> None:
-    """Draw the histogram of ``result`` to ``path`` (800 x 500 pixels)."""
+    """Draw the histogram of ``result`` to ``path`` (800 x 500 pixels).
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+    path : str
+        The PNG file to write (overwritten).
+    log_scale : bool
+        Draw the counts on a log axis (ignored where every count is 0).
+
+    Returns
+    -------
+    None
+        The picture carries its numbers as metadata (see :func:`read_png_metadata`).
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -85,7 +100,24 @@ def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) ->
 
 
 def read_png_metadata(path) -> dict:
-    """The numbers a PNG written by :func:`histogram_png` carries (its text chunk)."""
+    """The numbers a PNG written by :func:`histogram_png` carries (its text chunk).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The PNG file.
+
+    Returns
+    -------
+    dict
+        ``bin_centers``, ``counts``, ``n_out_of_range``, ``log_scale``,
+        ``axes_pixels``, ``x_range`` and ``y_range``.
+
+    Raises
+    ------
+    ValueError
+        Where the file is not a PNG or carries no such text chunk.
+    """
     import struct
     import zlib
 

@@ -21,7 +21,20 @@ def printable(text: str, limit: int = MOST_CHARACTERS) -> str:
     terminal: control characters (escape sequences, newlines) and characters that are
     not valid Unicode (a non-UTF-8 file name's bytes) written as escapes, and at most
     ``limit`` characters, so that a hostile file can neither forge lines nor flood the
-    screen."""
+    screen.
+
+    Parameters
+    ----------
+    text : str
+        Anything; it is converted with ``str``.
+    limit : int
+        The most characters returned (the last one ``…`` where cut).
+
+    Returns
+    -------
+    str
+        The escaped text.
+    """
     text = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
     escaped = "".join(
         ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
@@ -35,7 +48,23 @@ def printable(text: str, limit: int = MOST_CHARACTERS) -> str:
 def format_table(
     header: Sequence[str], rows: Sequence[Sequence], title: str | None = None
 ) -> str:
-    """A plain-text table; numbers right-aligned, text left-aligned."""
+    """A plain-text table; numbers right-aligned, text left-aligned.
+
+    Parameters
+    ----------
+    header : sequence of str
+        The column names.
+    rows : sequence of sequence
+        One value per column; None is an empty cell, floats get one decimal.
+    title : str, optional
+        A line above the table.
+
+    Returns
+    -------
+    str
+        The table's lines joined by newlines, cells made printable (see
+        :func:`printable`).
+    """
     cells = [[_cell(value) for value in row] for row in rows]
     widths = [
         max(len(str(h)), *(len(row[i]) for row in cells)) if cells else len(str(h))
@@ -75,6 +104,21 @@ def _cell(value) -> str:
 def selection_lines(
     result: SpotSizeResult, most: int = MOST_DATASETS_LISTED
 ) -> list[str]:
+    """Why each table's rows were selected, and how many were selected and counted, so a
+    reader can see what the statistics cover.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+    most : int
+        The most datasets listed in the table (the rest are in the JSON).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines (the table is one item of several lines).
+    """
     datasets = result.datasets
     lines = []
     automatic = [d for d in datasets if d.require_was_automatic]
@@ -141,6 +185,18 @@ def selection_lines(
 
 
 def statistics_lines(result: SpotSizeResult) -> list[str]:
+    """The spot-size statistics as a one-row table.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines (a table may hold several).
+    """
     s = result.statistics
     names = ["n", "mean", "std", "min", "p5", "p25", "median", "p75", "p95", "max"]
     return [
@@ -153,6 +209,18 @@ def statistics_lines(result: SpotSizeResult) -> list[str]:
 
 
 def histogram_lines(result: SpotSizeResult) -> list[str]:
+    """The histogram as a text bar chart, up to the last filled bin.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines (a table may hold several).
+    """
     histogram = result.histogram
     counts = histogram.counts.tolist()
     centres = histogram.bin_centers.tolist()
@@ -189,6 +257,19 @@ def _capped(entries: list[dict], row, most: int, what: str) -> list[list]:
 
 
 def breakdown_lines(result: SpotSizeResult) -> list[str]:
+    """The spot-size statistics per experiment, panel, image and resolution shell, or
+    why there is no resolution breakdown.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines (a table may hold several).
+    """
     lines = []
     columns = ["n", "median", "mean", "min", "max"]
     if len(result.by_experiment) > 1 or any(
@@ -260,7 +341,18 @@ def breakdown_lines(result: SpotSizeResult) -> list[str]:
 
 
 def report_lines(result: SpotSizeResult) -> list[str]:
-    """Every section of the report after the inputs, in the order a reader wants them."""
+    """Every section of the report after the inputs, in the order a reader wants them.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines (a table may hold several).
+    """
     return [
         *selection_lines(result),
         "",
@@ -295,7 +387,19 @@ def _memory(shoebox: dict | None) -> str:
 
 def profile_model_lines(profile_model: dict) -> list[str]:
     """sigma_b and sigma_m as dials.integrate would compute them, in degrees and in
-    data units, the shoebox they imply, and the model stored in the .expt."""
+    data units, the shoebox they imply, and the model stored in the .expt.
+
+    Parameters
+    ----------
+    profile_model : dict
+        ``AnalysisResult.profile_model`` (``algorithms.profile_model.combine_profiles``);
+        None or empty gives no lines.
+
+    Returns
+    -------
+    list of str
+        Lines without newlines.
+    """
     if not profile_model:
         return []
     lines = []
@@ -356,7 +460,22 @@ MOST_BAR_LINES = 30
 
 def bar_lines(values: Sequence[int], counts: Sequence[int], label: str) -> list[str]:
     """A text bar chart of whole-number values, in at most MOST_BAR_LINES lines: the
-    occupied range, values merged in groups of equal width where there are more."""
+    occupied range, values merged in groups of equal width where there are more.
+
+    Parameters
+    ----------
+    values : sequence of int
+        The values (e.g. pixels), one per count, ascending.
+    counts : sequence of int
+        How many spots have each value.
+    label : str
+        The heading of the values' column.
+
+    Returns
+    -------
+    list of str
+        The heading and one line per group; empty where every count is 0.
+    """
     counts = np.asarray(counts, dtype=np.int64)
     values = np.asarray(values, dtype=np.int64)
     occupied = np.flatnonzero(counts)
@@ -383,7 +502,18 @@ def bar_lines(values: Sequence[int], counts: Sequence[int], label: str) -> list[
 
 def crowded_histogram_lines(result: SpotSizeResult) -> list[str]:
     """Where the tutorial's range crowds the spots into its first bins, the sizes in
-    whole pixels over the range they occupy."""
+    whole pixels over the range they occupy.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines; empty where the spots are not crowded.
+    """
     counts = result.histogram.counts
     total = counts.sum()
     if not total or counts[:CROWDED_BINS].sum() < CROWDED_FRACTION * total:
@@ -417,7 +547,18 @@ SHAPE_ROWS = (
 
 
 def shape_lines(result: SpotSizeResult) -> list[str]:
-    """The compact shape table and the images-spanned and footprint bar charts."""
+    """The compact shape table and the images-spanned and footprint bar charts.
+
+    Parameters
+    ----------
+    result : SpotSizeResult
+        The summary (``algorithms.spot_sizes.summarise``).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines; empty where no shape was measured.
+    """
     summary = result.spot_shape.get("quantities") if result.spot_shape else None
     if not summary or not summary["extent_z"]["statistics"]["n"]:
         return []
