@@ -22,7 +22,19 @@ class Batch:
 
 
 def pack(outcomes: list[FileOutcome]) -> Batch:
-    """One batch of ``outcomes``, whose own arrays are released."""
+    """One batch of ``outcomes``, whose own arrays are released.
+
+    Parameters
+    ----------
+    outcomes : list of FileOutcome
+        The outcomes, in order; each gets its ``n_rows`` and loses its
+        ``spot_sizes``.
+
+    Returns
+    -------
+    Batch
+        Their rows as one SpotSizes, and the outcomes.
+    """
     for outcome in outcomes:
         outcome.n_rows = 0 if outcome.spot_sizes is None else len(outcome.spot_sizes)
     packed = SpotSizes.concatenate(
@@ -35,7 +47,18 @@ def pack(outcomes: list[FileOutcome]) -> Batch:
 
 def packed_as_measured(outcomes: Iterable[FileOutcome]) -> list[Batch]:
     """Outcomes packed FILES_PER_BATCH at a time as they come, so that each file's
-    arrays are let go once packed rather than held, beside the packed copy, to the end."""
+    arrays are let go once packed rather than held, beside the packed copy, to the end.
+
+    Parameters
+    ----------
+    outcomes : iterable of FileOutcome
+        The outcomes as they are measured.
+
+    Returns
+    -------
+    list of Batch
+        At least one batch (an empty one for no outcomes).
+    """
     batches, pending = [], []
     for outcome in outcomes:
         pending.append(outcome)

@@ -104,7 +104,18 @@ def combine_experiments(
     experiment_lists: Sequence[ExperimentList],
 ) -> tuple[list[Experiment], list[tuple[int, int]]]:
     """The union of the experiments (an identifier counts once) and where each list's
-    experiments start in it (for old tables that number experiments by position)."""
+    experiments start in it (for old tables that number experiments by position).
+
+    Parameters
+    ----------
+    experiment_lists : sequence of ExperimentList
+        The experiment lists given, in order.
+
+    Returns
+    -------
+    tuple of (list of Experiment, list of tuple of int)
+        The union, and per list its (start in the union, length).
+    """
     union: list[Experiment] = []
     offsets: list[tuple[int, int]] = []
     seen: dict[str, int] = {}
@@ -120,14 +131,46 @@ def combine_experiments(
 
 
 def source_name(source: Any, index: int) -> str:
-    """A path as given, or a name for a table passed as an object."""
+    """A path as given, or a name for a table passed as an object.
+
+    Parameters
+    ----------
+    source
+        A path, msgpack bytes or a table.
+    index : int
+        The source's number among the inputs.
+
+    Returns
+    -------
+    str
+        The path, or ``"reflections <index>"``.
+    """
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     return f"reflections {index}"
 
 
 def load_table(source: Any) -> ReflectionTable:
-    """A table from a path, msgpack bytes, a ReflectionTable or a DIALS table."""
+    """A table from a path, msgpack bytes, a ReflectionTable or a DIALS table.
+
+    Parameters
+    ----------
+    source
+        A path (str or os.PathLike), msgpack bytes, a ReflectionTable (returned as
+        it is) or an object with ``as_msgpack()``.
+
+    Returns
+    -------
+    ReflectionTable
+        The table, its shoeboxes not yet indexed.
+
+    Raises
+    ------
+    FileFormatError
+        Where the data is not a valid reflection table.
+    TypeError
+        For a source of another kind.
+    """
     if isinstance(source, ReflectionTable):
         return source
     if isinstance(source, (str, os.PathLike)):
@@ -210,6 +253,40 @@ def measure_table(
     system when done, so that resident memory does not grow with the file. With
     ``keep_index`` the shoebox index built on the way is kept for later use (the
     profile model), instead of scanning the column again.
+
+    Parameters
+    ----------
+    table : ReflectionTable
+        The table.
+    geometry : ExperimentGeometry
+        The experiments its rows refer to.
+    numbering : ExperimentNumbering
+        How the table's ``id`` column numbers those experiments.
+    options : MeasureOptions
+        Which rows (flags), which pixels (mask code) and whether to measure shapes.
+    dataset : int
+        The table's number among the inputs.
+    name : str, optional
+        The table's name, for the selection and errors; None uses the table's path,
+        else ``dataset <dataset>``.
+    release_pages : bool
+        Hand each finished stretch's pages back to the operating system.
+    keep_index : bool
+        Keep the shoebox index built on the way.
+
+    Returns
+    -------
+    tuple of (SpotSizes, DatasetSelection)
+        The counted rows (sizes in pixels, shapes, locations), and what happened to
+        the table's rows.
+
+    Raises
+    ------
+    SelectionError
+        Where the table cannot be measured as asked (e.g. no shoeboxes and no column
+        standing in for them, or ids naming no experiment given).
+    FileFormatError
+        Where the shoebox column is corrupt.
     """
     n = table.nrows
     columns = table.columns
@@ -364,7 +441,25 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
 def measure_file(
     index: int, source: Any, request: MeasureRequest, n_sources: int
 ) -> FileOutcome:
-    """Read and measure one source; a problem with it becomes the outcome's error."""
+    """Read and measure one source; a problem with it becomes the outcome's error.
+
+    Parameters
+    ----------
+    index : int
+        The source's number among the inputs.
+    source
+        A path, msgpack bytes or a table (see :func:`load_table`).
+    request : MeasureRequest
+        What every process needs (experiments, options).
+    n_sources : int
+        The number of inputs.
+
+    Returns
+    -------
+    FileOutcome
+        The measured rows, selection, input description and profile model, or the
+        error (a FileFormatError or SelectionError met on the way).
+    """
     name = source_name(source, index)
     try:
         table = load_table(source)

@@ -52,6 +52,19 @@ class _Labels:
         self.position = {label: i for i, label in enumerate(self.labels) if label}
 
     def index(self, label: str) -> int:
+        """The global number of experiment ``label``, given the next number the first
+        time it is seen.
+
+        Parameters
+        ----------
+        label : str
+            An experiment identifier.
+
+        Returns
+        -------
+        int
+            Its index in ``self.labels``.
+        """
         if label not in self.position:
             self.position[label] = len(self.labels)
             self.labels.append(label)

@@ -73,7 +73,23 @@ def _call_kernels() -> None:
 
 
 def resolve_nproc(nproc: Any) -> int:
-    """``Auto`` (or None) means every core this process may use."""
+    """``Auto`` (or None) means every core this process may use.
+
+    Parameters
+    ----------
+    nproc : int, str or None
+        ``mp.nproc`` as given: a number, ``"Auto"`` or None.
+
+    Returns
+    -------
+    int
+        The number of processes, at least 1.
+
+    Raises
+    ------
+    ValueError
+        Where ``nproc`` is neither ``Auto`` nor a number.
+    """
     if nproc is None or str(nproc) == "Auto":
         try:
             return max(1, len(os.sched_getaffinity(0)))
@@ -104,7 +120,25 @@ def run_serial_or_pool(
     progress: bool | None = None,
 ) -> list[Batch]:
     """Every source measured, in this process or over ``nproc`` worker processes, as
-    batches in whatever order they finish (``merge`` restores the input order)."""
+    batches in whatever order they finish (``merge`` restores the input order).
+
+    Parameters
+    ----------
+    sources : sequence
+        Paths, msgpack bytes or tables (see ``measure_file.load_table``).
+    request : MeasureRequest
+        What every process needs (experiments, options).
+    nproc : int
+        The number of worker processes; 1 (or a single source) measures here.
+    progress : bool, optional
+        Show a progress bar; None shows one on an interactive terminal.
+
+    Returns
+    -------
+    list of Batch
+        The outcomes packed into batches (a problem with a file is its outcome's
+        error, not an exception).
+    """
     items = list(enumerate(sources))
     bar = _progress(len(items), progress)
     try:

@@ -37,7 +37,25 @@ def _range_limit(value, name: str) -> float | None:
 
 def summary_options(params) -> SummaryOptions:
     """The histogram and resolution-shell options, checked (their maxima are in the
-    PHIL definitions, which libtbx checks)."""
+    PHIL definitions, which libtbx checks).
+
+    Parameters
+    ----------
+    params
+        A ``phil_scope.extract()`` object (see ``phil.parameters.extract_parameters``).
+
+    Returns
+    -------
+    SummaryOptions
+        The number of bins, the histogram's range (pixels; None for Auto) and the
+        number of resolution shells.
+
+    Raises
+    ------
+    ParameterError
+        Where a value cannot be used (not a whole number, not finite, or
+        ``data_max`` not above ``data_min``).
+    """
     histogram = params.histogram
     bins = _whole_number(histogram.bins, "histogram.bins")
     shells = _whole_number(params.resolution.shells, "resolution.shells")
@@ -54,7 +72,24 @@ def summary_options(params) -> SummaryOptions:
 
 
 def measure_options(params) -> MeasureOptions:
-    """The selection and mask-code options, flag names checked."""
+    """The selection and mask-code options, flag names checked.
+
+    Parameters
+    ----------
+    params
+        A ``phil_scope.extract()`` object (see ``phil.parameters.extract_parameters``).
+
+    Returns
+    -------
+    MeasureOptions
+        The flags required (``"Auto"`` or names) and excluded, and the mask code
+        names in DIALS's spelling.
+
+    Raises
+    ------
+    ParameterError
+        For a flag or mask code name DIALS does not define.
+    """
     require = params.flags.require
     require = AUTO if plain(require) in (AUTO, [AUTO]) else (require or [])
     try:
@@ -72,6 +107,18 @@ def measure_options(params) -> MeasureOptions:
 
 def analysis_options(params) -> AnalysisOptions:
     """Every option of an analysis from a ``phil_scope.extract()`` object.
+
+    Parameters
+    ----------
+    params
+        A ``phil_scope.extract()`` object (see ``phil.parameters.extract_parameters``).
+
+    Returns
+    -------
+    AnalysisOptions
+        The measure, summary and run options, every parameter as plain data, the
+        profile model's n_sigma (None where ``profile.compute=False``) and the
+        spot-finding file.
 
     Raises
     ------

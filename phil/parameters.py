@@ -15,7 +15,19 @@ class ParameterError(SpotSizeAnalysisError, ValueError):
 
 
 def plain(value: Any) -> Any:
-    """libtbx.Auto and friends as JSON-able Python values ("Auto" stays a string)."""
+    """libtbx.Auto and friends as JSON-able Python values ("Auto" stays a string).
+
+    Parameters
+    ----------
+    value
+        A PHIL value (None, a number, a string, ``libtbx.Auto``, a list of them, or
+        anything else, which is written with ``str``).
+
+    Returns
+    -------
+    None, bool, int, float, str or list
+        The value as JSON-able data.
+    """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if type(value).__name__ == "AutoType":
@@ -61,7 +73,18 @@ def extract_parameters(params=None, arguments: Sequence[str] = (), **overrides):
 
 
 def parameters_as_dict(params) -> dict:
-    """Nested dict of every parameter value, for the JSON document."""
+    """Nested dict of every parameter value, for the JSON document.
+
+    Parameters
+    ----------
+    params
+        A ``phil_scope.extract()`` object (see ``phil.parameters.extract_parameters``).
+
+    Returns
+    -------
+    dict
+        Scopes as nested dicts, each value as :func:`plain` gives it.
+    """
     result: dict = {}
     for locator in phil_scope.format(python_object=params).all_definitions():
         node = result
@@ -73,6 +96,17 @@ def parameters_as_dict(params) -> dict:
 
 
 def changed_parameters(params) -> str:
-    """The PHIL text of parameters that differ from the defaults (empty if none)."""
+    """The PHIL text of parameters that differ from the defaults (empty if none).
+
+    Parameters
+    ----------
+    params
+        A ``phil_scope.extract()`` object (see ``phil.parameters.extract_parameters``).
+
+    Returns
+    -------
+    str
+        PHIL text, one definition per line inside its scopes.
+    """
     working = phil_scope.format(python_object=params)
     return phil_scope.fetch_diff(source=working).as_str().strip()
