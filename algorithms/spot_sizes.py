@@ -510,6 +510,72 @@ def whole_pixel_range(
     return low, low + width * bins
 
 
+MOST_SEPARATE_DATASETS = 20  # beyond, per-dataset tables would drown the reader
+
+
+def unrelated_datasets(datasets: Sequence[DatasetSelection]) -> bool:
+    """Whether several datasets share no experiment: different crystals, detectors or
+    scans, whose panel 0 or image 1 are not the same thing, so that pooling them per
+    panel or image would mislead. Tables split from one dataset share experiments.
+
+    Parameters
+    ----------
+    datasets : sequence of DatasetSelection
+        The tables measured.
+    """
+    if not 1 < len(datasets) <= MOST_SEPARATE_DATASETS:
+        return False
+    seen: set[str] = set()
+    for dataset in datasets:
+        named = set(dataset.experiment_identifiers)
+        if not named or "" in named or named & seen:
+            return False
+        seen |= named
+    return True
+
+
+def grouped_by(
+    keys: np.ndarray,
+    spot_sizes: SpotSizes,
+    datasets: Sequence[DatasetSelection],
+    name: str,
+    per_dataset: bool,
+) -> list[dict]:
+    """Size statistics per key (panel or image; negative keys unknown), pooled over
+    the datasets or, with ``per_dataset``, per dataset and key (each entry then names
+    its ``dataset``).
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        One integer key per counted reflection.
+    spot_sizes : SpotSizes
+        The counted reflections (their ``size`` and ``dataset``).
+    datasets : sequence of DatasetSelection
+        The tables, in input order (as ``spot_sizes.dataset`` numbers them).
+    name : str
+        The key's name in the entries ("panel", "image").
+    per_dataset : bool
+        Break the groups down by dataset.
+    """
+    sizes = spot_sizes.size
+    skip = name != "panel"
+    if not per_dataset:
+        return group_statistics(keys, sizes, skip_negative_keys=skip).entries(name)
+    numbers, rank = np.unique(spot_sizes.dataset, return_inverse=True)
+    known = keys >= 0
+    span = int(keys[known].max()) + 1 if known.any() else 1
+    composite = np.where(known, rank.astype(np.int64) * span + keys, -1)
+    entries = group_statistics(composite, sizes, skip_negative_keys=True).entries(name)
+    names = [d.name for d in datasets]
+    for entry in entries:
+        dataset, entry[name] = divmod(entry[name], span)
+        entry["dataset"] = (
+            names[dataset] if dataset < len(names) else str(numbers[dataset])
+        )
+    return entries
+
+
 def summarise(
     spot_sizes: SpotSizes,
     datasets: Sequence[DatasetSelection],
@@ -569,10 +635,9 @@ def summarise(
             *group_statistics(spot_sizes.experiment, sizes)
         )
     ]
-    by_panel = group_statistics(spot_sizes.panel, sizes).entries("panel")
-    by_image = group_statistics(
-        spot_sizes.image, sizes, skip_negative_keys=True
-    ).entries("image")
+    separate = unrelated_datasets(datasets)
+    by_panel = grouped_by(spot_sizes.panel, spot_sizes, datasets, "panel", separate)
+    by_image = grouped_by(spot_sizes.image, spot_sizes, datasets, "image", separate)
     edges = shell_edges(spot_sizes.d_spacing, n_resolution_shells)
     shells = shell_numbers(spot_sizes.d_spacing, edges)
     d_edges = 1.0 / np.sqrt(edges)

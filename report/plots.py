@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 
 import numpy as np
 
@@ -104,6 +105,20 @@ def histogram_figure(result: SpotSizeResult) -> dict:
     }
 
 
+def _per_dataset(entries: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Entries broken down by dataset (unrelated datasets), each named by its file."""
+    parts: dict[str, list[dict]] = {}
+    for entry in entries:
+        parts.setdefault(entry["dataset"], []).append(entry)
+    return [(os.path.basename(name) or name, part) for name, part in parts.items()]
+
+
+def _panel_label(entry: dict):
+    if "dataset" not in entry:
+        return entry["panel"]
+    return f"{os.path.basename(entry['dataset'])} panel {entry['panel']}"
+
+
 def _median_trace(x, entries, name):
     return {
         "type": "scatter",
@@ -130,14 +145,20 @@ def per_image_figure(result: SpotSizeResult) -> dict:
         A plotly figure dict (``data``, ``layout``) with ``help``.
     """
     images = [e["image"] for e in result.by_image]
+    data = [
+        _median_trace(images, result.by_image, "median"),
+        {
+            **_median_trace(images, result.by_image, "mean"),
+            "y": [e["mean"] for e in result.by_image],
+        },
+    ]
+    if result.by_image and "dataset" in result.by_image[0]:  # unrelated scans
+        data = [
+            _median_trace([e["image"] for e in part], part, f"median, {name}")
+            for name, part in _per_dataset(result.by_image)
+        ]
     return {
-        "data": [
-            _median_trace(images, result.by_image, "median"),
-            {
-                **_median_trace(images, result.by_image, "mean"),
-                "y": [e["mean"] for e in result.by_image],
-            },
-        ],
+        "data": data,
         "layout": {
             "title": {"text": "Spot size per image"},
             "xaxis": {"title": {"text": "Image number"}},
@@ -208,7 +229,7 @@ def per_panel_figure(result: SpotSizeResult) -> dict:
         "data": [
             {
                 "type": "bar",
-                "x": [e["panel"] for e in panels],
+                "x": [_panel_label(e) for e in panels],
                 "y": [e["median"] for e in panels],
                 "text": [f"n = {e['n']}" for e in panels],
                 "name": "median",

@@ -295,27 +295,26 @@ def breakdown_lines(result: SpotSizeResult) -> list[str]:
                 ["experiment", "identifier", *columns], rows, title="By experiment:"
             ),
         ]
-    if result.by_panel:
+    for key, what, title in (
+        ("panel", "panels", "By panel:"),
+        ("image", "images", "By image (of the observed centroid):"),
+    ):
+        entries = getattr(result, f"by_{key}")
+        if not entries:
+            continue
+        split = "dataset" in entries[0]  # unrelated datasets: never pooled
+        header = ["dataset", key, *columns] if split else [key, *columns]
         rows = _capped(
-            result.by_panel,
-            lambda e: [e["panel"], *(e[c] for c in columns)],
+            entries,
+            lambda e, key=key, split=split: [
+                *([e["dataset"]] if split else []),
+                e[key],
+                *(e[c] for c in columns),
+            ],
             MOST_GROUP_ROWS,
-            "panels",
+            what,
         )
-        lines += ["", format_table(["panel", *columns], rows, title="By panel:")]
-    if result.by_image:
-        rows = _capped(
-            result.by_image,
-            lambda e: [e["image"], *(e[c] for c in columns)],
-            MOST_GROUP_ROWS,
-            "images",
-        )
-        lines += [
-            "",
-            format_table(
-                ["image", *columns], rows, title="By image (of the observed centroid):"
-            ),
-        ]
+        lines += ["", format_table(header, rows, title=title)]
     if result.by_resolution:
         rows = [
             [f"{e['d_max']:.2f} - {e['d_min']:.2f}", *(e[c] for c in columns)]

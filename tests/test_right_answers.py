@@ -310,3 +310,25 @@ def test_a_polychromatic_beam_without_wavelengths_says_why_there_is_no_resolutio
     assert "it needs the experiment list (.expt)" in "\n".join(
         report_lines(plain.result)
     )
+
+
+def test_unrelated_datasets_are_not_pooled_by_panel_or_image(shared_data):
+    """Panel 0 of a PILATUS 6M and panel 0 of a 24-panel PILATUS 12M are not one thing:
+    the breakdowns keep each dataset apart; tables split from one dataset pool."""
+    data = shared_data
+    both = analyse(
+        [data / "I23_P12M_thau/indexed.refl", data / "centroid_test_data/indexed.refl"],
+        [data / "I23_P12M_thau/indexed.expt", data / "centroid_test_data/indexed.expt"],
+    )
+    panel_zero = [e for e in both.result.by_panel if e["panel"] == 0]
+    assert [(e["dataset"].split("/")[-2], e["n"]) for e in panel_zero] == [
+        ("I23_P12M_thau", 3),
+        ("centroid_test_data", 569),
+    ]
+    first_images = [e["n"] for e in both.result.by_image if e["image"] == 1]
+    assert first_images == [205, 80]
+    table = read_reflections(data / "I23_P12M_thau/indexed.refl")
+    halves = [table.slice_rows(0, 100), table.slice_rows(100, 208)]
+    pooled = analyse(halves, data / "I23_P12M_thau/indexed.expt")
+    assert all("dataset" not in e for e in pooled.result.by_panel)
+    assert sum(e["n"] for e in pooled.result.by_panel) == 205
