@@ -143,3 +143,44 @@ def automatic_range(values: np.ndarray) -> tuple[float, float]:
         return 0.0, 1.0
     low, high = float(values.min()), float(values.max())
     return (low, high) if high > low else (low, low + 1.0)
+
+
+CROWDED_BINS = 3  # "most spots fall into the first bins": this many bins
+CROWDED_FRACTION = 0.8  # ... holding at least this fraction of the spots
+
+
+def crowded_share(binned: Histogram) -> float | None:
+    """The fraction of the binned values in the first CROWDED_BINS bins, where it is at
+    least CROWDED_FRACTION (the range, such as the tutorial's 0..1000 for spots of ten
+    pixels, crowds them into a few bins and shows nothing of their distribution);
+    None otherwise.
+
+    Parameters
+    ----------
+    binned : Histogram
+        The histogram shown.
+    """
+    total = int(binned.counts.sum())
+    first = int(binned.counts[:CROWDED_BINS].sum())
+    if not total or first < CROWDED_FRACTION * total:
+        return None
+    return first / total
+
+
+def whole_pixel_counts(sizes: np.ndarray, percentile: float = 99) -> np.ndarray:
+    """How many sizes are 0, 1, 2, ... pixels, up to the ``percentile``-th (the tail
+    beyond it would stretch the picture).
+
+    Parameters
+    ----------
+    sizes : numpy.ndarray
+        Whole-pixel sizes.
+    percentile : float
+        Where the counts stop.
+    """
+    sizes = np.asarray(sizes)
+    if not sizes.size:
+        return np.zeros(0, np.int64)
+    return np.bincount(
+        sizes[(sizes >= 0) & (sizes <= np.percentile(sizes, percentile))]
+    )

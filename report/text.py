@@ -6,6 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..algorithms.histogram import CROWDED_BINS, crowded_share, whole_pixel_counts
 from ..algorithms.mask_codes import describe
 from ..algorithms.spot_sizes import SpotSizeResult
 
@@ -452,8 +453,6 @@ def profile_model_lines(profile_model: dict) -> list[str]:
     return lines
 
 
-CROWDED_BINS = 3  # "most spots fall into the first bins": this many
-CROWDED_FRACTION = 0.8  # ... holding at least this fraction of the spots
 MOST_BAR_LINES = 30
 
 
@@ -513,13 +512,11 @@ def crowded_histogram_lines(result: SpotSizeResult) -> list[str]:
     list of str
         Lines without newlines; empty where the spots are not crowded.
     """
-    counts = result.histogram.counts
-    total = counts.sum()
-    if not total or counts[:CROWDED_BINS].sum() < CROWDED_FRACTION * total:
+    share = crowded_share(result.histogram)
+    if share is None:
         return []
-    sizes = result.spot_sizes.size
-    tally = np.bincount(sizes[(sizes >= 0) & (sizes <= np.percentile(sizes, 99))])
-    share = 100 * counts[:CROWDED_BINS].sum() / total
+    tally = whole_pixel_counts(result.spot_sizes.size)
+    share *= 100
     return [
         "",
         f"Most spots ({share:.0f}%) fall into the first {CROWDED_BINS} bins of this "

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import REPOSITORY
 
+from dials_spot_size_analysis.api import analyse
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.report.png import BAR_COLOUR, read_png_metadata
 
@@ -221,7 +222,8 @@ def test_html_draws_every_graph_offline_in_chromium(
                 str(shared_data / "I23_P12M_thau/indexed.refl"),
             ]
         )
-        expected = 4 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
+        # + the sizes in whole pixels: I23's spots (median 9 px) crowd 0..1000
+        expected = 5 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     driver = chromium_driver()
     try:
@@ -852,3 +854,27 @@ def test_selection_words_with_different_flag_choices(shared_data):
     assert selection_words(unindexed) == "all reflections"
     twice = analyse([shared_data / indexed[1]] * 2, shared_data / indexed[0]).result
     assert selection_words(twice) == "flags indexed"
+
+
+def test_crowded_spots_are_shown_in_whole_pixels_too(shared_data):
+    """I23's spots (3 to 30 px) fill the first 3 bins of the tutorial's 0..1000: the
+    log and the HTML also show their sizes one whole pixel at a time; the example's
+    (5 to 274 px, 65% in the first 3 bins) do not need it."""
+    from dials_spot_size_analysis.report.plots import figures
+    from dials_spot_size_analysis.report.text import report_lines
+
+    result = analyse(shared_data / "I23_P12M_thau/indexed.refl")
+    figure = figures(result.result)["spot_size_whole_pixels"]
+    sizes = result.sizes
+    assert (
+        figure["data"][0]["y"]
+        == np.bincount(sizes).tolist()[: len(figure["data"][0]["y"])]
+    )
+    assert figure["data"][0]["x"][0] == 0 and sum(figure["data"][0]["y"]) >= 0.99 * len(
+        sizes
+    )
+    assert "Most spots (100%) fall into the first 3 bins" in "\n".join(
+        report_lines(result.result)
+    )
+    example = analyse(EXAMPLE / "indexed.refl", EXAMPLE / "indexed.expt")
+    assert "spot_size_whole_pixels" not in figures(example.result)
