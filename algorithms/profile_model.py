@@ -685,9 +685,11 @@ XDS_NOTE = (
     "BEAM_DIVERGENCE_E.S.D.= and REFLECTING_RANGE_E.S.D.= are the standard deviations "
     "(degrees) of the Gaussian spot profile across the Ewald sphere and along the "
     "rotation, the quantities DIALS calls sigma_b and sigma_m (Kabsch 2010). "
-    "BEAM_DIVERGENCE= and REFLECTING_RANGE= are XDS's full widths of the integration "
-    "domain, which XDS derives itself; they are not a fixed multiple we could verify, "
-    "so none is given."
+    "BEAM_DIVERGENCE= is, as XDS's template defines it, arctan(spot diameter / "
+    "DETECTOR_DISTANCE), and REFLECTING_RANGE= the rotation a typical reflection takes to "
+    "cross the Ewald sphere: both from the spots measured here (the median of each "
+    "spot's larger extent on the detector, and of the images it spans times the "
+    "oscillation width), not a multiple of the sigmas."
 )
 SHOEBOX_NOTE = (
     "boxes and memory for the matched reference reflections only; dials.integrate "
@@ -1020,3 +1022,40 @@ def combine_profiles(entries: list[dict]) -> dict:
         "experiments": applicable,
         "not_applicable": [{"reason": r, **v} for r, v in reasons.items()],
     }
+
+
+def with_xds_ranges(profiles: list[dict], spot_sizes, labels) -> list[dict]:
+    """XDS's BEAM_DIVERGENCE= and REFLECTING_RANGE= of each rotation model, from its
+    experiment's measured spots (see XDS_NOTE).
+
+    Parameters
+    ----------
+    profiles : list of dict
+        ``ExperimentProfile`` as plain data, with its experiment's ``identifier``.
+    spot_sizes
+        The counted spots (``extent_x``, ``extent_y``, ``extent_z``, ``experiment``).
+    labels : sequence of str
+        The identifier of each index in ``spot_sizes.experiment``.
+
+    Returns
+    -------
+    list of dict
+        The same entries, their ``xds`` filled in where the spots allow.
+    """
+    index = {label: i for i, label in enumerate(labels) if label}
+    extent_xy = np.maximum(spot_sizes.extent_x, spot_sizes.extent_y)
+    for entry in profiles:
+        xds = entry.get("xds")
+        if not xds or not entry.get("sigma_b_px") or not entry.get("sigma_m_images"):
+            continue
+        rows = (spot_sizes.experiment == index.get(entry.get("identifier"), -2)) & (
+            extent_xy > 0
+        )
+        if not rows.any():
+            continue
+        pixels_per_radian = entry["sigma_b_px"] / math.radians(entry["sigma_b_deg"])
+        diameter = float(np.median(extent_xy[rows]))
+        xds["BEAM_DIVERGENCE"] = math.degrees(math.atan(diameter / pixels_per_radian))
+        width = entry["sigma_m_deg"] / entry["sigma_m_images"]
+        xds["REFLECTING_RANGE"] = float(np.median(spot_sizes.extent_z[rows])) * width
+    return profiles

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..algorithms.advice import advise
-from ..algorithms.profile_model import combine_profiles
+from ..algorithms.profile_model import combine_profiles, with_xds_ranges
 from ..algorithms.result import AnalysisResult
 from ..algorithms.spot_sizes import (
     DatasetSelection,
@@ -139,7 +139,9 @@ def run_analysis(
         inputs=merged.inputs,
         experiments=union,
         skipped_files=[*skipped_files, *merged.skipped],
-        profile_model=combine_profiles(merged.profiles),
+        profile_model=combine_profiles(
+            with_xds_ranges(merged.profiles, merged.spot_sizes, merged.labels)
+        ),
         advice=advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding),
     )
 

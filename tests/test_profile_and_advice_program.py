@@ -125,3 +125,26 @@ def test_the_profile_model_can_be_left_out(shared_data):
     )
     assert result.profile_model == {"experiments": [], "not_applicable": []}
     assert result.statistics["n"] == 569  # the rest as usual
+
+
+def test_xds_full_widths_from_the_spots(shared_data):
+    """BEAM_DIVERGENCE= is arctan(spot diameter / distance), REFLECTING_RANGE= the
+    images a spot spans times the oscillation width (XDS's own definitions)."""
+    import math
+
+    import numpy as np
+
+    result = analyse(
+        shared_data / "centroid_test_data/indexed.refl",
+        shared_data / "centroid_test_data/indexed.expt",
+    )
+    [model] = result.profile_model["experiments"]
+    spots = result.result.spot_sizes
+    diameter = np.median(np.maximum(spots.extent_x, spots.extent_y))  # 4 px
+    distance_px = model["sigma_b_px"] / math.radians(model["sigma_b_deg"])
+    xds = model["xds"]
+    assert xds["BEAM_DIVERGENCE"] == pytest.approx(
+        math.degrees(math.atan(diameter / distance_px))
+    )
+    assert diameter == 4 and xds["REFLECTING_RANGE"] == pytest.approx(3 * 0.2)
+    assert xds["BEAM_DIVERGENCE_E.S.D."] == model["sigma_b_deg"]
