@@ -91,10 +91,20 @@ def _vector(
 ) -> np.ndarray:
     """``length`` finite numbers of magnitude at most ``limit``, read-only; with
     ``nonzero`` the vector must have a direction."""
-    numbers = [
-        _real(v, f"{what} component {i}", -limit, limit)
-        for i, v in enumerate(_list(values, what, length))
-    ]
+    values = _list(values, what, length)
+    numbers = None
+    if all(type(v) is float or type(v) is int for v in values):  # the usual case
+        try:
+            numbers = [float(v) for v in values]
+        except OverflowError:  # an integer beyond any float
+            numbers = [math.inf]
+        if not all(-limit <= v <= limit for v in numbers):  # NaN fails too
+            numbers = None
+    if numbers is None:  # check each, to name the one that is wrong
+        numbers = [
+            _real(v, f"{what} component {i}", -limit, limit)
+            for i, v in enumerate(values)
+        ]
     array = np.array(numbers)
     if nonzero and math.sqrt(sum(v * v for v in numbers)) < SMALLEST_AXIS:
         raise ValueError(f"{what} is {numbers}, which has no direction")
