@@ -9,6 +9,7 @@ hide it, since the run checks before it writes its outputs.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
 
@@ -24,6 +25,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
+        self._unraisable = None
 
     def _handle(self, number: int, frame) -> None:
         self.received = number
@@ -35,12 +37,24 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
                 self._previous[number] = signal.signal(number, self._handle)
+            self._unraisable = sys.unraisablehook
+            sys.unraisablehook = self._quiet_about_stops
         return self
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
+        if self._unraisable is not None:
+            sys.unraisablehook, self._unraisable = self._unraisable, None
+
+    def _quiet_about_stops(self, unraisable) -> None:
+        """A signal's exception raised where Python cannot raise it (a callback from C,
+        such as numba's cache) is printed as "Exception ignored"; it is remembered and
+        raised again by :meth:`check`, so say nothing of it here."""
+        if issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
+            return
+        self._unraisable(unraisable)
 
     def check(self) -> None:
         """Raise if a signal arrived, even if something swallowed its exception."""

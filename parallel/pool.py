@@ -170,6 +170,13 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _quiet_about_interrupts(unraisable) -> None:
+    """Ctrl-C reaches the workers too, sometimes inside a callback from C (numba's
+    cache) where it cannot be raised: the parent says it was interrupted, once."""
+    if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+        sys.__unraisablehook__(unraisable)
+
+
 def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources):
     """A worker: claim the next unclaimed chunk, measure it, send its batch; until none
     is left. Garbage collection runs here as usual (a fork inherits the parent's pause),
@@ -178,6 +185,7 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
     # The parent's handlers are not the worker's: it ends quietly when terminated.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.unraisablehook = _quiet_about_interrupts
     for receiver in inherited:  # read ends of the pipes: the parent's alone
         receiver.close()
     gc.enable()
