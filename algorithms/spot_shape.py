@@ -108,7 +108,13 @@ class SpotShapes:
 
     @classmethod
     def empty(cls, n: int) -> "SpotShapes":
-        """Room for ``n`` rows (contents undefined until measured)."""
+        """Room for ``n`` rows (contents undefined until measured).
+
+        Parameters
+        ----------
+        n : int
+            The number of rows.
+        """
         arrays = {name: np.empty(n, np.int64) for name in _INTEGER_FIELDS}
         arrays.update({name: np.empty(n, np.float64) for name in _REAL_FIELDS})
         return cls(
@@ -120,14 +126,26 @@ class SpotShapes:
         )
 
     def rows(self, start: int, stop: int) -> "SpotShapes":
-        """Rows [start, stop) as views (writing to them writes to these arrays)."""
+        """Rows [start, stop) as views (writing to them writes to these arrays).
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows, half-open.
+        """
         return SpotShapes(
             **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
         )
 
     @classmethod
     def concatenate(cls, parts: Sequence["SpotShapes"]) -> "SpotShapes":
-        """The rows of every part, in order: the same as measuring them all together."""
+        """The rows of every part, in order: the same as measuring them all together.
+
+        Parameters
+        ----------
+        parts : sequence of SpotShapes
+            Measured stretches, in order.
+        """
         if not parts:
             return cls.empty(0)
         return cls(
@@ -148,6 +166,11 @@ class SpotShapes:
     def with_beam_centres(self, beam_centre: np.ndarray) -> "SpotShapes":
         """A copy with the radial and tangential widths about ``beam_centre`` ((n, 2) px,
         each row's beam centre on its own panel, e.g. ``beam_centres_px(...)[panel]``).
+
+        Parameters
+        ----------
+        beam_centre : numpy.ndarray
+            (n, 2) pixels, one row per measured spot.
         """
         radial, tangential = radial_tangential_widths(
             self.centroid,

@@ -141,7 +141,15 @@ def _refuse_unless_regular(path: str) -> None:
 
 
 def phil_message(error: Exception, where: str) -> str:
-    """libtbx.phil's complaint as one sentence about ``where``."""
+    """libtbx.phil's complaint as one sentence about ``where``.
+
+    Parameters
+    ----------
+    error : Exception
+        What libtbx.phil raised.
+    where : str
+        The file or argument it came from.
+    """
     text = " ".join(str(error).split())
     text = text.replace(" (command line argument, line 1)", "")
     if (
@@ -153,7 +161,18 @@ def phil_message(error: Exception, where: str) -> str:
 
 
 def phil_file(path: str):
-    """A parsed PHIL file."""
+    """A parsed PHIL file.
+
+    Parameters
+    ----------
+    path : str
+        The .phil file.
+
+    Raises
+    ------
+    InputError
+        Where it cannot be read or parsed.
+    """
     _refuse_unless_regular(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -592,6 +611,11 @@ def pair_by_name(
     shared : list of str
         The experiment files left unpaired, which describe every other table (or the
         one list given, where it is paired with one table but there are others).
+
+    Parameters
+    ----------
+    reflection_files, experiment_files : sequence of str
+        The files found, in order.
     """
     folder = os.getcwd()
 
@@ -629,7 +653,15 @@ def read_experiment_lists(
     """Experiment lists in order, and those skipped (``bad_files="skip"``) with the
     reason. Where every list given is unusable, the first one's error ends the run:
     measuring on without any experiment would silently lose the resolutions and the
-    profile model the user asked for by naming them."""
+    profile model the user asked for by naming them.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        The experiment lists that describe every table.
+    bad_files : str
+        ``input.bad_files``: "skip" or "fail".
+    """
     lists, skipped, first_error = [], [], None
     for path in paths:
         try:

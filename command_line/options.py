@@ -96,6 +96,11 @@ def parse_options(args: list[str]) -> Options:
     ------
     UsageError
         For an unknown option or a missing or malformed value.
+
+    Parameters
+    ----------
+    args : list of str
+        The command line, without the program's name.
     """
     namespace = _parser().parse_intermixed_args(args)
     return Options(**vars(namespace))

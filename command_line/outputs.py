@@ -70,7 +70,15 @@ def _identity(path: str) -> tuple[int, int] | None:
 def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -> None:
     """Refuse, before any work, an output that could not be written or would destroy
     something: an input of the run (by device and inode: a link or another spelling
-    of the path counts), a folder, a FIFO, a socket."""
+    of the path counts), a folder, a FIFO, a socket.
+
+    Parameters
+    ----------
+    path : str
+        The output asked for.
+    input_identities : dict
+        (device, inode) of every input, from :func:`input_identities`.
+    """
     if path.endswith(os.sep) or os.path.isdir(path):
         raise OutputError(f"{path}: is a directory: choose a file name for this output")
     identity = _identity(path)
@@ -96,7 +104,13 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
 
 
 def input_identities(paths: Sequence[str]) -> dict[tuple[int, int], str]:
-    """Device and inode of every input file, to recognise an output that is one."""
+    """Device and inode of every input file, to recognise an output that is one.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        The run's input files.
+    """
     identities = {}
     for path in paths:
         identity = _identity(path)
@@ -140,7 +154,13 @@ class OutputSet:
         self.temporaries: dict[str, str] = {}
 
     def temporary(self, path: str) -> str:
-        """Where to write ``path``'s content now (a character device: itself)."""
+        """Where to write ``path``'s content now (a character device: itself).
+
+        Parameters
+        ----------
+        path : str
+            One of the outputs given to the set.
+        """
         if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):
             return path
         directory = os.path.dirname(os.path.abspath(path))
@@ -197,7 +217,15 @@ def _folder_locked(folder: str):
 
 @contextlib.contextmanager
 def written(path: str, mode: str = "w"):
-    """A file opened for writing, any OSError (a full disk) said as one sentence."""
+    """A file opened for writing, any OSError (a full disk) said as one sentence.
+
+    Parameters
+    ----------
+    path : str
+        The file to write (a temporary file of an :class:`OutputSet`).
+    mode : str
+        ``open``'s mode: text (UTF-8, undecodable characters escaped) or binary.
+    """
     try:
         with open(path, mode, **({} if "b" in mode else _TEXT)) as handle:
             yield handle
@@ -210,14 +238,30 @@ _TEXT = {"encoding": "utf-8", "errors": "backslashreplace"}
 
 def write_text(text: str | Iterable[str], path: str) -> None:
     """``text``, or its pieces one after another, into ``path`` (a temporary file of
-    an :class:`OutputSet`)."""
+    an :class:`OutputSet`).
+
+    Parameters
+    ----------
+    text : str or iterable of str
+        The text, or its pieces.
+    path : str
+        Where to write it.
+    """
     with written(path) as handle:
         handle.writelines([text] if isinstance(text, str) else text)
 
 
 def write_json(document: dict, path: str) -> None:
     """Indented for people; compact (and several times faster to write) for documents
-    describing thousands of files, written a piece at a time."""
+    describing thousands of files, written a piece at a time.
+
+    Parameters
+    ----------
+    document : dict
+        The JSON document (``report.document.json_document``).
+    path : str
+        Where to write it.
+    """
     if len(document["inputs"]) <= COMPACT_JSON_INPUTS:
         write_text(json.dumps(document, indent=2) + "\n", path)
     else:
@@ -276,7 +320,19 @@ def logging_to(
 ):
     """Informative lines to the terminal (stdout) and to ``log_file`` (the temporary
     file of the log), as DIALS programs do. ``quiet``: nothing at all (MPI ranks other
-    than 0). Yields the log file's handler (None without one)."""
+    than 0). Yields the log file's handler (None without one).
+
+    Parameters
+    ----------
+    log_file : str or None
+        The log's temporary file (None: terminal only).
+    verbose : int
+        ``-v`` count: debug lines where positive.
+    quiet : bool
+        Nothing at all (MPI ranks other than 0).
+    shown_as : str
+        The log's name in messages.
+    """
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     console = TerminalHandler()

@@ -79,7 +79,15 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     --version); ``run()``, as the console script calls it, reads ``sys.argv`` and
     returns None. Any problem the user can fix ends in one sentence on stderr and
     ``SystemExit(1)``; SIGINT and SIGTERM in one sentence and exit status 130 and 143;
-    either way no output and no temporary file is left."""
+    either way no output and no temporary file is left.
+
+    Parameters
+    ----------
+    args : list of str, optional
+        The command line without the program's name (None: ``sys.argv``).
+    phil : libtbx.phil scope
+        The parameter scope (the program's by default).
+    """
     from_console = args is None
     args = sys.argv[1:] if from_console else list(args)
     speaker = {"quiet": False}  # under MPI, rank 0 speaks for all

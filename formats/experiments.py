@@ -270,7 +270,13 @@ class Crystal:
         return (*lengths, angle(b, c), angle(a, c), angle(a, b))
 
     def d_spacings(self, miller_indices: np.ndarray) -> np.ndarray:
-        """d (Å) of each (h, k, l); infinite for (0, 0, 0)."""
+        """d (Å) of each (h, k, l); infinite for (0, 0, 0).
+
+        Parameters
+        ----------
+        miller_indices : numpy.ndarray
+            (n, 3) h, k, l.
+        """
         reciprocal = np.linalg.inv(self.real_space)  # columns are a*, b*, c*
         q = np.asarray(miller_indices, dtype=np.float64) @ reciprocal.T
         with np.errstate(divide="ignore"):

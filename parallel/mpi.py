@@ -11,7 +11,17 @@ from .measure_file import FileOutcome, MeasureRequest, measure_file, source_name
 
 def run_mpi(sources: Sequence, request: MeasureRequest, comm) -> list[Batch] | None:
     """Every source measured over the ranks of ``comm``; rank 0 returns every batch,
-    the other ranks None."""
+    the other ranks None.
+
+    Parameters
+    ----------
+    sources : sequence
+        Reflection files (or tables), in input order.
+    request : MeasureRequest
+        What every rank needs to measure them.
+    comm
+        The MPI communicator (``MPI.COMM_WORLD``).
+    """
     rank, size = comm.Get_rank(), comm.Get_size()
 
     def measured():

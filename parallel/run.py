@@ -163,7 +163,13 @@ def _check_failures(batches, bad_files: str) -> None:
 
 
 def nothing_selected_message(datasets: Sequence[DatasetSelection]) -> str:
-    """Why no reflection was counted, and what to do."""
+    """Why no reflection was counted, and what to do.
+
+    Parameters
+    ----------
+    datasets : sequence of DatasetSelection
+        What happened to each table's rows.
+    """
     n_rows = sum(d.n_rows for d in datasets)
     n_selected = sum(d.n_selected for d in datasets)
     if n_rows == 0:
