@@ -2,7 +2,9 @@
 
 Only this module (and the standard library) is imported before the program's own
 imports (numba, numpy, cctbx: most of a second), so that Ctrl-C or SIGTERM during them
-ends in one sentence, not a traceback through the imports or a silent death. Then it is
+ends in one sentence, not a traceback through the imports or a silent death. A signal
+that lands inside a callback from C during the imports (numba's) cannot be raised
+there: it is remembered, and ends the run as soon as the imports are done. Then it is
 :func:`spot_size_analysis.run`, as in DIALS.
 """
 
@@ -11,27 +13,37 @@ from __future__ import annotations
 import signal
 import sys
 
-from .signals import Terminated
+from .signals import Terminated, in_compiler
 
-
-def _terminated(number: int, frame) -> None:
-    raise Terminated()
+PROGRAM = "dials.spot_size_analysis"
+ENDINGS = {
+    signal.SIGINT: (130, "interrupted: no output was written"),
+    signal.SIGTERM: (143, "terminated (SIGTERM): no output was written"),
+}
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminated)  # run() installs its own in its turn
+    received: list[int] = []
+
+    def stop(number: int, frame) -> None:
+        received.append(number)
+        if in_compiler(frame):
+            return  # remembered: the imports end, then the run
+        raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+
+    def quiet(unraisable) -> None:  # a signal inside a callback from C: remembered
+        if not issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
+            sys.__unraisablehook__(unraisable)
+
+    signal.signal(signal.SIGTERM, stop)  # run() installs its own in its turn
+    signal.signal(signal.SIGINT, stop)
+    sys.unraisablehook = quiet
     try:
         from .spot_size_analysis import run
-    except KeyboardInterrupt:
-        print(
-            "dials.spot_size_analysis: interrupted: no output was written",
-            file=sys.stderr,
-        )
-        raise SystemExit(130) from None
-    except Terminated:
-        print(
-            "dials.spot_size_analysis: terminated (SIGTERM): no output was written",
-            file=sys.stderr,
-        )
-        raise SystemExit(143) from None
+    except (KeyboardInterrupt, Terminated):
+        pass
+    if received:
+        status, words = ENDINGS[received[0]]
+        print(f"{PROGRAM}: {words}", file=sys.stderr)
+        raise SystemExit(status)
     sys.exit(run())

@@ -18,6 +18,21 @@ class Terminated(BaseException):
     but a request to stop)."""
 
 
+COMPILER_PACKAGES = ("llvmlite", "numba")
+
+
+def in_compiler(frame) -> bool:
+    """Whether the signal arrived while numba or LLVM (often inside a callback from C)
+    was running: an exception raised there can leave the compiler's state broken and
+    crash the interpreter at exit, so the signal is only remembered."""
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if any(f"{package}/" in name for package in COMPILER_PACKAGES):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class StopSignals:
     """In this block, SIGTERM raises :class:`Terminated` and SIGINT
     ``KeyboardInterrupt``; :meth:`check` raises again if either arrived at all."""
@@ -29,6 +44,8 @@ class StopSignals:
 
     def _handle(self, number: int, frame) -> None:
         self.received = number
+        if in_compiler(frame):
+            return  # raised there, it could leave LLVM broken: check() raises it
         if number == signal.SIGTERM:
             raise Terminated()
         raise KeyboardInterrupt()
