@@ -8,7 +8,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import textwrap
 import zlib
 
@@ -171,7 +170,7 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
     assert "without pixel data" in page and "Parameters" in page
 
 
-def chromium_driver():
+def chromium_driver(profile: str):
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium is not installed"
     )
@@ -193,7 +192,7 @@ def chromium_driver():
         "--disable-component-update",
         "--disable-sync",
         "--window-size=1200,900",
-        f"--user-data-dir={tempfile.mkdtemp()}",
+        f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -225,7 +224,7 @@ def test_html_draws_every_graph_offline_in_chromium(
         # + the sizes in whole pixels: I23's spots (median 9 px) crowd 0..1000
         expected = 5 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
-    driver = chromium_driver()
+    driver = chromium_driver(str(tmp_path / "chromium-profile"))
     try:
         driver.execute_cdp_cmd("Network.enable", {})
         driver.execute_cdp_cmd(
