@@ -66,3 +66,30 @@ def measure(code: str, *args: str) -> dict:
 def best(runs: int, code: str, *args: str) -> dict:
     """The fastest of ``runs`` fresh-process runs (the least disturbed by the machine)."""
     return min((measure(code, *args) for _ in range(runs)), key=lambda r: r["seconds"])
+
+
+# Snippets for measure(): the plain read of a file's bytes (the yardstick), and reading
+# a table and counting its Foreground pixels (argv: the table, a small table whose
+# counting loads the kernels first).
+PLAIN_READ = """
+import numpy
+path = sys.argv[1]
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+with open(path, "rb") as handle:
+    content = handle.read()
+seconds = time.perf_counter() - start
+result = {"seconds": seconds, "baseline_rss": baseline, "bytes": len(content)}
+"""
+
+READ_AND_COUNT = """
+from dials_spot_size_analysis.formats import read_reflections
+path = sys.argv[1]
+read_reflections(sys.argv[2]).shoeboxes.count_mask_values(4)  # load the kernels
+baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+start = time.perf_counter()
+table = read_reflections(path)
+counts = table.shoeboxes.count_mask_values(4)
+seconds = time.perf_counter() - start
+result = {"seconds": seconds, "baseline_rss": baseline, "rows": table.nrows, "foreground_pixels": int(counts.sum())}
+"""

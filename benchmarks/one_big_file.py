@@ -20,15 +20,7 @@ import sys
 import tempfile
 import time
 
-from _common import SHARED, best, replicated
-
-PLAIN_READ = """
-path = sys.argv[1]
-start = time.perf_counter()
-with open(path, "rb") as handle:
-    content = handle.read()
-result = {"seconds": time.perf_counter() - start}
-"""
+from _common import PLAIN_READ, SHARED, best, replicated
 
 
 def main() -> None:

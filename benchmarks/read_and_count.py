@@ -13,30 +13,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import best, replicated
-
-PLAIN_READ = """
-import numpy
-path = sys.argv[1]
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-start = time.perf_counter()
-with open(path, "rb") as handle:
-    content = handle.read()
-seconds = time.perf_counter() - start
-result = {"seconds": seconds, "baseline_rss": baseline, "bytes": len(content)}
-"""
-
-READ_AND_COUNT = """
-from dials_spot_size_analysis.formats import read_reflections
-path = sys.argv[1]
-read_reflections(sys.argv[2]).shoeboxes.count_mask_values(4)  # load the kernels
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-start = time.perf_counter()
-table = read_reflections(path)
-counts = table.shoeboxes.count_mask_values(4)
-seconds = time.perf_counter() - start
-result = {"seconds": seconds, "baseline_rss": baseline, "rows": table.nrows, "foreground_pixels": int(counts.sum())}
-"""
+from _common import PLAIN_READ, READ_AND_COUNT, best, replicated
 
 
 def main() -> None:
@@ -61,3 +38,7 @@ def main() -> None:
         f"(target <= 1.0); memory added {added / size:.2f} x file size (target <= 1.2); "
         f"peak RSS {ours['peak_rss'] / 1e6:.0f} MB in all; {ours['foreground_pixels']:,} Foreground pixels"
     )
+
+
+if __name__ == "__main__":
+    main()

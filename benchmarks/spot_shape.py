@@ -25,30 +25,7 @@ from __future__ import annotations
 
 import sys
 
-from _common import best, replicated
-
-PLAIN_READ = """
-import numpy
-path = sys.argv[1]
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-start = time.perf_counter()
-with open(path, "rb") as handle:
-    content = handle.read()
-seconds = time.perf_counter() - start
-result = {"seconds": seconds, "baseline_rss": baseline, "bytes": len(content)}
-"""
-
-COUNT = """
-from dials_spot_size_analysis.formats import read_reflections
-path = sys.argv[1]
-read_reflections(sys.argv[2]).shoeboxes.count_mask_values(4)  # load the kernels
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-start = time.perf_counter()
-table = read_reflections(path)
-counts = table.shoeboxes.count_mask_values(4)
-seconds = time.perf_counter() - start
-result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(counts.sum())}
-"""
+from _common import PLAIN_READ, READ_AND_COUNT, best, replicated
 
 SHAPES = """
 from dials_spot_size_analysis.formats import read_reflections
@@ -70,7 +47,7 @@ else:
 if summarise:
     summary = summarise_spot_shapes(shapes)
 seconds = time.perf_counter() - start
-result = {"seconds": seconds, "baseline_rss": baseline, "coded": int(shapes.n_coded.sum())}
+result = {"seconds": seconds, "baseline_rss": baseline, "foreground_pixels": int(shapes.n_coded.sum())}
 """
 
 
@@ -94,7 +71,7 @@ def main() -> None:
         f"{'plain read of the bytes':<44} {unit:6.3f} s   1.00 x  memory {added:.2f} x"
     )
     runs = [
-        ("read + count sizes (count_mask_values)", COUNT, ()),
+        ("read + count sizes (count_mask_values)", READ_AND_COUNT, ()),
         ("read + sizes and shapes", SHAPES, ("release", "no")),
         ("read + sizes and shapes + summaries", SHAPES, ("release", "yes")),
         ("read + sizes and shapes, pages kept", SHAPES, ("keep", "no")),
@@ -102,7 +79,7 @@ def main() -> None:
     coded = set()
     for label, code, extra in runs:
         ours = best(repeats, code, str(path), small, *extra)
-        coded.add(ours["coded"])
+        coded.add(ours["foreground_pixels"])
         added = (ours["peak_rss"] - ours["baseline_rss"]) / size
         print(
             f"{label:<44} {ours['seconds']:6.3f} s {ours['seconds'] / unit:6.2f} x  "
