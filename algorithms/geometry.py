@@ -14,6 +14,7 @@ import numpy as np
 
 from ..formats.experiments import Experiment
 from ..jit import njit
+from ._memo import by_identity
 from .spot_shape import beam_centres_px
 from .statistics import row_slices
 
@@ -63,6 +64,11 @@ def _d_spacing_kernel(
 # Per-reflection wavelength columns of DIALS's Laue and time-of-flight tables, in order
 # of preference: the observed wavelength, then the predicted one (``wavelength_cal``).
 WAVELENGTH_COLUMNS = ("wavelength", "wavelength_cal")
+
+
+# Files of one run share their beam and detector objects (formats.experiments): their
+# beam centres are solved once for all of them.
+_shared_beam_centres = by_identity(beam_centres_px)
 
 
 MAX_IMAGE_NUMBER = 2**31 - 2  # beyond, not an image of any real scan (int32)
@@ -202,7 +208,7 @@ class ExperimentGeometry:
             direction = experiment.beam.direction
             key = (id(experiment.detector), tuple(np.round(direction, 12)))
             if key not in solved:
-                solved[key] = beam_centres_px(experiment.beam, experiment.detector)
+                solved[key] = _shared_beam_centres(experiment.beam, experiment.detector)
             blocks.append(solved[key])
             position += len(solved[key])
         table = np.concatenate(blocks) if blocks else np.zeros((0, 2))

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..jit import njit
+from ._memo import by_identity
 
 TWO_PI = 2.0 * math.pi
 DEFAULT_PADDING_DEG = 1.0  # dials.integrate's prediction.padding
@@ -87,6 +88,18 @@ class DetectorArrays:
             thickness=np.array([p.thickness for p in panels], dtype=np.float64),
         )
 
+    @classmethod
+    def of(cls, detector) -> DetectorArrays:
+        """:meth:`from_detector`, built once per detector object and shared by every
+        caller (see ``algorithms._memo``): never write into its arrays.
+
+        Parameters
+        ----------
+        detector : formats.experiments.Detector
+            The detector whose panels are read.
+        """
+        return _shared_detector_arrays(detector)
+
     def as_tuple(self):
         return (
             self.origin,
@@ -98,6 +111,13 @@ class DetectorArrays:
             self.mu,
             self.thickness,
         )
+
+
+@by_identity
+def _shared_detector_arrays(detector) -> DetectorArrays:
+    # Left writable: the compiled kernels take them as they take every other array
+    # (read-only arrays would be compiled anew); no caller writes into them.
+    return DetectorArrays.from_detector(detector)
 
 
 @dataclass(frozen=True)
@@ -599,7 +619,7 @@ def detector_max_resolution(detector, s0: np.ndarray) -> float:
     float
         The smallest d at any panel corner, Å.
     """
-    arrays = DetectorArrays.from_detector(detector)
+    arrays = DetectorArrays.of(detector)
     s0 = np.asarray(s0, dtype=np.float64)
     s0_len = float(np.linalg.norm(s0))
     lab = np.empty(3)
@@ -675,7 +695,7 @@ def predict_reflections(
         scan.start - pad,
         scan.start + scan.num_images * scan.width + pad,
     )
-    detector = DetectorArrays.from_detector(experiment.detector).as_tuple()
+    detector = DetectorArrays.of(experiment.detector).as_tuple()
     s0 = np.asarray(experiment.beam.s0, dtype=np.float64)
     crystal = experiment.crystal
     result = Predictions(

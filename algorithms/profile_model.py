@@ -22,12 +22,13 @@ The path, as in ``src/dials/command_line/integrate.py`` ``run_integration``:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
 from ..jit import njit
 from . import prediction
+from ._memo import by_identity
 from .prediction import (
     DetectorArrays,
     ScanGeometry,
@@ -383,7 +384,19 @@ class ProfileModel:
     experiments: list[ExperimentProfile]
 
     def as_dict(self) -> dict:
-        return {"experiments": [asdict(e) for e in self.experiments]}
+        return {"experiments": [_plain(e) for e in self.experiments]}
+
+
+def _plain(value):
+    """``dataclasses.asdict`` without its deep copy of every number and string (they
+    are immutable): dataclasses become dicts, lists, tuples and dicts are copied."""
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 # ----------------------------------------------------------------------- the estimator
@@ -402,6 +415,8 @@ class _Columns:
 
 
 def _neighbour_parameters(experiment, apply: bool):
+    if not apply:  # the kernel reads none of the rest
+        return (False, np.zeros(3), np.zeros(3), np.eye(3), np.eye(3), 0.0, 0.0, 0.0)
     scan = ScanGeometry.from_experiment(experiment)
     crystal_a = np.eye(3) if experiment.crystal is None else experiment.crystal.A
     a_f_inv = np.linalg.inv(crystal_a) @ np.linalg.inv(scan.fixed)
@@ -442,7 +457,7 @@ def _pixel_sums(
         np.ascontiguousarray(shoeboxes.panel, dtype=np.int64),
         s1,
         hkl,
-        (arrays or DetectorArrays.from_detector(experiment.detector)).as_tuple(),
+        (arrays or DetectorArrays.of(experiment.detector)).as_tuple(),
         _neighbour_parameters(experiment, mask_neighbours),
         frame_start,
         sum_w,
@@ -642,7 +657,7 @@ def integration_bboxes(
         n_sigma * sigma_b_rad * SIGMA_B_MULTIPLIER,
         n_sigma * sigma_m_rad,
         (float(first), scan.start, scan.width, first - 1, first - 1 + scan.num_images),
-        DetectorArrays.from_detector(experiment.detector).as_tuple(),
+        DetectorArrays.of(experiment.detector).as_tuple(),
         out,
     )
     return out
@@ -702,8 +717,13 @@ SHOEBOX_NOTE = (
 def _beam_distance_and_pixel(experiment) -> tuple[float, float]:
     """Sample-to-panel distance along the beam (mm) and the mean pixel size (mm) of
     the panel the direct beam hits (else the panel most facing the beam)."""
-    arrays = DetectorArrays.from_detector(experiment.detector)
-    unit = np.asarray(experiment.beam.s0) / np.linalg.norm(experiment.beam.s0)
+    return _distance_and_pixel(experiment.beam, experiment.detector)
+
+
+@by_identity
+def _distance_and_pixel(beam, detector) -> tuple[float, float]:
+    arrays = DetectorArrays.of(detector)
+    unit = np.asarray(beam.s0) / np.linalg.norm(beam.s0)
     p, _, _ = prediction._ray_intersection(
         unit, arrays.inverse_d, arrays.pixel_size, arrays.image_size
     )
@@ -888,6 +908,12 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     return result
 
 
+@by_identity
+def _without_parallax(detector) -> DetectorArrays:
+    """The detector's arrays with no parallax correction (shared: never written)."""
+    return replace(DetectorArrays.of(detector), mu=np.zeros(len(detector)))
+
+
 def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
     """Before indexing: the spread of each spot's pixels about its own centroid
     (DIALS's ``centroid_definition=com``), all spots, no zeta filter; no sigma_m."""
@@ -902,8 +928,7 @@ def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
-    arrays = DetectorArrays.from_detector(experiment.detector)
-    arrays.mu[:] = 0.0
+    arrays = _without_parallax(experiment.detector)
     xyz = np.asarray(columns["xyzobs.px.value"])[rows]
     s1 = np.empty((len(rows), 3))
     panels = np.asarray(columns["panel"])[rows].astype(np.int64)

@@ -10,26 +10,17 @@ skipped and reported in the log: the user did not name it.
 Tables holding the same spots
 -----------------------------
 A DIALS working folder holds the same spots at several stages (``strong.refl`` ->
-``indexed.refl`` -> ``refined.refl`` -> ``integrated.refl``). Two tables hold the same
-spots when at least ``MIN_SHARED_CENTROIDS`` of their observed centroids
-(``xyzobs.px.value``) are equal, and these make at least ``SHARED_FRACTION`` of the
-smaller table's. Centroids are equal when they round to the same multiple of 1e-6 px
-in x, y and z (DIALS copies them exactly from stage to stage). Experiment identifiers
-are not required to agree: ``dials.index`` gives its experiments new identifiers (the
-I23 ``strong.refl`` and ``indexed.refl`` share all 208 centroids but no identifier), and
-legacy tables have none, so every table is compared directly, identifiers or not. Rows
-split between tables (by rows or by experiment) share no centroid, so such splits merge
-as before. Left out of the comparison, as they recur in unrelated tables: centroids at
-(0, 0, 0) or not finite (unobserved rows), those on the half-pixel grid in both x and y
-(single-pixel spots, hot pixels), and any centroid found in more than
-``MAX_TABLES_PER_CENTROID`` tables. The fraction is 10% rather than a half because
-``dials.integrate`` re-centroids most spots: the centroid_test_data ``integrated.refl``
-keeps 269 of the 654 centroids of ``indexed.refl`` exactly, and none at random.
+``indexed.refl`` -> ``refined.refl`` -> ``integrated.refl``); which tables hold the same
+spots is decided from their observed centroids alone (``algorithms.same_spots`` says
+how). Experiment identifiers are not required to agree: ``dials.index`` gives its
+experiments new identifiers, and legacy tables have none. Rows split between tables (by
+rows or by experiment) share no centroid, so such splits merge as before.
 
-The comparison reads only each table's header and centroid column (memory-mapped),
-hashes every centroid into one 64-bit key, and finds keys shared between tables with
-one sort over all of them; only pairs of tables sharing a key are counted, so 100,000
-stills cost one sort of their spots, not a comparison of every pair.
+Where the program found any table itself, every table's header and centroid column are
+read before the analysis, to know which to set aside. Where the user named every table,
+nothing can be set aside, only refused: the centroids are then compared as the tables
+are measured (:func:`refuse_named_tables_with_same_spots`), without a second read of
+each table (thousands of stills).
 
 When tables hold the same spots, one is kept: a table the user named (on the command
 line or in a list file) over one the program found (in a folder or by a glob); then the
@@ -50,10 +41,13 @@ import stat
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
-
 import libtbx.phil
 
+from ..algorithms.same_spots import (
+    ComparedTable,
+    centroid_keys,
+    tables_with_same_spots,
+)
 from ..errors import SpotSizeAnalysisError
 from ..formats import FileFormatError, read_experiments, read_reflections
 from ..formats.experiments import ExperimentList
@@ -69,10 +63,6 @@ _PARAMETER = re.compile(r"^[A-Za-z_][\w.]*=")
 # DIALS's processing stages, earliest first, as words of its file names.
 TABLE_STAGES = ("strong", "indexed", "refined", "integrated")
 EXPERIMENT_STAGES = ("imported", "indexed", "refined", "integrated")
-CENTROID_QUANTUM = 1e-6  # px
-MIN_SHARED_CENTROIDS = 3
-SHARED_FRACTION = 0.1
-MAX_TABLES_PER_CENTROID = 64
 _FILE_KINDS = (
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISSOCK, "a socket"),
@@ -100,6 +90,9 @@ class Inputs:
     phil_sources: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     found: set[str] = field(default_factory=set)
+    # Every table was named: whether two hold the same spots is checked as they are
+    # measured (refuse_named_tables_with_same_spots), not by reading them first.
+    compare_while_measuring: bool = False
 
 
 def shown(path: str) -> str:
@@ -370,13 +363,15 @@ def find_inputs(arguments: Sequence[str], phil, set_aside: bool = True) -> Input
         The scope ``name=value`` arguments are interpreted against.
     set_aside : bool
         Set aside the tables holding the same spots as another (see the module's
-        description), so that no spot is counted twice.
+        description), so that no spot is counted twice. Where the user named every
+        table, there is nothing to set aside: ``compare_while_measuring`` is set
+        instead.
 
     Raises
     ------
     InputError
         Naming the argument and the problem; also when two tables the user named both
-        hold the same spots.
+        hold the same spots, and the program found other tables.
     """
     interpreter = phil.command_line_argument_interpreter(home_scope="")
     finder = _Finder()
@@ -394,25 +389,14 @@ def find_inputs(arguments: Sequence[str], phil, set_aside: bool = True) -> Input
         else:
             finder.expand(argument)
     inputs = finder.inputs
-    if set_aside and len(inputs.reflection_files) > 1:
+    if set_aside and len(inputs.reflection_files) > 1 and not inputs.found:
+        inputs.compare_while_measuring = True  # nothing to set aside, only to refuse
+    elif set_aside and len(inputs.reflection_files) > 1:
         kept, notes = set_aside_same_spots(inputs.reflection_files, inputs.found)
         inputs.reflection_files = kept
         inputs.found &= set(kept)
         inputs.notes.extend(notes)
     return inputs
-
-
-@dataclass
-class _Table:
-    """What the comparison of spots needs of one table."""
-
-    position: int
-    path: str
-    named: bool
-    keys: np.ndarray
-    n_columns: int
-    n_rows: int
-    identifiers: frozenset
 
 
 def _stage(path: str, stages: Sequence[str]) -> int | None:
@@ -422,31 +406,7 @@ def _stage(path: str, stages: Sequence[str]) -> int | None:
     return max(ranks) if ranks else None
 
 
-def centroid_keys(xyz: np.ndarray) -> np.ndarray:
-    """One 64-bit key per distinct comparable centroid (see the module's description:
-    unobserved, non-finite and half-pixel-grid centroids left out), sorted.
-
-    Parameters
-    ----------
-    xyz : numpy.ndarray
-        A table's ``xyzobs.px.value`` column, shape (n, 3).
-    """
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    usable = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) < 1e9).all(axis=1)
-    usable &= (xyz != 0).any(axis=1)
-    on_half_grid = ((xyz[:, :2] * 2) % 1 == 0).all(axis=1)
-    quanta = np.round(xyz[usable & ~on_half_grid] / CENTROID_QUANTUM)
-    q = quanta.astype(np.int64).view(np.uint64)
-    key = q[:, 0] * np.uint64(0x9E3779B97F4A7C15)
-    key ^= q[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
-    key ^= q[:, 2] * np.uint64(0x165667B19E3779F9)
-    key ^= key >> np.uint64(29)
-    key *= np.uint64(0xBF58476D1CE4E5B9)
-    key ^= key >> np.uint64(32)
-    return np.unique(key)
-
-
-def _read_for_comparison(position: int, path: str, named: bool) -> _Table | None:
+def _read_for_comparison(position: int, path: str, named: bool) -> ComparedTable | None:
     """The table's centroid keys and size, or None where it cannot be read (the
     analysis reports it) or has no observed centroids."""
     try:
@@ -457,7 +417,7 @@ def _read_for_comparison(position: int, path: str, named: bool) -> _Table | None
         keys = centroid_keys(xyz)
     except Exception:  # noqa: BLE001 (the analysis reads it again and says why)
         return None
-    return _Table(
+    return ComparedTable(
         position=position,
         path=path,
         named=named,
@@ -468,31 +428,7 @@ def _read_for_comparison(position: int, path: str, named: bool) -> _Table | None
     )
 
 
-def _shared_counts(tables: Sequence[_Table]) -> tuple[np.ndarray, ...]:
-    """Pairs of tables (indices into ``tables``, first < second) sharing centroid
-    keys, and how many: one sort over every key, pairs only where a key recurs."""
-    n = len(tables)
-    keys = np.concatenate([t.keys for t in tables])
-    owner = np.repeat(np.arange(n, dtype=np.int64), [len(t.keys) for t in tables])
-    order = np.argsort(keys, kind="stable")  # owners ascending within a key
-    keys, owner = keys[order], owner[order]
-    starts = np.r_[True, keys[1:] != keys[:-1]] if len(keys) else np.zeros(0, bool)
-    run = np.cumsum(starts) - 1
-    length = np.bincount(run)[run] if len(run) else run
-    recurring = (length > 1) & (length <= MAX_TABLES_PER_CENTROID)
-    run, owner = run[recurring], owner[recurring]
-    codes = []
-    for d in range(1, int(length[recurring].max(initial=1))):
-        same_run = run[d:] == run[:-d]
-        codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
-    if not codes:
-        empty = np.zeros(0, np.int64)
-        return empty, empty, empty
-    pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
-    return pair_codes // n, pair_codes % n, counts
-
-
-def _preference(a: _Table, b: _Table) -> tuple[int, str]:
+def _preference(a: ComparedTable, b: ComparedTable) -> tuple[int, str]:
     """Negative if ``a`` is kept rather than ``b`` (positive if ``b``), and why."""
     if a.named != b.named:
         return (-1 if a.named else 1), "named by you (not found in a folder)"
@@ -539,19 +475,35 @@ def set_aside_same_spots(
         for position, path in enumerate(paths)
         if (table := _read_for_comparison(position, path, path not in found))
         is not None
-        and len(table.keys)
     ]
-    if len(tables) < 2:
-        return list(paths), []
-    first, second, counts = _shared_counts(tables)
-    smaller = np.minimum(
-        [len(tables[i].keys) for i in first], [len(tables[i].keys) for i in second]
-    )
-    same = (counts >= MIN_SHARED_CENTROIDS) & (counts >= SHARED_FRACTION * smaller)
+    aside, notes = _choose(tables)
+    return [path for path in paths if path not in aside], notes
+
+
+def refuse_named_tables_with_same_spots(tables: Sequence[ComparedTable]) -> None:
+    """Refuse the run where two of the tables, all named by the user, hold the same
+    spots: the check :func:`find_inputs` leaves to the measuring when every table was
+    named.
+
+    Parameters
+    ----------
+    tables : sequence of ComparedTable
+        What the measuring kept of each table it read (``named`` True).
+
+    Raises
+    ------
+    InputError
+        Naming two tables that hold the same spots.
+    """
+    _choose(list(tables))
+
+
+def _choose(tables: list[ComparedTable]) -> tuple[set[str], list[str]]:
+    """The paths of the tables set aside, and why; InputError where two named tables
+    hold the same spots."""
+    tables = [table for table in tables if len(table.keys)]
     partners: dict[int, dict[int, str]] = {}
-    for i, j, n, m in zip(
-        *(x[same].tolist() for x in (first, second, counts, smaller))
-    ):
+    for i, j, n, m in tables_with_same_spots([table.keys for table in tables]):
         evidence = f"{n} of {m} observed centroids in common"
         common = sorted(tables[i].identifiers & tables[j].identifiers)
         if common:
@@ -582,7 +534,7 @@ def set_aside_same_spots(
             f"{shown(rival.path)} ({partners[i][j]}), kept as "
             f"{_preference(rival, table)[1]}"
         )
-    return [path for path in paths if path not in aside], notes
+    return aside, notes
 
 
 def _has_identifiers(path: str) -> bool | None:

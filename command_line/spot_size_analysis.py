@@ -63,6 +63,7 @@ from .inputs import (
     phil_file,
     phil_message,
     read_experiment_lists,
+    refuse_named_tables_with_same_spots,
 )
 from .options import Options, options_help, parse_options, version_line
 from .outputs import OutputSet, logging_to, write_json, write_text
@@ -217,6 +218,11 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
                 comm=comm,
                 skipped_files=skipped,
                 paired_experiments=pairs,
+                check_measured=(
+                    refuse_named_tables_with_same_spots
+                    if inputs.compare_while_measuring
+                    else None
+                ),
             )
         if result is None:  # an MPI rank other than 0: rank 0 reports
             return None

@@ -17,6 +17,7 @@ import lzma
 import math
 import os
 import stat
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -448,6 +449,8 @@ def _panel(p: dict, name: str, frame) -> Panel:
     strategy = p.get("px_mm_strategy") or {}
     if not isinstance(strategy, dict):
         raise ValueError(f"{name} px_mm_strategy is {_shown(strategy)}, not an object")
+    for vector in frame:  # shared by every file with the same detector: immutable
+        vector.setflags(write=False)
     return Panel(
         name=str(p.get("name", "")),
         origin=origin,
@@ -767,15 +770,43 @@ _MODEL_ERRORS = (
 )
 
 
+# Kinds whose models are usually the same in every file of a run (one beamline's
+# beam, detector, goniometer, scan): parsed once and shared, as within one file. A
+# crystal differs from still to still, so it is not remembered.
+REMEMBERED_KINDS = ("beam", "detector", "goniometer", "scan")
+MOST_REMEMBERED = 64  # models remembered per kind (the least recently used go first)
+_remembered: dict[str, OrderedDict] = {kind: OrderedDict() for kind in REMEMBERED_KINDS}
+
+
+def _parsed_model(kind: str, entry: dict):
+    """The model of one entry, from memory where an identical entry (the same JSON
+    values, by ``repr``) was parsed before: models are immutable, so sharing one is
+    safe, and thousands of files of one run then share one detector (whose arrays
+    the algorithms derive once)."""
+    memory = _remembered.get(kind)
+    if memory is None:
+        with np.errstate(all="raise"):
+            return _PARSERS[kind](entry)
+    key = repr(entry)
+    model = memory.get(key)
+    if model is None:
+        with np.errstate(all="raise"):  # an invalid entry raises: never remembered
+            model = _PARSERS[kind](entry)
+        memory[key] = model
+        if len(memory) > MOST_REMEMBERED:
+            memory.popitem(last=False)
+    else:
+        memory.move_to_end(key)
+    return model
+
+
 def _parse_models(document: dict, kind: str, path: str | None) -> list:
-    parse = _PARSERS[kind]
     parsed = []
     for index, entry in enumerate(_model_list(document, kind, path)):
         try:
             if not isinstance(entry, dict) and kind != "profile":
                 raise ValueError(f"it is {_shown(entry)}, not an object")
-            with np.errstate(all="raise"):
-                parsed.append(parse(entry))
+            parsed.append(_parsed_model(kind, entry))
         except (*_MODEL_ERRORS, FloatingPointError) as error:
             detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
             raise FileFormatError(

@@ -117,6 +117,7 @@ DECOMPRESSED_SHARE = 0.5
 # Set (e.g. by tests, or a caller that knows better) to override the bound computed
 # from the memory available; None: computed on each call.
 MAX_DECOMPRESSED_BYTES: int | None = None
+SMALL_PARSE_BYTES = 1 << 24  # a JSON parse that needs no check of the memory left
 _BLOCK_BYTES = 1 << 20
 
 
@@ -475,7 +476,10 @@ def read_json_document(
         )
     text = bytes(content)
     del content
-    need, have = json_parse_estimate(text), available_memory()
+    need = json_parse_estimate(text)
+    # A parse of a few megabytes fits anywhere this program runs: asking the system
+    # for every small file (thousands of stills) would cost more than the parse.
+    have = available_memory() if need > SMALL_PARSE_BYTES else need
     if need > have:
         raise FileFormatError(
             path,

@@ -17,6 +17,7 @@ from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.profile_model import ProfileModelError, profile_model
+from ..algorithms.same_spots import ComparedTable, centroid_keys
 from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
 from ..algorithms.spot_sizes import (
     LOCATION_COLUMNS,
@@ -65,6 +66,9 @@ class MeasureRequest:
     options: MeasureOptions
     paired_experiments: dict[int, str] = field(default_factory=dict)
     n_sigma: float | None = 3.0  # None: no profile model
+    compare_spots: bool = (
+        False  # keep each table's centroid keys (algorithms.same_spots)
+    )
     geometry: ExperimentGeometry = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -86,6 +90,7 @@ class FileOutcome:
     error_is_format: bool = False  # else the data did not fit the request
     n_rows: int = 0  # rows measured, once packed into a Batch
     profiles: list[dict] = field(default_factory=list)  # per experiment (plain data)
+    compared: ComparedTable | None = None  # with MeasureRequest.compare_spots
 
     def raise_error(self) -> None:
         """Raise this outcome's problem again, as its own kind of error."""
@@ -486,6 +491,7 @@ def measure_file(
             error_is_format=isinstance(error, FileFormatError),
         )
     paired = request.paired_experiments.get(index)
+    compared = _compared(table, index, name) if request.compare_spots else None
     info = {
         "reflections": name,
         **({"experiments": paired} if paired is not None else {}),
@@ -503,4 +509,22 @@ def measure_file(
         info=info,
         labels=labels,
         profiles=profiles,
+        compared=compared,
+    )
+
+
+def _compared(table: ReflectionTable, index: int, name: str) -> ComparedTable | None:
+    """What the search for tables holding the same spots needs of a table the user
+    named; None where it has no observed centroids."""
+    xyz = table.columns.get("xyzobs.px.value")
+    if xyz is None:
+        return None
+    return ComparedTable(
+        position=index,
+        path=name,
+        named=True,
+        keys=centroid_keys(xyz),
+        n_columns=len(table.columns) + (table.shoebox_column_name is not None),
+        n_rows=table.nrows,
+        identifiers=frozenset((table.identifiers or {}).values()),
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..algorithms.advice import advise
 from ..algorithms.profile_model import combine_profiles, with_xds_ranges
 from ..algorithms.result import AnalysisResult
+from ..algorithms.same_spots import ComparedTable
 from ..algorithms.spot_sizes import (
     DatasetSelection,
     MeasureOptions,
@@ -72,6 +73,7 @@ def run_analysis(
     progress: bool | None = None,
     skipped_files: Sequence[dict] = (),
     paired_experiments: dict[int, str] | None = None,
+    check_measured: Callable[[list[ComparedTable]], None] | None = None,
 ) -> AnalysisResult | None:
     """Measure and summarise reflection tables.
 
@@ -92,6 +94,10 @@ def run_analysis(
     paired_experiments : dict of int to str, optional
         A source's index -> the experiment file that is its own (read by the process
         that measures it).
+    check_measured : callable, optional
+        Given what the search for tables holding the same spots needs of every table
+        (``algorithms.same_spots``), collected as they are measured; raises to end
+        the run (two tables the user named hold the same spots).
 
     Returns
     -------
@@ -113,6 +119,7 @@ def run_analysis(
         options=options.measure,
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
+        compare_spots=check_measured is not None,
     )
     if options.run.method == "mpi":
         batches = run_mpi(sources, request, comm)
@@ -120,6 +127,8 @@ def run_analysis(
             return None
     else:
         batches = run_serial_or_pool(sources, request, options.run.nproc, progress)
+    if check_measured is not None:
+        check_measured(_compared_tables(batches))
     _check_failures(batches, options.run.bad_files)
     merged = merge(batches, union)
     for number, (source, experiment_list) in enumerate(experiment_sources):
@@ -144,6 +153,17 @@ def run_analysis(
         ),
         advice=advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding),
     )
+
+
+def _compared_tables(batches) -> list[ComparedTable]:
+    """Every measured table's centroid keys (let go from its outcome)."""
+    tables = []
+    for batch in batches:
+        for outcome in batch.outcomes:
+            if outcome.compared is not None:
+                tables.append(outcome.compared)
+                outcome.compared = None
+    return sorted(tables, key=lambda table: table.position)
 
 
 def _check_failures(batches, bad_files: str) -> None:

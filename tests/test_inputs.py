@@ -4,6 +4,7 @@ with which table, and arguments that are not regular files: on the real DIALS fi
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -168,18 +169,25 @@ def test_tables_named_by_the_user_that_hold_the_same_spots_are_refused(
     indexed = shared_data / "I23_P12M_thau/indexed.refl"
     listing = tmp_path / "files.txt"
     listing.write_text(f"{strong}\n{indexed}\n")
+    sentence = (
+        f"{indexed} and {strong} hold the same spots (208 of 208 observed centroids "
+        "in common): pass only one of them, e.g. indexed.refl"
+    )
     for args in ([str(strong), str(indexed)], [str(listing)]):
-        with pytest.raises(
-            InputError,
-            match=r"indexed\.refl and .*strong\.refl hold the same spots \(208 of 208 "
-            r"observed centroids in common\): pass only one of them, e.g. indexed.refl$",
-        ):
-            find_inputs(args, phil_scope)
-    with pytest.raises(SystemExit) as caught:
-        run([str(strong), str(indexed), *NO_OUTPUTS])
-    assert caught.value.code == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "hold the same spots" in err
+        inputs = find_inputs(args, phil_scope)  # checked as they are measured
+        assert inputs.compare_while_measuring
+        assert inputs.reflection_files == [str(strong), str(indexed)]
+        for nproc in (1, 2):
+            with pytest.raises(SystemExit) as caught:
+                run([*args, f"nproc={nproc}", *NO_OUTPUTS])
+            assert caught.value.code == 1
+            err = capsys.readouterr().err
+            assert err == f"dials.spot_size_analysis: {sentence}\n"
+    # A table found in a folder beside them: all are compared before measuring.
+    with pytest.raises(InputError, match=re.escape(sentence)):
+        find_inputs(
+            [str(strong), str(indexed), str(shared_data / "eiger_therm")], phil_scope
+        )
 
 
 def test_a_named_table_is_kept_over_one_found(shared_data):

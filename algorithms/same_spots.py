@@ -1,0 +1,145 @@
+"""Which reflection tables hold the same spots, from their observed centroids alone.
+
+A DIALS working folder holds the same spots at several stages (``strong.refl`` ->
+``indexed.refl`` -> ``refined.refl`` -> ``integrated.refl``), and DIALS copies each
+observed centroid (``xyzobs.px.value``) exactly from stage to stage. Two tables hold the
+same spots when at least ``MIN_SHARED_CENTROIDS`` of their centroids are equal, and
+these make at least ``SHARED_FRACTION`` of the smaller table's. Centroids are equal
+when they round to the same multiple of ``CENTROID_QUANTUM`` in x, y and z. Left out,
+as they recur in unrelated tables: centroids at (0, 0, 0) or not finite (unobserved
+rows), those on the half-pixel grid in both x and y (single-pixel spots, hot pixels),
+and any centroid found in more than ``MAX_TABLES_PER_CENTROID`` tables. The fraction is
+10% rather than a half because ``dials.integrate`` re-centroids most spots: the
+centroid_test_data ``integrated.refl`` keeps 269 of the 654 centroids of
+``indexed.refl`` exactly, and none at random.
+
+Each centroid is hashed into one 64-bit key, and keys shared between tables are found
+with one sort over all of them; only pairs of tables sharing a key are counted, so
+100,000 stills cost one sort of their spots, not a comparison of every pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+CENTROID_QUANTUM = 1e-6  # px
+MIN_SHARED_CENTROIDS = 3
+SHARED_FRACTION = 0.1
+MAX_TABLES_PER_CENTROID = 64
+
+
+def centroid_keys(xyz: np.ndarray) -> np.ndarray:
+    """One 64-bit key per distinct comparable centroid (unobserved, non-finite and
+    half-pixel-grid centroids left out), sorted.
+
+    Parameters
+    ----------
+    xyz : numpy.ndarray
+        A table's ``xyzobs.px.value`` column, shape (n, 3).
+
+    Returns
+    -------
+    numpy.ndarray
+        uint64, sorted, distinct.
+    """
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    usable = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) < 1e9).all(axis=1)
+    usable &= (xyz != 0).any(axis=1)
+    on_half_grid = ((xyz[:, :2] * 2) % 1 == 0).all(axis=1)
+    quanta = np.round(xyz[usable & ~on_half_grid] / CENTROID_QUANTUM)
+    q = quanta.astype(np.int64).view(np.uint64)
+    key = q[:, 0] * np.uint64(0x9E3779B97F4A7C15)
+    key ^= q[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
+    key ^= q[:, 2] * np.uint64(0x165667B19E3779F9)
+    key ^= key >> np.uint64(29)
+    key *= np.uint64(0xBF58476D1CE4E5B9)
+    key ^= key >> np.uint64(32)
+    return np.unique(key)
+
+
+@dataclass
+class ComparedTable:
+    """What the comparison needs of one table: its place among the inputs, whether the
+    user named it (or the program found it), its centroid keys, and what decides
+    which of two tables is kept (its columns, rows and experiment identifiers)."""
+
+    position: int
+    path: str
+    named: bool
+    keys: np.ndarray
+    n_columns: int
+    n_rows: int
+    identifiers: frozenset
+
+
+class SharedSpots(NamedTuple):
+    """Two tables (indices into the key lists, first < second) holding the same spots:
+    how many centroids they share, and how many the smaller of them has."""
+
+    first: int
+    second: int
+    n_shared: int
+    n_smaller: int
+
+
+def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Pairs of tables sharing centroid keys, and how many: one sort over every key,
+    pairs only where a key recurs (in at most MAX_TABLES_PER_CENTROID tables).
+
+    Parameters
+    ----------
+    keys : sequence of numpy.ndarray
+        Each table's :func:`centroid_keys`.
+
+    Returns
+    -------
+    first, second, counts : numpy.ndarray
+        int64: the pairs (first < second) and the keys they share.
+    """
+    n = len(keys)
+    every = np.concatenate(keys) if n else np.zeros(0, np.uint64)
+    owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
+    order = np.argsort(every, kind="stable")  # owners ascending within a key
+    every, owner = every[order], owner[order]
+    starts = np.r_[True, every[1:] != every[:-1]] if len(every) else np.zeros(0, bool)
+    run = np.cumsum(starts) - 1
+    length = np.bincount(run)[run] if len(run) else run
+    recurring = (length > 1) & (length <= MAX_TABLES_PER_CENTROID)
+    run, owner = run[recurring], owner[recurring]
+    codes = []
+    for d in range(1, int(length[recurring].max(initial=1))):
+        same_run = run[d:] == run[:-d]
+        codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
+    if not codes:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
+    return pair_codes // n, pair_codes % n, counts
+
+
+def tables_with_same_spots(keys: Sequence[np.ndarray]) -> list[SharedSpots]:
+    """Every pair of tables that hold the same spots (see the module's description).
+
+    Parameters
+    ----------
+    keys : sequence of numpy.ndarray
+        Each table's :func:`centroid_keys`.
+
+    Returns
+    -------
+    list of SharedSpots
+        In ascending order of (first, second).
+    """
+    if len(keys) < 2:
+        return []
+    first, second, counts = shared_centroid_counts(keys)
+    sizes = np.array([len(k) for k in keys], dtype=np.int64)
+    smaller = np.minimum(sizes[first], sizes[second])
+    same = (counts >= MIN_SHARED_CENTROIDS) & (counts >= SHARED_FRACTION * smaller)
+    return [
+        SharedSpots(*pair)
+        for pair in zip(*(x[same].tolist() for x in (first, second, counts, smaller)))
+    ]
