@@ -1,54 +1,19 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
-Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets (records are
-packed back to back), so a float32 cannot be read through a view of the blob (a float32
-view at an unaligned offset lets the compiler assume an alignment that is not there).
-Each is read by one load that the compiler is told may be unaligned (``_float32_at``);
-assembling the four bytes with shifts and reinterpreting them gave the same numbers
-and took half as long again over the whole pass. The file's floats are little-endian,
-like every host numba supports here (checked on import). The blob may be a read-only
-memory map: nothing here writes to it, and the caller checks that every record lies
-inside it.
+Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets; each float32 is
+read by one unaligned load (:mod:`._unaligned`).
 """
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic
 
 from ..jit import njit
-
-if sys.byteorder != "little":  # the loads below read the file's little-endian floats
-    raise ImportError("spot shape kernels need a little-endian host")
+from ._unaligned import float32_at as _float32_at
 
 # The variance of a uniform square pixel about its centre, per axis (px^2): added to the
 # diagonal of the x-y covariance for the elongation only.
 PIXEL_VARIANCE = 1.0 / 12.0
-
-
-@intrinsic
-def _float32_at(typingctx, blob, position):
-    """The float32 at byte ``position`` of the uint8 array ``blob``, at any alignment:
-    one load that the compiler is told is unaligned. ``blob`` must be contiguous."""
-    if not isinstance(blob, types.Array) or blob.dtype != types.uint8:
-        return None
-    if blob.ndim != 1 or blob.layout != "C":
-        return None
-    if not isinstance(position, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
-        offset = context.cast(builder, args[1], signature.args[1], types.intp)
-        address = builder.gep(array.data, [offset])
-        pointer = builder.bitcast(address, ir.FloatType().as_pointer())
-        return builder.load(pointer, align=1)
-
-    return types.float32(blob, position), codegen
 
 
 @njit

@@ -29,6 +29,7 @@ import numpy as np
 from ..jit import njit
 from . import prediction
 from ._memo import by_identity
+from ._unaligned import float32_at, int32_at
 from .prediction import (
     DetectorArrays,
     ScanGeometry,
@@ -163,18 +164,6 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
 
 
 @njit
-def _float32_at(blob, start, count):
-    return blob[start : start + 4 * count].copy().view(np.float32)
-
-
-@njit
-def _mask_at(blob, start, count, int32_mask):
-    if int32_mask:
-        return blob[start : start + 4 * count].copy().view(np.int32).astype(np.int64)
-    return blob[start : start + count].astype(np.int64)
-
-
-@njit
 def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
     # PixelToMillerIndex.h: h = A^-1 F^-1 R(angle)^T S^-1 (s1 - s0), rounded.
     length = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
@@ -188,6 +177,17 @@ def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
         if int(math.floor(h[k] + 0.5)) != hkl[k]:
             return True
     return False
+
+
+@njit
+def _neighbours_pixel(lab, frame, hkl, neighbours):
+    """mask_neighbouring: whether the pixel centre ``lab`` maps to another Miller
+    index than ``hkl`` at the start or the end of its frame."""
+    _, s0, m2, a_f_inv, s_inv, first_image, start, width = neighbours
+    a0 = start + (frame - first_image + 1) * width
+    return _rounded_hkl_differs(
+        lab, s0, a0, hkl, m2, a_f_inv, s_inv
+    ) or _rounded_hkl_differs(lab, s0, a0 + width, hkl, m2, a_f_inv, s_inv)
 
 
 @njit
@@ -211,7 +211,7 @@ def _pixel_kernel(
     != 0) and, per frame of the bbox, the data over mask == Valid|Foreground after
     mask_neighbouring (ExtendedEstimator)."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
-    apply, s0, m2, a_f_inv, s_inv, first_image, start, width = neighbours
+    apply = neighbours[0]
     lab = np.empty(3)
     for out in range(rows.shape[0]):
         i = rows[out]
@@ -220,18 +220,25 @@ def _pixel_kernel(
             continue
         x0, x1, y0, y1, z0, z1 = bbox[i]
         nx, ny, nz = x1 - x0, y1 - y0, z1 - z0
-        count = nx * ny * nz
-        data = _float32_at(blob, data_offset[i], count)
-        mask = _mask_at(blob, data_offset[i] + 4 * count, count, present[i] == 1)
+        data_start = data_offset[i]
+        mask_start = data_start + 4 * nx * ny * nz  # int32 (present 1) or uint8 codes
+        int32_mask = present[i] == 1
         p = panel[i]
         ref = s1[i]
         ref_len = math.sqrt(ref[0] ** 2 + ref[1] ** 2 + ref[2] ** 2)
+        parallax = mu[p] > 0
         for j in range(ny):
             for k in range(nx):
-                pixel_lab_coord(
-                    p, x0 + k + 0.5, y0 + j + 0.5, origin, fast, slow,
-                    pixel_size, mu, thickness, lab,
-                )  # fmt: skip
+                if parallax:
+                    pixel_lab_coord(
+                        p, x0 + k + 0.5, y0 + j + 0.5, origin, fast, slow,
+                        pixel_size, mu, thickness, lab,
+                    )  # fmt: skip
+                else:  # pixel_lab_coord without parallax, written out: no call
+                    x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
+                    y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
+                    for c in range(3):
+                        lab[c] = origin[p, c] + x_mm * fast[p, c] + y_mm * slow[p, c]
                 lab_len = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
                 cosine = (lab[0] * ref[0] + lab[1] * ref[1] + lab[2] * ref[2]) / (
                     lab_len * ref_len
@@ -239,17 +246,15 @@ def _pixel_kernel(
                 angle = math.acos(min(1.0, max(-1.0, cosine)))
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
-                    code = mask[index]
-                    if apply:
-                        frame = z0 + z
-                        a0 = start + (frame - first_image + 1) * width
-                        if _rounded_hkl_differs(
-                            lab, s0, a0, hkl[i], m2, a_f_inv, s_inv
-                        ) or _rounded_hkl_differs(
-                            lab, s0, a0 + width, hkl[i], m2, a_f_inv, s_inv
-                        ):
-                            code = VALID_BACKGROUND
-                    value = np.float64(data[index])
+                    if int32_mask:
+                        code = np.int64(int32_at(blob, mask_start + 4 * index))
+                    else:
+                        code = np.int64(blob[mask_start + index])
+                    if apply and _neighbours_pixel(
+                        lab, z0 + z, hkl[i], neighbours
+                    ):  # fmt: skip
+                        code = VALID_BACKGROUND
+                    value = np.float64(float32_at(blob, data_start + 4 * index))
                     if code != 0:
                         sum_w[out] += value
                         sum_w_angle2[out] += value * angle * angle
