@@ -40,6 +40,6 @@ class by_identity:  # noqa: N801 (used as a decorator)
             return remembered[1]
         result = self._function(*models)
         self._results[key] = (models, result)
-        if len(self._results) > MOST_REMEMBERED:
+        while len(self._results) > MOST_REMEMBERED:
             self._results.popitem(last=False)
         return result

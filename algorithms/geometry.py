@@ -66,6 +66,35 @@ def _d_spacing_kernel(
 WAVELENGTH_COLUMNS = ("wavelength", "wavelength_cal")
 
 
+_NO_PANELS = (np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 2)))
+
+
+@by_identity
+def _panel_table(detector) -> tuple[np.ndarray, ...]:
+    """A detector's panel origins, fast and slow axes and pixel sizes, one row per
+    panel (shared by every file with this detector object: never written)."""
+    panels = detector.panels
+    return (
+        np.array([p.origin for p in panels], dtype=np.float64).reshape(-1, 3),
+        np.array([p.fast_axis for p in panels], dtype=np.float64).reshape(-1, 3),
+        np.array([p.slow_axis for p in panels], dtype=np.float64).reshape(-1, 3),
+        np.array([p.pixel_size for p in panels], dtype=np.float64).reshape(-1, 2),
+    )
+
+
+def _beam_row(beam) -> tuple:
+    """s0, its unit vector, 1/λ and whether polychromatic; NaN for no beam."""
+    if beam is None:
+        return (np.nan,) * 3, (np.nan,) * 3, np.nan, False
+    return _known_beam_row(beam)
+
+
+@by_identity
+def _known_beam_row(beam) -> tuple:
+    wavenumber = 1.0 / beam.wavelength if beam.wavelength is not None else np.nan
+    return beam.s0, beam.unit_s0, wavenumber, beam.polychromatic
+
+
 # Files of one run share their beam and detector objects (formats.experiments): their
 # beam centres are solved once for all of them.
 _shared_beam_centres = by_identity(beam_centres_px)
@@ -85,8 +114,8 @@ class ExperimentGeometry:
         for number, identifier in enumerate(self.identifiers):
             if identifier:
                 self.index.setdefault(identifier, number)
-        origins, fasts, slows, pixel_sizes, starts, n_panels = [], [], [], [], [], []
-        seen: dict[int, int] = {}
+        panel_tables, starts, n_panels = [], [], []
+        position, seen = 0, {}
         for experiment in self.experiments:
             detector = experiment.detector
             n_panels.append(len(detector) if detector is not None else 0)
@@ -94,48 +123,24 @@ class ExperimentGeometry:
                 starts.append(-1)
                 continue
             if id(detector) not in seen:  # shared detectors are stacked once
-                seen[id(detector)] = len(origins)
-                for panel in detector.panels:
-                    origins.append(panel.origin)
-                    fasts.append(panel.fast_axis)
-                    slows.append(panel.slow_axis)
-                    pixel_sizes.append(panel.pixel_size)
+                seen[id(detector)] = position
+                panel_tables.append(_panel_table(detector))
+                position += len(detector)
             starts.append(seen[id(detector)])
-        self.origins = np.array(origins).reshape(-1, 3)
-        self.fasts = np.array(fasts).reshape(-1, 3)
-        self.slows = np.array(slows).reshape(-1, 3)
-        self.pixel_sizes = np.array(pixel_sizes, dtype=np.float64).reshape(-1, 2)
+        self.origins, self.fasts, self.slows, self.pixel_sizes = (
+            np.concatenate(parts) for parts in zip(_NO_PANELS, *panel_tables)
+        )  # a copy: the stacks are this object's own
         self.starts = np.array(starts, dtype=np.int64)
         self.n_panels = np.array(n_panels, dtype=np.int64)
         self._beam_centres: np.ndarray | None = None
         self._beam_centre_starts = np.zeros(0, np.int64)
-        self.s0 = np.array(
-            [
-                e.beam.s0 if e.beam is not None else (np.nan,) * 3
-                for e in self.experiments
-            ]
-        ).reshape(-1, 3)
         # The beam's direction and 1/λ apart: a polychromatic beam (Laue, neutron
         # time-of-flight) has a direction but 1/λ NaN, each reflection having its own.
-        self.unit_s0 = np.array(
-            [
-                e.beam.unit_s0 if e.beam is not None else (np.nan,) * 3
-                for e in self.experiments
-            ]
-        ).reshape(-1, 3)
-        self.wavenumber = np.array(
-            [
-                1.0 / e.beam.wavelength
-                if e.beam is not None and e.beam.wavelength is not None
-                else np.nan
-                for e in self.experiments
-            ],
-            dtype=np.float64,
-        )
-        self.polychromatic = np.array(
-            [e.beam is not None and e.beam.polychromatic for e in self.experiments],
-            dtype=bool,
-        )
+        beams = [_beam_row(e.beam) for e in self.experiments]
+        self.s0 = np.array([b[0] for b in beams]).reshape(-1, 3)
+        self.unit_s0 = np.array([b[1] for b in beams]).reshape(-1, 3)
+        self.wavenumber = np.array([b[2] for b in beams], dtype=np.float64)
+        self.polychromatic = np.array([b[3] for b in beams], dtype=bool)
         self._wavelengths: np.ndarray | None = None
 
     def __len__(self) -> int:

@@ -22,7 +22,7 @@ The path, as in ``src/dials/command_line/integrate.py`` ``run_integration``:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -395,8 +395,8 @@ class ProfileModel:
 def _plain(value):
     """``dataclasses.asdict`` without its deep copy of every number and string (they
     are immutable): dataclasses become dicts, lists, tuples and dicts are copied."""
-    if hasattr(value, "__dataclass_fields__"):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if hasattr(value, "__dataclass_fields__"):  # its fields, in order (no slots)
+        return {name: _plain(item) for name, item in vars(value).items()}
     if isinstance(value, (list, tuple)):
         return type(value)(_plain(item) for item in value)
     if isinstance(value, dict):

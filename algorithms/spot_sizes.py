@@ -366,6 +366,15 @@ def _indices_by_identifier(
             f"{where} belongs to experiment(s) {', '.join(missing)}, which are not in the experiment "
             "list(s) given: pass the .expt file written together with this .refl"
         )
+    if len(identifiers) == 1:  # a still's table: one experiment
+        (key, name), *_ = identifiers.items()
+        mine = ids == key
+        if not mine.all() and (ids[~mine] >= 0).any():
+            unknown_ids = np.unique(ids[~mine & (ids >= 0)])
+            raise SelectionError(
+                f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
+            )
+        return np.where(mine, position[name], -1)
     lookup_keys = np.array(sorted(identifiers), dtype=np.int64)
     lookup_values = np.array(
         [position[identifiers[k]] for k in lookup_keys], dtype=np.int64

@@ -793,7 +793,7 @@ def _parsed_model(kind: str, entry: dict):
         with np.errstate(all="raise"):  # an invalid entry raises: never remembered
             model = _PARSERS[kind](entry)
         memory[key] = model
-        if len(memory) > MOST_REMEMBERED:
+        while len(memory) > MOST_REMEMBERED:
             memory.popitem(last=False)
     else:
         memory.move_to_end(key)

@@ -543,3 +543,33 @@ def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
     assert merge(batches, []).spot_sizes.size.tolist() == whole.spot_sizes.size.tolist()
     monkeypatch.setattr(batching, "FILES_PER_BATCH", 7)
     assert [len(b.outcomes) for b in run_serial_or_pool(files, settings, 1)] == [7]
+
+
+@pytest.mark.parametrize("n_experiments", [1, 2])
+def test_rows_of_an_experiment_the_identifier_map_does_not_name_are_refused(
+    shared_data, tmp_path, n_experiments
+):
+    """A still's table maps its one id to its identifier; a row with another id is an
+    inconsistent file, named in one sentence (one experiment or several)."""
+    table = read_reflections(shared_data / "ssx_CuNiR/strong_5.refl")
+    ids = np.asarray(table["id"])  # sorted: each experiment's rows are one stretch
+    part = table.slice_rows(0, int(np.searchsorted(ids, n_experiments)))
+    part.identifiers = {k: table.identifiers[k] for k in range(n_experiments)}
+    ids = np.array(part["id"])
+    ids[-1] = 7  # no experiment of the map
+    part.columns["id"] = ids
+    path = tmp_path / "still.refl"
+    write_reflections(part, path)
+    with pytest.raises(
+        Exception,
+        match=r"still\.refl has rows with id \[7\] that its identifier map does not "
+        r"name: the file is inconsistent",
+    ):
+        analyse([str(path)], [str(shared_data / "ssx_CuNiR/imported_no_ref_5.expt")])
+    ids[-1] = -1  # an unassigned row is fine
+    part.columns["id"] = ids
+    write_reflections(part, path)
+    result = analyse([str(path)], [str(shared_data / "ssx_CuNiR/imported_no_ref_5.expt")])
+    experiments = result.result.spot_sizes.experiment.tolist()
+    assert experiments[-1] == -1  # counted, with no experiment
+    assert set(experiments[:-1]) == set(range(n_experiments))
