@@ -25,6 +25,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from ..jit import njit
+
 CENTROID_QUANTUM = 1e-6  # px
 MIN_SHARED_CENTROIDS = 3
 SHARED_FRACTION = 0.1
@@ -45,19 +47,36 @@ def centroid_keys(xyz: np.ndarray) -> np.ndarray:
     numpy.ndarray
         uint64, sorted, distinct.
     """
-    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    usable = np.isfinite(xyz).all(axis=1) & (np.abs(xyz) < 1e9).all(axis=1)
-    usable &= (xyz != 0).any(axis=1)
-    on_half_grid = ((xyz[:, :2] * 2) % 1 == 0).all(axis=1)
-    quanta = np.round(xyz[usable & ~on_half_grid] / CENTROID_QUANTUM)
-    q = quanta.astype(np.int64).view(np.uint64)
-    key = q[:, 0] * np.uint64(0x9E3779B97F4A7C15)
-    key ^= q[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F)
-    key ^= q[:, 2] * np.uint64(0x165667B19E3779F9)
-    key ^= key >> np.uint64(29)
-    key *= np.uint64(0xBF58476D1CE4E5B9)
-    key ^= key >> np.uint64(32)
-    return np.unique(key)
+    xyz = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
+    keys = np.empty(len(xyz), np.uint64)
+    return np.unique(keys[: _centroid_keys(xyz, CENTROID_QUANTUM, keys)])
+
+
+@njit
+def _centroid_keys(xyz, quantum, keys):
+    """The key of each comparable centroid into ``keys``; returns how many."""
+    n = 0
+    for i in range(xyz.shape[0]):
+        x, y, z = xyz[i, 0], xyz[i, 1], xyz[i, 2]
+        if not (abs(x) < 1e9 and abs(y) < 1e9 and abs(z) < 1e9):  # NaN fails too
+            continue
+        if x == 0 and y == 0 and z == 0:  # unobserved
+            continue
+        if (x * 2) % 1 == 0 and (y * 2) % 1 == 0:  # half-pixel grid: 1-pixel spots
+            continue
+        key = np.uint64(np.int64(np.round(x / quantum))) * np.uint64(0x9E3779B97F4A7C15)
+        key ^= np.uint64(np.int64(np.round(y / quantum))) * np.uint64(
+            0xC2B2AE3D27D4EB4F
+        )
+        key ^= np.uint64(np.int64(np.round(z / quantum))) * np.uint64(
+            0x165667B19E3779F9
+        )
+        key ^= key >> np.uint64(29)
+        key *= np.uint64(0xBF58476D1CE4E5B9)
+        key ^= key >> np.uint64(32)
+        keys[n] = key
+        n += 1
+    return n
 
 
 @dataclass
