@@ -61,6 +61,19 @@ def _d_spacing_kernel(
         out[i] = 1.0 / q if q != 0 else np.inf  # NaN positions stay NaN, as in numpy
 
 
+@njit
+def _gather_panel_rows(experiment, panel, starts, n_panels, table_starts, table, out):
+    """Row ``table_starts[e] + p`` of ``table`` for each reflection's experiment e and
+    panel p; NaN where the experiment, its detector or the panel is unknown."""
+    for i in range(out.shape[0]):
+        e, p = experiment[i], panel[i]
+        row = -1
+        if 0 <= e < starts.size and starts[e] >= 0 and 0 <= p < n_panels[e]:
+            row = table_starts[e] + p
+        for c in range(out.shape[1]):
+            out[i, c] = table[row, c] if 0 <= row < table.shape[0] else np.nan
+
+
 # Per-reflection wavelength columns of DIALS's Laue and time-of-flight tables, in order
 # of preference: the observed wavelength, then the predicted one (``wavelength_cal``).
 WAVELENGTH_COLUMNS = ("wavelength", "wavelength_cal")
@@ -191,24 +204,33 @@ class ExperimentGeometry:
         """
         if self._beam_centres is None:
             self._beam_centres, self._beam_centre_starts = self._beam_centre_table()
-        experiment_index = np.asarray(experiment_index, dtype=np.int64)
-        panel = np.asarray(panel, dtype=np.int64)
-        result = np.full((len(experiment_index), 2), np.nan)
-        known = (experiment_index >= 0) & (experiment_index < len(self))
-        safe = np.where(known, experiment_index, 0)
-        known &= (panel >= 0) & (panel < self.n_panels[safe]) & (self.starts[safe] >= 0)
-        rows = self._beam_centre_starts[safe[known]] + panel[known]
-        result[known] = self._beam_centres[rows]
+        experiment_index = np.ascontiguousarray(experiment_index, dtype=np.int64)
+        panel = np.ascontiguousarray(panel, dtype=np.int64)
+        result = np.empty((len(experiment_index), 2))
+        _gather_panel_rows(
+            experiment_index,
+            panel,
+            self.starts,
+            self.n_panels,
+            self._beam_centre_starts,
+            self._beam_centres,
+            result,
+        )
         return result
 
     def _beam_centre_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """Beam centres of every experiment's panels, one block per experiment; the
-        same detector and beam direction are solved once (thousands of stills)."""
+        """Beam centres of every experiment's panels, one block per experiment with a
+        detector (NaN without a beam); the same detector and beam direction are
+        solved once (thousands of stills)."""
         blocks, starts, solved = [], [], {}
         position = 0
         for experiment in self.experiments:
             starts.append(position)
-            if experiment.detector is None or experiment.beam is None:
+            if experiment.detector is None:
+                continue
+            if experiment.beam is None:
+                blocks.append(np.full((len(experiment.detector), 2), np.nan))
+                position += len(experiment.detector)
                 continue
             direction = experiment.beam.direction
             key = (id(experiment.detector), tuple(np.round(direction, 12)))

@@ -107,3 +107,18 @@ def test_by_identity_keeps_its_arguments_and_result():
     assert derived(a) is derived(a)
     assert derived(b) is not derived(a)
     assert calls == [a, b]
+
+
+def test_beam_centres_are_nan_where_unknown(shared_data):
+    """An experiment with a detector but no beam, a panel or experiment out of range:
+    NaN, never another experiment's numbers."""
+    from dataclasses import replace
+
+    experiment = read_experiments(shared_data / "eiger_therm/imported.expt")[0]
+    geometry = ExperimentGeometry([replace(experiment, beam=None), experiment])
+    centres = geometry.beam_centres_px(
+        np.array([0, 1, 1, -1, 2]), np.array([0, 0, 1, 0, 0])
+    )
+    assert np.isnan(centres[[0, 2, 3, 4]]).all()
+    assert np.isfinite(centres[1]).all()
+    assert centres[1] == pytest.approx([2216.06, 2300.41], abs=0.01)
