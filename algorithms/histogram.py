@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..jit import njit
+
 RELATIVE_TOLERANCE = 1e-4
 
 
@@ -99,6 +101,13 @@ def histogram(
         raise ValueError(
             f"data_max ({data_max:g}) must be greater than data_min ({data_min:g})"
         )
+    if weights is None:
+        values = np.asarray(values)
+        if values.dtype.kind not in "iuf":
+            values = values.astype(np.float64)
+        counts = np.zeros(n_bins, dtype=np.int64)
+        outside = _bin(values.ravel(), data_min, data_max, n_bins, counts)
+        return Histogram(data_min, data_max, counts, int(outside))
     values = np.asarray(values, dtype=np.float64).ravel()
     width = (data_max - data_min) / n_bins
     tolerance = width * RELATIVE_TOLERANCE
@@ -109,19 +118,34 @@ def histogram(
     slots[beyond_first] = np.minimum(
         (offsets[beyond_first] / width).astype(np.int64), n_bins - 1
     )
-    if weights is None:
-        return Histogram(
-            data_min,
-            data_max,
-            np.bincount(slots, minlength=n_bins).astype(np.int64),
-            int(outside.sum()),
-        )
     weights = np.asarray(weights, dtype=np.int64).ravel()
     counts = np.zeros(n_bins, dtype=np.int64)
     np.add.at(
         counts, slots, weights[~outside]
     )  # integers throughout: exact at any count
     return Histogram(data_min, data_max, counts, int(weights[outside].sum()))
+
+
+@njit
+def _bin(values, data_min, data_max, n_bins, counts):
+    """Count each value (as float64) into its slot as flex.histogram does (see the
+    module's text; a NaN goes to slot 0, as the vectorised rule puts it); returns how
+    many are out of range."""
+    width = (data_max - data_min) / n_bins
+    tolerance = width * RELATIVE_TOLERANCE
+    below, above = data_min - tolerance, data_max + tolerance
+    outside = 0
+    for i in range(values.size):
+        value = np.float64(values[i])
+        if value < below or value > above:
+            outside += 1
+            continue
+        offset = value - data_min
+        slot = 0
+        if offset != 0 and offset >= width:
+            slot = min(np.int64(offset / width), n_bins - 1)
+        counts[slot] += 1
+    return outside
 
 
 def automatic_range(values: np.ndarray) -> tuple[float, float]:

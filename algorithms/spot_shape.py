@@ -45,13 +45,7 @@ import numpy as np
 from ..formats.shoeboxes import ShoeboxColumn
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
-from .statistics import (
-    GroupOrder,
-    group_medians,
-    group_order,
-    group_statistics,
-    summary_statistics,
-)
+from .statistics import KeyGroups, grouped_summary, key_groups
 
 ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
 MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
@@ -496,7 +490,9 @@ def _rows_of(shapes: SpotShapes, name: str) -> np.ndarray:
     return np.isfinite(getattr(shapes, name))
 
 
-def _histogram(values: np.ndarray, name: str) -> dict:
+def _histogram(values: np.ndarray, name: str, counts: np.ndarray | None) -> dict:
+    """The quantity's histogram; integer values whose counts per value are known are
+    binned as those counts (the same slots, by ``histogram``'s weights)."""
     _, bins, first = QUANTITIES[name]
     if bins is None:  # width-1 bins centred on the integers first, first + 1, ...
         top = first + MAX_INTEGER_BINS - 1
@@ -506,7 +502,11 @@ def _histogram(values: np.ndarray, name: str) -> dict:
     else:
         low, high, width = bins
     n_bins = int(round((high - low) / width))
-    binned = histogram(values, low, high, n_bins)
+    if counts is None:
+        binned = histogram(values, low, high, n_bins)
+    else:
+        present = np.flatnonzero(counts)
+        binned = histogram(present, low, high, n_bins, weights=counts[present])
     centres = binned.bin_centers
     if bins is None:
         centres = np.round(centres).astype(np.int64)
@@ -520,19 +520,11 @@ def _histogram(values: np.ndarray, name: str) -> dict:
     }
 
 
-def _medians_by(grouping: GroupOrder | None, keys, values, kept, key_name) -> list:
-    """Median per group: integer values counted (exact, no sort), real ones selected
-    within each group of a key order shared by every quantity."""
-    if grouping is None:
-        return []
-    if np.issubdtype(values.dtype, np.integer):
-        groups = group_statistics(keys[kept], values[kept], skip_negative_keys=True)
-        entries = zip(groups.key, groups.n, groups.median)
-    else:
-        entries = zip(*group_medians(grouping, np.where(kept, values, np.nan)))
+def _medians_by(found: tuple, key_name: str) -> list:
+    """Plain-number entries of one key's medians (keys, counts and medians)."""
     return [
         {key_name: int(key), "n": int(n), "median": float(median)}
-        for key, n, median in entries
+        for key, n, median in zip(*found)
     ]
 
 
@@ -586,27 +578,25 @@ def summarise_spot_shapes(
         appears: missing numbers are None.
     """
     n = len(shapes)
-    for keys in (image, shell, panel):
-        if keys is not None and len(keys) != n:
-            raise ValueError(f"group keys must have one entry per row ({n})")
-    groupings = {
-        label: (None, None) if keys is None else (group_order(keys), np.asarray(keys))
-        for label, keys in (("image", image), ("shell", shell), ("panel", panel))
-    }
+    given = (("image", image), ("shell", shell), ("panel", panel))
+    labels = [label for label, keys in given if keys is not None]
+    groups: KeyGroups = key_groups([keys for _, keys in given if keys is not None], n)
+    scratch = np.empty(n, np.uint64)  # one work array for every quantity
     quantities = {}
     for name, (unit, _, _) in QUANTITIES.items():
         kept = _rows_of(shapes, name)
-        every = getattr(shapes, name)
-        values = every[kept]
-        groups = {
-            f"median_by_{label}": _medians_by(grouping, keys, every, kept, label)
-            for label, (grouping, keys) in groupings.items()
-        }
+        summary = grouped_summary(getattr(shapes, name), kept, groups, scratch)
+        medians = dict(zip(labels, summary.medians))
         quantities[name] = {
             "unit": unit,
-            "statistics": summary_statistics(values),
-            "histogram": _histogram(values, name),
-            **groups,
+            "statistics": summary.statistics,
+            "histogram": _histogram(summary.values, name, summary.counts),
+            **{
+                f"median_by_{label}": _medians_by(medians[label], label)
+                if label in medians
+                else []
+                for label, _ in given
+            },
         }
     coded = shapes.extent_z > 0
     return _json_safe(

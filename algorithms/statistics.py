@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -95,15 +96,61 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     return result
 
 
+def mean_and_std(
+    values: np.ndarray, out: np.ndarray | None = None
+) -> tuple[float, float]:
+    """The mean and population standard deviation numpy gives for a float64 copy of
+    the values (``copy.mean()``, ``copy.std()``), by numpy's own steps (its ``_mean``
+    and ``_var``: the same reductions of the same float64 array, so the same bits),
+    with the copy then holding the squared deviations: numpy's standard deviation
+    would make a second row-sized array.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        One-dimensional, real or integer, at least one value.
+    out : numpy.ndarray, optional
+        float64, as many entries as values: where the copy is made (overwritten; a
+        buffer reused across calls spares a row-sized allocation). None allocates.
+
+    Returns
+    -------
+    tuple of float
+        The mean and the population standard deviation.
+    """
+    values = np.asarray(values).ravel()
+    if out is None:
+        copy = values.astype(np.float64)
+    else:
+        copy = out
+        np.copyto(copy, values, casting="unsafe")
+    count = np.intp(copy.size)
+    total = np.add.reduce(copy, None, np.float64, None, False, where=True)
+    mean = total.dtype.type(total / count)
+    np.subtract(copy, np.array([mean]), out=copy)
+    np.square(copy, out=copy)
+    squares = np.add.reduce(copy, None, np.float64, None, False, where=True)
+    variance = squares.dtype.type(squares / count)
+    return float(mean), float(variance.dtype.type(np.sqrt(variance)))
+
+
 def summary_statistics(
-    values: np.ndarray, counts: np.ndarray | None = None
+    values: np.ndarray,
+    counts: np.ndarray | None = None,
+    ordered: np.ndarray | None = None,
+    scratch: np.ndarray | None = None,
 ) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
     values. For integer sizes, the quantiles come from value counts (``counts``, where
-    the caller has them already) and the mean and standard deviation from the integers
-    themselves, without a float copy: the numbers are the same as numpy's on floats
-    (integer sums below 2**53 are exact).
+    the caller has them already): the numbers are the same as numpy's on floats.
+    Other values are sorted once (``ordered``, where the caller has them sorted
+    already) and the quantiles read from the sorted values with numpy's steps
+    (:func:`percentiles_from_sorted`); a sort is cheaper than numpy's partition for
+    five percentiles. The mean and standard deviation are numpy's, of a float64 copy
+    in the rows' own order (:func:`mean_and_std`; a sum in another order could differ
+    in the last bits); for integers that is numpy's answer on the integers too, their
+    sums being exact below 2**53.
 
     Parameters
     ----------
@@ -112,6 +159,13 @@ def summary_statistics(
     counts : numpy.ndarray, optional
         The values' tally from :func:`value_counts`, where already made; None makes it
         here (where the values allow).
+    ordered : numpy.ndarray, optional
+        The same values sorted ascending (any dtype that holds them exactly), where
+        already sorted; used only where there are no value counts.
+    scratch : numpy.ndarray, optional
+        float64, as many entries as values, free to overwrite (it may share memory
+        with ``ordered``, which is read first): where the float copy for the mean and
+        standard deviation is made.
 
     Returns
     -------
@@ -125,18 +179,25 @@ def summary_statistics(
         return {"n": 0, **dict.fromkeys(keys)}
     if counts is None:
         counts = value_counts(values)
-    if counts is None:
-        values = values.astype(np.float64)
-        quantiles = np.percentile(values, [50, *PERCENTILES])
-    else:
+    moments = None
+    if counts is not None:
         quantiles = percentiles_from_counts(counts, [50, *PERCENTILES])
-    numbers = [
-        values.mean(dtype=np.float64),
-        values.std(dtype=np.float64),
-        values.min(),
-        values.max(),
-        *quantiles,
-    ]
+        extremes = [values.min(), values.max()]
+        if (counts.size - 1) * values.size >= 1 << 53:  # integer sums may round
+            moments = values.mean(dtype=np.float64), values.std(dtype=np.float64)
+    else:
+        if ordered is None:
+            ordered = np.sort(values.ravel())
+        if plainly_ordered(values, ordered):
+            quantiles = percentiles_from_sorted(ordered, [50, *PERCENTILES])
+            extremes = ordered[[0, -1]].astype(np.float64).tolist()
+        else:  # NaN or a negative zero: numpy's own answer
+            copy = values.astype(np.float64)
+            quantiles = np.percentile(copy, [50, *PERCENTILES])
+            extremes = [copy.min(), copy.max()]
+    if moments is None:  # integer sums below 2**53 are exact in any order
+        moments = mean_and_std(values, scratch)
+    numbers = [*moments, *extremes, *quantiles]
     return {
         "n": int(values.size),
         **{key: float(number) for key, number in zip(keys, numbers)},
@@ -384,3 +445,559 @@ def group_medians(
     _segment_medians(ordered, grouping.starts, grouping.ends, counts, medians)
     present = counts > 0
     return grouping.unique[present], counts[present], medians[present]
+
+
+# ------------------------------------------------------- quantiles from sorted values
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """numpy's ``_lerp`` (``np.percentile``'s linear interpolation), step for step."""
+    difference = b - a
+    result = a + difference * t
+    np.subtract(b, difference * (1 - t), out=result, where=t >= 0.5)
+    return result
+
+
+def percentiles_from_sorted(ordered: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(ordered.astype(np.float64), q)`` (its default, linear
+    interpolation) of values already sorted ascending: numpy's order statistics,
+    indices and interpolation steps, so the same numbers to the last bit, without the
+    partition numpy makes per call (a sort of the values can serve many statistics).
+
+    Parameters
+    ----------
+    ordered : numpy.ndarray
+        One-dimensional, sorted ascending, at least one value, such that
+        :func:`plainly_ordered` holds (no NaN, no negative zero).
+    q : sequence of float
+        The percentiles, from 0 to 100.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, one value per percentile.
+    """
+    n = ordered.size
+    virtual = np.asarray((n - 1) * np.true_divide(np.asarray(q), 100), np.float64)
+    virtual = virtual.reshape(-1)
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= n - 1
+    previous[above], following[above] = -1, -1
+    below = virtual < 0
+    previous[below], following[below] = 0, 0
+    previous, following = previous.astype(np.intp), following.astype(np.intp)
+    gamma = np.asarray(virtual - previous, dtype=virtual.dtype)
+    return _lerp(
+        ordered[previous].astype(np.float64),
+        ordered[following].astype(np.float64),
+        gamma,
+    )
+
+
+def plainly_ordered(values: np.ndarray, ordered: np.ndarray) -> bool:
+    """Whether values have one bit pattern per value: no NaN (numpy's quantiles are NaN
+    then) and no negative zero (which numpy's partition and a sort may place either
+    side of a positive zero, or even turn into one: numpy's vectorised float sort
+    keeps no zero's sign). Where this holds, any algorithm's k-th smallest value is
+    the same bits.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The values.
+    ordered : numpy.ndarray
+        The same values sorted ascending (NaN last, as ``np.sort`` places them): where
+        they have no zero, the values are not searched.
+    """
+    if ordered.size == 0 or not np.issubdtype(ordered.dtype, np.floating):
+        return True
+    if np.isnan(ordered[-1]):
+        return False
+    zero = ordered.dtype.type(0)  # a Python 0 would make numpy search a float64 copy
+    if np.searchsorted(ordered, zero, "left") == np.searchsorted(
+        ordered, zero, "right"
+    ):
+        return True
+    return not np.signbit(values[values == 0]).any()
+
+
+# ----------------------------------------- many quantities summarised over shared groups
+
+
+class KeyGroups(NamedTuple):
+    """Each row's combination of groups under one or more keys (e.g. image, shell and
+    panel), numbered once and shared by every quantity summarised over them."""
+
+    combination: np.ndarray  # int64, per row: the number of its combination of groups
+    table: np.ndarray  # (combinations, keys) int64: the group of each key; -1 unknown
+    keys: tuple[np.ndarray, ...]  # per key, the key of each group number, ascending
+
+    def groups_of(self, k: int) -> np.ndarray:
+        """Each row's group number under the k-th key (-1 where unknown).
+
+        Parameters
+        ----------
+        k : int
+            Which key.
+        """
+        return self.table[self.combination, k]
+
+
+_FOLDABLE = (np.int32, np.int64, np.uint32)  # smaller integers are widened to int32
+
+
+@njit
+def _known_range(key):
+    """The smallest and largest non-negative key (-1, -1 where there is none)."""
+    low, high = -1, -1
+    for row in range(key.size):
+        if key[row] >= 0:
+            value = np.int64(key[row])
+            if low < 0 or value < low:
+                low = value
+            high = max(high, value)
+    return low, high
+
+
+@njit
+def _mark(key, low, present):
+    for row in range(key.size):
+        if key[row] >= 0:
+            present[np.int64(key[row]) - low] = True
+
+
+@njit
+def _fold_key(combination, key, low, numbers, radix):
+    """combination[row] * radix + 1 + the group number of the row's key (0: unknown)."""
+    for row in range(combination.size):
+        group = numbers[np.int64(key[row]) - low] + 1 if key[row] >= 0 else 0
+        combination[row] = combination[row] * radix + group
+
+
+@njit
+def _renumber(combination, size):
+    """Number the values of ``combination`` (all in [0, size)) 0, 1, ... in ascending
+    order, in place; returns the values, ascending."""
+    number = np.full(size, -1, np.int64)
+    for row in range(combination.size):
+        number[combination[row]] = 0
+    count = 0
+    for value in range(size):
+        if number[value] == 0:
+            number[value] = count
+            count += 1
+    values = np.empty(count, np.int64)
+    for value in range(size):
+        if number[value] >= 0:
+            values[number[value]] = value
+    for row in range(combination.size):
+        combination[row] = number[combination[row]]
+    return values
+
+
+class _Numbering(NamedTuple):
+    """A key's distinct known values, and how to find each row's group number: through
+    ``numbers`` (a table over the key range from ``low``) or as ``digits`` (the group
+    number plus one, 0 for an unknown key, per row)."""
+
+    distinct: np.ndarray
+    low: int
+    numbers: np.ndarray | None
+    digits: np.ndarray | None
+
+
+def _numbering(key: np.ndarray, limit: int) -> _Numbering:
+    if key.dtype in _FOLDABLE:
+        everywhere = key.size and key.min() >= 0
+        low, high = (key.min(), key.max()) if everywhere else _known_range(key)
+        low, high = int(low), int(high)
+        if low >= 0 and high - low < limit:  # numbered through a table of the range
+            present = np.zeros(high - low + 1, bool)
+            _mark(key, low, present)
+            numbers = np.cumsum(present, dtype=np.int64) - 1
+            return _Numbering(np.flatnonzero(present) + low, low, numbers, None)
+    known = key >= 0
+    unique, inverse = np.unique(key[known], return_inverse=True)
+    digits = np.zeros(key.size, np.int64)
+    digits[known] = inverse.reshape(-1) + 1
+    return _Numbering(unique, 0, None, digits)
+
+
+def _fold(combination: np.ndarray, key: np.ndarray, numbering: _Numbering) -> None:
+    """Fold the key's group numbers into ``combination``, in place, as one more
+    mixed-radix digit (0 for an unknown key; the radix one more than the groups)."""
+    radix = len(numbering.distinct) + 1
+    if numbering.numbers is not None:
+        _fold_key(combination, key, numbering.low, numbering.numbers, radix)
+    else:
+        combination *= radix
+        combination += numbering.digits
+
+
+def _renumbered(
+    combination: np.ndarray, table: np.ndarray, radices: list[int], limit: int
+) -> np.ndarray:
+    """Number the combinations present 0, 1, ... (in place) where each is a number of
+    ``table`` with the digits of ``radices`` folded in; returns the new table."""
+    size = len(table) * math.prod(radices)
+    if size <= limit:
+        present = _renumber(combination, size)
+    else:
+        present, inverse = np.unique(combination, return_inverse=True)
+        combination[:] = inverse.reshape(-1)
+    digits = []
+    for radix in reversed(radices):
+        present, digit = np.divmod(present, radix)
+        digits.insert(0, digit - 1)
+    return np.column_stack([table[present], *digits]).astype(np.int64)
+
+
+def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
+    """Number the distinct non-negative keys of each key array 0, 1, ... in ascending
+    order (negative keys are unknown: left out of every group), and the combinations
+    of group numbers the rows have. A summary walks rows in value order; it looks up
+    each row's groups in the small table of combinations, not in row-sized arrays.
+
+    Parameters
+    ----------
+    keys : list of numpy.ndarray
+        Per key, one entry per row (image, shell or panel numbers).
+    n : int
+        The number of rows.
+
+    Returns
+    -------
+    KeyGroups
+        The rows' combinations, each combination's group per key, and each key's
+        distinct values.
+
+    Raises
+    ------
+    ValueError
+        Where a key array has not one entry per row.
+    """
+    combination = np.zeros(n, np.int64)
+    table = np.zeros((1, 0), np.int64)
+    radices: list[int] = []  # of the keys folded in since the last renumbering
+    distinct = []
+    limit = max(COUNTING_CELLS, 2 * n)
+    for key in keys:
+        key = np.asarray(key)
+        if key.shape != (n,):
+            raise ValueError(f"group keys must have one entry per row ({n})")
+        if key.dtype.kind in "iu" and key.dtype.itemsize < 4:
+            key = key.astype(np.int32)  # one compiled kernel for every small type
+        numbering = _numbering(key, limit)
+        radix = len(numbering.distinct) + 1
+        if len(table) * math.prod(radices) * radix > limit:
+            table, radices = _renumbered(combination, table, radices, limit), []
+        _fold(combination, key, numbering)
+        distinct.append(numbering.distinct)
+        radices.append(radix)
+    if radices:
+        table = _renumbered(combination, table, radices, limit)
+    return KeyGroups(combination, table, tuple(distinct))
+
+
+class QuantitySummary(NamedTuple):
+    """One quantity's statistics over the chosen rows, and its medians per group."""
+
+    statistics: dict  # as summary_statistics
+    values: np.ndarray  # the kept rows' values
+    counts: np.ndarray | None  # integer values: how many are 0, 1, 2, ... (else None)
+    medians: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per key: key, n, median
+
+
+_SIGN = 0x80000000
+_EXPONENT = 0x7F800000
+
+
+@njit(inline="always")
+def _add_per_slot(per_combination, slots, counts):
+    """counts[s] += the sum of per_combination over the combinations with slot s."""
+    for c in range(slots.shape[0]):
+        for k in range(slots.shape[1]):
+            if slots[c, k] >= 0:
+                counts[slots[c, k]] += per_combination[c]
+
+
+@njit
+def _pack_float32(bits, kept, combination, slots, packed, counts):
+    """For each kept row, in row order: its float32 value's bits turned into an unsigned
+    integer of the same order (sign bit set on positives, every bit inverted on
+    negatives) in the high half and the row's combination of groups in the low half;
+    counts[s] the finite values of slot s (a group of a key), slots[c] being the
+    slots of combination c. Returns whether the values are free of NaN and negative
+    zero."""
+    sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
+    exponent, magnitude = np.uint64(_EXPONENT), np.uint64(0x7FFFFFFF)
+    per_combination = np.zeros(slots.shape[0], np.int64)
+    m, plain = 0, True
+    for row in range(bits.size):
+        if not kept[row]:
+            continue
+        pattern = np.uint64(bits[row])
+        if pattern & magnitude > exponent or pattern == sign:  # NaN or -0.0
+            plain = False
+        ordered = pattern ^ low_half if pattern & sign else pattern | sign
+        packed[m] = (ordered << np.uint64(32)) | np.uint64(combination[row])
+        m += 1
+        if pattern & exponent != exponent:  # finite
+            per_combination[combination[row]] += 1
+    _add_per_slot(per_combination, slots, counts)
+    return plain
+
+
+@njit
+def _count_finite(values, kept, combination, slots, counts):
+    """counts[s]: the kept rows of slot s with a finite value."""
+    per_combination = np.zeros(slots.shape[0], np.int64)
+    for row in range(values.size):
+        if kept[row] and np.isfinite(values[row]):
+            per_combination[combination[row]] += 1
+    _add_per_slot(per_combination, slots, counts)
+
+
+@njit(inline="always")
+def _visit(c, value, slots, seen, lower_rank, upper_rank, lower, upper):
+    """The next value in ascending order, of a row of combination c: kept as the
+    lower or upper middle value of each of its slots where it is."""
+    for k in range(slots.shape[1]):
+        slot = slots[c, k]
+        if slot >= 0:
+            rank = seen[slot]
+            seen[slot] = rank + 1
+            if rank == lower_rank[slot]:
+                lower[slot] = value
+            if rank == upper_rank[slot]:
+                upper[slot] = value
+
+
+@njit
+def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, bits):
+    """Sorted keys of _pack_float32 in ascending order: bits[i] the i-th smallest
+    value's float32 bits, and in lower and upper (as bits) the lower_rank-th and
+    upper_rank-th smallest finite value of each slot. bits may be the first half of
+    packed's memory: bits[i] lies within keys already read."""
+    sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
+    exponent = np.uint64(_EXPONENT)
+    seen = np.zeros(lower_rank.size, np.int64)
+    for i in range(packed.size):
+        key = packed[i]  # read before bits[i] is written: bits may share its memory
+        ordered = key >> np.uint64(32)
+        pattern = ordered ^ sign if ordered & sign else ordered ^ low_half
+        bits[i] = pattern
+        if pattern & exponent != exponent:  # finite
+            c = np.int64(key & low_half)
+            _visit(c, pattern, slots, seen, lower_rank, upper_rank, lower, upper)
+
+
+@njit
+def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, upper):
+    """As _walk_packed, from sorted values and their rows' combinations."""
+    seen = np.zeros(lower_rank.size, np.int64)
+    for i in range(ordered.size):
+        if np.isfinite(ordered[i]):
+            c = combinations[i]
+            _visit(c, ordered[i], slots, seen, lower_rank, upper_rank, lower, upper)
+
+
+@njit
+def _tally(values, kept, combination, slots, overall, tables, by_combination):
+    """overall[v]: the kept rows of value v; tables[s, v]: those of slot s (values in
+    [0, overall.size)). By combination: one count per row into a table per
+    combination, added up per slot afterwards; otherwise one count per row and key."""
+    span = overall.size
+    if by_combination:
+        tally = np.zeros((slots.shape[0], span), np.int64)
+        for row in range(values.size):
+            if kept[row]:
+                tally[combination[row], values[row]] += 1
+        for c in range(slots.shape[0]):
+            overall += tally[c]
+            for k in range(slots.shape[1]):
+                if slots[c, k] >= 0:
+                    tables[slots[c, k]] += tally[c]
+        return
+    for row in range(values.size):
+        if kept[row]:
+            value, c = values[row], combination[row]
+            overall[value] += 1
+            for k in range(slots.shape[1]):
+                if slots[c, k] >= 0:
+                    tables[slots[c, k], value] += 1
+
+
+class _Slots(NamedTuple):
+    """One slot per group of each key: slot ``k * width + g`` for group g of key k."""
+
+    of_combination: np.ndarray  # (combinations, keys): each combination's slots; -1
+    width: int  # the most groups of any key
+
+    @classmethod
+    def of(cls, groups: KeyGroups) -> "_Slots":
+        width = max(map(len, groups.keys), default=0)
+        table = groups.table
+        offsets = np.arange(table.shape[1], dtype=np.int64) * width
+        return cls(np.where(table >= 0, table + offsets, -1), width)
+
+    @property
+    def size(self) -> int:
+        return self.of_combination.shape[1] * self.width
+
+    def per_key(self, groups: KeyGroups, counts: np.ndarray, medians) -> list:
+        """Per key: the keys, counts and medians of its groups with a value."""
+        found = []
+        for k, distinct in enumerate(groups.keys):
+            first = k * self.width
+            present = np.flatnonzero(counts[first : first + len(distinct)])
+            found.append(
+                (distinct[present], counts[first + present], medians[first + present])
+            )
+        return found
+
+
+def grouped_summary(
+    values: np.ndarray,
+    kept: np.ndarray,
+    groups: KeyGroups,
+    scratch: np.ndarray | None = None,
+) -> QuantitySummary:
+    """:func:`summary_statistics` of the kept rows' values, and per key of ``groups``
+    each group's median of the kept rows' finite values (numpy's median: the mean of
+    the two middle values for an even count), groups without such a value left out:
+    the numbers :func:`summary_statistics`, :func:`group_statistics` (integer values)
+    and :func:`group_medians` (real ones) give, for every key at once.
+
+    Integer values are tallied per value and group in one pass. float32 values are
+    sorted once, as 64-bit integers with the value's bits above the row's combination
+    of groups: the sorted values give the quantiles, and one walk through them in
+    ascending order finds the middle values of every group of every key. float64
+    values are sorted by an argsort and walked likewise. Values with NaN or negative
+    zero (whose place among equal values numpy's selection leaves to its algorithm),
+    and values of other types, take the plain functions.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        One value per row.
+    kept : numpy.ndarray
+        bool, one per row: the rows summarised.
+    groups : KeyGroups
+        From :func:`key_groups`, for the same rows.
+    scratch : numpy.ndarray, optional
+        uint64, at least one entry per row, free to overwrite: the work array (the
+        same one passed to every call spares row-sized allocations, which cost more
+        than the work where several are alive at once). None allocates.
+
+    Returns
+    -------
+    QuantitySummary
+        The statistics, the kept values, their counts where they are integers (for
+        histograms), and per key the keys, counts and medians of its groups, keys
+        ascending.
+    """
+    values, kept = np.asarray(values), np.asarray(kept, dtype=bool)
+    if scratch is None or scratch.size < values.size:
+        scratch = np.empty(values.size, np.uint64)
+    summary = None
+    if values.dtype in (np.int32, np.int64):
+        summary = _tallied_summary(values, kept, groups, scratch)
+    elif values.dtype in (np.float32, np.float64):
+        summary = _sorted_summary(values, kept, groups, scratch)
+    return _plain_summary(values, kept, groups) if summary is None else summary
+
+
+def _sorted_summary(
+    values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
+) -> QuantitySummary | None:
+    chosen = values[kept]
+    copy = scratch[: chosen.size].view(np.float64)
+    if not groups.keys:
+        ordered = np.sort(chosen)
+        statistics = summary_statistics(chosen, ordered=ordered, scratch=copy)
+        return QuantitySummary(statistics, chosen, None, [])
+    slots = _Slots.of(groups)
+    counts = np.zeros(slots.size, np.int64)  # finite values per slot
+    if values.dtype == np.float32 and len(groups.table) <= 1 << 32:
+        values = np.ascontiguousarray(values)
+        packed = scratch[: chosen.size]
+        arguments = (groups.combination, slots.of_combination, packed, counts)
+        if not _pack_float32(values.view(np.uint32), kept, *arguments):
+            return None
+        packed.sort()
+        lower, upper = (
+            np.zeros(counts.size, np.uint32),
+            np.zeros(counts.size, np.uint32),
+        )
+        ordered = packed.view(np.uint32)[: packed.size]  # written over the keys read
+        ranks = (counts - 1) // 2, counts // 2
+        _walk_packed(packed, slots.of_combination, *ranks, lower, upper, ordered)
+        ordered, lower, upper = (x.view(np.float32) for x in (ordered, lower, upper))
+    else:
+        order = np.argsort(chosen)
+        ordered = chosen[order]
+        if not plainly_ordered(chosen, ordered):
+            return None
+        _count_finite(values, kept, groups.combination, slots.of_combination, counts)
+        combinations = groups.combination[kept][order]
+        del order
+        lower, upper = np.zeros(counts.size), np.zeros(counts.size)
+        ranks = (counts - 1) // 2, counts // 2
+        _walk_sorted(combinations, ordered, slots.of_combination, *ranks, lower, upper)
+    lower, upper = lower.astype(np.float64), upper.astype(np.float64)
+    medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
+    return QuantitySummary(
+        summary_statistics(chosen, ordered=ordered, scratch=copy),
+        chosen,
+        None,
+        slots.per_key(groups, counts, medians),
+    )
+
+
+def _tallied_summary(
+    values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
+) -> QuantitySummary | None:
+    chosen = values[kept]
+    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= COUNTING_CELLS:
+        return None
+    span = int(chosen.max()) + 1
+    slots = _Slots.of(groups)
+    limit = max(COUNTING_CELLS, 2 * values.size)
+    if slots.size * span > limit:
+        return None
+    overall, tables = np.zeros(span, np.int64), np.zeros((slots.size, span), np.int64)
+    by_combination = len(groups.table) * span <= limit  # else one count per key
+    arguments = (groups.combination, slots.of_combination, overall, tables)
+    _tally(np.ascontiguousarray(values), kept, *arguments, by_combination)
+    counts = tables.sum(axis=1)
+    present = np.flatnonzero(counts)
+    medians = np.zeros(counts.size)
+    medians[present] = _groups_from_tally(present, tables[present]).median
+    copy = scratch[: chosen.size].view(np.float64)
+    return QuantitySummary(
+        summary_statistics(chosen, overall, scratch=copy),
+        chosen,
+        overall,
+        slots.per_key(groups, counts, medians),
+    )
+
+
+def _plain_summary(
+    values: np.ndarray, kept: np.ndarray, groups: KeyGroups
+) -> QuantitySummary:
+    """The plain functions, one key at a time (the reference for the faster paths)."""
+    chosen = values[kept]
+    medians = []
+    for k, distinct in enumerate(groups.keys):
+        numbers = groups.groups_of(k)
+        if np.issubdtype(values.dtype, np.integer):
+            found = group_statistics(numbers[kept], chosen, skip_negative_keys=True)
+            which, n, middle = map(np.asarray, (found.key, found.n, found.median))
+        else:
+            which, n, middle = group_medians(
+                group_order(numbers), np.where(kept, values, np.nan)
+            )
+        medians.append((distinct[which.astype(np.intp)], n, middle))
+    return QuantitySummary(summary_statistics(chosen), chosen, None, medians)

@@ -7,7 +7,7 @@ from unittest import mock
 import numpy as np
 import pytest
 from conftest import REFLECTION_FILES, flex
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from dials_spot_size_analysis.algorithms import statistics
@@ -453,3 +453,264 @@ def test_warm_up_loads_the_kernels_real_calls_use(shared_data):
     ]:
         analyse(shared_data / refl, shared_data / expt)
     assert [list(kernel.signatures) for kernel in kernels] == loaded
+
+
+# ------------------------------------- sorted quantiles, shared groups, grouped summaries
+
+
+def _bits(number) -> bytes | None:
+    """A number's float64 bits (telling -0.0 from 0.0 and comparing NaN with NaN)."""
+    return None if number is None else np.float64(number).tobytes()
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_bits(a[k]) == _bits(b[k]) for k in a)
+
+
+def _numpy_statistics(values: np.ndarray) -> dict:
+    """The statistics as numpy gives them on a float64 copy (what summary_statistics
+    computed before it read quantiles from sorted values)."""
+    if values.size == 0:
+        return summary_statistics(values)
+    copy = values.astype(np.float64)
+    quantiles = np.percentile(copy, [50, 5, 25, 75, 95])
+    numbers = [copy.mean(), copy.std(), copy.min(), copy.max(), *quantiles]
+    keys = ["mean", "std", "min", "max", "median", "p5", "p25", "p75", "p95"]
+    return {"n": values.size, **{k: float(x) for k, x in zip(keys, numbers)}}
+
+
+SPECIALS = [0.0, -0.0, 1.0, -1.0, 0.5, 1e-30, 3.4e38, np.inf, -np.inf, np.nan]
+reals = st.one_of(
+    st.sampled_from(SPECIALS),
+    st.floats(-100, 100, width=32),
+    st.integers(-3, 3).map(float),  # ties
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(reals.filter(lambda x: not np.isnan(x)), min_size=1, max_size=40),
+    st.sampled_from([np.float32, np.float64]),
+    st.lists(st.floats(0, 100), max_size=6),
+)
+def test_percentiles_from_sorted_equal_numpy_to_the_last_bit(values, dtype, q):
+    values = np.array(values, dtype)
+    zeros = values[values == 0]
+    plain = not np.signbit(zeros).any()  # a negative zero: numpy's choice of zero
+    assert statistics.plainly_ordered(values, np.sort(values)) == plain
+    assume(plain)
+    q = [0, 5, 25, 50, 75, 95, 100, *q]
+    with np.errstate(invalid="ignore"):
+        expected = np.percentile(values.astype(np.float64), q)
+        found = statistics.percentiles_from_sorted(np.sort(values), q)
+    assert found.tobytes() == expected.tobytes()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(reals, max_size=40),
+    st.sampled_from([np.float32, np.float64]),
+)
+def test_summary_statistics_of_reals_equal_numpy_to_the_last_bit(values, dtype):
+    """NaN, infinities, negative zeros (numpy's own answer then), ties, one value."""
+    values = np.array(values, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert _same(summary_statistics(values), _numpy_statistics(values))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 127, 128, 129, 8191, 8192, 8193, 300_001])
+def test_mean_and_std_equal_numpy_to_the_last_bit(dtype, n):
+    rng = np.random.default_rng(n)
+    values = (rng.standard_normal(n) * 1000).astype(dtype)
+    copy = values.astype(np.float64)
+    expected = (float(copy.mean()), float(copy.std()))
+    assert statistics.mean_and_std(values) == expected
+    buffer = np.full(n, np.nan)
+    assert statistics.mean_and_std(values, out=buffer) == expected
+    if np.issubdtype(dtype, np.integer):  # sums of integers are exact in any order
+        assert expected == (values.mean(dtype=np.float64), values.std(dtype=np.float64))
+
+
+def _plain_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    known = keys >= 0
+    distinct = np.unique(keys[known])
+    return distinct, np.where(known, np.searchsorted(distinct, keys), -1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(-2, 5), st.integers(-1, 3), st.integers(0, 2)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from([np.int16, np.int32, np.int64, np.uint32, np.float64]),
+    st.integers(1, 3),
+)
+def test_key_groups_number_the_keys_and_their_combinations(rows, dtype, n_keys):
+    columns = [np.array(column)[: len(rows)] for column in zip(*rows)][:n_keys]
+    if dtype is np.uint32:
+        columns = [np.abs(column) for column in columns]
+    columns = [column.astype(dtype) for column in columns]
+    groups = statistics.key_groups(columns, len(rows))
+    assert len(np.unique(groups.combination)) == len(groups.table)
+    for k, column in enumerate(columns):
+        distinct, numbers = _plain_groups(column)
+        assert groups.keys[k].tolist() == distinct.tolist()
+        assert groups.groups_of(k).tolist() == numbers.tolist()
+
+
+def test_key_groups_of_sparse_keys_and_many_combinations():
+    """Keys too spread for a table of their range, and more combinations than a table
+    of every mixed-radix number may hold: numbered by sorting, the same numbers."""
+    rng = np.random.default_rng(11)
+    n = 5000
+    columns = [
+        rng.choice([-7, 3, 10**12, 2**40], n),  # sparse: a sort numbers them
+        rng.integers(-1, 300, n),
+        rng.integers(0, 200, n).astype(np.int16),
+    ]
+    with mock.patch.object(statistics, "COUNTING_CELLS", 64):
+        groups = statistics.key_groups(columns, n)
+    for k, column in enumerate(columns):
+        distinct, numbers = _plain_groups(column)
+        assert groups.keys[k].tolist() == distinct.tolist()
+        assert groups.groups_of(k).tolist() == numbers.tolist()
+    with pytest.raises(ValueError, match="one entry per row"):
+        statistics.key_groups([np.zeros(3, int)], 4)
+
+
+def _reference_medians(values, kept, keys) -> tuple:
+    """Per known key with a finite kept value: the key, the count and numpy's median."""
+    chosen = kept & np.isfinite(values.astype(np.float64))
+    found = [], [], []
+    for key in np.unique(keys[keys >= 0]):
+        group = values[chosen & (keys == key)].astype(np.float64)
+        if group.size:
+            for part, number in zip(found, (key, group.size, np.median(group))):
+                part.append(number)
+    return found
+
+
+def _check_grouped_summary(values, kept, columns, scratch=None):
+    groups = statistics.key_groups(columns, len(values))
+    with np.errstate(invalid="ignore", over="ignore"):
+        summary = statistics.grouped_summary(values, kept, groups, scratch)
+        plain = statistics._plain_summary(values, kept, groups)  # the former functions
+        assert _same(summary.statistics, _numpy_statistics(values[kept]))
+    assert summary.values.tobytes() == values[kept].tobytes()
+    if summary.counts is not None:
+        assert summary.counts.tolist() == np.bincount(values[kept]).tolist()
+    for found, before, keys in zip(summary.medians, plain.medians, columns):
+        assert [part.tolist() for part in found[:2]] == [p.tolist() for p in before[:2]]
+        assert found[2].tobytes() == np.asarray(before[2], np.float64).tobytes()
+        expected = _reference_medians(values, kept, np.asarray(keys))
+        assert [part.tolist() for part in found] == [list(part) for part in expected]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(reals, st.booleans()), max_size=50),
+    st.sampled_from([np.float32, np.float64]),
+    st.integers(0, 3),
+    st.randoms(use_true_random=False),
+)
+def test_grouped_summary_of_reals_equals_numpy_and_the_plain_functions(
+    rows, dtype, n_keys, random
+):
+    """NaN (left out of the medians), infinities, negative zeros, ties, empty groups,
+    single values, keys unknown (negative) and groups without a finite value."""
+    values = np.array([value for value, _ in rows], dtype)
+    kept = np.array([keep for _, keep in rows], bool)
+    columns = [
+        np.array([random.randint(-1, 3) for _ in rows], np.int32) for _ in range(n_keys)
+    ]
+    _check_grouped_summary(values, kept, columns)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.0, -0.0, 0.0],  # a zero's sign: numpy's selection decides
+        [-0.0, 0.0, -0.0, 0.0, 5.0, -0.0, 0.0],
+        [np.nan, np.nan],
+        [np.nan, 2.0, np.nan],
+        [3.0],
+        [],
+        [np.inf, -np.inf, 1.0],
+        [-5.0, -5.0, -1.0, 2.0, 2.0, 2.0],
+    ],
+)
+def test_grouped_summary_edge_cases(values, dtype):
+    values = np.array(values, dtype)
+    n = values.size
+    for columns in ([], [np.zeros(n, np.int32)], [np.arange(n) % 2, -np.ones(n, int)]):
+        _check_grouped_summary(values, np.ones(n, bool), columns)
+        _check_grouped_summary(values, np.arange(n) % 3 != 1, columns)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(-2, 40), st.booleans()), max_size=60),
+    st.sampled_from([np.int32, np.int64]),
+    st.integers(0, 3),
+    st.randoms(use_true_random=False),
+)
+def test_grouped_summary_of_integers_equals_numpy_and_the_plain_functions(
+    rows, dtype, n_keys, random
+):
+    values = np.array([value for value, _ in rows], dtype)
+    kept = np.array([keep for _, keep in rows], bool)
+    if random.random() < 0.7:
+        values = np.abs(values)  # non-negative: counted; negative ones: the plain way
+    columns = [
+        np.array([random.randint(-1, 4) for _ in rows], np.int64) for _ in range(n_keys)
+    ]
+    _check_grouped_summary(values, kept, columns)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
+def test_grouped_summary_on_many_rows(dtype):
+    """A quarter of a million rows, a thousand images, panels and shells with unknown
+    keys, values with many ties, NaN absent and present, through one shared work array
+    (also where the counts per combination do not fit: one count per key)."""
+    rng = np.random.default_rng(5)
+    n = 250_000
+    columns = [
+        rng.integers(1, 1000, n),
+        rng.integers(-1, 10, n).astype(np.int16),
+        rng.integers(0, 24, n).astype(np.int32),
+    ]
+    values = (rng.gamma(2.0, 1.5, n) * 7).round(1).astype(dtype)
+    kept = rng.random(n) < 0.9
+    scratch = np.empty(n, np.uint64)
+    _check_grouped_summary(values, kept, columns, scratch)
+    with mock.patch.object(statistics, "COUNTING_CELLS", 1 << 16):
+        _check_grouped_summary(values, kept, columns, scratch)
+    if dtype in (np.float32, np.float64):
+        values[::1000] = np.nan  # the plain functions then
+        _check_grouped_summary(values, kept, columns, scratch)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(reals, max_size=60),
+    st.sampled_from([np.float32, np.float64, np.int64, np.int32, np.uint8]),
+    st.sampled_from([(0.0, 5.0, 50), (1.0, 6.0, 50), (0.0, 1.0, 20), (-0.5, 7.5, 8)]),
+)
+def test_compiled_histogram_equals_the_vectorised_rule(values, dtype, bins):
+    """Unweighted values take a compiled kernel; weights of one take the vectorised
+    rule (flex.histogram's, as the module's text states): the same counts, with NaN
+    in the first slot and infinities out of range."""
+    values = np.array(values, np.float64)
+    if np.issubdtype(dtype, np.integer):
+        values = np.nan_to_num(values, posinf=300, neginf=-300).clip(
+            0 if dtype is np.uint8 else -300, 255
+        )
+    values = values.astype(dtype)
+    compiled = histogram(values, *bins)
+    vectorised = histogram(values, *bins, weights=np.ones(values.size, np.int64))
+    assert compiled.counts.tolist() == vectorised.counts.tolist()
+    assert compiled.n_out_of_range == vectorised.n_out_of_range
