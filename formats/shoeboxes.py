@@ -35,7 +35,7 @@ PREFETCH_BYTES = 1 << 26  # mapped ahead of the streaming scan in one call
 OK, TRUNCATED_HEADER, BAD_BBOX, BAD_PRESENT, TOO_LARGE, TRAILING_BYTES = range(6)
 
 
-@njit
+@njit(inline="always")  # no reference counting per record
 def _int32_at(blob, start):
     value = (
         np.int64(blob[start])
@@ -46,7 +46,7 @@ def _int32_at(blob, start):
     return value - (np.int64(1) << 32) if value >= (np.int64(1) << 31) else value
 
 
-@njit
+@njit(inline="always")  # no reference counting per record
 def _read_header(blob, position, bbox):
     """The record header at ``position`` (its bbox into ``bbox``, 6 values): returns
     (problem code, panel, pixel-data marker, voxels, bytes of pixel data)."""
@@ -116,7 +116,7 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     return OK, 0, position
 
 
-@njit
+@njit(inline="always")  # no reference counting per record
 def _count_code(blob, start, n, stride, code):
     hits = 0
     for k in range(n):
