@@ -67,6 +67,7 @@ def histogram(
     data_max: float,
     n_bins: int,
     weights: np.ndarray | None = None,
+    is_sorted: bool = False,
 ) -> Histogram:
     """Bin ``values`` exactly as ``flex.histogram(values, data_min, data_max, n_bins)``;
     with integer ``weights``, each value counts that many times (so the distinct sizes
@@ -83,6 +84,10 @@ def histogram(
     weights : numpy.ndarray, optional
         Integer, one per value: how many times each value counts. None counts each
         value once.
+    is_sorted : bool
+        The values (one-dimensional, unweighted) are sorted ascending and free of
+        NaN: each slot's first value is then found by bisection, with the same rule,
+        instead of binning every value.
 
     Returns
     -------
@@ -106,7 +111,8 @@ def histogram(
         if values.dtype.kind not in "iuf":
             values = values.astype(np.float64)
         counts = np.zeros(n_bins, dtype=np.int64)
-        outside = _bin(values.ravel(), data_min, data_max, n_bins, counts)
+        binning = _bin_sorted if is_sorted else _bin
+        outside = binning(values.ravel(), data_min, data_max, n_bins, counts)
         return Histogram(data_min, data_max, counts, int(outside))
     values = np.asarray(values, dtype=np.float64).ravel()
     width = (data_max - data_min) / n_bins
@@ -126,6 +132,16 @@ def histogram(
     return Histogram(data_min, data_max, counts, int(weights[outside].sum()))
 
 
+@njit(inline="always")
+def _slot(value, data_min, width, n_bins):
+    """flex.histogram's slot of an in-range value (never smaller for a larger value:
+    subtraction, division and truncation each keep the order)."""
+    offset = value - data_min
+    if offset != 0 and offset >= width:
+        return min(np.int64(offset / width), n_bins - 1)
+    return 0
+
+
 @njit
 def _bin(values, data_min, data_max, n_bins, counts):
     """Count each value (as float64) into its slot as flex.histogram does (see the
@@ -139,13 +155,46 @@ def _bin(values, data_min, data_max, n_bins, counts):
         value = np.float64(values[i])
         if value < below or value > above:
             outside += 1
-            continue
-        offset = value - data_min
-        slot = 0
-        if offset != 0 and offset >= width:
-            slot = min(np.int64(offset / width), n_bins - 1)
-        counts[slot] += 1
+        else:
+            counts[_slot(value, data_min, width, n_bins)] += 1
     return outside
+
+
+@njit
+def _bin_sorted(ordered, data_min, data_max, n_bins, counts):
+    """As _bin for values sorted ascending without NaN: the in-range values are a
+    stretch of them whose slots never decrease, so each slot's first value is found
+    by bisection."""
+    width = (data_max - data_min) / n_bins
+    tolerance = width * RELATIVE_TOLERANCE
+    below, above = data_min - tolerance, data_max + tolerance
+    low, high = 0, ordered.size  # first value not below the range
+    while low < high:
+        middle = (low + high) // 2
+        if np.float64(ordered[middle]) < below:
+            low = middle + 1
+        else:
+            high = middle
+    start, high = low, ordered.size  # first value above the range
+    while low < high:
+        middle = (low + high) // 2
+        if np.float64(ordered[middle]) > above:
+            high = middle
+        else:
+            low = middle + 1
+    stop = low
+    for slot in range(n_bins - 1):  # the first value in a later slot
+        low, high = start, stop
+        while low < high:
+            middle = (low + high) // 2
+            if _slot(np.float64(ordered[middle]), data_min, width, n_bins) > slot:
+                high = middle
+            else:
+                low = middle + 1
+        counts[slot] = low - start
+        start = low
+    counts[n_bins - 1] = stop - start
+    return ordered.size - (stop - start) - counts[: n_bins - 1].sum()
 
 
 def automatic_range(values: np.ndarray) -> tuple[float, float]:

@@ -45,7 +45,13 @@ import numpy as np
 from ..formats.shoeboxes import ShoeboxColumn
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
-from .statistics import KeyGroups, grouped_summary, key_groups
+from .statistics import (
+    KeyGroups,
+    QuantitySummary,
+    grouped_summary,
+    key_groups,
+    work_array,
+)
 
 ROWS_PER_CHUNK = 1 << 16  # rows measured per kernel call by measure_spot_shapes
 MAX_INTEGER_BINS = 1000  # width-1 histogram bins of an integer quantity, at most
@@ -490,9 +496,12 @@ def _rows_of(shapes: SpotShapes, name: str) -> np.ndarray:
     return np.isfinite(getattr(shapes, name))
 
 
-def _histogram(values: np.ndarray, name: str, counts: np.ndarray | None) -> dict:
-    """The quantity's histogram; integer values whose counts per value are known are
-    binned as those counts (the same slots, by ``histogram``'s weights)."""
+def _histogram(
+    values: np.ndarray, name: str, summary: QuantitySummary | None = None
+) -> dict:
+    """The quantity's histogram; with the values' summary, integer values are binned
+    as their counts per value (the same slots, by ``histogram``'s weights) and real
+    values sorted already by bisection."""
     _, bins, first = QUANTITIES[name]
     if bins is None:  # width-1 bins centred on the integers first, first + 1, ...
         top = first + MAX_INTEGER_BINS - 1
@@ -502,11 +511,14 @@ def _histogram(values: np.ndarray, name: str, counts: np.ndarray | None) -> dict
     else:
         low, high, width = bins
     n_bins = int(round((high - low) / width))
-    if counts is None:
-        binned = histogram(values, low, high, n_bins)
+    if summary is not None and summary.counts is not None:
+        present = np.flatnonzero(summary.counts)
+        weights = summary.counts[present]
+        binned = histogram(present, low, high, n_bins, weights=weights)
+    elif summary is not None and summary.ordered is not None:
+        binned = histogram(summary.ordered, low, high, n_bins, is_sorted=True)
     else:
-        present = np.flatnonzero(counts)
-        binned = histogram(present, low, high, n_bins, weights=counts[present])
+        binned = histogram(values, low, high, n_bins)
     centres = binned.bin_centers
     if bins is None:
         centres = np.round(centres).astype(np.int64)
@@ -581,7 +593,7 @@ def summarise_spot_shapes(
     given = (("image", image), ("shell", shell), ("panel", panel))
     labels = [label for label, keys in given if keys is not None]
     groups: KeyGroups = key_groups([keys for _, keys in given if keys is not None], n)
-    scratch = np.empty(n, np.uint64)  # one work array for every quantity
+    scratch = work_array(n)  # one for every quantity
     quantities = {}
     for name, (unit, _, _) in QUANTITIES.items():
         kept = _rows_of(shapes, name)
@@ -590,7 +602,7 @@ def summarise_spot_shapes(
         quantities[name] = {
             "unit": unit,
             "statistics": summary.statistics,
-            "histogram": _histogram(summary.values, name, summary.counts),
+            "histogram": _histogram(summary.values, name, summary),
             **{
                 f"median_by_{label}": _medians_by(medians[label], label)
                 if label in medians

@@ -705,6 +705,7 @@ class QuantitySummary(NamedTuple):
 
     statistics: dict  # as summary_statistics
     values: np.ndarray  # the kept rows' values
+    ordered: np.ndarray | None  # the same sorted, where real and free of NaN
     counts: np.ndarray | None  # integer values: how many are 0, 1, 2, ... (else None)
     medians: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per key: key, n, median
 
@@ -762,7 +763,9 @@ def _count_finite(values, kept, combination, slots, counts):
 @njit(inline="always")
 def _visit(c, value, slots, seen, lower_rank, upper_rank, lower, upper):
     """The next value in ascending order, of a row of combination c: kept as the
-    lower or upper middle value of each of its slots where it is."""
+    lower or upper middle value of each of its slots where it is. Returns how many
+    slots it completed (their upper middle value found)."""
+    completed = 0
     for k in range(slots.shape[1]):
         slot = slots[c, k]
         if slot >= 0:
@@ -772,35 +775,53 @@ def _visit(c, value, slots, seen, lower_rank, upper_rank, lower, upper):
                 lower[slot] = value
             if rank == upper_rank[slot]:
                 upper[slot] = value
+                completed += 1
+    return completed
 
 
 @njit
-def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, bits):
-    """Sorted keys of _pack_float32 in ascending order: bits[i] the i-th smallest
-    value's float32 bits, and in lower and upper (as bits) the lower_rank-th and
-    upper_rank-th smallest finite value of each slot. bits may be the first half of
-    packed's memory: bits[i] lies within keys already read."""
+def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, pending):
+    """Sorted keys of _pack_float32 in ascending order: in lower and upper (as bits)
+    the lower_rank-th and upper_rank-th smallest finite value of each slot; the walk
+    ends once the ``pending`` slots (those with a value) have both."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     exponent = np.uint64(_EXPONENT)
     seen = np.zeros(lower_rank.size, np.int64)
     for i in range(packed.size):
-        key = packed[i]  # read before bits[i] is written: bits may share its memory
-        ordered = key >> np.uint64(32)
+        if pending == 0:
+            break
+        ordered = packed[i] >> np.uint64(32)
         pattern = ordered ^ sign if ordered & sign else ordered ^ low_half
-        bits[i] = pattern
         if pattern & exponent != exponent:  # finite
-            c = np.int64(key & low_half)
-            _visit(c, pattern, slots, seen, lower_rank, upper_rank, lower, upper)
+            c, value = np.int64(packed[i] & low_half), np.uint32(pattern)
+            pending -= _visit(
+                c, value, slots, seen, lower_rank, upper_rank, lower, upper
+            )
 
 
 @njit
-def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, upper):
+def _unpack_float32(packed, bits):
+    """bits[i]: the float32 bits of sorted key i of _pack_float32."""
+    sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
+    for i in range(packed.size):
+        ordered = packed[i] >> np.uint64(32)
+        bits[i] = ordered ^ sign if ordered & sign else ordered ^ low_half
+
+
+@njit
+def _walk_sorted(
+    combinations, ordered, slots, lower_rank, upper_rank, lower, upper, pending
+):
     """As _walk_packed, from sorted values and their rows' combinations."""
     seen = np.zeros(lower_rank.size, np.int64)
     for i in range(ordered.size):
+        if pending == 0:
+            break
         if np.isfinite(ordered[i]):
-            c = combinations[i]
-            _visit(c, ordered[i], slots, seen, lower_rank, upper_rank, lower, upper)
+            c, value = combinations[i], ordered[i]
+            pending -= _visit(
+                c, value, slots, seen, lower_rank, upper_rank, lower, upper
+            )
 
 
 @njit
@@ -858,6 +879,19 @@ class _Slots(NamedTuple):
         return found
 
 
+def work_array(n: int) -> np.ndarray:
+    """A work array for :func:`grouped_summary` of ``n`` rows (12 bytes a row), to be
+    passed to every call: row-sized allocations cost more than the work where several
+    are alive at once.
+
+    Parameters
+    ----------
+    n : int
+        The number of rows.
+    """
+    return np.empty(n + (n + 1) // 2, np.uint64)
+
+
 def grouped_summary(
     values: np.ndarray,
     kept: np.ndarray,
@@ -887,20 +921,19 @@ def grouped_summary(
     groups : KeyGroups
         From :func:`key_groups`, for the same rows.
     scratch : numpy.ndarray, optional
-        uint64, at least one entry per row, free to overwrite: the work array (the
-        same one passed to every call spares row-sized allocations, which cost more
-        than the work where several are alive at once). None allocates.
+        From :func:`work_array` for at least as many rows, overwritten (the sorted
+        values returned may lie in it: valid until the next call). None allocates.
 
     Returns
     -------
     QuantitySummary
-        The statistics, the kept values, their counts where they are integers (for
-        histograms), and per key the keys, counts and medians of its groups, keys
-        ascending.
+        The statistics, the kept values (also sorted, where real and free of NaN),
+        their counts where they are integers (for histograms), and per key the keys,
+        counts and medians of its groups, keys ascending.
     """
     values, kept = np.asarray(values), np.asarray(kept, dtype=bool)
-    if scratch is None or scratch.size < values.size:
-        scratch = np.empty(values.size, np.uint64)
+    if scratch is None or scratch.size < work_array(values.size).size:
+        scratch = work_array(values.size)
     summary = None
     if values.dtype in (np.int32, np.int64):
         summary = _tallied_summary(values, kept, groups, scratch)
@@ -912,12 +945,15 @@ def grouped_summary(
 def _sorted_summary(
     values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
 ) -> QuantitySummary | None:
+    """The summary of real values; None where they have NaN or negative zero."""
     chosen = values[kept]
-    copy = scratch[: chosen.size].view(np.float64)
+    copy = scratch[: chosen.size].view(np.float64)  # for the mean and std, at the end
     if not groups.keys:
         ordered = np.sort(chosen)
         statistics = summary_statistics(chosen, ordered=ordered, scratch=copy)
-        return QuantitySummary(statistics, chosen, None, [])
+        if ordered.size and np.isnan(ordered[-1]):
+            ordered = None
+        return QuantitySummary(statistics, chosen, ordered, None, [])
     slots = _Slots.of(groups)
     counts = np.zeros(slots.size, np.int64)  # finite values per slot
     if values.dtype == np.float32 and len(groups.table) <= 1 << 32:
@@ -927,14 +963,13 @@ def _sorted_summary(
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
         packed.sort()
-        lower, upper = (
-            np.zeros(counts.size, np.uint32),
-            np.zeros(counts.size, np.uint32),
-        )
-        ordered = packed.view(np.uint32)[: packed.size]  # written over the keys read
+        lower, upper = (np.zeros(counts.size, np.uint32) for _ in range(2))
         ranks = (counts - 1) // 2, counts // 2
-        _walk_packed(packed, slots.of_combination, *ranks, lower, upper, ordered)
-        ordered, lower, upper = (x.view(np.float32) for x in (ordered, lower, upper))
+        pending = int(np.count_nonzero(counts))
+        _walk_packed(packed, slots.of_combination, *ranks, lower, upper, pending)
+        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]
+        _unpack_float32(packed, bits)  # beyond the copy's stretch of scratch
+        ordered, lower, upper = (x.view(np.float32) for x in (bits, lower, upper))
     else:
         order = np.argsort(chosen)
         ordered = chosen[order]
@@ -945,12 +980,15 @@ def _sorted_summary(
         del order
         lower, upper = np.zeros(counts.size), np.zeros(counts.size)
         ranks = (counts - 1) // 2, counts // 2
-        _walk_sorted(combinations, ordered, slots.of_combination, *ranks, lower, upper)
+        pending = int(np.count_nonzero(counts))
+        arguments = (slots.of_combination, *ranks, lower, upper, pending)
+        _walk_sorted(combinations, ordered, *arguments)
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
     return QuantitySummary(
         summary_statistics(chosen, ordered=ordered, scratch=copy),
         chosen,
+        ordered,
         None,
         slots.per_key(groups, counts, medians),
     )
@@ -979,6 +1017,7 @@ def _tallied_summary(
     return QuantitySummary(
         summary_statistics(chosen, overall, scratch=copy),
         chosen,
+        None,
         overall,
         slots.per_key(groups, counts, medians),
     )
@@ -1000,4 +1039,4 @@ def _plain_summary(
                 group_order(numbers), np.where(kept, values, np.nan)
             )
         medians.append((distinct[which.astype(np.intp)], n, middle))
-    return QuantitySummary(summary_statistics(chosen), chosen, None, medians)
+    return QuantitySummary(summary_statistics(chosen), chosen, None, None, medians)

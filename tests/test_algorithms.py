@@ -600,6 +600,9 @@ def _check_grouped_summary(values, kept, columns, scratch=None):
         plain = statistics._plain_summary(values, kept, groups)  # the former functions
         assert _same(summary.statistics, _numpy_statistics(values[kept]))
     assert summary.values.tobytes() == values[kept].tobytes()
+    if summary.ordered is not None:  # values sorted (a zero's sign aside), no NaN
+        assert summary.ordered.tolist() == np.sort(values[kept]).tolist()
+        assert not np.isnan(summary.ordered).any()
     if summary.counts is not None:
         assert summary.counts.tolist() == np.bincount(values[kept]).tolist()
     for found, before, keys in zip(summary.medians, plain.medians, columns):
@@ -714,3 +717,30 @@ def test_compiled_histogram_equals_the_vectorised_rule(values, dtype, bins):
     vectorised = histogram(values, *bins, weights=np.ones(values.size, np.int64))
     assert compiled.counts.tolist() == vectorised.counts.tolist()
     assert compiled.n_out_of_range == vectorised.n_out_of_range
+    ordered = np.sort(values)
+    if not (ordered.size and np.isnan(ordered[-1])):  # sorted: slots by bisection
+        bisected = histogram(ordered, *bins, is_sorted=True)
+        assert bisected.counts.tolist() == vectorised.counts.tolist()
+        assert bisected.n_out_of_range == vectorised.n_out_of_range
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_of_sorted_values_on_slot_edges(dtype):
+    """Values on and beside every slot edge and the tolerance limits (the same slots
+    by bisection as value by value), many rows."""
+    rng = np.random.default_rng(8)
+    for low, high, n_bins in [(0.0, 5.0, 50), (1.0, 6.0, 50), (0.0, 1.0, 20)]:
+        edges = np.linspace(low, high, n_bins + 1)
+        width = (high - low) / n_bins
+        near = np.concatenate(
+            [edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)]
+        )
+        near = np.concatenate(
+            [near, [low - width * 1e-4, high + width * 1e-4, -np.inf, np.inf]]
+        )
+        values = np.concatenate([near, rng.uniform(low - 1, high + 1, 100_000)])
+        values = np.sort(values.astype(dtype))
+        every = histogram(values, low, high, n_bins)
+        bisected = histogram(values, low, high, n_bins, is_sorted=True)
+        assert bisected.counts.tolist() == every.counts.tolist()
+        assert bisected.n_out_of_range == every.n_out_of_range

@@ -696,7 +696,7 @@ def _former_summary(shapes, keys: dict) -> dict:
         entry = {
             "unit": unit,
             "statistics": stats,
-            "histogram": spot_shape._histogram(values, name, None),
+            "histogram": spot_shape._histogram(values, name),
         }
         for label in ("image", "shell", "panel"):
             found = []
