@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .statistics import percentiles_from_counts, value_counts
+
 FIND_SPOTS = "dials.find_spots"
 INTEGRATE = "dials.integrate"
 
@@ -98,13 +100,30 @@ TRACKING_MAX_MEDIAN_EXTENT_Z = 1.0
 
 
 def _finite(values) -> np.ndarray:
-    values = np.asarray(values, dtype=float).ravel()
+    """The finite values, flattened: whole numbers (sizes, extents) as they are,
+    without a float copy of a million rows."""
+    values = np.asarray(values).ravel()
+    if np.issubdtype(values.dtype, np.integer):
+        return values
+    values = values.astype(float, copy=False)
     return values[np.isfinite(values)]
 
 
 def _median(values) -> float | None:
+    """numpy's median of the finite values (None for none); for whole numbers from
+    their tally (the same number, see statistics.percentiles_from_counts)."""
     values = _finite(values)
-    return float(np.median(values)) if values.size else None
+    if not values.size:
+        return None
+    counts = value_counts(values)
+    if counts is not None:
+        return float(percentiles_from_counts(counts, [50])[0])
+    return float(np.median(values.astype(float, copy=False)))
+
+
+def _median_or_nan(values) -> float:
+    median = _median(values)
+    return math.nan if median is None else median
 
 
 def _percentile(values, q: float) -> float | None:
@@ -961,12 +980,12 @@ def advise(
             _profile_check(profile, extent_xy[rows], spot_sizes.extent_z[rows])
         )
     summary = summary_sentence(
-        float(np.median(footprint)),
-        float(np.median(extent_z)),
+        _median_or_nan(footprint),
+        _median_or_nan(extent_z),
         minimum,
         maximum if maximum is not None else DEFAULT_MAX_SPOT_SIZE,
         separation if separation is not None else DEFAULT_MAX_SEPARATION,
-        median_across=float(np.median(extent_xy[shaped])),
+        median_across=_median_or_nan(extent_xy[shaped]),
     )
     return {
         "checks": checks,

@@ -650,3 +650,17 @@ def test_log_lines():
         )
         for line in lines
     )
+
+
+def test_medians_of_whole_numbers_from_their_tally_equal_numpys():
+    from dials_spot_size_analysis.algorithms.advice import _median
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 10, 1001, 100_000):
+        values = rng.integers(0, 40, n).astype(np.int32)
+        assert _median(values) == float(np.median(values.astype(float)))
+    reals = rng.random(1001)
+    reals[::7] = np.nan
+    assert _median(reals) == float(np.median(reals[np.isfinite(reals)]))
+    assert _median(np.zeros(0, np.int32)) is None
+    assert _median(np.array([np.nan])) is None
