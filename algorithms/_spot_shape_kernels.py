@@ -33,8 +33,8 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
 
     Coordinates are pixel indices in the box, shifted by those of the first coded pixel
     (so that a spot one pixel wide along an axis has sums of exactly zero along it).
-    The loop has no data-dependent branch but the rare new peak: a pixel that is not
-    coded contributes zeros. Returns (count, footprint, lowest and highest i, j, k,
+    The loop has no data-dependent branch: a pixel that is not coded contributes
+    zeros. Returns (count, footprint, lowest and highest i, j, k,
     first coded i, j, k, total weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2,
     dx*dy, peak i, j, k); count 0 where no pixel is coded.
     """
@@ -68,8 +68,9 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
                 low_k = k if coded and k < low_k else low_k
                 high_k = k if coded and k > high_k else high_k
                 data = np.float64(_float32_at(blob, data_start + 4 * pixel))
-                if coded and data > peak_value:
-                    peak, peak_value = pixel, data
+                brighter = coded & (data > peak_value)  # selects, not a branch
+                peak = pixel if brighter else peak
+                peak_value = data if brighter else peak_value
                 w = data - np.float64(_float32_at(blob, background_start + 4 * pixel))
                 w = w if coded and w > 0.0 else 0.0
                 dx = i - first_i
