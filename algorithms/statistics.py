@@ -91,7 +91,7 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
         np.float64
     )
     difference = b - a
-    result = a + difference * weight
+    result = np.asarray(a + difference * weight)  # 0-d for a scalar q, to write into
     np.subtract(b, difference * (1 - weight), out=result, where=weight >= 0.5)
     return result
 
@@ -498,9 +498,9 @@ def percentiles_from_sorted(ordered: np.ndarray, q) -> np.ndarray:
 def plainly_ordered(values: np.ndarray, ordered: np.ndarray) -> bool:
     """Whether values have one bit pattern per value: no NaN (numpy's quantiles are NaN
     then) and no negative zero (which numpy's partition and a sort may place either
-    side of a positive zero, or even turn into one: numpy's vectorised float sort
-    keeps no zero's sign). Where this holds, any algorithm's k-th smallest value is
-    the same bits.
+    side of a positive zero; numpy's vectorised float sort may even return it as a
+    positive one). Where this holds, any algorithm's k-th smallest value is the same
+    bits.
 
     Parameters
     ----------
@@ -780,10 +780,11 @@ def _visit(c, value, slots, seen, lower_rank, upper_rank, lower, upper):
 
 
 @njit
-def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, pending):
+def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, pending, bits):
     """Sorted keys of _pack_float32 in ascending order: in lower and upper (as bits)
-    the lower_rank-th and upper_rank-th smallest finite value of each slot; the walk
-    ends once the ``pending`` slots (those with a value) have both."""
+    the lower_rank-th and upper_rank-th smallest finite value of each slot (the walk
+    ends once the ``pending`` slots, those with a value, have both); then bits[i] the
+    float32 bits of key i."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     exponent = np.uint64(_EXPONENT)
     seen = np.zeros(lower_rank.size, np.int64)
@@ -797,12 +798,6 @@ def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, pending):
             pending -= _visit(
                 c, value, slots, seen, lower_rank, upper_rank, lower, upper
             )
-
-
-@njit
-def _unpack_float32(packed, bits):
-    """bits[i]: the float32 bits of sorted key i of _pack_float32."""
-    sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     for i in range(packed.size):
         ordered = packed[i] >> np.uint64(32)
         bits[i] = ordered ^ sign if ordered & sign else ordered ^ low_half
@@ -966,9 +961,9 @@ def _sorted_summary(
         lower, upper = (np.zeros(counts.size, np.uint32) for _ in range(2))
         ranks = (counts - 1) // 2, counts // 2
         pending = int(np.count_nonzero(counts))
-        _walk_packed(packed, slots.of_combination, *ranks, lower, upper, pending)
-        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]
-        _unpack_float32(packed, bits)  # beyond the copy's stretch of scratch
+        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after copy
+        arguments = (slots.of_combination, *ranks, lower, upper, pending, bits)
+        _walk_packed(packed, *arguments)
         ordered, lower, upper = (x.view(np.float32) for x in (bits, lower, upper))
     else:
         order = np.argsort(chosen)

@@ -518,6 +518,13 @@ def test_summary_statistics_of_reals_equal_numpy_to_the_last_bit(values, dtype):
         assert _same(summary_statistics(values), _numpy_statistics(values))
 
 
+@pytest.mark.parametrize("q", [0, 5, 50, 62.5, 95, 100])
+def test_percentiles_from_counts_of_a_scalar_percentile(q):
+    values = np.array([4, 4, 7, 9, 9, 9, 30])
+    found = statistics.percentiles_from_counts(np.bincount(values), q)
+    assert found.shape == () and found == np.percentile(values.astype(float), q)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
 @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 127, 128, 129, 8191, 8192, 8193, 300_001])
 def test_mean_and_std_equal_numpy_to_the_last_bit(dtype, n):
