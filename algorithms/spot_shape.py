@@ -533,10 +533,16 @@ def _histogram(
 
 
 def _medians_by(found: tuple, key_name: str) -> list:
-    """Plain-number entries of one key's medians (keys, counts and medians)."""
+    """JSON-ready entries of one key's medians (keys, counts and medians), as
+    ``_json_safe`` would make them, without visiting thousands of entries one by one
+    (a run of thousands of images has that many per quantity)."""
+    keys, counts, medians = (np.asarray(part) for part in found)
+    keys = keys.tolist() if keys.dtype.kind in "iu" else [int(key) for key in keys]
     return [
-        {key_name: int(key), "n": int(n), "median": float(median)}
-        for key, n, median in zip(*found)
+        {key_name: key, "n": n, "median": median if math.isfinite(median) else None}
+        for key, n, median in zip(
+            keys, counts.astype(np.int64).tolist(), medians.astype(np.float64).tolist()
+        )
     ]
 
 
@@ -600,9 +606,13 @@ def summarise_spot_shapes(
         summary = grouped_summary(getattr(shapes, name), kept, groups, scratch)
         medians = dict(zip(labels, summary.medians))
         quantities[name] = {
-            "unit": unit,
-            "statistics": summary.statistics,
-            "histogram": _histogram(summary.values, name, summary),
+            **_json_safe(
+                {
+                    "unit": unit,
+                    "statistics": summary.statistics,
+                    "histogram": _histogram(summary.values, name, summary),
+                }
+            ),
             **{
                 f"median_by_{label}": _medians_by(medians[label], label)
                 if label in medians
@@ -611,12 +621,10 @@ def summarise_spot_shapes(
             },
         }
     coded = shapes.extent_z > 0
-    return _json_safe(
-        {
-            "rows": n,
-            "rows_with_pixel_data": int(shapes.has_pixel_data.sum()),
-            "rows_with_coded_pixels": int(coded.sum()),
-            "rows_with_zero_weight": int((coded & np.isnan(shapes.rms_width_x)).sum()),
-            "quantities": quantities,
-        }
-    )
+    counted = {
+        "rows": n,
+        "rows_with_pixel_data": int(shapes.has_pixel_data.sum()),
+        "rows_with_coded_pixels": int(coded.sum()),
+        "rows_with_zero_weight": int((coded & np.isnan(shapes.rms_width_x)).sum()),
+    }
+    return {**counted, "quantities": quantities}

@@ -532,6 +532,14 @@ class KeyGroups(NamedTuple):
     combination: np.ndarray  # int64, per row: the number of its combination of groups
     table: np.ndarray  # (combinations, keys) int64: the group of each key; -1 unknown
     keys: tuple[np.ndarray, ...]  # per key, the key of each group number, ascending
+    # One slot per group of each key, slot k * width + g for group g of key k (width:
+    # the most groups of any key): (combinations, keys) int32, each one's slots; -1
+    slots: np.ndarray
+    width: int
+
+    @property
+    def n_slots(self) -> int:
+        return len(self.keys) * self.width
 
     def groups_of(self, k: int) -> np.ndarray:
         """Each row's group number under the k-th key (-1 where unknown).
@@ -697,7 +705,11 @@ def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
         radices.append(radix)
     if radices:
         table = _renumbered(combination, table, radices, limit)
-    return KeyGroups(combination, table, tuple(distinct))
+    width = max(map(len, distinct), default=0)
+    offsets = np.arange(table.shape[1], dtype=np.int64) * width
+    slots = np.where(table >= 0, table + offsets, -1)
+    slots = slots.astype(np.int32 if len(keys) * width < 1 << 31 else np.int64)
+    return KeyGroups(combination, table, tuple(distinct), slots, width)
 
 
 class QuantitySummary(NamedTuple):
@@ -845,33 +857,17 @@ def _tally(values, kept, combination, slots, overall, tables, by_combination):
                     tables[slots[c, k], value] += 1
 
 
-class _Slots(NamedTuple):
-    """One slot per group of each key: slot ``k * width + g`` for group g of key k."""
-
-    of_combination: np.ndarray  # (combinations, keys): each combination's slots; -1
-    width: int  # the most groups of any key
-
-    @classmethod
-    def of(cls, groups: KeyGroups) -> "_Slots":
-        width = max(map(len, groups.keys), default=0)
-        table = groups.table
-        offsets = np.arange(table.shape[1], dtype=np.int64) * width
-        return cls(np.where(table >= 0, table + offsets, -1), width)
-
-    @property
-    def size(self) -> int:
-        return self.of_combination.shape[1] * self.width
-
-    def per_key(self, groups: KeyGroups, counts: np.ndarray, medians) -> list:
-        """Per key: the keys, counts and medians of its groups with a value."""
-        found = []
-        for k, distinct in enumerate(groups.keys):
-            first = k * self.width
-            present = np.flatnonzero(counts[first : first + len(distinct)])
-            found.append(
-                (distinct[present], counts[first + present], medians[first + present])
-            )
-        return found
+def _per_key(groups: KeyGroups, counts: np.ndarray, medians: np.ndarray) -> list:
+    """Per key: the keys, counts and medians of its groups with a value (from the
+    counts and medians of every slot)."""
+    found = []
+    for k, distinct in enumerate(groups.keys):
+        first = k * groups.width
+        present = np.flatnonzero(counts[first : first + len(distinct)])
+        found.append(
+            (distinct[present], counts[first + present], medians[first + present])
+        )
+    return found
 
 
 def work_array(n: int) -> np.ndarray:
@@ -949,12 +945,11 @@ def _sorted_summary(
         if ordered.size and np.isnan(ordered[-1]):
             ordered = None
         return QuantitySummary(statistics, chosen, ordered, None, [])
-    slots = _Slots.of(groups)
-    counts = np.zeros(slots.size, np.int64)  # finite values per slot
+    counts = np.zeros(groups.n_slots, np.int64)  # finite values per slot
     if values.dtype == np.float32 and len(groups.table) <= 1 << 32:
         values = np.ascontiguousarray(values)
         packed = scratch[: chosen.size]
-        arguments = (groups.combination, slots.of_combination, packed, counts)
+        arguments = (groups.combination, groups.slots, packed, counts)
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
         packed.sort()
@@ -962,7 +957,7 @@ def _sorted_summary(
         ranks = (counts - 1) // 2, counts // 2
         pending = int(np.count_nonzero(counts))
         bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after copy
-        arguments = (slots.of_combination, *ranks, lower, upper, pending, bits)
+        arguments = (groups.slots, *ranks, lower, upper, pending, bits)
         _walk_packed(packed, *arguments)
         ordered, lower, upper = (x.view(np.float32) for x in (bits, lower, upper))
     else:
@@ -970,13 +965,13 @@ def _sorted_summary(
         ordered = chosen[order]
         if not plainly_ordered(chosen, ordered):
             return None
-        _count_finite(values, kept, groups.combination, slots.of_combination, counts)
+        _count_finite(values, kept, groups.combination, groups.slots, counts)
         combinations = groups.combination[kept][order]
         del order
         lower, upper = np.zeros(counts.size), np.zeros(counts.size)
         ranks = (counts - 1) // 2, counts // 2
         pending = int(np.count_nonzero(counts))
-        arguments = (slots.of_combination, *ranks, lower, upper, pending)
+        arguments = (groups.slots, *ranks, lower, upper, pending)
         _walk_sorted(combinations, ordered, *arguments)
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
@@ -985,7 +980,7 @@ def _sorted_summary(
         chosen,
         ordered,
         None,
-        slots.per_key(groups, counts, medians),
+        _per_key(groups, counts, medians),
     )
 
 
@@ -996,13 +991,13 @@ def _tallied_summary(
     if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= COUNTING_CELLS:
         return None
     span = int(chosen.max()) + 1
-    slots = _Slots.of(groups)
-    limit = max(COUNTING_CELLS, 2 * values.size)
-    if slots.size * span > limit:
+    if groups.n_slots * span > max(COUNTING_CELLS, 2 * values.size):
         return None
-    overall, tables = np.zeros(span, np.int64), np.zeros((slots.size, span), np.int64)
-    by_combination = len(groups.table) * span <= limit  # else one count per key
-    arguments = (groups.combination, slots.of_combination, overall, tables)
+    overall = np.zeros(span, np.int64)
+    tables = np.zeros((groups.n_slots, span), np.int64)
+    # one count per row where the table per combination is small beside the rows
+    by_combination = len(groups.table) * span <= values.size // 8
+    arguments = (groups.combination, groups.slots, overall, tables)
     _tally(np.ascontiguousarray(values), kept, *arguments, by_combination)
     counts = tables.sum(axis=1)
     present = np.flatnonzero(counts)
@@ -1014,7 +1009,7 @@ def _tallied_summary(
         chosen,
         None,
         overall,
-        slots.per_key(groups, counts, medians),
+        _per_key(groups, counts, medians),
     )
 
 

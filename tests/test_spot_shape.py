@@ -750,3 +750,23 @@ def test_summaries_equal_the_former_computation_to_the_last_bit(real, seed):
             summary = summarise_spot_shapes(shapes, **chosen)
             former = _former_summary(shapes, chosen)
         assert json.dumps(summary["quantities"]) == json.dumps(former)
+
+
+def test_summaries_of_huge_values_and_real_keys_equal_the_former_computation():
+    """A group median that overflows (the mean of two huge middle values) is None, as
+    any number JSON cannot hold; keys given as floats are whole numbers, as before."""
+    shapes = SpotShapes.empty(4)
+    for name in INTEGER_FIELDS:
+        getattr(shapes, name)[:] = [3, 1, 2, 5]
+    for name in REAL_FIELDS:
+        getattr(shapes, name)[:] = [1.7e308, 1.6e308, 0.5, 2.5]
+    keys = {"image": np.array([7.0, 7.0, 2.0, -1.0]), "panel": np.zeros(4, int)}
+    with np.errstate(over="ignore", invalid="ignore"):
+        summary = summarise_spot_shapes(shapes, **keys)
+        former = _former_summary(shapes, keys)
+    assert json.dumps(summary["quantities"]) == json.dumps(former)
+    by_image = summary["quantities"]["rms_width_x"]["median_by_image"]
+    assert by_image == [
+        {"image": 2, "n": 1, "median": 0.5},
+        {"image": 7, "n": 2, "median": None},
+    ]
