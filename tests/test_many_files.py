@@ -569,7 +569,9 @@ def test_rows_of_an_experiment_the_identifier_map_does_not_name_are_refused(
     ids[-1] = -1  # an unassigned row is fine
     part.columns["id"] = ids
     write_reflections(part, path)
-    result = analyse([str(path)], [str(shared_data / "ssx_CuNiR/imported_no_ref_5.expt")])
+    result = analyse(
+        [str(path)], [str(shared_data / "ssx_CuNiR/imported_no_ref_5.expt")]
+    )
     experiments = result.result.spot_sizes.experiment.tolist()
     assert experiments[-1] == -1  # counted, with no experiment
     assert set(experiments[:-1]) == set(range(n_experiments))
