@@ -118,12 +118,21 @@ def _not_regular(mode: int) -> str | None:
     return next((what for test, what in _FILE_KINDS if test(mode)), "not a file")
 
 
-def _refuse_unless_regular(path: str) -> None:
-    """Refuse ``path`` if it exists and is not a regular file (a missing file is
-    reported when it is read), from ``os.stat`` alone: opening a FIFO blocks."""
+def _mode(path: str) -> int | None:
+    """The file's ``st_mode``, or None where it cannot be had (missing: reported when
+    it is read)."""
     try:
-        mode = os.stat(path).st_mode
+        return os.stat(path).st_mode
     except (OSError, ValueError):
+        return None
+
+
+def _refuse_unless_regular(path: str, mode: int | None = None) -> None:
+    """Refuse ``path`` if it exists and is not a regular file (a missing file is
+    reported when it is read), from ``os.stat`` alone (or ``mode``, its result where
+    the caller has it): opening a FIFO blocks."""
+    mode = _mode(path) if mode is None else mode
+    if mode is None:
         return
     what = _not_regular(mode)
     if what is not None:
@@ -270,12 +279,13 @@ class _Finder:
         self.seen: set[str] = set()
         self.inputs = Inputs()
 
-    def add_file(self, path: str, found: bool = False) -> None:
-        """Add one file; ``found`` when the program found it (folder, glob)."""
+    def add_file(self, path: str, found: bool = False, mode: int | None = None) -> None:
+        """Add one file; ``found`` when the program found it (folder, glob); ``mode``
+        its ``st_mode`` where already known."""
         key = os.path.normpath(os.path.join(self.folder, path))
         if key in self.seen:
             return
-        _refuse_unless_regular(path)  # before anything opens it
+        _refuse_unless_regular(path, mode)  # before anything opens it
         self.seen.add(key)
         kind = _file_kind(path)
         if kind == "phil":
@@ -294,10 +304,11 @@ class _Finder:
         """Add the files ``argument`` names: a file, a folder (searched recursively
         for DIALS files), a glob pattern, or a list file."""
         if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):
-            if os.path.isdir(argument):
+            mode = _mode(argument)  # one system call for thousands of listed files
+            if mode is not None and stat.S_ISDIR(mode):
                 self._add_folder(argument)
             else:
-                self.add_file(argument, found)  # read (and checked) later
+                self.add_file(argument, found, mode)  # read (and checked) later
         elif os.path.isdir(argument):
             self._add_folder(argument)
         elif not os.path.exists(argument) and _is_glob(argument):
