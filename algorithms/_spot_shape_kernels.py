@@ -1,9 +1,7 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
 Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets; each float32 is
-read by one unaligned load (:mod:`._unaligned`). The per-row helpers are inlined into
-the loop over rows (numba's ``inline="always"``): called, each would pass its arrays
-with reference counting, a quarter of the pass.
+read by one unaligned load (:mod:`._unaligned`).
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from ._unaligned import float32_at as _float32_at
 PIXEL_VARIANCE = 1.0 / 12.0
 
 
-@njit(inline="always")
+@njit
 def _first_coded(blob, mask_start, stride, n, code):
     """Index (C order) of the first coded pixel of a record, or -1."""
     for pixel in range(n):
@@ -27,14 +25,14 @@ def _first_coded(blob, mask_start, stride, n, code):
     return -1
 
 
-@njit(inline="always")
+@njit
 def _row_sums(blob, data_start, mask_start, stride, shape, code):
     """Everything one record's coded pixels contribute, in one pass in C order.
 
     Coordinates are pixel indices in the box, shifted by those of the first coded pixel
     (so that a spot one pixel wide along an axis has sums of exactly zero along it).
-    The loop has no data-dependent branch: a pixel that is not coded contributes
-    zeros. Returns (count, footprint, lowest and highest i, j, k,
+    The loop has no data-dependent branch but the rare new peak: a pixel that is not
+    coded contributes zeros. Returns (count, footprint, lowest and highest i, j, k,
     first coded i, j, k, total weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2,
     dx*dy, peak i, j, k); count 0 where no pixel is coded.
     """
@@ -68,9 +66,8 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
                 low_k = k if coded and k < low_k else low_k
                 high_k = k if coded and k > high_k else high_k
                 data = np.float64(_float32_at(blob, data_start + 4 * pixel))
-                brighter = coded & (data > peak_value)  # selects, not a branch
-                peak = pixel if brighter else peak
-                peak_value = data if brighter else peak_value
+                if coded and data > peak_value:
+                    peak, peak_value = pixel, data
                 w = data - np.float64(_float32_at(blob, background_start + 4 * pixel))
                 w = w if coded and w > 0.0 else 0.0
                 dx = i - first_i
@@ -94,7 +91,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
     )
 
 
-@njit(inline="always")
+@njit
 def _elongation(variance_x, variance_y, covariance_xy):
     """Ratio of the principal rms widths of the 2x2 covariance, each pixel's own
     uniform-square variance added to the diagonal (see spot_shape.elongation)."""
@@ -107,7 +104,7 @@ def _elongation(variance_x, variance_y, covariance_xy):
     return np.sqrt((half_trace + spread) / smallest)
 
 
-@njit(inline="always")
+@njit
 def _record_fits(size, start, marker, nx, ny, nz):
     """Whether a record's marker and bbox are sound and its pixel arrays lie inside a
     blob of ``size`` bytes (the volume checked in floating point first, so that a
@@ -176,7 +173,7 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
     return -1
 
 
-@njit(inline="always")
+@njit
 def _store_weighted(row, bbox, sums, first, peak, centroid, reals):
     """Centroid, rms widths, covariance, elongation and peak distance of one row from
     its weighted sums (left NaN where the total weight is zero)."""
