@@ -440,28 +440,25 @@ def _neighbour_parameters(experiment, apply: bool):
 def _pixel_sums(
     columns: _Columns, shoeboxes, experiment, mask_neighbours: bool, arrays=None
 ):
-    bbox = np.ascontiguousarray(shoeboxes.bbox, dtype=np.int64)
-    rows = np.ascontiguousarray(columns.rows, dtype=np.int64)
-    frames = np.where(
-        shoeboxes.present[rows] != 0, bbox[rows, 5] - bbox[rows, 4], 0
-    ).astype(np.int64)
-    frame_start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
+    # Only the chosen rows' records, gathered (a tenth of a big table's, at most
+    # MAX_REFERENCE_MATCHED): no conversion or scatter of whole columns.
+    rows = np.asarray(columns.rows, dtype=np.int64)
     n = len(rows)
+    present = np.ascontiguousarray(shoeboxes.present[rows])
+    bbox = np.ascontiguousarray(shoeboxes.bbox[rows], dtype=np.int64)
+    frames = np.where(present != 0, bbox[:, 5] - bbox[:, 4], 0).astype(np.int64)
+    frame_start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
     sum_w, sum_w_angle2 = np.zeros(n), np.zeros(n)
     frame_sum = np.zeros(int(frame_start[-1]))
-    hkl = np.zeros((len(shoeboxes), 3), dtype=np.int64)
-    hkl[rows] = columns.miller_index
-    s1 = np.zeros((len(shoeboxes), 3))
-    s1[rows] = columns.s1
     _pixel_kernel(
-        rows,
+        np.arange(n, dtype=np.int64),
         shoeboxes.blob,
-        np.ascontiguousarray(shoeboxes.present),
-        np.ascontiguousarray(shoeboxes.data_offset, dtype=np.int64),
+        present,
+        np.ascontiguousarray(shoeboxes.data_offset[rows], dtype=np.int64),
         bbox,
-        np.ascontiguousarray(shoeboxes.panel, dtype=np.int64),
-        s1,
-        hkl,
+        np.ascontiguousarray(shoeboxes.panel[rows], dtype=np.int64),
+        np.ascontiguousarray(columns.s1, dtype=np.float64),
+        np.ascontiguousarray(columns.miller_index, dtype=np.int64),
         (arrays or DetectorArrays.of(experiment.detector)).as_tuple(),
         _neighbour_parameters(experiment, mask_neighbours),
         frame_start,
