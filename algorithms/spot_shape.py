@@ -43,6 +43,7 @@ from typing import Sequence
 import numpy as np
 
 from ..formats.shoeboxes import ShoeboxColumn
+from ..jit import njit
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
 from .statistics import (
@@ -372,19 +373,34 @@ def radial_tangential_widths(
         (radial, tangential); NaN where an input is NaN or the spot sits exactly at the
         beam centre (no direction).
     """
-    centroid = np.asarray(centroid, dtype=np.float64)
-    beam_centre = np.asarray(beam_centre, dtype=np.float64).reshape(-1, 2)
-    dx = centroid[:, 0] - beam_centre[:, 0]
-    dy = centroid[:, 1] - beam_centre[:, 1]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        length = np.hypot(dx, dy)
+    centroid = np.ascontiguousarray(centroid, dtype=np.float64)
+    beam_centre = np.ascontiguousarray(beam_centre, dtype=np.float64).reshape(-1, 2)
+    radial, tangential = np.empty(len(centroid)), np.empty(len(centroid))
+    _radial_tangential(
+        centroid,
+        beam_centre,
+        np.ascontiguousarray(variance_x, dtype=np.float64),
+        np.ascontiguousarray(variance_y, dtype=np.float64),
+        np.ascontiguousarray(covariance_xy, dtype=np.float64),
+        radial,
+        tangential,
+    )
+    return radial, tangential
+
+
+@njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
+def _radial_tangential(centroid, beam_centre, vx, vy, cxy, radial, tangential):
+    """:func:`radial_tangential_widths` a row at a time, in numpy's order of
+    operations (the same numbers), without a temporary per term."""
+    for i in range(radial.size):
+        dx = centroid[i, 0] - beam_centre[i, 0]
+        dy = centroid[i, 1] - beam_centre[i, 1]
+        length = math.hypot(dx, dy)
         ux, uy = dx / length, dy / length  # NaN at the beam centre itself
-        vx = np.asarray(variance_x, dtype=np.float64)
-        vy = np.asarray(variance_y, dtype=np.float64)
-        cxy = np.asarray(covariance_xy, dtype=np.float64)
-        radial = ux * ux * vx + 2 * ux * uy * cxy + uy * uy * vy
-        tangential = uy * uy * vx - 2 * ux * uy * cxy + ux * ux * vy
-        return np.sqrt(np.maximum(radial, 0.0)), np.sqrt(np.maximum(tangential, 0.0))
+        r = ux * ux * vx[i] + 2 * ux * uy * cxy[i] + uy * uy * vy[i]
+        t = uy * uy * vx[i] - 2 * ux * uy * cxy[i] + ux * ux * vy[i]
+        radial[i] = math.sqrt(0.0 if r < 0.0 else r)  # NaN stays NaN
+        tangential[i] = math.sqrt(0.0 if t < 0.0 else t)
 
 
 def beam_centres_px(beam, panels) -> np.ndarray:

@@ -5,9 +5,11 @@ of the bytes, wall time of the command, and peak memory against the file size.
     python benchmarks/one_big_file.py 50000        (10.4M rows, 4.6 GB: completes, memory)
 
 The input repeats the rows of a real DIALS file (I23 thaumatin, 24 panels, 208 rows)
-with the shared replicate_refl.py, byte-identical to what DIALS writes. Targets (issue #5):
-analysis <= 1.0 x the plain read; peak memory <= 1.2 x the file size; 10M rows within a
-24 GB machine with memory bounded by the chunk size, not by the file.
+with the shared replicate_refl.py, byte-identical to what DIALS writes. Targets: the
+whole analysis (sizes, shapes, their summaries, the profile model and the advice) <= 2.0 x
+the plain read (issue #15; issue #5 set 1.0 x for the sizes alone); peak memory <= 1.2 x
+the file size; 10M rows within a 24 GB machine with memory bounded by the chunk size, not
+by the file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import tempfile
 import time
 
 from _common import PLAIN_READ, SHARED, best, replicated
+
+ANALYSIS = "analysis (read, count, shapes, locate, summaries, profile model, advice)"
 
 
 def main() -> None:
@@ -80,10 +84,10 @@ def main() -> None:
     if plain is not None:
         print(f"plain read of the bytes:               {plain:.3f} s")
         print(
-            f"analysis (read, select, count, locate, histogram): {analysis:.3f} s = {analysis / plain:.2f} x the plain read (target <= 1.0)"
+            f"{ANALYSIS}: {analysis:.3f} s = {analysis / plain:.2f} x the plain read (target <= 2.0)"
         )
     else:
-        print(f"analysis (read, select, count, locate, histogram): {analysis:.3f} s")
+        print(f"{ANALYSIS}: {analysis:.3f} s")
     print(f"whole command (start-up, analysis, log, JSON): {wall:.2f} s wall")
     print(
         f"peak memory of the whole command: {peak / 1e6:,.0f} MB = {peak / size:.2f} x the file size (target <= 1.2)"

@@ -770,3 +770,40 @@ def test_summaries_of_huge_values_and_real_keys_equal_the_former_computation():
         {"image": 2, "n": 1, "median": 0.5},
         {"image": 7, "n": 2, "median": None},
     ]
+
+
+def _radial_tangential_numpy(centroid, variance_x, variance_y, covariance_xy, centre):
+    """The widths as numpy states them: the reference for the compiled pass."""
+    dx = centroid[:, 0] - centre[:, 0]
+    dy = centroid[:, 1] - centre[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        length = np.hypot(dx, dy)
+        ux, uy = dx / length, dy / length
+        radial = (
+            ux * ux * variance_x + 2 * ux * uy * covariance_xy + uy * uy * variance_y
+        )
+        tangential = (
+            uy * uy * variance_x - 2 * ux * uy * covariance_xy + ux * ux * variance_y
+        )
+        return np.sqrt(np.maximum(radial, 0.0)), np.sqrt(np.maximum(tangential, 0.0))
+
+
+def test_radial_and_tangential_widths_equal_numpys_bit_for_bit():
+    from dials_spot_size_analysis.algorithms.spot_shape import radial_tangential_widths
+
+    rng = np.random.default_rng(11)
+    n = 20_000
+    centroid = rng.uniform(-50, 4000, (n, 3))
+    centre = np.repeat([[2000.5, 2100.25]], n, axis=0)
+    centroid[:5, :2] = centre[:5]  # at the beam centre: no direction
+    variance_x, variance_y = rng.uniform(0, 9, n), rng.uniform(0, 9, n)
+    covariance_xy = rng.uniform(-3, 3, n)  # some make a negative variance: clipped
+    variance_x[7], covariance_xy[8], centre[9, 0] = np.nan, np.inf, np.nan
+    got = radial_tangential_widths(
+        centroid, variance_x, variance_y, covariance_xy, centre
+    )
+    want = _radial_tangential_numpy(
+        centroid, variance_x, variance_y, covariance_xy, centre
+    )
+    for a, b in zip(got, want):
+        assert np.array_equal(a.view(np.int64), b.view(np.int64))
