@@ -466,8 +466,11 @@ def measure_file(
         error (a FileFormatError or SelectionError met on the way).
     """
     name = source_name(source, index)
+    compared = None
     try:
         table = load_table(source)
+        if request.compare_spots:  # even where the table cannot be measured
+            compared = _compared(table, index, name)
         geometry, numbering, labels = _experiments_for(table, index, request, n_sources)
         spot_sizes, selection = measure_table(
             table,
@@ -489,9 +492,9 @@ def measure_file(
             error=str(error),
             error_path=getattr(error, "path", None),
             error_is_format=isinstance(error, FileFormatError),
+            compared=compared,
         )
     paired = request.paired_experiments.get(index)
-    compared = _compared(table, index, name) if request.compare_spots else None
     info = {
         "reflections": name,
         **({"experiments": paired} if paired is not None else {}),
@@ -517,7 +520,7 @@ def _compared(table: ReflectionTable, index: int, name: str) -> ComparedTable | 
     """What the search for tables holding the same spots needs of a table the user
     named; None where it has no observed centroids."""
     xyz = table.columns.get("xyzobs.px.value")
-    if xyz is None:
+    if xyz is None or xyz.ndim != 2 or xyz.shape[1] != 3:
         return None
     return ComparedTable(
         position=index,

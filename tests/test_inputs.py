@@ -173,7 +173,10 @@ def test_tables_named_by_the_user_that_hold_the_same_spots_are_refused(
         f"{indexed} and {strong} hold the same spots (208 of 208 observed centroids "
         "in common): pass only one of them, e.g. indexed.refl"
     )
-    for args in ([str(strong), str(indexed)], [str(listing)]):
+    expt = str(shared_data / "I23_P12M_thau/indexed.expt")
+    # With the experiment list, strong.refl could not even be measured (its identifier
+    # is not in indexed.expt): refused all the same, not skipped as unusable.
+    for args in ([str(strong), str(indexed)], [str(listing)], [str(listing), expt]):
         inputs = find_inputs(args, phil_scope)  # checked as they are measured
         assert inputs.compare_while_measuring
         assert inputs.reflection_files == [str(strong), str(indexed)]
