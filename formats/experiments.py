@@ -775,6 +775,7 @@ _MODEL_ERRORS = (
 # crystal differs from still to still, so it is not remembered.
 REMEMBERED_KINDS = ("beam", "detector", "goniometer", "scan")
 MOST_REMEMBERED = 64  # models remembered per kind (the least recently used go first)
+LONGEST_REMEMBERED = 1 << 20  # characters of an entry's repr: longer ones are not kept
 _remembered: dict[str, OrderedDict] = {kind: OrderedDict() for kind in REMEMBERED_KINDS}
 
 
@@ -788,6 +789,9 @@ def _parsed_model(kind: str, entry: dict):
         with np.errstate(all="raise"):
             return _PARSERS[kind](entry)
     key = repr(entry)
+    if len(key) > LONGEST_REMEMBERED:  # e.g. a long scan's per-image lists: bounded
+        with np.errstate(all="raise"):
+            return _PARSERS[kind](entry)
     model = memory.get(key)
     if model is None:
         with np.errstate(all="raise"):  # an invalid entry raises: never remembered

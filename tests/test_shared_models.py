@@ -122,3 +122,17 @@ def test_beam_centres_are_nan_where_unknown(shared_data):
     assert np.isnan(centres[[0, 2, 3, 4]]).all()
     assert np.isfinite(centres[1]).all()
     assert centres[1] == pytest.approx([2216.06, 2300.41], abs=0.01)
+
+
+def test_long_entries_are_not_remembered(shared_data, tmp_path, monkeypatch):
+    """Memory stays bounded in characters too: a model whose entry is longer than
+    LONGEST_REMEMBERED is parsed for each file and not kept."""
+    monkeypatch.setattr(experiments_module, "LONGEST_REMEMBERED", 200)
+    experiments_module._remembered["beam"].clear()
+    source = shared_data / "eiger_therm/imported.expt"
+    first = read_experiments(_copy_with(tmp_path, source, "a.expt"))[0]
+    second = read_experiments(_copy_with(tmp_path, source, "b.expt"))[0]
+    assert first.beam is not second.beam  # its entry is 284 characters long
+    assert first.beam.wavelength == second.beam.wavelength
+    assert first.goniometer is second.goniometer  # 155 characters: remembered
+    assert not experiments_module._remembered["beam"]
