@@ -1,15 +1,15 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
 Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets; each float32 is
-read by one unaligned load (:mod:`._unaligned`).
+read by one unaligned load (``formats.shoeboxes.float32_at``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ..formats.shoeboxes import float32_at as _float32_at
 from ..jit import njit
-from ._unaligned import float32_at as _float32_at
 
 # The variance of a uniform square pixel about its centre, per axis (px^2): added to the
 # diagonal of the x-y covariance for the elongation only.

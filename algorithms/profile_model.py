@@ -26,10 +26,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..formats.shoeboxes import float32_at, int32_at
 from ..jit import njit
 from . import prediction
 from ._memo import by_identity
-from ._unaligned import float32_at, int32_at
 from .prediction import (
     DetectorArrays,
     ScanGeometry,
