@@ -19,6 +19,22 @@ from .spot_shape import beam_centres_px
 from .statistics import row_slices
 
 
+@njit(inline="always")
+def _panel_row(e, p, starts, n_panels, table_starts):
+    """Row ``table_starts[e] + p`` of a per-panel table for experiment e, panel p; -1
+    where the experiment, its detector or the panel is unknown (the one statement of
+    that rule for every per-reflection lookup)."""
+    if 0 <= e < starts.size and starts[e] >= 0 and 0 <= p < n_panels[e]:
+        return table_starts[e] + p
+    return -1
+
+
+@njit
+def _panel_rows(experiment, panel, starts, n_panels, table_starts, out):
+    for i in range(out.size):
+        out[i] = _panel_row(experiment[i], panel[i], starts, n_panels, table_starts)
+
+
 @njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
 def _d_spacing_kernel(
     xy,
@@ -36,9 +52,9 @@ def _d_spacing_kernel(
     out,
 ):
     for i in range(out.size):
-        e, p = experiment[i], panel[i]
-        # The panel's row in the stacked tables, as ExperimentGeometry.panel_rows finds it.
-        if e < 0 or e >= starts.size or starts[e] < 0 or p < 0 or p >= n_panels[e]:
+        e = experiment[i]
+        r = _panel_row(e, panel[i], starts, n_panels, starts)
+        if r < 0:
             out[i] = np.nan
             continue
         # |s0| = 1/λ: the beam's, or (a polychromatic beam) the reflection's own.
@@ -46,7 +62,6 @@ def _d_spacing_kernel(
         if k != k and wavelengths.size:
             wavelength = wavelengths[take[i]]
             k = 1.0 / wavelength if wavelength > 0 else np.nan
-        r = starts[e] + p
         x, y = xy[take[i], 0], xy[take[i], 1]
         lx = origins[r, 0] + x * fasts[r, 0] + y * slows[r, 0]
         ly = origins[r, 1] + x * fasts[r, 1] + y * slows[r, 1]
@@ -63,13 +78,9 @@ def _d_spacing_kernel(
 
 @njit
 def _gather_panel_rows(experiment, panel, starts, n_panels, table_starts, table, out):
-    """Row ``table_starts[e] + p`` of ``table`` for each reflection's experiment e and
-    panel p; NaN where the experiment, its detector or the panel is unknown."""
+    """Row :func:`_panel_row` of ``table`` for each reflection; NaN where unknown."""
     for i in range(out.shape[0]):
-        e, p = experiment[i], panel[i]
-        row = -1
-        if 0 <= e < starts.size and starts[e] >= 0 and 0 <= p < n_panels[e]:
-            row = table_starts[e] + p
+        row = _panel_row(experiment[i], panel[i], starts, n_panels, table_starts)
         for c in range(out.shape[1]):
             out[i, c] = table[row, c] if 0 <= row < table.shape[0] else np.nan
 
@@ -177,12 +188,16 @@ class ExperimentGeometry:
         """
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
         panel = np.asarray(panel, dtype=np.int64)
-        if not len(self):
-            return np.full(experiment_index.shape, -1, dtype=np.int64)
-        known = (experiment_index >= 0) & (experiment_index < len(self))
-        safe = np.where(known, experiment_index, 0)
-        known &= (self.starts[safe] >= 0) & (panel >= 0) & (panel < self.n_panels[safe])
-        return np.where(known, self.starts[safe] + panel, -1)
+        rows = np.empty(experiment_index.shape, dtype=np.int64)
+        _panel_rows(
+            np.ascontiguousarray(experiment_index).reshape(-1),
+            np.ascontiguousarray(panel).reshape(-1),
+            self.starts,
+            self.n_panels,
+            self.starts,
+            rows.reshape(-1),
+        )
+        return rows
 
     def beam_centres_px(
         self, experiment_index: np.ndarray, panel: np.ndarray
