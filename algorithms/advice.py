@@ -183,6 +183,24 @@ def upper_tail_bands(values, limit: float, band: float) -> dict:
     }
 
 
+def _upper_tail_reasons(bands: dict, n: int, band: str, undecayed: str) -> list[str]:
+    """Why an upper limit cuts into the spots, from :func:`upper_tail_bands`: a
+    pile-up in the band below it, or a tail that has not decayed there (``band`` names
+    the band, e.g. "5 px below the cap"; ``undecayed`` says what has not decayed)."""
+    near = bands["n_near"]
+    reasons = []
+    if bands["pile_up"]:
+        reasons.append(
+            f"{near} spots lie within {band} where the tail predicts "
+            f"{bands['expected_near']:.1f}: a pile-up at the limit"
+        )
+    if bands["not_decaying"]:
+        reasons.append(
+            f"{near} spots ({near / n:.1%}) lie within {band} and {undecayed}"
+        )
+    return reasons
+
+
 def _histogram(values, edges: np.ndarray, limit: float, band: tuple) -> dict:
     counts, edges = np.histogram(_finite(values), bins=edges)
     return {
@@ -262,18 +280,12 @@ def check_max_spot_size(
     removed_fraction = _removed_fraction(removed, n)
     median_z = _median(extent_z) or 1.0
     footprint_at_cap = limit / median_z
-    reasons = []
-    if bands["pile_up"]:
-        reasons.append(
-            f"{bands['n_near']} spots lie within {margin:g} px below the cap where the "
-            f"tail predicts {bands['expected_near']:.1f}: a pile-up at the limit"
-        )
-    if bands["not_decaying"]:
-        reasons.append(
-            f"{bands['n_near']} spots ({bands['n_near'] / n:.1%}) lie within "
-            f"{margin:g} px below the cap and the size distribution has not decayed "
-            "there: the cap cuts into the spots"
-        )
+    reasons = _upper_tail_reasons(
+        bands,
+        n,
+        f"{margin:g} px below the cap",
+        "the size distribution has not decayed there: the cap cuts into the spots",
+    )
     if removed_fraction is not None and removed_fraction >= REMOVED_TOO_LARGE_FRACTION:
         reasons.append(
             f"dials.find_spots removed {removed} spots ({removed_fraction:.1%}) as "
@@ -514,17 +526,12 @@ def check_max_separation(
     margin = SEPARATION_BAND_PX
     bands = upper_tail_bands(distance, limit, margin)
     n = distance.size
-    reasons = []
-    if bands["pile_up"]:
-        reasons.append(
-            f"{bands['n_near']} spots lie within {margin:g} px of max_separation where "
-            f"the tail predicts {bands['expected_near']:.1f}: a pile-up at the limit"
-        )
-    if bands["not_decaying"]:
-        reasons.append(
-            f"{bands['n_near']} spots ({bands['n_near'] / n:.1%}) lie within {margin:g} "
-            "px of max_separation and the distances have not decayed there"
-        )
+    reasons = _upper_tail_reasons(
+        bands,
+        n,
+        f"{margin:g} px of max_separation",
+        "the distances have not decayed there",
+    )
     suggestion = None
     if reasons:
         suggestion = _suggestion(
