@@ -421,6 +421,19 @@ def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
 
 
 @njit
+def _store(i, p, x_mm, y_mm, angle, z, s1, detector, ok, panel, xyz_mm, xyz_px, s1_out):
+    """Reflection i is predicted on panel p at (x_mm, y_mm), rotation angle ``angle``
+    (rad) and frame z: both predictors' outputs, pixels with the parallax correction."""
+    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    x_px, y_px = _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness)
+    ok[i] = True
+    panel[i] = p
+    xyz_mm[i, 0], xyz_mm[i, 1], xyz_mm[i, 2] = x_mm, y_mm, angle
+    xyz_px[i, 0], xyz_px[i, 1], xyz_px[i, 2] = x_px, y_px, z
+    s1_out[i] = s1
+
+
+@njit
 def _static_kernel(
     hkl,
     entering,
@@ -440,7 +453,7 @@ def _static_kernel(
     s1_out,
 ):
     first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
-    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    inverse_d, pixel_size, image_size = detector[3], detector[4], detector[5]
     setting_inv = np.linalg.inv(setting)
     s1 = np.empty(3)
     for i in range(hkl.shape[0]):
@@ -469,14 +482,8 @@ def _static_kernel(
             angle += TWO_PI
         if best_distance < 0:
             continue
-        x_px, y_px = _mm_to_px(
-            p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness
-        )
-        ok[i] = True
-        panel[i] = p
-        xyz_mm[i, 0], xyz_mm[i, 1], xyz_mm[i, 2] = x_mm, y_mm, best_angle
-        xyz_px[i, 0], xyz_px[i, 1], xyz_px[i, 2] = x_px, y_px, best_z
-        s1_out[i] = s1
+        _store(i, p, x_mm, y_mm, best_angle, best_z, s1, detector, ok, panel, xyz_mm,
+               xyz_px, s1_out)  # fmt: skip
 
 
 @njit
@@ -555,7 +562,7 @@ def _varying_kernel(
     s1_out,
 ):
     first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
-    origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
+    inverse_d, pixel_size, image_size = detector[3], detector[4], detector[5]
     offset = int(first_image) - 1
     n_points = a_points.shape[0]
     s1 = np.empty(3)
@@ -586,15 +593,9 @@ def _varying_kernel(
                 if p < 0:
                     continue
                 angle = start + (frame - offset + alpha) * width
-                x_px, y_px = _mm_to_px(
-                    p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness
-                )
-                ok[i] = True
-                panel[i] = p
-                xyz_mm[i, 0], xyz_mm[i, 1], xyz_mm[i, 2] = x_mm, y_mm, angle
-                xyz_px[i, 0], xyz_px[i, 1] = x_px, y_px
-                xyz_px[i, 2] = first_image - 1 + (angle - start) / width
-                s1_out[i] = s1
+                z = first_image - 1 + (angle - start) / width
+                _store(i, p, x_mm, y_mm, angle, z, s1, detector, ok, panel, xyz_mm,
+                       xyz_px, s1_out)  # fmt: skip
                 break
             if ok[i]:
                 break
