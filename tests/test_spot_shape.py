@@ -157,6 +157,18 @@ def test_every_quantity_equals_plain_reference(shared_data, name, code):
         )
 
 
+def test_the_reference_checks_every_measured_field():
+    """The plain reference names the fields it checks itself (no shared code); a field
+    the product adds must be added to it, or this fails."""
+    from dataclasses import fields
+
+    from dials_spot_size_analysis.algorithms.spot_shape import SpotShapes
+
+    derived = {"has_pixel_data", "centroid", "rms_width_radial", "rms_width_tangential"}
+    measured = {f.name for f in fields(SpotShapes)} - derived
+    assert measured == set(INTEGER_FIELDS) | set(REAL_FIELDS)
+
+
 @pytest.mark.parametrize("name", SHOEBOX_FILES)
 def test_sizes_equal_dials_count_mask_values(shared_data, ground_truth, name):
     _, column = column_of(shared_data, name)
