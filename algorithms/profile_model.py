@@ -192,7 +192,6 @@ def _neighbours_pixel(lab, frame, hkl, neighbours):
 
 @njit
 def _pixel_kernel(
-    rows,
     blob,
     present,
     data_offset,
@@ -207,15 +206,15 @@ def _pixel_kernel(
     sum_w_angle2,
     frame_sum,
 ):
-    """Per row: sums for ComputeEsdBeamDivergence (data and data x angle^2 over mask
-    != 0) and, per frame of the bbox, the data over mask == Valid|Foreground after
-    mask_neighbouring (ExtendedEstimator)."""
+    """Per record (the chosen rows' present, data_offset, bbox, panel, s1, hkl): sums
+    for ComputeEsdBeamDivergence (data and data x angle^2 over mask != 0) and, per
+    frame of the bbox, the data over mask == Valid|Foreground after mask_neighbouring
+    (ExtendedEstimator)."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
     apply = neighbours[0]
     lab = np.empty(3)
-    for out in range(rows.shape[0]):
-        i = rows[out]
-        sum_w[out], sum_w_angle2[out] = 0.0, 0.0
+    for i in range(present.shape[0]):
+        sum_w[i], sum_w_angle2[i] = 0.0, 0.0
         if present[i] == 0:
             continue
         x0, x1, y0, y1, z0, z1 = bbox[i]
@@ -256,10 +255,10 @@ def _pixel_kernel(
                         code = VALID_BACKGROUND
                     value = np.float64(float32_at(blob, data_start + 4 * index))
                     if code != 0:
-                        sum_w[out] += value
-                        sum_w_angle2[out] += value * angle * angle
+                        sum_w[i] += value
+                        sum_w_angle2[i] += value * angle * angle
                     if code == VALID_FOREGROUND:
-                        frame_sum[frame_start[out] + z] += value
+                        frame_sum[frame_start[i] + z] += value
 
 
 @njit
@@ -451,7 +450,6 @@ def _pixel_sums(
     sum_w, sum_w_angle2 = np.zeros(n), np.zeros(n)
     frame_sum = np.zeros(int(frame_start[-1]))
     _pixel_kernel(
-        np.arange(n, dtype=np.int64),
         shoeboxes.blob,
         present,
         np.ascontiguousarray(shoeboxes.data_offset[rows], dtype=np.int64),
