@@ -43,15 +43,12 @@ from typing import Sequence
 
 import libtbx.phil
 
-from ..algorithms.same_spots import (
-    ComparedTable,
-    centroid_keys,
-    tables_with_same_spots,
-)
+from ..algorithms.same_spots import ComparedTable, tables_with_same_spots
 from ..errors import SpotSizeAnalysisError
 from ..formats import FileFormatError, read_experiments, read_reflections
 from ..formats.experiments import ExperimentList
 from ..formats.source import describe_content, without_compression_suffix
+from ..parallel.measure_file import compared_table
 
 REFLECTION_SUFFIXES = (".refl", ".pickle")
 DIALS_SUFFIXES = (".refl", ".expt")
@@ -422,21 +419,9 @@ def _read_for_comparison(position: int, path: str, named: bool) -> ComparedTable
     analysis reports it) or has no observed centroids."""
     try:
         table = read_reflections(path, index_shoeboxes=False)
-        xyz = table.columns.get("xyzobs.px.value")
-        if xyz is None:
-            return None
-        keys = centroid_keys(xyz)
+        return compared_table(table, position, path, named)
     except Exception:  # noqa: BLE001 (the analysis reads it again and says why)
         return None
-    return ComparedTable(
-        position=position,
-        path=path,
-        named=named,
-        keys=keys,
-        n_columns=len(table.columns) + (table.shoebox_column_name is not None),
-        n_rows=table.nrows,
-        identifiers=frozenset((table.identifiers or {}).values()),
-    )
 
 
 def _preference(a: ComparedTable, b: ComparedTable) -> tuple[int, str]:

@@ -470,7 +470,7 @@ def measure_file(
     try:
         table = load_table(source)
         if request.compare_spots:  # even where the table cannot be measured
-            compared = _compared(table, index, name)
+            compared = compared_table(table, index, name)
         geometry, numbering, labels = _experiments_for(table, index, request, n_sources)
         spot_sizes, selection = measure_table(
             table,
@@ -516,16 +516,30 @@ def measure_file(
     )
 
 
-def _compared(table: ReflectionTable, index: int, name: str) -> ComparedTable | None:
-    """What the search for tables holding the same spots needs of a table the user
-    named; None where it has no observed centroids."""
+def compared_table(
+    table: ReflectionTable, position: int, path: str, named: bool = True
+) -> ComparedTable | None:
+    """What the search for tables holding the same spots needs of a table
+    (``algorithms.same_spots``); None where it has no observed centroids.
+
+    Parameters
+    ----------
+    table : ReflectionTable
+        The table, as read.
+    position : int
+        Its place among the inputs.
+    path : str
+        Its name.
+    named : bool
+        Whether the user named it (else the program found it).
+    """
     xyz = table.columns.get("xyzobs.px.value")
     if xyz is None or xyz.ndim != 2 or xyz.shape[1] != 3:
         return None
     return ComparedTable(
-        position=index,
-        path=name,
-        named=True,
+        position=position,
+        path=path,
+        named=named,
         keys=centroid_keys(xyz),
         n_columns=len(table.columns) + (table.shoebox_column_name is not None),
         n_rows=table.nrows,
