@@ -15,6 +15,9 @@ except ImportError:  # cctbx-base without compiled modules: those comparisons sk
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,22 @@ REFLECTION_FILES = {
     "eiger_therm/strong.refl": "eiger_therm/imported.expt",
 }
 SHOEBOX_CODES = ("0", "1", "2", "4", "5", "6", "8", "16", "19", "32")
+
+# The installed console script, as a user runs it.
+PROGRAM = "dials.spot_size_analysis"
+SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
+
+
+def console(*args, cwd, timeout: float = 120, **options) -> subprocess.CompletedProcess:
+    """Run the console script with ``args`` in ``cwd``, its output captured as text."""
+    return subprocess.run(
+        [SCRIPT, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **options,
+    )
 
 
 @pytest.fixture(scope="session")

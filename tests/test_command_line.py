@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import REFLECTION_FILES, REPOSITORY
+from conftest import PROGRAM, REFLECTION_FILES, REPOSITORY, console
 
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.report.document import SCHEMA_FILE
 
-PROGRAM = "dials.spot_size_analysis"
-SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
 EXAMPLE = REPOSITORY / "examples" / "data"
-
-
-def console(*args, cwd):
-    return subprocess.run(
-        [SCRIPT, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
 
 
 def files_in(folder) -> list[str]:

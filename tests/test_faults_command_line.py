@@ -11,27 +11,20 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 
 import pytest
+from conftest import PROGRAM, SCRIPT
+from conftest import console as run_console
 
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
-PROGRAM = "dials.spot_size_analysis"
-SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
 I23 = "I23_P12M_thau"
 
 
 def console(*args, cwd, **options):
-    return subprocess.run(
-        [SCRIPT, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        **options,
-    )
+    """The console script, with more time than elsewhere (signals, full disks)."""
+    return run_console(*args, cwd=cwd, timeout=180, **options)
 
 
 def digest(path) -> str:

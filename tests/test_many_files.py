@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PROGRAM, SCRIPT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from dials_spot_size_analysis.api import UnusableFilesError, analyse
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
-PROGRAM = "dials.spot_size_analysis"
-SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
 INTEGRATED = "centroid_test_data/integrated.refl"  # 2269 rows, 278 with pixel data, no identifiers
 EXPT = "centroid_test_data/indexed.expt"
 

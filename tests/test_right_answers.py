@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import PROGRAM, SCRIPT, console
 
 from dials_spot_size_analysis import __version__
 from dials_spot_size_analysis.api import (
@@ -21,20 +20,7 @@ from dials_spot_size_analysis.api import (
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
-PROGRAM = "dials.spot_size_analysis"
-SCRIPT = shutil.which(PROGRAM) or os.path.join(os.path.dirname(sys.executable), PROGRAM)
 NO_FILES = ["output.log=None", "output.json=None", "output.html=None"]
-
-
-def console(*args, cwd, **options):
-    return subprocess.run(
-        [SCRIPT, *map(str, args)],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        **options,
-    )
 
 
 def test_image_numbers_of_stills_whose_scans_do_not_start_at_one(shared_data):
