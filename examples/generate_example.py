@@ -163,6 +163,10 @@ def simulate(rng: np.random.Generator):
         np.where(inside, x, BEAM_CENTRE_PX[0] + radius_px * 0.3),
         np.where(inside, y, BEAM_CENTRE_PX[1]),
     )
+    # numpy's sin, cos, tan and arcsin differ in the last bit from one CPU to another
+    # (SIMD code chosen at run time): positions rounded to 1e-6 px make the same file
+    # on every machine.
+    x, y = np.round(x, 6), np.round(y, 6)
     z = rng.uniform(0.05, N_IMAGES - 0.05, N_SPOTS)
     # Strong low-resolution spots have more pixels above threshold than weak high-resolution
     # ones; a few are big (ice, satellites, split spots).
