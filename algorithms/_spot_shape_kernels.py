@@ -169,32 +169,38 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
         counts[1][row], counts[2][row], counts[3][row] = spans
         reals[7][row] = count / (spans[0] * spans[1] * spans[2])
         reals[0][row] = sums[0]
-        _store_weighted(row, bbox, sums, first, peak, centroid, reals)
+        if not sums[0] > 0.0:
+            continue  # the weighted quantities stay NaN
+        mean, widths, covariance_xy, elongation, distance = _weighted(sums, first, peak)
+        # Pixel (i, j, k) of the box has its centre at (x0 + i + 0.5, y0 + j + 0.5, ...).
+        centroid[row, 0] = bbox[row, 0] + first[0] + 0.5 + mean[0]
+        centroid[row, 1] = bbox[row, 2] + first[1] + 0.5 + mean[1]
+        centroid[row, 2] = bbox[row, 4] + first[2] + 0.5 + mean[2]
+        reals[1][row], reals[2][row], reals[3][row] = widths
+        reals[4][row], reals[5][row] = covariance_xy, elongation
+        reals[6][row] = distance
     return -1
 
 
 @njit
-def _store_weighted(row, bbox, sums, first, peak, centroid, reals):
-    """Centroid, rms widths, covariance, elongation and peak distance of one row from
-    its weighted sums (left NaN where the total weight is zero)."""
+def _weighted(sums, first, peak):
+    """From one row's weighted sums (total weight above zero): the mean offset from
+    the first coded pixel, the rms widths, the x-y covariance, the elongation and the
+    peak's distance from the centroid. Scalars only: arrays passed to a helper on
+    every row would cost reference counting."""
     weight, sx, sy, sz, sxx, syy, szz, sxy = sums
-    if not weight > 0.0:
-        return
     mean_x, mean_y, mean_z = sx / weight, sy / weight, sz / weight
     variance_x = max(sxx / weight - mean_x * mean_x, 0.0)
     variance_y = max(syy / weight - mean_y * mean_y, 0.0)
     variance_z = max(szz / weight - mean_z * mean_z, 0.0)
     covariance_xy = sxy / weight - mean_x * mean_y
-    # Pixel (i, j, k) of the box has its centre at (x0 + i + 0.5, y0 + j + 0.5, ...).
-    centroid[row, 0] = bbox[row, 0] + first[0] + 0.5 + mean_x
-    centroid[row, 1] = bbox[row, 2] + first[1] + 0.5 + mean_y
-    centroid[row, 2] = bbox[row, 4] + first[2] + 0.5 + mean_z
-    reals[1][row] = np.sqrt(variance_x)
-    reals[2][row] = np.sqrt(variance_y)
-    reals[3][row] = np.sqrt(variance_z)
-    reals[4][row] = covariance_xy
-    reals[5][row] = _elongation(variance_x, variance_y, covariance_xy)
     dx = peak[0] - first[0] - mean_x
     dy = peak[1] - first[1] - mean_y
     dz = peak[2] - first[2] - mean_z
-    reals[6][row] = np.sqrt(dx * dx + dy * dy + dz * dz)
+    return (
+        (mean_x, mean_y, mean_z),
+        (np.sqrt(variance_x), np.sqrt(variance_y), np.sqrt(variance_z)),
+        covariance_xy,
+        _elongation(variance_x, variance_y, covariance_xy),
+        np.sqrt(dx * dx + dy * dy + dz * dz),
+    )

@@ -19,20 +19,17 @@ from .spot_shape import beam_centres_px
 from .statistics import row_slices
 
 
-@njit(inline="always")
-def _panel_row(e, p, starts, n_panels, table_starts):
-    """Row ``table_starts[e] + p`` of a per-panel table for experiment e, panel p; -1
-    where the experiment, its detector or the panel is unknown (the one statement of
-    that rule for every per-reflection lookup)."""
-    if 0 <= e < starts.size and starts[e] >= 0 and 0 <= p < n_panels[e]:
-        return table_starts[e] + p
-    return -1
-
-
 @njit
 def _panel_rows(experiment, panel, starts, n_panels, table_starts, out):
+    """Row ``table_starts[e] + p`` of a per-panel table for the reflection of
+    experiment e, panel p; -1 where the experiment, its detector or the panel is
+    unknown (the one statement of that rule: every per-reflection lookup takes its
+    rows from here). The rule is written out in the loop: a helper taking the arrays
+    would cost reference counting on every row."""
     for i in range(out.size):
-        out[i] = _panel_row(experiment[i], panel[i], starts, n_panels, table_starts)
+        e, p = experiment[i], panel[i]
+        known = 0 <= e < starts.size and starts[e] >= 0 and 0 <= p < n_panels[e]
+        out[i] = table_starts[e] + p if known else -1
 
 
 @njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
@@ -40,9 +37,7 @@ def _d_spacing_kernel(
     xy,
     take,
     experiment,
-    panel,
-    starts,
-    n_panels,
+    rows,
     origins,
     fasts,
     slows,
@@ -52,8 +47,7 @@ def _d_spacing_kernel(
     out,
 ):
     for i in range(out.size):
-        e = experiment[i]
-        r = _panel_row(e, panel[i], starts, n_panels, starts)
+        e, r = experiment[i], rows[i]
         if r < 0:
             out[i] = np.nan
             continue
@@ -77,10 +71,10 @@ def _d_spacing_kernel(
 
 
 @njit
-def _gather_panel_rows(experiment, panel, starts, n_panels, table_starts, table, out):
-    """Row :func:`_panel_row` of ``table`` for each reflection; NaN where unknown."""
+def _gather_rows(rows, table, out):
+    """Row ``rows[i]`` of ``table`` for each reflection; NaN where it is -1."""
     for i in range(out.shape[0]):
-        row = _panel_row(experiment[i], panel[i], starts, n_panels, table_starts)
+        row = rows[i]
         for c in range(out.shape[1]):
             out[i, c] = table[row, c] if 0 <= row < table.shape[0] else np.nan
 
@@ -186,6 +180,13 @@ class ExperimentGeometry:
             int64, one row per reflection; -1 where the experiment, its detector or the
             panel is unknown.
         """
+        return self._rows_in(self.starts, experiment_index, panel)
+
+    def _rows_in(
+        self, table_starts: np.ndarray, experiment_index: np.ndarray, panel: np.ndarray
+    ) -> np.ndarray:
+        """Each reflection's row in a per-panel table whose block for experiment e
+        starts at ``table_starts[e]``; -1 where unknown."""
         experiment_index = np.asarray(experiment_index, dtype=np.int64)
         panel = np.asarray(panel, dtype=np.int64)
         rows = np.empty(experiment_index.shape, dtype=np.int64)
@@ -194,7 +195,7 @@ class ExperimentGeometry:
             np.ascontiguousarray(panel).reshape(-1),
             self.starts,
             self.n_panels,
-            self.starts,
+            table_starts,
             rows.reshape(-1),
         )
         return rows
@@ -219,18 +220,9 @@ class ExperimentGeometry:
         """
         if self._beam_centres is None:
             self._beam_centres, self._beam_centre_starts = self._beam_centre_table()
-        experiment_index = np.ascontiguousarray(experiment_index, dtype=np.int64)
-        panel = np.ascontiguousarray(panel, dtype=np.int64)
-        result = np.empty((len(experiment_index), 2))
-        _gather_panel_rows(
-            experiment_index,
-            panel,
-            self.starts,
-            self.n_panels,
-            self._beam_centre_starts,
-            self._beam_centres,
-            result,
-        )
+        rows = self._rows_in(self._beam_centre_starts, experiment_index, panel)
+        result = np.empty((len(rows), 2))
+        _gather_rows(rows, self._beam_centres, result)
         return result
 
     def _beam_centre_table(self) -> tuple[np.ndarray, np.ndarray]:
@@ -379,9 +371,7 @@ class ExperimentGeometry:
                 np.ascontiguousarray(xy_mm),
                 take,
                 experiment_index,
-                panel,
-                self.starts,
-                self.n_panels,
+                self._rows_in(self.starts, experiment_index, panel),
                 self.origins,
                 self.fasts,
                 self.slows,

@@ -772,63 +772,45 @@ def _count_finite(values, kept, combination, slots, counts):
     _add_per_slot(per_combination, slots, counts)
 
 
-@njit(inline="always")
-def _visit(c, value, slots, seen, lower_rank, upper_rank, lower, upper):
-    """The next value in ascending order, of a row of combination c: kept as the
-    lower or upper middle value of each of its slots where it is. Returns how many
-    slots it completed (their upper middle value found)."""
-    completed = 0
-    for k in range(slots.shape[1]):
-        slot = slots[c, k]
-        if slot >= 0:
-            rank = seen[slot]
-            seen[slot] = rank + 1
-            if rank == lower_rank[slot]:
-                lower[slot] = value
-            if rank == upper_rank[slot]:
-                upper[slot] = value
-                completed += 1
-    return completed
-
-
 @njit
-def _walk_packed(packed, slots, lower_rank, upper_rank, lower, upper, pending, bits):
-    """Sorted keys of _pack_float32 in ascending order: in lower and upper (as bits)
-    the lower_rank-th and upper_rank-th smallest finite value of each slot (the walk
-    ends once the ``pending`` slots, those with a value, have both); then bits[i] the
-    float32 bits of key i."""
+def _unpack(packed, bits, combinations):
+    """Sorted keys of _pack_float32 apart: bits[i] the float32 bits of key i and
+    combinations[i] its combination. ``combinations`` may be the uint32 view of
+    ``packed`` itself: its element i lies in key i // 2, already read."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
-    exponent = np.uint64(_EXPONENT)
-    seen = np.zeros(lower_rank.size, np.int64)
     for i in range(packed.size):
-        if pending == 0:
-            break
-        ordered = packed[i] >> np.uint64(32)
-        pattern = ordered ^ sign if ordered & sign else ordered ^ low_half
-        if pattern & exponent != exponent:  # finite
-            c, value = np.int64(packed[i] & low_half), np.uint32(pattern)
-            pending -= _visit(
-                c, value, slots, seen, lower_rank, upper_rank, lower, upper
-            )
-    for i in range(packed.size):
-        ordered = packed[i] >> np.uint64(32)
+        key = packed[i]
+        ordered = key >> np.uint64(32)
         bits[i] = ordered ^ sign if ordered & sign else ordered ^ low_half
+        combinations[i] = key & low_half
 
 
 @njit
 def _walk_sorted(
     combinations, ordered, slots, lower_rank, upper_rank, lower, upper, pending
 ):
-    """As _walk_packed, from sorted values and their rows' combinations."""
+    """Sorted values and their rows' combinations of groups, in ascending order: in
+    lower and upper the lower_rank-th and upper_rank-th smallest finite value of each
+    slot (the walk ends once the ``pending`` slots, those with a value, have both).
+    The visit of a value is written out here: a helper taking the arrays would cost
+    reference counting on every value."""
     seen = np.zeros(lower_rank.size, np.int64)
     for i in range(ordered.size):
         if pending == 0:
             break
-        if np.isfinite(ordered[i]):
-            c, value = combinations[i], ordered[i]
-            pending -= _visit(
-                c, value, slots, seen, lower_rank, upper_rank, lower, upper
-            )
+        if not np.isfinite(ordered[i]):
+            continue
+        c, value = combinations[i], ordered[i]
+        for k in range(slots.shape[1]):
+            slot = slots[c, k]
+            if slot >= 0:
+                rank = seen[slot]
+                seen[slot] = rank + 1
+                if rank == lower_rank[slot]:
+                    lower[slot] = value
+                if rank == upper_rank[slot]:
+                    upper[slot] = value
+                    pending -= 1
 
 
 @njit
@@ -953,13 +935,15 @@ def _sorted_summary(
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
         packed.sort()
-        lower, upper = (np.zeros(counts.size, np.uint32) for _ in range(2))
+        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after copy
+        combinations = packed.view(np.uint32)[: packed.size]
+        _unpack(packed, bits, combinations)
+        ordered = bits.view(np.float32)
+        lower, upper = (np.zeros(counts.size, np.float32) for _ in range(2))
         ranks = (counts - 1) // 2, counts // 2
         pending = int(np.count_nonzero(counts))
-        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after copy
-        arguments = (groups.slots, *ranks, lower, upper, pending, bits)
-        _walk_packed(packed, *arguments)
-        ordered, lower, upper = (x.view(np.float32) for x in (bits, lower, upper))
+        arguments = (groups.slots, *ranks, lower, upper, pending)
+        _walk_sorted(combinations, ordered, *arguments)
     else:
         order = np.argsort(chosen)
         ordered = chosen[order]
