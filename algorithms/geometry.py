@@ -6,7 +6,6 @@ of experiments cost no more than one.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Sequence
 
@@ -159,7 +158,6 @@ class ExperimentGeometry:
         self.unit_s0 = np.array([b[1] for b in beams]).reshape(-1, 3)
         self.wavenumber = np.array([b[2] for b in beams], dtype=np.float64)
         self.polychromatic = np.array([b[3] for b in beams], dtype=bool)
-        self._wavelengths: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.experiments)
@@ -278,34 +276,6 @@ class ExperimentGeometry:
         )
         return result
 
-    @contextlib.contextmanager
-    def reflection_wavelengths(self, column: np.ndarray | None):
-        """Within this block, :meth:`d_spacings` called with ``take`` reads the
-        wavelength of reflection i from ``column[take[i]]`` where its experiment's
-        beam is polychromatic (rows of the same stretch of the table as ``xy_mm``).
-
-        Lets a table's Laue or time-of-flight wavelength column (``WAVELENGTH_COLUMNS``)
-        reach the d-spacings without changing the callers in between.
-
-        Parameters
-        ----------
-        column : numpy.ndarray or None
-            The table's wavelength per row (Å); None sets no column.
-
-        Returns
-        -------
-        contextlib.AbstractContextManager
-            Yields this ExperimentGeometry; the previous column is restored on exit.
-        """
-        before = self._wavelengths
-        self._wavelengths = (
-            None if column is None else np.asarray(column, dtype=np.float64)
-        )
-        try:
-            yield self
-        finally:
-            self._wavelengths = before
-
     def d_spacings(
         self,
         xy_mm: np.ndarray,
@@ -321,8 +291,7 @@ class ExperimentGeometry:
         ``xy_mm`` holds each reflection's (x, y[, z]) in millimetres or, with ``take``,
         reflection i is row ``take[i]`` of it (no gathered copy of a big column).
         A polychromatic beam has no single λ: reflection i then uses
-        ``wavelengths[take[i]]`` (Å; the column set by :meth:`reflection_wavelengths`
-        when not given, only with ``take``), and d is NaN without one.
+        ``wavelengths[take[i]]`` (Å), and d is NaN without one.
 
         Parameters
         ----------
@@ -348,8 +317,6 @@ class ExperimentGeometry:
         ValueError
             Where ``wavelengths`` is given but shorter than ``xy_mm``.
         """
-        if wavelengths is None and take is not None:
-            wavelengths = self._wavelengths
         wavelengths = (
             np.zeros(0)
             if wavelengths is None

@@ -398,6 +398,7 @@ def measure_rows(
     dataset: int,
     where: str,
     shapes: SpotShapes | None = None,
+    wavelengths: np.ndarray | None = None,
 ) -> SpotSizes:
     """Locate the counted rows of a stretch of a table (experiment, panel, image,
     d-spacing) beside their sizes and shapes.
@@ -420,6 +421,9 @@ def measure_rows(
     shapes : SpotShapes, optional
         The shape of each counted row; their radial and tangential widths are taken
         about the beam centre on each row's panel here.
+    wavelengths : numpy.ndarray, optional
+        The stretch's per-row wavelengths (Å; DIALS's Laue and time-of-flight tables),
+        for the d-spacings of rows under a polychromatic beam.
     """
     rows = np.flatnonzero(counted)
     ids = columns.get("id")
@@ -438,7 +442,9 @@ def measure_rows(
     else:
         image = np.full(rows.size, -1, np.int64)
     if xyz_mm is not None:
-        d_spacing = geometry.d_spacings(xyz_mm, experiment, panel, take=rows)
+        d_spacing = geometry.d_spacings(
+            xyz_mm, experiment, panel, take=rows, wavelengths=wavelengths
+        )
     elif xyz_px is not None:
         millimetres = geometry.pixels_to_millimetres(xyz_px[rows], experiment, panel)
         d_spacing = geometry.d_spacings(millimetres, experiment, panel)

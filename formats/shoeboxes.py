@@ -501,6 +501,25 @@ class ShoeboxColumn:
             ),
         )
 
+    def byte_range(self) -> tuple[int, int]:
+        """The bytes of ``blob`` its records occupy, from the first record's header to
+        the end of the last one's pixel arrays ((0, 0) for no record): records are
+        stored one after another, so this is a stretch's share of the file.
+
+        Returns
+        -------
+        tuple of int
+            (first byte, one past the last byte).
+        """
+        if not len(self.present):
+            return 0, 0
+        marker = int(self.present[-1])
+        per_voxel = 12 if marker == 1 else 9 if marker == 2 else 0
+        extent = self.bbox[-1, 1::2].astype(np.int64) - self.bbox[-1, 0::2]
+        last_voxels = int(np.prod(extent))
+        first = int(self.data_offset[0]) - HEADER_BYTES
+        return first, int(self.data_offset[-1]) + last_voxels * per_voxel
+
     def rows(self, start: int, stop: int) -> ShoeboxColumn:
         """Rows [start, stop) of the index (views; the pixels stay in the blob).
 

@@ -36,6 +36,8 @@ from ..formats import FileFormatError, ReflectionTable, read_experiments
 from ..formats.experiments import Experiment, ExperimentList
 from ..formats.reflections import parse_reflections, read_reflections
 from ..formats.source import check_unchanged
+from ..formats.source import release_pages as release_pages_of
+from .threads import in_order
 
 ROWS_PER_CHUNK = 1 << 18  # rows located and shaped at a time: bounds temporaries
 
@@ -69,6 +71,7 @@ class MeasureRequest:
     compare_spots: bool = (
         False  # keep each table's centroid keys (algorithms.same_spots)
     )
+    threads: int = 1  # stretches of one table measured at once (one big file, nproc)
     geometry: ExperimentGeometry = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -249,6 +252,7 @@ def measure_table(
     name: str | None = None,
     release_pages: bool = False,
     keep_index: bool = False,
+    threads: int = 1,
 ) -> tuple[SpotSizes, DatasetSelection]:
     """Select a table's rows by flags, count each one's pixels with every bit of the
     mask code, and locate them; rows without pixel data are excluded and counted.
@@ -278,6 +282,10 @@ def measure_table(
         Hand each finished stretch's pages back to the operating system.
     keep_index : bool
         Keep the shoebox index built on the way.
+    threads : int
+        Stretches measured at once, on as many threads (each of ``ROWS_PER_CHUNK /
+        threads`` rows, so that the pages in use stay about the same); the result is
+        the same whatever the number.
 
     Returns
     -------
@@ -307,13 +315,20 @@ def measure_table(
     source, note = size_source(
         columns, table.shoebox_column_name is not None, code, where
     )
-    stretches = _stretches(table, source, code, release_pages, keep_index)
-    parts, n_selected, n_disagreements = [], 0, 0
-    for start, stop, column, sizes in stretches:
+    threaded = threads > 1
+    rows_per_chunk = ROWS_PER_CHUNK // threads if threaded else ROWS_PER_CHUNK
+    # On threads the indexer draws the next stretch while others are measured: each
+    # stretch then hands its own pages back, once measured.
+    stretches = _stretches(
+        table, source, code, rows_per_chunk, release_pages and not threaded, keep_index
+    )
+
+    def measured(stretch) -> tuple[SpotSizes, int, int]:
+        start, stop, column, sizes = stretch
         table.populate_rows(start, stop, LOCATION_COLUMNS)
         selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
-        n_selected += int(selected.sum())
-        stretch = {k: columns[k][start:stop] for k in LOCATION_COLUMNS if k in columns}
+        located = {k: columns[k][start:stop] for k in LOCATION_COLUMNS if k in columns}
+        n_disagreements = 0
         if column is None:
             counted = selected & sizes[1]
             shapes, sizes = None, sizes[0][counted]
@@ -322,17 +337,26 @@ def measure_table(
             shapes = measure_spot_shapes(column, code, rows=counted)
             sizes = shapes.n_coded
             if "bbox" in columns:
-                n_disagreements += bbox_disagreements(
+                n_disagreements = bbox_disagreements(
                     column.bbox, columns["bbox"][start:stop]
                 )[0]
-        with geometry.reflection_wavelengths(_wavelengths(columns, start, stop)):
-            parts.append(
-                measure_rows(
-                    stretch, counted, sizes, geometry, numbering, dataset, where, shapes
-                )
-            )
+        part = measure_rows(
+            located, counted, sizes, geometry, numbering, dataset, where, shapes,
+            wavelengths=_wavelengths(columns, start, stop),
+        )  # fmt: skip
         if release_pages:
             table.release_rows(start, stop)
+            if threaded and column is not None:
+                release_pages_of(column.blob[slice(*column.byte_range())])
+        return part, int(selected.sum()), n_disagreements
+
+    parts, n_selected, n_disagreements = [], 0, 0
+    for part, n_part_selected, n_part_disagreements in in_order(
+        measured, stretches, threads
+    ):
+        parts.append(part)
+        n_selected += n_part_selected
+        n_disagreements += n_part_disagreements
     spot_sizes = SpotSizes.concatenate(parts)
     seen = np.unique(spot_sizes.experiment)
     selection = DatasetSelection(
@@ -381,18 +405,20 @@ def _resolution_note(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> str
     return ""
 
 
-def _stretches(table, source: str, code: int, release_pages: bool, keep_index: bool):
+def _stretches(
+    table, source: str, code: int, rows: int, release_pages: bool, keep_index: bool
+):
     """(start, stop, shoebox column or None, (sizes, has pixel data) or None) a
-    stretch of ROWS_PER_CHUNK rows at a time: the shoeboxes indexed as they come, or
-    the column that stands in for them."""
+    stretch of ``rows`` rows at a time: the shoeboxes indexed as they come, or the
+    column that stands in for them."""
     if source == "shoebox":
-        chunks = table.shoebox_chunks(ROWS_PER_CHUNK, release_pages, keep_index)
+        chunks = table.shoebox_chunks(rows, release_pages, keep_index)
         for start, stop, column in chunks:
             yield start, stop, column, None
         return
     sizes, has_data = sizes_from_column(source, table.columns[source])
-    for start in range(0, table.nrows, ROWS_PER_CHUNK):
-        stop = min(table.nrows, start + ROWS_PER_CHUNK)
+    for start in range(0, table.nrows, rows):
+        stop = min(table.nrows, start + rows)
         yield start, stop, None, (sizes[start:stop], has_data[start:stop])
 
 
@@ -481,6 +507,7 @@ def measure_file(
             name=name,
             release_pages=True,
             keep_index=request.n_sigma is not None,
+            threads=request.threads,
         )
         profiles = _profiles(table, geometry, numbering, request, name)
         for column in list(table.columns.values())[:1]:  # a view of the file's map

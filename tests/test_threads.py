@@ -1,0 +1,172 @@
+"""One table's stretches measured on several threads (nproc with a single file): the
+same numbers as one thread, the same errors, and each stretch's pages its own."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from unittest import mock
+
+import msgpack
+import numpy as np
+import pytest
+from conftest import REFLECTION_FILES
+
+from dials_spot_size_analysis.algorithms.geometry import ExperimentGeometry
+from dials_spot_size_analysis.algorithms.spot_sizes import (
+    ExperimentNumbering,
+    MeasureOptions,
+)
+from dials_spot_size_analysis.api import analyse
+from dials_spot_size_analysis.formats import (
+    FileFormatError,
+    read_experiments,
+    read_reflections,
+)
+from dials_spot_size_analysis.formats.shoeboxes import HEADER_BYTES, indexed_chunks
+from dials_spot_size_analysis.parallel import measure_file
+from dials_spot_size_analysis.parallel.threads import in_order
+from dials_spot_size_analysis.report.document import json_document
+
+WITH_SHOEBOXES = sorted(REFLECTION_FILES)
+
+
+def _measured(path, expt, threads, rows_per_chunk=64, code=("Foreground",)):
+    table = read_reflections(path, index_shoeboxes=False)
+    geometry = ExperimentGeometry(list(read_experiments(expt)))
+    options = MeasureOptions(mask_code=code)
+    numbering = ExperimentNumbering(identifiers=table.identifiers)
+    if not table.identifiers:
+        numbering = ExperimentNumbering(count=len(geometry))
+    with mock.patch.object(measure_file, "ROWS_PER_CHUNK", rows_per_chunk):
+        return measure_file.measure_table(
+            table, geometry, numbering, options, release_pages=True, threads=threads
+        )
+
+
+@pytest.mark.parametrize("name", WITH_SHOEBOXES)
+def test_threads_give_the_rows_of_one_thread(shared_data, name):
+    path, expt = shared_data / name, shared_data / REFLECTION_FILES[name]
+    one, one_selection = _measured(path, expt, threads=1)
+    two, two_selection = _measured(path, expt, threads=2)
+    assert one_selection == two_selection
+    assert len(one) == one_selection.n_counted > 100
+    for field in dataclasses.fields(one):
+        np.testing.assert_array_equal(
+            getattr(one, field.name), getattr(two, field.name), err_msg=field.name
+        )
+
+
+def test_nproc_on_one_file_is_the_analysis_of_one_process(shared_data):
+    """The I23 table in stretches of 16 rows on two threads: every number of the
+    result is the one process's."""
+    path = shared_data / "I23_P12M_thau/indexed.refl"
+    expt = shared_data / "I23_P12M_thau/indexed.expt"
+    with mock.patch.object(measure_file, "ROWS_PER_CHUNK", 32):
+        one = analyse(path, expt, nproc=1)
+        two = analyse(path, expt, nproc=2)
+    documents = [json_document(result) for result in (one, two)]
+    for document in documents:
+        document["parameters"]["mp"].pop("nproc")  # the only difference asked for
+    assert documents[0] == documents[1]
+    assert one.result.statistics["n"] == 205
+
+
+@pytest.mark.parametrize("name", WITH_SHOEBOXES)
+def test_stretches_own_consecutive_bytes_of_the_column(shared_data, name):
+    """byte_range: the stretches' ranges tile the column, first byte to last."""
+    table = read_reflections(shared_data / name, index_shoeboxes=False)
+    blob = table._shoebox_blob
+    ranges = [
+        column.byte_range()
+        for _, _, column in indexed_chunks(blob, table.nrows, rows_per_chunk=50)
+    ]
+    assert ranges[0][0] == 0 and ranges[-1][1] == blob.size
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[0] < a[1] for a in ranges)
+
+
+def test_a_corrupt_record_in_a_later_stretch_is_the_same_error(shared_data, tmp_path):
+    source = shared_data / "centroid_test_data/indexed.refl"
+    tag, version, body = msgpack.unpackb(
+        source.read_bytes(), strict_map_key=False, raw=False
+    )
+    kind, (count, blob) = body["data"]["shoebox"]
+    offsets = read_reflections(source).shoeboxes.data_offset
+    blob = bytearray(blob)
+    blob[offsets[600] - 1] = 7  # record 600's present byte: no such marker
+    body["data"]["shoebox"] = [kind, [count, bytes(blob)]]
+    path = tmp_path / "corrupt.refl"
+    path.write_bytes(msgpack.packb([tag, version, body], use_bin_type=True))
+    expt = shared_data / "centroid_test_data/indexed.expt"
+    messages = []
+    for threads in (1, 2):
+        with pytest.raises(FileFormatError, match="record 600") as raised:
+            _measured(path, expt, threads=threads)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+
+
+def test_in_order_keeps_the_order_and_bounds_the_items_in_flight():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow_square(x):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.01 * (x % 3))  # later items may finish first
+        with lock:
+            running -= 1
+        return x * x
+
+    drawn = []
+
+    def items():
+        for x in range(12):
+            drawn.append(x)
+            yield x
+
+    results = []
+    for result in in_order(slow_square, items(), threads=2):
+        results.append(result)
+        assert len(drawn) <= len(results) + 1  # two in flight: one drawn ahead
+    assert results == [x * x for x in range(12)]
+    assert most == 2
+    assert list(in_order(slow_square, range(4), threads=1)) == [0, 1, 4, 9]
+
+
+def test_in_order_raises_what_an_item_or_the_items_raise():
+    def fails_on_three(x):
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    with pytest.raises(ValueError, match="three"):
+        list(in_order(fails_on_three, range(6), threads=2))
+
+    def broken_items():
+        yield 1
+        raise FileFormatError("x.refl", "is corrupt")
+
+    with pytest.raises(FileFormatError, match="is corrupt"):
+        list(in_order(fails_on_three, broken_items(), threads=2))
+
+
+def test_one_stretch_more_than_the_threads_is_not_pending(shared_data):
+    """Each stretch hands its own pages back once measured (release_pages), on threads
+    too: every stretch's byte range is released exactly once."""
+    path = shared_data / "I23_P12M_thau/indexed.refl"
+    expt = shared_data / "I23_P12M_thau/indexed.expt"
+    released = []
+    with mock.patch.object(
+        measure_file, "release_pages_of", side_effect=released.append
+    ):
+        _measured(path, expt, threads=2, rows_per_chunk=64)
+    sizes = [len(r) for r in released]
+    table = read_reflections(path, index_shoeboxes=False)
+    assert len(released) == -(-table.nrows // 32) == 7
+    assert sum(sizes) == table._shoebox_blob.size
+    assert HEADER_BYTES < min(sizes)
