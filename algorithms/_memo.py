@@ -7,6 +7,7 @@ model (its arrays, beam centres) need be computed once, not once per file.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -19,6 +20,8 @@ class by_identity:  # noqa: N801 (used as a decorator)
     The arguments must be immutable (the formats' frozen models) and so must the
     result, which every caller shares. The arguments are kept with the result, so
     that their identities cannot be reused by other objects while it is remembered.
+    The threads measuring one table's stretches share the memory: a lock keeps it
+    whole (a result computed on two threads at once is the same either way).
 
     Parameters
     ----------
@@ -29,17 +32,20 @@ class by_identity:  # noqa: N801 (used as a decorator)
     def __init__(self, function: Callable[..., Any]):
         self._function = function
         self._results: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
         self.__doc__ = function.__doc__
         self.__name__ = function.__name__
 
     def __call__(self, *models):
         key = tuple(id(model) for model in models)
-        remembered = self._results.get(key)
-        if remembered is not None:
-            self._results.move_to_end(key)
-            return remembered[1]
+        with self._lock:
+            remembered = self._results.get(key)
+            if remembered is not None:
+                self._results.move_to_end(key)
+                return remembered[1]
         result = self._function(*models)
-        self._results[key] = (models, result)
-        while len(self._results) > MOST_REMEMBERED:
-            self._results.popitem(last=False)
+        with self._lock:
+            self._results[key] = (models, result)
+            while len(self._results) > MOST_REMEMBERED:
+                self._results.popitem(last=False)
         return result

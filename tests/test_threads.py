@@ -4,6 +4,7 @@ same numbers as one thread, the same errors, and each stretch's pages its own.""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import time
 from unittest import mock
@@ -170,3 +171,38 @@ def test_one_stretch_more_than_the_threads_is_not_pending(shared_data):
     assert len(released) == -(-table.nrows // 32) == 7
     assert sum(sizes) == table._shoebox_blob.size
     assert HEADER_BYTES < min(sizes)
+
+
+def test_the_memory_of_derived_results_is_shared_by_threads():
+    """Two threads asking for more results than are remembered, at once: each gets
+    its own argument's result, and the memory stays whole (no KeyError on a result
+    forgotten by one thread while the other moves it to the front)."""
+    from dials_spot_size_analysis.algorithms._memo import MOST_REMEMBERED, by_identity
+
+    memo = by_identity(lambda model: model[0] * 2)
+    models = [(k,) for k in range(MOST_REMEMBERED * 2)]
+    failures = []
+
+    def ask(order):
+        try:
+            for _ in range(200):
+                for model in order:
+                    assert memo(model) == model[0] * 2
+        except Exception as error:  # noqa: BLE001 (reported below)
+            failures.append(error)
+
+    workers = [
+        threading.Thread(target=ask, args=(models,)),
+        threading.Thread(target=ask, args=(models[::-1],)),
+    ]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: a race shows at once
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+    assert len(memo._results) == MOST_REMEMBERED
