@@ -7,9 +7,9 @@ model (its arrays, beam centres) need be computed once, not once per file.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from typing import Any, Callable
+
+from ..recently_used import RecentlyUsed
 
 MOST_REMEMBERED = 64  # results kept (the least recently used are forgotten first)
 
@@ -20,8 +20,8 @@ class by_identity:  # noqa: N801 (used as a decorator)
     The arguments must be immutable (the formats' frozen models) and so must the
     result, which every caller shares. The arguments are kept with the result, so
     that their identities cannot be reused by other objects while it is remembered.
-    The threads measuring one table's stretches share the memory: a lock keeps it
-    whole (a result computed on two threads at once is the same either way).
+    The threads measuring one table's stretches share the memory (a result computed
+    on two threads at once is the same either way).
 
     Parameters
     ----------
@@ -31,21 +31,15 @@ class by_identity:  # noqa: N801 (used as a decorator)
 
     def __init__(self, function: Callable[..., Any]):
         self._function = function
-        self._results: OrderedDict[tuple, tuple] = OrderedDict()
-        self._lock = threading.Lock()
+        self._results = RecentlyUsed()
         self.__doc__ = function.__doc__
         self.__name__ = function.__name__
 
     def __call__(self, *models):
         key = tuple(id(model) for model in models)
-        with self._lock:
-            remembered = self._results.get(key)
-            if remembered is not None:
-                self._results.move_to_end(key)
-                return remembered[1]
+        remembered = self._results.get(key)
+        if remembered is not None:
+            return remembered[1]
         result = self._function(*models)
-        with self._lock:
-            self._results[key] = (models, result)
-            while len(self._results) > MOST_REMEMBERED:
-                self._results.popitem(last=False)
+        self._results.put(key, (models, result), MOST_REMEMBERED)
         return result

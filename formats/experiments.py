@@ -17,11 +17,11 @@ import lzma
 import math
 import os
 import stat
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..recently_used import RecentlyUsed
 from .errors import FileFormatError
 from .source import read_json_document
 
@@ -776,7 +776,7 @@ _MODEL_ERRORS = (
 REMEMBERED_KINDS = ("beam", "detector", "goniometer", "scan")
 MOST_REMEMBERED = 64  # models remembered per kind (the least recently used go first)
 LONGEST_REMEMBERED = 1 << 20  # characters of an entry's repr: longer ones are not kept
-_remembered: dict[str, OrderedDict] = {kind: OrderedDict() for kind in REMEMBERED_KINDS}
+_remembered = {kind: RecentlyUsed() for kind in REMEMBERED_KINDS}
 
 
 def _parsed_model(kind: str, entry: dict):
@@ -796,11 +796,7 @@ def _parsed_model(kind: str, entry: dict):
     if model is None:
         with np.errstate(all="raise"):  # an invalid entry raises: never remembered
             model = _PARSERS[kind](entry)
-        memory[key] = model
-        while len(memory) > MOST_REMEMBERED:
-            memory.popitem(last=False)
-    else:
-        memory.move_to_end(key)
+        memory.put(key, model, MOST_REMEMBERED)
     return model
 
 
