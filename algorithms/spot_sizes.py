@@ -366,27 +366,24 @@ def _indices_by_identifier(
             f"{where} belongs to experiment(s) {', '.join(missing)}, which are not in the experiment "
             "list(s) given: pass the .expt file written together with this .refl"
         )
-    if len(identifiers) == 1:  # a still's table: one experiment
-        (key, name), *_ = identifiers.items()
-        mine = ids == key
-        if not mine.all() and (ids[~mine] >= 0).any():
-            unknown_ids = np.unique(ids[~mine & (ids >= 0)])
-            raise SelectionError(
-                f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
-            )
-        return np.where(mine, position[name], -1)
-    lookup_keys = np.array(sorted(identifiers), dtype=np.int64)
-    lookup_values = np.array(
-        [position[identifiers[k]] for k in lookup_keys], dtype=np.int64
-    )
-    slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
-    found = lookup_keys[slot] == ids
-    if not found[ids >= 0].all():
-        unknown_ids = np.unique(ids[~found & (ids >= 0)])
-        raise SelectionError(
-            f"{where} has rows with id {unknown_ids[:5].tolist()} that its identifier map does not name: the file is inconsistent"
+    if len(identifiers) == 1:  # a still's table: one experiment, no lookup
+        ((key, name),) = identifiers.items()
+        found = ids == key
+        indices = np.where(found, position[name], -1)
+    else:
+        lookup_keys = np.array(sorted(identifiers), dtype=np.int64)
+        lookup_values = np.array(
+            [position[identifiers[k]] for k in lookup_keys], dtype=np.int64
         )
-    return np.where(found, lookup_values[slot], -1)
+        slot = np.clip(np.searchsorted(lookup_keys, ids), 0, len(lookup_keys) - 1)
+        found = lookup_keys[slot] == ids
+        indices = np.where(found, lookup_values[slot], -1)
+    unknown = ~found & (ids >= 0)
+    if unknown.any():
+        raise SelectionError(
+            f"{where} has rows with id {np.unique(ids[unknown])[:5].tolist()} that its identifier map does not name: the file is inconsistent"
+        )
+    return indices
 
 
 def measure_rows(

@@ -221,6 +221,26 @@ def test_experiments_that_do_not_belong(shared_data):
         )
 
 
+@pytest.mark.parametrize(
+    "refl, expt",
+    [
+        ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),  # one identifier
+        ("ssx_CuNiR/indexed.refl", "ssx_CuNiR/indexed.expt"),  # five
+    ],
+)
+def test_ids_the_identifier_map_does_not_name(shared_data, refl, expt):
+    table = read_reflections(shared_data / refl)
+    ids = np.array(table.columns["id"])
+    ids[[3, 4]] = [7, 9]
+    table.columns["id"] = ids
+    with pytest.raises(
+        SelectionError,
+        match=r"has rows with id \[7, 9\] that its identifier map does not name: "
+        "the file is inconsistent",
+    ):
+        analyse(table, shared_data / expt)
+
+
 def test_several_datasets_together_and_apart(shared_data):
     pairs = [
         ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
