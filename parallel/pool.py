@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import replace
 from multiprocessing.connection import wait
 from typing import Any, Sequence
 
@@ -130,8 +129,7 @@ def run_serial_or_pool(
     request : MeasureRequest
         What every process needs (experiments, options).
     nproc : int
-        The number of worker processes; 1 measures here, and so does a single
-        source, its stretches on ``nproc`` threads.
+        The number of worker processes; 1 (or a single source) measures here.
     progress : bool, optional
         Show a progress bar; None shows one on an interactive terminal.
 
@@ -144,8 +142,6 @@ def run_serial_or_pool(
     items = list(enumerate(sources))
     bar = _progress(len(items), progress)
     try:
-        if nproc > 1 and len(items) == 1:  # one table: its stretches on nproc threads
-            request = replace(request, threads=nproc)
         if nproc <= 1 or len(items) <= 1:
 
             def measured():

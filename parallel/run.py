@@ -120,6 +120,10 @@ def run_analysis(
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
         compare_spots=check_measured is not None,
+        # One table measured here: its stretches on nproc threads instead.
+        threads=options.run.nproc
+        if options.run.method != "mpi" and len(sources) == 1
+        else 1,
     )
     if options.run.method == "mpi":
         batches = run_mpi(sources, request, comm)

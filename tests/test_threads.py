@@ -64,9 +64,19 @@ def test_nproc_on_one_file_is_the_analysis_of_one_process(shared_data):
     result is the one process's."""
     path = shared_data / "I23_P12M_thau/indexed.refl"
     expt = shared_data / "I23_P12M_thau/indexed.expt"
-    with mock.patch.object(measure_file, "ROWS_PER_CHUNK", 32):
+    threads = []
+
+    def spied(function, items, threads_given=1):
+        threads.append(threads_given)
+        return in_order(function, items, threads_given)
+
+    with (
+        mock.patch.object(measure_file, "ROWS_PER_CHUNK", 32),
+        mock.patch.object(measure_file, "in_order", spied),
+    ):
         one = analyse(path, expt, nproc=1)
         two = analyse(path, expt, nproc=2)
+    assert threads == [1, 2]  # the second run's stretches on two threads
     documents = [json_document(result) for result in (one, two)]
     for document in documents:
         document["parameters"]["mp"].pop("nproc")  # the only difference asked for
