@@ -37,6 +37,7 @@ for everything else.
 from __future__ import annotations
 
 import math
+import queue
 from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
@@ -44,6 +45,7 @@ import numpy as np
 
 from ..formats.shoeboxes import ShoeboxColumn
 from ..jit import njit
+from ..threads import in_order
 from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
 from .histogram import histogram
 from .statistics import (
@@ -581,6 +583,7 @@ def summarise_spot_shapes(
     image: np.ndarray | None = None,
     shell: np.ndarray | None = None,
     panel: np.ndarray | None = None,
+    threads: int = 1,
 ) -> dict:
     """Statistics, a histogram and per-group medians of every shape quantity.
 
@@ -600,6 +603,9 @@ def summarise_spot_shapes(
     image, shell, panel
         Optional per-row integer keys (image number, resolution shell, panel) for
         per-group medians; negative keys mean unknown and are left out.
+    threads
+        Quantities summarised at once, on as many threads (each with its own work
+        array); the result is the same whatever the number.
 
     Returns
     -------
@@ -615,18 +621,27 @@ def summarise_spot_shapes(
     given = (("image", image), ("shell", shell), ("panel", panel))
     labels = [label for label, keys in given if keys is not None]
     groups: KeyGroups = key_groups([keys for _, keys in given if keys is not None], n)
-    scratch = work_array(n)  # one for every quantity
-    quantities = {}
-    for name, (unit, _, _) in QUANTITIES.items():
-        kept = _rows_of(shapes, name)
-        summary = grouped_summary(getattr(shapes, name), kept, groups, scratch)
+    scratches: queue.SimpleQueue = queue.SimpleQueue()  # one per thread at work
+    for _ in range(max(1, min(threads, len(QUANTITIES)))):
+        scratches.put(work_array(n))
+
+    def summarised(name: str) -> dict:
+        scratch = scratches.get()
+        try:
+            summary = grouped_summary(
+                getattr(shapes, name), _rows_of(shapes, name), groups, scratch
+            )
+            # the histogram reads the sorted values, which may lie in the scratch
+            histogram_of = _histogram(summary.values, name, summary)
+        finally:
+            scratches.put(scratch)
         medians = dict(zip(labels, summary.medians))
-        quantities[name] = {
+        return {
             **_json_safe(
                 {
-                    "unit": unit,
+                    "unit": QUANTITIES[name][0],
                     "statistics": summary.statistics,
-                    "histogram": _histogram(summary.values, name, summary),
+                    "histogram": histogram_of,
                 }
             ),
             **{
@@ -636,6 +651,8 @@ def summarise_spot_shapes(
                 for label, _ in given
             },
         }
+
+    quantities = dict(zip(QUANTITIES, in_order(summarised, QUANTITIES, threads)))
     coded = shapes.extent_z > 0
     counted = {
         "rows": n,

@@ -9,7 +9,7 @@ breakdowns. Nothing here reads files or prints.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -165,6 +165,32 @@ class SpotSizes:
         shape = {name: np.zeros(n, np.int32) for name in SHAPE_INTEGERS}
         shape.update({name: np.full(n, np.nan, np.float32) for name in SHAPE_REALS})
         return cls(**columns, **shape)
+
+    @classmethod
+    def empty(cls, n: int) -> SpotSizes:
+        """``n`` rows to be filled (unset values), e.g. a stretch at a time through
+        :meth:`rows`, so that a table's rows need not be joined afterwards.
+
+        Parameters
+        ----------
+        n : int
+            The number of rows.
+        """
+        return cls(
+            **{f.name: np.empty(n, f.default_factory().dtype) for f in fields(cls)}
+        )
+
+    def rows(self, start: int, stop: int) -> SpotSizes:
+        """Rows [start, stop), as views: writing to them writes to these rows.
+
+        Parameters
+        ----------
+        start, stop : int
+            The rows.
+        """
+        return SpotSizes(
+            **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
+        )
 
     @property
     def n_coded(self) -> np.ndarray:
@@ -396,6 +422,7 @@ def measure_rows(
     where: str,
     shapes: SpotShapes | None = None,
     wavelengths: np.ndarray | None = None,
+    out: SpotSizes | None = None,
 ) -> SpotSizes:
     """Locate the counted rows of a stretch of a table (experiment, panel, image,
     d-spacing) beside their sizes and shapes.
@@ -421,6 +448,14 @@ def measure_rows(
     wavelengths : numpy.ndarray, optional
         The stretch's per-row wavelengths (Å; DIALS's Laue and time-of-flight tables),
         for the d-spacings of rows under a polychromatic beam.
+    out : SpotSizes, optional
+        Rows to fill, one per counted row (e.g. a stretch of ``SpotSizes.empty``);
+        None makes new ones.
+
+    Returns
+    -------
+    SpotSizes
+        ``out``, or the new rows.
     """
     rows = np.flatnonzero(counted)
     ids = columns.get("id")
@@ -447,22 +482,27 @@ def measure_rows(
         d_spacing = geometry.d_spacings(millimetres, experiment, panel)
     else:
         d_spacing = np.full(rows.size, np.nan)
-    located = {
-        "size": np.asarray(sizes, dtype=np.int64),
-        "dataset": np.full(rows.size, dataset, np.int32),
-        "experiment": experiment.astype(np.int32),
-        "panel": panel.astype(np.int32),
-        "image": image.astype(np.int32),
-        "d_spacing": d_spacing,
-    }
+    if out is None:
+        out = SpotSizes.empty(rows.size)
+    elif len(out) != rows.size:
+        raise ValueError(f"out has {len(out)} rows, not {rows.size}")
+    # Each value is written once, in the rows' own type (no copy made to be joined).
+    out.size[:] = sizes
+    out.dataset[:] = dataset
+    out.experiment[:] = experiment
+    out.panel[:] = panel
+    out.image[:] = image
+    out.d_spacing[:] = d_spacing
     if shapes is None:
-        return SpotSizes.unshaped(**located)
+        for name in SHAPE_INTEGERS:
+            getattr(out, name)[:] = 0
+        for name in SHAPE_REALS:
+            getattr(out, name)[:] = np.nan
+        return out
     shapes = shapes.with_beam_centres(geometry.beam_centres_px(experiment, panel))
-    kept = {name: getattr(shapes, name).astype(np.int32) for name in SHAPE_INTEGERS}
-    kept.update(
-        {name: getattr(shapes, name).astype(np.float32) for name in SHAPE_REALS}
-    )
-    return SpotSizes(**located, **kept)
+    for name in (*SHAPE_INTEGERS, *SHAPE_REALS):
+        getattr(out, name)[:] = getattr(shapes, name)
+    return out
 
 
 @dataclass
@@ -594,6 +634,7 @@ def summarise(
     mask_code: Sequence[str] = ("Foreground",),
     options: SummaryOptions = SummaryOptions(),
     experiment_labels: Sequence[str] | None = None,
+    threads: int = 1,
 ) -> SpotSizeResult:
     """Histogram (``flex.histogram``-exact), statistics and breakdowns of measured spot
     sizes.
@@ -610,6 +651,8 @@ def summarise(
         The histogram's bins and range, and the resolution shells.
     experiment_labels : sequence of str, optional
         The identifier of each experiment index in ``spot_sizes.experiment``.
+    threads : int
+        Shape quantities summarised at once (see ``summarise_spot_shapes``).
     """
     data_min, data_max = options.data_min, options.data_max
     bins, n_resolution_shells = options.bins, options.n_resolution_shells
@@ -680,6 +723,10 @@ def summarise(
         by_resolution=by_resolution,
         spot_sizes=spot_sizes,
         spot_shape=summarise_spot_shapes(
-            spot_sizes, image=spot_sizes.image, shell=shells, panel=spot_sizes.panel
+            spot_sizes,
+            image=spot_sizes.image,
+            shell=shells,
+            panel=spot_sizes.panel,
+            threads=threads,
         ),
     )

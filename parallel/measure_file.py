@@ -37,7 +37,7 @@ from ..formats.experiments import Experiment, ExperimentList
 from ..formats.reflections import parse_reflections, read_reflections
 from ..formats.source import check_unchanged
 from ..formats.source import release_pages as release_pages_of
-from .threads import in_order
+from ..threads import in_order
 
 ROWS_PER_CHUNK = 1 << 18  # rows located and shaped at a time: bounds temporaries
 
@@ -323,41 +323,51 @@ def measure_table(
         table, source, code, rows_per_chunk, release_pages and not threaded, keep_index
     )
 
-    def measured(stretch) -> tuple[SpotSizes, int, int]:
-        start, stop, column, sizes = stretch
+    selected = flag_names.select_by_flags(flags, required, excluded)
+    # Every counted row is written once, into its place among the selected rows: the
+    # place of a stretch's rows is known once it is indexed, before it is measured.
+    spot_sizes = SpotSizes.empty(int(np.count_nonzero(selected)))
+
+    def placed(stretches):
+        n_counted = 0
+        for start, stop, column, sizes in stretches:
+            has_data = sizes[1] if column is None else column.has_pixel_data
+            counted = selected[start:stop] & has_data
+            n_stretch = int(np.count_nonzero(counted))
+            out = spot_sizes.rows(n_counted, n_counted + n_stretch)
+            n_counted += n_stretch
+            yield start, stop, column, sizes, counted, out
+
+    def measured(stretch) -> tuple[int, int]:
+        start, stop, column, sizes, counted, out = stretch
         table.populate_rows(start, stop, LOCATION_COLUMNS)
-        selected = flag_names.select_by_flags(flags[start:stop], required, excluded)
         located = {k: columns[k][start:stop] for k in LOCATION_COLUMNS if k in columns}
         n_disagreements = 0
         if column is None:
-            counted = selected & sizes[1]
             shapes, sizes = None, sizes[0][counted]
         else:
-            counted = selected & column.has_pixel_data
             shapes = measure_spot_shapes(column, code, rows=counted)
             sizes = shapes.n_coded
             if "bbox" in columns:
                 n_disagreements = bbox_disagreements(
                     column.bbox, columns["bbox"][start:stop]
                 )[0]
-        part = measure_rows(
+        measure_rows(
             located, counted, sizes, geometry, numbering, dataset, where, shapes,
-            wavelengths=_wavelengths(columns, start, stop),
+            wavelengths=_wavelengths(columns, start, stop), out=out,
         )  # fmt: skip
         if release_pages:
             table.release_rows(start, stop)
             if threaded and column is not None:
                 release_pages_of(column.blob[slice(*column.byte_range())])
-        return part, int(selected.sum()), n_disagreements
+        return len(out), n_disagreements
 
-    parts, n_selected, n_disagreements = [], 0, 0
-    for part, n_part_selected, n_part_disagreements in in_order(
-        measured, stretches, threads
-    ):
-        parts.append(part)
-        n_selected += n_part_selected
+    n_counted, n_disagreements = 0, 0
+    for n_part, n_part_disagreements in in_order(measured, placed(stretches), threads):
+        n_counted += n_part
         n_disagreements += n_part_disagreements
-    spot_sizes = SpotSizes.concatenate(parts)
+    spot_sizes = spot_sizes.rows(0, n_counted)
+    n_selected = int(np.count_nonzero(selected))
     seen = np.unique(spot_sizes.experiment)
     selection = DatasetSelection(
         name=name or table.path or f"dataset {dataset}",

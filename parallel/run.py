@@ -21,6 +21,7 @@ from ..algorithms.spot_sizes import (
 from ..errors import SpotSizeAnalysisError
 from ..formats.dials_logs import read_spot_finding_parameters
 from ..formats.experiments import ExperimentList
+from ..threads import in_order
 from .measure_file import MeasureRequest, combine_experiments
 from .merge import merge
 from .mpi import run_mpi
@@ -139,12 +140,25 @@ def run_analysis(
         merged.inputs.append(_experiments_input(number, source, experiment_list))
     if len(merged.spot_sizes) == 0:
         raise SelectionError(nothing_selected_message(merged.datasets))
-    result = summarise(
-        merged.spot_sizes,
-        merged.datasets,
-        mask_code=options.measure.mask_code,
-        options=options.summary,
-        experiment_labels=merged.labels,
+    # The summaries and the advice read the merged rows and nothing of each other:
+    # with nproc > 1 they run side by side here, the summaries themselves on threads.
+    threads = options.run.nproc if options.run.method != "mpi" else 1
+    result, advice = in_order(
+        lambda work: work(),
+        [
+            lambda: summarise(
+                merged.spot_sizes,
+                merged.datasets,
+                mask_code=options.measure.mask_code,
+                options=options.summary,
+                experiment_labels=merged.labels,
+                threads=threads,
+            ),
+            lambda: advise(
+                merged.spot_sizes, merged.labels, merged.profiles, spot_finding
+            ),
+        ],
+        threads,
     )
     return AnalysisResult(
         result=result,
@@ -155,7 +169,7 @@ def run_analysis(
         profile_model=combine_profiles(
             with_xds_ranges(merged.profiles, merged.spot_sizes, merged.labels)
         ),
-        advice=advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding),
+        advice=advice,
     )
 
 

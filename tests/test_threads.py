@@ -14,10 +14,13 @@ import numpy as np
 import pytest
 from conftest import REFLECTION_FILES
 
+from dials_spot_size_analysis.algorithms import spot_shape
 from dials_spot_size_analysis.algorithms.geometry import ExperimentGeometry
 from dials_spot_size_analysis.algorithms.spot_sizes import (
     ExperimentNumbering,
     MeasureOptions,
+    SpotSizes,
+    measure_rows,
 )
 from dials_spot_size_analysis.api import analyse
 from dials_spot_size_analysis.formats import (
@@ -27,8 +30,8 @@ from dials_spot_size_analysis.formats import (
 )
 from dials_spot_size_analysis.formats.shoeboxes import HEADER_BYTES, indexed_chunks
 from dials_spot_size_analysis.parallel import measure_file
-from dials_spot_size_analysis.parallel.threads import in_order
 from dials_spot_size_analysis.report.document import json_document
+from dials_spot_size_analysis.threads import in_order
 
 WITH_SHOEBOXES = sorted(REFLECTION_FILES)
 
@@ -70,13 +73,21 @@ def test_nproc_on_one_file_is_the_analysis_of_one_process(shared_data):
         threads.append(threads_given)
         return in_order(function, items, threads_given)
 
+    summary_threads = []
+
+    def spied_summaries(function, items, threads_given=1):
+        summary_threads.append(threads_given)
+        return in_order(function, items, threads_given)
+
     with (
         mock.patch.object(measure_file, "ROWS_PER_CHUNK", 32),
         mock.patch.object(measure_file, "in_order", spied),
+        mock.patch.object(spot_shape, "in_order", spied_summaries),
     ):
         one = analyse(path, expt, nproc=1)
         two = analyse(path, expt, nproc=2)
     assert threads == [1, 2]  # the second run's stretches on two threads
+    assert summary_threads == [1, 2]  # and its shape summaries
     documents = [json_document(result) for result in (one, two)]
     for document in documents:
         document["parameters"]["mp"].pop("nproc")  # the only difference asked for
@@ -216,3 +227,63 @@ def test_the_memory_of_derived_results_is_shared_by_threads():
         sys.setswitchinterval(interval)
     assert failures == []
     assert len(memo._results) == MOST_REMEMBERED
+
+
+def test_shape_summaries_on_threads_are_those_of_one_thread(shared_data):
+    """Twelve quantities of 61,500 real rows (the I23 spots 300 times, with their
+    images, shells and panels) summarised two at a time, threads switching every
+    microsecond: each thread sorts in its own work array, so every number is the one
+    thread's (a shared work array gives other quantities' values)."""
+    path = shared_data / "I23_P12M_thau/indexed.refl"
+    expt = shared_data / "I23_P12M_thau/indexed.expt"
+    rows, _ = _measured(path, expt, threads=1)
+    copies = 300
+    repeated = SpotSizes.concatenate([rows] * copies)
+    shell = np.tile(np.arange(len(rows)) % 7, copies)
+    keys = {"image": repeated.image, "shell": shell, "panel": repeated.panel}
+    one = spot_shape.summarise_spot_shapes(repeated, **keys, threads=1)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        two = spot_shape.summarise_spot_shapes(repeated, **keys, threads=2)
+    finally:
+        sys.setswitchinterval(interval)
+    assert two == one
+    quantities = one["quantities"]
+    assert quantities["extent_z"]["statistics"]["n"] == 205 * copies
+    assert len(quantities) == 12 and all(
+        q["median_by_shell"] for q in quantities.values()
+    )
+
+
+@pytest.mark.parametrize("name", WITH_SHOEBOXES)
+def test_stretches_write_their_rows_in_place_as_one_stretch_would(shared_data, name):
+    """Each stretch's counted rows are written into their own place among the
+    table's rows (no joining afterwards): stretches of 64 rows give the rows of one
+    stretch, with the rows lacking pixel data left out in the right places."""
+    path, expt = shared_data / name, shared_data / REFLECTION_FILES[name]
+    stretched, selection = _measured(path, expt, threads=1, rows_per_chunk=64)
+    whole, _ = _measured(path, expt, threads=1, rows_per_chunk=1 << 30)
+    assert len(stretched) == len(whole) == selection.n_counted
+    for field in dataclasses.fields(whole):
+        np.testing.assert_array_equal(
+            getattr(stretched, field.name), getattr(whole, field.name), field.name
+        )
+
+
+def test_rows_given_to_fill_must_be_one_per_counted_row(shared_data):
+    path = shared_data / "I23_P12M_thau/indexed.refl"
+    geometry = ExperimentGeometry(list(read_experiments(path.with_suffix(".expt"))))
+    table = read_reflections(path)
+    counted = np.zeros(table.nrows, bool)
+    counted[:3] = True
+    arguments = (
+        table.columns, counted, np.ones(3, int), geometry,
+        ExperimentNumbering(identifiers=table.identifiers), 0, "t.refl",
+    )  # fmt: skip
+    filled = SpotSizes.empty(5)
+    assert measure_rows(*arguments, out=filled.rows(1, 4)).size.tolist() == [1, 1, 1]
+    assert filled.size[1:4].tolist() == [1, 1, 1]
+    assert np.isnan(filled.fill[1:4]).all() and filled.extent_z[1:4].tolist() == [0] * 3
+    with pytest.raises(ValueError, match="out has 5 rows, not 3"):
+        measure_rows(*arguments, out=filled)

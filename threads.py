@@ -1,5 +1,8 @@
-"""One big table's stretches measured on several threads: the compiled kernels release
-the GIL, so ``nproc`` cores help a single file too."""
+"""Independent pieces of work on a few threads, results in order: the compiled kernels
+and numpy's sorts release the GIL, so ``nproc`` cores help within one process too (the
+stretches of one big table, the summaries of its quantities).
+
+This module imports nothing of the package: every room may use it."""
 
 from __future__ import annotations
 
