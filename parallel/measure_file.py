@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -72,6 +73,9 @@ class MeasureRequest:
         False  # keep each table's centroid keys (algorithms.same_spots)
     )
     threads: int = 1  # stretches of one table measured at once (one big file, nproc)
+    # The profile model left to the caller (FileOutcome.profiles_later), to be run
+    # beside the summaries: only for a source measured in the caller's own process.
+    profiles_later: bool = False
     geometry: ExperimentGeometry = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -94,6 +98,9 @@ class FileOutcome:
     n_rows: int = 0  # rows measured, once packed into a Batch
     profiles: list[dict] = field(default_factory=list)  # per experiment (plain data)
     compared: ComparedTable | None = None  # with MeasureRequest.compare_spots
+    # With MeasureRequest.profiles_later: computes ``profiles`` (never pickled: made
+    # only where the outcome stays in the process that measured it).
+    profiles_later: Callable[[], list[dict]] | None = None
 
     def raise_error(self) -> None:
         """Raise this outcome's problem again, as its own kind of error."""
@@ -519,9 +526,14 @@ def measure_file(
             keep_index=request.n_sigma is not None,
             threads=request.threads,
         )
-        profiles = _profiles(table, geometry, numbering, request, name)
-        for column in list(table.columns.values())[:1]:  # a view of the file's map
-            check_unchanged(column)  # rewritten or replaced while it was read
+        profiles, profiles_later = [], None
+        if request.profiles_later:
+            _check_unchanged(table)  # for the rows; the profile model checks again
+            profiles_later = partial(
+                _profiles_checked, table, geometry, numbering, request, name
+            )
+        else:
+            profiles = _profiles_checked(table, geometry, numbering, request, name)
     except (FileFormatError, SelectionError) as error:
         return FileOutcome(
             index=index,
@@ -550,7 +562,21 @@ def measure_file(
         labels=labels,
         profiles=profiles,
         compared=compared,
+        profiles_later=profiles_later,
     )
+
+
+def _check_unchanged(table: ReflectionTable) -> None:
+    for column in list(table.columns.values())[:1]:  # a view of the file's map
+        check_unchanged(column)  # rewritten or replaced while it was read
+
+
+def _profiles_checked(table, geometry, numbering, request, name) -> list:
+    """The profile model (see :func:`_profiles`), refused where the file changed while
+    its shoeboxes were read."""
+    profiles = _profiles(table, geometry, numbering, request, name)
+    _check_unchanged(table)
+    return profiles
 
 
 def compared_table(

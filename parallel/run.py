@@ -113,6 +113,8 @@ def run_analysis(
         else None
     )
     union, offsets = combine_experiments([e for _, e in experiment_sources])
+    threads = options.run.nproc if options.run.method != "mpi" else 1
+    single_table_threads = threads if len(sources) == 1 else 1
     request = MeasureRequest(
         experiments=union,
         list_offsets=offsets,
@@ -121,10 +123,10 @@ def run_analysis(
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
         compare_spots=check_measured is not None,
-        # One table measured here: its stretches on nproc threads instead.
-        threads=options.run.nproc
-        if options.run.method != "mpi" and len(sources) == 1
-        else 1,
+        # One table measured here: its stretches on nproc threads instead, and its
+        # profile model beside the summaries.
+        threads=single_table_threads,
+        profiles_later=single_table_threads > 1,
     )
     if options.run.method == "mpi":
         batches = run_mpi(sources, request, comm)
@@ -140,9 +142,16 @@ def run_analysis(
         merged.inputs.append(_experiments_input(number, source, experiment_list))
     if len(merged.spot_sizes) == 0:
         raise SelectionError(nothing_selected_message(merged.datasets))
-    # The summaries and the advice read the merged rows and nothing of each other:
-    # with nproc > 1 they run side by side here, the summaries themselves on threads.
-    threads = options.run.nproc if options.run.method != "mpi" else 1
+    later = [o.profiles_later for b in batches for o in b.outcomes if o.profiles_later]
+
+    def profiles_and_advice():
+        for profiles_of_table in later:  # one table only: the order is kept
+            merged.profiles.extend(profiles_of_table())
+        return advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding)
+
+    # The summaries, and the profile model and advice, read the merged rows and
+    # nothing of each other: with nproc > 1 they run side by side here, the summaries
+    # themselves on threads.
     result, advice = in_order(
         lambda work: work(),
         [
@@ -154,9 +163,7 @@ def run_analysis(
                 experiment_labels=merged.labels,
                 threads=threads,
             ),
-            lambda: advise(
-                merged.spot_sizes, merged.labels, merged.profiles, spot_finding
-            ),
+            profiles_and_advice,
         ],
         threads,
     )

@@ -4,6 +4,7 @@ same numbers as one thread, the same errors, and each stretch's pages its own.""
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import threading
 import time
@@ -28,6 +29,8 @@ from dials_spot_size_analysis.formats import (
     read_experiments,
     read_reflections,
 )
+from dials_spot_size_analysis.formats import reflections as formats_reflections
+from dials_spot_size_analysis.formats import source as formats_source
 from dials_spot_size_analysis.formats.shoeboxes import HEADER_BYTES, indexed_chunks
 from dials_spot_size_analysis.parallel import measure_file
 from dials_spot_size_analysis.report.document import json_document
@@ -88,6 +91,12 @@ def test_nproc_on_one_file_is_the_analysis_of_one_process(shared_data):
         two = analyse(path, expt, nproc=2)
     assert threads == [1, 2]  # the second run's stretches on two threads
     assert summary_threads == [1, 2]  # and its shape summaries
+    # the profile model, run beside the summaries with nproc=2, is there and is the
+    # one of one process, as is the advice that uses it
+    profile = two.profile_model["experiments"][0]
+    assert profile["sigma_m_deg"] == pytest.approx(0.0723257, rel=1e-6)
+    assert profile["n_matched"] == 173
+    assert two.advice["checks"] and two.advice == one.advice
     documents = [json_document(result) for result in (one, two)]
     for document in documents:
         document["parameters"]["mp"].pop("nproc")  # the only difference asked for
@@ -287,3 +296,31 @@ def test_rows_given_to_fill_must_be_one_per_counted_row(shared_data):
     assert np.isnan(filled.fill[1:4]).all() and filled.extent_z[1:4].tolist() == [0] * 3
     with pytest.raises(ValueError, match="out has 5 rows, not 3"):
         measure_rows(*arguments, out=filled)
+
+
+def test_a_file_changed_before_its_later_profile_model_is_refused(
+    shared_data, tmp_path
+):
+    """With nproc=2 the profile model of a single file runs after its rows were
+    measured, beside the summaries: a file rewritten in between is refused with the
+    sentence of a file changed while measured, not read as mixed content."""
+    source = shared_data / "I23_P12M_thau/indexed.refl"
+    path = tmp_path / "indexed.refl"
+    path.write_bytes(source.read_bytes())
+    expt = shared_data / "I23_P12M_thau/indexed.expt"
+    real_profiles = measure_file._profiles
+
+    def profiles_after_a_rewrite(table, *arguments):
+        profiles = real_profiles(table, *arguments)
+        os.utime(path, ns=(1, 1))  # another program touched the file meanwhile
+        return profiles
+
+    with (
+        mock.patch.object(measure_file, "_profiles", profiles_after_a_rewrite),
+        # mapped and read in place, as a big file is
+        mock.patch.object(formats_source, "MAP_FROM_BYTES", 0),
+        mock.patch.object(formats_reflections, "SMALL_BUFFER_BYTES", 0),
+        pytest.raises(FileFormatError, match="was changed or replaced") as raised,
+    ):
+        analyse(path, expt, nproc=2)
+    assert str(raised.value).startswith(f"{path}: ")
