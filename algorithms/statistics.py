@@ -786,30 +786,38 @@ def _unpack(packed, bits, combinations):
 
 
 @njit
-def _walk_sorted(
-    combinations, ordered, slots, lower_rank, upper_rank, lower, upper, pending
-):
+def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, upper):
     """Sorted values and their rows' combinations of groups, in ascending order: in
     lower and upper the lower_rank-th and upper_rank-th smallest finite value of each
-    slot (the walk ends once the ``pending`` slots, those with a value, have both).
-    The visit of a value is written out here: a helper taking the arrays would cost
-    reference counting on every value."""
+    slot (a slot without a value has lower_rank -1). One walk per key, each ending once
+    every group of its key has both: a key of one group stops at the middle. The visit
+    of a value is written out here: a helper taking the arrays would cost reference
+    counting on every value."""
+    first, stop = 0, ordered.size  # the finite values, between -inf and +inf
+    while first < stop and not np.isfinite(ordered[first]):
+        first += 1
+    while stop > first and not np.isfinite(ordered[stop - 1]):
+        stop -= 1
     seen = np.zeros(lower_rank.size, np.int64)
-    for i in range(ordered.size):
-        if pending == 0:
-            break
-        if not np.isfinite(ordered[i]):
-            continue
-        c, value = combinations[i], ordered[i]
-        for k in range(slots.shape[1]):
+    counted = np.zeros(lower_rank.size, np.bool_)
+    for k in range(slots.shape[1]):
+        pending = 0
+        for c in range(slots.shape[0]):
             slot = slots[c, k]
+            if slot >= 0 and lower_rank[slot] >= 0 and not counted[slot]:
+                counted[slot] = True
+                pending += 1
+        for i in range(first, stop):
+            if pending == 0:
+                break
+            slot = slots[combinations[i], k]
             if slot >= 0:
                 rank = seen[slot]
                 seen[slot] = rank + 1
                 if rank == lower_rank[slot]:
-                    lower[slot] = value
+                    lower[slot] = ordered[i]
                 if rank == upper_rank[slot]:
-                    upper[slot] = value
+                    upper[slot] = ordered[i]
                     pending -= 1
 
 
@@ -941,9 +949,7 @@ def _sorted_summary(
         ordered = bits.view(np.float32)
         lower, upper = (np.zeros(counts.size, np.float32) for _ in range(2))
         ranks = (counts - 1) // 2, counts // 2
-        pending = int(np.count_nonzero(counts))
-        arguments = (groups.slots, *ranks, lower, upper, pending)
-        _walk_sorted(combinations, ordered, *arguments)
+        _walk_sorted(combinations, ordered, groups.slots, *ranks, lower, upper)
     else:
         order = np.argsort(chosen)
         ordered = chosen[order]
@@ -954,9 +960,7 @@ def _sorted_summary(
         del order
         lower, upper = np.zeros(counts.size), np.zeros(counts.size)
         ranks = (counts - 1) // 2, counts // 2
-        pending = int(np.count_nonzero(counts))
-        arguments = (groups.slots, *ranks, lower, upper, pending)
-        _walk_sorted(combinations, ordered, *arguments)
+        _walk_sorted(combinations, ordered, groups.slots, *ranks, lower, upper)
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
     return QuantitySummary(
