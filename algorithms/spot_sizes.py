@@ -176,9 +176,7 @@ class SpotSizes:
         n : int
             The number of rows.
         """
-        return cls(
-            **{f.name: np.empty(n, f.default_factory().dtype) for f in fields(cls)}
-        )
+        return cls(**{name: np.empty(n, dtype) for name, dtype in _FIELD_TYPES})
 
     def rows(self, start: int, stop: int) -> SpotSizes:
         """Rows [start, stop), as views: writing to them writes to these rows.
@@ -189,7 +187,7 @@ class SpotSizes:
             The rows.
         """
         return SpotSizes(
-            **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
+            **{name: getattr(self, name)[start:stop] for name, _ in _FIELD_TYPES}
         )
 
     @property
@@ -224,6 +222,9 @@ class SpotSizes:
                 for name in SpotSizes.__dataclass_fields__
             }
         )
+
+
+_FIELD_TYPES = tuple((f.name, f.default_factory().dtype) for f in fields(SpotSizes))
 
 
 @dataclass

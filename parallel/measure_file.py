@@ -373,7 +373,8 @@ def measure_table(
     for n_part, n_part_disagreements in in_order(measured, placed(stretches), threads):
         n_counted += n_part
         n_disagreements += n_part_disagreements
-    spot_sizes = spot_sizes.rows(0, n_counted)
+    if n_counted < len(spot_sizes):  # selected rows without pixel data
+        spot_sizes = spot_sizes.rows(0, n_counted)
     n_selected = int(np.count_nonzero(selected))
     seen = np.unique(spot_sizes.experiment)
     selection = DatasetSelection(
