@@ -566,25 +566,36 @@ def _varying_kernel(
     offset = int(first_image) - 1
     n_points = a_points.shape[0]
     s1 = np.empty(3)
+    # Each frame's setting matrices at its start and end, made on first use and kept:
+    # they depend on the frame alone, not on the reflection.
+    first_frame = int(z_lo)
+    n_frames = max(int(z_hi) - first_frame, 0)
+    at_start = np.empty((n_frames, 3, 3))
+    at_end = np.empty((n_frames, 3, 3))
+    made = np.zeros(n_frames, np.bool_)
     for i in range(hkl.shape[0]):
         ok[i] = False
+        hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
         # Search the frames around the static guess first, then the whole range.
         centre = int(math.floor(guess_z[i]))
         for attempt in range(2):
             lo = max(int(z_lo), centre - 3) if attempt == 0 else int(z_lo)
             hi = min(int(z_hi), centre + 4) if attempt == 0 else int(z_hi)
             for frame in range(lo, hi):
-                index = min(max(frame - offset, 0), n_points - 2)
-                a1 = _frame_setting(
-                    a_points[index], frame, fixed, setting, m2, first_image, start,
-                    width,
-                )  # fmt: skip
-                a2 = _frame_setting(
-                    a_points[index + 1], frame + 1, fixed, setting, m2, first_image,
-                    start, width,
-                )  # fmt: skip
+                f = frame - first_frame
+                if not made[f]:
+                    index = min(max(frame - offset, 0), n_points - 2)
+                    at_start[f] = _frame_setting(
+                        a_points[index], frame, fixed, setting, m2, first_image,
+                        start, width,
+                    )  # fmt: skip
+                    at_end[f] = _frame_setting(
+                        a_points[index + 1], frame + 1, fixed, setting, m2,
+                        first_image, start, width,
+                    )  # fmt: skip
+                    made[f] = True
+                a1, a2 = at_start[f], at_end[f]
                 found, is_entering, alpha = _varying_ray(hkl[i], a1, a2, s0, s1)
-                hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
                 if found and np.sum((a1 @ hv) ** 2) > dstar_max_sq:
                     found = False  # is_outside_res_limit
                 if not found or is_entering != entering[i]:
