@@ -22,6 +22,10 @@ default 1.0 in ``reflection_predictor.py``). The detector impact is dxtbx's
 ``Detector.get_ray_intersection`` (the valid panel with the largest w) and
 millimetres become pixels through the panel's pixel-to-millimetre strategy, with the
 parallax correction where the panel has one (dxtbx ``model/pixel_to_millimeter.h``).
+
+The kernels do their 3 x 3 algebra in plain arithmetic (``dot3``, ``mat_vec3``,
+``mat_mat3``), not with ``@`` or ``np.linalg``: those make numba load BLAS and LAPACK
+through ``scipy.linalg``, an import that costs a short run more than its work.
 """
 
 from __future__ import annotations
@@ -351,6 +355,31 @@ def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
 
 
 @njit
+def dot3(a, b):
+    """a . b for 3-vectors."""
+    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
+
+
+@njit
+def mat_vec3(m, v):
+    """m @ v for a 3 x 3 matrix and a 3-vector (a new vector)."""
+    out = np.empty(3)
+    for k in range(3):
+        out[k] = m[k, 0] * v[0] + m[k, 1] * v[1] + m[k, 2] * v[2]
+    return out
+
+
+@njit
+def mat_mat3(a, b):
+    """a @ b for 3 x 3 matrices (a new matrix)."""
+    out = np.empty((3, 3))
+    for i in range(3):
+        for j in range(3):
+            out[i, j] = a[i, 0] * b[0, j] + a[i, 1] * b[1, j] + a[i, 2] * b[2, j]
+    return out
+
+
+@njit
 def _rotate(v, axis, angle, out):
     # Right-handed rotation of v about the unit axis (Rodrigues).
     c, s = math.cos(angle), math.sin(angle)
@@ -403,15 +432,15 @@ def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
     """The ray of ``h`` with the requested entering flag (``ScanStaticRayPredictor``):
     returns (found, angle mod 2 pi)."""
     hv = np.array([float(h[0]), float(h[1]), float(h[2])])
-    pstar0 = fixed @ (ub @ hv)
-    ok, phi1, phi2 = _rotation_angles(setting_inv @ s0, m2, pstar0)
+    pstar0 = mat_vec3(fixed, mat_vec3(ub, hv))
+    ok, phi1, phi2 = _rotation_angles(mat_vec3(setting_inv, s0), m2, pstar0)
     if not ok:
         return False, 0.0
-    plane = _unit_cross(s0, setting @ m2)
+    plane = _unit_cross(s0, mat_vec3(setting, m2))
     rotated = np.empty(3)
     for phi in (phi1, phi2):
         _rotate(pstar0, m2, phi, rotated)
-        pstar = setting @ rotated
+        pstar = mat_vec3(setting, rotated)
         s1 = s0 + pstar
         is_entering = s1[0] * plane[0] + s1[1] * plane[1] + s1[2] * plane[2] < 0.0
         if is_entering == entering:
@@ -442,6 +471,7 @@ def _static_kernel(
     ub,
     fixed,
     setting,
+    setting_inv,
     m2,
     s0,
     scan,
@@ -454,12 +484,12 @@ def _static_kernel(
 ):
     first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
     inverse_d, pixel_size, image_size = detector[3], detector[4], detector[5]
-    setting_inv = np.linalg.inv(setting)
     s1 = np.empty(3)
     for i in range(hkl.shape[0]):
         ok[i] = False
         hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
-        if np.sum((ub @ hv) ** 2) > dstar_max_sq:
+        r = mat_vec3(ub, hv)
+        if dot3(r, r) > dstar_max_sq:
             continue  # beyond the predictor's resolution limit
         found, phi = _static_ray(
             hkl[i], entering[i], ub, fixed, setting, setting_inv, m2, s0, s1
@@ -507,17 +537,19 @@ def _varying_ray(h, a1, a2, s0, out_s1):
     """``ScanVaryingRayPredictor``: (found, entering, alpha) for one frame whose
     setting matrices at its start and end are ``a1``, ``a2``."""
     hv = np.array([float(h[0]), float(h[1]), float(h[2])])
-    r1 = a1 @ hv
-    r2 = a2 @ hv
+    r1 = mat_vec3(a1, hv)
+    r2 = mat_vec3(a2, hv)
     dr = r2 - r1
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
     q1 = s0 + r1
     q2 = s0 + r2
-    starts_outside = math.sqrt(q1 @ q1) - s0_len >= 0.0
-    ends_outside = math.sqrt(q2 @ q2) - s0_len >= 0.0
+    starts_outside = math.sqrt(dot3(q1, q1)) - s0_len >= 0.0
+    ends_outside = math.sqrt(dot3(q2, q2)) - s0_len >= 0.0
     if starts_outside == ends_outside:
         return False, False, 0.0
-    lo, hi = _quadratic_roots(dr @ dr, 2.0 * (q1 @ dr), r1 @ r1 + 2.0 * (s0 @ r1))
+    lo, hi = _quadratic_roots(
+        dot3(dr, dr), 2.0 * dot3(q1, dr), dot3(r1, r1) + 2.0 * dot3(s0, r1)
+    )
     if 0.0 <= lo <= 1.0:
         alpha = lo
     elif 0.0 <= hi <= 1.0:
@@ -539,7 +571,7 @@ def _frame_setting(a, frame, fixed, setting, m2, first_image, start, width):
         unit[k] = 1.0
         _rotate(unit, m2, angle, column)
         rotation[:, k] = column
-    return setting @ (rotation @ (fixed @ a))
+    return mat_mat3(setting, mat_mat3(rotation, mat_mat3(fixed, a)))
 
 
 @njit
@@ -551,6 +583,7 @@ def _varying_kernel(
     a_points,
     fixed,
     setting,
+    setting_inv,
     m2,
     s0,
     scan,
@@ -596,7 +629,7 @@ def _varying_kernel(
                     made[f] = True
                 a1, a2 = at_start[f], at_end[f]
                 found, is_entering, alpha = _varying_ray(hkl[i], a1, a2, s0, s1)
-                if found and np.sum((a1 @ hv) ** 2) > dstar_max_sq:
+                if found and dot3(mat_vec3(a1, hv), mat_vec3(a1, hv)) > dstar_max_sq:
                     found = False  # is_outside_res_limit
                 if not found or is_entering != entering[i]:
                     continue
@@ -718,7 +751,11 @@ def predict_reflections(
         s1=np.zeros((n, 3)),
     )
     outputs = (result.ok, result.panel, result.xyzcal_mm, result.xyzcal_px, result.s1)
-    static_args = (scan.fixed, scan.setting, scan.axis_datum, s0, scan_tuple, detector)
+    setting_inv = np.linalg.inv(scan.setting)  # numpy's, outside the kernels
+    static_args = (
+        scan.fixed, scan.setting, setting_inv, scan.axis_datum, s0, scan_tuple,
+        detector,
+    )  # fmt: skip
     if d_min is None:
         d_min = detector_max_resolution(experiment.detector, s0)
     dstar_max_sq = 1.0 / d_min**2

@@ -168,11 +168,10 @@ def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
     # PixelToMillerIndex.h: h = A^-1 F^-1 R(angle)^T S^-1 (s1 - s0), rounded.
     length = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
-    r = lab / length * s0_len - s0
-    r = s_inv @ r
+    r = prediction.mat_vec3(s_inv, lab / length * s0_len - s0)
     rotated = np.empty(3)
     prediction._rotate(r, m2, -angle, rotated)
-    h = a_f_inv @ rotated
+    h = prediction.mat_vec3(a_f_inv, rotated)
     for k in range(3):
         if int(math.floor(h[k] + 0.5)) != hkl[k]:
             return True
@@ -579,7 +578,7 @@ SIGMA_B_MULTIPLIER = 2.0  # gaussian_rs Model.compute_bbox widens the box for ba
 def _panel_ray_px(p, s1, detector):
     """dxtbx ``Panel.get_ray_intersection_px`` on a given panel; NaN if behind it."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
-    v = inverse_d[p] @ s1
+    v = prediction.mat_vec3(inverse_d[p], s1)
     if v[2] <= 0:
         return np.nan, np.nan
     return prediction._mm_to_px(
@@ -596,18 +595,18 @@ def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
     first_image, start, width, array_lo, array_hi = scan
     for i in range(s1.shape[0]):
         v = s1[i]
-        radius = math.sqrt(v @ v)
+        radius = math.sqrt(prediction.dot3(v, v))
         unit = v / radius
         e1 = prediction._unit_cross(v, s0)
         e2 = prediction._unit_cross(v, e1)
-        zeta = m2 @ e1
+        zeta = prediction.dot3(m2, e1)
         phi = start + (z[i] - first_image + 1) * width
         xs, ys = np.empty(4), np.empty(4)
         n = 0
         for c1 in (-delta_b, delta_b):
             for c2 in (-delta_b, delta_b):
                 p = (c1 * e1 + c2 * e2) * radius
-                beam = p + math.sqrt(radius * radius - p @ p) * unit
+                beam = p + math.sqrt(radius * radius - prediction.dot3(p, p)) * unit
                 xs[n], ys[n] = _panel_ray_px(panel[i], beam, detector)
                 n += 1
         z1 = first_image - 1 + (phi - delta_m / abs(zeta) - start) / width

@@ -7,9 +7,9 @@
 - ``return_freed_memory``: glibc's ``malloc_trim`` after each merged column, so that the
   merged rows take the place of the batches' copies (100,000 files: 0.3 GB less peak).
 - ``scipy_linalg_hidden``: numba's first kernel load without its probe of scipy's BLAS,
-  which imports scipy.linalg for linear algebra that the kernels loaded in that block
-  (the shoebox count and d-spacing kernels) do not do. The profile model's prediction
-  kernels, which use np.linalg, compile later, outside the block.
+  which imports scipy.linalg for linear algebra that no kernel of the package does (the
+  profile model's kernels do their 3 x 3 algebra in plain arithmetic, see
+  ``algorithms.prediction``), so that a run never imports it.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ whose sigma_b and sigma_m DIALS itself computed (../shared/data/profile_referenc
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -148,3 +150,39 @@ def test_xds_full_widths_from_the_spots(shared_data):
     )
     assert diameter == 4 and xds["REFLECTING_RANGE"] == pytest.approx(3 * 0.2)
     assert xds["BEAM_DIVERGENCE_E.S.D."] == model["sigma_b_deg"]
+
+
+def test_the_program_never_imports_scipy_linalg(shared_data, tmp_path):
+    """The profile model's kernels (prediction, bounding boxes, pixel sums) do their
+    3 x 3 algebra without ``@`` or ``np.linalg``, which would make numba import
+    scipy.linalg (0.4 s) to reach BLAS: a short run must not pay for it. The
+    program, a static and a scan-varying rotation dataset, every output written."""
+    code = """
+import sys
+from dials_spot_size_analysis.command_line.entry import main
+for expt, refl in zip(sys.argv[1::2], sys.argv[2::2]):
+    sys.argv = ["dials.spot_size_analysis", expt, refl]
+    try:
+        main()
+    except SystemExit as end:
+        assert not end.code, end.code
+print("scipy.linalg" in sys.modules, file=sys.stderr)
+"""
+    pairs = [
+        shared_data / "centroid_test_data_refined/refined.expt",
+        shared_data / "centroid_test_data_refined/refined.refl",
+        shared_data / "I23_P12M_thau/indexed.expt",
+        shared_data / "I23_P12M_thau/indexed.refl",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, pairs)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "False"
+    profile = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    assert profile["profile_model"]["experiments"][0]["sigma_m_deg"] > 0
+    assert (tmp_path / "dials.spot_size_analysis.html").stat().st_size > 0
