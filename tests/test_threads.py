@@ -324,3 +324,23 @@ def test_a_file_changed_before_its_later_profile_model_is_refused(
     ):
         analyse(path, expt, nproc=2)
     assert str(raised.value).startswith(f"{path}: ")
+
+
+def test_many_tables_are_summarised_on_one_thread(shared_data):
+    """With several tables nproc means processes; the parent summarises the merged
+    rows on one thread, so that the memory each file costs it does not grow with
+    the summaries' and the advice's temporaries side by side."""
+    folders = [shared_data / "I23_P12M_thau", shared_data / "centroid_test_data"]
+    tables = [folder / "indexed.refl" for folder in folders]
+    experiments = [folder / "indexed.expt" for folder in folders]
+    summary_threads = []
+
+    def spied(function, items, threads_given=1):
+        summary_threads.append(threads_given)
+        return in_order(function, items, threads_given)
+
+    with mock.patch.object(spot_shape, "in_order", spied):
+        result = analyse(tables, experiments, nproc=2)
+    assert summary_threads == [1]
+    assert result.result.selection["n_datasets"] == 2
+    assert len(result.profile_model["experiments"]) == 2
