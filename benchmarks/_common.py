@@ -68,6 +68,29 @@ def best(runs: int, code: str, *args: str) -> dict:
     return min((measure(code, *args) for _ in range(runs)), key=lambda r: r["seconds"])
 
 
+def paired_ratios(pairs: int, unit: tuple, timed: tuple) -> list[float]:
+    """``timed``'s seconds over ``unit``'s (each ``(code, *args)`` for ``measure``), the
+    two run one right after the other, ``pairs`` times: a drift of a shared machine's
+    speed between measurements taken minutes apart cancels within each pair."""
+    ratios = []
+    for _ in range(pairs):
+        yardstick = measure(*unit)["seconds"]
+        ratios.append(measure(*timed)["seconds"] / yardstick)
+    return ratios
+
+
+def ratio_summary(ratios: list[float]) -> str:
+    """The median and the range of paired ratios, as printed by the scripts."""
+    ordered = sorted(ratios)
+    middle = len(ordered) // 2
+    median = (
+        ordered[middle]
+        if len(ordered) % 2
+        else (ordered[middle - 1] + ordered[middle]) / 2
+    )
+    return f"median {median:.2f} x ({ordered[0]:.2f}-{ordered[-1]:.2f} over {len(ordered)} pairs)"
+
+
 # Snippets for measure(): the plain read of a file's bytes (the yardstick), and reading
 # a table and counting its Foreground pixels (argv: the table, a small table whose
 # counting loads the kernels first).
