@@ -629,8 +629,9 @@ def _varying_kernel(
                     made[f] = True
                 a1, a2 = at_start[f], at_end[f]
                 found, is_entering, alpha = _varying_ray(hkl[i], a1, a2, s0, s1)
-                if found and dot3(mat_vec3(a1, hv), mat_vec3(a1, hv)) > dstar_max_sq:
-                    found = False  # is_outside_res_limit
+                if found:
+                    r1 = mat_vec3(a1, hv)
+                    found = not dot3(r1, r1) > dstar_max_sq  # is_outside_res_limit
                 if not found or is_entering != entering[i]:
                     continue
                 p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
