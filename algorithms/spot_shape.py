@@ -448,6 +448,16 @@ def beam_centres_px(beam, panels) -> np.ndarray:
     return centres
 
 
+@njit
+def _rows_differ(ours, theirs, differs):
+    """differs[row]: any of the row's six values differs (one pass, no temporaries)."""
+    for row in range(differs.size):
+        same = True
+        for k in range(6):
+            same &= ours[row, k] == theirs[row, k]
+        differs[row] = not same
+
+
 def bbox_disagreements(
     shoebox_bbox: np.ndarray | None, table_bbox: np.ndarray | None
 ) -> tuple[int, np.ndarray]:
@@ -479,9 +489,11 @@ def bbox_disagreements(
         n = max(np.size(shoebox_bbox), np.size(table_bbox)) // 6
         return n, np.arange(n, dtype=np.int64)
     common = min(len(ours), len(theirs))
-    differs = np.zeros(max(len(ours), len(theirs)), dtype=bool)
-    differs[:common] = (ours[:common] != theirs[:common]).any(axis=1)
-    differs[common:] = True
+    differs = np.ones(max(len(ours), len(theirs)), dtype=bool)
+    if ours.dtype.kind in "iuf" and theirs.dtype.kind in "iuf":
+        _rows_differ(ours[:common], theirs[:common], differs[:common])
+    else:  # not numbers: compared as numpy compares anything
+        differs[:common] = (ours[:common] != theirs[:common]).any(axis=1)
     rows = np.flatnonzero(differs).astype(np.int64)
     return len(rows), rows
 

@@ -638,6 +638,12 @@ def test_bbox_disagreements_never_raise():
     assert (count, rows.tolist()) == (1, [2])
     assert bbox_disagreements(boxes, np.zeros(7))[0] == 3
     assert bbox_disagreements(boxes, "nonsense")[0] >= 0
+    words = np.array([["a"] * 6] * 3)  # not numbers: numpy compares, all differ
+    assert bbox_disagreements(boxes, words)[0] == 3
+    assert bbox_disagreements(boxes, boxes.astype(float))[0] == 0
+    moved = boxes.astype(np.int64)
+    moved[1, 5] += 1
+    assert bbox_disagreements(boxes, moved)[1].tolist() == [1]
 
 
 # --------------------------------------------------------------------- summaries
