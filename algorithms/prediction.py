@@ -402,11 +402,10 @@ def _unit_cross(a, b):
 
 
 @njit
-def _rotation_angles(s0, m2, pstar0):
+def _rotation_angles(s0, m1, m2, m3, pstar0):
     """The two rotation angles putting ``pstar0`` on the Ewald sphere (XDS method,
-    DIALS ``rotation_angles.h``); ok False where there is no solution."""
-    m1 = _unit_cross(m2, s0)
-    m3 = _unit_cross(m1, m2)
+    DIALS ``rotation_angles.h``; ``m1``, ``m3`` from :func:`_rotation_frame`); ok False
+    where there is no solution."""
     s0_m2 = s0[0] * m2[0] + s0[1] * m2[1] + s0[2] * m2[2]
     s0_m3 = s0[0] * m3[0] + s0[1] * m3[1] + s0[2] * m3[2]
     p_sq = pstar0[0] ** 2 + pstar0[1] ** 2 + pstar0[2] ** 2
@@ -428,15 +427,23 @@ def _rotation_angles(s0, m2, pstar0):
 
 
 @njit
-def _static_ray(h, entering, ub, fixed, setting, setting_inv, m2, s0, out_s1):
-    """The ray of ``h`` with the requested entering flag (``ScanStaticRayPredictor``):
-    returns (found, angle mod 2 pi)."""
-    hv = np.array([float(h[0]), float(h[1]), float(h[2])])
-    pstar0 = mat_vec3(fixed, mat_vec3(ub, hv))
-    ok, phi1, phi2 = _rotation_angles(mat_vec3(setting_inv, s0), m2, pstar0)
+def _rotation_frame(s0, m2):
+    """The axes m1 = m2 x s0 and m3 = m1 x m2 (unit) of ``rotation_angles.h``."""
+    m1 = _unit_cross(m2, s0)
+    return m1, _unit_cross(m1, m2)
+
+
+@njit
+def _static_ray(ub_h, entering, fixed, setting, m2, s0, frame, out_s1):
+    """The ray of the reflection whose reciprocal vector is ``ub_h`` (UB h) with the
+    requested entering flag (``ScanStaticRayPredictor``): returns (found, angle mod
+    2 pi). ``frame`` holds what does not depend on the reflection: S^-1 s0, the axes
+    m1 and m3, and the unit normal of the plane of s0 and S m2."""
+    s0_in_frame, m1, m3, plane = frame
+    pstar0 = mat_vec3(fixed, ub_h)
+    ok, phi1, phi2 = _rotation_angles(s0_in_frame, m1, m2, m3, pstar0)
     if not ok:
         return False, 0.0
-    plane = _unit_cross(s0, mat_vec3(setting, m2))
     rotated = np.empty(3)
     for phi in (phi1, phi2):
         _rotate(pstar0, m2, phi, rotated)
@@ -485,15 +492,17 @@ def _static_kernel(
     first_image, start, width, z_lo, z_hi, a_lo, a_hi = scan
     inverse_d, pixel_size, image_size = detector[3], detector[4], detector[5]
     s1 = np.empty(3)
+    # What every reflection shares, made once.
+    s0_in_frame = mat_vec3(setting_inv, s0)
+    m1, m3 = _rotation_frame(s0_in_frame, m2)
+    frame = (s0_in_frame, m1, m3, _unit_cross(s0, mat_vec3(setting, m2)))
     for i in range(hkl.shape[0]):
         ok[i] = False
         hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
         r = mat_vec3(ub, hv)
         if dot3(r, r) > dstar_max_sq:
             continue  # beyond the predictor's resolution limit
-        found, phi = _static_ray(
-            hkl[i], entering[i], ub, fixed, setting, setting_inv, m2, s0, s1
-        )
+        found, phi = _static_ray(r, entering[i], fixed, setting, m2, s0, frame, s1)
         if not found:
             continue
         p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
@@ -535,28 +544,38 @@ def _quadratic_roots(a, b, c):
 @njit
 def _varying_ray(h, a1, a2, s0, out_s1):
     """``ScanVaryingRayPredictor``: (found, entering, alpha) for one frame whose
-    setting matrices at its start and end are ``a1``, ``a2``."""
-    hv = np.array([float(h[0]), float(h[1]), float(h[2])])
-    r1 = mat_vec3(a1, hv)
-    r2 = mat_vec3(a2, hv)
-    dr = r2 - r1
+    setting matrices at its start and end are ``a1``, ``a2`` (``h``: the Miller index
+    as floats). In scalars, by the steps of ``mat_vec3`` and ``dot3``: no vector is
+    made for the frames a reflection does not cross."""
+    r1x = a1[0, 0] * h[0] + a1[0, 1] * h[1] + a1[0, 2] * h[2]
+    r1y = a1[1, 0] * h[0] + a1[1, 1] * h[1] + a1[1, 2] * h[2]
+    r1z = a1[2, 0] * h[0] + a1[2, 1] * h[1] + a1[2, 2] * h[2]
+    r2x = a2[0, 0] * h[0] + a2[0, 1] * h[1] + a2[0, 2] * h[2]
+    r2y = a2[1, 0] * h[0] + a2[1, 1] * h[1] + a2[1, 2] * h[2]
+    r2z = a2[2, 0] * h[0] + a2[2, 1] * h[1] + a2[2, 2] * h[2]
+    dx, dy, dz = r2x - r1x, r2y - r1y, r2z - r1z
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
-    q1 = s0 + r1
-    q2 = s0 + r2
-    starts_outside = math.sqrt(dot3(q1, q1)) - s0_len >= 0.0
-    ends_outside = math.sqrt(dot3(q2, q2)) - s0_len >= 0.0
+    q1x, q1y, q1z = s0[0] + r1x, s0[1] + r1y, s0[2] + r1z
+    q2x, q2y, q2z = s0[0] + r2x, s0[1] + r2y, s0[2] + r2z
+    starts_outside = math.sqrt(q1x * q1x + q1y * q1y + q1z * q1z) - s0_len >= 0.0
+    ends_outside = math.sqrt(q2x * q2x + q2y * q2y + q2z * q2z) - s0_len >= 0.0
     if starts_outside == ends_outside:
         return False, False, 0.0
     lo, hi = _quadratic_roots(
-        dot3(dr, dr), 2.0 * dot3(q1, dr), dot3(r1, r1) + 2.0 * dot3(s0, r1)
-    )
+        dx * dx + dy * dy + dz * dz,
+        2.0 * (q1x * dx + q1y * dy + q1z * dz),
+        r1x * r1x + r1y * r1y + r1z * r1z
+        + 2.0 * (s0[0] * r1x + s0[1] * r1y + s0[2] * r1z),
+    )  # fmt: skip
     if 0.0 <= lo <= 1.0:
         alpha = lo
     elif 0.0 <= hi <= 1.0:
         alpha = hi
     else:
         return False, False, 0.0
-    out_s1[:] = r1 + alpha * dr + s0
+    out_s1[0] = r1x + alpha * dx + s0[0]
+    out_s1[1] = r1y + alpha * dy + s0[1]
+    out_s1[2] = r1z + alpha * dz + s0[2]
     return True, starts_outside, alpha
 
 
@@ -628,7 +647,7 @@ def _varying_kernel(
                     )  # fmt: skip
                     made[f] = True
                 a1, a2 = at_start[f], at_end[f]
-                found, is_entering, alpha = _varying_ray(hkl[i], a1, a2, s0, s1)
+                found, is_entering, alpha = _varying_ray(hv, a1, a2, s0, s1)
                 if found:
                     r1 = mat_vec3(a1, hv)
                     found = not dot3(r1, r1) > dstar_max_sq  # is_outside_res_limit
