@@ -14,6 +14,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import marshal
 import math
 import os
 import stat
@@ -775,20 +776,23 @@ _MODEL_ERRORS = (
 # crystal differs from still to still, so it is not remembered.
 REMEMBERED_KINDS = ("beam", "detector", "goniometer", "scan")
 MOST_REMEMBERED = 64  # models remembered per kind (the least recently used go first)
-LONGEST_REMEMBERED = 1 << 20  # characters of an entry's repr: longer ones are not kept
+LONGEST_REMEMBERED = 1 << 20  # bytes of an entry's key: longer ones are not kept
 _remembered = {kind: RecentlyUsed() for kind in REMEMBERED_KINDS}
 
 
 def _parsed_model(kind: str, entry: dict):
     """The model of one entry, from memory where an identical entry (the same JSON
-    values, by ``repr``) was parsed before: models are immutable, so sharing one is
-    safe, and thousands of files of one run then share one detector (whose arrays
-    the algorithms derive once)."""
+    values in the same order) was parsed before: models are immutable, so sharing one
+    is safe, and thousands of files of one run then share one detector (whose arrays
+    the algorithms derive once). The key is the entry marshalled in format 2, which
+    has no back-references: equal entries give equal bytes, and any difference (a
+    value, its type, a float's sign of zero) gives other bytes, at a quarter of the
+    cost of ``repr``, which spells out every float."""
     memory = _remembered.get(kind)
     if memory is None:
         with np.errstate(all="raise"):
             return _PARSERS[kind](entry)
-    key = repr(entry)
+    key = marshal.dumps(entry, 2)
     if len(key) > LONGEST_REMEMBERED:  # e.g. a long scan's per-image lists: bounded
         with np.errstate(all="raise"):
             return _PARSERS[kind](entry)

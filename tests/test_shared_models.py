@@ -4,6 +4,7 @@ and what is derived from them computed once, never at the cost of a right answer
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -61,6 +62,30 @@ def test_a_model_that_differs_in_one_number_is_its_own(shared_data, tmp_path):
     pixel = first.detector.panels[0].pixel_size[0]
     assert centres[1, 0] - centres[0, 0] == pytest.approx(1.0 / pixel)  # its own
     assert centres[1, 1] == pytest.approx(centres[0, 1])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda beam: beam.__setitem__(
+            "wavelength", math.nextafter(beam["wavelength"], 2)
+        ),
+        lambda beam: beam.__setitem__("transmission", 1),  # 1.0 in the file
+        lambda beam: beam.__setitem__("divergence", -0.0),  # 0.0 in the file
+        lambda beam: beam.__setitem__("extra", True),
+    ],
+    ids=["last bit", "int for float", "negative zero", "one more key"],
+)
+def test_entries_that_differ_at_all_are_not_shared(shared_data, tmp_path, change):
+    """The memory's key tells apart entries that differ in a float's last bit, in a
+    number's type, in the sign of a zero or by one key: each is parsed on its own."""
+    source = shared_data / "eiger_therm/imported.expt"
+    first = read_experiments(_copy_with(tmp_path, source, "a.expt"))[0]
+    second = read_experiments(
+        _copy_with(tmp_path, source, "b.expt", lambda d: change(d["beam"][0]))
+    )[0]
+    assert second.beam is not first.beam
+    assert second.detector is first.detector
 
 
 def test_an_invalid_model_is_refused_every_time(shared_data, tmp_path):
@@ -125,14 +150,14 @@ def test_beam_centres_are_nan_where_unknown(shared_data):
 
 
 def test_long_entries_are_not_remembered(shared_data, tmp_path, monkeypatch):
-    """Memory stays bounded in characters too: a model whose entry is longer than
-    LONGEST_REMEMBERED is parsed for each file and not kept."""
-    monkeypatch.setattr(experiments_module, "LONGEST_REMEMBERED", 200)
+    """Memory stays bounded in bytes too: a model whose key (the entry marshalled) is
+    longer than LONGEST_REMEMBERED is parsed for each file and not kept."""
+    monkeypatch.setattr(experiments_module, "LONGEST_REMEMBERED", 300)
     experiments_module._remembered["beam"].clear()
     source = shared_data / "eiger_therm/imported.expt"
     first = read_experiments(_copy_with(tmp_path, source, "a.expt"))[0]
     second = read_experiments(_copy_with(tmp_path, source, "b.expt"))[0]
-    assert first.beam is not second.beam  # its entry is 284 characters long
+    assert first.beam is not second.beam  # its key is 349 bytes long
     assert first.beam.wavelength == second.beam.wavelength
-    assert first.goniometer is second.goniometer  # 155 characters: remembered
+    assert first.goniometer is second.goniometer  # 227 bytes: remembered
     assert not experiments_module._remembered["beam"]
