@@ -137,7 +137,7 @@ class SpotShapes:
             The rows, half-open.
         """
         return SpotShapes(
-            **{f.name: getattr(self, f.name)[start:stop] for f in fields(self)}
+            **{name: getattr(self, name)[start:stop] for name in _FIELD_NAMES}
         )
 
     @classmethod
@@ -153,8 +153,8 @@ class SpotShapes:
             return cls.empty(0)
         return cls(
             **{
-                f.name: np.concatenate([getattr(part, f.name) for part in parts])
-                for f in fields(cls)
+                name: np.concatenate([getattr(part, name) for part in parts])
+                for name in _FIELD_NAMES
             }
         )
 
@@ -183,6 +183,9 @@ class SpotShapes:
             beam_centre,
         )
         return replace(self, rms_width_radial=radial, rms_width_tangential=tangential)
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(SpotShapes))  # made once: small tables
 
 
 def _checked_code(code: int) -> int:
@@ -303,8 +306,9 @@ def measure_spot_shapes(
         present, data_offset = column.present[chunk], column.data_offset[chunk]
         bbox = column.bbox[chunk]
         measure_records(
-            column.blob, present, data_offset, bbox, code, shapes.rows(start, stop)
-        )
+            column.blob, present, data_offset, bbox, code,
+            shapes if stop - start == count else shapes.rows(start, stop),
+        )  # fmt: skip
     if beam_centre is not None:
         shapes = shapes.with_beam_centres(beam_centre)
     return shapes
