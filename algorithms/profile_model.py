@@ -470,9 +470,12 @@ def _sigma_b(sum_w: np.ndarray, sum_w_angle2: np.ndarray) -> float | None:
     """ComputeEsdBeamDivergence: sqrt of the mean per-reflection variance
     sum(w angle^2)/(sum(w) - 1), over reflections with sum(w) > 1."""
     use = sum_w > 1
-    if not np.any(use):
+    variances = sum_w_angle2[use] / (sum_w[use] - 1)
+    if not variances.size:
         return None
-    return math.sqrt(float(np.mean(sum_w_angle2[use] / (sum_w[use] - 1))))
+    # np.mean's own steps (the sum, then the division by the count), without its
+    # overhead on the small arrays of a still
+    return math.sqrt(float(variances.sum() / variances.size))
 
 
 def _sigma_m(columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan) -> float:
