@@ -476,9 +476,9 @@ def _static_kernel(
     reference_z,
     dstar_max_sq,
     ub,
+    setting_inv,
     fixed,
     setting,
-    setting_inv,
     m2,
     s0,
     scan,
@@ -602,7 +602,6 @@ def _varying_kernel(
     a_points,
     fixed,
     setting,
-    setting_inv,
     m2,
     s0,
     scan,
@@ -771,15 +770,15 @@ def predict_reflections(
         s1=np.zeros((n, 3)),
     )
     outputs = (result.ok, result.panel, result.xyzcal_mm, result.xyzcal_px, result.s1)
-    setting_inv = np.linalg.inv(scan.setting)  # numpy's, outside the kernels
-    static_args = (
-        scan.fixed, scan.setting, setting_inv, scan.axis_datum, s0, scan_tuple,
-        detector,
-    )  # fmt: skip
+    static_args = (scan.fixed, scan.setting, scan.axis_datum, s0, scan_tuple, detector)
     if d_min is None:
         d_min = detector_max_resolution(experiment.detector, s0)
     dstar_max_sq = 1.0 / d_min**2
-    _static_kernel(hkl, enter, ref_z, dstar_max_sq, crystal.A, *static_args, *outputs)
+    setting_inv = np.linalg.inv(scan.setting)  # numpy's, outside the kernels
+    _static_kernel(
+        hkl, enter, ref_z, dstar_max_sq, crystal.A, setting_inv, *static_args,
+        *outputs,
+    )  # fmt: skip
     points = crystal.A_at_scan_points
     if not force_static and points is not None and len(points) == scan.num_images + 1:
         guess = np.where(result.ok, result.xyzcal_px[:, 2], ref_z)
