@@ -36,7 +36,7 @@ def in_order(
     if threads <= 1:
         yield from map(function, items)
         return
-    with ThreadPoolExecutor(threads, thread_name_prefix="stretch") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="spot_size_analysis") as pool:
         pending: deque = deque()
         for item in items:
             pending.append(pool.submit(function, item))

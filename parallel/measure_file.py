@@ -331,9 +331,10 @@ def measure_table(
     )
 
     selected = flag_names.select_by_flags(flags, required, excluded)
+    n_selected = int(np.count_nonzero(selected))
     # Every counted row is written once, into its place among the selected rows: the
     # place of a stretch's rows is known once it is indexed, before it is measured.
-    spot_sizes = SpotSizes.empty(int(np.count_nonzero(selected)))
+    spot_sizes = SpotSizes.empty(n_selected)
 
     def placed(stretches):
         n_counted = 0
@@ -373,9 +374,8 @@ def measure_table(
     for n_part, n_part_disagreements in in_order(measured, placed(stretches), threads):
         n_counted += n_part
         n_disagreements += n_part_disagreements
-    if n_counted < len(spot_sizes):  # selected rows without pixel data
+    if n_counted < n_selected:  # selected rows without pixel data
         spot_sizes = spot_sizes.rows(0, n_counted)
-    n_selected = int(np.count_nonzero(selected))
     seen = np.unique(spot_sizes.experiment)
     selection = DatasetSelection(
         name=name or table.path or f"dataset {dataset}",
