@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -81,14 +82,10 @@ def paired_ratios(pairs: int, unit: tuple, timed: tuple) -> list[float]:
 
 def ratio_summary(ratios: list[float]) -> str:
     """The median and the range of paired ratios, as printed by the scripts."""
-    ordered = sorted(ratios)
-    middle = len(ordered) // 2
-    median = (
-        ordered[middle]
-        if len(ordered) % 2
-        else (ordered[middle - 1] + ordered[middle]) / 2
+    return (
+        f"median {statistics.median(ratios):.2f} x ({min(ratios):.2f}-{max(ratios):.2f}"
+        f" over {len(ratios)} pairs)"
     )
-    return f"median {median:.2f} x ({ordered[0]:.2f}-{ordered[-1]:.2f} over {len(ordered)} pairs)"
 
 
 # Snippets for measure(): the plain read of a file's bytes (the yardstick), and reading
