@@ -31,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..jit import njit
 from .statistics import percentiles_from_counts, value_counts
 
 FIND_SPOTS = "dials.find_spots"
@@ -155,11 +156,9 @@ def upper_tail_bands(values, limit: float, band: float) -> dict:
         last band: the decay from the earlier bands continued, or flat where the tail
         does not decay), ``n_beyond_limit``, ``pile_up`` and ``not_decaying`` (bools).
     """
-    values = _finite(values)
+    values = np.asarray(values).ravel()
     edges = limit - band * np.arange(3, -1, -1)
-    near = int(np.count_nonzero((values >= edges[2]) & (values <= limit)))
-    previous = int(np.count_nonzero((values >= edges[1]) & (values < edges[2])))
-    before = int(np.count_nonzero((values >= edges[0]) & (values < edges[1])))
+    n, near, previous, before, beyond = _band_counts(values, edges, float(limit))
     decaying = 0 < previous < before
     expected = previous * previous / before if decaying else float(previous)
     excess = near - expected
@@ -168,7 +167,7 @@ def upper_tail_bands(values, limit: float, band: float) -> dict:
         and near >= PILE_UP_FACTOR * expected
         and excess > PILE_UP_SIGMAS * math.sqrt(max(expected, 1.0))
     )
-    fraction = near / values.size if values.size else 0.0
+    fraction = near / n if n else 0.0
     not_decaying = (
         near >= MIN_BAND_COUNT and near >= before and fraction >= NO_DECAY_FRACTION
     )
@@ -177,7 +176,7 @@ def upper_tail_bands(values, limit: float, band: float) -> dict:
         "n_previous": previous,
         "n_before_previous": before,
         "expected_near": float(expected),
-        "n_beyond_limit": int(np.count_nonzero(values > limit)),
+        "n_beyond_limit": beyond,
         "pile_up": bool(pile_up),
         "not_decaying": bool(not_decaying),
     }
@@ -201,8 +200,45 @@ def _upper_tail_reasons(bands: dict, n: int, band: str, undecayed: str) -> list[
     return reasons
 
 
+@njit
+def _band_counts(values, edges, limit):
+    """Of the finite values: how many there are, how many lie in [edges[2], limit],
+    [edges[1], edges[2]) and [edges[0], edges[1]), and how many beyond the limit; one
+    pass, comparisons as numpy's (whole numbers compared as float64)."""
+    n = near = previous = before = beyond = 0
+    for value in values:
+        if not np.isfinite(value):
+            continue
+        n += 1
+        near += value >= edges[2] and value <= limit
+        previous += value >= edges[1] and value < edges[2]
+        before += value >= edges[0] and value < edges[1]
+        beyond += value > limit
+    return n, near, previous, before, beyond
+
+
+@njit
+def _edge_counts(values, edges, counts):
+    """``np.histogram(finite values, bins=edges)``: bin i holds edges[i] <= v <
+    edges[i + 1], the last bin also its upper edge. The bin is guessed as for evenly
+    spaced edges, then moved until the edges themselves agree."""
+    last = edges.size - 1
+    scale = last / (edges[last] - edges[0])
+    for value in values:
+        if not (np.isfinite(value) and edges[0] <= value <= edges[last]):
+            continue
+        guess = min(max(int((value - edges[0]) * scale), 0), last - 1)
+        while guess > 0 and value < edges[guess]:
+            guess -= 1
+        while guess < last - 1 and value >= edges[guess + 1]:
+            guess += 1
+        counts[guess] += 1
+
+
 def _histogram(values, edges: np.ndarray, limit: float, band: tuple) -> dict:
-    counts, edges = np.histogram(_finite(values), bins=edges)
+    edges = np.asarray(edges, dtype=np.float64)
+    counts = np.zeros(edges.size - 1, np.int64)
+    _edge_counts(np.asarray(values).ravel(), edges, counts)
     return {
         "edges": edges.tolist(),
         "counts": counts.tolist(),

@@ -15,7 +15,6 @@ from ..formats.experiments import Experiment
 from ..jit import njit
 from ._memo import by_identity
 from .spot_shape import beam_centres_px
-from .statistics import row_slices
 
 
 @njit
@@ -368,17 +367,22 @@ def image_numbers(z_px: np.ndarray) -> np.ndarray:
         int64 image numbers; -1 where z is not a finite frame number.
     """
     z = np.asarray(z_px, dtype=np.float64)
-    image = np.full(z.shape, -1, dtype=np.int64)
-    usable = np.isfinite(z) & (np.abs(z) < MAX_IMAGE_NUMBER)
-    image[usable] = np.floor(z[usable]).astype(np.int64) + 1
+    image = np.empty(z.shape, dtype=np.int64)
+    _image_numbers(np.ascontiguousarray(z).reshape(-1), image.reshape(-1))
     return image
 
 
-def shell_edges(
-    d: np.ndarray, n_shells: int, rows_per_pass: int | None = None
-) -> np.ndarray:
+@njit
+def _image_numbers(z, out):
+    """:func:`image_numbers` in one pass, without a temporary per step."""
+    for i in range(out.size):
+        usable = abs(z[i]) < MAX_IMAGE_NUMBER  # False for NaN and infinities
+        out[i] = np.int64(math.floor(z[i])) + 1 if usable else -1
+
+
+def shell_edges(d: np.ndarray, n_shells: int) -> np.ndarray:
     """The ``n_shells + 1`` edges, in 1/d², of shells of equal width from the smallest to
-    the largest finite 1/d² (none where no d is finite), found a pass at a time.
+    the largest finite 1/d² (none where no d is finite).
 
     Parameters
     ----------
@@ -386,21 +390,14 @@ def shell_edges(
         d-spacings in Å; values that are not finite and positive are ignored.
     n_shells : int
         The number of resolution shells.
-    rows_per_pass : int, optional
-        Rows read per pass; None means ``statistics.ROWS_PER_PASS``.
 
     Returns
     -------
     numpy.ndarray
         float64, ascending edges in 1/d² (Å⁻²); empty where no d is usable.
     """
-    d = np.asarray(d, dtype=np.float64)
-    low, high = np.inf, -np.inf
-    for rows in row_slices(d.size, rows_per_pass):
-        chunk = d[rows]
-        d_star_sq = 1.0 / chunk[np.isfinite(chunk) & (chunk > 0)] ** 2
-        if d_star_sq.size:
-            low, high = min(low, d_star_sq.min()), max(high, d_star_sq.max())
+    d = np.ascontiguousarray(d, dtype=np.float64).reshape(-1)
+    low, high = _d_star_sq_range(d)
     if low > high:
         return np.zeros(0)
     if high == low:
@@ -408,9 +405,25 @@ def shell_edges(
     return np.linspace(low, high, n_shells + 1)
 
 
-def shell_numbers(
-    d: np.ndarray, edges: np.ndarray, rows_per_pass: int | None = None
-) -> np.ndarray:
+@njit(error_model="numpy")  # 1/0 gives inf, as numpy would
+def _usable_d_star_sq(d):
+    """1/d² as numpy's ``1.0 / d**2`` gives it (inf where d² underflows), or NaN where
+    d is not finite and positive."""
+    return 1.0 / (d * d) if d > 0.0 and d < np.inf else np.nan
+
+
+@njit
+def _d_star_sq_range(d):
+    """The smallest and largest usable 1/d² (inf and -inf where there is none)."""
+    low, high = np.inf, -np.inf
+    for i in range(d.size):
+        value = _usable_d_star_sq(d[i])
+        if value == value:
+            low, high = min(low, value), max(high, value)
+    return low, high
+
+
+def shell_numbers(d: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """The shell (see shell_edges) of each d; -1 where d is not finite and positive. As
     small an integer type as the number of shells allows: one of these per row.
 
@@ -421,8 +434,6 @@ def shell_numbers(
     edges : numpy.ndarray
         The shell edges in 1/d² (Å⁻²) from :func:`shell_edges`; empty gives -1
         everywhere.
-    rows_per_pass : int, optional
-        Rows read per pass; None means ``statistics.ROWS_PER_PASS``.
 
     Returns
     -------
@@ -430,16 +441,30 @@ def shell_numbers(
         int16 (int64 for very many shells), the shell number per d, 0 being the
         lowest resolution; values beyond the edges go to the first or last shell.
     """
-    d = np.asarray(d, dtype=np.float64)
+    d = np.ascontiguousarray(d, dtype=np.float64)
     dtype = np.int16 if len(edges) <= np.iinfo(np.int16).max else np.int64
     shell = np.full(d.shape, -1, dtype=dtype)
-    if not len(edges):
-        return shell
-    for rows in row_slices(d.size, rows_per_pass):
-        chunk = d[rows]
-        finite = np.isfinite(chunk) & (chunk > 0)
-        d_star_sq = 1.0 / chunk[finite] ** 2
-        shell[rows][finite] = np.clip(
-            np.searchsorted(edges, d_star_sq, side="right") - 1, 0, len(edges) - 2
-        )
+    if len(edges):
+        edges = np.ascontiguousarray(edges, dtype=np.float64)
+        _shell_numbers(d.reshape(-1), edges, shell.reshape(-1))
     return shell
+
+
+@njit
+def _shell_numbers(d, edges, out):
+    """Per usable d, the number of edges at or below its 1/d², less one
+    (``np.searchsorted(edges, value, side="right") - 1``, by bisection), clipped to
+    the shells."""
+    last = edges.size - 2
+    for i in range(out.size):
+        value = _usable_d_star_sq(d[i])
+        if value != value:
+            continue  # stays -1
+        low, high = 0, edges.size
+        while low < high:
+            middle = (low + high) // 2
+            if edges[middle] <= value:
+                low = middle + 1
+            else:
+                high = middle
+        out[i] = min(max(low - 1, 0), last)

@@ -34,10 +34,10 @@ def row_slices(n: int, rows_per_pass: int | None = None):
 
 
 def value_counts(values: np.ndarray) -> np.ndarray | None:
-    """How many values are 0, 1, 2, ... (up to the largest), counted a pass at a time; None
-    unless the values are non-negative integers below COUNTING_CELLS, as spot sizes are.
-    Histograms and percentiles of sizes come from these counts, not from sorted copies:
-    with a hundred million rows, that is gigabytes less.
+    """How many values are 0, 1, 2, ... (up to the largest); None unless the values are
+    non-negative integers below COUNTING_CELLS, as spot sizes are. Histograms and
+    percentiles of sizes come from these counts, not from sorted copies: with a hundred
+    million rows, that is gigabytes less.
 
     Parameters
     ----------
@@ -53,12 +53,30 @@ def value_counts(values: np.ndarray) -> np.ndarray | None:
     values = np.asarray(values)
     if values.size == 0 or not np.issubdtype(values.dtype, np.integer):
         return None
-    if values.min() < 0 or values.max() >= COUNTING_CELLS:
+    values = values.reshape(-1)
+    low, high = _extremes(values)
+    if low < 0 or high >= COUNTING_CELLS:
         return None
-    counts = np.zeros(int(values.max()) + 1, dtype=np.int64)
-    for rows in row_slices(values.size):
-        counts += np.bincount(values[rows], minlength=counts.size)
+    counts = np.zeros(int(high) + 1, dtype=np.int64)
+    _tally_values(values, counts)
     return counts
+
+
+@njit
+def _extremes(values):
+    """The smallest and largest of one or more values, in one pass."""
+    low = high = values[0]
+    for value in values:
+        low = min(low, value)
+        high = max(high, value)
+    return low, high
+
+
+@njit
+def _tally_values(values, counts):
+    """``counts[v] += 1`` for every value (each known to be in range)."""
+    for value in values:
+        counts[value] += 1
 
 
 def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:

@@ -103,6 +103,53 @@ def test_upper_tail_bands_extrapolates_the_decay():
     assert bands["pile_up"]  # 30 >= 2 * 10 and 30 - 10 > 3 * sqrt(10)
 
 
+def _plain_bands(values, limit, band):
+    """The band counts written plainly with numpy: the reference for the kernel."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    edges = limit - band * np.arange(3, -1, -1)
+    return (
+        int(np.count_nonzero((values >= edges[0]) & (values < edges[1]))),
+        int(np.count_nonzero((values >= edges[1]) & (values < edges[2]))),
+        int(np.count_nonzero((values >= edges[2]) & (values <= limit))),
+        int(np.count_nonzero(values > limit)),
+    )
+
+
+def _awkward_values(dtype):
+    """Values on and beside every edge of the bands and histograms below, with NaN and
+    infinities for real types."""
+    values = np.concatenate([np.arange(-5, 130), [70, 80, 90, 100, 100, 101, 2**40]])
+    values = values.astype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        values = np.concatenate(
+            [values, [np.nan, np.inf, -np.inf, 69.99999999999999, 100.00000000000001]]
+        ).astype(dtype)
+    return values
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32, np.float64])
+def test_band_counts_and_histogram_equal_numpy(dtype):
+    values = _awkward_values(dtype)
+    bands = advice.upper_tail_bands(values, 100, 10)
+    found = (
+        bands["n_before_previous"],
+        bands["n_previous"],
+        bands["n_near"],
+        bands["n_beyond_limit"],
+    )
+    assert found == _plain_bands(values, 100, 10)
+    for edges in (np.linspace(70, 100, 16), np.linspace(-5.5, 3.5, 10), [0.0, 1.0]):
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        expected, _ = np.histogram(finite, bins=np.asarray(edges, dtype=np.float64))
+        counts = advice._histogram(values, np.asarray(edges), 100, (90, 100))["counts"]
+        assert counts == expected.tolist()
+    assert advice._histogram(values[:0], np.linspace(0, 1, 3), 1, (0, 1))["counts"] == [
+        0,
+        0,
+    ]
+
+
 # ----------------------------------------------------------------- min_spot_size
 
 

@@ -18,6 +18,7 @@ from dials_spot_size_analysis.algorithms.flags import (
     select_by_flags,
 )
 from dials_spot_size_analysis.algorithms.geometry import (
+    image_numbers,
     shell_edges,
     shell_numbers,
 )
@@ -287,6 +288,27 @@ def test_statistics_from_value_counts_equal_numpy_on_floats_to_the_last_bit(
     assert (by_counting["mean"], by_counting["std"]) == (floats.mean(), floats.std())
 
 
+@pytest.mark.parametrize(
+    "dtype",
+    [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64],
+)
+def test_value_counts_equal_bincount(dtype):
+    values = np.random.default_rng(7).integers(0, 100, 5000).astype(dtype)
+    expected = np.bincount(values.astype(np.int64))
+    assert value_counts(values).tolist() == expected.tolist()
+    assert value_counts(values[::3]).tolist() == np.bincount(values[::3]).tolist()
+    assert value_counts(values.reshape(50, 100)).tolist() == expected.tolist()
+    assert value_counts(values[:1]).tolist() == [0] * int(values[0]) + [1]
+    assert value_counts(values[:0]) is None
+    if np.issubdtype(dtype, np.signedinteger):
+        assert value_counts(np.array([3, -1, 2], dtype)) is None
+    too_large = np.array([5, statistics.COUNTING_CELLS], np.int64)
+    assert value_counts(too_large) is None
+    assert value_counts(too_large - 1).size == statistics.COUNTING_CELLS
+    assert value_counts(np.array([1.0, 2.0])) is None
+    assert value_counts(np.array([True, False])) is None
+
+
 def test_statistics_from_value_counts_on_many_rows():
     """Beyond numpy's 8192-element reduction buffers, and over several counting passes."""
     sizes = np.random.default_rng(3).integers(0, 400, 2_500_000) ** 2 // 97
@@ -363,30 +385,73 @@ def test_group_statistics_with_sparse_keys_count_only_the_keys_present():
     assert unsigned.n == counted.n and unsigned.median == counted.median
 
 
-def test_resolution_shells_in_several_passes():
+def _plain_shells(d, edges):
+    """The shell of each d written plainly with numpy: the reference for the kernel."""
+    usable = np.isfinite(d) & (d > 0)
+    shell = np.full(d.shape, -1)
+    with np.errstate(divide="ignore"):
+        found = np.searchsorted(edges, 1.0 / d[usable] ** 2, side="right") - 1
+    shell[usable] = np.clip(found, 0, len(edges) - 2)
+    return shell
+
+
+@pytest.mark.parametrize("n_shells", [1, 2, 10, 33])
+def test_resolution_shells_equal_a_plain_numpy_reference(n_shells):
     d = np.random.default_rng(4).random(1000) * 4 + 1.2
     d[::17] = np.nan
-    d[5] = -1.0
-    edges = shell_edges(d, 10)
-    shell, d_edges = shell_numbers(d, edges), 1.0 / np.sqrt(edges)
+    d[5], d[6], d[7], d[8], d[9] = -1.0, -0.0, 0.0, np.inf, -np.inf
+    edges = shell_edges(d, n_shells)
+    usable = 1.0 / d[np.isfinite(d) & (d > 0)] ** 2
     assert (
-        shell.tolist()
-        == shell_numbers(
-            d, shell_edges(d, 10, rows_per_pass=7), rows_per_pass=13
-        ).tolist()
+        edges.tolist() == np.linspace(usable.min(), usable.max(), n_shells + 1).tolist()
     )
-    assert shell[0::17].tolist() == [-1] * len(d[::17]) and shell[5] == -1
-    assert np.bincount(shell[shell >= 0]).size == 10 and d_edges[0] > d_edges[-1]
-    d_star_sq = (
-        1 / d[shell >= 0] ** 2
-    )  # equal widths in 1/d² from the smallest to the largest
-    assert 1 / d_edges[0] ** 2 == pytest.approx(d_star_sq.min()) and 1 / d_edges[
-        -1
-    ] ** 2 == pytest.approx(d_star_sq.max())
+    # Every d, each edge's own d (searchsorted's "right": the shell above the edge), a
+    # d whose 1/d² is infinite, and rows of a 2-D array.
+    on_edges = 1.0 / np.sqrt(edges)
+    for values in (d, on_edges, np.array([1e-200, 1e200, 5e-324])):
+        assert (
+            shell_numbers(values, edges).tolist()
+            == _plain_shells(values, edges).tolist()
+        )
+    shell = shell_numbers(d, edges)
+    assert shell[0::17].tolist() == [-1] * len(d[::17])
+    assert shell[5:10].tolist() == [-1] * 5
+    assert np.bincount(shell[shell >= 0]).size == n_shells
     assert (
-        shell_numbers(np.full(4, np.nan), shell_edges(np.full(4, np.nan), 10)).tolist()
-        == [-1] * 4
+        shell_numbers(d.reshape(20, 50), edges).tolist()
+        == shell.reshape(20, 50).tolist()
     )
+    assert shell_numbers(d, np.zeros(0)).tolist() == [-1] * d.size
+    assert shell_edges(np.full(4, np.nan), 10).size == 0
+    single = shell_edges(np.full(3, 2.0), 4)  # one value: a sliver above it
+    assert single[0] == 0.25 and single[-1] == 0.25 * (1 + 1e-9) + 1e-12
+
+
+def test_image_numbers_equal_floor_plus_one():
+    z = np.array(
+        [
+            0.0,
+            0.5,
+            -0.5,
+            -1.0,
+            16999.5,
+            2.0**31 - 2.5,
+            2.0**31 - 2,
+            np.nan,
+            np.inf,
+            -np.inf,
+            -0.0,
+            -(2.0**31) + 3,
+        ]
+    )
+    expected = np.where(
+        np.isfinite(z) & (np.abs(z) < 2**31 - 2),
+        np.floor(np.nan_to_num(z, posinf=0, neginf=0)).astype(np.int64) + 1,
+        -1,
+    )
+    assert image_numbers(z).tolist() == expected.tolist()
+    assert image_numbers(z[::2]).tolist() == expected[::2].tolist()  # a strided view
+    assert image_numbers(z.reshape(3, 4)).tolist() == expected.reshape(3, 4).tolist()
 
 
 def _plain_d_spacings(experiments, panel, xy_mm):
