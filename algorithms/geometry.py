@@ -215,12 +215,35 @@ class ExperimentGeometry:
         numpy.ndarray
             float64, shape (n, 2): (x, y) in pixels on the reflection's panel.
         """
+        centres, rows = self.beam_centre_rows(experiment_index, panel)
+        result = np.empty((len(rows), 2))
+        _gather_rows(rows, centres, result)
+        return result
+
+    def beam_centre_rows(
+        self, experiment_index: np.ndarray, panel: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The beam centre of every panel of every experiment, and each reflection's
+        row among them: for a kernel that reads the centres in place instead of a
+        gathered copy (see :meth:`beam_centres_px`).
+
+        Parameters
+        ----------
+        experiment_index : numpy.ndarray
+            Each reflection's experiment (an index into the experiment list).
+        panel : numpy.ndarray
+            Each reflection's panel number.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            (m, 2) float64 centres in pixels (NaN without a beam), and int64 per
+            reflection its row in them, -1 where unknown.
+        """
         if self._beam_centres is None:
             self._beam_centres, self._beam_centre_starts = self._beam_centre_table()
         rows = self._rows_in(self._beam_centre_starts, experiment_index, panel)
-        result = np.empty((len(rows), 2))
-        _gather_rows(rows, self._beam_centres, result)
-        return result
+        return self._beam_centres, rows
 
     def _beam_centre_table(self) -> tuple[np.ndarray, np.ndarray]:
         """Beam centres of every experiment's panels, one block per experiment with a

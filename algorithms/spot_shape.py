@@ -395,18 +395,103 @@ def radial_tangential_widths(
 
 
 @njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
+def _radial_tangential_row(cx, cy, bx, by, vx, vy, cxy):
+    """One row's radial and tangential widths, in numpy's order of operations (the
+    same numbers as the vectorised formula). Scalars only: a helper taking arrays would
+    cost reference counting on every row."""
+    dx, dy = cx - bx, cy - by
+    length = math.hypot(dx, dy)
+    ux, uy = dx / length, dy / length  # NaN at the beam centre itself
+    r = ux * ux * vx + 2 * ux * uy * cxy + uy * uy * vy
+    t = uy * uy * vx - 2 * ux * uy * cxy + ux * ux * vy
+    return math.sqrt(0.0 if r < 0.0 else r), math.sqrt(0.0 if t < 0.0 else t)
+
+
+@njit
 def _radial_tangential(centroid, beam_centre, vx, vy, cxy, radial, tangential):
-    """:func:`radial_tangential_widths` a row at a time, in numpy's order of
-    operations (the same numbers), without a temporary per term."""
+    """:func:`radial_tangential_widths` a row at a time, without a temporary per term."""
     for i in range(radial.size):
-        dx = centroid[i, 0] - beam_centre[i, 0]
-        dy = centroid[i, 1] - beam_centre[i, 1]
-        length = math.hypot(dx, dy)
-        ux, uy = dx / length, dy / length  # NaN at the beam centre itself
-        r = ux * ux * vx[i] + 2 * ux * uy * cxy[i] + uy * uy * vy[i]
-        t = uy * uy * vx[i] - 2 * ux * uy * cxy[i] + ux * ux * vy[i]
-        radial[i] = math.sqrt(0.0 if r < 0.0 else r)  # NaN stays NaN
-        tangential[i] = math.sqrt(0.0 if t < 0.0 else t)
+        radial[i], tangential[i] = _radial_tangential_row(
+            centroid[i, 0], centroid[i, 1], beam_centre[i, 0], beam_centre[i, 1],
+            vx[i], vy[i], cxy[i],
+        )  # fmt: skip
+
+
+# The per-spot quantities a caller keeps (``store_shapes``), in the order it gives them.
+STORED_INTEGERS = ("extent_x", "extent_y", "extent_z", "footprint")
+STORED_REALS = (
+    "fill",
+    "rms_width_x",
+    "rms_width_y",
+    "rms_width_z",
+    "rms_width_radial",
+    "rms_width_tangential",
+    "elongation",
+    "peak_centroid_distance",
+)
+
+
+def store_shapes(
+    shapes: SpotShapes,
+    beam_centres: np.ndarray,
+    beam_rows: np.ndarray,
+    integers: Sequence[np.ndarray],
+    reals: Sequence[np.ndarray],
+) -> None:
+    """Write the measured rows' kept quantities into arrays of the caller's types (e.g.
+    a stretch of ``SpotSizes``), with the radial and tangential widths about each row's
+    beam centre, in one pass: the same numbers as :meth:`SpotShapes.with_beam_centres`
+    followed by a copy of each array, without a temporary per step.
+
+    Parameters
+    ----------
+    shapes : SpotShapes
+        The measured rows.
+    beam_centres : numpy.ndarray
+        (m, 2) float64, beam centres (px) of every panel the rows may be on.
+    beam_rows : numpy.ndarray
+        int64, per row: its beam centre's row in ``beam_centres``; -1 where unknown
+        (radial and tangential widths NaN).
+    integers, reals : sequence of numpy.ndarray
+        The destinations of ``STORED_INTEGERS`` and ``STORED_REALS``, in that order, one
+        entry per row; integer and real types of any width.
+    """
+    if len(integers) != len(STORED_INTEGERS) or len(reals) != len(STORED_REALS):
+        raise ValueError("give one destination per stored quantity")
+    _store_rows(
+        tuple(getattr(shapes, name) for name in STORED_INTEGERS),
+        tuple(integers),
+        (
+            shapes.fill, shapes.rms_width_x, shapes.rms_width_y, shapes.rms_width_z,
+            shapes.elongation, shapes.peak_centroid_distance,
+        ),
+        tuple(reals),
+        shapes.centroid,
+        shapes.covariance_xy,
+        np.ascontiguousarray(beam_centres, dtype=np.float64).reshape(-1, 2),
+        np.asarray(beam_rows, dtype=np.int64),
+    )  # fmt: skip
+
+
+@njit
+def _store_rows(integers, integers_out, reals, reals_out, centroid, cxy, centres, rows):
+    fill, rms_x, rms_y, rms_z, elongation_of, distance = reals
+    for i in range(rows.size):
+        for k in range(len(integers)):
+            integers_out[k][i] = integers[k][i]
+        row = rows[i]
+        known = 0 <= row < centres.shape[0]
+        bx = centres[row, 0] if known else np.nan
+        by = centres[row, 1] if known else np.nan
+        # The variances as numpy's ``rms ** 2`` gives them (a product, the same bits).
+        radial, tangential = _radial_tangential_row(
+            centroid[i, 0], centroid[i, 1], bx, by,
+            rms_x[i] * rms_x[i], rms_y[i] * rms_y[i], cxy[i],
+        )  # fmt: skip
+        reals_out[0][i], reals_out[1][i] = fill[i], rms_x[i]
+        reals_out[2][i], reals_out[3][i] = rms_y[i], rms_z[i]
+        reals_out[4][i], reals_out[5][i] = radial, tangential
+        reals_out[6][i], reals_out[7][i] = elongation_of[i], distance[i]
 
 
 def beam_centres_px(beam, panels) -> np.ndarray:

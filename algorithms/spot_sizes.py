@@ -19,7 +19,13 @@ from . import flags as flag_names
 from .geometry import ExperimentGeometry, image_numbers, shell_edges, shell_numbers
 from .histogram import Histogram, automatic_range, histogram
 from .mask_codes import MASK_CODES, canonical_names, mask_code_value
-from .spot_shape import SpotShapes, summarise_spot_shapes
+from .spot_shape import (
+    STORED_INTEGERS,
+    STORED_REALS,
+    SpotShapes,
+    store_shapes,
+    summarise_spot_shapes,
+)
 from .statistics import group_statistics, summary_statistics, value_counts
 
 # Per-row columns that hold a shoebox count without the shoeboxes, and the code each
@@ -102,17 +108,7 @@ class ExperimentNumbering:
 # Per-spot shape quantities kept beside each counted reflection (algorithms/spot_shape
 # measures them): whole numbers, and real numbers (float32: what a report shows, in a
 # quarter of the memory of the many-files merge).
-SHAPE_INTEGERS = ("extent_x", "extent_y", "extent_z", "footprint")
-SHAPE_REALS = (
-    "fill",
-    "rms_width_x",
-    "rms_width_y",
-    "rms_width_z",
-    "rms_width_radial",
-    "rms_width_tangential",
-    "elongation",
-    "peak_centroid_distance",
-)
+SHAPE_INTEGERS, SHAPE_REALS = STORED_INTEGERS, STORED_REALS
 
 
 def _empty(dtype):
@@ -500,9 +496,12 @@ def measure_rows(
         for name in SHAPE_REALS:
             getattr(out, name)[:] = np.nan
         return out
-    shapes = shapes.with_beam_centres(geometry.beam_centres_px(experiment, panel))
-    for name in (*SHAPE_INTEGERS, *SHAPE_REALS):
-        getattr(out, name)[:] = getattr(shapes, name)
+    store_shapes(
+        shapes,
+        *geometry.beam_centre_rows(experiment, panel),
+        [getattr(out, name) for name in SHAPE_INTEGERS],
+        [getattr(out, name) for name in SHAPE_REALS],
+    )
     return out
 
 

@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dials_spot_size_analysis.algorithms.spot_shape import (
+    STORED_INTEGERS,
+    STORED_REALS,
     SpotShapes,
     bbox_disagreements,
     beam_centres_px,
@@ -22,6 +24,7 @@ from dials_spot_size_analysis.algorithms.spot_shape import (
     measure_records,
     measure_spot_shapes,
     radial_tangential_widths,
+    store_shapes,
     summarise_spot_shapes,
 )
 from dials_spot_size_analysis.formats import (
@@ -603,6 +606,52 @@ def test_radial_tangential_on_real_spots(shared_data):
     assert np.isnan(plain.rms_width_radial).all()
     again = plain.with_beam_centres(centres)
     np.testing.assert_array_equal(again.rms_width_tangential, tangential)
+
+
+def test_store_shapes_equals_beam_centres_then_a_copy(shared_data):
+    _, column = column_of(shared_data, "I23_P12M_thau/indexed.refl")
+    experiment = read_experiments(shared_data / "I23_P12M_thau/indexed.expt")[0]
+    table = beam_centres_px(experiment.beam, experiment.detector)
+    rows = column.panel.astype(np.int64)
+    rows[::5] = -1  # unknown: no beam centre
+    rows[1] = len(table)  # past the table: unknown too
+    shapes = measure_spot_shapes(column, 4)
+    gathered = np.where(
+        (rows >= 0)[:, None] & (rows < len(table))[:, None],
+        table[rows % len(table)],
+        np.nan,
+    )
+    expected = shapes.with_beam_centres(gathered)
+    integers = [np.empty(len(rows), np.int32) for _ in STORED_INTEGERS]
+    reals = [np.empty(len(rows), np.float32) for _ in STORED_REALS]
+    store_shapes(shapes, table, rows, integers, reals)
+    for name, stored in zip(STORED_INTEGERS, integers):
+        assert stored.tolist() == getattr(expected, name).tolist(), name
+    for name, stored in zip(STORED_REALS, reals):
+        want = getattr(expected, name).astype(np.float32)
+        assert np.array_equal(stored.view(np.int32), want.view(np.int32)), name
+    assert np.isnan(reals[4][::5]).all() and np.isfinite(reals[4][2:5]).all()
+    with pytest.raises(ValueError, match="one destination per stored quantity"):
+        store_shapes(shapes, table, rows, integers[:3], reals)
+
+
+def test_the_analysis_keeps_each_spots_radial_and_tangential_widths(shared_data):
+    from dials_spot_size_analysis.api import analyse
+
+    folder = shared_data / "I23_P12M_thau"
+    spots = analyse(folder / "indexed.refl", folder / "indexed.expt").result.spot_sizes
+    table, column = column_of(shared_data, "I23_P12M_thau/indexed.refl")
+    experiment = read_experiments(folder / "indexed.expt")[0]
+    centres = beam_centres_px(experiment.beam, experiment.detector)[column.panel]
+    shapes = measure_spot_shapes(column, 4, beam_centre=centres)
+    counted = np.flatnonzero(table["flags"] & 4)  # indexed, every row with pixels
+    assert len(spots) == len(counted) == 205
+    for name in STORED_INTEGERS + STORED_REALS:
+        kept = getattr(spots, name)
+        assert (
+            kept.tolist() == getattr(shapes, name)[counted].astype(kept.dtype).tolist()
+        ), name
+    assert (spots.rms_width_radial != spots.rms_width_tangential).all()
 
 
 def test_elongation_function_matches_the_kernel(shared_data):
