@@ -794,6 +794,36 @@ def predict_reflections(
     return result
 
 
+HKL_BITS = 21  # h, k and l from -2**20 to 2**20 - 1 pack into one 64-bit key
+
+
+def _packed_keys(keys: np.ndarray) -> list[np.ndarray]:
+    """The (n, 6) keys h, k, l, entering, experiment id, panel as fewer columns that
+    sort in the same order: (h, k, l, entering) packed into one unsigned 64-bit number
+    and (id, panel) into another, where the values fit (real tables: always); otherwise
+    the six columns themselves."""
+    half = 1 << (HKL_BITS - 1)
+    hkl, entering, place = keys[:, :3], keys[:, 3], keys[:, 4:]
+    if not (
+        keys.size
+        and hkl.min() >= -half
+        and hkl.max() < half
+        and entering.min() >= 0
+        and entering.max() <= 1
+        and place.min() >= 0
+        and place.max() < 1 << 31
+    ):
+        return [keys[:, k] for k in range(6)]
+    shifted = (hkl + half).astype(np.uint64)
+    reflection = (
+        (shifted[:, 0] << np.uint64(2 * HKL_BITS + 1))
+        | (shifted[:, 1] << np.uint64(HKL_BITS + 1))
+        | (shifted[:, 2] << np.uint64(1))
+        | entering.astype(np.uint64)
+    )
+    return [reflection, (place[:, 0] << 31) | place[:, 1]]
+
+
 def match_with_reference(
     reference_keys: np.ndarray,
     reference_xyzcal_px: np.ndarray,
@@ -835,14 +865,16 @@ def match_with_reference(
     rows = np.flatnonzero(candidate)
     if rows.size == 0:
         return rows
-    # Sort by key, then distance, then row number: the first of each key group wins.
-    order = np.lexsort(
-        (rows, distance[rows], *(keys[rows, k] for k in range(5, -1, -1)))
-    )
+    # Sort by key, then distance, then row number (lexsort is stable and the rows
+    # ascend): the first of each key group wins.
+    groups = _packed_keys(keys[rows])
+    order = np.lexsort((distance[rows], *groups[::-1]))
     sorted_rows = rows[order]
-    sorted_keys = keys[sorted_rows]
-    first = np.ones(len(sorted_rows), dtype=bool)
-    first[1:] = np.any(sorted_keys[1:] != sorted_keys[:-1], axis=1)
+    first = np.zeros(len(sorted_rows), dtype=bool)
+    first[0] = True
+    for group in groups:
+        ordered = group[order]
+        first[1:] |= ordered[1:] != ordered[:-1]
     winners = sorted_rows[first]
     winners = winners[distance[winners] < max_distance_px]
     # DIALS returns the matches in prediction order: frame by frame.

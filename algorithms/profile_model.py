@@ -95,15 +95,34 @@ def reference_selection(
     ProfileModelError
         Where a kept row has a negative experiment id, as DIALS does.
     """
-    flags = np.asarray(flags).astype(np.uint64)
-    keep = (flags & np.uint64(INDEXED)) != 0
-    keep &= (flags & np.uint64(BAD_FOR_REFINEMENT)) == 0
-    keep &= np.any(np.asarray(miller_index) != 0, axis=1)
-    if np.any(np.asarray(experiment_id)[keep] < 0):
+    flags = np.asarray(flags).astype(np.uint64, copy=False).reshape(-1)
+    keep = np.empty(flags.size, dtype=bool)
+    invalid_id = _reference_rows(
+        flags,
+        np.asarray(miller_index).reshape(flags.size, 3),
+        np.asarray(experiment_id).reshape(-1),
+        np.uint64(INDEXED),
+        np.uint64(BAD_FOR_REFINEMENT),
+        keep,
+    )
+    if invalid_id:
         raise ProfileModelError(
             "reference spots have an invalid experiment id (process_reference)"
         )
     return keep
+
+
+@njit
+def _reference_rows(flags, miller_index, experiment_id, indexed, bad, keep):
+    """:func:`reference_selection` in one pass; whether a kept row has a negative id."""
+    invalid_id = False
+    for row in range(keep.size):
+        h, k, l = miller_index[row, 0], miller_index[row, 1], miller_index[row, 2]
+        kept = (flags[row] & indexed) != 0 and (flags[row] & bad) == 0
+        kept = kept and (h != 0 or k != 0 or l != 0)
+        keep[row] = kept
+        invalid_id |= kept and experiment_id[row] < 0
+    return invalid_id
 
 
 def select_for_sigma(
@@ -774,9 +793,12 @@ def _matched_columns(columns, rows, experiment, padding_deg):
     # A reflection's prediction depends only on (h, k, l, entering): predict each
     # distinct one once (a table repeating rows costs no more than its distinct ones;
     # for scans over 360 degrees the first row's z picks among the crossings).
-    hkl = np.asarray(columns["miller_index"])[rows].astype(np.int64) + (1 << 20)
+    # Each column is gathered once: the rows are spread over the whole table.
+    miller_index = np.asarray(columns["miller_index"])[rows].astype(np.int64)
+    entering = np.asarray(columns["entering"])[rows].astype(np.int64)
+    hkl = miller_index + (1 << 20)
     packed = (hkl[:, 0] << 42) | (hkl[:, 1] << 21) | hkl[:, 2]
-    packed = (packed << 1) | np.asarray(columns["entering"])[rows].astype(np.int64)
+    packed = (packed << 1) | entering
     _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
     unique = rows[first]
     once = prediction.predict_reflections(
@@ -795,20 +817,13 @@ def _matched_columns(columns, rows, experiment, padding_deg):
         s1=once.s1[inverse],
     )
     keys = np.column_stack(
-        [
-            columns["miller_index"][rows],
-            columns["entering"][rows],
-            columns["id"][rows],
-            columns["panel"][rows],
-        ]
+        [miller_index, entering, columns["id"][rows], columns["panel"][rows]]
     )
     matched = prediction.match_with_reference(
         keys, columns["xyzcal.px"][rows], predicted
     )
     chosen = _Columns(
-        miller_index=np.asarray(columns["miller_index"])[rows[matched]].astype(
-            np.int64
-        ),
+        miller_index=miller_index[matched],
         panel=predicted.panel[matched],
         s1=predicted.s1[matched],
         phi=predicted.xyzcal_mm[matched, 2],

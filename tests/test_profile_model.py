@@ -217,7 +217,85 @@ def test_select_for_sigma_tops_up_with_every_nth_row():
     assert len(pm.select_for_sigma(flags[:100])) == 100
 
 
+def test_reference_selection_equals_the_flags_written_plainly(shared_data, reference):
+    table, _ = _load(shared_data, reference[0])
+    rng = np.random.default_rng(5)
+    n = 5000
+    bits = np.uint64(1) << rng.integers(0, 64, (n, 3)).astype(np.uint64)
+    flags = np.bitwise_or.reduce(bits, axis=1)
+    flags[::3] |= np.uint64(pm.INDEXED)
+    hkl = rng.integers(-1, 2, (n, 3)).astype(np.int32)  # (0, 0, 0) about 1 in 27
+    ids = np.zeros(n, np.int64)
+    for f, m, i in (
+        (flags, hkl, ids),
+        (flags.astype(np.int64), hkl, ids),  # flags read as signed
+        (table["flags"], table["miller_index"], table["id"]),
+    ):
+        unsigned = np.asarray(f).astype(np.uint64)
+        expected = (
+            ((unsigned & np.uint64(pm.INDEXED)) != 0)
+            & ((unsigned & np.uint64(pm.BAD_FOR_REFINEMENT)) == 0)
+            & np.any(np.asarray(m) != 0, axis=1)
+        )
+        assert expected.sum() > 0 and not expected.all()
+        assert pm.reference_selection(f, m, i).tolist() == expected.tolist()
+
+
 def test_negative_experiment_id_is_an_error():
     flags = np.array([pm.INDEXED], dtype=np.uint64)
     with pytest.raises(pm.ProfileModelError, match="invalid experiment id"):
         pm.reference_selection(flags, np.array([[1, 2, 3]]), np.array([-1]))
+    # A negative id on a row that is not kept is no error (DIALS checks kept rows).
+    unkept = np.array([pm.INDEXED, 0], dtype=np.uint64)
+    hkl = np.array([[1, 2, 3], [1, 2, 3]])
+    assert pm.reference_selection(unkept, hkl, np.array([0, -1])).tolist() == [
+        True,
+        False,
+    ]
+
+
+def _plain_match(keys, xyzcal_px, predictions, max_distance_px=2.0):
+    """The matching written plainly, row by row: within each (h, k, l, entering, id,
+    panel) group of candidate rows the nearest to its prediction wins (the first row
+    on ties), if nearer than the limit; the winners in frame order (stable)."""
+    best = {}
+    for row in range(len(keys)):
+        if not predictions.ok[row] or predictions.panel[row] != keys[row, 5]:
+            continue
+        offset = predictions.xyzcal_px[row] - xyzcal_px[row]
+        distance = math.sqrt(float(np.sum(offset**2)))
+        key = tuple(int(v) for v in keys[row])
+        if key not in best or distance < best[key][0]:
+            best[key] = (distance, row)
+    winners = sorted(row for d, row in best.values() if d < max_distance_px)
+    return sorted(winners, key=lambda row: predictions.xyzcal_px[row, 2])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_matching_equals_the_rule_written_plainly(wide):
+    rng = np.random.default_rng(12 + wide)
+    n = 3000
+    keys = np.column_stack(
+        [
+            rng.integers(-3, 3, (n, 3)),
+            rng.integers(0, 2, n),
+            rng.integers(0, 3, n),
+            rng.integers(0, 4, n),
+        ]
+    )
+    if wide:  # beyond what packs into two numbers: the six columns are sorted
+        keys[::7, 0] = rng.integers(-(2**40), 2**40, len(keys[::7]))
+        keys[5, 4] = -1
+    xyzcal = rng.uniform(0, 100, (n, 3))
+    offsets = rng.choice([0.0, 0.5, 1.0, 2.5], (n, 3))  # ties, and misses beyond 2
+    predictions = prediction.Predictions(
+        ok=rng.random(n) > 0.1,
+        panel=np.where(rng.random(n) > 0.1, keys[:, 5], 9),
+        xyzcal_mm=np.zeros((n, 3)),
+        xyzcal_px=xyzcal + offsets * rng.choice([-1, 1], (n, 3)),
+        s1=np.zeros((n, 3)),
+    )
+    found = prediction.match_with_reference(keys, xyzcal, predictions)
+    expected = _plain_match(keys, xyzcal, predictions)
+    assert 100 < len(expected) < n
+    assert found.tolist() == expected
