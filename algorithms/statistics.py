@@ -11,26 +11,6 @@ from ..jit import njit
 
 PERCENTILES = (5, 25, 75, 95)
 COUNTING_CELLS = 1 << 24
-ROWS_PER_PASS = 1 << 20  # row-sized temporaries are made this many rows at a time
-
-
-def row_slices(n: int, rows_per_pass: int | None = None):
-    """Slices of ``n`` rows, ``rows_per_pass`` (by default ROWS_PER_PASS) at a time.
-
-    Parameters
-    ----------
-    n : int
-        The number of rows.
-    rows_per_pass : int, optional
-        Rows per slice; None (or 0) means ROWS_PER_PASS.
-
-    Returns
-    -------
-    generator of slice
-        Consecutive slices covering rows 0 to ``n``; the last may be shorter.
-    """
-    step = rows_per_pass or ROWS_PER_PASS
-    return (slice(start, min(n, start + step)) for start in range(0, n, step))
 
 
 def value_counts(values: np.ndarray) -> np.ndarray | None:
@@ -259,7 +239,7 @@ def group_statistics(
 
     Spot sizes are small non-negative integers, so where the keys are integers too (panels,
     images, shells, experiments) the statistics come from a table of counts per key and
-    value, filled a pass at a time (no sort, no row-sized temporaries); otherwise from
+    value, filled in one compiled pass (no sort, no row-sized temporaries); otherwise from
     one lexicographic sort. Both give the same numbers.
 
     Parameters
@@ -334,44 +314,47 @@ def _tally_by_key(
     span = int(values.max()) + 1
     if high - low >= COUNTING_CELLS or span > COUNTING_CELLS:
         return None
-
-    def shifted_keys(
-        rows: slice,
-    ) -> tuple[np.ndarray, np.ndarray]:  # kept rows: key - low, value
-        chunk_keys, chunk_values = (
-            np.subtract(keys[rows], low, dtype=np.intp),
-            values[rows],
-        )
-        if skip_negative_keys:
-            kept = chunk_keys >= 0
-            return chunk_keys[kept], chunk_values[kept]
-        return chunk_keys, chunk_values
-
-    def counted(group_of: np.ndarray | None, n_groups: int) -> np.ndarray:
-        table = np.zeros(n_groups * span, dtype=np.int64)
-        for rows in row_slices(keys.size):
-            chunk_keys, chunk_values = shifted_keys(rows)
-            groups = chunk_keys if group_of is None else group_of[chunk_keys]
-            table += np.bincount(groups * span + chunk_values, minlength=table.size)
-        return table.reshape(n_groups, span)
-
     key_range, cells_allowed = (
         high - low + 1,
         max(COUNTING_CELLS, 2 * keys.size),
     )  # no table larger than the rows
-    if (
-        key_range * span <= cells_allowed
-    ):  # a row of the table for every key in the range: one pass
-        table = counted(None, key_range)
+    keys, values = keys.reshape(-1), values.reshape(-1)
+    if key_range * span <= cells_allowed:
+        # A row of the table for every key in the range: one pass.
+        table = np.zeros(key_range * span, dtype=np.int64)
+        _tally_by_group(keys, values, low, span, np.zeros(0, np.int64), table)
+        table = table.reshape(key_range, span)
         present = table.any(axis=1)
         return np.flatnonzero(present) + low, table[present]
     present = np.zeros(key_range, dtype=bool)  # sparse keys: find those present first
-    for rows in row_slices(keys.size):
-        present |= np.bincount(shifted_keys(rows)[0], minlength=key_range) > 0
+    _mark_keys(keys, low, present)
     unique = np.flatnonzero(present)
     if len(unique) * span > cells_allowed:
         return None
-    return unique + low, counted(np.cumsum(present) - 1, len(unique))
+    table = np.zeros(len(unique) * span, dtype=np.int64)
+    _tally_by_group(keys, values, low, span, np.cumsum(present) - 1, table)
+    return unique + low, table.reshape(len(unique), span)
+
+
+@njit
+def _mark_keys(keys, low, present):
+    """present[key - low] for every key at or above ``low``."""
+    for key in keys:
+        shifted = np.int64(key) - low
+        if shifted >= 0:
+            present[shifted] = True
+
+
+@njit
+def _tally_by_group(keys, values, low, span, group_of, table):
+    """table[g * span + value] += 1 for every row whose key is at or above ``low``,
+    g being ``key - low`` or, where ``group_of`` is given, its entry there."""
+    for i in range(keys.size):
+        shifted = np.int64(keys[i]) - low
+        if shifted < 0:
+            continue  # an unknown (negative) key, left out
+        group = group_of[shifted] if group_of.size else shifted
+        table[group * span + np.int64(values[i])] += 1
 
 
 def _groups_from_tally(unique: np.ndarray, table: np.ndarray) -> Groups:
