@@ -94,22 +94,16 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     return result
 
 
-def mean_and_std(
-    values: np.ndarray, out: np.ndarray | None = None
-) -> tuple[float, float]:
+def mean_and_std(values: np.ndarray) -> tuple[float, float]:
     """The mean and population standard deviation numpy gives for a float64 copy of
-    the values (``copy.mean()``, ``copy.std()``), by numpy's own steps (its ``_mean``
-    and ``_var``: the same reductions of the same float64 array, so the same bits),
-    with the copy then holding the squared deviations: numpy's standard deviation
-    would make a second row-sized array.
+    the values (``copy.mean()``, ``copy.std()``): numpy's steps (its ``_mean`` and
+    ``_var``) with its pairwise summation (:func:`_pairwise_sum`), so the same bits,
+    in two compiled passes over the values and without the copy.
 
     Parameters
     ----------
     values : numpy.ndarray
-        One-dimensional, real or integer, at least one value.
-    out : numpy.ndarray, optional
-        float64, as many entries as values: where the copy is made (overwritten; a
-        buffer reused across calls spares a row-sized allocation). None allocates.
+        Real or integer, at least one value.
 
     Returns
     -------
@@ -117,26 +111,74 @@ def mean_and_std(
         The mean and the population standard deviation.
     """
     values = np.asarray(values).ravel()
-    if out is None:
-        copy = values.astype(np.float64)
-    else:
-        copy = out
-        np.copyto(copy, values, casting="unsafe")
-    count = np.intp(copy.size)
-    total = np.add.reduce(copy, None, np.float64, None, False, where=True)
-    mean = total.dtype.type(total / count)
-    np.subtract(copy, np.array([mean]), out=copy)
-    np.square(copy, out=copy)
-    squares = np.add.reduce(copy, None, np.float64, None, False, where=True)
-    variance = squares.dtype.type(squares / count)
-    return float(mean), float(variance.dtype.type(np.sqrt(variance)))
+    count = np.float64(values.size)
+    # numpy's reduction starts from the identity, 0, and adds the pairwise sum.
+    mean = (0.0 + _pairwise_sum(values, 0, values.size, 0.0, False)) / count
+    squares = 0.0 + _pairwise_sum(values, 0, values.size, mean, True)
+    return float(mean), float(np.sqrt(squares / count))
+
+
+# numpy's pairwise summation: blocks of at most this many values summed by 8 running
+# sums (``pairwise_sum`` in numpy/_core/src/umath/loops_utils.h.src).
+PAIRWISE_BLOCK = 128
+
+
+@njit
+def _term(values, i, mean, squared):
+    """values[i] as float64, or its squared deviation from ``mean``."""
+    value = np.float64(values[i])
+    if squared:
+        value = value - mean
+        return value * value
+    return value
+
+
+@njit
+def _pairwise_sum(values, start, n, mean, squared):
+    """The pairwise sum of the n terms from ``start`` (see :func:`_term`) as numpy
+    makes it: its blocks, its unrolling and its order of additions."""
+    if n < 8:
+        total = 0.0
+        for i in range(start, start + n):
+            total += _term(values, i, mean, squared)
+        return total
+    if n <= PAIRWISE_BLOCK:
+        r0 = _term(values, start, mean, squared)
+        r1 = _term(values, start + 1, mean, squared)
+        r2 = _term(values, start + 2, mean, squared)
+        r3 = _term(values, start + 3, mean, squared)
+        r4 = _term(values, start + 4, mean, squared)
+        r5 = _term(values, start + 5, mean, squared)
+        r6 = _term(values, start + 6, mean, squared)
+        r7 = _term(values, start + 7, mean, squared)
+        i = start + 8
+        stop = start + n - n % 8
+        while i < stop:
+            r0 += _term(values, i, mean, squared)
+            r1 += _term(values, i + 1, mean, squared)
+            r2 += _term(values, i + 2, mean, squared)
+            r3 += _term(values, i + 3, mean, squared)
+            r4 += _term(values, i + 4, mean, squared)
+            r5 += _term(values, i + 5, mean, squared)
+            r6 += _term(values, i + 6, mean, squared)
+            r7 += _term(values, i + 7, mean, squared)
+            i += 8
+        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < start + n:
+            total += _term(values, i, mean, squared)
+            i += 1
+        return total
+    half = n // 2
+    half -= half % 8
+    return _pairwise_sum(values, start, half, mean, squared) + _pairwise_sum(
+        values, start + half, n - half, mean, squared
+    )
 
 
 def summary_statistics(
     values: np.ndarray,
     counts: np.ndarray | None = None,
     ordered: np.ndarray | None = None,
-    scratch: np.ndarray | None = None,
 ) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
@@ -145,10 +187,10 @@ def summary_statistics(
     Other values are sorted once (``ordered``, where the caller has them sorted
     already) and the quantiles read from the sorted values with numpy's steps
     (:func:`percentiles_from_sorted`); a sort is cheaper than numpy's partition for
-    five percentiles. The mean and standard deviation are numpy's, of a float64 copy
-    in the rows' own order (:func:`mean_and_std`; a sum in another order could differ
-    in the last bits); for integers that is numpy's answer on the integers too, their
-    sums being exact below 2**53.
+    five percentiles. The mean and standard deviation are numpy's for the values as
+    float64, summed in the rows' own order (:func:`mean_and_std`; a sum in another
+    order could differ in the last bits); for integers that is numpy's answer on the
+    integers too, their sums being exact below 2**53.
 
     Parameters
     ----------
@@ -160,10 +202,6 @@ def summary_statistics(
     ordered : numpy.ndarray, optional
         The same values sorted ascending (any dtype that holds them exactly), where
         already sorted; used only where there are no value counts.
-    scratch : numpy.ndarray, optional
-        float64, as many entries as values, free to overwrite (it may share memory
-        with ``ordered``, which is read first): where the float copy for the mean and
-        standard deviation is made.
 
     Returns
     -------
@@ -194,7 +232,7 @@ def summary_statistics(
             quantiles = np.percentile(copy, [50, *PERCENTILES])
             extremes = [copy.min(), copy.max()]
     if moments is None:  # integer sums below 2**53 are exact in any order
-        moments = mean_and_std(values, scratch)
+        moments = mean_and_std(values)
     numbers = [*moments, *extremes, *quantiles]
     return {
         "n": int(values.size),
@@ -918,7 +956,7 @@ def grouped_summary(
         scratch = work_array(values.size)
     summary = None
     if values.dtype in (np.int32, np.int64):
-        summary = _tallied_summary(values, kept, groups, scratch)
+        summary = _tallied_summary(values, kept, groups)
     elif values.dtype in (np.float32, np.float64):
         summary = _sorted_summary(values, kept, groups, scratch)
     return _plain_summary(values, kept, groups) if summary is None else summary
@@ -929,10 +967,9 @@ def _sorted_summary(
 ) -> QuantitySummary | None:
     """The summary of real values; None where they have NaN or negative zero."""
     chosen = values[kept]
-    copy = scratch[: chosen.size].view(np.float64)  # for the mean and std, at the end
     if not groups.keys:
         ordered = np.sort(chosen)
-        statistics = summary_statistics(chosen, ordered=ordered, scratch=copy)
+        statistics = summary_statistics(chosen, ordered=ordered)
         if ordered.size and np.isnan(ordered[-1]):
             ordered = None
         return QuantitySummary(statistics, chosen, ordered, None, [])
@@ -944,7 +981,7 @@ def _sorted_summary(
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
         packed.sort()
-        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after copy
+        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after packed
         combinations = packed.view(np.uint32)[: packed.size]
         _unpack(packed, bits, combinations)
         ordered = bits.view(np.float32)
@@ -965,7 +1002,7 @@ def _sorted_summary(
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
     return QuantitySummary(
-        summary_statistics(chosen, ordered=ordered, scratch=copy),
+        summary_statistics(chosen, ordered=ordered),
         chosen,
         ordered,
         None,
@@ -974,7 +1011,7 @@ def _sorted_summary(
 
 
 def _tallied_summary(
-    values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
+    values: np.ndarray, kept: np.ndarray, groups: KeyGroups
 ) -> QuantitySummary | None:
     chosen = values[kept]
     if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= COUNTING_CELLS:
@@ -992,9 +1029,8 @@ def _tallied_summary(
     present = np.flatnonzero(counts)
     medians = np.zeros(counts.size)
     medians[present] = _groups_from_tally(present, tables[present]).median
-    copy = scratch[: chosen.size].view(np.float64)
     return QuantitySummary(
-        summary_statistics(chosen, overall, scratch=copy),
+        summary_statistics(chosen, overall),
         chosen,
         None,
         overall,

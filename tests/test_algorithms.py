@@ -585,16 +585,67 @@ def test_percentiles_from_counts_of_a_scalar_percentile(q):
     assert found.shape == () and found == np.percentile(values.astype(float), q)
 
 
+def test_mean_and_std_equal_numpy_on_every_length_and_special_values():
+    rng = np.random.default_rng(3)
+    for n in range(1, 700):
+        values = rng.standard_normal(n) * 10.0 ** rng.integers(-5, 9)
+        expected = (float(values.mean()), float(values.std()))
+        assert statistics.mean_and_std(values) == expected, n
+    specials = (
+        [-0.0],
+        [-0.0] * 20,
+        [0.0, -0.0] * 80,
+        [np.nan, 1.0],
+        [np.inf, 1.0] * 9,
+        [np.inf, -np.inf],
+        [1e308, 1e308, -1e308],
+    )
+    for special in specials:
+        values = np.array(special)
+        with np.errstate(all="ignore"):  # overflow and inf - inf, as numpy meets them
+            found = np.array(statistics.mean_and_std(values))
+            expected = np.array([values.mean(), values.std()])
+        assert found.view(np.int64).tolist() == expected.view(np.int64).tolist(), (
+            special
+        )
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.int64])
-@pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 127, 128, 129, 8191, 8192, 8193, 300_001])
+@pytest.mark.parametrize(
+    "n",
+    [
+        1,
+        2,
+        5,
+        7,
+        8,
+        9,
+        15,
+        16,
+        17,
+        100,
+        127,
+        128,
+        129,
+        136,
+        255,
+        257,
+        8191,
+        8192,
+        8193,
+        300_001,
+    ],
+)
 def test_mean_and_std_equal_numpy_to_the_last_bit(dtype, n):
     rng = np.random.default_rng(n)
     values = (rng.standard_normal(n) * 1000).astype(dtype)
     copy = values.astype(np.float64)
     expected = (float(copy.mean()), float(copy.std()))
     assert statistics.mean_and_std(values) == expected
-    buffer = np.full(n, np.nan)
-    assert statistics.mean_and_std(values, out=buffer) == expected
+    assert statistics.mean_and_std(values[::-1]) == (
+        float(copy[::-1].mean()),
+        float(copy[::-1].std()),
+    )  # a strided view
     if np.issubdtype(dtype, np.integer):  # sums of integers are exact in any order
         assert expected == (values.mean(dtype=np.float64), values.std(dtype=np.float64))
 
