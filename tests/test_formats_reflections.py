@@ -194,3 +194,22 @@ def test_zstandard_compressed_file(shared_data, tmp_path):
 def test_parse_from_bytes_as_dials_as_msgpack_gives(shared_data):
     table = parse_reflections((shared_data / "eiger_therm/strong.refl").read_bytes())
     assert table.nrows == 112 and table.path is None
+
+
+def test_prefetch_hints_read_nothing_and_never_fault():
+    from dials_spot_size_analysis.formats.shoeboxes import prefetch_at
+    from dials_spot_size_analysis.jit import njit
+
+    @njit
+    def hinted_sum(blob, offsets):
+        total = 0
+        for offset in offsets:
+            prefetch_at(blob, offset)  # past either end too: only a hint
+        for value in blob:
+            total += value
+        return total
+
+    blob = np.arange(10, dtype=np.uint8)
+    offsets = np.array([0, 9, 10, 1 << 20, 1 << 40, -4096], dtype=np.int64)
+    assert hinted_sum(blob, offsets) == 45
+    assert blob.tolist() == list(range(10))
