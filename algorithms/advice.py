@@ -111,15 +111,8 @@ def _finite(values) -> np.ndarray:
 
 
 def _median(values) -> float | None:
-    """numpy's median of the finite values (None for none); for whole numbers from
-    their tally (the same number, see statistics.percentiles_from_counts)."""
-    values = _finite(values)
-    if not values.size:
-        return None
-    counts = value_counts(values)
-    if counts is not None:
-        return float(percentiles_from_counts(counts, [50])[0])
-    return float(np.median(values.astype(float, copy=False)))
+    """numpy's median of the finite values (None for none)."""
+    return _percentile(values, 50)
 
 
 def _median_or_nan(values) -> float:
@@ -128,8 +121,18 @@ def _median_or_nan(values) -> float:
 
 
 def _percentile(values, q: float) -> float | None:
+    """numpy's percentile (linear interpolation) of the finite values (None for none);
+    for whole numbers from their tally (the same number, see
+    statistics.percentiles_from_counts)."""
     values = _finite(values)
-    return float(np.percentile(values, q)) if values.size else None
+    if not values.size:
+        return None
+    counts = value_counts(values)
+    if counts is not None:
+        return float(percentiles_from_counts(counts, [q])[0])
+    if q == 50:
+        return float(np.median(values.astype(float, copy=False)))
+    return float(np.percentile(values, q))
 
 
 def _round_sig(value: float, digits: int = 3) -> float:

@@ -711,3 +711,16 @@ def test_medians_of_whole_numbers_from_their_tally_equal_numpys():
     assert _median(reals) == float(np.median(reals[np.isfinite(reals)]))
     assert _median(np.zeros(0, np.int32)) is None
     assert _median(np.array([np.nan])) is None
+
+
+@pytest.mark.parametrize("q", [5, 50, 95, 99.5])
+def test_percentiles_of_whole_numbers_equal_numpys(q):
+    rng = np.random.default_rng(int(q * 10))
+    for n in (1, 2, 3, 10, 101, 5000):
+        values = rng.integers(0, 40, n)
+        expected = float(np.percentile(values.astype(np.float64), q))
+        assert advice._percentile(values, q) == expected
+        reals = values + 0.25
+        expected_reals = float(np.median(reals) if q == 50 else np.percentile(reals, q))
+        assert advice._percentile(reals, q) == expected_reals
+    assert advice._percentile(np.array([np.nan, np.inf]), q) is None
