@@ -255,6 +255,21 @@ def measure_records(
     return shapes
 
 
+def _rows_taken(column: ShoeboxColumn, rows) -> np.ndarray | None:
+    """Row numbers (int64, negative ones counted from the end) from row numbers or a
+    boolean mask; None for every row."""
+    if rows is None:
+        return None
+    n_rows = len(column)
+    taken = np.asarray(rows)
+    if taken.dtype == bool:
+        taken = np.flatnonzero(taken)
+    taken = taken.astype(np.int64, copy=False)
+    if taken.size and (taken.min() < -n_rows or taken.max() >= n_rows):
+        raise IndexError(f"rows must be in 0..{n_rows - 1}")
+    return np.where(taken < 0, taken + n_rows, taken)
+
+
 def measure_spot_shapes(
     column: ShoeboxColumn,
     code: int,
@@ -284,21 +299,8 @@ def measure_spot_shapes(
     -------
     SpotShapes
     """
-    n_rows = len(column)
-    if rows is None:
-        rows_taken = None
-        count = n_rows
-    else:
-        rows_taken = np.asarray(rows)
-        if rows_taken.dtype == bool:
-            rows_taken = np.flatnonzero(rows_taken)
-        rows_taken = rows_taken.astype(np.int64, copy=False)
-        if rows_taken.size and (
-            rows_taken.min() < -n_rows or rows_taken.max() >= n_rows
-        ):
-            raise IndexError(f"rows must be in 0..{n_rows - 1}")
-        rows_taken = np.where(rows_taken < 0, rows_taken + n_rows, rows_taken)
-        count = len(rows_taken)
+    rows_taken = _rows_taken(column, rows)
+    count = len(column) if rows_taken is None else len(rows_taken)
     shapes = SpotShapes.empty(count)
     for start in range(0, count, ROWS_PER_CHUNK):
         stop = min(count, start + ROWS_PER_CHUNK)
@@ -312,6 +314,87 @@ def measure_spot_shapes(
     if beam_centre is not None:
         shapes = shapes.with_beam_centres(beam_centre)
     return shapes
+
+
+SCRATCH_ROWS = 4096  # rows ShapesToMeasure.store measures at a time (0.5 MB of numbers)
+
+
+@dataclass(frozen=True, eq=False)
+class ShapesToMeasure:
+    """Rows of an indexed shoebox column to be measured straight into the caller's
+    arrays (:meth:`store`), a few thousand rows at a time through one small scratch:
+    the full measurements of a big stretch (16 numbers a row) are never written to
+    memory and read back, only the quantities kept.
+
+    Make one with :meth:`of`.
+    """
+
+    column: ShoeboxColumn
+    code: int
+    rows: np.ndarray  # int64 row numbers, in the order measured
+
+    @classmethod
+    def of(cls, column: ShoeboxColumn, code: int, rows=None) -> "ShapesToMeasure":
+        """The rows of ``column`` to measure for mask code ``code``.
+
+        Parameters
+        ----------
+        column : ShoeboxColumn
+            The indexed column.
+        code : int
+            Mask code (0..255).
+        rows : numpy.ndarray, optional
+            Row numbers or a boolean mask, as for :func:`measure_spot_shapes`; all
+            rows by default.
+        """
+        taken = _rows_taken(column, rows)
+        if taken is None:
+            taken = np.arange(len(column), dtype=np.int64)
+        return cls(column, _checked_code(code), taken)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def store(
+        self,
+        beam_centres: np.ndarray,
+        beam_rows: np.ndarray,
+        sizes: np.ndarray,
+        integers: Sequence[np.ndarray],
+        reals: Sequence[np.ndarray],
+    ) -> None:
+        """Measure the rows and write each one's size and kept quantities: the same as
+        :func:`measure_spot_shapes` followed by :func:`store_shapes`.
+
+        Parameters
+        ----------
+        beam_centres, beam_rows, integers, reals
+            As for :func:`store_shapes`, one row per row measured.
+        sizes : numpy.ndarray
+            Receives each row's count of coded pixels.
+        """
+        count, column = len(self), self.column
+        scratch = SpotShapes.empty(min(SCRATCH_ROWS, count))
+        for start in range(0, count, SCRATCH_ROWS):
+            stop = min(count, start + SCRATCH_ROWS)
+            taken = self.rows[start:stop]
+            part = (
+                scratch
+                if stop - start == len(scratch)
+                else scratch.rows(0, stop - start)
+            )
+            measure_records(
+                column.blob, column.present[taken], column.data_offset[taken],
+                column.bbox[taken], self.code, part,
+            )  # fmt: skip
+            sizes[start:stop] = part.n_coded
+            store_shapes(
+                part,
+                beam_centres,
+                beam_rows[start:stop],
+                [values[start:stop] for values in integers],
+                [values[start:stop] for values in reals],
+            )
 
 
 # ------------------------------------------------------------------ geometry
@@ -477,8 +560,8 @@ def store_shapes(
 def _store_rows(integers, integers_out, reals, reals_out, centroid, cxy, centres, rows):
     fill, rms_x, rms_y, rms_z, elongation_of, distance = reals
     for i in range(rows.size):
-        for k in range(len(integers)):
-            integers_out[k][i] = integers[k][i]
+        integers_out[0][i], integers_out[1][i] = integers[0][i], integers[1][i]
+        integers_out[2][i], integers_out[3][i] = integers[2][i], integers[3][i]
         row = rows[i]
         known = 0 <= row < centres.shape[0]
         bx = centres[row, 0] if known else np.nan

@@ -22,6 +22,7 @@ from .mask_codes import MASK_CODES, canonical_names, mask_code_value
 from .spot_shape import (
     STORED_INTEGERS,
     STORED_REALS,
+    ShapesToMeasure,
     SpotShapes,
     store_shapes,
     summarise_spot_shapes,
@@ -412,12 +413,12 @@ def _indices_by_identifier(
 def measure_rows(
     columns: Mapping[str, np.ndarray],
     counted: np.ndarray,
-    sizes: np.ndarray,
+    sizes: np.ndarray | None,
     geometry: ExperimentGeometry,
     numbering: ExperimentNumbering,
     dataset: int,
     where: str,
-    shapes: SpotShapes | None = None,
+    shapes: SpotShapes | ShapesToMeasure | None = None,
     wavelengths: np.ndarray | None = None,
     out: SpotSizes | None = None,
 ) -> SpotSizes:
@@ -431,17 +432,19 @@ def measure_rows(
         ``xyzobs.mm.value``; views are fine: only the counted rows are read).
     counted : numpy.ndarray
         bool, per row of the stretch: selected and with pixel data.
-    sizes : numpy.ndarray
-        The size of each counted row.
+    sizes : numpy.ndarray or None
+        The size of each counted row; None where ``shapes`` are still to be measured
+        (their counts of coded pixels are the sizes).
     geometry, numbering : ExperimentGeometry, ExperimentNumbering
         The experiments, and how the table's ids refer to them.
     dataset : int
         The table's number among the inputs.
     where : str
         The table's name, for errors.
-    shapes : SpotShapes, optional
-        The shape of each counted row; their radial and tangential widths are taken
-        about the beam centre on each row's panel here.
+    shapes : SpotShapes or ShapesToMeasure, optional
+        The shape of each counted row, or the rows to measure it from (measured here,
+        straight into ``out``); their radial and tangential widths are taken about the
+        beam centre on each row's panel here.
     wavelengths : numpy.ndarray, optional
         The stretch's per-row wavelengths (Å; DIALS's Laue and time-of-flight tables),
         for the d-spacings of rows under a polychromatic beam.
@@ -484,7 +487,8 @@ def measure_rows(
     elif len(out) != rows.size:
         raise ValueError(f"out has {len(out)} rows, not {rows.size}")
     # Each value is written once, in the rows' own type (no copy made to be joined).
-    out.size[:] = sizes
+    if not isinstance(shapes, ShapesToMeasure):
+        out.size[:] = sizes
     out.dataset[:] = dataset
     out.experiment[:] = experiment
     out.panel[:] = panel
@@ -496,12 +500,13 @@ def measure_rows(
         for name in SHAPE_REALS:
             getattr(out, name)[:] = np.nan
         return out
-    store_shapes(
-        shapes,
-        *geometry.beam_centre_rows(experiment, panel),
-        [getattr(out, name) for name in SHAPE_INTEGERS],
-        [getattr(out, name) for name in SHAPE_REALS],
-    )
+    centres = geometry.beam_centre_rows(experiment, panel)
+    integers = [getattr(out, name) for name in SHAPE_INTEGERS]
+    reals = [getattr(out, name) for name in SHAPE_REALS]
+    if isinstance(shapes, ShapesToMeasure):
+        shapes.store(*centres, out.size, integers, reals)
+    else:
+        store_shapes(shapes, *centres, integers, reals)
     return out
 
 

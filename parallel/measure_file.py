@@ -19,7 +19,7 @@ from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
 from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.profile_model import ProfileModelError, profile_model
 from ..algorithms.same_spots import ComparedTable, centroid_keys
-from ..algorithms.spot_shape import bbox_disagreements, measure_spot_shapes
+from ..algorithms.spot_shape import ShapesToMeasure, bbox_disagreements
 from ..algorithms.spot_sizes import (
     LOCATION_COLUMNS,
     POLYCHROMATIC_NOTE,
@@ -354,8 +354,8 @@ def measure_table(
         if column is None:
             shapes, sizes = None, sizes[0][counted]
         else:
-            shapes = measure_spot_shapes(column, code, rows=counted)
-            sizes = shapes.n_coded
+            # measured once measure_rows knows where each row goes
+            shapes, sizes = ShapesToMeasure.of(column, code, counted), None
             if "bbox" in columns:
                 n_disagreements = bbox_disagreements(
                     column.bbox, columns["bbox"][start:stop]

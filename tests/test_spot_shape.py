@@ -635,6 +635,43 @@ def test_store_shapes_equals_beam_centres_then_a_copy(shared_data):
         store_shapes(shapes, table, rows, integers[:3], reals)
 
 
+@pytest.mark.parametrize("scratch_rows", [1, 7, 4096])
+def test_shapes_measured_in_place_equal_measured_then_stored(shared_data, scratch_rows):
+    from dials_spot_size_analysis.algorithms import spot_shape
+
+    _, column = column_of(shared_data, "I23_P12M_thau/indexed.refl")
+    experiment = read_experiments(shared_data / "I23_P12M_thau/indexed.expt")[0]
+    table = beam_centres_px(experiment.beam, experiment.detector)
+    chosen = np.ones(len(column), bool)
+    chosen[::9] = False
+    beam_rows = column.panel[chosen].astype(np.int64)
+
+    def destinations(n):
+        integers = [np.full(n, -7, np.int32) for _ in STORED_INTEGERS]
+        return integers, [np.full(n, -7.0, np.float32) for _ in STORED_REALS]
+
+    expected_integers, expected_reals = destinations(len(beam_rows))
+    measured = measure_spot_shapes(column, 4, rows=chosen)
+    store_shapes(measured, table, beam_rows, expected_integers, expected_reals)
+    integers, reals = destinations(len(beam_rows))
+    sizes = np.zeros(len(beam_rows), np.int64)
+    to_measure = spot_shape.ShapesToMeasure.of(column, 4, chosen)
+    assert len(to_measure) == len(beam_rows) == 184
+    with mock.patch.object(spot_shape, "SCRATCH_ROWS", scratch_rows):
+        to_measure.store(table, beam_rows, sizes, integers, reals)
+    assert sizes.tolist() == measured.n_coded.tolist()
+    for got, want in zip(integers + reals, expected_integers + expected_reals):
+        assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    # Rows as numbers, negative ones from the end, and every row by default.
+    numbers = spot_shape.ShapesToMeasure.of(column, 4, [-1, 0]).rows
+    assert numbers.tolist() == [len(column) - 1, 0]
+    assert len(spot_shape.ShapesToMeasure.of(column, 4)) == len(column)
+    with pytest.raises(IndexError):
+        spot_shape.ShapesToMeasure.of(column, 4, [len(column)])
+    with pytest.raises(ValueError, match="outside 0..255"):
+        spot_shape.ShapesToMeasure.of(column, 256)
+
+
 def test_the_analysis_keeps_each_spots_radial_and_tangential_widths(shared_data):
     from dials_spot_size_analysis.api import analyse
 
