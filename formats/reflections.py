@@ -229,8 +229,8 @@ class ReflectionTable:
         """The shoebox column a stretch of rows at a time, as ``(start, stop, column)``
         (see ``shoeboxes.indexed_chunks``); from the index where it is built.
 
-        With ``keep_index`` the stretches' indexes are kept and joined into the table's
-        index at the end, so that a later use of :attr:`shoeboxes` does not scan the
+        With ``keep_index`` the stretches are indexed into the table's index, which is
+        set at the end, so that a later use of :attr:`shoeboxes` does not scan the
         column again (which would bring every page of a big file back in).
 
         Parameters
@@ -262,15 +262,16 @@ class ReflectionTable:
             return
         if self._shoebox_blob is None:
             raise ValueError("the table has no shoebox column")
-        kept = []
-        for start, stop, column in indexed_chunks(
-            self._shoebox_blob, self.nrows, rows_per_chunk, self.path, release_pages
-        ):
-            if keep_index:
-                kept.append(column)
-            yield start, stop, column
+        # Kept, the stretches are indexed straight into their rows of the whole index.
+        index = (
+            ShoeboxColumn.empty(self._shoebox_blob, self.nrows) if keep_index else None
+        )
+        yield from indexed_chunks(
+            self._shoebox_blob, self.nrows, rows_per_chunk, self.path, release_pages,
+            index,
+        )  # fmt: skip
         if keep_index:
-            self._shoebox_index = ShoeboxColumn.joined(self._shoebox_blob, kept)
+            self._shoebox_index = index
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call

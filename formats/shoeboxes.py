@@ -369,13 +369,14 @@ def indexed_chunks(
     rows_per_chunk: int,
     path: str | None = None,
     release_pages: bool = False,
+    index: ShoeboxColumn | None = None,
 ) -> Iterator[tuple[int, int, ShoeboxColumn]]:
     """The column indexed a stretch of rows at a time: yields ``(start, stop, column)``
     with ``column`` indexing rows [start, stop) (its offsets point into ``blob``).
 
-    Only the current stretch's index is held; with ``release_pages`` the stretch's
-    bytes are handed back to the operating system once the caller has used them, so
-    resident memory does not grow with the file.
+    Only the current stretch's index is held (unless ``index`` is given); with
+    ``release_pages`` the stretch's bytes are handed back to the operating system once
+    the caller has used them, so resident memory does not grow with the file.
 
     Parameters
     ----------
@@ -389,6 +390,10 @@ def indexed_chunks(
         The file's name, for errors.
     release_pages : bool
         Release each stretch's bytes after the caller has used them.
+    index : ShoeboxColumn, optional
+        Room for the whole column's index (:meth:`ShoeboxColumn.empty`): each stretch
+        is indexed into its rows of it, and the stretches yielded are views of it, so
+        the whole index is there at the end without joining the stretches.
 
     Returns
     -------
@@ -406,14 +411,16 @@ def indexed_chunks(
         stop = min(nrows, start + rows_per_chunk)
         n = stop - start
         source.populate_pages(blob[position : position + PREFETCH_BYTES])
-        panel, bbox = np.zeros(n, np.uint32), np.zeros((n, 6), np.int32)
-        present, data_offset = np.zeros(n, np.uint8), np.zeros(n, np.int64)
-        problem, _, end = scan_records(
-            blob, n, position, panel, bbox, present, data_offset
+        stretch = (
+            ShoeboxColumn.empty(blob, n) if index is None else index.rows(start, stop)
         )
+        problem, _, end = scan_records(
+            blob, n, position, stretch.panel, stretch.bbox, stretch.present,
+            stretch.data_offset,
+        )  # fmt: skip
         if problem != OK:
             ShoeboxColumn.from_blob(blob, nrows, path=path)  # raises, with details
-        yield start, stop, ShoeboxColumn(blob, panel, bbox, present, data_offset)
+        yield start, stop, stretch
         if release_pages:
             source.release_pages(blob[position:end])
         position = end
@@ -498,6 +505,26 @@ class ShoeboxColumn:
             )
         return cls(blob, panel, bbox, present, data_offset)
 
+    @classmethod
+    def empty(cls, blob: np.ndarray, nrows: int) -> ShoeboxColumn:
+        """Room for the index of ``nrows`` records of ``blob`` (contents undefined until
+        a scan fills them, e.g. :func:`indexed_chunks` a stretch at a time).
+
+        Parameters
+        ----------
+        blob : numpy.ndarray
+            uint8, the shoebox column's bytes.
+        nrows : int
+            The number of records.
+        """
+        return cls(
+            blob,
+            np.empty(nrows, np.uint32),
+            np.empty((nrows, 6), np.int32),
+            np.empty(nrows, np.uint8),
+            np.empty(nrows, np.int64),
+        )
+
     def __len__(self) -> int:
         return len(self.present)
 
@@ -511,37 +538,6 @@ class ShoeboxColumn:
         """Pixels in each shoebox's bbox (0 where there is no pixel data)."""
         extent = self.bbox[:, 1::2].astype(np.int64) - self.bbox[:, 0::2]
         return np.where(self.has_pixel_data, np.prod(extent, axis=1), 0)
-
-    @classmethod
-    def joined(cls, blob: np.ndarray, parts: list[ShoeboxColumn]) -> ShoeboxColumn:
-        """The index of consecutive stretches of one column, as one.
-
-        Parameters
-        ----------
-        blob : numpy.ndarray
-            uint8, the bytes of the whole column the parts index.
-        parts : list of ShoeboxColumn
-            Consecutive stretches, in order.
-
-        Returns
-        -------
-        ShoeboxColumn
-            The index of all their rows (empty for no parts).
-        """
-        return cls(
-            blob,
-            *(
-                np.concatenate([getattr(p, name) for p in parts])
-                if parts
-                else np.zeros((0, 6) if name == "bbox" else 0, dtype)
-                for name, dtype in (
-                    ("panel", np.uint32),
-                    ("bbox", np.int32),
-                    ("present", np.uint8),
-                    ("data_offset", np.int64),
-                )
-            ),
-        )
 
     def byte_range(self) -> tuple[int, int]:
         """The bytes of ``blob`` its records occupy, from the first record's header to

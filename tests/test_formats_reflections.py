@@ -213,3 +213,26 @@ def test_prefetch_hints_read_nothing_and_never_fault():
     offsets = np.array([0, 9, 10, 1 << 20, 1 << 40, -4096], dtype=np.int64)
     assert hinted_sum(blob, offsets) == 45
     assert blob.tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 50, 1 << 20])
+def test_stretches_indexed_into_the_kept_index_equal_one_scan(
+    shared_data, rows_per_chunk
+):
+    path = shared_data / "centroid_test_data/integrated.refl"
+    whole = read_reflections(path).shoeboxes
+    table = read_reflections(path, index_shoeboxes=False)
+    seen = []
+    for start, stop, column in table.shoebox_chunks(rows_per_chunk, keep_index=True):
+        assert table._shoebox_index is None  # set once every stretch is indexed
+        seen.append((start, stop, column.data_offset.tolist()))
+    assert [s[:2] for s in seen][-1][1] == len(whole)
+    kept = table.shoeboxes
+    for name in ("panel", "bbox", "present", "data_offset"):
+        assert np.array_equal(getattr(kept, name), getattr(whole, name)), name
+    for start, stop, offsets in seen:  # the stretches were views of the same rows
+        assert offsets == whole.data_offset[start:stop].tolist()
+    # A consumer that stops early leaves no half-filled index behind.
+    unfinished = read_reflections(path, index_shoeboxes=False)
+    next(iter(unfinished.shoebox_chunks(10, keep_index=True)))
+    assert unfinished._shoebox_index is None
