@@ -226,7 +226,8 @@ def _edge_counts(values, edges, counts):
     edges[i + 1], the last bin also its upper edge. The bin is guessed as for evenly
     spaced edges, then moved until the edges themselves agree."""
     last = edges.size - 1
-    scale = last / (edges[last] - edges[0])
+    span = edges[last] - edges[0]
+    scale = last / span if span > 0.0 else 0.0  # equal edges: walked from the first
     for value in values:
         if not (np.isfinite(value) and edges[0] <= value <= edges[last]):
             continue

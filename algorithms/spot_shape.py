@@ -558,6 +558,8 @@ def store_shapes(
 
 @njit
 def _store_rows(integers, integers_out, reals, reals_out, centroid, cxy, centres, rows):
+    """:func:`store_shapes` a row at a time: the copies, cast to the destinations'
+    types, and the radial and tangential widths."""
     fill, rms_x, rms_y, rms_z, elongation_of, distance = reals
     for i in range(rows.size):
         integers_out[0][i], integers_out[1][i] = integers[0][i], integers[1][i]

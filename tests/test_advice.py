@@ -144,6 +144,9 @@ def test_band_counts_and_histogram_equal_numpy(dtype):
         expected, _ = np.histogram(finite, bins=np.asarray(edges, dtype=np.float64))
         counts = advice._histogram(values, np.asarray(edges), 100, (90, 100))["counts"]
         assert counts == expected.tolist()
+    equal = np.full(4, 5.0)  # a degenerate range: numpy puts its values in the last bin
+    expected, _ = np.histogram(values[np.isfinite(values)], bins=equal)
+    assert advice._histogram(values, equal, 5, (5, 5))["counts"] == expected.tolist()
     assert advice._histogram(values[:0], np.linspace(0, 1, 3), 1, (0, 1))["counts"] == [
         0,
         0,
