@@ -229,10 +229,8 @@ class ExperimentGeometry:
 
         Parameters
         ----------
-        experiment_index : numpy.ndarray
-            Each reflection's experiment (an index into the experiment list).
-        panel : numpy.ndarray
-            Each reflection's panel number.
+        experiment_index, panel : numpy.ndarray
+            As for :meth:`beam_centres_px`.
 
         Returns
         -------

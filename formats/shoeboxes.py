@@ -512,10 +512,9 @@ class ShoeboxColumn:
 
         Parameters
         ----------
-        blob : numpy.ndarray
-            uint8, the shoebox column's bytes.
-        nrows : int
-            The number of records.
+        blob, nrows
+            The column's bytes (uint8) and its number of records, as for
+            :meth:`from_blob`.
         """
         return cls(
             blob,
