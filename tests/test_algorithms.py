@@ -384,7 +384,7 @@ def _plain_shells(d, edges):
     """The shell of each d written plainly with numpy: the reference for the kernel."""
     usable = np.isfinite(d) & (d > 0)
     shell = np.full(d.shape, -1)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", over="ignore"):  # 1/d² of tiny and huge d
         found = np.searchsorted(edges, 1.0 / d[usable] ** 2, side="right") - 1
     shell[usable] = np.clip(found, 0, len(edges) - 2)
     return shell
