@@ -218,7 +218,8 @@ def summary_statistics(
     moments = None
     if counts is not None:
         quantiles = percentiles_from_counts(counts, [50, *PERCENTILES])
-        extremes = [values.min(), values.max()]
+        present = np.flatnonzero(counts)  # the smallest and largest value, as tallied
+        extremes = [present[0], present[-1]]
         if (counts.size - 1) * values.size >= 1 << 53:  # integer sums may round
             moments = values.mean(dtype=np.float64), values.std(dtype=np.float64)
     else:
@@ -1014,9 +1015,12 @@ def _tallied_summary(
     values: np.ndarray, kept: np.ndarray, groups: KeyGroups
 ) -> QuantitySummary | None:
     chosen = values[kept]
-    if chosen.size == 0 or chosen.min() < 0 or chosen.max() >= COUNTING_CELLS:
+    if chosen.size == 0:
         return None
-    span = int(chosen.max()) + 1
+    lowest, highest = _extremes(chosen)
+    if lowest < 0 or highest >= COUNTING_CELLS:
+        return None
+    span = int(highest) + 1
     if groups.n_slots * span > max(COUNTING_CELLS, 2 * values.size):
         return None
     overall = np.zeros(span, np.int64)
