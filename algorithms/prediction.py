@@ -797,30 +797,53 @@ def predict_reflections(
 HKL_BITS = 21  # h, k and l from -2**20 to 2**20 - 1 pack into one 64-bit key
 
 
-def _packed_keys(keys: np.ndarray) -> list[np.ndarray]:
-    """The (n, 6) keys h, k, l, entering, experiment id, panel as fewer columns that
-    sort in the same order: (h, k, l, entering) packed into one unsigned 64-bit number
-    and (id, panel) into another, where the values fit (real tables: always); otherwise
-    the six columns themselves."""
+def reflection_keys(
+    miller_index: np.ndarray, entering: np.ndarray
+) -> np.ndarray | None:
+    """One unsigned 64-bit number per reflection that sorts as (h, k, l, entering) do:
+    equal numbers for the same reflection, on the same side of the Ewald sphere.
+
+    Parameters
+    ----------
+    miller_index : numpy.ndarray
+        (n, 3) integers.
+    entering : numpy.ndarray
+        n values, 0 or 1 (or bool).
+
+    Returns
+    -------
+    numpy.ndarray or None
+        uint64 per reflection; None where an index lies outside -2**20 to 2**20 - 1
+        or an entering flag is not 0 or 1 (the numbers could then collide).
+    """
     half = 1 << (HKL_BITS - 1)
-    hkl, entering, place = keys[:, :3], keys[:, 3], keys[:, 4:]
-    if not (
-        keys.size
-        and hkl.min() >= -half
+    hkl = np.asarray(miller_index).astype(np.int64, copy=False).reshape(-1, 3)
+    entering = np.asarray(entering).astype(np.int64, copy=False).reshape(-1)
+    if hkl.size and not (
+        hkl.min() >= -half
         and hkl.max() < half
         and entering.min() >= 0
         and entering.max() <= 1
-        and place.min() >= 0
-        and place.max() < 1 << 31
     ):
-        return [keys[:, k] for k in range(6)]
+        return None
     shifted = (hkl + half).astype(np.uint64)
-    reflection = (
+    return (
         (shifted[:, 0] << np.uint64(2 * HKL_BITS + 1))
         | (shifted[:, 1] << np.uint64(HKL_BITS + 1))
         | (shifted[:, 2] << np.uint64(1))
         | entering.astype(np.uint64)
     )
+
+
+def _packed_keys(keys: np.ndarray) -> list[np.ndarray]:
+    """The (n, 6) keys h, k, l, entering, experiment id, panel as fewer columns that
+    sort in the same order: (h, k, l, entering) as :func:`reflection_keys` and (id,
+    panel) packed into one number, where the values fit (real tables: always);
+    otherwise the six columns themselves."""
+    reflection = reflection_keys(keys[:, :3], keys[:, 3]) if keys.size else None
+    place = keys[:, 4:]
+    if reflection is None or place.min() < 0 or place.max() >= 1 << 31:
+        return [keys[:, k] for k in range(6)]
     return [reflection, (place[:, 0] << 31) | place[:, 1]]
 
 

@@ -796,10 +796,14 @@ def _matched_columns(columns, rows, experiment, padding_deg):
     # Each column is gathered once: the rows are spread over the whole table.
     miller_index = np.asarray(columns["miller_index"])[rows].astype(np.int64)
     entering = np.asarray(columns["entering"])[rows].astype(np.int64)
-    hkl = miller_index + (1 << 20)
-    packed = (hkl[:, 0] << 42) | (hkl[:, 1] << 21) | hkl[:, 2]
-    packed = (packed << 1) | entering
-    _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
+    packed = prediction.reflection_keys(miller_index, entering)
+    if packed is None:  # indices too large to pack: the reflections compared whole
+        whole = np.column_stack([miller_index, entering])
+        _, first, inverse = np.unique(
+            whole, return_index=True, return_inverse=True, axis=0
+        )
+    else:
+        _, first, inverse = np.unique(packed, return_index=True, return_inverse=True)
     unique = rows[first]
     once = prediction.predict_reflections(
         columns["miller_index"][unique],

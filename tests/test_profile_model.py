@@ -299,3 +299,34 @@ def test_matching_equals_the_rule_written_plainly(wide):
     expected = _plain_match(keys, xyzcal, predictions)
     assert 100 < len(expected) < n
     assert found.tolist() == expected
+
+
+def test_reflection_keys_sort_as_the_indices_and_refuse_what_does_not_pack():
+    rng = np.random.default_rng(21)
+    hkl = rng.integers(-(2**20), 2**20, (4000, 3))
+    hkl[:1000] = rng.integers(-2, 3, (1000, 3))  # many equal reflections
+    hkl[5] = [-(2**20), 2**20 - 1, 0]  # the ends of the range
+    entering = rng.integers(0, 2, 4000)
+    keys = prediction.reflection_keys(hkl, entering)
+    by_columns = np.lexsort((entering, hkl[:, 2], hkl[:, 1], hkl[:, 0]))
+    assert keys.dtype == np.uint64
+    assert np.array_equal(np.argsort(keys, kind="stable"), by_columns)
+    same = (hkl[:, None] == hkl[None, :1000]).all(axis=2) & (
+        entering[:, None] == entering[None, :1000]
+    )
+    assert np.array_equal(keys[:, None] == keys[None, :1000], same)
+    for too_large in ([2**20, 0, 0], [0, -(2**20) - 1, 0]):
+        assert prediction.reflection_keys(np.array([too_large]), [1]) is None
+    assert prediction.reflection_keys(np.array([[1, 2, 3]]), [2]) is None
+
+
+@pytest.mark.parametrize("number", [0, 2])
+def test_profile_model_without_packed_keys_is_the_same(shared_data, reference, number):
+    """Indices too large to pack take np.unique over whole rows: the same model."""
+    from unittest import mock
+
+    table, experiments = _load(shared_data, reference[number])
+    packed = pm.profile_model(table.columns, table.shoeboxes, experiments)
+    with mock.patch.object(prediction, "reflection_keys", return_value=None):
+        whole = pm.profile_model(table.columns, table.shoeboxes, experiments)
+    assert whole.as_dict() == packed.as_dict()
