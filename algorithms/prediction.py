@@ -298,32 +298,6 @@ def pixel_lab_coord(p, x_px, y_px, origin, fast, slow, pixel_size, mu, thickness
 
 
 @njit
-def pixel_lab_coords(panel, xy_px, origin, fast, slow, pixel_size, mu, thickness, out):
-    """:func:`pixel_lab_coord` of every row: panel ``panel[i]``, pixel ``xy_px[i]``.
-
-    Parameters
-    ----------
-    panel : numpy.ndarray
-        (n,): the panel number of each row.
-    xy_px : numpy.ndarray
-        (n, 2): the position of each row on its panel, pixels.
-    origin, fast, slow, pixel_size, mu, thickness
-        The panels as arrays (see :func:`pixel_lab_coord`).
-    out : numpy.ndarray
-        (n, 3): receives the lab coordinates, mm.
-
-    Returns
-    -------
-    None
-    """
-    for i in range(panel.size):
-        pixel_lab_coord(
-            panel[i], xy_px[i, 0], xy_px[i, 1], origin, fast, slow, pixel_size,
-            mu, thickness, out[i],
-        )  # fmt: skip
-
-
-@njit
 def _ray_intersection(s1, inverse_d, pixel_size, image_size):
     """dxtbx ``Detector.get_ray_intersection``: (panel, x mm, y mm); panel -1 where
     the ray misses every panel."""

@@ -22,7 +22,7 @@ The path, as in ``src/dials/command_line/integrate.py`` ``run_integration``:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from .prediction import (
     DetectorArrays,
     ScanGeometry,
     pixel_lab_coord,
-    pixel_lab_coords,
 )
 
 INDEXED = 4
@@ -209,6 +208,15 @@ def _neighbours_pixel(lab, frame, hkl, neighbours):
 
 
 @njit
+def _angle_to(x, y, z, rx, ry, rz, ref_len):
+    """The angle (rad) between the lab vectors (x, y, z) and (rx, ry, rz), the second
+    of length ``ref_len``: what ComputeEsdBeamDivergence weighs, a pixel's angle from
+    its spot. Scalars only, so that calling it per pixel costs nothing."""
+    cosine = (x * rx + y * ry + z * rz) / (math.sqrt(x**2 + y**2 + z**2) * ref_len)
+    return math.acos(min(1.0, max(-1.0, cosine)))
+
+
+@njit
 def _pixel_kernel(
     blob,
     present,
@@ -256,11 +264,9 @@ def _pixel_kernel(
                     y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
                     for c in range(3):
                         lab[c] = origin[p, c] + x_mm * fast[p, c] + y_mm * slow[p, c]
-                lab_len = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
-                cosine = (lab[0] * ref[0] + lab[1] * ref[1] + lab[2] * ref[2]) / (
-                    lab_len * ref_len
+                angle = _angle_to(
+                    lab[0], lab[1], lab[2], ref[0], ref[1], ref[2], ref_len
                 )
-                angle = math.acos(min(1.0, max(-1.0, cosine)))
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
                     if int32_mask:
@@ -277,6 +283,64 @@ def _pixel_kernel(
                         sum_w_angle2[i] += value * angle * angle
                     if code == VALID_FOREGROUND:
                         frame_sum[frame_start[i] + z] += value
+
+
+@njit
+def _centroid_spread(
+    blob, present, data_offset, bbox, shoebox_panel, ids, index, panel, xyz,
+    origin, fast, slow, pixel_size, variances,
+):  # fmt: skip
+    """Before indexing, in one pass over the table: for each row of experiment
+    ``index``, the beam vector to its centroid (``panel``, ``xyz``) and the sums of
+    ComputeEsdBeamDivergence over its pixels with mask != 0, as :func:`_pixel_kernel`
+    makes them without parallax correction. Each variance sum(w angle^2)/(sum(w) - 1)
+    of a row with sum(w) > 1 goes to ``variances``, in row order. Returns the rows of
+    the experiment and the variances written."""
+    n_rows, n_used = 0, 0
+    for i in range(ids.shape[0]):
+        if ids[i] != index:
+            continue
+        n_rows += 1
+        if present[i] == 0:
+            continue
+        c = panel[i]
+        x_mm, y_mm = xyz[i, 0] * pixel_size[c, 0], xyz[i, 1] * pixel_size[c, 1]
+        r0 = origin[c, 0] + x_mm * fast[c, 0] + y_mm * slow[c, 0]
+        r1 = origin[c, 1] + x_mm * fast[c, 1] + y_mm * slow[c, 1]
+        r2 = origin[c, 2] + x_mm * fast[c, 2] + y_mm * slow[c, 2]
+        ref_len = math.sqrt(r0**2 + r1**2 + r2**2)
+        x0, y0 = np.int64(bbox[i, 0]), np.int64(bbox[i, 2])
+        nx, ny = np.int64(bbox[i, 1]) - x0, np.int64(bbox[i, 3]) - y0
+        nz = np.int64(bbox[i, 5]) - np.int64(bbox[i, 4])
+        data_start = data_offset[i]
+        mask_start = data_start + 4 * nx * ny * nz  # int32 (present 1) or uint8 codes
+        int32_mask = present[i] == 1
+        p = shoebox_panel[i]
+        sum_w, sum_w_angle2 = 0.0, 0.0
+        for j in range(ny):
+            for k in range(nx):
+                x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
+                y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
+                angle = _angle_to(
+                    origin[p, 0] + x_mm * fast[p, 0] + y_mm * slow[p, 0],
+                    origin[p, 1] + x_mm * fast[p, 1] + y_mm * slow[p, 1],
+                    origin[p, 2] + x_mm * fast[p, 2] + y_mm * slow[p, 2],
+                    r0, r1, r2, ref_len,
+                )  # fmt: skip
+                for z in range(nz):
+                    voxel = (z * ny + j) * nx + k
+                    if int32_mask:
+                        code = np.int64(int32_at(blob, mask_start + 4 * voxel))
+                    else:
+                        code = np.int64(blob[mask_start + voxel])
+                    if code != 0:
+                        value = np.float64(float32_at(blob, data_start + 4 * voxel))
+                        sum_w += value
+                        sum_w_angle2 += value * angle * angle
+        if sum_w > 1:
+            variances[n_used] = sum_w_angle2 / (sum_w - 1)
+            n_used += 1
+    return n_rows, n_used
 
 
 @njit
@@ -929,12 +993,6 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     return result
 
 
-@by_identity
-def _without_parallax(detector) -> DetectorArrays:
-    """The detector's arrays with no parallax correction (shared: never written)."""
-    return replace(DetectorArrays.of(detector), mu=np.zeros(len(detector)))
-
-
 def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
     """Before indexing: the spread of each spot's pixels about its own centroid
     (DIALS's ``centroid_definition=com``), all spots, no zeta filter; no sigma_m."""
@@ -945,35 +1003,24 @@ def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
         reason="no crystal model: sigma_m needs predicted rotation angles",
     )
     result.stored_profile = _stored(experiment)
-    rows = np.flatnonzero(np.asarray(columns["id"]) == index)
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
-    arrays = _without_parallax(experiment.detector)
-    xyz = np.asarray(columns["xyzobs.px.value"])[rows]
-    s1 = np.empty((len(rows), 3))
-    panels = np.asarray(columns["panel"])[rows].astype(np.int64)
-    pixel_lab_coords(
-        panels, np.ascontiguousarray(xyz[:, :2]), arrays.origin, arrays.fast,
-        arrays.slow, arrays.pixel_size, arrays.mu, arrays.thickness, s1,
+    arrays = DetectorArrays.of(experiment.detector)
+    ids = np.asarray(columns["id"]).reshape(-1)
+    variances = np.empty(ids.size)
+    n_rows, n_used = _centroid_spread(
+        shoeboxes.blob, shoeboxes.present, shoeboxes.data_offset, shoeboxes.bbox,
+        shoeboxes.panel, ids, index, np.asarray(columns["panel"]).reshape(-1),
+        np.asarray(columns["xyzobs.px.value"]), arrays.origin, arrays.fast,
+        arrays.slow, arrays.pixel_size, variances,
     )  # fmt: skip
-    chosen = _Columns(
-        miller_index=np.zeros((len(rows), 3), np.int64),
-        panel=panels,
-        s1=s1,
-        phi=np.zeros(len(rows)),
-        flags=np.zeros(len(rows), np.uint64),
-        rows=rows,
-    )
-    sums = _pixel_sums(
-        chosen, shoeboxes, experiment, mask_neighbours=False, arrays=arrays
-    )
-    sigma_b = _sigma_b(sums[0], sums[1])
-    result.n_reference = result.n_selected = int(len(rows))
-    if sigma_b is None:
+    result.n_reference = result.n_selected = n_rows
+    if not n_used:
         result.applicable = False
         result.reason = "no spot has more than 1 count in its shoebox"
         return result
+    sigma_b = math.sqrt(float(variances[:n_used].sum() / n_used))  # as _sigma_b
     result.sigma_b_deg = math.degrees(sigma_b)
     distance, pixel = _beam_distance_and_pixel(experiment)
     result.sigma_b_px = sigma_b * distance / pixel

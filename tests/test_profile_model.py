@@ -125,6 +125,64 @@ def test_before_indexing_is_a_labelled_estimate(shared_data):
     assert 0.01 < model.sigma_b_deg < 0.1
 
 
+def plain_estimate_before_indexing(columns, shoeboxes, experiment, index):
+    """(rows of experiment ``index``, sigma_b in degrees) from the definition: per
+    spot, the angle between the lab vector of each pixel with mask != 0 and that of the
+    spot's centroid, no parallax; the variance sum(w a^2)/(sum(w) - 1) of each spot
+    with sum(w) > 1; sigma_b the square root of their mean."""
+    panels = experiment.detector.panels
+
+    def lab(panel, x, y):  # x, y: (n,) pixels
+        p = panels[int(panel)]
+        x_mm, y_mm = np.multiply.outer(x, p.pixel_size[0]), y * p.pixel_size[1]
+        return p.origin + x_mm[:, None] * p.fast_axis + y_mm[:, None] * p.slow_axis
+
+    rows = np.flatnonzero(np.asarray(columns["id"]) == index)
+    variances = []
+    for row in rows:
+        pixels = shoeboxes.pixels(row)
+        if pixels is None:
+            continue
+        data, mask, _ = pixels
+        z, y, x = np.nonzero(mask != 0)
+        x0, _, y0, _, _, _ = (int(v) for v in shoeboxes.bbox[row])
+        xc, yc, _ = columns["xyzobs.px.value"][row]
+        spot = lab(columns["panel"][row], np.array([xc]), np.array([yc]))[0]
+        pixel = lab(shoeboxes.panel[row], x0 + x + 0.5, y0 + y + 0.5)
+        cosine = pixel @ spot / (np.linalg.norm(pixel, axis=1) * np.linalg.norm(spot))
+        angle = np.arccos(np.clip(cosine, -1, 1))
+        weight = data[z, y, x].astype(np.float64)
+        if weight.sum() > 1:
+            variances.append((weight * angle**2).sum() / (weight.sum() - 1))
+    return len(rows), math.degrees(math.sqrt(np.mean(variances)))
+
+
+@pytest.mark.parametrize(
+    "name", ["eiger_therm/strong.refl", "I23_P12M_thau/strong.refl"]
+)
+def test_estimate_before_indexing_equals_its_definition(shared_data, name):
+    table = read_reflections(shared_data / name)
+    experiments = read_experiments(
+        shared_data / name.replace("strong.refl", "imported.expt")
+    )
+    model = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments[0]
+    n_rows, sigma_b_deg = plain_estimate_before_indexing(
+        table.columns, table.shoeboxes, experiments[0], 0
+    )
+    assert model.n_reference == model.n_selected == n_rows == table.nrows
+    assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+    # each experiment's own rows: the table split in two by its ids
+    columns = dict(table.columns)
+    columns["id"] = (np.arange(table.nrows) % 3 == 0).astype(np.int32)
+    models = pm.profile_model(columns, table.shoeboxes, [experiments[0]] * 2)
+    for index, model in enumerate(models.experiments):
+        n_rows, sigma_b_deg = plain_estimate_before_indexing(
+            columns, table.shoeboxes, experiments[0], index
+        )
+        assert model.n_reference == n_rows == np.sum(columns["id"] == index)
+        assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+
+
 def test_stored_profile_is_returned(shared_data, tmp_path, reference):
     document = json.loads((shared_data / "centroid_test_data/indexed.expt").read_text())
     document["profile"] = [
