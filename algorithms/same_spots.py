@@ -49,7 +49,21 @@ def centroid_keys(xyz: np.ndarray) -> np.ndarray:
     """
     xyz = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
     keys = np.empty(len(xyz), np.uint64)
-    return np.unique(keys[: _centroid_keys(xyz, CENTROID_QUANTUM, keys)])
+    keys = keys[: _centroid_keys(xyz, CENTROID_QUANTUM, keys)]
+    keys.sort()  # in place: np.unique's work without its copies and masks
+    return keys[: _distinct_sorted(keys)]
+
+
+@njit
+def _distinct_sorted(values):
+    """Move each distinct value of the sorted ``values`` to the front, in order;
+    returns how many there are."""
+    n = min(values.size, 1)
+    for i in range(1, values.size):
+        if values[i] != values[n - 1]:
+            values[n] = values[i]
+            n += 1
+    return n
 
 
 @njit

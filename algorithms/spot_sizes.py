@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -77,6 +78,17 @@ class MeasureOptions:
     require: Sequence[str] | str = AUTO
     exclude: Sequence[str] = ()
     mask_code: Sequence[str] = ("Foreground",)
+
+    # Worked out on first use and kept: every table of a run reads them.
+    @cached_property
+    def code(self) -> int:
+        """The mask code's bits (``mask_codes.mask_code_value``)."""
+        return mask_code_value(self.mask_code)
+
+    @cached_property
+    def excluded_flags(self) -> tuple[str, ...]:
+        """The flag names excluded (``flags.parse_flag_names``)."""
+        return tuple(flag_names.parse_flag_names(self.exclude))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ import numpy as np
 from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
-from ..algorithms.mask_codes import mask_code_value
 from ..algorithms.profile_model import ProfileModelError, profile_model
 from ..algorithms.same_spots import ComparedTable, centroid_keys
 from ..algorithms.spot_shape import ShapesToMeasure, bbox_disagreements
@@ -317,8 +316,8 @@ def measure_table(
         else np.zeros(n, np.uint64)
     )
     required, automatic = resolve_required_flags(options.require, flags)
-    excluded = flag_names.parse_flag_names(options.exclude)
-    code = mask_code_value(options.mask_code)
+    excluded = list(options.excluded_flags)
+    code = options.code
     source, note = size_source(
         columns, table.shoebox_column_name is not None, code, where
     )
@@ -376,7 +375,8 @@ def measure_table(
         n_disagreements += n_part_disagreements
     if n_counted < n_selected:  # selected rows without pixel data
         spot_sizes = spot_sizes.rows(0, n_counted)
-    seen = np.unique(spot_sizes.experiment)
+    # the experiments with a counted row (-1: none known), in one pass, no sort
+    seen = np.flatnonzero(np.bincount(spot_sizes.experiment + 1, minlength=1)[1:])
     selection = DatasetSelection(
         name=name or table.path or f"dataset {dataset}",
         n_rows=n,
@@ -390,9 +390,7 @@ def measure_table(
         size_source_note=note,
         n_bbox_disagreements=n_disagreements,
         resolution_note=_resolution_note(spot_sizes, geometry),
-        experiment_identifiers=sorted(
-            {geometry.identifiers[i] for i in seen.tolist() if i >= 0}
-        ),
+        experiment_identifiers=sorted({geometry.identifiers[i] for i in seen.tolist()}),
     )
     return spot_sizes, selection
 
@@ -410,13 +408,11 @@ def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
 def _resolution_note(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> str:
     """Why no counted row has a d-spacing, where the experiments say: a polychromatic
     beam and no per-reflection wavelength."""
+    if not len(spot_sizes) or np.isfinite(spot_sizes.d_spacing).any():
+        return ""  # the usual case, found without the experiments
     experiment = spot_sizes.experiment
     known = (experiment >= 0) & (experiment < len(geometry))
-    if (
-        not len(spot_sizes)
-        or np.isfinite(spot_sizes.d_spacing).any()
-        or not known.any()
-    ):
+    if not known.any():
         return ""
     if geometry.polychromatic[experiment[known]].any():
         return POLYCHROMATIC_NOTE
