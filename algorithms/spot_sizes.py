@@ -491,7 +491,12 @@ def measure_rows(
         )
     elif xyz_px is not None:
         millimetres = geometry.pixels_to_millimetres(xyz_px[rows], experiment, panel)
-        d_spacing = geometry.d_spacings(millimetres, experiment, panel)
+        d_spacing = geometry.d_spacings(
+            millimetres,
+            experiment,
+            panel,
+            wavelengths=None if wavelengths is None else wavelengths[rows],
+        )
     else:
         d_spacing = np.full(rows.size, np.nan)
     if out is None:

@@ -575,15 +575,19 @@ def tof_pair(shared_data, tmp_path):
     return expt, refl, wavelengths
 
 
-def _expected_d(experiment, table, wavelengths):
-    """1/|s1 - s0| with |s0| = |s1| = 1/λ per row, from the panels and positions."""
+def _expected_d(experiment, table, wavelengths, from_pixels=False):
+    """1/|s1 - s0| with |s0| = |s1| = 1/λ per row, from the panels and positions (in
+    millimetres, or the pixel positions times the pixel size)."""
     panels = experiment.detector.panels
     index = table["panel"].astype(int)
-    origin, fast, slow = (
+    origin, fast, slow, pixel_size = (
         np.array([getattr(p, name) for p in panels])[index]
-        for name in ("origin", "fast_axis", "slow_axis")
+        for name in ("origin", "fast_axis", "slow_axis", "pixel_size")
     )
-    xy = table["xyzobs.mm.value"]
+    if from_pixels:
+        xy = table["xyzobs.px.value"][:, :2] * pixel_size
+    else:
+        xy = table["xyzobs.mm.value"]
     lab = origin + xy[:, :1] * fast + xy[:, 1:2] * slow
     unit_s1 = lab / np.linalg.norm(lab, axis=1)[:, None]
     unit_s0 = -experiment.beam.direction / np.linalg.norm(experiment.beam.direction)
@@ -694,3 +698,37 @@ def test_polychromatic_d_spacings_through_the_measurement(tof_pair):
     assert outcome.error is None, outcome.error
     assert len(outcome.spot_sizes.d_spacing) == len(d)
     assert np.isnan(outcome.spot_sizes.d_spacing).all()
+
+
+def test_polychromatic_d_spacings_of_a_table_in_pixels_only(tof_pair):
+    """A table without millimetre positions (as dials.find_spots writes them) takes
+    its d from the pixel positions, each with its own wavelength: no NaN."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
+    from dials_spot_size_analysis.formats import read_reflections
+    from dials_spot_size_analysis.formats.reflections import write_reflections
+    from dials_spot_size_analysis.parallel.measure_file import (
+        MeasureRequest,
+        measure_file,
+    )
+
+    expt, refl, wavelengths = tof_pair
+    experiment = read_experiments(expt)[0]
+    table = read_reflections(refl)
+    expected = _expected_d(experiment, table, wavelengths, from_pixels=True)
+    del table.columns["xyzobs.mm.value"]
+    table.column_order.remove("xyzobs.mm.value")
+    pixels_only = refl.parent / "pixels.refl"
+    write_reflections(table, pixels_only)
+    request = MeasureRequest(
+        experiments=[],
+        list_offsets=[],
+        have_experiment_lists=True,
+        options=MeasureOptions(),
+        paired_experiments={0: str(expt)},
+    )
+    outcome = measure_file(0, str(pixels_only), request, 1)
+    assert outcome.error is None, outcome.error
+    d = outcome.spot_sizes.d_spacing
+    assert len(d) > 150 and np.isfinite(d).all()
+    nearest = np.abs(expected[None, :] - d[:, None]).min(axis=1)
+    assert (nearest <= 1e-9 * d).all()
