@@ -653,21 +653,15 @@ def test_polychromatic_d_spacings_from_the_wavelength_column(tof_pair, shared_da
     assert mono.polychromatic.tolist() == [False]
 
 
-def test_polychromatic_d_spacings_through_the_measurement(tof_pair):
-    """measure_file passes the table's wavelength column on: every counted spot gets
-    the d of its own wavelength; without the column every d is NaN."""
+def _measured_d(refl, expt) -> np.ndarray:
+    """The d-spacings measure_file gives the counted rows of ``refl`` (its own
+    experiment list ``expt``)."""
     from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
-    from dials_spot_size_analysis.formats import read_reflections
-    from dials_spot_size_analysis.formats.reflections import write_reflections
     from dials_spot_size_analysis.parallel.measure_file import (
         MeasureRequest,
         measure_file,
     )
 
-    expt, refl, wavelengths = tof_pair
-    experiment = read_experiments(expt)[0]
-    table = read_reflections(refl)
-    expected = _expected_d(experiment, table, wavelengths)
     request = MeasureRequest(
         experiments=[],
         list_offsets=[],
@@ -677,39 +671,41 @@ def test_polychromatic_d_spacings_through_the_measurement(tof_pair):
     )
     outcome = measure_file(0, str(refl), request, 1)
     assert outcome.error is None, outcome.error
-    d = outcome.spot_sizes.d_spacing
+    return outcome.spot_sizes.d_spacing
+
+
+def _assert_each_d_expected(d: np.ndarray, expected: np.ndarray) -> None:
+    """Every counted spot has a d, and it is the expected d of one of the rows."""
     assert len(d) > 150 and np.isfinite(d).all()
     nearest = np.abs(expected[None, :] - d[:, None]).min(axis=1)
     assert (nearest <= 1e-9 * d).all()
+
+
+def test_polychromatic_d_spacings_through_the_measurement(tof_pair):
+    """measure_file passes the table's wavelength column on: every counted spot gets
+    the d of its own wavelength; without the column every d is NaN."""
+    from dials_spot_size_analysis.formats import read_reflections
+    from dials_spot_size_analysis.formats.reflections import write_reflections
+
+    expt, refl, wavelengths = tof_pair
+    experiment = read_experiments(expt)[0]
+    table = read_reflections(refl)
+    d = _measured_d(refl, expt)
+    _assert_each_d_expected(d, _expected_d(experiment, table, wavelengths))
 
     del table.columns["wavelength"]
     table.column_order.remove("wavelength")
     plain = refl.parent / "plain.refl"
     write_reflections(table, plain)
-    (refl.parent / "plain.expt").write_text(expt.read_text())
-    request = MeasureRequest(
-        experiments=[],
-        list_offsets=[],
-        have_experiment_lists=True,
-        options=MeasureOptions(),
-        paired_experiments={0: str(refl.parent / "plain.expt")},
-    )
-    outcome = measure_file(0, str(plain), request, 1)
-    assert outcome.error is None, outcome.error
-    assert len(outcome.spot_sizes.d_spacing) == len(d)
-    assert np.isnan(outcome.spot_sizes.d_spacing).all()
+    without = _measured_d(plain, expt)
+    assert len(without) == len(d) and np.isnan(without).all()
 
 
 def test_polychromatic_d_spacings_of_a_table_in_pixels_only(tof_pair):
     """A table without millimetre positions (as dials.find_spots writes them) takes
     its d from the pixel positions, each with its own wavelength: no NaN."""
-    from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
     from dials_spot_size_analysis.formats import read_reflections
     from dials_spot_size_analysis.formats.reflections import write_reflections
-    from dials_spot_size_analysis.parallel.measure_file import (
-        MeasureRequest,
-        measure_file,
-    )
 
     expt, refl, wavelengths = tof_pair
     experiment = read_experiments(expt)[0]
@@ -719,16 +715,4 @@ def test_polychromatic_d_spacings_of_a_table_in_pixels_only(tof_pair):
     table.column_order.remove("xyzobs.mm.value")
     pixels_only = refl.parent / "pixels.refl"
     write_reflections(table, pixels_only)
-    request = MeasureRequest(
-        experiments=[],
-        list_offsets=[],
-        have_experiment_lists=True,
-        options=MeasureOptions(),
-        paired_experiments={0: str(expt)},
-    )
-    outcome = measure_file(0, str(pixels_only), request, 1)
-    assert outcome.error is None, outcome.error
-    d = outcome.spot_sizes.d_spacing
-    assert len(d) > 150 and np.isfinite(d).all()
-    nearest = np.abs(expected[None, :] - d[:, None]).min(axis=1)
-    assert (nearest <= 1e-9 * d).all()
+    _assert_each_d_expected(_measured_d(pixels_only, expt), expected)
