@@ -288,13 +288,9 @@ class ExperimentGeometry:
             float64, shape (n, 2): (x, y) in millimetres on the panel.
         """
         rows = self.panel_rows(experiment_index, panel)
-        result = np.full((len(rows), 2), np.nan)
-        known = rows >= 0
-        result[known] = (
-            np.asarray(xy_px, dtype=np.float64)[known, :2]
-            * self.pixel_sizes[rows[known]]
-        )
-        return result
+        pixel_sizes = np.empty((len(rows), 2))
+        _gather_rows(rows, self.pixel_sizes, pixel_sizes)  # NaN where unknown
+        return np.asarray(xy_px, dtype=np.float64)[:, :2] * pixel_sizes
 
     def d_spacings(
         self,

@@ -262,6 +262,8 @@ def _rows_taken(column: ShoeboxColumn, rows) -> np.ndarray | None:
         return None
     n_rows = len(column)
     taken = np.asarray(rows)
+    if taken.dtype == bool and taken.ndim == 1 and len(taken) <= n_rows:
+        return np.flatnonzero(taken)  # in range by construction: nothing to check
     if taken.dtype == bool:
         taken = np.flatnonzero(taken)
     taken = taken.astype(np.int64, copy=False)
