@@ -518,9 +518,7 @@ def _neighbour_parameters(experiment, apply: bool):
     )
 
 
-def _pixel_sums(
-    columns: _Columns, shoeboxes, experiment, mask_neighbours: bool, arrays=None
-):
+def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool):
     # Only the chosen rows' records, gathered (a tenth of a big table's, at most
     # MAX_REFERENCE_MATCHED): no conversion or scatter of whole columns.
     rows = np.asarray(columns.rows, dtype=np.int64)
@@ -539,7 +537,7 @@ def _pixel_sums(
         np.ascontiguousarray(shoeboxes.panel[rows], dtype=np.int64),
         np.ascontiguousarray(columns.s1, dtype=np.float64),
         np.ascontiguousarray(columns.miller_index, dtype=np.int64),
-        (arrays or DetectorArrays.of(experiment.detector)).as_tuple(),
+        DetectorArrays.of(experiment.detector).as_tuple(),
         _neighbour_parameters(experiment, mask_neighbours),
         frame_start,
         sum_w,
