@@ -48,10 +48,12 @@ def centroid_keys(xyz: np.ndarray) -> np.ndarray:
         uint64, sorted, distinct.
     """
     xyz = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3)
-    keys = np.empty(len(xyz), np.uint64)
-    keys = keys[: _centroid_keys(xyz, CENTROID_QUANTUM, keys)]
+    buffer = np.empty(len(xyz), np.uint64)
+    keys = buffer[: _centroid_keys(xyz, CENTROID_QUANTUM, buffer)]
     keys.sort()  # in place: np.unique's work without its copies and masks
-    return keys[: _distinct_sorted(keys)]
+    distinct = keys[: _distinct_sorted(keys)]
+    # a view keeps the buffer of every row alive: copied where most of it is waste
+    return distinct.copy() if distinct.size < buffer.size // 2 else distinct
 
 
 @njit

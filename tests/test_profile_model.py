@@ -3,6 +3,7 @@ files (profile_reference.json), and the stills / pre-indexing / shoebox cases.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -181,6 +182,37 @@ def test_estimate_before_indexing_equals_its_definition(shared_data, name):
         )
         assert model.n_reference == n_rows == np.sum(columns["id"] == index)
         assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+
+
+def test_estimate_before_indexing_leaves_out_empty_and_faint_spots(shared_data):
+    """Rows without pixel data count as rows but give no variance, nor do spots with at
+    most 1 count of weight; with no spot left there is no estimate, and it says why."""
+    table = read_reflections(shared_data / "eiger_therm/strong.refl")
+    experiments = read_experiments(shared_data / "eiger_therm/imported.expt")
+    column = table.shoeboxes
+    present = column.present.copy()
+    present[::5] = 0  # no pixel data (their bytes are still there, unread)
+    changed = dataclasses.replace(column, blob=column.blob.copy(), present=present)
+    faint = [row for row in range(1, table.nrows, 7) if present[row]]
+    for row in faint:
+        data = changed.pixels(row)[0]
+        data[...] = 0.5 / data.size  # at most 0.5 counts over its coded pixels
+    model = pm.profile_model(table.columns, changed, experiments).experiments[0]
+    n_rows, sigma_b_deg = plain_estimate_before_indexing(
+        table.columns, changed, experiments[0], 0
+    )
+    assert model.n_reference == n_rows == table.nrows
+    assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+    assert model.sigma_b_deg != pytest.approx(
+        pm.profile_model(table.columns, column, experiments).experiments[0].sigma_b_deg,
+        rel=1e-6,
+    )
+    for row in np.flatnonzero(present):
+        data = changed.pixels(row)[0]
+        data[...] = 0.5 / data.size
+    model = pm.profile_model(table.columns, changed, experiments).experiments[0]
+    assert not model.applicable and model.sigma_b_deg is None
+    assert model.reason == "no spot has more than 1 count in its shoebox"
 
 
 def test_stored_profile_is_returned(shared_data, tmp_path, reference):

@@ -77,3 +77,11 @@ def test_strong_and_indexed_tables_hold_the_same_spots(shared_data):
         )
     ]
     assert tables_with_same_spots(keys) == [(0, 1, 208, 208)]
+
+
+def test_keys_of_a_mostly_unobserved_table_hold_no_buffer_of_every_row():
+    xyz = np.zeros((1000, 3))
+    xyz[3] = (10.25, 20.75, 3.1)
+    keys = centroid_keys(xyz)
+    assert np.array_equal(keys, reference_keys(xyz)) and keys.size == 1
+    assert keys.base is None  # its own memory, not a view of a 1000-row buffer
