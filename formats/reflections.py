@@ -15,7 +15,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -272,6 +272,51 @@ class ReflectionTable:
         )  # fmt: skip
         if keep_index:
             self._shoebox_index = index
+
+    @classmethod
+    def joined(cls, tables: Sequence[ReflectionTable]) -> ReflectionTable:
+        """The rows of ``tables`` one after another, as one table of copies: each
+        column joined, and the shoebox columns joined (``ShoeboxColumn.joined``, each
+        indexed first). The result has no identifier map and no path.
+
+        Parameters
+        ----------
+        tables : sequence of ReflectionTable
+            At least one; the same columns in each (names, types and shapes), and a
+            shoebox column in all or none.
+
+        Raises
+        ------
+        ValueError
+            Where the tables' columns differ.
+        FileFormatError
+            Where a shoebox column is corrupt (see :attr:`shoeboxes`).
+        """
+        first = tables[0]
+        signature = first.column_signature()
+        if any(table.column_signature() != signature for table in tables[1:]):
+            raise ValueError("only tables with the same columns can be joined")
+        joined = cls(
+            nrows=sum(table.nrows for table in tables),
+            columns={
+                name: np.concatenate([table.columns[name] for table in tables])
+                for name in first.columns
+            },
+            identifiers=None,
+            shoebox_column_name=first.shoebox_column_name,
+            version=first.version,
+        )
+        if first.shoebox_column_name is not None:
+            joined.shoeboxes = ShoeboxColumn.joined([t.shoeboxes for t in tables])
+        return joined
+
+    def column_signature(self) -> tuple:
+        """Each column's name, type and shape per row, and the shoebox column's name:
+        what tables to be joined must share."""
+        return self.shoebox_column_name, tuple(
+            (name, column.dtype.str, column.shape[1:])
+            for name, column in self.columns.items()
+        )
 
     def populate_rows(self, start: int, stop: int, names) -> None:
         """Map the file pages holding rows [start, stop) of the named columns in one call

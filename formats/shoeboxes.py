@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from llvmlite import ir
@@ -522,6 +522,26 @@ class ShoeboxColumn:
             np.empty((nrows, 6), np.int32),
             np.empty(nrows, np.uint8),
             np.empty(nrows, np.int64),
+        )
+
+    @classmethod
+    def joined(cls, columns: "Sequence[ShoeboxColumn]") -> ShoeboxColumn:
+        """The records of ``columns`` one after another: their bytes joined (a copy),
+        and their indexes joined with each record's place moved by the bytes before
+        it. Records follow one another in a column, so the joined bytes are a column.
+
+        Parameters
+        ----------
+        columns : sequence of ShoeboxColumn
+            Indexed columns, at least one.
+        """
+        starts = np.cumsum([0] + [c.blob.size for c in columns[:-1]])
+        return cls(
+            np.concatenate([c.blob.reshape(-1) for c in columns]),
+            np.concatenate([c.panel for c in columns]),
+            np.concatenate([c.bbox for c in columns]),
+            np.concatenate([c.present for c in columns]),
+            np.concatenate([c.data_offset + s for c, s in zip(columns, starts)]),
         )
 
     def __len__(self) -> int:

@@ -375,8 +375,6 @@ def measure_table(
         n_disagreements += n_part_disagreements
     if n_counted < n_selected:  # selected rows without pixel data
         spot_sizes = spot_sizes.rows(0, n_counted)
-    # the experiments with a counted row (-1: none known), in one pass, no sort
-    seen = np.flatnonzero(np.bincount(spot_sizes.experiment + 1, minlength=1)[1:])
     selection = DatasetSelection(
         name=name or table.path or f"dataset {dataset}",
         n_rows=n,
@@ -389,10 +387,17 @@ def measure_table(
         size_source=source,
         size_source_note=note,
         n_bbox_disagreements=n_disagreements,
-        resolution_note=_resolution_note(spot_sizes, geometry),
-        experiment_identifiers=sorted({geometry.identifiers[i] for i in seen.tolist()}),
+        resolution_note=resolution_note(spot_sizes, geometry),
+        experiment_identifiers=identifiers_seen(spot_sizes, geometry),
     )
     return spot_sizes, selection
+
+
+def identifiers_seen(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> list[str]:
+    """The identifiers of the experiments with a counted row, sorted."""
+    # -1 (no experiment known) counted apart, in one pass, no sort
+    seen = np.flatnonzero(np.bincount(spot_sizes.experiment + 1, minlength=1)[1:])
+    return sorted({geometry.identifiers[i] for i in seen.tolist()})
 
 
 def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
@@ -405,7 +410,7 @@ def _wavelengths(columns: dict, start: int, stop: int) -> np.ndarray | None:
     return None
 
 
-def _resolution_note(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> str:
+def resolution_note(spot_sizes: SpotSizes, geometry: ExperimentGeometry) -> str:
     """Why no counted row has a d-spacing, where the experiments say: a polychromatic
     beam and no per-reflection wavelength."""
     if not len(spot_sizes) or np.isfinite(spot_sizes.d_spacing).any():
@@ -505,6 +510,34 @@ def measure_file(
         The measured rows, selection, input description and profile model, or the
         error (a FileFormatError or SelectionError met on the way).
     """
+    read = read_source(index, source, request, n_sources)
+    return read if isinstance(read, FileOutcome) else measure_read(read, request)
+
+
+@dataclass
+class ReadSource:
+    """A source read and matched with its experiments, not yet measured."""
+
+    index: int
+    name: str
+    table: ReflectionTable
+    geometry: ExperimentGeometry
+    numbering: ExperimentNumbering
+    labels: list[str] | None
+    compared: ComparedTable | None
+
+
+def read_source(
+    index: int, source: Any, request: MeasureRequest, n_sources: int
+) -> ReadSource | FileOutcome:
+    """The first half of :func:`measure_file`: the table read, compared and matched
+    with its experiments; or the outcome of its problem.
+
+    Parameters
+    ----------
+    index, source, request, n_sources
+        As for :func:`measure_file`.
+    """
     name = source_name(source, index)
     compared = None
     try:
@@ -512,13 +545,43 @@ def measure_file(
         if request.compare_spots:  # even where the table cannot be measured
             compared = compared_table(table, index, name)
         geometry, numbering, labels = _experiments_for(table, index, request, n_sources)
+    except (FileFormatError, SelectionError) as error:
+        return error_outcome(index, name, error, compared)
+    return ReadSource(index, name, table, geometry, numbering, labels, compared)
+
+
+def error_outcome(index, name, error, compared) -> FileOutcome:
+    """The outcome of a source whose problem is ``error``."""
+    return FileOutcome(
+        index=index,
+        name=name,
+        error=str(error),
+        error_path=getattr(error, "path", None),
+        error_is_format=isinstance(error, FileFormatError),
+        compared=compared,
+    )
+
+
+def measure_read(read: ReadSource, request: MeasureRequest) -> FileOutcome:
+    """The second half of :func:`measure_file`: the read table measured, and its
+    profile model; a problem with it becomes the outcome's error.
+
+    Parameters
+    ----------
+    read : ReadSource
+        From :func:`read_source`.
+    request : MeasureRequest
+        What every process needs.
+    """
+    table = read.table
+    try:
         spot_sizes, selection = measure_table(
             table,
-            geometry,
-            numbering,
+            read.geometry,
+            read.numbering,
             request.options,
-            dataset=index,
-            name=name,
+            dataset=read.index,
+            name=read.name,
             release_pages=True,
             keep_index=request.n_sigma is not None,
             threads=request.threads,
@@ -526,23 +589,29 @@ def measure_file(
         profiles, profiles_later = [], None
         if request.profiles_later:
             _check_unchanged(table)  # for the rows; the profile model checks again
-            profiles_later = partial(
-                _profiles_checked, table, geometry, numbering, request, name
-            )
+            profiles_later = partial(profiles_checked, read, request)
         else:
-            profiles = _profiles_checked(table, geometry, numbering, request, name)
+            profiles = profiles_checked(read, request)
     except (FileFormatError, SelectionError) as error:
-        return FileOutcome(
-            index=index,
-            name=name,
-            error=str(error),
-            error_path=getattr(error, "path", None),
-            error_is_format=isinstance(error, FileFormatError),
-            compared=compared,
-        )
-    paired = request.paired_experiments.get(index)
+        return error_outcome(read.index, read.name, error, read.compared)
+    return measured_outcome(
+        read, request, spot_sizes, selection, profiles, profiles_later
+    )
+
+
+def measured_outcome(
+    read: ReadSource,
+    request: MeasureRequest,
+    spot_sizes: SpotSizes,
+    selection: DatasetSelection,
+    profiles: list[dict],
+    profiles_later: Callable[[], list[dict]] | None = None,
+) -> FileOutcome:
+    """The outcome of a measured source, with the description of its input."""
+    table = read.table
+    paired = request.paired_experiments.get(read.index)
     info = {
-        "reflections": name,
+        "reflections": read.name,
         **({"experiments": paired} if paired is not None else {}),
         "n_rows": table.nrows,
         "table_version": table.version,
@@ -551,14 +620,14 @@ def measure_file(
         "skipped_columns": sorted(table.skipped_columns),
     }
     return FileOutcome(
-        index=index,
-        name=name,
+        index=read.index,
+        name=read.name,
         spot_sizes=spot_sizes,
         selection=selection,
         info=info,
-        labels=labels,
+        labels=read.labels,
         profiles=profiles,
-        compared=compared,
+        compared=read.compared,
         profiles_later=profiles_later,
     )
 
@@ -568,11 +637,11 @@ def _check_unchanged(table: ReflectionTable) -> None:
         check_unchanged(column)  # rewritten or replaced while it was read
 
 
-def _profiles_checked(table, geometry, numbering, request, name) -> list:
+def profiles_checked(read: ReadSource, request: MeasureRequest) -> list:
     """The profile model (see :func:`_profiles`), refused where the file changed while
     its shoeboxes were read."""
-    profiles = _profiles(table, geometry, numbering, request, name)
-    _check_unchanged(table)
+    profiles = _profiles(read.table, read.geometry, read.numbering, request, read.name)
+    _check_unchanged(read.table)
     return profiles
 
 

@@ -26,7 +26,8 @@ from ..algorithms.geometry import ExperimentGeometry
 from ..errors import SpotSizeAnalysisError
 from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
 from .batches import FILES_PER_BATCH, Batch, pack, packed_as_measured
-from .measure_file import MeasureRequest, measure_file
+from .measure_file import MeasureRequest
+from .measure_stills import measure_sources
 from .tuning import scipy_linalg_hidden
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -145,10 +146,11 @@ def run_serial_or_pool(
         if nproc <= 1 or len(items) <= 1:
 
             def measured():
-                for index, source in items:
-                    yield measure_file(index, source, request, len(items))
+                for start in range(0, len(items), FILES_PER_BATCH):
+                    chunk = items[start : start + FILES_PER_BATCH]
+                    yield from measure_sources(chunk, request, len(items))
                     if bar is not None:
-                        bar.update()
+                        bar.update(len(chunk))
 
             return packed_as_measured(measured())
         size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
@@ -196,11 +198,7 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
                 claimed.value = number + 1
             if number >= len(chunks):
                 return
-            outcomes = [
-                measure_file(index, source, request, n_sources)
-                for index, source in chunks[number]
-            ]
-            sender.send(pack(outcomes))
+            sender.send(pack(measure_sources(chunks[number], request, n_sources)))
     except KeyboardInterrupt:  # the parent is interrupted too, and says so
         return
     except Exception as error:  # noqa: BLE001 (reported by the parent, which stops)

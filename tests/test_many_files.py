@@ -125,14 +125,15 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
 
     from dials_spot_size_analysis.parallel import pool
 
-    measure_file = pool.measure_file
+    measure_sources = pool.measure_sources
 
     def probed(*args):
-        outcome = measure_file(*args)
-        outcome.info["collecting"] = gc.isenabled()
-        return outcome
+        outcomes = measure_sources(*args)
+        for outcome in outcomes:
+            outcome.info["collecting"] = gc.isenabled()
+        return outcomes
 
-    monkeypatch.setattr(pool, "measure_file", probed)
+    monkeypatch.setattr(pool, "measure_sources", probed)
     files = [str(path) for path in sorted(pieces.glob("*.refl"))]
     for nproc, in_workers in ((1, False), (2, True)):
         inputs = analyse(files, shared_data / EXPT, nproc=nproc).inputs
@@ -421,16 +422,16 @@ def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, f
     error saying so; the parent neither hangs nor returns a partial result."""
     from dials_spot_size_analysis.parallel import pool
 
-    measure_file = pool.measure_file
+    measure_sources = pool.measure_sources
 
-    def failing(index, source, settings, n_sources):
-        if index == 5:
+    def failing(items, settings, n_sources):
+        if any(index == 5 for index, _ in items):
             if failure == "killed":
                 os._exit(9)
             raise ZeroDivisionError("planted")
-        return measure_file(index, source, settings, n_sources)
+        return measure_sources(items, settings, n_sources)
 
-    monkeypatch.setattr(pool, "measure_file", failing)
+    monkeypatch.setattr(pool, "measure_sources", failing)
     files = sorted(pieces.glob("*.refl"))
     with pytest.raises(
         pool.WorkerError,
@@ -574,3 +575,101 @@ def test_rows_of_an_experiment_the_identifier_map_does_not_name_are_refused(
     experiments = result.result.spot_sizes.experiment.tolist()
     assert experiments[-1] == -1  # counted, with no experiment
     assert set(experiments[:-1]) == set(range(n_experiments))
+
+
+def _stills(shared_data, folder):
+    """Stills as dials.stills_process writes them (each table with its own .expt and
+    identifier), of three kinds of columns, one with a corrupt shoebox column and one
+    whose ids its identifier map does not name; as (path, its .expt) in input order."""
+    kinds = [
+        ("eiger_therm/strong.refl", "eiger_therm/imported.expt"),
+        ("I23_P12M_thau/indexed.refl", "I23_P12M_thau/indexed.expt"),
+        ("I23_P12M_thau/strong.refl", "I23_P12M_thau/imported.expt"),
+        (INTEGRATED, EXPT),  # most rows without pixel data
+    ]
+    order = [0, 0, "bbox", 0, 1, 1, 2, 2, 3, 3, "corrupt", 0, "unnamed", 0, 0]
+    stills = []
+    for number, kind in enumerate(order):  # text kinds: a changed eiger still
+        refl, expt = kinds[0 if isinstance(kind, str) else kind]
+        table = read_reflections(shared_data / refl)
+        identifier = f"still-{number}"
+        table.identifiers = {0: identifier} if kind != "unnamed" else {5: identifier}
+        if kind == "bbox":  # two rows whose bbox column is not their shoebox's
+            bbox = np.array(table.columns["bbox"])
+            bbox[[1, 4], 1] += 1
+            table.columns["bbox"] = bbox
+        if kind == "corrupt":  # the first record's pixel-data marker: 7
+            blob = bytearray(table._shoebox_blob.tobytes())
+            blob[28] = 7
+            table._shoebox_blob = np.frombuffer(bytes(blob), np.uint8)
+            table._shoebox_index = None
+        document = json.loads((shared_data / expt).read_text())
+        document["experiment"][0]["identifier"] = identifier
+        stills.append((folder / f"{identifier}.refl", folder / f"{identifier}.expt"))
+        write_reflections(table, stills[-1][0])
+        stills[-1][1].write_text(json.dumps(document))
+    return stills
+
+
+def _outcome_fields(outcome) -> dict:
+    fields = {
+        k: v for k, v in vars(outcome).items() if k not in ("spot_sizes", "compared")
+    }
+    if outcome.compared is not None:
+        fields["compared"] = vars(outcome.compared) | {
+            "keys": outcome.compared.keys.tolist()
+        }
+    if outcome.spot_sizes is not None:
+        for name, values in vars(outcome.spot_sizes).items():
+            fields[name] = np.asarray(values).tobytes()  # NaN included, bit for bit
+    return fields
+
+
+def test_stills_measured_together_equal_each_measured_alone(
+    shared_data, tmp_path, monkeypatch
+):
+    """Small tables joined for measuring give every file the outcome it has alone:
+    rows, counts, experiment numbers, profile model, errors."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import MeasureOptions
+    from dials_spot_size_analysis.parallel import measure_stills
+    from dials_spot_size_analysis.parallel.measure_file import (
+        MeasureRequest,
+        measure_file,
+    )
+
+    stills = _stills(shared_data, tmp_path)
+    request = MeasureRequest(
+        experiments=[],
+        list_offsets=[],
+        have_experiment_lists=True,
+        options=MeasureOptions(),
+        paired_experiments={i: str(expt) for i, (_, expt) in enumerate(stills)},
+        compare_spots=True,
+    )
+    items = [(i, str(refl)) for i, (refl, _) in enumerate(stills)]
+    joined_sizes, measure_table = [], measure_stills.measure_table
+
+    def spied(table, geometry, *args, **kwargs):
+        joined_sizes.append(len(geometry))  # one experiment per still
+        return measure_table(table, geometry, *args, **kwargs)
+
+    monkeypatch.setattr(measure_stills, "measure_table", spied)
+    together = measure_stills.measure_sources(items, request, len(items))
+    # runs of joinable stills alike; the corrupt and the unnamed one alone, the
+    # latter without ending the run around it
+    assert joined_sizes == [4, 2, 2, 2, 3]
+    alone = [measure_file(i, source, request, len(items)) for i, source in items]
+    assert [o.index for o in together] == list(range(len(items)))
+    for joined, single in zip(together, alone):
+        assert _outcome_fields(joined) == _outcome_fields(single), single.name
+    errors = [o.error for o in together]
+    assert "pixel-data marker 7" in errors[10] and "does not name" in errors[12]
+    assert sum(error is None for error in errors) == 13
+    selections = [o.selection for o in together]
+    assert [s.n_bbox_disagreements for s in selections[:4]] == [0, 0, 2, 0]
+    assert [s.require for s in selections[4:10]] == [["indexed"]] * 2 + [[]] * 2 + [
+        ["indexed"]
+    ] * 2
+    assert (
+        selections[8].n_without_pixel_data == 348 and selections[8].n_bbox_disagreements
+    )
