@@ -490,16 +490,16 @@ class ShoeboxColumn:
             Where the column is truncated or corrupt, naming the record.
         """
         _check_row_count(blob, nrows, path)
-        headers = np.zeros(nrows, dtype=_HEADER_DTYPE)
         panel, bbox = np.zeros(nrows, np.uint32), np.zeros((nrows, 6), np.int32)
         present, data_offset = np.zeros(nrows, np.uint8), np.zeros(nrows, np.int64)
         problem, row, end = scan_records(
             blob, nrows, 0, panel, bbox, present, data_offset
         )
-        headers["panel"], headers["bbox"], headers["present"] = panel, bbox, present
         if problem == OK and end != blob.size:
             problem, row = TRAILING_BYTES, nrows
-        if problem != OK:
+        if problem != OK:  # the headers as read, for the message
+            headers = np.zeros(nrows, dtype=_HEADER_DTYPE)
+            headers["panel"], headers["bbox"], headers["present"] = panel, bbox, present
             raise FileFormatError(
                 path, _problem_message(problem, row, headers, blob.size)
             )
