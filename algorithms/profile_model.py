@@ -207,6 +207,15 @@ def _neighbours_pixel(lab, frame, hkl, neighbours):
     ) or _rounded_hkl_differs(lab, s0, a0 + width, hkl, m2, a_f_inv, s_inv)
 
 
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def _mask_code_at(blob, int32_mask, mask_start, voxel):
+    """The mask code of pixel ``voxel`` of a record whose codes start at byte
+    ``mask_start`` of ``blob``: int32 codes (present 1) or uint8 codes."""
+    if int32_mask:
+        return np.int64(int32_at(blob, mask_start + 4 * voxel))
+    return np.int64(blob[mask_start + voxel])
+
+
 @njit
 def _angle_to(x, y, z, rx, ry, rz, ref_len):
     """The angle (rad) between the lab vectors (x, y, z) and (rx, ry, rz), the second
@@ -269,10 +278,7 @@ def _pixel_kernel(
                 )
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
-                    if int32_mask:
-                        code = np.int64(int32_at(blob, mask_start + 4 * index))
-                    else:
-                        code = np.int64(blob[mask_start + index])
+                    code = _mask_code_at(blob, int32_mask, mask_start, index)
                     if apply and _neighbours_pixel(
                         lab, z0 + z, hkl[i], neighbours
                     ):  # fmt: skip
@@ -329,10 +335,7 @@ def _centroid_spread(
                 )  # fmt: skip
                 for z in range(nz):
                     voxel = (z * ny + j) * nx + k
-                    if int32_mask:
-                        code = np.int64(int32_at(blob, mask_start + 4 * voxel))
-                    else:
-                        code = np.int64(blob[mask_start + voxel])
+                    code = _mask_code_at(blob, int32_mask, mask_start, voxel)
                     if code != 0:
                         value = np.float64(float32_at(blob, data_start + 4 * voxel))
                         sum_w += value
