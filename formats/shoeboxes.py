@@ -525,7 +525,7 @@ class ShoeboxColumn:
         )
 
     @classmethod
-    def joined(cls, columns: "Sequence[ShoeboxColumn]") -> ShoeboxColumn:
+    def joined(cls, columns: Sequence[ShoeboxColumn]) -> ShoeboxColumn:
         """The records of ``columns`` one after another: their bytes joined (a copy),
         and their indexes joined with each record's place moved by the bytes before
         it. Records follow one another in a column, so the joined bytes are a column.
