@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..jit import njit
-from .statistics import percentiles_from_counts, value_counts
+from .statistics import median_of_finite, percentiles_from_counts, value_counts
 
 FIND_SPOTS = "dials.find_spots"
 INTEGRATE = "dials.integrate"
@@ -131,7 +131,7 @@ def _percentile(values, q: float) -> float | None:
     if counts is not None:
         return float(percentiles_from_counts(counts, [q])[0])
     if q == 50:
-        return float(np.median(values.astype(float, copy=False)))
+        return median_of_finite(values.astype(float, copy=False))
     return float(np.percentile(values, q))
 
 

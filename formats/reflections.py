@@ -314,8 +314,10 @@ class ReflectionTable:
         """Each column's name, type and shape per row, and the shoebox column's name:
         what tables to be joined must share."""
         return self.shoebox_column_name, tuple(
-            (name, column.dtype.str, column.shape[1:])
-            for name, column in self.columns.items()
+            [
+                (name, column.dtype, column.shape[1:])
+                for name, column in self.columns.items()
+            ]
         )
 
     def populate_rows(self, start: int, stop: int, names) -> None:

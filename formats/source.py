@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
 import mmap
 import os
@@ -205,8 +204,9 @@ def _refuse_unless_regular(path: str, mode: int) -> None:
     )
 
 
-def _open_regular(path: str) -> tuple[io.BufferedReader, os.stat_result]:
-    """``path`` opened for reading, refused unless it is a regular file.
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """``path`` opened for reading (a file descriptor the caller closes), refused
+    unless it is a regular file.
 
     The kind is checked with ``os.stat`` before opening, since opening a FIFO blocks
     until a writer appears and opening a device may have effects; the file is then
@@ -219,10 +219,23 @@ def _open_regular(path: str) -> tuple[io.BufferedReader, os.stat_result]:
     try:
         info = os.fstat(descriptor)
         _refuse_unless_regular(path, info.st_mode)
-        return os.fdopen(descriptor, "rb"), info
+        return descriptor, info
     except BaseException:
         os.close(descriptor)
         raise
+
+
+def _read_to_end(descriptor: int, size: int) -> bytes:
+    """The file's bytes from the start, ``size`` expected: one read where the file has
+    not grown since it was opened (no buffered file object, which costs more than the
+    read for the thousands of small files of a serial run)."""
+    content = os.read(descriptor, size + 1)
+    if len(content) <= size:  # a short read of a regular file is its end
+        return content
+    parts = [content]
+    while block := os.read(descriptor, _BLOCK_BYTES):
+        parts.append(block)
+    return b"".join(parts)
 
 
 # ------------------------------------------------------------------ decompression
@@ -330,21 +343,24 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
     path = os.fspath(path)
     suffix = os.path.splitext(path)[1].lower()
     try:
-        handle, info = _open_regular(path)
-        with handle:
-            if suffix in COMPRESSED_SUFFIXES:
+        descriptor, info = _open_regular(path)
+        if suffix in COMPRESSED_SUFFIXES:
+            with os.fdopen(descriptor, "rb") as handle:
                 content = _inflate(handle, path, suffix)
-                if not content:
-                    raise FileFormatError(path, "is empty once decompressed")
-                return memoryview(content).toreadonly()
+            if not content:
+                raise FileFormatError(path, "is empty once decompressed")
+            return memoryview(content).toreadonly()
+        try:
             if info.st_size == 0:
                 raise FileFormatError(
                     path, "is empty (0 bytes): was it written completely?"
                 )
             if info.st_size < MAP_FROM_BYTES:  # one read is cheaper than a mapping
-                return memoryview(handle.read())
-            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                return memoryview(_read_to_end(descriptor, info.st_size))
+            mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
             _MAPPED_FILES[mapped] = (path, _stamp(info))
+        finally:
+            os.close(descriptor)
         if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
             mapped.madvise(mmap.MADV_SEQUENTIAL)
         return memoryview(mapped)
@@ -474,9 +490,11 @@ def read_json_document(
             path,
             f"is not {kind}: it looks like {describe_content(head)}",
         )
-    text = bytes(content)
+    text = content.obj if isinstance(content.obj, bytes) else bytes(content)
     del content
-    need = json_parse_estimate(text)
+    # No parse of a small text can need more than SMALL_PARSE_BYTES: no need to count.
+    small = len(text) * (2 + max(JSON_OBJECT_BYTES.values())) <= SMALL_PARSE_BYTES
+    need = 0 if small else json_parse_estimate(text)
     # A parse of a few megabytes fits anywhere this program runs: asking the system
     # for every small file (thousands of stills) would cost more than the parse.
     have = available_memory() if need > SMALL_PARSE_BYTES else need
