@@ -119,6 +119,48 @@ _shared_beam_centres = by_identity(beam_centres_px)
 MAX_IMAGE_NUMBER = 2**31 - 2  # beyond, not an image of any real scan (int32)
 
 
+@by_identity
+def _model_tables(*detectors_and_beams) -> tuple:
+    """The per-panel and per-experiment tables of experiments given by their detectors
+    and beams, alternately: the same for every list of the same model objects (the
+    stills of a run, each list a file's), so made once and shared: never written
+    (left writable all the same, as the kernels reading them are compiled for).
+
+    The panel tables stack each distinct detector once; ``starts`` gives each
+    experiment's first row in them (-1 without a detector) and ``n_panels`` its
+    panels. The beam's direction and 1/λ are apart: a polychromatic beam (Laue,
+    neutron time-of-flight) has a direction but 1/λ NaN, each reflection having its
+    own.
+    """
+    detectors, beams = detectors_and_beams[0::2], detectors_and_beams[1::2]
+    panel_tables, starts, n_panels = [], [], []
+    position, seen = 0, {}
+    for detector in detectors:
+        n_panels.append(len(detector) if detector is not None else 0)
+        if detector is None:
+            starts.append(-1)
+            continue
+        if id(detector) not in seen:  # shared detectors are stacked once
+            seen[id(detector)] = position
+            panel_tables.append(_panel_table(detector))
+            position += len(detector)
+        starts.append(seen[id(detector)])
+    panels = tuple(np.concatenate(parts) for parts in zip(_NO_PANELS, *panel_tables))
+    rows = [_beam_row(beam) for beam in beams]
+    beam_tables = (
+        np.array([b[0] for b in rows]).reshape(-1, 3),
+        np.array([b[1] for b in rows]).reshape(-1, 3),
+        np.array([b[2] for b in rows], dtype=np.float64),
+        np.array([b[3] for b in rows], dtype=bool),
+    )
+    return (
+        panels,
+        np.array(starts, dtype=np.int64),
+        np.array(n_panels, dtype=np.int64),
+        beam_tables,
+    )
+
+
 class ExperimentGeometry:
     """Per-experiment and per-panel tables for a list of experiments, built once (not per
     reflection file: a serial-crystallography run has thousands of experiments)."""
@@ -130,33 +172,14 @@ class ExperimentGeometry:
         for number, identifier in enumerate(self.identifiers):
             if identifier:
                 self.index.setdefault(identifier, number)
-        panel_tables, starts, n_panels = [], [], []
-        position, seen = 0, {}
-        for experiment in self.experiments:
-            detector = experiment.detector
-            n_panels.append(len(detector) if detector is not None else 0)
-            if detector is None:
-                starts.append(-1)
-                continue
-            if id(detector) not in seen:  # shared detectors are stacked once
-                seen[id(detector)] = position
-                panel_tables.append(_panel_table(detector))
-                position += len(detector)
-            starts.append(seen[id(detector)])
-        self.origins, self.fasts, self.slows, self.pixel_sizes = (
-            np.concatenate(parts) for parts in zip(_NO_PANELS, *panel_tables)
-        )  # a copy: the stacks are this object's own
-        self.starts = np.array(starts, dtype=np.int64)
-        self.n_panels = np.array(n_panels, dtype=np.int64)
+        (
+            (self.origins, self.fasts, self.slows, self.pixel_sizes),
+            self.starts,
+            self.n_panels,
+            (self.s0, self.unit_s0, self.wavenumber, self.polychromatic),
+        ) = _model_tables(*[m for e in self.experiments for m in (e.detector, e.beam)])
         self._beam_centres: np.ndarray | None = None
         self._beam_centre_starts = np.zeros(0, np.int64)
-        # The beam's direction and 1/λ apart: a polychromatic beam (Laue, neutron
-        # time-of-flight) has a direction but 1/λ NaN, each reflection having its own.
-        beams = [_beam_row(e.beam) for e in self.experiments]
-        self.s0 = np.array([b[0] for b in beams]).reshape(-1, 3)
-        self.unit_s0 = np.array([b[1] for b in beams]).reshape(-1, 3)
-        self.wavenumber = np.array([b[2] for b in beams], dtype=np.float64)
-        self.polychromatic = np.array([b[3] for b in beams], dtype=bool)
 
     def __len__(self) -> int:
         return len(self.experiments)
