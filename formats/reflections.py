@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import logging
 import math
 import os
@@ -54,6 +55,11 @@ COLUMN_TYPES: dict[str, tuple[str, tuple[int, ...]]] = {
     "mat3<double>": ("<f8", (3, 3)),
     "int6": ("<i4", (6,)),
     "cctbx::miller::index<>": ("<i4", (3,)),
+}
+# Each column type's element: dtype, shape per row and bytes per row.
+_LAYOUT = {
+    name: (np.dtype(d), shape, np.dtype(d).itemsize * math.prod(shape))
+    for name, (d, shape) in COLUMN_TYPES.items()
 }
 _TYPE_OF_ARRAY = {
     (np.dtype(d).str, shape): name for name, (d, shape) in COLUMN_TYPES.items()
@@ -100,6 +106,7 @@ WELL_KNOWN_COLUMN_TYPES: dict[str, str] = {
 IDENTIFIER_KEY_RANGE = (0, (1 << 31) - 1)
 
 
+@functools.lru_cache(maxsize=1024)  # every still of a run has the same few columns
 def expected_column_type(name: str) -> str | None:
     """The type DIALS always gives column ``name``, or None for other columns.
 
@@ -422,9 +429,7 @@ class ReflectionTable:
 def _column_view(
     blob: np.ndarray, count: int, type_name: str, name: str, path
 ) -> np.ndarray:
-    dtype, shape = COLUMN_TYPES[type_name]
-    dtype = np.dtype(dtype)
-    element_bytes = dtype.itemsize * math.prod(shape)
+    dtype, shape, element_bytes = _LAYOUT[type_name]
     if blob.size != count * element_bytes:
         raise FileFormatError(
             path,
