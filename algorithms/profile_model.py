@@ -292,24 +292,26 @@ def _pixel_kernel(
 
 
 @njit
-def _centroid_spread(
-    blob, present, data_offset, bbox, shoebox_panel, ids, index, panel, xyz,
-    origin, fast, slow, pixel_size, variances,
+def _centroid_spreads(
+    blob, present, data_offset, bbox, shoebox_panel, ids, first_panel, panel, xyz,
+    origin, fast, slow, pixel_size, n_rows, used, variance,
 ):  # fmt: skip
-    """Before indexing, in one pass over the table: for each row of experiment
-    ``index``, the beam vector to its centroid (``panel``, ``xyz``) and the sums of
+    """Before indexing, in one pass over the table: for each row of an experiment e
+    with ``first_panel[e] >= 0`` (its detector's first row in the stacked panel
+    arrays), the beam vector to its centroid (``panel``, ``xyz``) and the sums of
     ComputeEsdBeamDivergence over its pixels with mask != 0, as :func:`_pixel_kernel`
-    makes them without parallax correction. Each variance sum(w angle^2)/(sum(w) - 1)
-    of a row with sum(w) > 1 goes to ``variances``, in row order. Returns the rows of
-    the experiment and the variances written."""
-    n_rows, n_used = 0, 0
+    makes them without parallax correction. Counts each such experiment's rows in
+    ``n_rows``; a row with sum(w) > 1 is ``used``, with the variance
+    sum(w angle^2)/(sum(w) - 1) in ``variance``."""
     for i in range(ids.shape[0]):
-        if ids[i] != index:
+        e = ids[i]
+        used[i] = False
+        if e < 0 or e >= first_panel.shape[0] or first_panel[e] < 0:
             continue
-        n_rows += 1
+        n_rows[e] += 1
         if present[i] == 0:
             continue
-        c = panel[i]
+        c = first_panel[e] + panel[i]
         x_mm, y_mm = xyz[i, 0] * pixel_size[c, 0], xyz[i, 1] * pixel_size[c, 1]
         r0 = origin[c, 0] + x_mm * fast[c, 0] + y_mm * slow[c, 0]
         r1 = origin[c, 1] + x_mm * fast[c, 1] + y_mm * slow[c, 1]
@@ -321,7 +323,7 @@ def _centroid_spread(
         data_start = data_offset[i]
         mask_start = data_start + 4 * nx * ny * nz  # int32 (present 1) or uint8 codes
         int32_mask = present[i] == 1
-        p = shoebox_panel[i]
+        p = first_panel[e] + shoebox_panel[i]
         sum_w, sum_w_angle2 = 0.0, 0.0
         for j in range(ny):
             for k in range(nx):
@@ -341,9 +343,8 @@ def _centroid_spread(
                         sum_w += value
                         sum_w_angle2 += value * angle * angle
         if sum_w > 1:
-            variances[n_used] = sum_w_angle2 / (sum_w - 1)
-            n_used += 1
-    return n_rows, n_used
+            used[i] = True
+            variance[i] = sum_w_angle2 / (sum_w - 1)
 
 
 @njit
@@ -476,9 +477,14 @@ class ProfileModel:
         return {"experiments": [_plain(e) for e in self.experiments]}
 
 
+_IMMUTABLE = frozenset({int, float, str, bool, type(None)})
+
+
 def _plain(value):
     """``dataclasses.asdict`` without its deep copy of every number and string (they
     are immutable): dataclasses become dicts, lists, tuples and dicts are copied."""
+    if type(value) in _IMMUTABLE:  # most fields: nothing to look into
+        return value
     if hasattr(value, "__dataclass_fields__"):  # its fields, in order (no slots)
         return {name: _plain(item) for name, item in vars(value).items()}
     if isinstance(value, (list, tuple)):
@@ -994,38 +1000,68 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     return result
 
 
-def _pre_indexing_estimate(index, experiment, columns, shoeboxes):
-    """Before indexing: the spread of each spot's pixels about its own centroid
-    (DIALS's ``centroid_definition=com``), all spots, no zeta filter; no sigma_m."""
-    result = ExperimentProfile(
-        experiment=index,
-        applicable=True,
-        label="estimate before indexing: sigma_b about each spot's own centroid",
-        reason="no crystal model: sigma_m needs predicted rotation angles",
-    )
-    result.stored_profile = _stored(experiment)
+def _pre_indexing_estimates(
+    indices: list[int], experiments, columns, shoeboxes
+) -> list[ExperimentProfile]:
+    """Before indexing, for each experiment of ``indices``: the spread of each spot's
+    pixels about its own centroid (DIALS's ``centroid_definition=com``), all spots, no
+    zeta filter; no sigma_m. One pass over the table for all of them (the stills of a
+    serial run, measured together, have thousands)."""
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
-    arrays = DetectorArrays.of(experiment.detector)
+    first_panel = np.full(len(experiments), -1, dtype=np.int64)
+    stacked: dict[int, int] = {}  # a detector's first row, each detector stacked once
+    panel_arrays = []
+    for index in indices:
+        detector = experiments[index].detector
+        if id(detector) not in stacked:
+            stacked[id(detector)] = sum(len(a.origin) for a in panel_arrays)
+            panel_arrays.append(DetectorArrays.of(detector))
+        first_panel[index] = stacked[id(detector)]
+    origin, fast, slow, pixel_size = (
+        np.concatenate([getattr(a, name) for a in panel_arrays])
+        for name in ("origin", "fast", "slow", "pixel_size")
+    )
     ids = np.asarray(columns["id"]).reshape(-1)
-    variances = np.empty(ids.size)
-    n_rows, n_used = _centroid_spread(
+    n_rows = np.zeros(len(experiments), dtype=np.int64)
+    used = np.empty(ids.size, dtype=np.bool_)
+    variance = np.empty(ids.size)
+    _centroid_spreads(
         shoeboxes.blob, shoeboxes.present, shoeboxes.data_offset, shoeboxes.bbox,
-        shoeboxes.panel, ids, index, np.asarray(columns["panel"]).reshape(-1),
-        np.asarray(columns["xyzobs.px.value"]), arrays.origin, arrays.fast,
-        arrays.slow, arrays.pixel_size, variances,
+        shoeboxes.panel, ids, first_panel, np.asarray(columns["panel"]).reshape(-1),
+        np.asarray(columns["xyzobs.px.value"]), origin, fast, slow, pixel_size,
+        n_rows, used, variance,
     )  # fmt: skip
-    result.n_reference = result.n_selected = n_rows
-    if not n_used:
-        result.applicable = False
-        result.reason = "no spot has more than 1 count in its shoebox"
-        return result
-    sigma_b = math.sqrt(float(variances[:n_used].sum() / n_used))  # as _sigma_b
-    result.sigma_b_deg = math.degrees(sigma_b)
-    distance, pixel = _beam_distance_and_pixel(experiment)
-    result.sigma_b_px = sigma_b * distance / pixel
-    return result
+    # Each experiment's variances in row order, one after another (a stable sort).
+    rows = np.flatnonzero(used)
+    order = rows[np.argsort(ids[rows], kind="stable")]
+    ordered = variance[order]
+    ends = np.cumsum(np.bincount(ids[rows], minlength=len(experiments)))
+    results = []
+    for index in indices:
+        experiment = experiments[index]
+        result = ExperimentProfile(
+            experiment=index,
+            applicable=True,
+            label="estimate before indexing: sigma_b about each spot's own centroid",
+            reason="no crystal model: sigma_m needs predicted rotation angles",
+        )
+        result.stored_profile = _stored(experiment)
+        result.n_reference = result.n_selected = int(n_rows[index])
+        start = ends[index - 1] if index else 0
+        n_used = int(ends[index] - start)
+        if not n_used:
+            result.applicable = False
+            result.reason = "no spot has more than 1 count in its shoebox"
+        else:
+            mean_variance = ordered[start : ends[index]].sum() / n_used  # as _sigma_b
+            sigma_b = math.sqrt(float(mean_variance))
+            result.sigma_b_deg = math.degrees(sigma_b)
+            distance, pixel = _beam_distance_and_pixel(experiment)
+            result.sigma_b_px = sigma_b * distance / pixel
+        results.append(result)
+    return results
 
 
 def profile_model(
@@ -1062,9 +1098,10 @@ def profile_model(
         One :class:`ExperimentProfile` per experiment: the model, or
         ``applicable=False`` with the reason (stills, too few reflections).
     """
-    results = []
+    results: list[ExperimentProfile | None] = []
     options = (n_sigma, block_degrees, padding_deg)
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
+    before_indexing = []
     for index, experiment in enumerate(experiments):
         if "miller_index" in columns and missing and _is_rotation(experiment):
             reason = f"the table lacks the column(s) {', '.join(missing)} that dials.integrate re-predicts from"
@@ -1080,15 +1117,40 @@ def profile_model(
                     stored_profile=_stored(experiment),
                 )
             )
-        elif experiment.crystal is None or "miller_index" not in columns:
-            results.append(
-                _pre_indexing_estimate(index, experiment, columns, shoeboxes)
-            )
-        else:
+        elif needs_prediction(experiment, columns):
             results.append(
                 _rotation_profile(index, experiment, columns, shoeboxes, options)
             )
+        else:
+            results.append(None)  # estimated below, with the others
+            before_indexing.append(index)
+    if before_indexing:
+        estimates = _pre_indexing_estimates(
+            before_indexing, experiments, columns, shoeboxes
+        )
+        for index, estimate in zip(before_indexing, estimates):
+            results[index] = estimate
     return ProfileModel(experiments=results)
+
+
+def needs_prediction(experiment, columns) -> bool:
+    """Whether the profile model of ``experiment`` re-predicts its reflections (a
+    rotation with a crystal, and indexed rows), the costly case; otherwise it is an
+    estimate before indexing or a reason why none applies.
+
+    Parameters
+    ----------
+    experiment
+        A ``formats.experiments.Experiment``.
+    columns
+        The table's columns, by name.
+    """
+    return (
+        _is_rotation(experiment)
+        and experiment.crystal is not None
+        and "miller_index" in columns
+        and all(name in columns for name in INDEXED_COLUMNS)
+    )
 
 
 MOST_EXAMPLES = 5  # datasets named per reason a profile model does not apply

@@ -16,7 +16,7 @@ import numpy as np
 from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
 from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
-from ..algorithms.profile_model import ProfileModelError, profile_model
+from ..algorithms.profile_model import ProfileModel, ProfileModelError, profile_model
 from ..algorithms.same_spots import ComparedTable, centroid_keys
 from ..algorithms.spot_shape import ShapesToMeasure, bbox_disagreements
 from ..algorithms.spot_sizes import (
@@ -467,12 +467,8 @@ def _experiments_by_id(table: ReflectionTable, geometry, numbering) -> list | No
 def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) -> list:
     """The profile model of a table's experiments as dials.integrate would compute it
     (``algorithms.profile_model``), or why there is none, as plain data."""
-    if request.n_sigma is None or table.shoebox_column_name is None:
-        return []
-    experiments = _experiments_by_id(table, geometry, numbering)
-    if not experiments or all(
-        e.detector is None or e.beam is None for e in experiments
-    ):
+    experiments = profile_experiments(table, geometry, numbering, request)
+    if experiments is None:
         return []
     try:
         model = profile_model(
@@ -481,7 +477,28 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
     except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
         reason = f"the profile model could not be computed: {error}"
         return [{"dataset": name, "applicable": False, "reason": reason}]
-    entries = model.as_dict()["experiments"]
+    return profile_entries(model.experiments, experiments, name)
+
+
+def profile_experiments(
+    table: ReflectionTable, geometry, numbering, request: MeasureRequest
+) -> list | None:
+    """The experiments a table's profile model covers, in the order of its ``id``
+    values; None where it has none (none asked for, no shoeboxes, no models)."""
+    if request.n_sigma is None or table.shoebox_column_name is None:
+        return None
+    experiments = _experiments_by_id(table, geometry, numbering)
+    if not experiments or all(
+        e.detector is None or e.beam is None for e in experiments
+    ):
+        return None
+    return experiments
+
+
+def profile_entries(profiles: list, experiments: list, name: str) -> list[dict]:
+    """The profile model of a table's ``experiments`` (each profile numbered by its
+    place among them) as plain data, naming the table and each experiment."""
+    entries = ProfileModel(experiments=profiles).as_dict()["experiments"]
     for entry in entries:
         entry["dataset"] = name
         entry["identifier"] = experiments[entry["experiment"]].identifier
@@ -588,7 +605,7 @@ def measure_read(read: ReadSource, request: MeasureRequest) -> FileOutcome:
         )
         profiles, profiles_later = [], None
         if request.profiles_later:
-            _check_unchanged(table)  # for the rows; the profile model checks again
+            check_table_unchanged(table)  # for the rows; the profile model checks again
             profiles_later = partial(profiles_checked, read, request)
         else:
             profiles = profiles_checked(read, request)
@@ -632,7 +649,8 @@ def measured_outcome(
     )
 
 
-def _check_unchanged(table: ReflectionTable) -> None:
+def check_table_unchanged(table: ReflectionTable) -> None:
+    """Refuse a table whose file was rewritten or replaced while it was read."""
     for column in list(table.columns.values())[:1]:  # a view of the file's map
         check_unchanged(column)  # rewritten or replaced while it was read
 
@@ -641,7 +659,7 @@ def profiles_checked(read: ReadSource, request: MeasureRequest) -> list:
     """The profile model (see :func:`_profiles`), refused where the file changed while
     its shoeboxes were read."""
     profiles = _profiles(read.table, read.geometry, read.numbering, request, read.name)
-    _check_unchanged(read.table)
+    check_table_unchanged(read.table)
     return profiles
 
 

@@ -17,6 +17,11 @@ import numpy as np
 
 from ..algorithms import flags as flag_names
 from ..algorithms.geometry import ExperimentGeometry
+from ..algorithms.profile_model import (
+    ProfileModelError,
+    needs_prediction,
+    profile_model,
+)
 from ..algorithms.spot_shape import bbox_disagreements
 from ..algorithms.spot_sizes import (
     DatasetSelection,
@@ -30,11 +35,14 @@ from .measure_file import (
     FileOutcome,
     MeasureRequest,
     ReadSource,
+    check_table_unchanged,
     error_outcome,
     identifiers_seen,
     measure_read,
     measure_table,
     measured_outcome,
+    profile_entries,
+    profile_experiments,
     profiles_checked,
     read_source,
     resolution_note,
@@ -153,6 +161,7 @@ def _split(reads, first, table, spot_sizes, joined, request) -> list[FileOutcome
         rows = bbox_disagreements(table.shoeboxes.bbox, table.columns["bbox"])[1]
         owner = np.searchsorted(row_starts, rows, side="right") - 1
         disagreeing = np.bincount(owner, minlength=len(reads))
+    together = _profiles_together(reads, table, request)
     outcomes, start = [], 0
     for number, read in enumerate(reads):
         part = spot_sizes.rows(start, start + int(n_counted[number]))
@@ -176,9 +185,58 @@ def _split(reads, first, table, spot_sizes, joined, request) -> list[FileOutcome
             experiment_identifiers=identifiers_seen(part, read.geometry),
         )
         try:
-            profiles = profiles_checked(read, request)
+            if together is None:
+                profiles = profiles_checked(read, request)
+            else:
+                profiles = together[number]
+                check_table_unchanged(read.table)
         except (FileFormatError, SelectionError) as error:
             outcomes.append(error_outcome(read.index, read.name, error, read.compared))
             continue
         outcomes.append(measured_outcome(read, request, part, selection, profiles))
     return outcomes
+
+
+def _profiles_together(reads, table, request) -> list[list[dict]] | None:
+    """Each table's profile model from one computation on the joined table, as
+    :func:`measure_file.profiles_checked` gives it alone (before checking the file);
+    None where each must be computed alone: a table's experiments re-predict their
+    reflections (a pass over every row for each), or the computation met a problem
+    (each then reports its own)."""
+    covered, ids, combined = [], [], []
+    for read in reads:
+        experiments = profile_experiments(
+            read.table, read.geometry, read.numbering, request
+        )
+        own = np.asarray(read.table.columns["id"]).reshape(-1).astype(np.int64)
+        if experiments is None:
+            covered.append(None)
+            ids.append(np.full(own.size, -1, dtype=np.int64))
+            continue
+        if any(needs_prediction(e, read.table.columns) for e in experiments):
+            return None
+        # Rows whose id names none of the table's experiments stay out, as alone.
+        known = (own >= 0) & (own < len(experiments))
+        ids.append(np.where(known, own + len(combined), -1))
+        covered.append((len(combined), experiments))
+        combined += experiments
+    if not combined:
+        return [[] for _ in reads]
+    columns = {**table.columns, "id": np.concatenate(ids)}
+    try:
+        model = profile_model(
+            columns, table.shoeboxes, combined, n_sigma=request.n_sigma
+        )
+    except (ProfileModelError, ValueError, np.linalg.LinAlgError):
+        return None
+    profiles_of_reads = []
+    for read, part in zip(reads, covered):
+        if part is None:
+            profiles_of_reads.append([])
+            continue
+        first, experiments = part
+        profiles = model.experiments[first : first + len(experiments)]
+        for profile in profiles:
+            profile.experiment -= first  # numbered in the table's own list again
+        profiles_of_reads.append(profile_entries(profiles, experiments, read.name))
+    return profiles_of_reads

@@ -654,10 +654,20 @@ def test_stills_measured_together_equal_each_measured_alone(
         return measure_table(table, geometry, *args, **kwargs)
 
     monkeypatch.setattr(measure_stills, "measure_table", spied)
+    profiled_together, profile_model = [], measure_stills.profile_model
+
+    def spied_profiles(columns, shoeboxes, experiments, **kwargs):
+        profiled_together.append(len(experiments))
+        return profile_model(columns, shoeboxes, experiments, **kwargs)
+
+    monkeypatch.setattr(measure_stills, "profile_model", spied_profiles)
     together = measure_stills.measure_sources(items, request, len(items))
     # runs of joinable stills alike; the corrupt and the unnamed one alone, the
     # latter without ending the run around it
     assert joined_sizes == [4, 2, 2, 2, 3]
+    # the estimates before indexing of a run in one computation; the indexed runs
+    # (whose experiments re-predict their reflections) each alone
+    assert profiled_together == [4, 2, 3]
     alone = [measure_file(i, source, request, len(items)) for i, source in items]
     assert [o.index for o in together] == list(range(len(items)))
     for joined, single in zip(together, alone):
