@@ -30,8 +30,18 @@ DATASET_KEYS = (
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
 
 
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
 def _finite(value):
     """JSON has no NaN or infinity: such values become null."""
+    kind = type(value)
+    if kind in _PLAIN:  # most of a document of thousands of files: nothing to do
+        return value
+    if kind is dict:
+        return {k: _finite(v) for k, v in value.items()}
+    if kind is list:
+        return [_finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
