@@ -327,21 +327,24 @@ def _centroid_spreads(
         sum_w, sum_w_angle2 = 0.0, 0.0
         for j in range(ny):
             for k in range(nx):
-                x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
-                y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
-                angle = _angle_to(
-                    origin[p, 0] + x_mm * fast[p, 0] + y_mm * slow[p, 0],
-                    origin[p, 1] + x_mm * fast[p, 1] + y_mm * slow[p, 1],
-                    origin[p, 2] + x_mm * fast[p, 2] + y_mm * slow[p, 2],
-                    r0, r1, r2, ref_len,
-                )  # fmt: skip
+                angle = -1.0  # made at the column's first pixel with mask != 0, if any
                 for z in range(nz):
                     voxel = (z * ny + j) * nx + k
                     code = _mask_code_at(blob, int32_mask, mask_start, voxel)
-                    if code != 0:
-                        value = np.float64(float32_at(blob, data_start + 4 * voxel))
-                        sum_w += value
-                        sum_w_angle2 += value * angle * angle
+                    if code == 0:
+                        continue
+                    if angle < 0.0:
+                        x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
+                        y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
+                        angle = _angle_to(
+                            origin[p, 0] + x_mm * fast[p, 0] + y_mm * slow[p, 0],
+                            origin[p, 1] + x_mm * fast[p, 1] + y_mm * slow[p, 1],
+                            origin[p, 2] + x_mm * fast[p, 2] + y_mm * slow[p, 2],
+                            r0, r1, r2, ref_len,
+                        )  # fmt: skip
+                    value = np.float64(float32_at(blob, data_start + 4 * voxel))
+                    sum_w += value
+                    sum_w_angle2 += value * angle * angle
         if sum_w > 1:
             used[i] = True
             variance[i] = sum_w_angle2 / (sum_w - 1)
@@ -1038,7 +1041,7 @@ def _pre_indexing_estimates(
     order = rows[np.argsort(ids[rows], kind="stable")]
     ordered = variance[order]
     ends = np.cumsum(np.bincount(ids[rows], minlength=len(experiments)))
-    results = []
+    results, distances = [], {}  # (distance, pixel) per beam and detector met
     for index in indices:
         experiment = experiments[index]
         result = ExperimentProfile(
@@ -1058,7 +1061,10 @@ def _pre_indexing_estimates(
             mean_variance = ordered[start : ends[index]].sum() / n_used  # as _sigma_b
             sigma_b = math.sqrt(float(mean_variance))
             result.sigma_b_deg = math.degrees(sigma_b)
-            distance, pixel = _beam_distance_and_pixel(experiment)
+            models = (id(experiment.beam), id(experiment.detector))
+            if models not in distances:
+                distances[models] = _beam_distance_and_pixel(experiment)
+            distance, pixel = distances[models]
             result.sigma_b_px = sigma_b * distance / pixel
         results.append(result)
     return results
