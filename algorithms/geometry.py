@@ -270,7 +270,7 @@ class ExperimentGeometry:
         """Beam centres of every experiment's panels, one block per experiment with a
         detector (NaN without a beam); the same detector and beam direction are
         solved once (thousands of stills)."""
-        blocks, starts, solved = [], [], {}
+        blocks, starts, solved, by_models = [], [], {}, {}
         position = 0
         for experiment in self.experiments:
             starts.append(position)
@@ -280,12 +280,17 @@ class ExperimentGeometry:
                 blocks.append(np.full((len(experiment.detector), 2), np.nan))
                 position += len(experiment.detector)
                 continue
-            direction = experiment.beam.direction
-            key = (id(experiment.detector), tuple(np.round(direction, 12)))
-            if key not in solved:
-                solved[key] = _shared_beam_centres(experiment.beam, experiment.detector)
-            blocks.append(solved[key])
-            position += len(solved[key])
+            models = (id(experiment.detector), id(experiment.beam))
+            if models not in by_models:  # a beam object met before: its direction too
+                direction = experiment.beam.direction
+                key = (id(experiment.detector), tuple(np.round(direction, 12)))
+                if key not in solved:
+                    solved[key] = _shared_beam_centres(
+                        experiment.beam, experiment.detector
+                    )
+                by_models[models] = solved[key]
+            blocks.append(by_models[models])
+            position += len(by_models[models])
         table = np.concatenate(blocks) if blocks else np.zeros((0, 2))
         return table, np.array(starts, dtype=np.int64)
 
