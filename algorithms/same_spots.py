@@ -137,6 +137,22 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
     n = len(keys)
     every = np.concatenate(keys) if n else np.zeros(0, np.uint64)
     owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
+    # Only a key met more than once can pair tables. Which keys recur is found from
+    # the sorted keys alone, many times cheaper than ordering the rows with their
+    # owners, which is then done for the rows of those keys only (of distinct stills:
+    # none).
+    ordered = np.sort(every)
+    repeats = ordered[1:] == ordered[:-1]
+    empty = np.zeros(0, np.int64)
+    if not repeats.any():
+        return empty, empty, empty
+    if not (repeats[1:] | repeats[:-1]).all() or not (repeats[0] and repeats[-1]):
+        repeated = ordered[1:][repeats]  # sorted: each recurring key, once or more
+        recurring_keys = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
+        place = np.searchsorted(recurring_keys, every)
+        place[place == recurring_keys.size] = 0
+        kept = np.flatnonzero(recurring_keys[place] == every)
+        every, owner = every[kept], owner[kept]
     order = np.argsort(every, kind="stable")  # owners ascending within a key
     every, owner = every[order], owner[order]
     starts = np.r_[True, every[1:] != every[:-1]] if len(every) else np.zeros(0, bool)
@@ -149,7 +165,6 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
         same_run = run[d:] == run[:-d]
         codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
     if not codes:
-        empty = np.zeros(0, np.int64)
         return empty, empty, empty
     pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
     return pair_codes // n, pair_codes % n, counts

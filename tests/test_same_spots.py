@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 
 from dials_spot_size_analysis.algorithms.same_spots import (
     CENTROID_QUANTUM,
+    MAX_TABLES_PER_CENTROID,
     centroid_keys,
+    shared_centroid_counts,
     tables_with_same_spots,
 )
 from dials_spot_size_analysis.formats import read_reflections
@@ -85,3 +87,44 @@ def test_keys_of_a_mostly_unobserved_table_hold_no_buffer_of_every_row():
     keys = centroid_keys(xyz)
     assert np.array_equal(keys, reference_keys(xyz)) and keys.size == 1
     assert keys.base is None  # its own memory, not a view of a 1000-row buffer
+
+
+def reference_pairs(keys) -> list[tuple[int, int, int]]:
+    """Plainly: for every key, the tables holding it (a table once per time it holds
+    it, in table order); where there are 2 to MAX_TABLES_PER_CENTROID of them, each
+    pair of those places counts once for (its first table, its second)."""
+    owners: dict[int, list[int]] = {}
+    for table, table_keys in enumerate(keys):
+        for key in table_keys.tolist():
+            owners.setdefault(key, []).append(table)
+    counted: dict[tuple[int, int], int] = {}
+    for places in owners.values():
+        if not 1 < len(places) <= MAX_TABLES_PER_CENTROID:
+            continue
+        for a in range(len(places)):
+            for b in range(a + 1, len(places)):
+                pair = (places[a], places[b])
+                counted[pair] = counted.get(pair, 0) + 1
+    return sorted((first, second, n) for (first, second), n in counted.items())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.integers(0, 40), max_size=12),  # small keys: many shared
+        max_size=MAX_TABLES_PER_CENTROID + 3,
+    )
+)
+def test_pairs_of_tables_sharing_keys_equal_the_plain_count(tables):
+    keys = [np.array(sorted(t), dtype=np.uint64) for t in tables]
+    found = list(zip(*(x.tolist() for x in shared_centroid_counts(keys))))
+    assert found == reference_pairs(keys)
+
+
+def test_pairs_of_tables_sharing_keys_where_none_or_all_recur():
+    distinct = [np.array([3, 9], np.uint64), np.array([4, 10], np.uint64)]
+    assert [x.tolist() for x in shared_centroid_counts(distinct)] == [[], [], []]
+    same = [np.array([3, 9], np.uint64)] * 3
+    found = [x.tolist() for x in shared_centroid_counts(same)]
+    assert found == [[0, 0, 1], [1, 2, 2], [2, 2, 2]]
+    assert [x.tolist() for x in shared_centroid_counts([])] == [[], [], []]
