@@ -101,13 +101,15 @@ TRACKING_MAX_MEDIAN_EXTENT_Z = 1.0
 
 
 def _finite(values) -> np.ndarray:
-    """The finite values, flattened: whole numbers (sizes, extents) as they are,
-    without a float copy of a million rows."""
+    """The finite values, flattened (never written to): whole numbers (sizes, extents)
+    as they are, without a float copy of a million rows, and real ones that are all
+    finite (the checks pass them on to each other) without another."""
     values = np.asarray(values).ravel()
     if np.issubdtype(values.dtype, np.integer):
         return values
     values = values.astype(float, copy=False)
-    return values[np.isfinite(values)]
+    finite = np.isfinite(values)
+    return values if finite.all() else values[finite]
 
 
 def _median(values) -> float | None:
