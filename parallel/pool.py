@@ -11,7 +11,6 @@ once) and, on Linux, the kernel kills them when the parent dies.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import gc
 import multiprocessing
 import os
@@ -225,8 +224,10 @@ def _widen(connection) -> None:
     in a few reads instead of one per 64 KB, each waking the other process. Where
     the system refuses, the pipe stays as it is."""
     try:
+        import fcntl  # POSIX only
+
         fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-    except (AttributeError, OSError):
+    except (ImportError, AttributeError, OSError):
         pass
 
 

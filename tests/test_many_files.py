@@ -683,3 +683,18 @@ def test_stills_measured_together_equal_each_measured_alone(
     assert (
         selections[8].n_without_pixel_data == 348 and selections[8].n_bbox_disagreements
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pipes only")
+def test_worker_pipes_hold_a_whole_batch_and_a_refusal_is_no_error():
+    import fcntl
+    import multiprocessing
+
+    from dials_spot_size_analysis.parallel.pool import PIPE_BYTES, _widen
+
+    receiver, sender = multiprocessing.get_context("fork").Pipe(duplex=False)
+    _widen(receiver)
+    assert fcntl.fcntl(receiver.fileno(), fcntl.F_GETPIPE_SZ) == PIPE_BYTES
+    sender.close()
+    receiver.close()
+    _widen(receiver)  # closed: its descriptor cannot be had, and nothing is raised
