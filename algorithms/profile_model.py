@@ -1015,12 +1015,13 @@ def _pre_indexing_estimates(
     # is a third of the work of an estimate made for every still of a serial run.
     first_panel = np.full(len(experiments), -1, dtype=np.int64)
     stacked: dict[int, int] = {}  # a detector's first row, each detector stacked once
-    panel_arrays = []
+    panel_arrays, n_stacked = [], 0
     for index in indices:
         detector = experiments[index].detector
         if id(detector) not in stacked:
-            stacked[id(detector)] = sum(len(a.origin) for a in panel_arrays)
+            stacked[id(detector)] = n_stacked
             panel_arrays.append(DetectorArrays.of(detector))
+            n_stacked += len(panel_arrays[-1].origin)
         first_panel[index] = stacked[id(detector)]
     origin, fast, slow, pixel_size = (
         np.concatenate([getattr(a, name) for a in panel_arrays])
