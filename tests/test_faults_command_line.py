@@ -47,16 +47,19 @@ def dataset(shared_data, tmp_path):
     return work
 
 
-@pytest.fixture
-def many_files(shared_data, tmp_path):
-    """A list of 3,000 small distinct tables (8 rows each, cut from integrated.refl's
-    rows with pixel data, shifted so that no two share centroids): a run long enough
-    to be interrupted."""
+N_MANY_FILES = 10_000  # a run of several seconds: 3,000 once took 1 s (a race at 1 s)
+
+
+@pytest.fixture(scope="module")
+def many_files(shared_data, tmp_path_factory):
+    """A list of N_MANY_FILES small distinct tables (8 rows each, cut from
+    integrated.refl's rows with pixel data, shifted so that no two share centroids): a
+    run long enough to be interrupted. Made once for the module: the runs write
+    elsewhere."""
     table = read_reflections(shared_data / "centroid_test_data/integrated.refl")
-    folder = tmp_path / "many"
-    folder.mkdir()
+    folder = tmp_path_factory.mktemp("many")
     names = []
-    for number in range(3000):
+    for number in range(N_MANY_FILES):
         start = 1991 + (number * 8) % 270
         part = table.slice_rows(start, start + 8)
         xyz = part.columns["xyzobs.px.value"].copy()
