@@ -146,7 +146,10 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
     empty = np.zeros(0, np.int64)
     if not repeats.any():
         return empty, empty, empty
-    if not (repeats[1:] | repeats[:-1]).all() or not (repeats[0] and repeats[-1]):
+    recurs = np.zeros(ordered.size, bool)  # in sorted order: a key like a neighbour's
+    recurs[1:] |= repeats
+    recurs[:-1] |= repeats
+    if not recurs.all():  # rows of keys met once to leave out
         repeated = ordered[1:][repeats]  # sorted: each recurring key, once or more
         recurring_keys = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
         place = np.searchsorted(recurring_keys, every)
