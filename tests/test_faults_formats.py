@@ -139,6 +139,32 @@ def test_a_fifo_is_never_opened(tmp_path, monkeypatch):
     assert opened == []
 
 
+def test_a_small_file_that_grew_since_its_size_was_taken_is_read_whole(
+    tmp_path, monkeypatch
+):
+    """Small files are read with one read of the size os.fstat gave; where the file is
+    longer by then (still being written), the rest is read too, and every descriptor
+    is closed."""
+    from dials_spot_size_analysis.formats import source
+
+    path = tmp_path / "growing.expt"
+    content = bytes(range(256)) * 300  # 76,800 bytes: read, not mapped
+    path.write_bytes(content)
+    real_fstat, closed, real_close = os.fstat, [], os.close
+
+    def smaller(descriptor):  # the size as it was before the last 70,000 bytes
+        info = list(real_fstat(descriptor))
+        info[6] = 6_800  # st_size
+        return os.stat_result(info)
+
+    monkeypatch.setattr(source.os, "fstat", smaller)
+    monkeypatch.setattr(source.os, "close", lambda d: closed.append(d) or real_close(d))
+    assert bytes(read_bytes(path)) == content
+    assert len(closed) == 1
+    monkeypatch.undo()
+    assert bytes(read_bytes(path)) == content  # and as it is, in one read
+
+
 # ------------------------------------------------------- 2. compression bombs
 
 ZEROS = bytes(64 << 20)  # 64 MiB, a few hundred kB once compressed
