@@ -911,10 +911,13 @@ def _matched_columns(columns, rows, experiment, padding_deg):
     return chosen, predicted.xyzcal_px[matched, 2]
 
 
-def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees):
+def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall):
+    """sigma_b and sigma_m per block of images; a scan of one block has the
+    ``overall`` values (degrees), exactly, without computing them again."""
     scan = experiment.scan
     first, n_images = scan.image_range[0], scan.num_images
     per_block = max(1, math.ceil(block_degrees / abs(scan.oscillation_width)))
+    whole_scan = n_images <= per_block
     # Predictions in the padding count in the first or last block.
     frames = np.clip(frames, first - 1, first - 1 + n_images - 1e-9)
     result = []
@@ -922,7 +925,9 @@ def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees):
         z0, z1 = first - 1 + start, first - 1 + min(start + per_block, n_images)
         inside = np.flatnonzero((frames >= z0) & (frames < z1))
         sigma_b = sigma_m = None
-        if len(inside) >= MIN_BLOCK_REFLECTIONS:
+        if whole_scan:
+            sigma_b, sigma_m = overall
+        elif len(inside) >= MIN_BLOCK_REFLECTIONS:
             try:
                 b, m, _ = compute_sigmas(_subset(chosen, inside), shoeboxes, experiment)
                 sigma_b = None if b is None else math.degrees(b)
@@ -996,10 +1001,10 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     result.shoebox.peak_bytes = peak_shoebox_memory(
         bbox, (first, first + experiment.scan.num_images)
     )
-    result.blocks = _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees)
-    if len(result.blocks) == 1:  # the whole scan: the overall values, exactly
-        result.blocks[0].sigma_b_deg = result.sigma_b_deg
-        result.blocks[0].sigma_m_deg = result.sigma_m_deg
+    overall = (result.sigma_b_deg, result.sigma_m_deg)
+    result.blocks = _blocks(
+        chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall
+    )
     return result
 
 

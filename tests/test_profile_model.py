@@ -103,6 +103,22 @@ def test_data_units_and_xds(shared_data, reference):
     assert model.xds["BEAM_DIVERGENCE_E.S.D."] == model.sigma_b_deg
     assert model.xds["REFLECTING_RANGE_E.S.D."] == model.sigma_m_deg
     assert [(b.first_image, b.last_image) for b in model.blocks] == [(1, 9)]
+    [whole] = model.blocks  # one block: the overall values, not computed again
+    assert (whole.sigma_b_deg, whole.sigma_m_deg) == (
+        model.sigma_b_deg,
+        model.sigma_m_deg,
+    )
+    blocked = pm.profile_model(
+        table.columns, table.shoeboxes, experiments, block_degrees=0.6
+    ).experiments[0]
+    assert [(b.first_image, b.last_image) for b in blocked.blocks] == [
+        (1, 3),
+        (4, 6),
+        (7, 9),
+    ]
+    assert sum(b.n_reflections for b in blocked.blocks) == whole.n_reflections
+    computed = [b.sigma_b_deg for b in blocked.blocks if b.sigma_b_deg is not None]
+    assert computed and all(value != model.sigma_b_deg for value in computed)
 
 
 def test_stills_are_not_applicable(shared_data):
