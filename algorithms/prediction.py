@@ -237,29 +237,34 @@ class Predictions:
 
 
 @njit
-def _attenuation_length(mu, t0, unit_s1, fast, slow, origin):
-    # dxtbx parallax_correction.h attenuation_length: the mean depth of absorption.
-    nx = fast[1] * slow[2] - fast[2] * slow[1]
-    ny = fast[2] * slow[0] - fast[0] * slow[2]
-    nz = fast[0] * slow[1] - fast[1] * slow[0]
-    if origin[0] * nx + origin[1] * ny + origin[2] * nz < 0:
-        nx, ny, nz = -nx, -ny, -nz
-    cos_t = unit_s1[0] * nx + unit_s1[1] * ny + unit_s1[2] * nz
-    return 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
+def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
+    # Shift along the ray by the attenuation length (sign +1: mm to px, -1: px to mm).
+    return parallax_shift_of(
+        mu, t0, x_mm, y_mm, fast[0], fast[1], fast[2], slow[0], slow[1], slow[2],
+        origin[0], origin[1], origin[2], sign,
+    )  # fmt: skip
 
 
 @njit
-def _parallax_shift(mu, t0, x_mm, y_mm, fast, slow, origin, sign):
-    # Shift along the ray by the attenuation length (sign +1: mm to px, -1: px to mm).
-    s = np.empty(3)
-    for k in range(3):
-        s[k] = origin[k] + x_mm * fast[k] + y_mm * slow[k]
-    norm = math.sqrt(s[0] * s[0] + s[1] * s[1] + s[2] * s[2])
-    for k in range(3):
-        s[k] /= norm
-    o = _attenuation_length(mu, t0, s, fast, slow, origin)
-    sf = s[0] * fast[0] + s[1] * fast[1] + s[2] * fast[2]
-    ss = s[0] * slow[0] + s[1] * slow[1] + s[2] * slow[2]
+def parallax_shift_of(mu, t0, x_mm, y_mm, f0, f1, f2, s0, s1, s2, o0, o1, o2, sign):
+    """(x, y) mm shifted along the ray by the mean depth of absorption (dxtbx
+    parallax_correction.h ``attenuation_length``; sign +1: mm to px, -1: px to mm) on
+    the panel with fast axis f, slow axis s and origin o. Scalars only, so that a
+    kernel calling it per pixel makes no array and counts no references."""
+    r0 = o0 + x_mm * f0 + y_mm * s0
+    r1 = o1 + x_mm * f1 + y_mm * s1
+    r2 = o2 + x_mm * f2 + y_mm * s2
+    norm = math.sqrt(r0 * r0 + r1 * r1 + r2 * r2)
+    r0, r1, r2 = r0 / norm, r1 / norm, r2 / norm
+    nx = f1 * s2 - f2 * s1  # the panel's normal, facing away from the sample
+    ny = f2 * s0 - f0 * s2
+    nz = f0 * s1 - f1 * s0
+    if o0 * nx + o1 * ny + o2 * nz < 0:
+        nx, ny, nz = -nx, -ny, -nz
+    cos_t = r0 * nx + r1 * ny + r2 * nz
+    o = 1.0 / mu - (t0 / cos_t + 1.0 / mu) * math.exp(-mu * t0 / cos_t)
+    sf = r0 * f0 + r1 * f1 + r2 * f2
+    ss = r0 * s0 + r1 * s1 + r2 * s2
     return x_mm + sign * sf * o, y_mm + sign * ss * o
 
 

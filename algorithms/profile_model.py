@@ -33,7 +33,7 @@ from ._memo import by_identity
 from .prediction import (
     DetectorArrays,
     ScanGeometry,
-    pixel_lab_coord,
+    parallax_shift_of,
 )
 
 INDEXED = 4
@@ -181,30 +181,51 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
 # ------------------------------------------------------------------ compiled per pixel
 
 
-@njit
-def _rounded_hkl_differs(lab, s0, angle, hkl, m2, a_f_inv, s_inv):
-    # PixelToMillerIndex.h: h = A^-1 F^-1 R(angle)^T S^-1 (s1 - s0), rounded.
-    length = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
-    s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
-    r = prediction.mat_vec3(s_inv, lab / length * s0_len - s0)
-    rotated = np.empty(3)
-    prediction._rotate(r, m2, -angle, rotated)
-    h = prediction.mat_vec3(a_f_inv, rotated)
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def _rounded_hkl_differs(r0, r1, r2, angle, hkl, row, m2, a_f_inv):
+    """PixelToMillerIndex.h: whether h = A^-1 F^-1 R(angle)^T r rounds to another
+    Miller index than ``hkl[row]``, for a pixel's r = S^-1 (s1 - s0) (the same at
+    every frame of its column: made once per column, see :func:`_pixel_kernel`)."""
+    c, s = math.cos(-angle), math.sin(-angle)  # R^T: the rotation by -angle
+    d = m2[0] * r0 + m2[1] * r1 + m2[2] * r2
+    cx = m2[1] * r2 - m2[2] * r1
+    cy = m2[2] * r0 - m2[0] * r2
+    cz = m2[0] * r1 - m2[1] * r0
+    q0 = r0 * c + cx * s + m2[0] * d * (1 - c)
+    q1 = r1 * c + cy * s + m2[1] * d * (1 - c)
+    q2 = r2 * c + cz * s + m2[2] * d * (1 - c)
     for k in range(3):
-        if int(math.floor(h[k] + 0.5)) != hkl[k]:
+        h = a_f_inv[k, 0] * q0 + a_f_inv[k, 1] * q1 + a_f_inv[k, 2] * q2
+        if int(math.floor(h + 0.5)) != hkl[row, k]:
             return True
     return False
 
 
-@njit
-def _neighbours_pixel(lab, frame, hkl, neighbours):
-    """mask_neighbouring: whether the pixel centre ``lab`` maps to another Miller
-    index than ``hkl`` at the start or the end of its frame."""
-    _, s0, m2, a_f_inv, s_inv, first_image, start, width = neighbours
+@njit(inline="always")
+def _pixel_reciprocal(lab, s0, s0_len, s_inv):
+    """r = S^-1 (s1 - s0) of the pixel centre ``lab``, s1 along it with the length of
+    s0 (PixelToMillerIndex.h): what maps the pixel to a Miller index at any angle."""
+    length = math.sqrt(lab[0] ** 2 + lab[1] ** 2 + lab[2] ** 2)
+    v0 = lab[0] / length * s0_len - s0[0]
+    v1 = lab[1] / length * s0_len - s0[1]
+    v2 = lab[2] / length * s0_len - s0[2]
+    return (
+        s_inv[0, 0] * v0 + s_inv[0, 1] * v1 + s_inv[0, 2] * v2,
+        s_inv[1, 0] * v0 + s_inv[1, 1] * v1 + s_inv[1, 2] * v2,
+        s_inv[2, 0] * v0 + s_inv[2, 1] * v1 + s_inv[2, 2] * v2,
+    )
+
+
+@njit(inline="always")
+def _neighbours_pixel(r, frame, hkl, row, neighbours):
+    """mask_neighbouring: whether the pixel (its ``r``, see :func:`_pixel_reciprocal`)
+    maps to another Miller index than ``hkl[row]`` at the start or the end of its
+    frame."""
+    _, _, m2, a_f_inv, _, first_image, start, width = neighbours
     a0 = start + (frame - first_image + 1) * width
     return _rounded_hkl_differs(
-        lab, s0, a0, hkl, m2, a_f_inv, s_inv
-    ) or _rounded_hkl_differs(lab, s0, a0 + width, hkl, m2, a_f_inv, s_inv)
+        r[0], r[1], r[2], a0, hkl, row, m2, a_f_inv
+    ) or _rounded_hkl_differs(r[0], r[1], r[2], a0 + width, hkl, row, m2, a_f_inv)
 
 
 @njit(inline="always")  # inlined where called: no call, no reference counting
@@ -246,8 +267,10 @@ def _pixel_kernel(
     frame of the bbox, the data over mask == Valid|Foreground after mask_neighbouring
     (ExtendedEstimator)."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
-    apply = neighbours[0]
+    apply, s0, _, _, s_inv, _, _, _ = neighbours
+    s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
     lab = np.empty(3)
+    r = (0.0, 0.0, 0.0)
     for i in range(present.shape[0]):
         sum_w[i], sum_w_angle2[i] = 0.0, 0.0
         if present[i] == 0:
@@ -263,25 +286,27 @@ def _pixel_kernel(
         parallax = mu[p] > 0
         for j in range(ny):
             for k in range(nx):
+                # pixel_lab_coord written out on scalars: no call with arrays
+                x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
+                y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
                 if parallax:
-                    pixel_lab_coord(
-                        p, x0 + k + 0.5, y0 + j + 0.5, origin, fast, slow,
-                        pixel_size, mu, thickness, lab,
+                    x_mm, y_mm = parallax_shift_of(
+                        mu[p], thickness[p], x_mm, y_mm,
+                        fast[p, 0], fast[p, 1], fast[p, 2],
+                        slow[p, 0], slow[p, 1], slow[p, 2],
+                        origin[p, 0], origin[p, 1], origin[p, 2], -1.0,
                     )  # fmt: skip
-                else:  # pixel_lab_coord without parallax, written out: no call
-                    x_mm = (x0 + k + 0.5) * pixel_size[p, 0]
-                    y_mm = (y0 + j + 0.5) * pixel_size[p, 1]
-                    for c in range(3):
-                        lab[c] = origin[p, c] + x_mm * fast[p, c] + y_mm * slow[p, c]
+                for c in range(3):
+                    lab[c] = origin[p, c] + x_mm * fast[p, c] + y_mm * slow[p, c]
                 angle = _angle_to(
                     lab[0], lab[1], lab[2], ref[0], ref[1], ref[2], ref_len
                 )
+                if apply:  # the same at every frame of the column: made once
+                    r = _pixel_reciprocal(lab, s0, s0_len, s_inv)
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
                     code = _mask_code_at(blob, int32_mask, mask_start, index)
-                    if apply and _neighbours_pixel(
-                        lab, z0 + z, hkl[i], neighbours
-                    ):  # fmt: skip
+                    if apply and _neighbours_pixel(r, z0 + z, hkl, i, neighbours):
                         code = VALID_BACKGROUND
                     value = np.float64(float32_at(blob, data_start + 4 * index))
                     if code != 0:
