@@ -646,6 +646,13 @@ def _varying_kernel(
 # ------------------------------------------------------------------------- public API
 
 
+@by_identity
+def _max_resolution(detector, beam) -> float:
+    """:func:`detector_max_resolution` for the beam's s0, once per detector and beam
+    (every rotation dataset of a run with the same models asks for it)."""
+    return detector_max_resolution(detector, np.asarray(beam.s0, dtype=np.float64))
+
+
 def detector_max_resolution(detector, s0: np.ndarray) -> float:
     """dxtbx ``Detector.get_max_resolution``: the smallest d at any panel corner
     (pixel coordinates (0, 0), (0, n_slow), (n_fast, 0), (n_fast, n_slow)).
@@ -751,7 +758,7 @@ def predict_reflections(
     outputs = (result.ok, result.panel, result.xyzcal_mm, result.xyzcal_px, result.s1)
     static_args = (scan.fixed, scan.setting, scan.axis_datum, s0, scan_tuple, detector)
     if d_min is None:
-        d_min = detector_max_resolution(experiment.detector, s0)
+        d_min = _max_resolution(experiment.detector, experiment.beam)
     dstar_max_sq = 1.0 / d_min**2
     setting_inv = np.linalg.inv(scan.setting)  # numpy's, outside the kernels
     _static_kernel(
