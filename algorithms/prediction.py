@@ -361,14 +361,24 @@ def mat_mat3(a, b):
 @njit
 def _rotate(v, axis, angle, out):
     # Right-handed rotation of v about the unit axis (Rodrigues).
+    out[0], out[1], out[2] = rotated_of(v[0], v[1], v[2], axis, angle)
+
+
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def rotated_of(v0, v1, v2, axis, angle):
+    """The vector (v0, v1, v2) rotated right-handedly by ``angle`` (rad) about the
+    unit ``axis`` (Rodrigues), as three scalars: for kernels that keep their vectors
+    in scalars."""
     c, s = math.cos(angle), math.sin(angle)
-    d = axis[0] * v[0] + axis[1] * v[1] + axis[2] * v[2]
-    cx = axis[1] * v[2] - axis[2] * v[1]
-    cy = axis[2] * v[0] - axis[0] * v[2]
-    cz = axis[0] * v[1] - axis[1] * v[0]
-    out[0] = v[0] * c + cx * s + axis[0] * d * (1 - c)
-    out[1] = v[1] * c + cy * s + axis[1] * d * (1 - c)
-    out[2] = v[2] * c + cz * s + axis[2] * d * (1 - c)
+    d = axis[0] * v0 + axis[1] * v1 + axis[2] * v2
+    cx = axis[1] * v2 - axis[2] * v1
+    cy = axis[2] * v0 - axis[0] * v2
+    cz = axis[0] * v1 - axis[1] * v0
+    return (
+        v0 * c + cx * s + axis[0] * d * (1 - c),
+        v1 * c + cy * s + axis[1] * d * (1 - c),
+        v2 * c + cz * s + axis[2] * d * (1 - c),
+    )
 
 
 @njit

@@ -186,14 +186,7 @@ def _rounded_hkl_differs(r0, r1, r2, angle, hkl, row, m2, a_f_inv):
     """PixelToMillerIndex.h: whether h = A^-1 F^-1 R(angle)^T r rounds to another
     Miller index than ``hkl[row]``, for a pixel's r = S^-1 (s1 - s0) (the same at
     every frame of its column: made once per column, see :func:`_pixel_kernel`)."""
-    c, s = math.cos(-angle), math.sin(-angle)  # R^T: the rotation by -angle
-    d = m2[0] * r0 + m2[1] * r1 + m2[2] * r2
-    cx = m2[1] * r2 - m2[2] * r1
-    cy = m2[2] * r0 - m2[0] * r2
-    cz = m2[0] * r1 - m2[1] * r0
-    q0 = r0 * c + cx * s + m2[0] * d * (1 - c)
-    q1 = r1 * c + cy * s + m2[1] * d * (1 - c)
-    q2 = r2 * c + cz * s + m2[2] * d * (1 - c)
+    q0, q1, q2 = prediction.rotated_of(r0, r1, r2, m2, -angle)  # R^T r
     for k in range(3):
         h = a_f_inv[k, 0] * q0 + a_f_inv[k, 1] * q1 + a_f_inv[k, 2] * q2
         if int(math.floor(h + 0.5)) != hkl[row, k]:
