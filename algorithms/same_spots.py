@@ -137,38 +137,31 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
     n = len(keys)
     every = np.concatenate(keys) if n else np.zeros(0, np.uint64)
     owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
-    # Only a key met more than once can pair tables. Which keys recur is found from
-    # the sorted keys alone, many times cheaper than ordering the rows with their
-    # owners, which is then done for the rows of those keys only (of distinct stills:
-    # none).
+    # Only a key met in 2 to MAX_TABLES_PER_CENTROID tables can pair them. Which keys
+    # those are is found from the sorted keys alone, many times cheaper than ordering
+    # the rows with their owners, which is then done for the rows of those keys only
+    # (of distinct stills: none; of one still repeated: none either).
     ordered = np.sort(every)
-    repeats = ordered[1:] == ordered[:-1]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    tables_per_key = np.diff(np.r_[starts, ordered.size])
+    pairing = (tables_per_key > 1) & (tables_per_key <= MAX_TABLES_PER_CENTROID)
     empty = np.zeros(0, np.int64)
-    if not repeats.any():
+    if not pairing.any():
         return empty, empty, empty
-    recurs = np.zeros(ordered.size, bool)  # in sorted order: a key like a neighbour's
-    recurs[1:] |= repeats
-    recurs[:-1] |= repeats
-    if not recurs.all():  # rows of keys met once to leave out
-        repeated = ordered[1:][repeats]  # sorted: each recurring key, once or more
-        recurring_keys = repeated[np.r_[True, repeated[1:] != repeated[:-1]]]
-        place = np.searchsorted(recurring_keys, every)
-        place[place == recurring_keys.size] = 0
-        kept = np.flatnonzero(recurring_keys[place] == every)
+    if not pairing.all():  # rows of other keys to leave out
+        pairing_keys = ordered[starts[pairing]]  # sorted, distinct
+        place = np.searchsorted(pairing_keys, every)
+        place[place == pairing_keys.size] = 0
+        kept = np.flatnonzero(pairing_keys[place] == every)
         every, owner = every[kept], owner[kept]
     order = np.argsort(every, kind="stable")  # owners ascending within a key
     every, owner = every[order], owner[order]
-    starts = np.r_[True, every[1:] != every[:-1]] if len(every) else np.zeros(0, bool)
-    run = np.cumsum(starts) - 1
-    length = np.bincount(run)[run] if len(run) else run
-    recurring = (length > 1) & (length <= MAX_TABLES_PER_CENTROID)
-    run, owner = run[recurring], owner[recurring]
+    run = np.cumsum(np.r_[True, every[1:] != every[:-1]]) - 1
+    longest = int(tables_per_key[pairing].max())
     codes = []
-    for d in range(1, int(length[recurring].max(initial=1))):
+    for d in range(1, longest):
         same_run = run[d:] == run[:-d]
         codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
-    if not codes:
-        return empty, empty, empty
     pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
     return pair_codes // n, pair_codes % n, counts
 

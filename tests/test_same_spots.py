@@ -128,3 +128,17 @@ def test_pairs_of_tables_sharing_keys_where_none_or_all_recur():
     found = [x.tolist() for x in shared_centroid_counts(same)]
     assert found == [[0, 0, 1], [1, 2, 2], [2, 2, 2]]
     assert [x.tolist() for x in shared_centroid_counts([])] == [[], [], []]
+
+
+def test_a_key_pairs_tables_up_to_the_limit_of_tables_per_centroid():
+    """Key 7 in exactly MAX_TABLES_PER_CENTROID tables pairs each two of them; key 8,
+    in one table more, pairs none (it is a hot pixel, not a shared spot)."""
+    at_limit = [np.array([7], np.uint64)] * MAX_TABLES_PER_CENTROID
+    first, second, counts = shared_centroid_counts(at_limit)
+    n_pairs = MAX_TABLES_PER_CENTROID * (MAX_TABLES_PER_CENTROID - 1) // 2
+    assert first.size == n_pairs and set(counts.tolist()) == {1}
+    assert (first < second).all() and second.max() == MAX_TABLES_PER_CENTROID - 1
+    over = [np.array([8], np.uint64)] * (MAX_TABLES_PER_CENTROID + 1)
+    assert [x.tolist() for x in shared_centroid_counts(over)] == [[], [], []]
+    mixed = [np.array([7, 8], np.uint64)] * 2 + over  # key 7 in 2 tables, 8 in 67
+    assert [x.tolist() for x in shared_centroid_counts(mixed)] == [[0], [1], [1]]
