@@ -87,6 +87,9 @@ class Inputs:
     phil_sources: list = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     found: set[str] = field(default_factory=set)
+    # (device, inode) -> path of the files whose status was taken while finding them:
+    # the output check needs no second look at thousands of listed files.
+    identities: dict[tuple[int, int], str] = field(default_factory=dict)
     # Every table was named: whether two hold the same spots is checked as they are
     # measured (refuse_named_tables_with_same_spots), not by reading them first.
     compare_while_measuring: bool = False
@@ -115,23 +118,21 @@ def _not_regular(mode: int) -> str | None:
     return next((what for test, what in _FILE_KINDS if test(mode)), "not a file")
 
 
-def _mode(path: str) -> int | None:
-    """The file's ``st_mode``, or None where it cannot be had (missing: reported when
-    it is read)."""
+def _status(path: str) -> os.stat_result | None:
+    """The file's status, or None where it cannot be had (missing: reported when it
+    is read)."""
     try:
-        return os.stat(path).st_mode
+        return os.stat(path)
     except (OSError, ValueError):
         return None
 
 
-def _refuse_unless_regular(path: str, mode: int | None = None) -> None:
+def _refuse_unless_regular(path: str, status: os.stat_result | None = None) -> None:
     """Refuse ``path`` if it exists and is not a regular file (a missing file is
-    reported when it is read), from ``os.stat`` alone (or ``mode``, its result where
-    the caller has it): opening a FIFO blocks."""
-    mode = _mode(path) if mode is None else mode
-    if mode is None:
-        return
-    what = _not_regular(mode)
+    reported when it is read), from ``os.stat`` alone (``status``, where the caller
+    has it): opening a FIFO blocks."""
+    status = _status(path) if status is None else status
+    what = None if status is None else _not_regular(status.st_mode)
     if what is not None:
         raise InputError(
             f"{shown(path)}: is not a regular file ({what}): pass the .refl, .expt, "
@@ -276,14 +277,19 @@ class _Finder:
         self.seen: set[str] = set()
         self.inputs = Inputs()
 
-    def add_file(self, path: str, found: bool = False, mode: int | None = None) -> None:
-        """Add one file; ``found`` when the program found it (folder, glob); ``mode``
-        its ``st_mode`` where already known."""
+    def add_file(
+        self, path: str, found: bool = False, status: os.stat_result | None = None
+    ) -> None:
+        """Add one file; ``found`` when the program found it (folder, glob); ``status``
+        its ``os.stat`` where already known."""
         key = os.path.normpath(os.path.join(self.folder, path))
         if key in self.seen:
             return
-        _refuse_unless_regular(path, mode)  # before anything opens it
+        status = _status(path) if status is None else status
+        _refuse_unless_regular(path, status)  # before anything opens it
         self.seen.add(key)
+        if status is not None:  # no output may be this file (a list file included)
+            self.inputs.identities.setdefault((status.st_dev, status.st_ino), path)
         kind = _file_kind(path)
         if kind == "phil":
             self.inputs.phil_sources.append(phil_file(path))
@@ -301,11 +307,11 @@ class _Finder:
         """Add the files ``argument`` names: a file, a folder (searched recursively
         for DIALS files), a glob pattern, or a list file."""
         if _inner_name(argument).endswith(DIALS_SUFFIXES) and not _is_glob(argument):
-            mode = _mode(argument)  # one system call for thousands of listed files
-            if mode is not None and stat.S_ISDIR(mode):
+            status = _status(argument)  # one system call for thousands of listed files
+            if status is not None and stat.S_ISDIR(status.st_mode):
                 self._add_folder(argument)
             else:
-                self.add_file(argument, found, mode)  # read (and checked) later
+                self.add_file(argument, found, status)  # read (and checked) later
         elif os.path.isdir(argument):
             self._add_folder(argument)
         elif not os.path.exists(argument) and _is_glob(argument):

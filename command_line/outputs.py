@@ -103,16 +103,24 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
         raise _cannot_write(path, error) from None
 
 
-def input_identities(paths: Sequence[str]) -> dict[tuple[int, int], str]:
+def input_identities(
+    paths: Sequence[str], known: dict[tuple[int, int], str] | None = None
+) -> dict[tuple[int, int], str]:
     """Device and inode of every input file, to recognise an output that is one.
 
     Parameters
     ----------
     paths : sequence of str
         The run's input files.
+    known : dict, optional
+        (device, inode) -> path of inputs whose status was already taken: only the
+        other paths are looked at.
     """
-    identities = {}
+    identities = dict(known or {})
+    looked_at = set(identities.values())
     for path in paths:
+        if path in looked_at:
+            continue
         identity = _identity(path)
         if identity is not None:
             identities.setdefault(identity, path)
@@ -143,11 +151,19 @@ class OutputSet:
         The outputs asked for (None: not wanted).
     inputs : sequence of str
         The run's input files, which no output may be.
+    known_identities : dict, optional
+        (device, inode) -> path of inputs already looked at (see
+        :func:`input_identities`).
     """
 
-    def __init__(self, paths: Sequence[str | None], inputs: Sequence[str] = ()):
+    def __init__(
+        self,
+        paths: Sequence[str | None],
+        inputs: Sequence[str] = (),
+        known_identities: dict[tuple[int, int], str] | None = None,
+    ):
         self.paths = [path for path in paths if path]
-        identities = input_identities(inputs) if self.paths else {}
+        identities = input_identities(inputs, known_identities) if self.paths else {}
         for path in self.paths:
             check_output_path(path, identities)
         _refuse_twice(self.paths)

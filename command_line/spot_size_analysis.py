@@ -145,7 +145,7 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
         else [*_output_paths(params.output), params.output.reflections]
     )
     read = [*inputs.reflection_files, *inputs.experiment_files, *options.phil_files]
-    outputs = OutputSet(wanted, read)
+    outputs = OutputSet(wanted, read, inputs.identities)
     try:
         result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)
         signals.check()  # a signal whose exception something swallowed

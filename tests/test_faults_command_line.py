@@ -92,6 +92,42 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(dataset, output):
     assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "link.refl"]
 
 
+@pytest.mark.parametrize(
+    "arguments, output",
+    [
+        (["files.txt"], "output.json=files.txt"),  # the list itself
+        (["files.txt"], "output.log=hard.refl"),  # a hard link to a listed table
+        (["files.txt"], "output.html=sub/indexed.expt"),  # a listed file
+        (["indexed.expt", "sub"], "output.json=sub/indexed.refl"),  # in a folder
+    ],
+)
+def test_an_output_that_is_an_input_found_in_a_list_or_folder_is_refused(
+    dataset, arguments, output
+):
+    """Listed files' (device, inode) come from the look the search for inputs took;
+    files found in a folder are looked at by the output check itself."""
+    (dataset / "sub").mkdir()
+    for name in ("indexed.expt", "indexed.refl"):
+        os.link(dataset / name, dataset / "sub" / name)
+    os.link(dataset / "indexed.refl", dataset / "hard.refl")
+    (dataset / "files.txt").write_text("sub/indexed.expt\nsub/indexed.refl\n")
+    before = {
+        name: digest(dataset / name)
+        for name in ("indexed.expt", "indexed.refl", "files.txt")
+    }
+    done = console(*arguments, output, cwd=dataset)
+    assert done.returncode == 1
+    assert "writing there would destroy it" in one_sentence(done.stderr)
+    assert {name: digest(dataset / name) for name in before} == before
+    assert sorted(os.listdir(dataset)) == [
+        "files.txt",
+        "hard.refl",
+        "indexed.expt",
+        "indexed.refl",
+        "sub",
+    ]
+
+
 def test_a_character_device_is_written_into_not_replaced(dataset):
     done = console("indexed.expt", "indexed.refl", "output.log=/dev/null", cwd=dataset)
     assert done.returncode == 0, done.stderr
