@@ -65,6 +65,10 @@ STILLS_REASON = (
     "stills have no rotation: DIALS's stills integration models mosaicity "
     "differently (no sigma_m from rotation angles), so no Gaussian rotation model"
 )
+NO_MODELS_REASON = (
+    "the experiment has no {} model: sigma_b and sigma_m are angles measured from "
+    "the beam and the detector"
+)
 
 
 class ProfileModelError(ValueError):
@@ -1133,7 +1137,20 @@ def profile_model(
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
     before_indexing = []
     for index, experiment in enumerate(experiments):
-        if "miller_index" in columns and missing and _is_rotation(experiment):
+        lacking = [
+            name
+            for name, model in (
+                ("beam", experiment.beam),
+                ("detector", experiment.detector),
+            )
+            if model is None
+        ]
+        if lacking:
+            reason = NO_MODELS_REASON.format(" or ".join(lacking))
+            results.append(
+                ExperimentProfile(experiment=index, applicable=False, reason=reason)
+            )
+        elif "miller_index" in columns and missing and _is_rotation(experiment):
             reason = f"the table lacks the column(s) {', '.join(missing)} that dials.integrate re-predicts from"
             results.append(
                 ExperimentProfile(experiment=index, applicable=False, reason=reason)

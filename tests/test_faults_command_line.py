@@ -128,6 +128,36 @@ def test_an_output_that_is_an_input_found_in_a_list_or_folder_is_refused(
     ]
 
 
+def test_an_experiment_without_a_detector_beside_others_is_explained(
+    shared_data, tmp_path
+):
+    """A spot-finding table whose rows belong to two experiments, one without a
+    detector model: every row is counted, that experiment's profile model says why
+    there is none, and the run succeeds (it ended in a traceback)."""
+    document = json.loads((shared_data / "eiger_therm/imported.expt").read_text())
+    first = document["experiment"][0]
+    second = {key: value for key, value in first.items() if key != "detector"}
+    first["identifier"], second["identifier"] = "a", "b"
+    document["experiment"].append(second)
+    (tmp_path / "mixed.expt").write_text(json.dumps(document))
+    table = read_reflections(shared_data / "eiger_therm/strong.refl")
+    ids = table.columns["id"].copy()
+    ids[::2] = 1
+    table.columns["id"] = ids
+    table.identifiers = {0: "a", 1: "b"}
+    write_reflections(table, tmp_path / "mixed.refl")
+    done = console("mixed.expt", "mixed.refl", "output.html=None", cwd=tmp_path)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    result = json.loads((tmp_path / f"{PROGRAM}.json").read_text())
+    assert result["selection"]["n_counted"] == table.nrows
+    [estimate] = result["profile_model"]["experiments"]
+    assert estimate["identifier"] == "a" and estimate["n_reference"] == 56
+    [why] = result["profile_model"]["not_applicable"]
+    assert why["reason"].startswith("the experiment has no detector model")
+    log = (tmp_path / f"{PROGRAM}.log").read_text()
+    assert "No profile model for 1 experiment: the experiment has no detector" in log
+
+
 def test_a_character_device_is_written_into_not_replaced(dataset):
     done = console("indexed.expt", "indexed.refl", "output.log=/dev/null", cwd=dataset)
     assert done.returncode == 0, done.stderr

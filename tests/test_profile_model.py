@@ -132,6 +132,38 @@ def test_stills_are_not_applicable(shared_data):
         assert model.sigma_b_deg is None and model.sigma_m_deg is None
 
 
+@pytest.mark.parametrize(
+    "reflections, experiments",
+    [("strong.refl", "imported.expt"), ("indexed.refl", "indexed.expt")],
+)
+def test_an_experiment_without_beam_or_detector_says_so_beside_the_others(
+    shared_data, reflections, experiments
+):
+    """Rows of experiments 1 and 2 (no detector, no beam) beside those of experiment
+    0: those two get the reason, experiment 0 the same model as alone."""
+    folder = shared_data / "I23_P12M_thau"
+    table = read_reflections(folder / reflections)
+    whole = read_experiments(folder / experiments)
+    alone = pm.profile_model(table.columns, table.shoeboxes, whole)
+    first = whole[0]
+    mixed = [
+        first,
+        dataclasses.replace(first, detector=None),
+        dataclasses.replace(first, beam=None),
+    ]
+    columns = dict(table.columns)
+    ids = np.asarray(columns["id"]).copy()
+    ids[1::7], ids[2::7] = 1, 2  # a few rows of each, the rest stay experiment 0
+    columns["id"] = ids
+    result = pm.profile_model(columns, table.shoeboxes, mixed).experiments
+    assert [model.applicable for model in result] == [True, False, False]
+    assert result[1].reason == pm.NO_MODELS_REASON.format("detector")
+    assert result[2].reason == pm.NO_MODELS_REASON.format("beam")
+    complete = pm.profile_model(columns, table.shoeboxes, [first] * 3).experiments
+    assert dataclasses.asdict(result[0]) == dataclasses.asdict(complete[0])
+    assert result[0].sigma_b_deg != alone.experiments[0].sigma_b_deg  # rows moved
+
+
 def test_before_indexing_is_a_labelled_estimate(shared_data):
     table = read_reflections(shared_data / "I23_P12M_thau/strong.refl")
     experiments = read_experiments(shared_data / "I23_P12M_thau/imported.expt")
