@@ -10,9 +10,11 @@ at least 1.8 x the throughput of nproc=1 on this 2-core machine; the merged hist
 must equal the histogram of all rows together.
 
 Two throughputs are printed: the whole command on N files (start-up, numba's runtime,
-reading and reporting included), and the sustained rate, from runs on N/2 and N files:
-(N - N/2) / (time(N) - time(N/2)). Costs paid once per run cancel in the difference;
-every per-file cost, in the workers and in the parent (merging, reporting), stays in.
+reading and reporting included), and the sustained rate: the slope of a straight line
+fitted (least squares) to the fastest of three runs on each of N/4, N/2, 3N/4 and N
+files. Costs paid once per run are the line's intercept; every per-file cost, in the
+workers and in the parent (merging, reporting), is in the slope. Four sizes rather than
+a difference of two timings: the slope of a difference moved by 1.3-1.9 x between runs.
 
 The peak memory of each run is printed too, and what each further file adds to it (from
 the runs on N/2 and N files): the parent holds every file's results until it has
@@ -172,14 +174,25 @@ result = {"seconds": time.perf_counter() - start}
 """
 
 
-def half_listing(listing: Path, folder: str) -> Path:
-    """The first half of the files (each .refl with its .expt) listed in ``listing``."""
+SUSTAINED_FRACTIONS = (4, 2, 4 / 3)  # N/4, N/2, 3N/4 (and N itself)
+
+
+def part_listing(listing: Path, folder: str, divisor: float) -> tuple[Path, int]:
+    """The first N / divisor files (each .refl with its .expt) listed in ``listing``,
+    and how many they are."""
     names = listing.read_text().split()
-    half = Path(folder) / "half.txt"
-    half.write_text(
-        "".join(f"{listing.parent / name}\n" for name in names[: len(names) // 4 * 2])
+    pairs = int(len(names) // 2 / divisor)
+    part = Path(folder) / f"part_{pairs}.txt"
+    part.write_text(
+        "".join(f"{listing.parent / name}\n" for name in names[: 2 * pairs])
     )
-    return half
+    return part, pairs
+
+
+def fitted_line(counts: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Least-squares slope (seconds per file) and intercept (seconds) of the points."""
+    slope, intercept = np.polyfit(np.array(counts, float), np.array(seconds), 1)
+    return float(slope), float(intercept)
 
 
 def main() -> None:
@@ -195,15 +208,17 @@ def main() -> None:
         f"input: {count:,} reflection files ({SOURCE_REFL.parent.name}/{SOURCE_REFL.name}, {rows} rows each) + {count:,} experiment lists, listed in {listing.name}"
     )
     with tempfile.TemporaryDirectory() as folder:
-        half = half_listing(listing, folder)
+        parts = [part_listing(listing, folder, d) for d in SUSTAINED_FRACTIONS]
         run(listing, 2, folder)  # warm the page cache and numba's cache
-        timings, half_times, half_peaks = {}, {}, {}
+        timings, part_times, part_peaks = {}, {}, {}
         for _ in range(3):  # interleaved, so that a slow spell of the machine hits both
             for nproc in (1, 2):
                 timings.setdefault(nproc, []).append(run(listing, nproc, folder))
-                seconds, _, half_peak = run(half, nproc, folder)
-                half_times.setdefault(nproc, []).append(seconds)
-                half_peaks[nproc] = max(half_peaks.get(nproc, 0), half_peak)
+                for part, pairs in parts:
+                    seconds, _, part_peak = run(part, nproc, folder)
+                    key = (nproc, pairs)
+                    part_times[key] = min(part_times.get(key, np.inf), seconds)
+                    part_peaks[key] = max(part_peaks.get(key, 0), part_peak)
     (serial, one, _), (parallel, two, _) = (
         min(timings[n], key=lambda r: r[0]) for n in (1, 2)
     )
@@ -213,29 +228,36 @@ def main() -> None:
         f"  nproc=2: {parallel:.2f} s ({count / parallel:,.0f} files/s): {serial / parallel:.2f} x the throughput of nproc=1 (no target: start-up and the parent's work bound it)"
     )
     peak = {n: max(p for _, _, p in timings[n]) for n in (1, 2)}
+    half = parts[1][1]
     per_file = {
-        n: (peak[n] - half_peaks[n]) / (count - count // 2) for n in (1, 2)
+        n: (peak[n] - part_peaks[(n, half)]) / (count - half) for n in (1, 2)
     }  # what each further file adds
     print(
         f"  peak memory (the parent, holding every file's results): nproc=1 {peak[1] / 1e6:,.0f} MB, nproc=2 {peak[2] / 1e6:,.0f} MB;"
     )
     print(
-        f"    each file adds {per_file[1] / 1e3:.1f} KB (nproc=1), {per_file[2] / 1e3:.1f} KB (nproc=2), from the runs on {count // 2:,} and {count:,} files"
+        f"    each file adds {per_file[1] / 1e3:.1f} KB (nproc=1), {per_file[2] / 1e3:.1f} KB (nproc=2), from the runs on {half:,} and {count:,} files"
     )
-    added = count - count // 2
-    sustained = {
-        n: added / (min(t for t, _, _ in timings[n]) - min(half_times[n]))
+    counts = [pairs for _, pairs in parts] + [count]
+    lines = {
+        n: fitted_line(
+            counts,
+            [part_times[(n, pairs)] for _, pairs in parts]
+            + [min(t for t, _, _ in timings[n])],
+        )
         for n in (1, 2)
     }
-    fixed = {n: min(half_times[n]) - (count // 2) / sustained[n] for n in (1, 2)}
+    sustained = {n: 1.0 / lines[n][0] for n in (1, 2)}
+    sizes = ", ".join(f"{c:,}" for c in counts)
     print(
-        f"sustained, from {count // 2:,} to {count:,} files (once-per-run costs cancel):"
+        f"sustained, the slope of the fastest of 3 runs on {sizes} files (once-per-run costs are the intercept):"
     )
     print(
         f"  nproc=1: {sustained[1]:,.0f} files/s; nproc=2: {sustained[2]:,.0f} files/s: {sustained[2] / sustained[1]:.2f} x (target >= 1.6)"
     )
     print(
-        f"  once-per-run cost: {fixed[1]:.2f} s with nproc=1, {fixed[2]:.2f} s with nproc=2 (start-up, numba's runtime, ...)"
+        f"  per file: {lines[1][0] * 1e3:.3f} ms with nproc=1, {lines[2][0] * 1e3:.3f} ms with nproc=2; "
+        f"once-per-run cost: {lines[1][1]:.2f} s and {lines[2][1]:.2f} s (start-up, numba's runtime, ...)"
     )
     phases, loop = {}, {}
     with tempfile.TemporaryDirectory() as folder:
