@@ -35,6 +35,14 @@ def _range_limit(value, name: str) -> float | None:
     return float(value)
 
 
+def _finite(value, name: str) -> float:
+    """A number PHIL accepted within its limits: NaN passes every limit, so refused
+    here."""
+    if value is None or not math.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number, not {plain(value)}")
+    return float(value)
+
+
 def summary_options(params) -> SummaryOptions:
     """The histogram and resolution-shell options, checked (their maxima are in the
     PHIL definitions, which libtbx checks).
@@ -134,6 +142,10 @@ def analysis_options(params) -> AnalysisOptions:
             bad_files=params.input.bad_files,
         ),
         parameters=parameters_as_dict(params),
-        n_sigma=params.profile.n_sigma if params.profile.compute else None,
+        n_sigma=(
+            _finite(params.profile.n_sigma, "profile.n_sigma")
+            if params.profile.compute
+            else None
+        ),
         spot_finding_file=params.input.find_spots,
     )

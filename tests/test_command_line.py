@@ -243,6 +243,14 @@ def error_cases(shared_data, tmp_path):
             "must be greater than histogram.data_min",
         ),
         "no bins": ([*i23, "bins=0"], "histogram.bins"),
+        "n_sigma not a number": (
+            [*i23, "n_sigma=nan"],
+            "profile.n_sigma must be a finite number, not nan",
+        ),
+        "histogram edge not a number": (
+            [*i23, "data_max=nan"],
+            "histogram.data_max must be a finite number or Auto, not nan",
+        ),
         "unwritable output": (
             [*i23, f"output.json={tmp_path / 'no' / 'such' / 'dir.json'}"],
             "cannot be written",
@@ -264,6 +272,8 @@ ERROR_NAMES = [
     "bad mask code",
     "empty range",
     "no bins",
+    "n_sigma not a number",
+    "histogram edge not a number",
     "unwritable output",
     "truncated file",
     "unknown option",
