@@ -220,6 +220,56 @@ class ScanGeometry:
         return int(z0), int(z1)
 
 
+MAX_PREDICTED_IMAGES = 1_000_000  # a scan with its padding, in images
+PARALLEL_SINE = 1e-9  # below this sine, the rotation axis is taken to lie on the beam
+
+
+def rotation_problem(
+    experiment, padding_deg: float = DEFAULT_PADDING_DEG
+) -> str | None:
+    """Why the reflections of a rotation experiment cannot be predicted, or None: a
+    beam without a single wavelength, a rotation axis along the beam (rotating moves no reflection through the Ewald
+    sphere; the rotation frame divides by zero), or a scan of more images with its
+    padding than any real one (an absurd ``image_range`` or an oscillation so small
+    that the padding alone would be millions of images).
+
+    Parameters
+    ----------
+    experiment : formats.experiments.Experiment
+        A rotation experiment with a beam, a scan and a goniometer.
+    padding_deg : float
+        How far predictions reach beyond the scan, degrees.
+    """
+    if experiment.beam.wavelength is None:
+        return (
+            "a polychromatic beam has no single wavelength, which the prediction of "
+            "a rotation scan (and dials.integrate's Gaussian rotation model) needs"
+        )
+    scan = experiment.scan
+    width = abs(scan.oscillation_width)
+    images = scan.num_images + 2.0 * padding_deg / width if width else math.inf
+    if not images <= MAX_PREDICTED_IMAGES:
+        return (
+            f"the scan ({scan.num_images:,} images of {scan.oscillation_width:g} "
+            f"degrees) with its {padding_deg:g} degree padding spans more than the "
+            f"{MAX_PREDICTED_IMAGES:,} images predicted here: check the scan's "
+            "image_range and oscillation"
+        )
+    geometry = ScanGeometry.from_experiment(experiment)
+    s0 = experiment.beam.unit_s0  # defined for a polychromatic beam too
+    axis = geometry.axis_datum
+    in_frame = np.linalg.solve(geometry.setting, s0)
+    for a, b in ((axis, in_frame), (s0, geometry.setting @ axis)):
+        sine = np.linalg.norm(np.cross(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b))
+        if not sine > PARALLEL_SINE:
+            return (
+                "the rotation axis lies along the beam: rotating the crystal moves no "
+                "reflection through the Ewald sphere (check the goniometer's axis and "
+                "the beam's direction)"
+            )
+    return None
+
+
 @dataclass
 class Predictions:
     """One prediction per input row; ``ok`` False where DIALS predicts nothing (the

@@ -59,6 +59,7 @@ INDEXED_COLUMNS = (
     "id",
     "panel",
     "entering",
+    "xyzcal.px",
     "xyzobs.px.value",
 )
 STILLS_REASON = (
@@ -847,8 +848,16 @@ def _distance_and_pixel(beam, detector) -> tuple[float, float]:
     normals = np.cross(arrays.fast, arrays.slow)
     if p < 0:
         p = int(np.argmax(np.abs(normals @ unit)))
-    distance = (normals[p] @ arrays.origin[p]) / (normals[p] @ unit)
+    along = float(normals[p] @ unit)  # 0 (or NaN, no s0) where no panel faces the beam
+    distance = (normals[p] @ arrays.origin[p]) / along if along else math.inf
     return abs(float(distance)), float(np.mean(arrays.pixel_size[p]))
+
+
+def _in_pixels(sigma_b: float, distance: float, pixel: float) -> float | None:
+    """sigma_b (radians) as pixels at the detector distance; None where the beam has
+    no distance to a panel (parallel to the detector, or no single wavelength)."""
+    value = sigma_b * distance / pixel
+    return value if math.isfinite(value) else None
 
 
 def _is_rotation(experiment) -> bool:
@@ -1005,8 +1014,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         math.degrees(sigma_b),
         math.degrees(sigma_m),
     )
-    distance, pixel = _beam_distance_and_pixel(experiment)
-    result.sigma_b_px = sigma_b * distance / pixel
+    result.sigma_b_px = _in_pixels(sigma_b, *_beam_distance_and_pixel(experiment))
     result.sigma_m_images = result.sigma_m_deg / abs(experiment.scan.oscillation_width)
     result.xds = {
         "BEAM_DIVERGENCE_E.S.D.": result.sigma_b_deg,
@@ -1092,8 +1100,7 @@ def _pre_indexing_estimates(
             models = (id(experiment.beam), id(experiment.detector))
             if models not in distances:
                 distances[models] = _beam_distance_and_pixel(experiment)
-            distance, pixel = distances[models]
-            result.sigma_b_px = sigma_b * distance / pixel
+            result.sigma_b_px = _in_pixels(sigma_b, *distances[models])
         results.append(result)
     return results
 
@@ -1165,8 +1172,11 @@ def profile_model(
                 )
             )
         elif needs_prediction(experiment, columns):
+            problem = prediction.rotation_problem(experiment, padding_deg)
             results.append(
-                _rotation_profile(index, experiment, columns, shoeboxes, options)
+                ExperimentProfile(experiment=index, applicable=False, reason=problem)
+                if problem
+                else _rotation_profile(index, experiment, columns, shoeboxes, options)
             )
         else:
             results.append(None)  # estimated below, with the others

@@ -99,6 +99,13 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     except SpotSizeAnalysisError as error:
         _say(speaker, str(error))
         raise SystemExit(1) from None
+    except MemoryError:
+        _say(
+            speaker,
+            "out of memory: no output was written; free memory, or measure fewer "
+            "files at once or with fewer processes (mp.nproc)",
+        )
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         _say(speaker, "interrupted: no output was written")
         raise SystemExit(130) from None

@@ -311,6 +311,27 @@ def test_error_through_the_console_script(tmp_path):
     assert files_in(tmp_path) == []
 
 
+def test_running_out_of_memory_is_one_sentence_and_leaves_nothing(
+    shared_data, tmp_path, monkeypatch, capsys
+):
+    from dials_spot_size_analysis.command_line import spot_size_analysis as program
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 16.0 GiB")
+
+    monkeypatch.setattr(program, "run_analysis", exhausted)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        run([str(shared_data / "eiger_therm/strong.refl")])
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"{PROGRAM}: out of memory: no output was written; free memory, or measure "
+        "fewer files at once or with fewer processes (mp.nproc)\n"
+    )
+    assert files_in(tmp_path) == []
+
+
 def test_failure_after_reading_leaves_no_partial_output(
     shared_data, tmp_path, monkeypatch
 ):

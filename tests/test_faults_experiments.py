@@ -727,3 +727,82 @@ def test_polychromatic_d_spacings_of_a_table_in_pixels_only(tof_pair):
     pixels_only = refl.parent / "pixels.refl"
     write_reflections(table, pixels_only)
     _assert_each_d_expected(_measured_d(pixels_only, expt), expected, pixels_only)
+
+
+# Geometries a rotation's prediction cannot use: (name, data set, change of the
+# experiment list, start of the reason the profile model gives). Each once ended in a
+# traceback, a hang, a MemoryError or a segmentation fault.
+REFINED = "centroid_test_data_refined/refined"  # a scan-varying crystal
+UNPREDICTABLE = [
+    (
+        "axis along the beam",
+        "centroid_test_data/indexed",
+        _set(("beam", 0, "direction"), [1.0, 0.0, 0.0]),
+        "the rotation axis lies along the beam",
+    ),
+    (
+        "axis against the beam",
+        "I23_P12M_thau/indexed",
+        _set(("beam", 0, "direction"), [-1.0, 0.0, 0.0]),
+        "the rotation axis lies along the beam",
+    ),
+    (
+        "setting rotation turning the axis onto the beam",
+        "centroid_test_data/indexed",
+        lambda document: [
+            _set(("beam", 0, "direction"), [0.0, 0.0, 1.0])(document),
+            _set(
+                ("goniometer", 0, "setting_rotation"),
+                [0.0, 0.0, 1.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0],
+            )(document),
+        ],
+        "the rotation axis lies along the beam",
+    ),
+    (
+        "subnormal oscillation",
+        "centroid_test_data/indexed",
+        _set(("scan", 0, "oscillation"), [0.0, 5e-324]),
+        "the scan (9 images of 4.94066e-324 degrees) with its 1 degree padding",
+    ),
+    (
+        "tiny oscillation of a scan-varying crystal",
+        REFINED,
+        _set(("scan", 0, "properties", "oscillation"), [0.0, 1e-9] * 9),
+        "the scan (9 images of 1e-09 degrees)",
+    ),
+    (
+        "billions of images",
+        "centroid_test_data/indexed",
+        _set(("scan", 0, "image_range"), [1, 2147483646]),
+        "the scan (2,147,483,646 images of 0.2 degrees)",
+    ),
+    (
+        "polychromatic beam",
+        "centroid_test_data/indexed",
+        _set(("beam", 0, "__id__"), "PolychromaticBeam"),
+        "a polychromatic beam has no single wavelength",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "folder, change, reason",
+    [case[1:] for case in UNPREDICTABLE],
+    ids=[case[0] for case in UNPREDICTABLE],
+)
+def test_a_geometry_that_cannot_be_predicted_gets_no_profile_model_and_says_why(
+    shared_data, tmp_path, folder, change, reason
+):
+    from conftest import PROGRAM, console
+
+    document = json.loads((shared_data / f"{folder}.expt").read_text())
+    change(document)
+    _write(tmp_path, document, "in.expt")
+    shutil.copyfile(shared_data / f"{folder}.refl", tmp_path / "in.refl")
+    done = console("in.expt", "in.refl", "output.html=None", cwd=tmp_path, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    result = json.loads((tmp_path / f"{PROGRAM}.json").read_text())
+    assert result["profile_model"]["experiments"] == []
+    [why] = result["profile_model"]["not_applicable"]
+    assert why["reason"].startswith(reason), why["reason"]
+    assert result["selection"]["n_counted"] > 0  # the spots are measured as ever

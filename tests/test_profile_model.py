@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -162,6 +163,35 @@ def test_an_experiment_without_beam_or_detector_says_so_beside_the_others(
     complete = pm.profile_model(columns, table.shoeboxes, [first] * 3).experiments
     assert dataclasses.asdict(result[0]) == dataclasses.asdict(complete[0])
     assert result[0].sigma_b_deg != alone.experiments[0].sigma_b_deg  # rows moved
+
+
+def test_an_indexed_table_without_predicted_positions_says_so(shared_data):
+    table = read_reflections(shared_data / "centroid_test_data/indexed.refl")
+    experiments = read_experiments(shared_data / "centroid_test_data/indexed.expt")
+    columns = {k: v for k, v in table.columns.items() if k != "xyzcal.px"}
+    [model] = pm.profile_model(columns, table.shoeboxes, experiments).experiments
+    assert not model.applicable
+    assert model.reason.startswith("the table lacks the column(s) xyzcal.px")
+
+
+@pytest.mark.parametrize("direction", [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0)])
+def test_sigma_b_in_pixels_is_none_where_the_beam_meets_no_panel(
+    shared_data, direction
+):
+    """A beam in the detector's plane (eiger_therm's panel is the x-y plane): the
+    angle sigma_b stands, its size in pixels has no distance to stand on; no numpy
+    warning on the way (there was a division by zero, and inf in the log)."""
+    table = read_reflections(shared_data / "eiger_therm/strong.refl")
+    [experiment] = read_experiments(shared_data / "eiger_therm/imported.expt")
+    beam = dataclasses.replace(experiment.beam, direction=np.array(direction))
+    sideways = dataclasses.replace(experiment, beam=beam)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        [model] = pm.profile_model(
+            table.columns, table.shoeboxes, [sideways]
+        ).experiments
+    assert model.applicable and model.sigma_b_deg > 0
+    assert model.sigma_b_px is None
 
 
 def test_before_indexing_is_a_labelled_estimate(shared_data):
