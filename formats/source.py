@@ -510,9 +510,15 @@ def read_json_document(
 
     try:
         document = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise FileFormatError(
             path, f"is not valid JSON ({error}): is it truncated?"
+        ) from None
+    except RecursionError:
+        raise FileFormatError(
+            path,
+            "nests its JSON objects and lists too deeply to be read (no DIALS file "
+            "does): was it written by DIALS?",
         ) from None
     except MemoryError:
         raise FileFormatError(

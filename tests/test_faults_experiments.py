@@ -806,3 +806,14 @@ def test_a_geometry_that_cannot_be_predicted_gets_no_profile_model_and_says_why(
     [why] = result["profile_model"]["not_applicable"]
     assert why["reason"].startswith(reason), why["reason"]
     assert result["selection"]["n_counted"] > 0  # the spots are measured as ever
+
+
+def test_json_nested_too_deeply_is_refused_for_what_it_is(tmp_path):
+    """Python's parser gives up on deep nesting (RecursionError): said as such, not
+    as a truncated file."""
+    path = tmp_path / "deep.expt"
+    path.write_text(
+        '{"__id__": "ExperimentList", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    )
+    with pytest.raises(FileFormatError, match="nests its JSON objects and lists too"):
+        read_experiments(path)
