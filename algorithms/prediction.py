@@ -228,10 +228,10 @@ def rotation_problem(
     experiment, padding_deg: float = DEFAULT_PADDING_DEG
 ) -> str | None:
     """Why the reflections of a rotation experiment cannot be predicted, or None: a
-    beam without a single wavelength, a rotation axis along the beam (rotating moves no reflection through the Ewald
-    sphere; the rotation frame divides by zero), or a scan of more images with its
-    padding than any real one (an absurd ``image_range`` or an oscillation so small
-    that the padding alone would be millions of images).
+    beam without a single wavelength, a rotation axis along the beam (rotating moves
+    no reflection through the Ewald sphere; the rotation frame divides by zero), or a
+    scan of more images with its padding than any real one (an absurd ``image_range``
+    or an oscillation so small that the padding alone would be millions of images).
 
     Parameters
     ----------

@@ -42,7 +42,7 @@ import time
 from .. import PROGRAM, __version__
 from ..algorithms.result import AnalysisResult
 from ..errors import SpotSizeAnalysisError
-from ..parallel.pool import warm_up_kernels
+from ..parallel.pool import OUT_OF_MEMORY, warm_up_kernels
 from ..parallel.run import run_analysis
 from ..parallel.tuning import collection_paused
 from ..phil import phil_scope
@@ -100,11 +100,7 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
         _say(speaker, str(error))
         raise SystemExit(1) from None
     except MemoryError:
-        _say(
-            speaker,
-            "out of memory: no output was written; free memory, or measure fewer "
-            "files at once or with fewer processes (mp.nproc)",
-        )
+        _say(speaker, OUT_OF_MEMORY)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         _say(speaker, "interrupted: no output was written")

@@ -31,6 +31,10 @@ from .measure_stills import measure_sources
 from .tuning import scipy_linalg_hidden
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+OUT_OF_MEMORY = (
+    "out of memory: no output was written; free memory, or measure fewer files at "
+    "once or with fewer processes (mp.nproc)"
+)
 
 
 class WorkerError(SpotSizeAnalysisError, RuntimeError):
@@ -201,19 +205,27 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
             sender.send(pack(measure_sources(chunks[number], request, n_sources)))
     except KeyboardInterrupt:  # the parent is interrupted too, and says so
         return
+    except MemoryError:
+        _send_quietly(sender, WorkerError(OUT_OF_MEMORY))
     except Exception as error:  # noqa: BLE001 (reported by the parent, which stops)
-        try:
-            sender.send(
-                WorkerError(
-                    f"a worker process failed ({error!r}): please report this "
-                    "as a bug, with the command and the files",
-                    traceback.format_exc(),
-                )
-            )
-        except OSError:
-            pass  # the parent has gone
+        _send_quietly(
+            sender,
+            WorkerError(
+                f"a worker process failed ({error!r}): please report this "
+                "as a bug, with the command and the files",
+                traceback.format_exc(),
+            ),
+        )
     finally:
         sender.close()
+
+
+def _send_quietly(sender, message) -> None:
+    """Send ``message`` to the parent, unless it has gone."""
+    try:
+        sender.send(message)
+    except OSError:
+        pass
 
 
 PIPE_BYTES = 1 << 20  # a batch of 64 stills' results is about 0.6 MB

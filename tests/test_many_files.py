@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -417,10 +418,11 @@ def _worker_settings():
     "fork" not in __import__("multiprocessing").get_all_start_methods(),
     reason="needs fork: the failure is planted by monkeypatching",
 )
-@pytest.mark.parametrize("failure", ["killed", "bug"])
+@pytest.mark.parametrize("failure", ["killed", "bug", "memory"])
 def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, failure):
-    """A worker that dies (e.g. killed for memory) or hits a bug stops the run with an
-    error saying so; the parent neither hangs nor returns a partial result."""
+    """A worker that dies (e.g. killed for memory), runs out of memory or hits a bug
+    stops the run with an error saying so; the parent neither hangs nor returns a
+    partial result."""
     from dials_spot_size_analysis.parallel import pool
 
     measure_sources = pool.measure_sources
@@ -429,15 +431,19 @@ def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, f
         if any(index == 5 for index, _ in items):
             if failure == "killed":
                 os._exit(9)
+            if failure == "memory":
+                raise MemoryError("Allocation failed (probably too large).")
             raise ZeroDivisionError("planted")
         return measure_sources(items, settings, n_sources)
 
     monkeypatch.setattr(pool, "measure_sources", failing)
     files = sorted(pieces.glob("*.refl"))
-    with pytest.raises(
-        pool.WorkerError,
-        match="exit code 9" if failure == "killed" else "ZeroDivisionError..planted",
-    ):
+    expected = {
+        "killed": "exit code 9",
+        "bug": "ZeroDivisionError..planted",
+        "memory": f"^{re.escape(pool.OUT_OF_MEMORY)}$",
+    }
+    with pytest.raises(pool.WorkerError, match=expected[failure]):
         pool.run_serial_or_pool(files, _worker_settings(), 2)
 
 
