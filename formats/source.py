@@ -517,8 +517,8 @@ def read_json_document(
     except RecursionError:
         raise FileFormatError(
             path,
-            "nests its JSON objects and lists too deeply to be read (no DIALS file "
-            "does): was it written by DIALS?",
+            "is JSON nested too deeply to be read (no DIALS file is): was it "
+            "written by DIALS?",
         ) from None
     except MemoryError:
         raise FileFormatError(

@@ -815,5 +815,5 @@ def test_json_nested_too_deeply_is_refused_for_what_it_is(tmp_path):
     path.write_text(
         '{"__id__": "ExperimentList", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
     )
-    with pytest.raises(FileFormatError, match="nests its JSON objects and lists too"):
+    with pytest.raises(FileFormatError, match="is JSON nested too deeply to be read"):
         read_experiments(path)
