@@ -284,27 +284,38 @@ def write_json(document: dict, path: str) -> None:
         write_text(itertools.chain(compact_json_pieces(document), ["\n"]), path)
 
 
-class LogFileHandler(logging.FileHandler):
-    """The log file; a failure to write it (a full disk) is kept, to end the run with
-    one sentence, instead of logging's "Logging error" traceback."""
+class LogBuffer(logging.Handler):
+    """The log file's lines, kept in memory until the run has succeeded and then
+    written in one go (:meth:`write`): a run killed or crashed on its way (by the
+    out-of-memory killer, or a file truncated under its memory map) leaves no
+    temporary file of the log behind."""
 
-    def __init__(self, path: str, shown_as: str):
-        super().__init__(path, mode="w", **_TEXT)
-        self.shown_as = shown_as
-        self.failure: OSError | None = None
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
 
-    def handleError(self, record: logging.LogRecord) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            self.failure = self.failure or error
-            return
-        super().handleError(record)
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record) + "\n")
+        except Exception:  # noqa: BLE001 (logging's own convention)
+            self.handleError(record)
 
-    def check(self) -> None:
-        """Raise the first failure to write, as one sentence."""
-        self.flush()
-        if self.failure is not None:
-            raise _cannot_write(self.shown_as, self.failure)
+    def write(self, path: str, shown_as: str) -> None:
+        """Every line so far into ``path`` (the log's temporary file); a failure (a
+        full disk) is one sentence naming the log as ``shown_as``.
+
+        Parameters
+        ----------
+        path : str
+            Where to write.
+        shown_as : str
+            The log's name in a message.
+        """
+        try:
+            with open(path, "w", **_TEXT) as handle:
+                handle.writelines(self.lines)
+        except OSError as error:
+            raise _cannot_write(shown_as, error) from None
 
 
 class TerminalHandler(logging.StreamHandler):
@@ -331,23 +342,19 @@ class TerminalHandler(logging.StreamHandler):
 
 
 @contextlib.contextmanager
-def logging_to(
-    log_file: str | None, verbose: int, quiet: bool = False, shown_as: str = ""
-):
-    """Informative lines to the terminal (stdout) and to ``log_file`` (the temporary
-    file of the log), as DIALS programs do. ``quiet``: nothing at all (MPI ranks other
-    than 0). Yields the log file's handler (None without one).
+def logging_to(keep_log: bool, verbose: int, quiet: bool = False):
+    """Informative lines to the terminal (stdout) and, where ``keep_log``, to a
+    :class:`LogBuffer` for the log file, as DIALS programs do. ``quiet``: nothing at
+    all (MPI ranks other than 0). Yields the buffer (None without one).
 
     Parameters
     ----------
-    log_file : str or None
-        The log's temporary file (None: terminal only).
+    keep_log : bool
+        Keep the lines for a log file.
     verbose : int
         ``-v`` count: debug lines where positive.
     quiet : bool
         Nothing at all (MPI ranks other than 0).
-    shown_as : str
-        The log's name in messages.
     """
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
@@ -355,8 +362,8 @@ def logging_to(
     console.setFormatter(logging.Formatter("%(message)s"))
     handlers: list[logging.Handler] = [] if quiet else [console]
     file_handler = None
-    if log_file:
-        file_handler = LogFileHandler(log_file, shown_as or log_file)
+    if keep_log:
+        file_handler = LogBuffer()
         file_handler.setFormatter(logging.Formatter("%(message)s"))
         handlers.append(file_handler)
     package_logger = logging.getLogger("dials_spot_size_analysis")

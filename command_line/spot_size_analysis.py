@@ -189,13 +189,9 @@ def _suggestion_files(prefix: str | None, advice: dict) -> list[tuple[str, str]]
 def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
     """Read, measure, summarise and write every output into its temporary file."""
     started = time.perf_counter()
-    log_file = (
-        outputs.temporary(params.output.log)
-        if outputs.paths and params.output.log
-        else None
-    )
+    keep_log = bool(outputs.paths and params.output.log)
     quiet = comm is not None and comm.Get_rank() != 0
-    with logging_to(log_file, options.verbose, quiet, params.output.log) as log:
+    with logging_to(keep_log, options.verbose, quiet) as log:
         logger.info("%s v%s", PROGRAM, __version__)
         changed = changed_parameters(params)
         logger.info(
@@ -242,7 +238,7 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
             _write_outputs(result, params.output, changed, outputs)
         logger.info("Total time: %.2f s", time.perf_counter() - started)
         if log is not None:
-            log.check()
+            log.write(outputs.temporary(params.output.log), params.output.log)
     return result
 
 

@@ -193,6 +193,30 @@ def test_a_write_that_fails_midway_leaves_no_output(dataset):
     assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
 
 
+def _tiny_file_limit():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+
+def test_a_log_that_cannot_be_written_is_one_sentence_naming_it(dataset):
+    """The log is written last, in one go: past the limit, as on a full disk, one
+    sentence naming the log (not its temporary file), and nothing left."""
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "output.json=None",
+        "output.html=None",
+        cwd=dataset,
+        preexec_fn=_tiny_file_limit,
+    )
+    assert done.returncode == 1
+    assert one_sentence(done.stderr) == (
+        f"{PROGRAM}: {PROGRAM}.log: cannot be written (File too large): choose "
+        "another output path\n"
+    )
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
 def _start(arguments, cwd):
     return subprocess.Popen(
         [SCRIPT, *map(str, arguments)],
@@ -225,6 +249,32 @@ def test_signals_end_in_one_sentence_leaving_nothing(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert words in one_sentence(stderr)
+    assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_run_killed_while_measuring_leaves_no_file(many_files, tmp_path, nproc):
+    """SIGKILL (the out-of-memory killer's) cannot be handled: what the program has
+    not yet created cannot be left behind. No output, not even the log, exists before
+    the run has measured everything."""
+    work = tmp_path / "out"
+    work.mkdir()
+    process = subprocess.Popen(
+        [SCRIPT, many_files, f"nproc={nproc}", "-v"],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    seen = []
+    for line in process.stdout:  # -v says when the measuring begins
+        seen.append(line)
+        if "Timing: loading the compiled kernels" in line:
+            break
+    time.sleep(0.3)
+    assert process.poll() is None, "".join(seen[-5:])  # still measuring
+    process.kill()
+    process.communicate(timeout=60)
     assert os.listdir(work) == []
 
 
