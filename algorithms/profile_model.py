@@ -316,12 +316,12 @@ def _pixel_kernel(
 
 @njit
 def _centroid_spreads(
-    blob, present, data_offset, bbox, shoebox_panel, ids, first_panel, panel, xyz,
-    origin, fast, slow, pixel_size, n_rows, used, variance,
+    blob, present, data_offset, bbox, shoebox_panel, ids, first_panel, panel_count,
+    panel, xyz, origin, fast, slow, pixel_size, n_rows, used, variance,
 ):  # fmt: skip
     """Before indexing, in one pass over the table: for each row of an experiment e
     with ``first_panel[e] >= 0`` (its detector's first row in the stacked panel
-    arrays), the beam vector to its centroid (``panel``, ``xyz``) and the sums of
+    arrays, ``panel_count[e]`` rows long), the beam vector to its centroid (``panel``, ``xyz``) and the sums of
     ComputeEsdBeamDivergence over its pixels with mask != 0, as :func:`_pixel_kernel`
     makes them without parallax correction. Counts each such experiment's rows in
     ``n_rows``; a row with sum(w) > 1 is ``used``, with the variance
@@ -334,6 +334,8 @@ def _centroid_spreads(
         n_rows[e] += 1
         if present[i] == 0:
             continue
+        if not (0 <= panel[i] < panel_count[e] and shoebox_panel[i] < panel_count[e]):
+            continue  # a panel its detector lacks: no pixel position to stand on
         c = first_panel[e] + panel[i]
         x_mm, y_mm = xyz[i, 0] * pixel_size[c, 0], xyz[i, 1] * pixel_size[c, 1]
         r0 = origin[c, 0] + x_mm * fast[c, 0] + y_mm * slow[c, 0]
@@ -558,7 +560,11 @@ def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool)
     # MAX_REFERENCE_MATCHED): no conversion or scatter of whole columns.
     rows = np.asarray(columns.rows, dtype=np.int64)
     n = len(rows)
-    present = np.ascontiguousarray(shoeboxes.present[rows])
+    panel = np.ascontiguousarray(shoeboxes.panel[rows], dtype=np.int64)
+    # A record on a panel the detector lacks has no pixel positions: left out, as one
+    # without pixels.
+    on_detector = panel < len(experiment.detector.panels)
+    present = np.where(on_detector, shoeboxes.present[rows], 0).astype(np.uint8)
     bbox = np.ascontiguousarray(shoeboxes.bbox[rows], dtype=np.int64)
     frames = np.where(present != 0, bbox[:, 5] - bbox[:, 4], 0).astype(np.int64)
     frame_start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
@@ -569,7 +575,7 @@ def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool)
         present,
         np.ascontiguousarray(shoeboxes.data_offset[rows], dtype=np.int64),
         bbox,
-        np.ascontiguousarray(shoeboxes.panel[rows], dtype=np.int64),
+        panel,
         np.ascontiguousarray(columns.s1, dtype=np.float64),
         np.ascontiguousarray(columns.miller_index, dtype=np.int64),
         DetectorArrays.of(experiment.detector).as_tuple(),
@@ -1049,6 +1055,7 @@ def _pre_indexing_estimates(
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
     first_panel = np.full(len(experiments), -1, dtype=np.int64)
+    panel_count = np.zeros(len(experiments), dtype=np.int64)
     stacked: dict[int, int] = {}  # a detector's first row, each detector stacked once
     panel_arrays, n_stacked = [], 0
     for index in indices:
@@ -1058,6 +1065,7 @@ def _pre_indexing_estimates(
             panel_arrays.append(DetectorArrays.of(detector))
             n_stacked += len(panel_arrays[-1].origin)
         first_panel[index] = stacked[id(detector)]
+        panel_count[index] = len(detector.panels)
     origin, fast, slow, pixel_size = (
         np.concatenate([getattr(a, name) for a in panel_arrays])
         for name in ("origin", "fast", "slow", "pixel_size")
@@ -1068,7 +1076,8 @@ def _pre_indexing_estimates(
     variance = np.empty(ids.size)
     _centroid_spreads(
         shoeboxes.blob, shoeboxes.present, shoeboxes.data_offset, shoeboxes.bbox,
-        shoeboxes.panel, ids, first_panel, np.asarray(columns["panel"]).reshape(-1),
+        shoeboxes.panel, ids, first_panel, panel_count,
+        np.asarray(columns["panel"]).reshape(-1),
         np.asarray(columns["xyzobs.px.value"]), origin, fast, slow, pixel_size,
         n_rows, used, variance,
     )  # fmt: skip

@@ -194,6 +194,34 @@ def test_sigma_b_in_pixels_is_none_where_the_beam_meets_no_panel(
     assert model.sigma_b_px is None
 
 
+@pytest.mark.parametrize(
+    "reflections, experiments",
+    [("strong.refl", "imported.expt"), ("indexed.refl", "indexed.expt")],
+)
+def test_a_shoebox_on_a_panel_the_detector_lacks_is_left_out(
+    shared_data, reflections, experiments
+):
+    """Every third record claims panel 2**32 - 1 (the I23 detector has 24): those
+    rows count as rows without pixels (they were read far outside the panel arrays, a
+    segmentation fault)."""
+    folder = shared_data / "I23_P12M_thau"
+    table = read_reflections(folder / reflections)
+    models = read_experiments(folder / experiments)
+    shoeboxes = table.shoeboxes
+    panel = shoeboxes.panel.copy()
+    panel[::3] = 0xFFFFFFFF
+    elsewhere = dataclasses.replace(shoeboxes, panel=panel)
+    present = shoeboxes.present.copy()
+    present[::3] = 0
+    without = dataclasses.replace(shoeboxes, present=present)
+    [found] = pm.profile_model(table.columns, elsewhere, models).experiments
+    [expected] = pm.profile_model(table.columns, without, models).experiments
+    [whole] = pm.profile_model(table.columns, shoeboxes, models).experiments
+    assert found.applicable and found.sigma_b_deg == expected.sigma_b_deg
+    assert found.sigma_m_deg == expected.sigma_m_deg
+    assert found.sigma_b_deg != whole.sigma_b_deg
+
+
 def test_before_indexing_is_a_labelled_estimate(shared_data):
     table = read_reflections(shared_data / "I23_P12M_thau/strong.refl")
     experiments = read_experiments(shared_data / "I23_P12M_thau/imported.expt")
