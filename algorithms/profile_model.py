@@ -66,6 +66,11 @@ STILLS_REASON = (
     "stills have no rotation: DIALS's stills integration models mosaicity "
     "differently (no sigma_m from rotation angles), so no Gaussian rotation model"
 )
+NOT_FINITE_PIXELS = (
+    "pixel values that are not finite (inf or NaN) in the reference reflections' "
+    "shoeboxes: dials.integrate's estimators cannot use them"
+)
+MAX_SEARCH_STEPS = 10_000  # Nelder-Mead steps (real searches take 30 to 100)
 NO_MODELS_REASON = (
     "the experiment has no {} model: sigma_b and sigma_m are angles measured from "
     "the beam and the detector"
@@ -402,7 +407,7 @@ def _nelder_mead_1d(function, start: float, stop: float, tolerance: float) -> fl
     points = [start, stop]
     values = [function(start), function(stop)]
     monitor, count = 0.0, 0
-    while True:
+    while count < MAX_SEARCH_STEPS:
         worst = 0 if values[0] > values[1] else 1
         best = 1 - worst
         centroid = points[best]
@@ -439,9 +444,11 @@ def _nelder_mead_1d(function, start: float, stop: float, tolerance: float) -> fl
         if count % 20 == 0:
             change = abs(monitor - best_value) / (abs(best_value) + tolerance**2)
             if change < tolerance:
-                break
+                return points[0] if values[0] < values[1] else points[1]
             monitor = best_value
-    return points[0] if values[0] < values[1] else points[1]
+    raise ProfileModelError(
+        f"the search for sigma_m did not settle in {MAX_SEARCH_STEPS:,} steps"
+    )
 
 
 # --------------------------------------------------------------------------- results
@@ -676,6 +683,8 @@ def compute_sigmas(
     columns, zeta = _subset(columns, np.flatnonzero(keep)), zeta[keep]
     sums = _pixel_sums(columns, shoeboxes, experiment, mask_neighbours)
     sum_w, sum_w_angle2, frame_sum, frame_start, frames = sums
+    if not (np.isfinite(sum_w_angle2).all() and np.isfinite(frame_sum).all()):
+        raise ProfileModelError(NOT_FINITE_PIXELS)
     sigma_b = _sigma_b(sum_w, sum_w_angle2)
     bbox_z0 = np.asarray(shoeboxes.bbox)[columns.rows, 4].astype(np.int64)
     sigma_m = _sigma_m(columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan)
@@ -931,9 +940,12 @@ def _matched_columns(columns, rows, experiment, padding_deg):
         xyzcal_px=once.xyzcal_px[inverse],
         s1=once.s1[inverse],
     )
-    keys = np.column_stack(
-        [miller_index, entering, columns["id"][rows], columns["panel"][rows]]
-    )
+    # A panel the detector lacks (however large: the column is unsigned) becomes the
+    # first number past its panels, which no prediction has.
+    n_panels = len(experiment.detector.panels)
+    panel = np.asarray(columns["panel"])[rows]
+    panel = np.where(panel < n_panels, panel, n_panels).astype(np.int64)
+    keys = np.column_stack([miller_index, entering, columns["id"][rows], panel])
     matched = prediction.match_with_reference(
         keys, columns["xyzcal.px"][rows], predicted
     )
@@ -1099,11 +1111,15 @@ def _pre_indexing_estimates(
         result.n_reference = result.n_selected = int(n_rows[index])
         start = ends[index - 1] if index else 0
         n_used = int(ends[index] - start)
+        variance_sum = ordered[start : ends[index]].sum()
         if not n_used:
             result.applicable = False
             result.reason = "no spot has more than 1 count in its shoebox"
+        elif not np.isfinite(variance_sum):
+            result.applicable = False
+            result.reason = NOT_FINITE_PIXELS
         else:
-            mean_variance = ordered[start : ends[index]].sum() / n_used  # as _sigma_b
+            mean_variance = variance_sum / n_used  # as _sigma_b
             sigma_b = math.sqrt(float(mean_variance))
             result.sigma_b_deg = math.degrees(sigma_b)
             models = (id(experiment.beam), id(experiment.detector))

@@ -222,6 +222,80 @@ def test_a_shoebox_on_a_panel_the_detector_lacks_is_left_out(
     assert found.sigma_b_deg != whole.sigma_b_deg
 
 
+def _with_pixel_value(shoeboxes, value, rows):
+    """The shoeboxes with every data pixel of ``rows`` set to ``value``."""
+    blob = np.array(shoeboxes.blob)  # a writable copy
+    for row in rows:
+        if shoeboxes.present[row]:
+            x0, x1, y0, y1, z0, z1 = (int(v) for v in shoeboxes.bbox[row])
+            n = (x1 - x0) * (y1 - y0) * (z1 - z0)
+            start = int(shoeboxes.data_offset[row])
+            blob[start : start + 4 * n] = np.full(n, value, "<f4").view(np.uint8)
+    return dataclasses.replace(shoeboxes, blob=blob)
+
+
+@pytest.mark.parametrize(
+    "reflections, experiments",
+    [("strong.refl", "imported.expt"), ("indexed.refl", "indexed.expt")],
+)
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("rows", ["all", "one"])
+def test_pixel_values_that_are_not_finite_give_no_model_and_say_so(
+    shared_data, reflections, experiments, value, rows
+):
+    """The sums of infinite pixels are NaN: sigma_m's search never settled (a hang)
+    and sigma_b came out NaN. Such values are named instead, without a warning;
+    pixels that no sum takes (below their background, as DIALS's estimators leave
+    out, or NaN, which no comparison keeps) may leave a finite model."""
+    folder = shared_data / "I23_P12M_thau"
+    table = read_reflections(folder / reflections)
+    models = read_experiments(folder / experiments)
+    chosen = range(table.nrows) if rows == "all" else [1]
+    shoeboxes = _with_pixel_value(table.shoeboxes, value, chosen)
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        try:
+            [model] = pm.profile_model(table.columns, shoeboxes, models).experiments
+        except pm.ProfileModelError as error:  # the program says it in one line
+            assert str(error) == pm.NOT_FINITE_PIXELS
+            return
+    if value == np.inf:
+        assert not model.applicable and model.reason == pm.NOT_FINITE_PIXELS
+    elif model.applicable:
+        assert math.isfinite(model.sigma_b_deg) and model.sigma_b_deg > 0
+    else:  # every pixel left out
+        assert model.reason == "no spot has more than 1 count in its shoebox"
+
+
+def test_rows_on_a_panel_the_detector_lacks_match_no_prediction(shared_data):
+    """A panel column of 2**64 - 1 (unsigned, as DIALS writes it) on some rows: those
+    rows match nothing, as rows on another panel than predicted, and no warning
+    (the keys were made through float64 and cast back)."""
+    folder = shared_data / "I23_P12M_thau"
+    table = read_reflections(folder / "indexed.refl")
+    models = read_experiments(folder / "indexed.expt")
+    panel = np.asarray(table.columns["panel"]).copy()
+    elsewhere = panel.copy()
+    elsewhere[::4] = np.iinfo(panel.dtype).max
+    moved = panel.copy()
+    moved[::4] = (panel[::4] + 1) % 24  # a real panel, but not the predicted one
+    found = {}
+    for name, column in (("elsewhere", elsewhere), ("moved", moved)):
+        with warnings.catch_warnings(), np.errstate(all="raise"):
+            warnings.simplefilter("error")
+            columns = {**table.columns, "panel": column}
+            [found[name]] = pm.profile_model(
+                columns, table.shoeboxes, models
+            ).experiments
+    assert dataclasses.asdict(found["elsewhere"]) == dataclasses.asdict(found["moved"])
+    assert found["elsewhere"].n_matched < 208 * 3 // 4 + 1
+
+
+def test_a_search_that_never_settles_ends():
+    with pytest.raises(pm.ProfileModelError, match="did not settle"):
+        pm._nelder_mead_1d(lambda x: math.nan, 0.0, 1.0, 1e-3)
+
+
 def test_before_indexing_is_a_labelled_estimate(shared_data):
     table = read_reflections(shared_data / "I23_P12M_thau/strong.refl")
     experiments = read_experiments(shared_data / "I23_P12M_thau/imported.expt")
