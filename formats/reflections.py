@@ -644,17 +644,28 @@ def _unpacked_header(buffer) -> _Header | None:
     return _Header(version, keys, identifiers, nrows, columns)
 
 
+def head_problem(head: bytes) -> str | None:
+    """What is wrong with a file whose first bytes are ``head`` for a reflection table
+    (a pickle, or not the msgpack array DIALS writes), or None.
+
+    Parameters
+    ----------
+    head : bytes
+        The file's first bytes (16 are enough).
+    """
+    if head[:1] == b"\x80":
+        return PICKLE_ADVICE
+    if head[:1] not in (b"\x93", b"\xdc", b"\xdd"):
+        return f"is not a DIALS reflection table: it looks like {describe_content(head[:16])}"
+    return None
+
+
 def _walked_header(cursor: MsgpackCursor) -> _Header:
     """The header read by the cursor, checking every step; columns stay views of the buffer."""
     path = cursor.path
-    head = bytes(cursor.buffer[:16])
-    if head[:1] == b"\x80":
-        raise FileFormatError(path, PICKLE_ADVICE)
-    if head[:1] not in (b"\x93", b"\xdc", b"\xdd"):
-        raise FileFormatError(
-            path,
-            f"is not a DIALS reflection table: it looks like {describe_content(head)}",
-        )
+    problem = head_problem(bytes(cursor.buffer[:16]))
+    if problem:
+        raise FileFormatError(path, problem)
     if cursor.array_length() != 3:
         raise FileFormatError(
             path,
@@ -776,7 +787,7 @@ def read_reflections(
     """
     path = os.fspath(path)
     return parse_reflections(
-        read_bytes(path), path=path, index_shoeboxes=index_shoeboxes
+        read_bytes(path, head_problem), path=path, index_shoeboxes=index_shoeboxes
     )
 
 

@@ -30,6 +30,7 @@ import os
 import resource
 import stat
 import weakref
+from typing import Callable
 
 import numpy as np
 
@@ -118,6 +119,12 @@ DECOMPRESSED_SHARE = 0.5
 MAX_DECOMPRESSED_BYTES: int | None = None
 SMALL_PARSE_BYTES = 1 << 24  # a JSON parse that needs no check of the memory left
 _BLOCK_BYTES = 1 << 20
+# Real DIALS files shrink 1.6 to 11 times compressed: content past BOMB_CHECK_BYTES
+# that grew more than MAX_INFLATION times the compressed bytes read is a bomb.
+MAX_INFLATION = 200
+BOMB_CHECK_BYTES = 1 << 28
+# What is wrong with a file whose content starts with these bytes, or None.
+HeadCheck = Callable[[bytes], "str | None"]
 
 
 def _mem_available_bytes() -> int | None:
@@ -272,13 +279,31 @@ def _decompression_errors() -> tuple[type[BaseException], ...]:
     return (*errors, zstandard.ZstdError)
 
 
-def _inflate(handle, path: str, suffix: str) -> bytearray:
-    """The decompressed content, read in blocks and refused once past the bound."""
+def _inflate(
+    handle, path: str, suffix: str, head_problem: HeadCheck | None = None
+) -> bytearray:
+    """The decompressed content, read in blocks and refused once past the bound, or
+    once it inflates far more than any real file; ``head_problem`` (see
+    :func:`read_bytes`) judges the first block, before any more is inflated."""
     limit = decompression_limit()
     content = bytearray()
     reader = _decompressing_reader(handle, suffix, path)
     try:
         while block := reader.read(_BLOCK_BYTES):
+            if not content and head_problem is not None:
+                problem = head_problem(bytes(block[:4096]))
+                if problem:
+                    raise FileFormatError(path, problem)
+            if len(content) > BOMB_CHECK_BYTES and len(content) > MAX_INFLATION * (
+                handle.tell() or 1
+            ):
+                raise FileFormatError(
+                    path,
+                    f"inflates more than {MAX_INFLATION} times its compressed size "
+                    f"({_gib(len(content))} from {_gib(handle.tell())} so far), which "
+                    "no DIALS file does: is it a decompression bomb? Decompress it "
+                    "yourself to check, and pass the decompressed file",
+                )
             if len(content) + len(block) > limit:
                 raise FileFormatError(
                     path,
@@ -317,7 +342,9 @@ def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def read_bytes(path: str | os.PathLike) -> memoryview:
+def read_bytes(
+    path: str | os.PathLike, head_problem: HeadCheck | None = None
+) -> memoryview:
     """The (decompressed) content of ``path`` as a read-only buffer.
 
     Plain files of ``MAP_FROM_BYTES`` and more are memory-mapped (the map lives as long
@@ -329,6 +356,10 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
     path : str or os.PathLike
         A regular file; anything else (FIFO, socket, device, directory) is refused
         without being opened for reading, so that nothing blocks or reads forever.
+    head_problem : callable, optional
+        Given the first decompressed bytes of a compressed file, what is wrong with
+        them (a sentence without the file's name), or None: a file that is not what
+        the caller reads is refused before the rest is inflated.
 
     Returns
     -------
@@ -346,7 +377,7 @@ def read_bytes(path: str | os.PathLike) -> memoryview:
         descriptor, info = _open_regular(path)
         if suffix in COMPRESSED_SUFFIXES:
             with os.fdopen(descriptor, "rb") as handle:
-                content = _inflate(handle, path, suffix)
+                content = _inflate(handle, path, suffix, head_problem)
             if not content:
                 raise FileFormatError(path, "is empty once decompressed")
             return memoryview(content).toreadonly()
@@ -483,13 +514,18 @@ def read_json_document(
         object, invalid JSON, or one too large to parse in the memory available.
     """
     path = os.fspath(path)
-    content = read_bytes(path)
+
+    def not_an_object(head: bytes) -> str:
+        return f"is not {kind}: it looks like {describe_content(head[:64])}"
+
+    def head_problem(head: bytes) -> str | None:  # only white space so far passes
+        stripped = head.lstrip()
+        return None if stripped[:1] in (b"", b"{") else not_an_object(head)
+
+    content = read_bytes(path, head_problem)
     head = bytes(content[:64])
     if head.lstrip()[:1] != b"{":
-        raise FileFormatError(
-            path,
-            f"is not {kind}: it looks like {describe_content(head)}",
-        )
+        raise FileFormatError(path, not_an_object(head))
     text = content.obj if isinstance(content.obj, bytes) else bytes(content)
     del content
     # No parse of a small text can need more than SMALL_PARSE_BYTES: no need to count.

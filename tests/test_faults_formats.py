@@ -168,6 +168,9 @@ def test_a_small_file_that_grew_since_its_size_was_taken_is_read_whole(
 # ------------------------------------------------------- 2. compression bombs
 
 ZEROS = bytes(64 << 20)  # 64 MiB, a few hundred kB once compressed
+# A reflection table's first byte (a msgpack array of 3), then zeros: a bomb that
+# passes the look at the first bytes and must be stopped by a bound.
+TABLE_BOMB = b"\x93" + ZEROS
 
 
 def zstd_compress(data: bytes) -> bytes:
@@ -186,7 +189,7 @@ COMPRESSORS = {
 @pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
 def test_a_compression_bomb_stops_at_the_bound(tmp_path, monkeypatch, suffix):
     path = tmp_path / f"bomb.refl{suffix}"
-    path.write_bytes(COMPRESSORS[suffix](ZEROS))
+    path.write_bytes(COMPRESSORS[suffix](TABLE_BOMB))
     assert path.stat().st_size < 1 << 20
     monkeypatch.setattr(source, "MAX_DECOMPRESSED_BYTES", 16 << 20)
     with pytest.raises(
@@ -230,14 +233,50 @@ def test_a_two_gib_bomb_in_limited_memory_ends_in_a_sentence(tmp_path, suffix):
     2 GiB once inflated, past a 1.5 GB address space, with the bound left as computed
     from the memory available."""
     path = tmp_path / f"bomb.refl{suffix}"
-    path.write_bytes(COMPRESSORS[suffix](ZEROS) * 32)
+    path.write_bytes(COMPRESSORS[suffix](TABLE_BOMB) + COMPRESSORS[suffix](ZEROS) * 31)
     result = run_bounded(
         "from dials_spot_size_analysis.formats import read_reflections\n"
         f"read_reflections({str(path)!r})"
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "inflates to more than" in result.stdout, result.stdout
+    assert "inflates more than 200 times its compressed size" in result.stdout, (
+        result.stdout
+    )
     assert "MemoryError" not in result.stderr
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESSORS))
+def test_a_bomb_inflating_far_more_than_any_real_file_stops_early(
+    tmp_path, monkeypatch, suffix
+):
+    """Real DIALS files shrink 1.6 to 11 times; past the check's start, content grown
+    more than MAX_INFLATION times the compressed bytes read is refused, whatever the
+    memory would allow (a 20 GiB bomb took minutes to reach the bound)."""
+    path = tmp_path / f"bomb.refl{suffix}"
+    path.write_bytes(COMPRESSORS[suffix](TABLE_BOMB))
+    monkeypatch.setattr(source, "MAX_DECOMPRESSED_BYTES", 1 << 40)
+    monkeypatch.setattr(source, "BOMB_CHECK_BYTES", 8 << 20)
+    with pytest.raises(
+        FileFormatError,
+        match=r"bomb.refl\S*: inflates more than 200 times its compressed size \(0.01 "
+        r"GiB from 0.00 GiB so far\), which no DIALS file does: is it a decompression "
+        r"bomb\?",
+    ):
+        read_reflections(path)
+
+
+@pytest.mark.parametrize("kind", ["refl", "expt"])
+def test_a_compressed_file_of_another_kind_is_refused_at_its_first_bytes(
+    tmp_path, kind
+):
+    """2 GiB of zeros, compressed: not a table nor a JSON object from the first
+    block, refused before the rest is inflated (no bound reached)."""
+    path = tmp_path / f"zeros.{kind}.gz"
+    path.write_bytes(gzip.compress(ZEROS) * 32)
+    reader = read_reflections if kind == "refl" else read_experiments
+    what = "a DIALS reflection table" if kind == "refl" else "a DIALS experiment list"
+    with pytest.raises(FileFormatError, match=f"zeros.{kind}.gz: is not {what}"):
+        reader(path)
 
 
 # ------------------------------------------------------- 3. row counts nothing backs
