@@ -9,8 +9,10 @@ of a multi-gigabyte file.
 
 Hostile or unlucky input is refused with one sentence, never a hang or an exhausted
 machine: only regular files are opened (a FIFO, socket, device or directory is refused
-after ``os.stat``, without opening it); decompression stops once the output passes a
-bound set from the memory available (:func:`decompression_limit`); and a JSON document
+after ``os.stat``, without opening it); decompression stops at a first block that is
+not what the caller reads, once the output passes a bound set from the memory available
+(:func:`decompression_limit`), or once it has grown far more than any real file does
+(``MAX_INFLATION``); and a JSON document
 is parsed only when the memory its parse may take fits (:func:`read_json_document`).
 
 A memory-mapped file that another program truncates while it is mapped cannot be
