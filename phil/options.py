@@ -38,7 +38,8 @@ def _range_limit(value, name: str) -> float | None:
 def _finite(value, name: str) -> float:
     """A number PHIL accepted within its limits: NaN passes every limit, so refused
     here."""
-    if value is None or not math.isfinite(value):
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
         raise ParameterError(f"{name} must be a finite number, not {plain(value)}")
     return float(value)
 
@@ -100,6 +101,15 @@ def measure_options(params) -> MeasureOptions:
     """
     require = params.flags.require
     require = AUTO if plain(require) in (AUTO, [AUTO]) else (require or [])
+    if plain(params.flags.exclude) in (AUTO, [AUTO]):
+        raise ParameterError(
+            "flags.exclude takes flag names (or None), not Auto: Auto is for "
+            "flags.require"
+        )
+    if plain(params.mask_code) in (AUTO, [AUTO]):
+        raise ParameterError(
+            "mask_code takes mask code names (e.g. Foreground), not Auto"
+        )
     try:
         flag_names.parse_flag_names([] if require == AUTO else require)
         flag_names.parse_flag_names(params.flags.exclude)
@@ -111,6 +121,26 @@ def measure_options(params) -> MeasureOptions:
         exclude=list(params.flags.exclude or []),
         mask_code=tuple(mask_code),
     )
+
+
+# Parameters whose value is a file name (or None), where PHIL also accepts Auto.
+PATH_PARAMETERS = (
+    "output.log",
+    "output.json",
+    "output.html",
+    "output.plot",
+    "output.suggestions",
+    "output.reflections",
+    "input.find_spots",
+)
+
+
+def _refuse_auto_paths(params) -> None:
+    """A file name parameter given as Auto: one sentence, not a traceback."""
+    for name in PATH_PARAMETERS:
+        scope, _, leaf = name.partition(".")
+        if plain(getattr(getattr(params, scope), leaf)) == AUTO:
+            raise ParameterError(f"{name} takes a file name (or None), not Auto")
 
 
 def analysis_options(params) -> AnalysisOptions:
@@ -133,6 +163,7 @@ def analysis_options(params) -> AnalysisOptions:
     ParameterError
         Where a value cannot be used, in one sentence naming it.
     """
+    _refuse_auto_paths(params)
     return AnalysisOptions(
         measure=measure_options(params),
         summary=summary_options(params),

@@ -311,6 +311,41 @@ def test_error_through_the_console_script(tmp_path):
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "parameter, message",
+    [
+        *(
+            (name, f"{name} takes a file name (or None), not Auto")
+            for name in (
+                "output.log",
+                "output.json",
+                "output.html",
+                "output.plot",
+                "output.suggestions",
+                "output.reflections",
+                "input.find_spots",
+            )
+        ),
+        ("mask_code", "mask_code takes mask code names (e.g. Foreground), not Auto"),
+        ("profile.n_sigma", "profile.n_sigma must be a finite number, not Auto"),
+        ("flags.exclude", "flags.exclude takes flag names (or None), not Auto"),
+    ],
+)
+def test_auto_where_it_means_nothing_is_one_sentence(
+    shared_data, tmp_path, monkeypatch, capsys, parameter, message
+):
+    """PHIL accepts Auto for any parameter; these have no automatic value (each
+    ended in a traceback)."""
+    monkeypatch.chdir(tmp_path)
+    i23 = shared_data / "I23_P12M_thau"
+    with pytest.raises(SystemExit) as caught:
+        run([str(i23 / "indexed.expt"), str(i23 / "indexed.refl"), f"{parameter}=Auto"])
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{PROGRAM}: {message}") and err.count("\n") == 1, err
+    assert files_in(tmp_path) == []
+
+
 def test_running_out_of_memory_is_one_sentence_and_leaves_nothing(
     shared_data, tmp_path, monkeypatch, capsys
 ):
