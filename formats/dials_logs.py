@@ -25,10 +25,16 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from libtbx.phil import parse as parse_phil
 
 from .errors import FileFormatError
+
+
+class ParameterValueError(FileFormatError):
+    """A parameter in a log or PHIL file with a value DIALS would not take."""
+
 
 MIN_SPOT_SIZE = "spotfinder.filter.min_spot_size"
 MAX_SPOT_SIZE = "spotfinder.filter.max_spot_size"
@@ -42,6 +48,18 @@ PARAMETER_TYPES = {
     "profile.gaussian_rs.parameters.n_sigma": float,
     "profile.gaussian_rs.parameters.sigma_b": float,
     "profile.gaussian_rs.parameters.sigma_m": float,
+}
+
+# What DIALS accepts (factory.py's value_min=1 for the sizes; max_separation has no
+# minimum; sigmas in degrees), with ends no real dataset comes near, so that the
+# checks drawn from them stay bounded.
+PARAMETER_RANGES = {
+    MIN_SPOT_SIZE: (1, 10**9),
+    MAX_SPOT_SIZE: (1, 10**12),
+    MAX_SEPARATION: (-1e6, 1e6),
+    "profile.gaussian_rs.parameters.n_sigma": (0.1, 100.0),
+    "profile.gaussian_rs.parameters.sigma_b": (0.0, 90.0),
+    "profile.gaussian_rs.parameters.sigma_m": (0.0, 90.0),
 }
 
 MODIFIED_HEADER = "The following parameters have been modified:"
@@ -61,12 +79,28 @@ _VERSION = re.compile(r"DIALS \S+")
 _PHIL_LINE = re.compile(r"\s*([A-Za-z_][\w.]*\s*(=.*|\{\s*)|\}\s*)?")
 
 
+MAX_TEXT_BYTES = 1 << 28  # a dials.find_spots log of a huge run is megabytes
+
+
 def _read_text(path: str) -> str:
+    """The file's text; only a regular file is opened (a device such as /dev/zero
+    never ends), and only up to MAX_TEXT_BYTES."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FileFormatError(
+                path,
+                "is not a regular file: pass a dials.find_spots log or a PHIL file.",
+            )
         with open(path, "rb") as handle:
-            raw = handle.read()
+            raw = handle.read(MAX_TEXT_BYTES + 1)
     except OSError as error:
         raise FileFormatError(path, f"cannot be read ({error.strerror}).") from None
+    if len(raw) > MAX_TEXT_BYTES:
+        raise FileFormatError(
+            path,
+            f"is larger than {MAX_TEXT_BYTES >> 20} MiB: not a dials.find_spots log "
+            "or a PHIL file.",
+        )
     if b"\0" in raw:
         raise FileFormatError(
             path, "is a binary file, not a dials.find_spots log or a PHIL file."
@@ -77,14 +111,25 @@ def _read_text(path: str) -> str:
         return raw.decode("latin-1")
 
 
-def _typed(name: str, words: list) -> object:
-    text = " ".join(words)
+def _typed(name: str, text: str, path: str | None, where: str = "") -> object:
+    """The value of parameter ``name`` given as ``text`` ("Auto" and "None" as they
+    are); refused where DIALS would not accept it (not a number of its type, outside
+    its range, not finite), naming ``where`` it was found."""
     if text in ("Auto", "auto", "None"):
         return text
     try:
-        return PARAMETER_TYPES[name](text)
+        value = PARAMETER_TYPES[name](text)
     except ValueError:
-        return text
+        value = None
+    low, high = PARAMETER_RANGES[name]
+    if value is None or not low <= value <= high:  # NaN fails too
+        kind = "a whole number" if PARAMETER_TYPES[name] is int else "a number"
+        raise ParameterValueError(
+            path,
+            f"{where}{name} = {text} is not a value DIALS takes ({kind} from "
+            f"{low:g} to {high:g}).",
+        )
+    return value
 
 
 def _phil_definitions(text: str, path: str | None) -> dict:
@@ -99,9 +144,9 @@ def _phil_definitions(text: str, path: str | None) -> dict:
     }
 
 
-def _recognised(definitions: dict, where: str) -> dict:
+def _recognised(definitions: dict, where: str, path: str | None) -> dict:
     return {
-        name: {"value": _typed(name, words), "source": where}
+        name: {"value": _typed(name, " ".join(words), path), "source": where}
         for name, words in definitions.items()
         if name in PARAMETER_TYPES
     }
@@ -141,6 +186,7 @@ def _add(result: dict, key: str, value: int) -> None:
 
 
 def _use(result: dict, name: str, value, where: str) -> None:
+    value = _typed(name, str(value), result["path"], f"{where}: ")
     result["parameters"][name] = {"value": value, "source": where}
 
 
@@ -202,7 +248,7 @@ def parse_find_spots_log(text: str, path: str | None = None) -> dict:
             definitions = _phil_definitions(_modified_block(lines, number), path)
             result["modified"] = {k: " ".join(v) for k, v in definitions.items()}
             block = f"{name_of_file} line {number}: the modified parameters"
-            for key, value in _recognised(definitions, block).items():
+            for key, value in _recognised(definitions, block, path).items():
                 result["parameters"].setdefault(key, value)
             continue
         for name, pattern in _LINES.items():
@@ -249,7 +295,7 @@ def parse_phil_parameters(text: str, path: str | None = None) -> dict:
         "path": path,
         "kind": "phil",
         "modified": {name: " ".join(words) for name, words in definitions.items()},
-        "parameters": _recognised(definitions, where),
+        "parameters": _recognised(definitions, where, path),
     }
 
 
@@ -281,6 +327,8 @@ def read_spot_finding_parameters(path: str | os.PathLike) -> dict:
         return parse_find_spots_log(text, path)
     try:
         return parse_phil_parameters(text, path)
+    except ParameterValueError:
+        raise
     except FileFormatError:
         raise FileFormatError(
             path, "is neither a dials.find_spots log nor a PHIL file."

@@ -542,6 +542,46 @@ def test_neither_log_nor_phil(tmp_path, content, problem):
     assert error.value.path == str(path)
 
 
+@pytest.mark.parametrize(
+    "name, text, line",
+    [
+        ("find_spots.phil", "spotfinder.filter.min_spot_size=-5\n", ""),
+        ("find_spots.phil", "spotfinder.filter.max_spot_size=0\n", ""),
+        ("find_spots.phil", "spotfinder.filter.max_spot_size=99999999999999999\n", ""),
+        ("find_spots.phil", "spotfinder.filter.max_separation=nan\n", ""),
+        ("find_spots.phil", "spotfinder.filter.max_separation=inf\n", ""),
+        ("find_spots.phil", "spotfinder.filter.min_spot_size=three\n", ""),
+        ("find_spots.phil", "profile.gaussian_rs.parameters.sigma_m=-1\n", ""),
+        (
+            "find_spots.log",
+            "The following parameters have been modified:\nspotfinder {\n  filter "
+            "{\n    min_spot_size = nan\n  }\n}\n",
+            "",
+        ),
+        (
+            "find_spots.log",
+            "Removed 3 spots with size > 99999999999999999999 pixels\n",
+            "find_spots.log line 1: ",
+        ),
+    ],
+)
+def test_a_value_dials_would_not_take_is_refused(tmp_path, name, text, line):
+    """Each passed through as text or a huge number and ended in a traceback in the
+    checks of the limits (a string times a float, a histogram of negative size)."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(FileFormatError, match="is not a value DIALS takes") as error:
+        read_spot_finding_parameters(path)
+    assert str(error.value).startswith(f"{path}: {line}")
+
+
+def test_a_device_or_folder_is_refused_without_reading_it(tmp_path):
+    """/dev/zero never ends: it was read until memory ran out."""
+    for path in ("/dev/zero", str(tmp_path)):
+        with pytest.raises(FileFormatError, match="is not a regular file"):
+            read_spot_finding_parameters(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileFormatError, match="cannot be read"):
         read_spot_finding_parameters(tmp_path / "absent.log")
