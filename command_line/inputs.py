@@ -315,7 +315,7 @@ class _Finder:
         elif os.path.isdir(argument):
             self._add_folder(argument)
         elif not os.path.exists(argument) and _is_glob(argument):
-            matches = sorted(glob.glob(argument, recursive=True))
+            matches = sorted(glob_without_links(argument))
             if not matches:
                 raise InputError(f"{shown(argument)}: no file matches this pattern")
             for match in matches:
@@ -337,6 +337,47 @@ class _Finder:
             self.add_file(path, found=True)
 
 
+def glob_without_links(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` does not descend into
+    symbolic links to folders, as the search of a folder does not: two links back up
+    the tree made glob's paths double with every level, a run that never ended.
+
+    Parameters
+    ----------
+    pattern : str
+        A glob pattern; ``**`` as a whole path component matches any depth of
+        folders (names starting with a dot left out, as glob does).
+
+    Returns
+    -------
+    list of str
+        The matching paths, unsorted.
+    """
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return glob.glob(pattern)
+    at = parts.index("**")
+    base, rest = os.sep.join(parts[:at]), os.sep.join(parts[at + 1 :])
+    if not base and pattern.startswith(os.sep):
+        base = os.sep
+    roots = glob.glob(base) if glob.has_magic(base) else [base]
+    found = []
+    for root in roots:
+        if not rest and root:  # "folder/**" gives the folder itself first
+            found.append(os.path.join(root, ""))
+        for folder, subfolders, files in os.walk(root or os.curdir):
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            shown = folder if root else os.path.relpath(folder).removeprefix(".")
+            if rest:
+                found += glob_without_links(os.path.join(shown, rest))
+            elif at + 1 < len(parts):  # "folder/**/": the folders beneath
+                found += [os.path.join(shown, name, "") for name in subfolders]
+            else:  # then every path beneath, as glob gives them
+                names = [n for n in subfolders + files if not n.startswith(".")]
+                found += [os.path.join(shown, name) for name in names]
+    return found
+
+
 def _dials_files_in(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
     """The regular ``.refl``/``.expt`` files under ``folder`` (symbolic links to
     folders not followed, as os.walk does), and the other files of those names with
@@ -352,12 +393,16 @@ def _dials_files_in(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
             elif _inner_name(entry.name).endswith(DIALS_SUFFIXES):
-                if entry.is_file():
+                try:
+                    what = (
+                        None if entry.is_file() else _not_regular(entry.stat().st_mode)
+                    )
+                except OSError:  # a dangling link, a link to itself: reported when read
                     found.append(entry.path)
                     continue
-                try:
-                    what = _not_regular(entry.stat().st_mode)
-                except OSError:  # a dangling link: reported when read
+                if what is None:
+                    found.append(entry.path)
+                    continue
                     found.append(entry.path)
                     continue
                 if what == "a directory":  # a link to a folder named x.refl

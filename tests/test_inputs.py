@@ -508,3 +508,76 @@ def test_a_list_naming_a_missing_file_is_still_a_list(
     assert result.selection["n_counted"] == 205
     [skipped] = result.skipped_files
     assert skipped["reason"].endswith("missing.refl: does not exist: check the path")
+
+
+GLOB_PATTERNS = [
+    "**/*.refl",
+    "a/**/*.refl",
+    "a/**",
+    "**",
+    "*/**/z.refl",
+    "a/**/b/**/*.refl",
+    "**/b",
+    "a/**/",
+    "**/",
+    "a/*.refl",
+]
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch):
+    """Nested folders with tables, hidden folders and a hidden file."""
+    for folder in ("a/b/c", ".hidden", "a/.hidden"):
+        (tmp_path / folder).mkdir(parents=True)
+    for name in ("x", "a/y", "a/b/z", "a/b/c/w", ".hidden/h", "a/.hidden/h", "a/.d"):
+        (tmp_path / f"{name}.refl").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("pattern", GLOB_PATTERNS)
+def test_globs_match_as_glob_does_where_there_are_no_links(tree, pattern):
+    import glob
+
+    from dials_spot_size_analysis.command_line.inputs import glob_without_links
+
+    assert sorted(glob_without_links(pattern)) == sorted(
+        glob.glob(pattern, recursive=True)
+    )
+    absolute = str(tree / pattern)
+    assert sorted(glob_without_links(absolute)) == sorted(
+        glob.glob(absolute, recursive=True)
+    )
+
+
+def test_a_glob_through_links_back_up_the_tree_ends(tree):
+    """Two links to the folder itself: glob's paths double at every level (a run that
+    never ended); links are not descended, as in the search of a folder."""
+    from dials_spot_size_analysis.command_line.inputs import glob_without_links
+
+    os.symlink(".", tree / "a" / "up1")
+    os.symlink("..", tree / "a" / "up2")
+    assert sorted(glob_without_links("**/*.refl")) == [
+        "a/b/c/w.refl",
+        "a/b/z.refl",
+        "a/y.refl",
+        "x.refl",
+    ]
+
+
+def test_a_folder_with_a_link_to_itself_is_searched(tmp_path, monkeypatch):
+    """``self.refl -> self.refl`` made the search of the folder end in a traceback
+    (too many levels of symbolic links): it is found, and reported when read, as a
+    dangling link is; a link back up the tree is not followed."""
+    (tmp_path / "g" / "sub").mkdir(parents=True)
+    (tmp_path / "g" / "sub" / "x.refl").write_bytes(b"\x93")
+    os.symlink("self.refl", tmp_path / "g" / "self.refl")
+    os.symlink("nowhere.refl", tmp_path / "g" / "dangling.refl")
+    os.symlink("..", tmp_path / "g" / "sub" / "up")
+    monkeypatch.chdir(tmp_path)
+    inputs = find_inputs(["g"], phil_scope)
+    assert sorted(inputs.reflection_files) == [
+        "g/dangling.refl",
+        "g/self.refl",
+        "g/sub/x.refl",
+    ]
