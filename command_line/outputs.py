@@ -128,10 +128,11 @@ def input_identities(
 
 
 def _refuse_twice(paths: Sequence[str]) -> None:
-    """Two outputs may not be one file (by name, or by device and inode)."""
+    """Two outputs may not be one file (by name, by where a link leads, even to a file
+    not yet written, or by device and inode)."""
     seen: dict[object, str] = {}
     for path in paths:
-        for key in (os.path.abspath(path), _identity(path)):
+        for key in (os.path.realpath(path), _identity(path)):
             if key is None:
                 continue
             if key in seen:

@@ -411,12 +411,17 @@ def test_an_unwritable_numba_cache_falls_back(monkeypatch):
     [
         ["output.json=x.json", "output.log=x.json"],
         ["output.suggestions=s", "output.json=s.find_spots.phil"],
+        ["output.json=link.json", "output.html=target.html"],  # a dangling link
     ],
 )
 def test_two_outputs_of_one_name_are_refused(dataset, outputs):
+    """By name, or where a link leads (to a file not yet written, which one output
+    would have replaced the link with and the other created)."""
+    os.symlink("target.html", dataset / "link.json")
     done = console("indexed.expt", "indexed.refl", *outputs, cwd=dataset)
     assert done.returncode == 1 and "is asked for twice" in one_sentence(done.stderr)
-    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "link.json"]
+    assert os.readlink(dataset / "link.json") == "target.html"
 
 
 def test_the_only_experiment_list_unusable_ends_the_run(dataset):
