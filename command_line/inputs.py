@@ -176,13 +176,31 @@ def phil_file(path: str):
     _refuse_unless_regular(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return libtbx.phil.parse(
+            parsed = libtbx.phil.parse(
                 handle.read(), source_info=path, process_includes=False
             )
     except OSError as error:
         raise InputError(f"{shown(path)}: cannot be read ({error.strerror})") from None
     except Exception as error:  # libtbx raises Sorry, RuntimeError, ...
         raise InputError(phil_message(error, shown(path))) from None
+    if _includes(parsed):
+        raise InputError(
+            f"{shown(path)}: includes another file or scope, which this program does "
+            "not follow (its parameters would be ignored): put them in the file itself"
+        )
+    return parsed
+
+
+def _includes(scope) -> bool:
+    """Whether a parsed PHIL text has an ``include`` line (unprocessed, libtbx keeps
+    it as a definition named include, which the parameters' fetch passes over)."""
+    pending = list(scope.objects)
+    while pending:
+        item = pending.pop()
+        if item.is_definition and item.name == "include":
+            return True
+        pending.extend(getattr(item, "objects", None) or [])
+    return False
 
 
 def _listed_paths(path: str, sniff: bool = False) -> list[str]:

@@ -346,6 +346,27 @@ def test_auto_where_it_means_nothing_is_one_sentence(
     assert files_in(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "text", ["include file other.phil\n", "histogram {\n  include scope a.b\n}\n"]
+)
+def test_a_phil_file_with_an_include_is_refused(
+    shared_data, tmp_path, monkeypatch, capsys, text
+):
+    """An include line was passed over in silence: its parameters ignored."""
+    (tmp_path / "other.phil").write_text("histogram.bins = 7\n")
+    (tmp_path / "p.phil").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    i23 = shared_data / "I23_P12M_thau"
+    with pytest.raises(SystemExit):
+        run([str(i23 / "indexed.expt"), str(i23 / "indexed.refl"), "p.phil"])
+    err = capsys.readouterr().err
+    assert err == (
+        f"{PROGRAM}: p.phil: includes another file or scope, which this program does "
+        "not follow (its parameters would be ignored): put them in the file itself\n"
+    )
+    assert sorted(files_in(tmp_path)) == ["other.phil", "p.phil"]
+
+
 def test_running_out_of_memory_is_one_sentence_and_leaves_nothing(
     shared_data, tmp_path, monkeypatch, capsys
 ):
