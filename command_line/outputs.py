@@ -127,11 +127,21 @@ def input_identities(
     return identities
 
 
+def _is_device(path: str) -> bool:
+    """A character device (/dev/null, /dev/stdout): written into, never replaced."""
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _refuse_twice(paths: Sequence[str]) -> None:
     """Two outputs may not be one file (by name, by where a link leads, even to a file
     not yet written, or by device and inode)."""
     seen: dict[object, str] = {}
     for path in paths:
+        if _is_device(path):  # output.log=/dev/null output.json=/dev/null: both go
+            continue
         for key in (os.path.realpath(path), _identity(path)):
             if key is None:
                 continue
@@ -178,12 +188,12 @@ class OutputSet:
         path : str
             One of the outputs given to the set.
         """
-        if os.path.exists(path) and stat.S_ISCHR(os.stat(path).st_mode):
+        if _is_device(path):
             return path
         directory = os.path.dirname(os.path.abspath(path))
         try:
-            handle, temporary = tempfile.mkstemp(
-                prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+            handle, temporary = tempfile.mkstemp(  # a name of 255 bytes fits too
+                prefix=f".{os.path.basename(path)[:100]}.", suffix=".tmp", dir=directory
             )
         except OSError as error:
             raise _cannot_write(path, error) from None

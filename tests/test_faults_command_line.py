@@ -424,6 +424,28 @@ def test_two_outputs_of_one_name_are_refused(dataset, outputs):
     assert os.readlink(dataset / "link.json") == "target.html"
 
 
+def test_every_output_into_dev_null_and_a_name_of_255_bytes(dataset):
+    """Several outputs into one character device is discarding them, not asking for
+    one file twice; an output named with 255 bytes (the longest name a folder holds)
+    is written (its temporary file's name once passed the limit)."""
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "output.json=/dev/null",
+        "output.log=/dev/null",
+        "output.html=/dev/null",
+        cwd=dataset,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+    longest = "a" * 250 + ".json"
+    done = console(
+        "indexed.expt", "indexed.refl", f"output.json={longest}", cwd=dataset
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((dataset / longest).read_text())["program"] == PROGRAM
+
+
 def test_the_only_experiment_list_unusable_ends_the_run(dataset):
     """Skipping it would lose every resolution and the profile model unsaid."""
     (dataset / "bad.expt").write_text('{"__id__": "ExperimentList", "experiment": [1]}')
