@@ -96,11 +96,25 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
             f"{path}: cannot be written (its folder does not exist): create the folder "
             "or choose another output path"
         )
+    longest = _longest_name(directory)
+    if len(os.fsencode(os.path.basename(path))) > longest:
+        raise OutputError(
+            f"{path}: cannot be written (its name is longer than the {longest} bytes "
+            "a folder's entry may have): choose a shorter name"
+        )
     try:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as error:
         raise _cannot_write(path, error) from None
+
+
+def _longest_name(directory: str) -> int:
+    """The longest file name ``directory`` may hold, in bytes (255 where unknown)."""
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def input_identities(

@@ -147,7 +147,12 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
         if speaker["quiet"]
         else [*_output_paths(params.output), params.output.reflections]
     )
-    read = [*inputs.reflection_files, *inputs.experiment_files, *options.phil_files]
+    read = [
+        *inputs.reflection_files,
+        *inputs.experiment_files,
+        *options.phil_files,
+        *([params.input.find_spots] if params.input.find_spots else []),
+    ]
     outputs = OutputSet(wanted, read, inputs.identities)
     try:
         result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)

@@ -446,6 +446,42 @@ def test_every_output_into_dev_null_and_a_name_of_255_bytes(dataset):
     assert json.loads((dataset / longest).read_text())["program"] == PROGRAM
 
 
+@pytest.mark.parametrize(
+    "output", ["output.log=s.find_spots.phil", "output.suggestions=s"]
+)
+def test_an_output_that_is_the_spot_finding_input_is_refused(dataset, output):
+    """input.find_spots is an input too (output.suggestions=s writes
+    s.find_spots.phil: the file read was written over)."""
+    phil = dataset / "s.find_spots.phil"
+    phil.write_text("spotfinder.filter.min_spot_size = 3\n")
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "input.find_spots=s.find_spots.phil",
+        output,
+        cwd=dataset,
+    )
+    assert done.returncode == 1
+    assert "writing there would destroy it" in one_sentence(done.stderr)
+    assert phil.read_text() == "spotfinder.filter.min_spot_size = 3\n"
+    assert sorted(os.listdir(dataset)) == [
+        "indexed.expt",
+        "indexed.refl",
+        "s.find_spots.phil",
+    ]
+
+
+def test_an_output_name_too_long_for_the_folder_is_refused_before_any_work(dataset):
+    """The suggestions' names add .find_spots.phil to the prefix: past 255 bytes the
+    last rename failed after the JSON and the HTML were in place."""
+    done = console(
+        "indexed.expt", "indexed.refl", f"output.suggestions={'s' * 245}", cwd=dataset
+    )
+    assert done.returncode == 1
+    assert "its name is longer than the 255 bytes" in one_sentence(done.stderr)
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
 def test_the_only_experiment_list_unusable_ends_the_run(dataset):
     """Skipping it would lose every resolution and the profile model unsaid."""
     (dataset / "bad.expt").write_text('{"__id__": "ExperimentList", "experiment": [1]}')
