@@ -326,11 +326,12 @@ def _centroid_spreads(
 ):  # fmt: skip
     """Before indexing, in one pass over the table: for each row of an experiment e
     with ``first_panel[e] >= 0`` (its detector's first row in the stacked panel
-    arrays, ``panel_count[e]`` rows long), the beam vector to its centroid (``panel``, ``xyz``) and the sums of
-    ComputeEsdBeamDivergence over its pixels with mask != 0, as :func:`_pixel_kernel`
-    makes them without parallax correction. Counts each such experiment's rows in
-    ``n_rows``; a row with sum(w) > 1 is ``used``, with the variance
-    sum(w angle^2)/(sum(w) - 1) in ``variance``."""
+    arrays, ``panel_count[e]`` rows long), the beam vector to its centroid
+    (``panel``, ``xyz``) and the sums of ComputeEsdBeamDivergence over its pixels
+    with mask != 0, as :func:`_pixel_kernel` makes them without parallax correction.
+    Counts each such experiment's rows in ``n_rows``; a row with sum(w) > 1 is
+    ``used``, with the variance sum(w angle^2)/(sum(w) - 1) in ``variance``; a row
+    on a panel its detector lacks (in the table or its shoebox) is not."""
     for i in range(ids.shape[0]):
         e = ids[i]
         used[i] = False
