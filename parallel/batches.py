@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
+
 from ..algorithms.spot_sizes import SpotSizes
 from .measure_file import FileOutcome
 
@@ -66,3 +68,94 @@ def packed_as_measured(outcomes: Iterable[FileOutcome]) -> list[Batch]:
             batches.append(pack(pending))
             pending = []
     return [*batches, pack(pending)] if pending or not batches else batches
+
+
+class BatchCollector:
+    """Batches as they arrive from worker processes, gathered into one: each batch's
+    rows are copied at once into columns that grow, so that the copying overlaps the
+    workers' measuring instead of following it, and merging finds every row in one
+    piece. Batches are appended in input order where they are contiguous runs of
+    sources (a pool's chunks): one arriving early waits for those before it, so that
+    merging needs no reordering of the rows.
+
+    Parameters
+    ----------
+    n_sources : int
+        How many sources the batches will hold in all (to size the columns).
+    """
+
+    GROWTH = 1.25  # the columns' room beyond the rows expected (pages never touched
+    # are never resident: the room costs address space, not memory)
+
+    def __init__(self, n_sources: int):
+        self._n_sources = n_sources
+        self._waiting: dict[int, Batch] = {}  # first source -> a batch arrived early
+        self._next = 0  # the first source of the batch that comes next in input order
+        self._first: Batch | None = None  # a lone batch is kept as it is
+        self._columns: dict[str, np.ndarray] = {}
+        self._n_rows = 0
+        self._n_appended = 0  # sources whose rows are in the columns
+        self.outcomes: list[FileOutcome] = []
+
+    def add(self, batch: Batch) -> None:
+        """Take ``batch`` (its arrays are let go once copied).
+
+        Parameters
+        ----------
+        batch : Batch
+            Outcomes of any sources, packed by :func:`pack`.
+        """
+        if not batch.outcomes:
+            return
+        first = min(outcome.index for outcome in batch.outcomes)
+        if first < self._next or first in self._waiting:  # not a run: merge reorders
+            self._append(batch)
+            return
+        self._waiting[first] = batch
+        while self._next in self._waiting:
+            ready = self._waiting.pop(self._next)
+            self._next += len(ready.outcomes)
+            self._append(ready)
+
+    def batch(self) -> Batch:
+        """Every batch taken, as one (once, when all have arrived)."""
+        for first in sorted(self._waiting):  # not contiguous runs: merge reorders
+            self._append(self._waiting.pop(first))
+        if not self._columns:
+            return self._first if self._first is not None else pack([])
+        for column in self._columns.values():
+            column.resize(self._n_rows, refcheck=False)  # give back the room
+        rows = SpotSizes(**self._columns)
+        self._columns = {}
+        return Batch(rows, self.outcomes)
+
+    def _append(self, batch: Batch) -> None:
+        self.outcomes.extend(batch.outcomes)
+        self._n_appended += len(batch.outcomes)
+        if self._first is None and not self._columns:
+            self._first = batch
+            return
+        if self._first is not None:
+            earlier, self._first = self._first, None
+            self._copy(earlier.spot_sizes)
+        self._copy(batch.spot_sizes)
+
+    def _copy(self, rows: SpotSizes) -> None:
+        end = self._n_rows + len(rows)
+        capacity = len(self._columns["size"]) if self._columns else 0
+        if end > capacity or not self._columns:
+            per_source = end / max(1, self._n_appended)
+            expected = per_source * max(self._n_sources, self._n_appended)
+            self._grow(max(end, 2 * capacity, int(expected * self.GROWTH)))
+        for name, column in self._columns.items():
+            column[self._n_rows : end] = getattr(rows, name)
+            setattr(rows, name, None)
+        self._n_rows = end
+
+    def _grow(self, capacity: int) -> None:
+        grown = SpotSizes.empty(capacity)
+        for name in SpotSizes.__dataclass_fields__:
+            column, old = getattr(grown, name), self._columns.get(name)
+            if old is not None:
+                column[: self._n_rows] = old[: self._n_rows]
+            self._columns[name] = column

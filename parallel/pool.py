@@ -25,7 +25,7 @@ import numpy as np
 from ..algorithms.geometry import ExperimentGeometry
 from ..errors import SpotSizeAnalysisError
 from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
-from .batches import FILES_PER_BATCH, Batch, pack, packed_as_measured
+from .batches import FILES_PER_BATCH, Batch, BatchCollector, pack, packed_as_measured
 from .measure_file import MeasureRequest
 from .measure_stills import measure_sources
 from .tuning import scipy_linalg_hidden
@@ -278,8 +278,8 @@ def _start_workers(context, chunks, request, n_sources, nproc, claimed, lock):
     return workers, receivers
 
 
-def _receive(workers, receivers, bar) -> list[Batch]:
-    batches = []
+def _receive(workers, receivers, bar, n_sources: int) -> list[Batch]:
+    collected = BatchCollector(n_sources)
     running = {worker.sentinel: worker for worker in workers}
     while receivers:
         for ready in wait(receivers + list(running)):
@@ -298,10 +298,10 @@ def _receive(workers, receivers, bar) -> list[Batch]:
                 continue
             if isinstance(message, WorkerError):
                 raise message
-            batches.append(message)
+            collected.add(message)
             if bar is not None:
                 bar.update(len(message.outcomes))
-    return batches
+    return [collected.batch()]
 
 
 def _death_message(exitcode: int) -> str:
@@ -332,7 +332,7 @@ def _run_in_processes(
         workers, receivers = _start_workers(
             context, chunks, request, n_sources, nproc, claimed, lock
         )
-        batches = _receive(workers, receivers, bar)
+        batches = _receive(workers, receivers, bar, n_sources)
         for worker in workers:
             worker.join()
         if sum(len(batch.outcomes) for batch in batches) != n_sources:

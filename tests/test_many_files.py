@@ -530,6 +530,60 @@ def test_merge_puts_rows_in_input_order_and_lets_the_batches_go(shared_data, tmp
     )
 
 
+@pytest.mark.parametrize("expected_sources", [6, 1])  # 1: the columns must grow
+def test_batches_collected_as_they_arrive_merge_to_the_same_rows(
+    shared_data, tmp_path, expected_sources
+):
+    """A pool's batches, gathered into one as they arrive (in any order, some without
+    rows), merge to exactly the rows of the batches merged as they are; contiguous runs
+    of files are put in input order as they come, so merging need not reorder them; a
+    lone batch is kept as it is, not copied."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
+    from dials_spot_size_analysis.parallel.batches import BatchCollector, pack
+    from dials_spot_size_analysis.parallel.measure_file import measure_file
+    from dials_spot_size_analysis.parallel.merge import merge
+
+    table = read_reflections(shared_data / INTEGRATED)
+    files = [tmp_path / "no_pixels.refl"]
+    write_reflections(table.slice_rows(0, 60), files[0])  # counts no row
+    for start in range(1991, 2269, 60):  # the rows with pixel data, in 5 files
+        files.append(tmp_path / f"part_{start}.refl")
+        write_reflections(table.slice_rows(start, min(start + 60, 2269)), files[-1])
+    settings = _worker_settings()
+
+    def batches(groups):
+        return [
+            pack([measure_file(i, files[i], settings, len(files)) for i in group])
+            for group in groups
+        ]
+
+    expected = merge(batches([[0, 1], [2, 3, 4], [5]]), [])
+    assert len(expected.spot_sizes) == 256
+    for arrival, contiguous in [
+        ([[5], [0, 1], [2, 3, 4]], True),
+        ([[2, 3, 4], [5], [0, 1]], True),
+        ([[0], [1], [2], [3], [4], [5]], True),
+        ([[5, 3], [0], [1, 2, 4]], False),  # as no pool sends them: merge reorders
+    ]:
+        collector = BatchCollector(expected_sources)
+        for batch in batches(arrival):
+            collector.add(batch)
+        one = collector.batch()
+        assert len(one.spot_sizes) == 256
+        if contiguous:
+            assert [o.index for o in one.outcomes] == list(range(6))
+        merged = merge([one], [])
+        for name in SpotSizes.__dataclass_fields__:
+            np.testing.assert_array_equal(
+                getattr(merged.spot_sizes, name), getattr(expected.spot_sizes, name)
+            )
+        assert [d.name for d in merged.datasets] == [str(path) for path in files]
+    [lone] = batches([[1, 2]])
+    collector = BatchCollector(expected_sources)
+    collector.add(lone)
+    assert collector.batch() is lone
+
+
 def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
     """In one process too, results are packed a batch of files at a time (each file's
     arrays let go as it is packed); merged, the same rows as one batch of every file."""
