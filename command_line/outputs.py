@@ -16,7 +16,6 @@ import contextlib
 import errno
 import fcntl
 import itertools
-import json
 import logging
 import os
 import stat
@@ -26,7 +25,7 @@ from typing import Iterable, Sequence
 
 from .. import PROGRAM
 from ..errors import SpotSizeAnalysisError
-from ..report.document import compact_json_pieces
+from ..report.document import compact_json_pieces, json_text
 
 logger = logging.getLogger(PROGRAM)
 COMPACT_JSON_INPUTS = 500
@@ -294,17 +293,18 @@ def write_text(text: str | Iterable[str], path: str) -> None:
 
 def write_json(document: dict, path: str) -> None:
     """Indented for people; compact (and several times faster to write) for documents
-    describing thousands of files, written a piece at a time.
+    describing thousands of files, written a piece at a time; NaN and infinity as null.
 
     Parameters
     ----------
     document : dict
-        The JSON document (``report.document.json_document``).
+        The JSON document (``report.document.json_document``, which may leave NaN and
+        infinity in it).
     path : str
         Where to write it.
     """
     if len(document["inputs"]) <= COMPACT_JSON_INPUTS:
-        write_text(json.dumps(document, indent=2) + "\n", path)
+        write_text(json_text(document, indent=2) + "\n", path)
     else:
         write_text(itertools.chain(compact_json_pieces(document), ["\n"]), path)
 

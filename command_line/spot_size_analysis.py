@@ -321,7 +321,8 @@ def _mpi_communicator(params):
 def _write_outputs(result: AnalysisResult, output, changed: str, outputs) -> None:
     if output.json:
         logger.info("Writing JSON to %s", printable(output.json))
-        write_json(json_document(result), outputs.temporary(output.json))
+        document = json_document(result, replace_non_finite=False)  # write_json does
+        write_json(document, outputs.temporary(output.json))
     if output.html:
         from ..report.html import html_report  # plotly.js: only when asked for
 

@@ -33,36 +33,46 @@ SCHEMA_FILE = Path(__file__).with_name("schema.json")
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-def _finite(value):
-    """JSON has no NaN or infinity: such values become null."""
+def finite(value):
+    """``value`` with every NaN or infinity (which JSON lacks) replaced by None.
+
+    Parameters
+    ----------
+    value
+        Plain data: dicts, lists, numbers, strings, None.
+    """
     kind = type(value)
     if kind in _PLAIN:  # most of a document of thousands of files: nothing to do
         return value
     if kind is dict:
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if kind is list:
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
-def json_document(analysis: AnalysisResult) -> dict:
+def json_document(analysis: AnalysisResult, replace_non_finite: bool = True) -> dict:
     """The JSON document of an analysis (schema: ``schema.json`` beside this file).
 
     Parameters
     ----------
     analysis : AnalysisResult
         The result of :func:`dials_spot_size_analysis.api.analyse` or of the program.
+    replace_non_finite : bool
+        Replace NaN and infinity by None. False leaves them to a writer that replaces
+        them where it finds them (:func:`json_text`, :func:`compact_json_pieces`),
+        rather than copying every number of a document of thousands of files first.
 
     Returns
     -------
     dict
-        Plain data, as ``json.dump`` writes it; NaN and infinity become None.
+        Plain data, as ``json.dump`` writes it.
     """
     result = analysis.result
     histogram = result.histogram
@@ -102,6 +112,8 @@ def json_document(analysis: AnalysisResult) -> dict:
         "advice": advice_document(analysis.advice),
         "plots": report_figures(analysis),
     }
+    if not replace_non_finite:
+        return document
     # Only these hold computed floats that could be NaN or infinite (the by_experiment,
     # by_panel and by_image groups are statistics of integer sizes, always finite, and
     # hold one entry per experiment: thousands in serial crystallography).
@@ -114,7 +126,7 @@ def json_document(analysis: AnalysisResult) -> dict:
         "advice",
         "plots",
     ):
-        document[key] = _finite(document[key])
+        document[key] = finite(document[key])
     return document
 
 
@@ -169,10 +181,10 @@ ITEMS_PER_PIECE = 10_000
 
 
 def compact_json_pieces(value) -> Iterator[str]:
-    """``json.dumps(value, separators=(",", ":"))`` in pieces, to be written one after
-    another: long lists (a document's files, datasets and experiments: one entry each) a
-    slice at a time, so that a document describing a million files never exists as one
-    string of hundreds of megabytes. The pieces join to exactly json.dumps's text.
+    """``json.dumps(finite(value), separators=(",", ":"))`` in pieces, to be written one
+    after another: long lists (a document's files, datasets and experiments: one entry
+    each) a slice at a time, so that a document describing a million files never exists
+    as one string of hundreds of megabytes. The pieces join to exactly json.dumps's text.
 
     Parameters
     ----------
@@ -202,4 +214,22 @@ def compact_json_pieces(value) -> Iterator[str]:
 
 
 def _compact(value) -> str:
-    return json.dumps(value, separators=(",", ":"), check_circular=False)
+    return json_text(value, separators=(",", ":"), check_circular=False)
+
+
+def json_text(value, **options) -> str:
+    """``json.dumps(finite(value), **options)``, without copying ``value`` where it
+    holds no NaN or infinity (the usual case: it is then encoded once, and checked as
+    it is encoded).
+
+    Parameters
+    ----------
+    value
+        Anything ``json.dumps`` accepts.
+    **options
+        Further arguments of ``json.dumps`` (e.g. ``indent``).
+    """
+    try:
+        return json.dumps(value, allow_nan=False, **options)
+    except ValueError:  # a NaN or infinity: null, as JSON has neither
+        return json.dumps(finite(value), **options)

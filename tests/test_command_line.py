@@ -448,4 +448,42 @@ def test_json_of_many_files_is_written_in_pieces_with_json_dumps_bytes(tmp_path)
     }
     write_json(small, str(tmp_path / "small.json"))
     assert (tmp_path / "small.json").read_text() == json.dumps(small, indent=2) + "\n"
+
+
+def test_json_writer_turns_nan_and_infinity_into_null_where_it_finds_them(tmp_path):
+    """The program hands the writer a document whose NaN and infinities are not yet
+    replaced (copying every number of thousands of files first costs more than the
+    writing): each comes out as null, compact or indented, and nothing else changes."""
+    from dials_spot_size_analysis.command_line.outputs import (
+        COMPACT_JSON_INPUTS,
+        write_json,
+    )
+    from dials_spot_size_analysis.report.document import ITEMS_PER_PIECE, finite
+
+    n = ITEMS_PER_PIECE + 5
+    inputs = [{"name": f"NaN-{i}.refl", "n": i} for i in range(n)]
+    inputs[ITEMS_PER_PIECE + 2]["n"] = float("nan")  # in the second slice only
+    document = {
+        "inputs": inputs,
+        "statistics": {"mean": float("inf"), "std": [1.5, float("-inf")], "n": 3},
+        "plain": {"x": 0.25, "name": "Infinity"},
+    }
+    expected = finite(document)
+    assert expected["inputs"][ITEMS_PER_PIECE + 2]["n"] is None
+    assert expected["statistics"] == {"mean": None, "std": [1.5, None], "n": 3}
+    for name, value, dumped in [
+        ("many.json", document, json.dumps(expected, separators=(",", ":"))),
+        (
+            "small.json",
+            {**document, "inputs": inputs[:COMPACT_JSON_INPUTS]},
+            json.dumps(
+                finite({**document, "inputs": inputs[:COMPACT_JSON_INPUTS]}), indent=2
+            ),
+        ),
+    ]:
+        write_json(value, str(tmp_path / name))
+        text = (tmp_path / name).read_text()
+        assert text == dumped + "\n"
+        json.loads(text, parse_constant=lambda token: pytest.fail(token))
+    assert inputs[ITEMS_PER_PIECE + 2]["n"] != inputs[ITEMS_PER_PIECE + 2]["n"]  # NaN
     assert files_in(tmp_path) == ["many.json", "small.json"]
