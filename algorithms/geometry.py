@@ -120,19 +120,24 @@ MAX_IMAGE_NUMBER = 2**31 - 2  # beyond, not an image of any real scan (int32)
 
 
 @by_identity
-def _model_tables(*detectors_and_beams) -> tuple:
-    """The per-panel and per-experiment tables of experiments given by their detectors
-    and beams, alternately: the same for every list of the same model objects (the
-    stills of a run, each list a file's), so made once and shared: never written
+def stacked_panels(*detectors) -> tuple:
+    """The panels of ``detectors`` in one set of tables, for the compiled kernels: each
+    distinct detector (object) stacked once. The same for every list of the same
+    detector objects (the stills of a run), so made once and shared: never written
     (left writable all the same, as the kernels reading them are compiled for).
 
-    The panel tables stack each distinct detector once; ``starts`` gives each
-    experiment's first row in them (-1 without a detector) and ``n_panels`` its
-    panels. The beam's direction and 1/λ are apart: a polychromatic beam (Laue,
-    neutron time-of-flight) has a direction but 1/λ NaN, each reflection having its
-    own.
+    Parameters
+    ----------
+    *detectors : formats.experiments.Detector or None
+        One per experiment.
+
+    Returns
+    -------
+    tuple
+        ``(origin, fast, slow, pixel_size)`` (one row per stacked panel: mm, mm/px),
+        each detector's first row in them (-1 for None) and its number of panels (0
+        for None), as int64 arrays.
     """
-    detectors, beams = detectors_and_beams[0::2], detectors_and_beams[1::2]
     panel_tables, starts, n_panels = [], [], []
     position, seen = 0, {}
     for detector in detectors:
@@ -146,6 +151,18 @@ def _model_tables(*detectors_and_beams) -> tuple:
             position += len(detector)
         starts.append(seen[id(detector)])
     panels = tuple(np.concatenate(parts) for parts in zip(_NO_PANELS, *panel_tables))
+    return panels, np.array(starts, dtype=np.int64), np.array(n_panels, dtype=np.int64)
+
+
+@by_identity
+def _model_tables(*detectors_and_beams) -> tuple:
+    """The per-panel and per-experiment tables of experiments given by their detectors
+    and beams, alternately (the panels as :func:`stacked_panels`). The beam's direction
+    and 1/λ are apart: a polychromatic beam (Laue, neutron time-of-flight) has a
+    direction but 1/λ NaN, each reflection having its own.
+    """
+    detectors, beams = detectors_and_beams[0::2], detectors_and_beams[1::2]
+    panels, starts, n_panels = stacked_panels(*detectors)
     rows = [_beam_row(beam) for beam in beams]
     beam_tables = (
         np.array([b[0] for b in rows]).reshape(-1, 3),
@@ -153,12 +170,7 @@ def _model_tables(*detectors_and_beams) -> tuple:
         np.array([b[2] for b in rows], dtype=np.float64),
         np.array([b[3] for b in rows], dtype=bool),
     )
-    return (
-        panels,
-        np.array(starts, dtype=np.int64),
-        np.array(n_panels, dtype=np.int64),
-        beam_tables,
-    )
+    return panels, starts, n_panels, beam_tables
 
 
 class ExperimentGeometry:

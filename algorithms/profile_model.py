@@ -30,6 +30,7 @@ from ..formats.shoeboxes import float32_at, int32_at
 from ..jit import njit
 from . import prediction
 from ._memo import by_identity
+from .geometry import stacked_panels
 from .prediction import (
     DetectorArrays,
     ScanGeometry,
@@ -1067,22 +1068,12 @@ def _pre_indexing_estimates(
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
-    first_panel = np.full(len(experiments), -1, dtype=np.int64)
-    panel_count = np.zeros(len(experiments), dtype=np.int64)
-    stacked: dict[int, int] = {}  # a detector's first row, each detector stacked once
-    panel_arrays, n_stacked = [], 0
-    for index in indices:
-        detector = experiments[index].detector
-        if id(detector) not in stacked:
-            stacked[id(detector)] = n_stacked
-            panel_arrays.append(DetectorArrays.of(detector))
-            n_stacked += len(panel_arrays[-1].origin)
-        first_panel[index] = stacked[id(detector)]
-        panel_count[index] = len(detector.panels)
-    origin, fast, slow, pixel_size = (
-        np.concatenate([getattr(a, name) for a in panel_arrays])
-        for name in ("origin", "fast", "slow", "pixel_size")
+    (origin, fast, slow, pixel_size), starts, counts = stacked_panels(
+        *[experiments[index].detector for index in indices]
     )
+    first_panel = np.full(len(experiments), -1, dtype=np.int64)  # others: not used
+    panel_count = np.zeros(len(experiments), dtype=np.int64)
+    first_panel[indices], panel_count[indices] = starts, counts
     ids = np.asarray(columns["id"]).reshape(-1)
     n_rows = np.zeros(len(experiments), dtype=np.int64)
     used = np.empty(ids.size, dtype=np.bool_)

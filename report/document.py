@@ -72,7 +72,8 @@ def json_document(analysis: AnalysisResult, replace_non_finite: bool = True) -> 
     Returns
     -------
     dict
-        Plain data, as ``json.dump`` writes it.
+        Plain data, as ``json.dump`` writes it; NaN and infinity become None (unless
+        ``replace_non_finite`` is False).
     """
     result = analysis.result
     histogram = result.histogram

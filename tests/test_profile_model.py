@@ -362,6 +362,28 @@ def test_estimate_before_indexing_equals_its_definition(shared_data, name):
         )
         assert model.n_reference == n_rows == np.sum(columns["id"] == index)
         assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+    # ... and with two detectors, the second 50 mm further away: each experiment's
+    # rows on its own detector's panels
+    farther = dataclasses.replace(
+        experiments[0].detector,
+        panels=tuple(
+            dataclasses.replace(p, origin=tuple(np.add(p.origin, (0, 0, -50))))
+            for p in experiments[0].detector.panels
+        ),
+    )
+    two = [experiments[0], dataclasses.replace(experiments[0], detector=farther)]
+    models = pm.profile_model(columns, table.shoeboxes, two)
+    estimates = [model.sigma_b_deg for model in models.experiments]
+    for index, model in enumerate(models.experiments):
+        n_rows, sigma_b_deg = plain_estimate_before_indexing(
+            columns, table.shoeboxes, two[index], index
+        )
+        assert model.n_reference == n_rows
+        assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+    _, nearer = plain_estimate_before_indexing(
+        columns, table.shoeboxes, experiments[0], 1
+    )
+    assert estimates[1] < 0.95 * nearer  # which detector matters
 
 
 def test_estimate_before_indexing_leaves_out_empty_and_faint_spots(shared_data):
