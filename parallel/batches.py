@@ -131,29 +131,37 @@ class BatchCollector:
 
     def _append(self, batch: Batch) -> None:
         self.outcomes.extend(batch.outcomes)
-        self._n_appended += len(batch.outcomes)
         if self._first is None and not self._columns:
             self._first = batch
             return
         if self._first is not None:
             earlier, self._first = self._first, None
-            self._copy(earlier.spot_sizes)
-        self._copy(batch.spot_sizes)
+            self._copy(earlier)
+        self._copy(batch)
 
-    def _copy(self, rows: SpotSizes) -> None:
+    def _copy(self, batch: Batch) -> None:
+        rows = batch.spot_sizes
+        self._n_appended += len(batch.outcomes)
         end = self._n_rows + len(rows)
         capacity = len(self._columns["size"]) if self._columns else 0
         if end > capacity or not self._columns:
+            needed = max(end, 2 * capacity)
             per_source = end / max(1, self._n_appended)
             expected = per_source * max(self._n_sources, self._n_appended)
-            self._grow(max(end, 2 * capacity, int(expected * self.GROWTH)))
+            self._grow(needed, max(needed, int(expected * self.GROWTH)))
         for name, column in self._columns.items():
             column[self._n_rows : end] = getattr(rows, name)
             setattr(rows, name, None)
         self._n_rows = end
 
-    def _grow(self, capacity: int) -> None:
-        grown = SpotSizes.empty(capacity)
+    def _grow(self, needed: int, wanted: int) -> None:
+        """Room for ``wanted`` rows, or for ``needed`` where the system refuses that
+        much address space (a limit on it, strict overcommit): a heavy file among the
+        first can make ``wanted`` many times the rows to come."""
+        try:
+            grown = SpotSizes.empty(wanted)
+        except MemoryError:
+            grown = SpotSizes.empty(needed)
         for name in SpotSizes.__dataclass_fields__:
             column, old = getattr(grown, name), self._columns.get(name)
             if old is not None:

@@ -52,7 +52,7 @@ def finite(value):
         return None
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):  # JSON writes a tuple as a list
         return [finite(v) for v in value]
     return value
 
@@ -233,4 +233,4 @@ def json_text(value, **options) -> str:
     try:
         return json.dumps(value, allow_nan=False, **options)
     except ValueError:  # a NaN or infinity: null, as JSON has neither
-        return json.dumps(finite(value), **options)
+        return json.dumps(finite(value), allow_nan=False, **options)

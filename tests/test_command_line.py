@@ -466,11 +466,13 @@ def test_json_writer_turns_nan_and_infinity_into_null_where_it_finds_them(tmp_pa
     document = {
         "inputs": inputs,
         "statistics": {"mean": float("inf"), "std": [1.5, float("-inf")], "n": 3},
+        "shoebox": {"median_size_px": (float("nan"), 3.0, 1.0)},  # a tuple too
         "plain": {"x": 0.25, "name": "Infinity"},
     }
     expected = finite(document)
     assert expected["inputs"][ITEMS_PER_PIECE + 2]["n"] is None
     assert expected["statistics"] == {"mean": None, "std": [1.5, None], "n": 3}
+    assert expected["shoebox"] == {"median_size_px": [None, 3.0, 1.0]}
     for name, value, dumped in [
         ("many.json", document, json.dumps(expected, separators=(",", ":"))),
         (

@@ -584,6 +584,83 @@ def test_batches_collected_as_they_arrive_merge_to_the_same_rows(
     assert collector.batch() is lone
 
 
+def _made_up_batches(rows_per_file, files_per_batch=64):
+    """Batches of ``len(rows_per_file)`` files, each file's rows numbered in order (in
+    ``size``), as a pool sends them."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
+    from dials_spot_size_analysis.parallel.batches import Batch
+    from dials_spot_size_analysis.parallel.measure_file import FileOutcome
+
+    starts = np.cumsum([0, *rows_per_file])
+    for first in range(0, len(rows_per_file), files_per_batch):
+        files = range(first, min(first + files_per_batch, len(rows_per_file)))
+        rows = SpotSizes.empty(int(starts[files[-1] + 1] - starts[first]))
+        rows.size[:] = np.arange(starts[first], starts[files[-1] + 1])
+        outcomes = [
+            FileOutcome(index=i, name=f"{i}", n_rows=int(rows_per_file[i]))
+            for i in files
+        ]
+        yield Batch(rows, outcomes)
+
+
+def test_batch_collector_sizes_its_columns_once_for_files_alike(monkeypatch):
+    """Stills alike: the columns are made once, for the rows the first batches promise
+    (a second growth would copy most rows again)."""
+    from dials_spot_size_analysis.parallel.batches import BatchCollector
+
+    grown = []
+    real_grow = BatchCollector._grow
+    monkeypatch.setattr(
+        BatchCollector,
+        "_grow",
+        lambda self, needed, wanted: (
+            grown.append(wanted) or real_grow(self, needed, wanted)
+        ),
+    )
+    collector = BatchCollector(10_000)
+    for batch in _made_up_batches([112] * 10_000):
+        collector.add(batch)
+    rows = collector.batch().spot_sizes
+    assert rows.size.tolist() == list(range(1_120_000))
+    assert grown == [1_400_000]  # 1.25 x the 1,120,000 rows, at the first copy
+
+
+def test_batch_collector_falls_back_where_its_room_is_refused(monkeypatch):
+    """A heavy file among the first makes the rows expected many times the real ones:
+    where the system refuses that much address space (a limit on it), the columns grow
+    by doubling instead, and every row is there."""
+    from dials_spot_size_analysis.algorithms.spot_sizes import SpotSizes
+    from dials_spot_size_analysis.parallel.batches import BatchCollector
+
+    real_empty, real_grow = SpotSizes.empty.__func__, BatchCollector._grow
+    grown, made = [], []
+
+    def limited(cls, n):
+        if n > 10_000_000:  # as a limit on address space would
+            raise MemoryError
+        made.append(n)
+        return real_empty(cls, n)
+
+    monkeypatch.setattr(SpotSizes, "empty", classmethod(limited))
+    monkeypatch.setattr(
+        BatchCollector,
+        "_grow",
+        lambda self, needed, wanted: (
+            grown.append((needed, wanted)) or real_grow(self, needed, wanted)
+        ),
+    )
+    rows_per_file = [100] * 10_000
+    rows_per_file[0] = 2_000_000
+    collector = BatchCollector(10_000)
+    for batch in _made_up_batches(rows_per_file):
+        collector.add(batch)
+    rows = collector.batch().spot_sizes
+    assert rows.size.tolist() == list(range(2_999_900))
+    needed, wanted = grown[0]
+    assert wanted > 300_000_000 and needed == 2_006_300  # the first batch's rows
+    assert needed in made  # refused the room, it made room for the rows
+
+
 def test_serial_runs_pack_files_as_they_go(pieces, monkeypatch):
     """In one process too, results are packed a batch of files at a time (each file's
     arrays let go as it is packed); merged, the same rows as one batch of every file."""
