@@ -7,7 +7,9 @@ two runs started in one folder leave one run's outputs, not a mix. On any failur
 error, a full disk, a signal) every temporary file is removed and no output appears. An
 output is never renamed over anything but a regular file: a character device (such as
 ``/dev/null``) is written straight into, and anything else that is not a regular file
-is refused; an output that is one of the run's inputs is refused before any work.
+is refused, as is a read-only file; a symbolic link is written where it leads (the
+link is kept), and a file replaced keeps its permissions; an output that is one of the
+run's inputs is refused before any work.
 """
 
 from __future__ import annotations
@@ -66,10 +68,24 @@ def _identity(path: str) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+def destination(path: str) -> str:
+    """Where an output's file is written: the file a symbolic link leads to (which is
+    written, as DIALS's programs write through a link, and the link kept), else
+    ``path`` itself.
+
+    Parameters
+    ----------
+    path : str
+        The output asked for.
+    """
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
 def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -> None:
     """Refuse, before any work, an output that could not be written or would destroy
     something: an input of the run (by device and inode: a link or another spelling
-    of the path counts), a folder, a FIFO, a socket.
+    of the path counts), a folder, a FIFO, a socket, a read-only file, a link that
+    leads round in a circle.
 
     Parameters
     ----------
@@ -80,23 +96,38 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
     """
     if path.endswith(os.sep) or os.path.isdir(path):
         raise OutputError(f"{path}: is a directory: choose a file name for this output")
-    identity = _identity(path)
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OutputError(
+                f"{path}: is a symbolic link that leads round in a circle: remove it "
+                "or choose another output path"
+            ) from None
+        status = None
+    identity = None if status is None else (status.st_dev, status.st_ino)
     if identity is not None and identity in input_identities:
         raise OutputError(
             f"{path}: is the input {input_identities[identity]}: writing there would "
             "destroy it; choose another output name"
         )
-    mode = os.stat(path).st_mode if identity is not None else stat.S_IFREG
+    mode = status.st_mode if status is not None else stat.S_IFREG
     if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
         raise OutputError(f"{path}: is not a regular file: choose another output path")
-    directory = os.path.dirname(os.path.abspath(path))
+    if status is not None and stat.S_ISREG(mode) and _read_only(path, mode):
+        raise OutputError(
+            f"{path}: is read-only: make it writable (chmod u+w) or choose another "
+            "output name"
+        )
+    target = destination(path)
+    directory = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(directory):
         raise OutputError(
             f"{path}: cannot be written (its folder does not exist): create the folder "
             "or choose another output path"
         )
     longest = _longest_name(directory)
-    if len(os.fsencode(os.path.basename(path))) > longest:
+    if len(os.fsencode(os.path.basename(target))) > longest:
         raise OutputError(
             f"{path}: cannot be written (its name is longer than the {longest} bytes "
             "a folder's entry may have): choose a shorter name"
@@ -106,6 +137,12 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
             pass
     except OSError as error:
         raise _cannot_write(path, error) from None
+
+
+def _read_only(path: str, mode: int) -> bool:
+    """Whether a file may not be written by this user, or by anyone (no write bit:
+    protected on purpose, even from the superuser, whom permissions do not stop)."""
+    return not mode & 0o222 or not os.access(path, os.W_OK)
 
 
 def _longest_name(directory: str) -> int:
@@ -203,10 +240,13 @@ class OutputSet:
         """
         if _is_device(path):
             return path
-        directory = os.path.dirname(os.path.abspath(path))
+        target = destination(path)
+        directory = os.path.dirname(os.path.abspath(target))
         try:
             handle, temporary = tempfile.mkstemp(  # a name of 255 bytes fits too
-                prefix=f".{os.path.basename(path)[:100]}.", suffix=".tmp", dir=directory
+                prefix=f".{os.path.basename(target)[:100]}.",
+                suffix=".tmp",
+                dir=directory,
             )
         except OSError as error:
             raise _cannot_write(path, error) from None
@@ -215,19 +255,20 @@ class OutputSet:
         return temporary
 
     def commit(self) -> None:
-        """Every temporary file renamed onto its path, folder by folder under a lock."""
+        """Every temporary file renamed onto its path (where a link leads), folder by
+        folder under a lock; a file replaced keeps its permissions."""
         mask = _umask()
         by_folder: dict[str, list[str]] = {}
         for path in self.temporaries:
-            by_folder.setdefault(os.path.dirname(os.path.abspath(path)), []).append(
-                path
-            )
+            folder = os.path.dirname(os.path.abspath(destination(path)))
+            by_folder.setdefault(folder, []).append(path)
         for folder, paths in sorted(by_folder.items()):
             with _folder_locked(folder):
                 for path in paths:
+                    target = destination(path)
                     try:
-                        os.chmod(self.temporaries[path], 0o666 & ~mask)
-                        os.replace(self.temporaries[path], path)
+                        os.chmod(self.temporaries[path], _mode_of(target, mask))
+                        os.replace(self.temporaries[path], target)
                     except OSError as error:
                         raise _cannot_write(path, error) from None
                     del self.temporaries[path]
@@ -238,6 +279,15 @@ class OutputSet:
             with contextlib.suppress(OSError):
                 os.remove(temporary)
         self.temporaries.clear()
+
+
+def _mode_of(path: str, mask: int) -> int:
+    """The permissions of the file ``path`` replaces: its own, or for a new file
+    what the umask leaves of read and write for all."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+    except OSError:
+        return 0o666 & ~mask
 
 
 @contextlib.contextmanager

@@ -424,6 +424,70 @@ def test_two_outputs_of_one_name_are_refused(dataset, outputs):
     assert os.readlink(dataset / "link.json") == "target.html"
 
 
+def test_an_output_that_is_a_link_is_written_where_it_leads(dataset):
+    """As DIALS's programs write through a link: the file it leads to gets the output
+    (made if need be) and the link stays a link; a file replaced keeps its permissions;
+    no temporary file is left in either folder."""
+    results = dataset / "results"
+    results.mkdir()
+    (results / "old.json").write_text("{}")
+    os.chmod(results / "old.json", 0o640)
+    os.symlink("results/old.json", dataset / "latest.json")  # to a file
+    os.symlink("results/new.log", dataset / "latest.log")  # to none yet
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "output.json=latest.json",
+        "output.log=latest.log",
+        "output.html=None",
+        cwd=dataset,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert os.readlink(dataset / "latest.json") == "results/old.json"
+    assert os.readlink(dataset / "latest.log") == "results/new.log"
+    assert json.loads((results / "old.json").read_text())["program"] == PROGRAM
+    assert "Total time" in (results / "new.log").read_text()
+    assert stat.S_IMODE(os.stat(results / "old.json").st_mode) == 0o640
+    assert sorted(os.listdir(results)) == ["new.log", "old.json"]
+    assert sorted(os.listdir(dataset)) == [
+        "indexed.expt",
+        "indexed.refl",
+        "latest.json",
+        "latest.log",
+        "results",
+    ]
+
+
+@pytest.mark.parametrize("kind", ["read-only", "circular link"])
+def test_a_read_only_output_or_a_circular_link_is_refused(dataset, kind):
+    """A file made read-only is protected, not replaced; a link that leads round in a
+    circle leads nowhere: each said in one sentence before any work, nothing changed."""
+    if kind == "read-only":
+        (dataset / "out.json").write_text("mine")
+        os.chmod(dataset / "out.json", 0o444)
+    else:
+        os.symlink("loop.json", dataset / "out.json")
+        os.symlink("out.json", dataset / "loop.json")
+
+    def state():  # the folder's entries, as they are (not as they were read)
+        entries = {}
+        for name in os.listdir(dataset):
+            found = os.lstat(dataset / name)
+            entries[name] = (found.st_mode, found.st_ino, found.st_mtime_ns)
+        return entries
+
+    before = state()
+    done = console("indexed.expt", "indexed.refl", "output.json=out.json", cwd=dataset)
+    message = one_sentence(done.stderr)
+    assert done.returncode == 1
+    assert ("is read-only" if kind == "read-only" else "leads round in a circle") in (
+        message
+    )
+    assert state() == before
+    if kind == "read-only":
+        assert (dataset / "out.json").read_text() == "mine"
+
+
 def test_every_output_into_dev_null_and_a_name_of_255_bytes(dataset):
     """Several outputs into one character device is discarding them, not asking for
     one file twice; an output named with 255 bytes (the longest name a folder holds)
