@@ -6,10 +6,12 @@ succeeded they are renamed into place together, under a lock on each folder, so 
 two runs started in one folder leave one run's outputs, not a mix. On any failure (an
 error, a full disk, a signal) every temporary file is removed and no output appears. An
 output is never renamed over anything but a regular file: a character device (such as
-``/dev/null``) is written straight into, and anything else that is not a regular file
-is refused, as is a read-only file; a symbolic link is written where it leads (the
-link is kept), and a file replaced keeps its permissions; an output that is one of the
-run's inputs is refused before any work.
+``/dev/null``) or a descriptor's name (``/dev/stdout``) is written straight into
+(appended to), and anything else that is not a regular file is refused, as are a
+read-only file and another user's file in a shared folder; a symbolic link is written
+where the system resolves it (the link is kept), and a file replaced keeps its
+permissions; an output that is one of the run's inputs is refused before any work.
+Should a rename fail at the end, those already done are taken back.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import itertools
 import logging
 import os
+import secrets
 import stat
 import sys
 import tempfile
@@ -68,24 +71,74 @@ def _identity(path: str) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
+MAX_LINKS = 40  # links followed in a row, as Linux follows at most 40
+_DESCRIPTORS = ("/proc/", "/dev/fd/")  # /dev/stdout leads to /proc/self/fd/1
+_CIRCLE = (
+    "is a symbolic link that leads round in a circle: remove it or choose another "
+    "output path"
+)
+
+
+def _link_chain(path: str) -> list[str]:
+    """``path``, then each file its symbolic links lead to in turn: a link's target
+    joined to the link's own folder and never simplified as text (``x/..`` is for the
+    system to resolve, and fails where ``x`` is missing or a file), so that the last
+    is what the system reaches through the links."""
+    chain = [path]
+    while len(chain) <= MAX_LINKS:
+        try:
+            target = os.readlink(chain[-1])
+        except OSError:  # not a link, or nothing there (yet)
+            return chain
+        chain.append(os.path.join(os.path.dirname(chain[-1]), target))
+    raise OutputError(f"{path}: {_CIRCLE}")
+
+
 def destination(path: str) -> str:
-    """Where an output's file is written: the file a symbolic link leads to (which is
-    written, as DIALS's programs write through a link, and the link kept), else
-    ``path`` itself.
+    """Where an output's file is written: the file its symbolic links lead to (which
+    is written, as DIALS's programs write through a link, and the link kept), else
+    ``path`` itself; in its folder as the system resolves it (``link/..`` is the
+    parent of where the link leads), which must exist.
 
     Parameters
     ----------
     path : str
         The output asked for.
+
+    Raises
+    ------
+    OSError
+        Where the folder does not exist.
     """
-    return os.path.realpath(path) if os.path.islink(path) else path
+    name = _link_chain(path)[-1]
+    folder = os.path.realpath(_folder_of(name), strict=True)
+    return os.path.join(folder, os.path.basename(name))
+
+
+def _written_into(path: str) -> bool:
+    """A character device (/dev/null), or a file descriptor's name (/dev/stdout,
+    /proc/self/fd/3): written into, never replaced (the file behind a descriptor is
+    the shell's, opened perhaps to be appended to)."""
+    try:
+        if stat.S_ISCHR(os.stat(path).st_mode):
+            return True
+    except OSError:
+        return False
+    return any(step.startswith(_DESCRIPTORS) for step in _link_chain(path))
+
+
+def _folder_of(path: str) -> str:
+    """The folder a file is written in, as the system resolves it (not simplified as
+    text: ``link/..`` is the parent of where the link leads)."""
+    return os.path.dirname(path) or os.curdir
 
 
 def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -> None:
     """Refuse, before any work, an output that could not be written or would destroy
     something: an input of the run (by device and inode: a link or another spelling
-    of the path counts), a folder, a FIFO, a socket, a read-only file, a link that
-    leads round in a circle.
+    of the path counts), a folder, a FIFO, a socket, a read-only file, a file another
+    user owns in a shared (sticky) folder, a link that leads round in a circle or that
+    the system cannot follow.
 
     Parameters
     ----------
@@ -94,37 +147,30 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
     input_identities : dict
         (device, inode) of every input, from :func:`input_identities`.
     """
-    if path.endswith(os.sep) or os.path.isdir(path):
+    name = _link_chain(path)[-1]  # the last link's target, as written
+    if path.endswith(os.sep) or name.endswith(os.sep) or os.path.isdir(path):
         raise OutputError(f"{path}: is a directory: choose a file name for this output")
-    try:
-        status = os.stat(path)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise OutputError(
-                f"{path}: is a symbolic link that leads round in a circle: remove it "
-                "or choose another output path"
-            ) from None
-        status = None
-    identity = None if status is None else (status.st_dev, status.st_ino)
-    if identity is not None and identity in input_identities:
+    status = _replaced(path)
+    if status is not None and (status.st_dev, status.st_ino) in input_identities:
         raise OutputError(
-            f"{path}: is the input {input_identities[identity]}: writing there would "
-            "destroy it; choose another output name"
+            f"{path}: is the input {input_identities[status.st_dev, status.st_ino]}: "
+            "writing there would destroy it; choose another output name"
         )
-    mode = status.st_mode if status is not None else stat.S_IFREG
-    if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
-        raise OutputError(f"{path}: is not a regular file: choose another output path")
-    if status is not None and stat.S_ISREG(mode) and _read_only(path, mode):
-        raise OutputError(
-            f"{path}: is read-only: make it writable (chmod u+w) or choose another "
-            "output name"
-        )
-    target = destination(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(directory):
+    if _written_into(path):
+        return
+    if status is not None:
+        _refuse_to_replace(path, status)
+    if not os.path.isdir(_folder_of(name)):  # as the system sees it: "missing/.." not
         raise OutputError(
             f"{path}: cannot be written (its folder does not exist): create the folder "
             "or choose another output path"
+        )
+    target = destination(path)
+    directory = os.path.dirname(target)
+    if status is not None and _owned_by_another_in_shared_folder(status, directory):
+        raise OutputError(
+            f"{path}: cannot be replaced (another user's file in a shared folder, "
+            "which only its owner may replace): choose another output path"
         )
     longest = _longest_name(directory)
     if len(os.fsencode(os.path.basename(target))) > longest:
@@ -139,10 +185,49 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
         raise _cannot_write(path, error) from None
 
 
+def _replaced(path: str) -> os.stat_result | None:
+    """The status of the file an output would replace (None: a new file); a path
+    the system cannot follow is refused."""
+    try:
+        return os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise OutputError(f"{path}: {_CIRCLE}") from None
+        if error.errno not in (errno.ENOENT, errno.ENAMETOOLONG):  # a file taken
+            raise _cannot_write(path, error) from None  # for a folder: "x.refl/.."
+        return None  # a new file (a name too long is said when its folder is known)
+
+
+def _refuse_to_replace(path: str, status: os.stat_result) -> None:
+    """An existing file an output may not replace: not a regular file, read-only."""
+    if not stat.S_ISREG(status.st_mode):
+        raise OutputError(f"{path}: is not a regular file: choose another output path")
+    if _read_only(path, status.st_mode):
+        raise OutputError(
+            f"{path}: is read-only (or not this user's to write): choose another "
+            "output name, or make it writable"
+        )
+
+
 def _read_only(path: str, mode: int) -> bool:
     """Whether a file may not be written by this user, or by anyone (no write bit:
     protected on purpose, even from the superuser, whom permissions do not stop)."""
     return not mode & 0o222 or not os.access(path, os.W_OK)
+
+
+def _owned_by_another_in_shared_folder(status: os.stat_result, directory: str) -> bool:
+    """A sticky folder (/tmp, shared scratch space) lets only a file's owner, the
+    folder's owner or the superuser replace it: the rename at the end would fail."""
+    user = getattr(os, "geteuid", lambda: 0)()
+    try:
+        folder = os.stat(directory)
+    except OSError:
+        return False
+    return bool(folder.st_mode & stat.S_ISVTX) and user not in (
+        0,
+        status.st_uid,
+        folder.st_uid,
+    )
 
 
 def _longest_name(directory: str) -> int:
@@ -177,22 +262,14 @@ def input_identities(
     return identities
 
 
-def _is_device(path: str) -> bool:
-    """A character device (/dev/null, /dev/stdout): written into, never replaced."""
-    try:
-        return stat.S_ISCHR(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
 def _refuse_twice(paths: Sequence[str]) -> None:
     """Two outputs may not be one file (by name, by where a link leads, even to a file
     not yet written, or by device and inode)."""
     seen: dict[object, str] = {}
     for path in paths:
-        if _is_device(path):  # output.log=/dev/null output.json=/dev/null: both go
+        if _written_into(path):  # output.log=/dev/null output.json=/dev/null: both go
             continue
-        for key in (os.path.realpath(path), _identity(path)):
+        for key in (destination(path), _identity(path)):
             if key is None:
                 continue
             if key in seen:
@@ -228,6 +305,11 @@ class OutputSet:
         for path in self.paths:
             check_output_path(path, identities)
         _refuse_twice(self.paths)
+        # Where each file is written, decided once: a link changed during the run
+        # does not move an output elsewhere.
+        self.destinations = {
+            path: destination(path) for path in self.paths if not _written_into(path)
+        }
         self.temporaries: dict[str, str] = {}
 
     def temporary(self, path: str) -> str:
@@ -238,10 +320,10 @@ class OutputSet:
         path : str
             One of the outputs given to the set.
         """
-        if _is_device(path):
+        if path not in self.destinations:  # a device: written into
             return path
-        target = destination(path)
-        directory = os.path.dirname(os.path.abspath(target))
+        target = self.destinations[path]
+        directory = os.path.dirname(target)
         try:
             handle, temporary = tempfile.mkstemp(  # a name of 255 bytes fits too
                 prefix=f".{os.path.basename(target)[:100]}.",
@@ -256,22 +338,45 @@ class OutputSet:
 
     def commit(self) -> None:
         """Every temporary file renamed onto its path (where a link leads), folder by
-        folder under a lock; a file replaced keeps its permissions."""
+        folder under a lock; a file replaced keeps its permissions (and, for the
+        superuser, its owner). All or none: where a rename fails, or a signal comes,
+        the outputs already in place are taken back, a file they replaced restored
+        from the hard link kept of it until the end."""
         mask = _umask()
         by_folder: dict[str, list[str]] = {}
         for path in self.temporaries:
-            folder = os.path.dirname(os.path.abspath(destination(path)))
+            folder = os.path.dirname(self.destinations[path])
             by_folder.setdefault(folder, []).append(path)
-        for folder, paths in sorted(by_folder.items()):
-            with _folder_locked(folder):
-                for path in paths:
-                    target = destination(path)
-                    try:
-                        os.chmod(self.temporaries[path], _mode_of(target, mask))
-                        os.replace(self.temporaries[path], target)
-                    except OSError as error:
-                        raise _cannot_write(path, error) from None
-                    del self.temporaries[path]
+        placed: list[tuple[str, str | None]] = []
+        try:
+            for folder, paths in sorted(by_folder.items()):
+                with _folder_locked(folder):
+                    for path in paths:
+                        placed.append(self._place(path, mask))
+        except BaseException:
+            _take_back(placed)
+            raise
+        for _, kept in placed:
+            if kept:
+                with contextlib.suppress(OSError):
+                    os.remove(kept)
+
+    def _place(self, path: str, mask: int) -> tuple[str, str | None]:
+        """Rename ``path``'s temporary file onto it: (the file written, the hard link
+        kept of the file it replaced: None where there was none, "" where the folder
+        allows no hard link)."""
+        target, temporary = self.destinations[path], self.temporaries[path]
+        kept = _kept_link(target)
+        try:
+            _permissions_as(target, temporary, mask)
+            os.replace(temporary, target)
+        except OSError as error:
+            if kept:
+                with contextlib.suppress(OSError):
+                    os.remove(kept)
+            raise _cannot_write(path, error) from None
+        del self.temporaries[path]
+        return target, kept
 
     def discard(self) -> None:
         """Every temporary file removed."""
@@ -281,13 +386,49 @@ class OutputSet:
         self.temporaries.clear()
 
 
-def _mode_of(path: str, mask: int) -> int:
-    """The permissions of the file ``path`` replaces: its own, or for a new file
-    what the umask leaves of read and write for all."""
+def _permissions_as(target: str, temporary: str, mask: int) -> None:
+    """Give ``temporary`` the permissions of the file ``target`` it is to replace
+    (and its owner, where this is the superuser), or for a new file what the umask
+    leaves of read and write for all."""
     try:
-        return stat.S_IMODE(os.stat(path).st_mode) & 0o777
+        old = os.stat(target)
     except OSError:
-        return 0o666 & ~mask
+        os.chmod(temporary, 0o666 & ~mask)
+        return
+    os.chmod(temporary, stat.S_IMODE(old.st_mode) & 0o777)
+    if getattr(os, "geteuid", lambda: -1)() == 0:
+        os.chown(temporary, old.st_uid, old.st_gid)
+
+
+def _kept_link(target: str) -> str | None:
+    """A hard link to the file ``target`` names, beside it, to restore it from should
+    the outputs be taken back; None where there is no such file, "" where the folder
+    allows no hard link."""
+    if not os.path.isfile(target):
+        return None
+    folder = _folder_of(target)
+    prefix = f".{os.path.basename(target)[:100]}."
+    for _ in range(100):
+        kept = os.path.join(folder, prefix + secrets.token_hex(6) + ".kept")
+        try:
+            os.link(target, kept)
+            return kept
+        except FileExistsError:
+            continue
+        except OSError:
+            return ""
+    return ""
+
+
+def _take_back(placed: Sequence[tuple[str, str | None]]) -> None:
+    """Undo the renames of a commit that failed: each file replaced put back from its
+    hard link, each new file removed; as far as the system lets."""
+    for target, kept in reversed(placed):
+        with contextlib.suppress(OSError):
+            if kept:
+                os.replace(kept, target)
+            elif kept is None:
+                os.remove(target)
 
 
 @contextlib.contextmanager
@@ -316,6 +457,8 @@ def written(path: str, mode: str = "w"):
     mode : str
         ``open``'s mode: text (UTF-8, undecodable characters escaped) or binary.
     """
+    if _written_into(path):  # a device, or a descriptor the shell may append to
+        mode = mode.replace("w", "a")
     try:
         with open(path, mode, **({} if "b" in mode else _TEXT)) as handle:
             yield handle
@@ -386,8 +529,9 @@ class LogBuffer(logging.Handler):
         shown_as : str
             The log's name in a message.
         """
+        mode = "a" if _written_into(path) else "w"  # as :func:`written` does
         try:
-            with open(path, "w", **_TEXT) as handle:
+            with open(path, mode, **_TEXT) as handle:
                 handle.writelines(self.lines)
         except OSError as error:
             raise _cannot_write(shown_as, error) from None

@@ -42,6 +42,7 @@ import time
 from .. import PROGRAM, __version__
 from ..algorithms.result import AnalysisResult
 from ..errors import SpotSizeAnalysisError
+from ..formats import write_reflections
 from ..parallel.pool import OUT_OF_MEMORY, warm_up_kernels
 from ..parallel.run import run_analysis
 from ..parallel.tuning import collection_paused
@@ -49,10 +50,7 @@ from ..phil import phil_scope
 from ..phil.options import analysis_options
 from ..phil.parameters import changed_parameters
 from ..report.document import json_document
-from ..report.reflections_output import (
-    refuse_unless_one_table,
-    write_reflections_with_shapes,
-)
+from ..report.reflections_output import refuse_unless_one_table, table_with_shapes
 from ..report.suggestions import advice_lines, phil_by_program
 from ..report.text import printable, profile_model_lines, report_lines
 from .inputs import (
@@ -66,7 +64,7 @@ from .inputs import (
     refuse_named_tables_with_same_spots,
 )
 from .options import Options, options_help, parse_options, version_line
-from .outputs import OutputSet, logging_to, write_json, write_text
+from .outputs import OutputSet, logging_to, write_json, write_text, written
 from .signals import StopSignals, Terminated
 
 logger = logging.getLogger(PROGRAM)
@@ -336,17 +334,16 @@ def _write_outputs(result: AnalysisResult, output, changed: str, outputs) -> Non
         from ..report.png import histogram_png  # matplotlib: only when asked for
 
         logger.info("Writing histogram plot to %s", printable(output.plot))
-        histogram_png(
-            result.result,
-            outputs.temporary(output.plot),
-            log_scale=output.plot_log_scale,
-        )
+        with written(outputs.temporary(output.plot), "wb") as handle:
+            histogram_png(result.result, handle, log_scale=output.plot_log_scale)
     if output.reflections:
         logger.info(
             "Writing reflections with sizes and shapes to %s",
             printable(output.reflections),
         )
-        write_reflections_with_shapes(result, outputs.temporary(output.reflections))
+        table = table_with_shapes(result)  # read again before the output is opened
+        with written(outputs.temporary(output.reflections), "wb") as handle:
+            write_reflections(table, handle)
 
 
 def _experiments_of(table: dict, lists: list[dict]) -> str:

@@ -819,8 +819,9 @@ def write_reflections(
     ----------
     table : ReflectionTable
         The table to write.
-    path : str or os.PathLike
-        The file to write (overwritten).
+    path : str, os.PathLike or binary file
+        The file to write (overwritten), or a file open for writing bytes (written
+        from where it stands, and left open).
     version : int, optional
         1 or 2; None keeps the table's own version.
 
@@ -847,7 +848,10 @@ def write_reflections(
         + list(table.raw_columns)
         + ([table.shoebox_column_name] if table.shoebox_column_name else [])
     )
-    with open(path, "wb") as out:
+    opened = (
+        contextlib.nullcontext(path) if hasattr(path, "write") else open(path, "wb")
+    )
+    with opened as out:
         out.write(packer.pack_array_header(3))
         out.write(packer.pack(TABLE_TAG))
         out.write(packer.pack(version))

@@ -12,6 +12,7 @@ picture shows the JSON's histogram.
 from __future__ import annotations
 
 import json
+from typing import BinaryIO
 
 from ..algorithms.mask_codes import describe
 from ..algorithms.spot_sizes import SpotSizeResult
@@ -22,15 +23,17 @@ BAR_COLOUR = "#1f77b4"
 METADATA_KEY = "dials_spot_size_analysis"
 
 
-def histogram_png(result: SpotSizeResult, path: str, log_scale: bool = False) -> None:
+def histogram_png(
+    result: SpotSizeResult, path: str | BinaryIO, log_scale: bool = False
+) -> None:
     """Draw the histogram of ``result`` to ``path`` (800 x 500 pixels).
 
     Parameters
     ----------
     result : SpotSizeResult
         The summary (``algorithms.spot_sizes.summarise``).
-    path : str
-        The PNG file to write (overwritten).
+    path : str or binary file
+        The PNG file to write (overwritten), or a file open for writing bytes.
     log_scale : bool
         Draw the counts on a log axis (ignored where every count is 0).
 

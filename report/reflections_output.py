@@ -18,6 +18,7 @@ since it was measured is refused rather than given the wrong numbers.
 from __future__ import annotations
 
 import os
+from typing import BinaryIO
 
 import numpy as np
 
@@ -151,12 +152,31 @@ def shape_columns(nrows: int, rows: np.ndarray, spot_sizes) -> dict[str, np.ndar
 
 def write_reflections_with_shapes(
     analysis: AnalysisResult,
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
     table_path: str | os.PathLike | None = None,
 ) -> None:
-    """Write the run's reflection table to ``path`` with the size and shape columns.
+    """Write the run's reflection table to ``path`` with the size and shape columns
+    (:func:`table_with_shapes`).
 
-    Every column of the table is written as it was read (byte for byte), in its own
+    Parameters
+    ----------
+    analysis
+        The run's result, over the one table at ``table_path``.
+    path
+        Where to write (the caller's temporary file: outputs are all or none), or a
+        file open for writing bytes.
+    table_path
+        The table the run measured; by default the one its ``inputs`` name.
+    """
+    write_reflections(table_with_shapes(analysis, table_path), path)
+
+
+def table_with_shapes(
+    analysis: AnalysisResult, table_path: str | os.PathLike | None = None
+) -> ReflectionTable:
+    """The run's reflection table read again, with the size and shape columns.
+
+    Every column of the table is kept as it was read (byte for byte), in its own
     order, followed by the new ones; where the table already has columns of these names
     (e.g. it is such an output itself) they are replaced in place.
 
@@ -164,8 +184,6 @@ def write_reflections_with_shapes(
     ----------
     analysis
         The run's result, over the one table at ``table_path``.
-    path
-        Where to write (the caller's temporary file: outputs are all or none).
     table_path
         The table the run measured; by default the one its ``inputs`` name.
     """
@@ -183,4 +201,4 @@ def write_reflections_with_shapes(
         if table.column_order and name not in table.column_order:
             table.column_order.append(name)
         table.columns[name] = column
-    write_reflections(table, path)
+    return table

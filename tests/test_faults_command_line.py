@@ -17,6 +17,7 @@ import pytest
 from conftest import PROGRAM, SCRIPT
 from conftest import console as run_console
 
+from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
 I23 = "I23_P12M_thau"
@@ -486,6 +487,129 @@ def test_a_read_only_output_or_a_circular_link_is_refused(dataset, kind):
     assert state() == before
     if kind == "read-only":
         assert (dataset / "out.json").read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["missing/../indexed.refl", "indexed.refl/", "indexed.expt/../indexed.refl"],
+)
+def test_a_link_the_system_cannot_follow_is_refused_not_taken_as_text(dataset, target):
+    """``missing/..`` and ``file/..`` mean nothing to the system, and a trailing ``/``
+    asks for a folder; read as text they all name the input indexed.refl, which a
+    link's target simplified as text once replaced, silently."""
+    os.symlink(target, dataset / "out.json")
+    before = digest(dataset / "indexed.refl")
+    done = console("indexed.expt", "indexed.refl", "output.json=out.json", cwd=dataset)
+    assert done.returncode == 1 and "out.json: " in one_sentence(done.stderr)
+    assert digest(dataset / "indexed.refl") == before
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "out.json"]
+
+
+def test_an_output_through_a_linked_folder_and_up_goes_where_the_system_says(
+    dataset, tmp_path
+):
+    """``elsewhere/../x.log``, with ``elsewhere`` a link to a folder: the parent of the
+    folder it leads to, where the system writes it (its temporary file was made beside
+    the text's simplification, here, and the rename failed across file systems)."""
+    (tmp_path / "far" / "deep").mkdir(parents=True)
+    os.symlink(tmp_path / "far" / "deep", dataset / "elsewhere")
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "output.log=elsewhere/../x.log",
+        "output.json=x.json",
+        cwd=dataset,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert sorted(os.listdir(tmp_path / "far")) == ["deep", "x.log"]
+    assert "x.log" not in os.listdir(dataset)
+
+
+def test_outputs_to_descriptors_are_appended_to(dataset):
+    """``output.json=/dev/stdout`` with the shell appending standard output to a file:
+    the JSON goes after what the file held (it was replaced by a new file)."""
+    (dataset / "results.txt").write_text("earlier results\n")
+    with open(dataset / "results.txt", "a") as results:
+        done = subprocess.run(
+            [SCRIPT, "indexed.expt", "indexed.refl", "output.json=/dev/stdout"],
+            cwd=dataset,
+            stdout=results,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = (dataset / "results.txt").read_text()
+    assert text.startswith("earlier results\n") and f'"program": "{PROGRAM}"' in text
+
+
+def test_a_picture_or_table_into_a_full_disk_is_one_sentence(dataset):
+    """The PNG and the reflection table were written by their libraries, whose full
+    disk was a traceback."""
+    for output in ("output.plot=/dev/full", "output.reflections=/dev/full"):
+        done = console("indexed.expt", "indexed.refl", output, cwd=dataset)
+        assert done.returncode == 1
+        assert "No space left on device" in one_sentence(done.stderr)
+        assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
+def test_outputs_in_place_are_taken_back_when_a_later_rename_fails(
+    dataset, monkeypatch
+):
+    """All or none at the very end too: a rename failing after others (permissions
+    changed during the run, a read-only remount) takes back those in place, a file
+    they replaced restored as it was."""
+    (dataset / "a").mkdir()
+    (dataset / "b").mkdir()
+    (dataset / "a" / "old.json").write_text("the old JSON")
+    real_replace, renamed = os.replace, []
+
+    def failing_in_b(source, target, *args, **kwargs):
+        if os.path.dirname(str(target)).endswith("/b"):
+            raise PermissionError(13, "Permission denied")
+        if str(source).endswith(".tmp"):  # an output put in place (not taken back)
+            renamed.append(target)
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", failing_in_b)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit):
+        run(
+            [
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=a/old.json",
+                "output.html=a/new.html",
+                "output.log=b/x.log",
+            ]
+        )
+    assert sorted(map(os.path.basename, renamed)) == ["new.html", "old.json"]
+    assert sorted(os.listdir(dataset / "a")) == ["old.json"]
+    assert (dataset / "a" / "old.json").read_text() == "the old JSON"
+    assert os.listdir(dataset / "b") == []
+
+
+def test_another_users_file_in_a_shared_folder_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    """A sticky folder (/tmp) lets only a file's owner, the folder's owner or the
+    superuser replace it: the rename at the end would fail."""
+    from types import SimpleNamespace
+
+    from dials_spot_size_analysis.command_line import outputs
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    owner = os.stat(shared).st_uid
+    stranger = owner + 4321
+    monkeypatch.setattr(os, "geteuid", lambda: stranger)
+    theirs = SimpleNamespace(st_uid=owner + 1)
+    assert outputs._owned_by_another_in_shared_folder(theirs, str(shared))
+    mine = SimpleNamespace(st_uid=stranger)
+    assert not outputs._owned_by_another_in_shared_folder(mine, str(shared))
+    os.chmod(shared, 0o777)  # not sticky: anyone who may write it may replace
+    assert not outputs._owned_by_another_in_shared_folder(theirs, str(shared))
 
 
 def test_every_output_into_dev_null_and_a_name_of_255_bytes(dataset):
