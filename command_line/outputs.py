@@ -22,7 +22,9 @@ import fcntl
 import itertools
 import logging
 import os
+import re
 import secrets
+import shutil
 import stat
 import sys
 import tempfile
@@ -54,7 +56,13 @@ def _umask() -> int:
     return mask
 
 
+# The output each temporary file stands for, so that a failure to write one names
+# the output the user asked for, not the hidden temporary name.
+_OUTPUT_OF: dict[str, str] = {}
+
+
 def _cannot_write(path: str, error: OSError) -> OutputError:
+    path = _OUTPUT_OF.get(path, path)
     advice = (
         "free some space or choose another output path"
         if error.errno in (errno.ENOSPC, errno.EDQUOT)
@@ -72,7 +80,10 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 MAX_LINKS = 40  # links followed in a row, as Linux follows at most 40
-_DESCRIPTORS = ("/proc/", "/dev/fd/")  # /dev/stdout leads to /proc/self/fd/1
+# The names of a process's open files (/dev/stdout leads to /proc/self/fd/1).
+_DESCRIPTOR = re.compile(
+    r"^/(proc/(self|thread-self|\d+)/fd|dev/fd)/\d+$|^/dev/std(in|out|err)$"
+)
 _CIRCLE = (
     "is a symbolic link that leads round in a circle: remove it or choose another "
     "output path"
@@ -85,7 +96,7 @@ def _link_chain(path: str) -> list[str]:
     system to resolve, and fails where ``x`` is missing or a file), so that the last
     is what the system reaches through the links."""
     chain = [path]
-    while len(chain) <= MAX_LINKS:
+    for _ in range(MAX_LINKS + 1):  # the last look finds no link after 40 of them
         try:
             target = os.readlink(chain[-1])
         except OSError:  # not a link, or nothing there (yet)
@@ -124,7 +135,7 @@ def _written_into(path: str) -> bool:
             return True
     except OSError:
         return False
-    return any(step.startswith(_DESCRIPTORS) for step in _link_chain(path))
+    return any(_DESCRIPTOR.match(step) for step in _link_chain(path))
 
 
 def _folder_of(path: str) -> str:
@@ -334,6 +345,7 @@ class OutputSet:
             raise _cannot_write(path, error) from None
         os.close(handle)
         self.temporaries[path] = temporary
+        _OUTPUT_OF[temporary] = path
         return temporary
 
     def commit(self) -> None:
@@ -362,9 +374,8 @@ class OutputSet:
                     os.remove(kept)
 
     def _place(self, path: str, mask: int) -> tuple[str, str | None]:
-        """Rename ``path``'s temporary file onto it: (the file written, the hard link
-        kept of the file it replaced: None where there was none, "" where the folder
-        allows no hard link)."""
+        """Rename ``path``'s temporary file onto it: (the file written, what was kept
+        of the file it replaced, by :func:`_kept_link`)."""
         target, temporary = self.destinations[path], self.temporaries[path]
         kept = _kept_link(target)
         try:
@@ -375,12 +386,13 @@ class OutputSet:
                 with contextlib.suppress(OSError):
                     os.remove(kept)
             raise _cannot_write(path, error) from None
-        del self.temporaries[path]
+        _OUTPUT_OF.pop(self.temporaries.pop(path), None)
         return target, kept
 
     def discard(self) -> None:
         """Every temporary file removed."""
         for temporary in self.temporaries.values():
+            _OUTPUT_OF.pop(temporary, None)
             with contextlib.suppress(OSError):
                 os.remove(temporary)
         self.temporaries.clear()
@@ -402,8 +414,8 @@ def _permissions_as(target: str, temporary: str, mask: int) -> None:
 
 def _kept_link(target: str) -> str | None:
     """A hard link to the file ``target`` names, beside it, to restore it from should
-    the outputs be taken back; None where there is no such file, "" where the folder
-    allows no hard link."""
+    the outputs be taken back (a copy where the folder allows no hard link); None
+    where there is no such file, "" where neither can be made."""
     if not os.path.isfile(target):
         return None
     folder = _folder_of(target)
@@ -415,9 +427,17 @@ def _kept_link(target: str) -> str | None:
             return kept
         except FileExistsError:
             continue
-        except OSError:
-            return ""
-    return ""
+        except OSError:  # no hard links here (vfat, protected_hardlinks): a copy
+            break
+    try:
+        with open(target, "rb") as source, open(kept, "xb") as copy:
+            shutil.copyfileobj(source, copy)
+        shutil.copymode(target, kept)
+        return kept
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.remove(kept)
+        return ""
 
 
 def _take_back(placed: Sequence[tuple[str, str | None]]) -> None:

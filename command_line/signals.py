@@ -8,6 +8,7 @@ hide it, since the run checks before it writes its outputs.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -16,6 +17,19 @@ import threading
 class Terminated(BaseException):
     """SIGTERM arrived (a BaseException, like KeyboardInterrupt: not an error to handle
     but a request to stop)."""
+
+
+class StoppedAfterOutputs(BaseException):
+    """SIGINT or SIGTERM arrived while the outputs were being put in place, which was
+    finished first: every output is written."""
+
+    def __init__(self, number: int):
+        name = "SIGTERM" if number == signal.SIGTERM else "SIGINT"
+        super().__init__(
+            f"{'terminated' if number == signal.SIGTERM else 'interrupted'} ({name}) "
+            "while the outputs were being put in place: every output was written"
+        )
+        self.exit_status = 128 + number
 
 
 COMPILER_PACKAGES = ("llvmlite", "numba")
@@ -41,9 +55,12 @@ class StopSignals:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
         self._unraisable = None
+        self._holding = False
 
     def _handle(self, number: int, frame) -> None:
         self.received = number
+        if self._holding:
+            return  # see held()
         if in_compiler(frame):
             return  # raised there, it could leave LLVM broken: check() raises it
         if number == signal.SIGTERM:
@@ -72,6 +89,20 @@ class StopSignals:
         if issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
             return
         self._unraisable(unraisable)
+
+    @contextlib.contextmanager
+    def held(self):
+        """In this block a signal is only remembered, not raised: what the block does
+        (put every output in place, or take all back) is not left half done. One that
+        arrived in it is raised after it as :class:`StoppedAfterOutputs`."""
+        self.check()
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+        if self.received is not None:
+            raise StoppedAfterOutputs(self.received)
 
     def check(self) -> None:
         """Raise if a signal arrived, even if something swallowed its exception."""

@@ -65,7 +65,7 @@ from .inputs import (
 )
 from .options import Options, options_help, parse_options, version_line
 from .outputs import OutputSet, logging_to, write_json, write_text, written
-from .signals import StopSignals, Terminated
+from .signals import StoppedAfterOutputs, StopSignals, Terminated
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__
@@ -106,6 +106,9 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     except Terminated:
         _say(speaker, "terminated (SIGTERM): no output was written")
         raise SystemExit(143) from None
+    except StoppedAfterOutputs as stopped:
+        _say(speaker, str(stopped))
+        raise SystemExit(stopped.exit_status) from None
     finally:
         if (
             from_console
@@ -114,7 +117,7 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
 
 
 def _say(speaker: dict, message: str) -> None:
-    if not speaker["quiet"]:
+    if not speaker["quiet"] and sys.stderr is not None:  # closed (2>&-): unsaid
         print(f"{PROGRAM}: {printable(message)}", file=sys.stderr)
 
 
@@ -154,8 +157,8 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
     outputs = OutputSet(wanted, read, inputs.identities)
     try:
         result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)
-        signals.check()  # a signal whose exception something swallowed
-        outputs.commit()
+        with signals.held():  # a signal swallowed before is raised first
+            outputs.commit()
     finally:
         outputs.discard()
     return result

@@ -589,6 +589,126 @@ def test_outputs_in_place_are_taken_back_when_a_later_rename_fails(
     assert os.listdir(dataset / "b") == []
 
 
+def test_a_signal_while_the_outputs_are_put_in_place_waits_for_them(
+    dataset, monkeypatch, capsys
+):
+    """SIGTERM (or Ctrl-C) between two renames of the commit: the renames finish, so
+    that no mix of new and old outputs and no kept copy is left, and the run says so
+    and ends with the signal's status."""
+    (dataset / "a").mkdir()
+    (dataset / "a" / "old.json").write_text("the old JSON")
+    real_replace, renames = os.replace, []
+
+    def signalled_at_the_first(source, target, *args, **kwargs):
+        if str(source).endswith(".tmp"):
+            renames.append(target)
+            if len(renames) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", signalled_at_the_first)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit) as stopped:
+        run(
+            [
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=a/old.json",
+                "output.log=x.log",
+            ]
+        )
+    assert stopped.value.code == 143 and len(renames) == 3  # JSON, HTML, log
+    assert "terminated (SIGTERM) while the outputs were being put in place: every " in (
+        capsys.readouterr().err
+    )
+    assert json.loads((dataset / "a" / "old.json").read_text())["program"] == PROGRAM
+    assert os.listdir(dataset / "a") == ["old.json"]
+
+
+def test_a_replaced_file_is_taken_back_from_a_copy_where_no_hard_link_can_be_made(
+    dataset, monkeypatch
+):
+    """vfat, or a file of another user under protected_hardlinks, allows no hard link
+    to keep: a copy is kept instead, and restored when a later rename fails."""
+    (dataset / "a").mkdir()
+    (dataset / "b").mkdir()
+    (dataset / "a" / "old.json").write_text("the old JSON")
+    real_replace = os.replace
+
+    def no_link(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    def failing_in_b(source, target, *args, **kwargs):
+        if str(target).endswith("/b/x.log"):
+            raise PermissionError(13, "Permission denied")
+        return real_replace(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(os, "replace", failing_in_b)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit):
+        run(
+            [
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=a/old.json",
+                "output.log=b/x.log",
+            ]
+        )
+    assert os.listdir(dataset / "a") == ["old.json"] and not os.listdir(dataset / "b")
+    assert (dataset / "a" / "old.json").read_text() == "the old JSON"
+
+
+def test_forty_links_in_a_row_are_followed_and_proc_paths_are_files(dataset):
+    """Linux follows 40 links in a row (the 41st is a loop to it); a path under /proc
+    that names a file, not a descriptor, is that file: replaced, read-only refused."""
+    os.symlink("target.json", dataset / "link40")
+    for number in range(39, 0, -1):
+        os.symlink(f"link{number + 1}", dataset / f"link{number}")
+    done = console("indexed.expt", "indexed.refl", "output.json=link1", cwd=dataset)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((dataset / "target.json").read_text())["program"] == PROGRAM
+    os.chmod(dataset / "target.json", 0o444)
+    done = console(
+        "indexed.expt",
+        "indexed.refl",
+        "output.json=/proc/self/cwd/target.json",
+        cwd=dataset,
+    )
+    assert done.returncode == 1 and "is read-only" in one_sentence(done.stderr)
+
+
+def test_a_write_that_fails_names_the_output_and_a_closed_stderr_stays_quiet(dataset):
+    """A file-size limit (ulimit -f) makes writing fail: the sentence names the output
+    asked for, not its hidden temporary file; with standard error closed, nothing of
+    it goes to standard output instead."""
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (5 * 1024, 5 * 1024))
+
+    only_the_plot = ["output.json=None", "output.html=None", "output.log=None"]
+    for outputs, name in [
+        (["output.json=o.json"], "o.json"),
+        ([*only_the_plot, "output.plot=o.png"], "o.png"),
+    ]:
+        done = console(
+            "indexed.expt", "indexed.refl", *outputs, cwd=dataset, preexec_fn=limited
+        )
+        message = one_sentence(done.stderr)
+        assert done.returncode == 1, message
+        assert f": {name}: cannot be written (File too large)" in message, message
+        assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+    closed = subprocess.run(
+        f"{SCRIPT} indexed.expt nothing.refl 2>&-",
+        shell=True,
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert closed.returncode == 1 and closed.stdout == "" and closed.stderr == ""
+
+
 def test_another_users_file_in_a_shared_folder_is_refused_before_any_work(
     tmp_path, monkeypatch
 ):
