@@ -324,7 +324,7 @@ class OutputSet:
         self.temporaries: dict[str, str] = {}
 
     def temporary(self, path: str) -> str:
-        """Where to write ``path``'s content now (a character device: itself).
+        """Where to write ``path``'s content now (a device or a descriptor: itself).
 
         Parameters
         ----------
@@ -351,9 +351,11 @@ class OutputSet:
     def commit(self) -> None:
         """Every temporary file renamed onto its path (where a link leads), folder by
         folder under a lock; a file replaced keeps its permissions (and, for the
-        superuser, its owner). All or none: where a rename fails, or a signal comes,
-        the outputs already in place are taken back, a file they replaced restored
-        from the hard link kept of it until the end."""
+        superuser, its owner). All or none: where a rename fails, the outputs
+        already in place are taken back, a file they replaced restored from the hard
+        link (or copy) kept of it until the end. A signal should be held meanwhile
+        (``signals.StopSignals.held``): one raised just after a rename, before it is
+        noted, would leave that output in place when the others are taken back."""
         mask = _umask()
         by_folder: dict[str, list[str]] = {}
         for path in self.temporaries:
@@ -430,7 +432,11 @@ def _kept_link(target: str) -> str | None:
         except OSError:  # no hard links here (vfat, protected_hardlinks): a copy
             break
     try:
-        with open(target, "rb") as source, open(kept, "xb") as copy:
+        copy = open(kept, "xb")  # noqa: SIM115 (closed below, removed on failure)
+    except OSError:
+        return ""
+    try:
+        with open(target, "rb") as source, copy:
             shutil.copyfileobj(source, copy)
         shutil.copymode(target, kept)
         return kept
