@@ -553,12 +553,9 @@ def test_a_picture_or_table_into_a_full_disk_is_one_sentence(dataset):
         assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
 
 
-def test_outputs_in_place_are_taken_back_when_a_later_rename_fails(
-    dataset, monkeypatch
-):
-    """All or none at the very end too: a rename failing after others (permissions
-    changed during the run, a read-only remount) takes back those in place, a file
-    they replaced restored as it was."""
+def _renames_failing_in_b(dataset, monkeypatch) -> list:
+    """Folders a/ (holding old.json) and b/ in ``dataset``; every rename into b/ fails
+    as where permissions changed during the run. Returns the outputs put in place."""
     (dataset / "a").mkdir()
     (dataset / "b").mkdir()
     (dataset / "a" / "old.json").write_text("the old JSON")
@@ -572,6 +569,16 @@ def test_outputs_in_place_are_taken_back_when_a_later_rename_fails(
         return real_replace(source, target, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", failing_in_b)
+    return renamed
+
+
+def test_outputs_in_place_are_taken_back_when_a_later_rename_fails(
+    dataset, monkeypatch
+):
+    """All or none at the very end too: a rename failing after others (permissions
+    changed during the run, a read-only remount) takes back those in place, a file
+    they replaced restored as it was."""
+    renamed = _renames_failing_in_b(dataset, monkeypatch)
     monkeypatch.chdir(dataset)
     with pytest.raises(SystemExit):
         run(
@@ -630,21 +637,12 @@ def test_a_replaced_file_is_taken_back_from_a_copy_where_no_hard_link_can_be_mad
 ):
     """vfat, or a file of another user under protected_hardlinks, allows no hard link
     to keep: a copy is kept instead, and restored when a later rename fails."""
-    (dataset / "a").mkdir()
-    (dataset / "b").mkdir()
-    (dataset / "a" / "old.json").write_text("the old JSON")
-    real_replace = os.replace
 
     def no_link(*args, **kwargs):
         raise PermissionError(1, "Operation not permitted")
 
-    def failing_in_b(source, target, *args, **kwargs):
-        if str(target).endswith("/b/x.log"):
-            raise PermissionError(13, "Permission denied")
-        return real_replace(source, target, *args, **kwargs)
-
     monkeypatch.setattr(os, "link", no_link)
-    monkeypatch.setattr(os, "replace", failing_in_b)
+    _renames_failing_in_b(dataset, monkeypatch)
     monkeypatch.chdir(dataset)
     with pytest.raises(SystemExit):
         run(
