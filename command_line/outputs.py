@@ -6,12 +6,14 @@ succeeded they are renamed into place together, under a lock on each folder, so 
 two runs started in one folder leave one run's outputs, not a mix. On any failure (an
 error, a full disk, a signal) every temporary file is removed and no output appears. An
 output is never renamed over anything but a regular file: a character device (such as
-``/dev/null``) or a descriptor's name (``/dev/stdout``) is written straight into
-(appended to), and anything else that is not a regular file is refused, as are a
-read-only file and another user's file in a shared folder; a symbolic link is written
-where the system resolves it (the link is kept), and a file replaced keeps its
-permissions; an output that is one of the run's inputs is refused before any work.
-Should a rename fail at the end, those already done are taken back.
+``/dev/null``) is written straight into, a descriptor's name (``/dev/stdout``) gets
+its content through the descriptor once every other output is in place, and anything
+else that is not a regular file is refused, as are a read-only file and another user's
+file in a shared folder; a symbolic link is written where the system resolves it (the
+link is kept), and a file replaced keeps its permissions; an output that is one of the
+run's inputs is refused before any work. Should a rename fail at the end, those
+already done are taken back, each file they replaced restored from what was kept of
+it (a hard link, or a copy) before the first rename.
 """
 
 from __future__ import annotations
@@ -126,16 +128,55 @@ def destination(path: str) -> str:
     return os.path.join(folder, os.path.basename(name))
 
 
+def _is_character_device(path: str) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _written_into(path: str) -> bool:
     """A character device (/dev/null), or a file descriptor's name (/dev/stdout,
     /proc/self/fd/3): written into, never replaced (the file behind a descriptor is
     the shell's, opened perhaps to be appended to)."""
+    if _is_character_device(path):
+        return True
+    return os.path.exists(path) and any(
+        _DESCRIPTOR.match(step) for step in _link_chain(path)
+    )
+
+
+_STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+_OWN_DESCRIPTOR = re.compile(r"^/(proc/(self|thread-self|(\d+))/fd|dev/fd)/(\d+)$")
+
+
+def _descriptor_of(path: str) -> int | None:
+    """The number of this process's open file that ``path`` names (/dev/stdout: 1,
+    /proc/self/fd/3: 3, or a link to one), None for any other path."""
+    for step in _link_chain(path):
+        if step in _STANDARD:
+            return _STANDARD[step]
+        match = _OWN_DESCRIPTOR.match(step)
+        if match and match.group(3) in (None, str(os.getpid())):
+            return int(match.group(4))
+    return None
+
+
+def _refuse_descriptor(path: str, number: int) -> None:
+    """A descriptor an output may not be written into: standard input, one closed,
+    one open for reading only."""
+    if number == 0:
+        raise OutputError(
+            f"{path}: is the standard input: choose a file, or /dev/stdout"
+        )
     try:
-        if stat.S_ISCHR(os.stat(path).st_mode):
-            return True
-    except OSError:
-        return False
-    return any(_DESCRIPTOR.match(step) for step in _link_chain(path))
+        flags = fcntl.fcntl(number, fcntl.F_GETFL)
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise OutputError(
+            f"{path}: is open for reading only: choose another output path"
+        )
 
 
 def _folder_of(path: str) -> str:
@@ -158,6 +199,12 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
     input_identities : dict
         (device, inode) of every input, from :func:`input_identities`.
     """
+    longest_path = _longest_path()
+    if len(os.fsencode(path)) >= longest_path:
+        raise OutputError(
+            f"{path[:80]}...: cannot be written (the path is longer than the "
+            f"{longest_path - 1} bytes the system accepts): choose a shorter path"
+        )
     name = _link_chain(path)[-1]  # the last link's target, as written
     if path.endswith(os.sep) or name.endswith(os.sep) or os.path.isdir(path):
         raise OutputError(f"{path}: is a directory: choose a file name for this output")
@@ -167,6 +214,9 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
             f"{path}: is the input {input_identities[status.st_dev, status.st_ino]}: "
             "writing there would destroy it; choose another output name"
         )
+    number = _descriptor_of(path)
+    if number is not None:
+        _refuse_descriptor(path, number)
     if _written_into(path):
         return
     if status is not None:
@@ -241,6 +291,14 @@ def _owned_by_another_in_shared_folder(status: os.stat_result, directory: str) -
     )
 
 
+def _longest_path() -> int:
+    """The longest path the system accepts, in bytes with its end (4096 unknown)."""
+    try:
+        return os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 4096
+
+
 def _longest_name(directory: str) -> int:
     """The longest file name ``directory`` may hold, in bytes (255 where unknown)."""
     try:
@@ -278,9 +336,13 @@ def _refuse_twice(paths: Sequence[str]) -> None:
     not yet written, or by device and inode)."""
     seen: dict[object, str] = {}
     for path in paths:
-        if _written_into(path):  # output.log=/dev/null output.json=/dev/null: both go
+        if _is_character_device(path):  # output.log=/dev/null output.json=/dev/null
             continue
-        for key in (destination(path), _identity(path)):
+        try:
+            where = destination(path)
+        except OSError:  # a descriptor of a pipe: its identity tells
+            where = None
+        for key in (where, _identity(path)):
             if key is None:
                 continue
             if key in seen:
@@ -322,29 +384,37 @@ class OutputSet:
             path: destination(path) for path in self.paths if not _written_into(path)
         }
         self.temporaries: dict[str, str] = {}
+        self.streamed: dict[str, str] = {}  # descriptors' contents, copied at the end
 
     def temporary(self, path: str) -> str:
-        """Where to write ``path``'s content now (a device or a descriptor: itself).
+        """Where to write ``path``'s content now: a temporary file beside it; for a
+        descriptor (/dev/stdout), one in the system's temporary folder, copied into
+        it when all is done; a character device (/dev/null): itself.
 
         Parameters
         ----------
         path : str
             One of the outputs given to the set.
         """
-        if path not in self.destinations:  # a device: written into
+        if path in self.destinations:
+            target = self.destinations[path]
+            directory = os.path.dirname(target)
+            prefix = f".{os.path.basename(target)[:100]}."  # a name of 255 bytes too
+        elif _descriptor_of(path) is not None or not _is_character_device(path):
+            directory, prefix = None, f".{PROGRAM}."  # the system's temporary folder
+        else:
             return path
-        target = self.destinations[path]
-        directory = os.path.dirname(target)
         try:
-            handle, temporary = tempfile.mkstemp(  # a name of 255 bytes fits too
-                prefix=f".{os.path.basename(target)[:100]}.",
-                suffix=".tmp",
-                dir=directory,
+            handle, temporary = tempfile.mkstemp(
+                prefix=prefix, suffix=".tmp", dir=directory
             )
         except OSError as error:
             raise _cannot_write(path, error) from None
         os.close(handle)
-        self.temporaries[path] = temporary
+        if directory is None:
+            self.streamed[path] = temporary
+        else:
+            self.temporaries[path] = temporary
         _OUTPUT_OF[temporary] = path
         return temporary
 
@@ -361,43 +431,64 @@ class OutputSet:
         for path in self.temporaries:
             folder = os.path.dirname(self.destinations[path])
             by_folder.setdefault(folder, []).append(path)
+        kept: dict[str, str | None] = {}  # what can restore each file replaced
         placed: list[tuple[str, str | None]] = []
+        done = False
         try:
+            for path in self.temporaries:  # all kept before the first rename
+                kept[path] = _kept_link(self.destinations[path])
+                if kept[path] == "":
+                    raise OutputError(
+                        f"{path}: cannot be replaced safely (it can be neither "
+                        "linked nor copied, to be restored should another output "
+                        "fail): choose another output path"
+                    )
             for folder, paths in sorted(by_folder.items()):
                 with _folder_locked(folder):
                     for path in paths:
-                        placed.append(self._place(path, mask))
+                        placed.append(self._place(path, mask, kept.pop(path)))
+            self._stream()  # last: what a descriptor received cannot be taken back
+            done = True
         except BaseException:
-            _take_back(placed)
+            _take_back(placed)  # a link left after it is the one copy: not removed
             raise
-        for _, kept in placed:
-            if kept:
-                with contextlib.suppress(OSError):
-                    os.remove(kept)
+        finally:
+            spare = [*kept.values(), *(link for _, link in placed if done)]
+            for link in spare:  # of files not replaced, or all replaced for good
+                if link:
+                    with contextlib.suppress(OSError):
+                        os.remove(link)
 
-    def _place(self, path: str, mask: int) -> tuple[str, str | None]:
+    def _place(self, path: str, mask: int, kept: str | None) -> tuple[str, str | None]:
         """Rename ``path``'s temporary file onto it: (the file written, what was kept
         of the file it replaced, by :func:`_kept_link`)."""
         target, temporary = self.destinations[path], self.temporaries[path]
-        kept = _kept_link(target)
         try:
             _permissions_as(target, temporary, mask)
             os.replace(temporary, target)
         except OSError as error:
-            if kept:
-                with contextlib.suppress(OSError):
-                    os.remove(kept)
             raise _cannot_write(path, error) from None
         _OUTPUT_OF.pop(self.temporaries.pop(path), None)
         return target, kept
 
+    def _stream(self) -> None:
+        """Each descriptor's content copied into it, its temporary file removed."""
+        for path, temporary in list(self.streamed.items()):
+            with written(path, "wb") as into, open(temporary, "rb") as content:
+                shutil.copyfileobj(content, into)
+            _OUTPUT_OF.pop(temporary, None)
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
+            del self.streamed[path]
+
     def discard(self) -> None:
         """Every temporary file removed."""
-        for temporary in self.temporaries.values():
+        for temporary in [*self.temporaries.values(), *self.streamed.values()]:
             _OUTPUT_OF.pop(temporary, None)
             with contextlib.suppress(OSError):
                 os.remove(temporary)
         self.temporaries.clear()
+        self.streamed.clear()
 
 
 def _permissions_as(target: str, temporary: str, mask: int) -> None:
@@ -483,13 +574,29 @@ def written(path: str, mode: str = "w"):
     mode : str
         ``open``'s mode: text (UTF-8, undecodable characters escaped) or binary.
     """
-    if _written_into(path):  # a device, or a descriptor the shell may append to
-        mode = mode.replace("w", "a")
     try:
-        with open(path, mode, **({} if "b" in mode else _TEXT)) as handle:
+        with _opened(path, mode) as handle:
             yield handle
     except OSError as error:
         raise _cannot_write(path, error) from None
+
+
+def _opened(path: str, mode: str):
+    """``path`` opened for writing: a descriptor of this process through a copy of
+    itself (sharing its position with the terminal log written there: opened again
+    by name, the two would overwrite each other), after what was printed is flushed;
+    a device or another process's descriptor appended to; a file as asked."""
+    options = {} if "b" in mode else _TEXT
+    number = _descriptor_of(path)
+    if number is not None:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.flush()
+        return os.fdopen(os.dup(number), mode, **options)
+    if _written_into(path):
+        mode = mode.replace("w", "a")
+    return open(path, mode, **options)
 
 
 _TEXT = {"encoding": "utf-8", "errors": "backslashreplace"}
@@ -544,23 +651,17 @@ class LogBuffer(logging.Handler):
         except Exception:  # noqa: BLE001 (logging's own convention)
             self.handleError(record)
 
-    def write(self, path: str, shown_as: str) -> None:
-        """Every line so far into ``path`` (the log's temporary file); a failure (a
-        full disk) is one sentence naming the log as ``shown_as``.
+    def write(self, path: str) -> None:
+        """Every line so far into ``path`` (the log's temporary file, or a device); a
+        failure (a full disk) is one sentence naming the log.
 
         Parameters
         ----------
         path : str
             Where to write.
-        shown_as : str
-            The log's name in a message.
         """
-        mode = "a" if _written_into(path) else "w"  # as :func:`written` does
-        try:
-            with open(path, mode, **_TEXT) as handle:
-                handle.writelines(self.lines)
-        except OSError as error:
-            raise _cannot_write(shown_as, error) from None
+        with written(path) as handle:
+            handle.writelines(self.lines)
 
 
 class TerminalHandler(logging.StreamHandler):

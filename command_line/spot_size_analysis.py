@@ -244,7 +244,7 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
             _write_outputs(result, params.output, changed, outputs)
         logger.info("Total time: %.2f s", time.perf_counter() - started)
         if log is not None:
-            log.write(outputs.temporary(params.output.log), params.output.log)
+            log.write(outputs.temporary(params.output.log))
     return result
 
 

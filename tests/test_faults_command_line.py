@@ -525,11 +525,14 @@ def test_an_output_through_a_linked_folder_and_up_goes_where_the_system_says(
     assert "x.log" not in os.listdir(dataset)
 
 
-def test_outputs_to_descriptors_are_appended_to(dataset):
-    """``output.json=/dev/stdout`` with the shell appending standard output to a file:
-    the JSON goes after what the file held (it was replaced by a new file)."""
+@pytest.mark.parametrize("append", [True, False])
+def test_outputs_to_descriptors_go_through_them_once_all_is_done(dataset, append):
+    """``output.json=/dev/stdout`` with standard output in a file (``>>`` or ``>``):
+    the JSON goes through the shell's descriptor after the terminal log, whole (opened
+    again by name it was a second file position, and the log overwrote its start;
+    replaced by a new file, what the file held was lost)."""
     (dataset / "results.txt").write_text("earlier results\n")
-    with open(dataset / "results.txt", "a") as results:
+    with open(dataset / "results.txt", "a" if append else "w") as results:
         done = subprocess.run(
             [SCRIPT, "indexed.expt", "indexed.refl", "output.json=/dev/stdout"],
             cwd=dataset,
@@ -540,7 +543,119 @@ def test_outputs_to_descriptors_are_appended_to(dataset):
         )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     text = (dataset / "results.txt").read_text()
-    assert text.startswith("earlier results\n") and f'"program": "{PROGRAM}"' in text
+    assert text.startswith("earlier results\n" if append else f"{PROGRAM} v")
+    log_end = text.index("Total time")
+    document = json.loads(text[text.index("{", log_end) :])
+    assert document["program"] == PROGRAM
+
+
+def test_an_output_to_standard_output_that_is_a_socket(dataset):
+    """Under some job runners standard output is a socket, which cannot be opened
+    again by its name (/proc/self/fd/1): the JSON goes through the descriptor."""
+    import socket
+    import threading
+
+    ours, theirs = socket.socketpair()
+    received = []
+
+    def receive():
+        while chunk := ours.recv(1 << 16):
+            received.append(chunk)
+
+    reader = threading.Thread(target=receive)
+    reader.start()
+    try:
+        done = subprocess.run(
+            [SCRIPT, "indexed.expt", "indexed.refl", "output.json=/dev/stdout"],
+            cwd=dataset,
+            stdout=theirs.fileno(),
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=180,
+        )
+    finally:
+        theirs.close()
+        reader.join(timeout=60)
+        ours.close()
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = b"".join(received).decode()
+    document = json.loads(text[text.index("{", text.index("Total time")) :])
+    assert document["program"] == PROGRAM
+
+
+def test_descriptors_that_cannot_take_an_output_are_refused(dataset):
+    """Standard input, a descriptor open for reading only, and a descriptor's file
+    named again as another output: refused before any work, nothing written."""
+    (dataset / "notes.txt").write_text("notes")
+    (dataset / "x.json").write_text("earlier")
+    cases = [
+        ("output.json=/dev/stdin < notes.txt", "is the standard input"),
+        ("output.json=/proc/self/fd/3 3< notes.txt", "is open for reading only"),
+        ("output.json=/dev/stdout output.html=x.json >> x.json", "is asked for twice"),
+    ]
+    for arguments, reason in cases:
+        done = subprocess.run(
+            f"{SCRIPT} indexed.expt indexed.refl {arguments}",
+            shell=True,
+            cwd=dataset,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 1 and reason in one_sentence(done.stderr)
+    assert (dataset / "notes.txt").read_text() == "notes"
+    assert (dataset / "x.json").read_text() == "earlier"
+
+
+def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
+    """What goes to /dev/stdout is held until every output is in place: a run that
+    fails later (a full disk for the picture) leaves the file behind the descriptor
+    as it was."""
+    (dataset / "results.txt").write_text("earlier results\n")
+    done = subprocess.run(
+        f"{SCRIPT} indexed.expt indexed.refl output.json=/dev/stdout "
+        "output.plot=/dev/full >> results.txt",
+        shell=True,
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1 and "/dev/full" in one_sentence(done.stderr)
+    assert f'"program": "{PROGRAM}"' not in (dataset / "results.txt").read_text()
+    assert sorted(os.listdir(dataset)) == [
+        "indexed.expt",
+        "indexed.refl",
+        "results.txt",
+    ]
+
+
+def test_a_file_that_cannot_be_kept_is_not_replaced(dataset, monkeypatch, capsys):
+    """A file that can be neither hard-linked nor copied (another user's, writable
+    but not readable, where hard links are protected) could not be restored should a
+    later rename fail: refused at the end, before any rename; nothing changed."""
+    from dials_spot_size_analysis.command_line import outputs
+
+    (dataset / "old.json").write_text("the old JSON")
+    monkeypatch.setattr(
+        outputs,
+        "_kept_link",
+        lambda target: "" if target.endswith("old.json") else None,
+    )
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit):
+        run(["indexed.expt", "indexed.refl", "output.json=old.json"])
+    assert "old.json: cannot be replaced safely" in capsys.readouterr().err
+    assert (dataset / "old.json").read_text() == "the old JSON"
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl", "old.json"]
+
+
+def test_an_output_path_longer_than_the_system_accepts_says_so(dataset):
+    done = console(
+        "indexed.expt", "indexed.refl", f"output.json={'d/' * 2500}x.json", cwd=dataset
+    )
+    assert done.returncode == 1
+    assert "the path is longer than the 4095 bytes" in one_sentence(done.stderr)
 
 
 def test_a_picture_or_table_into_a_full_disk_is_one_sentence(dataset):
