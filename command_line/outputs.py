@@ -30,7 +30,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from .. import PROGRAM
 from ..errors import SpotSizeAnalysisError
@@ -61,9 +61,22 @@ def _umask() -> int:
 # The output each temporary file stands for, so that a failure to write one names
 # the output the user asked for, not the hidden temporary name.
 _OUTPUT_OF: dict[str, str] = {}
+_HELD_FOR_DESCRIPTOR: set[str] = set()  # those in the system's temporary folder
+# Why standard output went away, once it has (the terminal log points it at /dev/null:
+# an output meant for it must not vanish there).
+_STANDARD_OUTPUT_GONE: list[OSError] = []
+
+
+def _cannot_hold(path: str, folder: str, error: OSError) -> OutputError:
+    return OutputError(
+        f"{path}: cannot be written: its content is held in {folder} until the end, "
+        f"which failed ({error.strerror}): free some space there, or set TMPDIR"
+    )
 
 
 def _cannot_write(path: str, error: OSError) -> OutputError:
+    if path in _HELD_FOR_DESCRIPTOR:
+        return _cannot_hold(_OUTPUT_OF[path], os.path.dirname(path), error)
     path = _OUTPUT_OF.get(path, path)
     advice = (
         "free some space or choose another output path"
@@ -142,7 +155,7 @@ def _written_into(path: str) -> bool:
     if _is_character_device(path):
         return True
     return os.path.exists(path) and any(
-        _DESCRIPTOR.match(step) for step in _link_chain(path)
+        _DESCRIPTOR.match(os.path.normpath(step)) for step in _link_chain(path)
     )
 
 
@@ -153,13 +166,23 @@ _OWN_DESCRIPTOR = re.compile(r"^/(proc/(self|thread-self|(\d+))/fd|dev/fd)/(\d+)
 def _descriptor_of(path: str) -> int | None:
     """The number of this process's open file that ``path`` names (/dev/stdout: 1,
     /proc/self/fd/3: 3, or a link to one), None for any other path."""
-    for step in _link_chain(path):
+    for step in map(os.path.normpath, _link_chain(path)):  # "/proc/self/fd/./1"
         if step in _STANDARD:
             return _STANDARD[step]
         match = _OWN_DESCRIPTOR.match(step)
         if match and match.group(3) in (None, str(os.getpid())):
             return int(match.group(4))
     return None
+
+
+def _another_process_descriptor(path: str) -> bool:
+    """Whether ``path`` leads to /proc/PID/fd/N of another process (whose file's
+    access this process cannot check, nor write through)."""
+    for step in map(os.path.normpath, _link_chain(path)):
+        match = _OWN_DESCRIPTOR.match(step)
+        if match and match.group(3) not in (None, str(os.getpid())):
+            return True
+    return False
 
 
 def _refuse_descriptor(path: str, number: int) -> None:
@@ -177,6 +200,12 @@ def _refuse_descriptor(path: str, number: int) -> None:
         raise OutputError(
             f"{path}: is open for reading only: choose another output path"
         )
+
+
+def _hidden_prefix(name: str) -> str:
+    """A hidden name's start for files beside ``name``: at most 100 bytes of it (a
+    name of 255 bytes, the most a folder's entry may have, leaves room)."""
+    return "." + os.fsdecode(os.fsencode(name)[:100]) + "."
 
 
 def _folder_of(path: str) -> str:
@@ -213,6 +242,10 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
         raise OutputError(
             f"{path}: is the input {input_identities[status.st_dev, status.st_ino]}: "
             "writing there would destroy it; choose another output name"
+        )
+    if _another_process_descriptor(path):
+        raise OutputError(
+            f"{path}: is another process's open file: choose a file, or /dev/stdout"
         )
     number = _descriptor_of(path)
     if number is not None:
@@ -336,13 +369,15 @@ def _refuse_twice(paths: Sequence[str]) -> None:
     not yet written, or by device and inode)."""
     seen: dict[object, str] = {}
     for path in paths:
-        if _is_character_device(path):  # output.log=/dev/null output.json=/dev/null
+        number = _descriptor_of(path)
+        if number is None and _is_character_device(path):  # /dev/null, twice: fine
             continue
         try:
             where = destination(path)
         except OSError:  # a descriptor of a pipe: its identity tells
             where = None
-        for key in (where, _identity(path)):
+        descriptor = None if number is None else ("descriptor", number)
+        for key in (where, _identity(path), descriptor):
             if key is None:
                 continue
             if key in seen:
@@ -399,7 +434,7 @@ class OutputSet:
         if path in self.destinations:
             target = self.destinations[path]
             directory = os.path.dirname(target)
-            prefix = f".{os.path.basename(target)[:100]}."  # a name of 255 bytes too
+            prefix = _hidden_prefix(os.path.basename(target))
         elif _descriptor_of(path) is not None or not _is_character_device(path):
             directory, prefix = None, f".{PROGRAM}."  # the system's temporary folder
         else:
@@ -409,9 +444,12 @@ class OutputSet:
                 prefix=prefix, suffix=".tmp", dir=directory
             )
         except OSError as error:
+            if directory is None:
+                raise _cannot_hold(path, tempfile.gettempdir(), error) from None
             raise _cannot_write(path, error) from None
         os.close(handle)
         if directory is None:
+            _HELD_FOR_DESCRIPTOR.add(temporary)
             self.streamed[path] = temporary
         else:
             self.temporaries[path] = temporary
@@ -447,7 +485,6 @@ class OutputSet:
                 with _folder_locked(folder):
                     for path in paths:
                         placed.append(self._place(path, mask, kept.pop(path)))
-            self._stream()  # last: what a descriptor received cannot be taken back
             done = True
         except BaseException:
             _take_back(placed)  # a link left after it is the one copy: not removed
@@ -471,22 +508,27 @@ class OutputSet:
         _OUTPUT_OF.pop(self.temporaries.pop(path), None)
         return target, kept
 
-    def _stream(self) -> None:
-        """Each descriptor's content copied into it, its temporary file removed."""
+    def stream(self) -> None:
+        """Each descriptor's content (/dev/stdout) copied into it, its temporary file
+        removed: before :meth:`commit`, with signals acting (the reader of a pipe may
+        be slow, or stop); what a descriptor received cannot be taken back."""
         for path, temporary in list(self.streamed.items()):
             with written(path, "wb") as into, open(temporary, "rb") as content:
                 shutil.copyfileobj(content, into)
-            _OUTPUT_OF.pop(temporary, None)
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
+            self._forget(temporary)
             del self.streamed[path]
+
+    @staticmethod
+    def _forget(temporary: str) -> None:
+        _OUTPUT_OF.pop(temporary, None)
+        _HELD_FOR_DESCRIPTOR.discard(temporary)
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
 
     def discard(self) -> None:
         """Every temporary file removed."""
         for temporary in [*self.temporaries.values(), *self.streamed.values()]:
-            _OUTPUT_OF.pop(temporary, None)
-            with contextlib.suppress(OSError):
-                os.remove(temporary)
+            self._forget(temporary)
         self.temporaries.clear()
         self.streamed.clear()
 
@@ -512,7 +554,7 @@ def _kept_link(target: str) -> str | None:
     if not os.path.isfile(target):
         return None
     folder = _folder_of(target)
-    prefix = f".{os.path.basename(target)[:100]}."
+    prefix = _hidden_prefix(os.path.basename(target))
     for _ in range(100):
         kept = os.path.join(folder, prefix + secrets.token_hex(6) + ".kept")
         try:
@@ -588,6 +630,8 @@ def _opened(path: str, mode: str):
     a device or another process's descriptor appended to; a file as asked."""
     options = {} if "b" in mode else _TEXT
     number = _descriptor_of(path)
+    if number == 1 and _STANDARD_OUTPUT_GONE:  # now /dev/null (TerminalHandler)
+        raise _STANDARD_OUTPUT_GONE[0]
     if number is not None:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
@@ -673,7 +717,9 @@ class TerminalHandler(logging.StreamHandler):
         super().__init__(sys.stdout)
 
     def handleError(self, record: logging.LogRecord) -> None:
-        if isinstance(sys.exc_info()[1], OSError):  # EPIPE, ENOSPC, EIO, ...
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):  # EPIPE, ENOSPC, EIO, ...
+            _STANDARD_OUTPUT_GONE[:] = [OSError(error.errno, error.strerror)]
             self._stop()
             return
         super().handleError(record)
@@ -681,10 +727,41 @@ class TerminalHandler(logging.StreamHandler):
     def _stop(self) -> None:
         """No more output to this stream, nor at exit, when Python flushes it."""
         self.stream = open(os.devnull, "w", encoding="utf-8")
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+        _standard_output_discarded()
+
+
+def _standard_output_discarded() -> None:
+    """Standard output pointed at /dev/null: what is left in its buffer, flushed by
+    Python at exit, cannot fail again."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def printed(show: Callable[[], None]) -> None:
+    """Run ``show``, which prints to standard output (help, version, parameters):
+    nothing where standard output is closed; stopped quietly where it goes away
+    (``| head -1``); one sentence where it cannot be written (a full disk).
+
+    Parameters
+    ----------
+    show : callable
+        Prints what is asked for.
+    """
+    if sys.stdout is None:  # closed (>&-)
+        return
+    try:
+        show()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _standard_output_discarded()
+    except OSError as error:
+        _standard_output_discarded()
+        raise OutputError(
+            f"standard output cannot be written ({error.strerror}): free some space, "
+            "or send it elsewhere"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -706,7 +783,8 @@ def logging_to(keep_log: bool, verbose: int, quiet: bool = False):
     logger.propagate = False
     console = TerminalHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
-    handlers: list[logging.Handler] = [] if quiet else [console]
+    # Standard output closed (>&-): no terminal log (not standard error instead).
+    handlers: list[logging.Handler] = [] if quiet or sys.stdout is None else [console]
     file_handler = None
     if keep_log:
         file_handler = LogBuffer()

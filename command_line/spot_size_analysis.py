@@ -64,7 +64,14 @@ from .inputs import (
     refuse_named_tables_with_same_spots,
 )
 from .options import Options, options_help, parse_options, version_line
-from .outputs import OutputSet, logging_to, write_json, write_text, written
+from .outputs import (
+    OutputSet,
+    logging_to,
+    printed,
+    write_json,
+    write_text,
+    written,
+)
 from .signals import StoppedAfterOutputs, StopSignals, Terminated
 
 logger = logging.getLogger(PROGRAM)
@@ -124,14 +131,16 @@ def _say(speaker: dict, message: str) -> None:
 def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
     options = parse_options(args)
     if options.show_version or options.show_help or not args:
-        _show_version_or_help(options, phil)
+        printed(lambda: _show_version_or_help(options, phil))
         return None
     inputs = find_inputs(options.arguments, phil)
     params = _extract(options, inputs, phil)
     if options.show_config:
-        phil.format(python_object=params).show(
-            attributes_level=options.attributes_level,
-            expert_level=options.expert_level,
+        printed(
+            lambda: phil.format(python_object=params).show(
+                attributes_level=options.attributes_level,
+                expert_level=options.expert_level,
+            )
         )
         return None
     if not inputs.reflection_files:
@@ -157,7 +166,9 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
     outputs = OutputSet(wanted, read, inputs.identities)
     try:
         result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)
-        with signals.held():  # a signal swallowed before is raised first
+        signals.check()  # a signal whose exception something swallowed
+        outputs.stream()  # to /dev/stdout: a pipe's reader may block, signals act
+        with signals.held():
             outputs.commit()
     finally:
         outputs.discard()

@@ -592,6 +592,8 @@ def test_descriptors_that_cannot_take_an_output_are_refused(dataset):
         ("output.json=/dev/stdin < notes.txt", "is the standard input"),
         ("output.json=/proc/self/fd/3 3< notes.txt", "is open for reading only"),
         ("output.json=/dev/stdout output.html=x.json >> x.json", "is asked for twice"),
+        ("output.json=/dev/stdout output.log=/proc/self/fd/./1", "is asked for twice"),
+        ("output.json=/dev/stdout > /dev/full", "(No space left on device)"),
     ]
     for arguments, reason in cases:
         done = subprocess.run(
@@ -605,6 +607,76 @@ def test_descriptors_that_cannot_take_an_output_are_refused(dataset):
         assert done.returncode == 1 and reason in one_sentence(done.stderr)
     assert (dataset / "notes.txt").read_text() == "notes"
     assert (dataset / "x.json").read_text() == "earlier"
+    with open(dataset / "theirs.txt", "w") as theirs:
+        sleeper = subprocess.Popen(["sleep", "60"], stdout=theirs)
+    try:
+        done = console(
+            "indexed.expt",
+            "indexed.refl",
+            f"output.json=/proc/{sleeper.pid}/fd/1",
+            cwd=dataset,
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    message = one_sentence(done.stderr)
+    assert done.returncode == 1 and "is another process's open file" in message
+    assert (dataset / "theirs.txt").read_text() == ""
+
+
+def test_a_descriptor_spelt_otherwise_is_still_one(dataset):
+    """``/proc/self/fd/./1`` is standard output, as the system reads it: appended to,
+    not taken for a file to replace (the earlier results were lost)."""
+    (dataset / "out.txt").write_text("earlier results\n")
+    done = subprocess.run(
+        f"{SCRIPT} indexed.expt indexed.refl output.json=/proc/self/fd/./1 >> out.txt",
+        shell=True,
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    text = (dataset / "out.txt").read_text()
+    assert text.startswith("earlier results\n") and f'"program": "{PROGRAM}"' in text
+
+
+def test_help_and_parameters_into_a_closed_pipe_or_a_full_disk(dataset):
+    """``-h | head -1``: stopped quietly, status 0; into a full disk: one sentence;
+    standard output closed: nothing, and a run's terminal log not sent to standard
+    error instead."""
+    for command, status, error in [
+        (f"{SCRIPT} -h | head -1 > /dev/null; exit ${{PIPESTATUS[0]}}", 0, ""),
+        (
+            f"{SCRIPT} -c indexed.refl | head -1 > /dev/null; exit ${{PIPESTATUS[0]}}",
+            0,
+            "",
+        ),
+        (f"{SCRIPT} --version >&-", 0, ""),
+        (f"{SCRIPT} -h > /dev/full", 1, "standard output cannot be written"),
+        (f"{SCRIPT} indexed.expt indexed.refl output.json=o.json >&-", 0, ""),
+    ]:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            cwd=dataset,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == status, (command, done.stderr)
+        if error:
+            assert error in one_sentence(done.stderr)
+        else:
+            assert done.stderr == "", (command, done.stderr)
+
+
+def test_an_output_name_of_multibyte_characters_within_the_limit(dataset):
+    """245 bytes of three-byte characters: within the 255 bytes a name may have; its
+    temporary file's name was cut after 100 characters (300 bytes), past the limit."""
+    name = "数" * 80 + ".json"
+    done = console("indexed.expt", "indexed.refl", f"output.json={name}", cwd=dataset)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((dataset / name).read_text())["program"] == PROGRAM
 
 
 def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
