@@ -7,7 +7,7 @@ two runs started in one folder leave one run's outputs, not a mix. On any failur
 error, a full disk, a signal) every temporary file is removed and no output appears. An
 output is never renamed over anything but a regular file: a character device (such as
 ``/dev/null``) is written straight into, a descriptor's name (``/dev/stdout``) gets
-its content through the descriptor once every other output is in place, and anything
+its content through the descriptor once the run has succeeded, and anything
 else that is not a regular file is refused, as are a read-only file and another user's
 file in a shared folder; a symbolic link is written where the system resolves it (the
 link is kept), and a file replaced keeps its permissions; an output that is one of the
@@ -424,7 +424,7 @@ class OutputSet:
     def temporary(self, path: str) -> str:
         """Where to write ``path``'s content now: a temporary file beside it; for a
         descriptor (/dev/stdout), one in the system's temporary folder, copied into
-        it when all is done; a character device (/dev/null): itself.
+        it by :meth:`stream`; a character device (/dev/null): itself.
 
         Parameters
         ----------

@@ -680,9 +680,9 @@ def test_an_output_name_of_multibyte_characters_within_the_limit(dataset):
 
 
 def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
-    """What goes to /dev/stdout is held until every output is in place: a run that
-    fails later (a full disk for the picture) leaves the file behind the descriptor
-    as it was."""
+    """What goes to /dev/stdout is held until the run has succeeded: a run that fails
+    later (a full disk for the picture) leaves the file behind the descriptor as it
+    was."""
     (dataset / "results.txt").write_text("earlier results\n")
     done = subprocess.run(
         f"{SCRIPT} indexed.expt indexed.refl output.json=/dev/stdout "
