@@ -95,10 +95,6 @@ def _identity(path: str) -> tuple[int, int] | None:
 
 
 MAX_LINKS = 40  # links followed in a row, as Linux follows at most 40
-# The names of a process's open files (/dev/stdout leads to /proc/self/fd/1).
-_DESCRIPTOR = re.compile(
-    r"^/(proc/(self|thread-self|\d+)/fd|dev/fd)/\d+$|^/dev/std(in|out|err)$"
-)
 _CIRCLE = (
     "is a symbolic link that leads round in a circle: remove it or choose another "
     "output path"
@@ -149,40 +145,40 @@ def _is_character_device(path: str) -> bool:
 
 
 def _written_into(path: str) -> bool:
-    """A character device (/dev/null), or a file descriptor's name (/dev/stdout,
-    /proc/self/fd/3): written into, never replaced (the file behind a descriptor is
-    the shell's, opened perhaps to be appended to)."""
-    if _is_character_device(path):
-        return True
-    return os.path.exists(path) and any(
-        _DESCRIPTOR.match(os.path.normpath(step)) for step in _link_chain(path)
-    )
+    """A character device (/dev/null), or a name of one of this process's open files
+    (/dev/stdout, /proc/self/fd/3): written into, never replaced (the file behind a
+    descriptor is the shell's, opened perhaps to be appended to)."""
+    return _is_character_device(path) or _descriptor_of(path) is not None
 
 
+# The names of a process's open files (/dev/stdout leads to /proc/self/fd/1).
 _STANDARD = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
-_OWN_DESCRIPTOR = re.compile(r"^/(proc/(self|thread-self|(\d+))/fd|dev/fd)/(\d+)$")
+_PROCESS_DESCRIPTOR = re.compile(r"^/(proc/(self|thread-self|(\d+))/fd|dev/fd)/(\d+)$")
+
+
+def _descriptors_named(path: str) -> list[tuple[bool, int]]:
+    """(whether this process's, its number) of each open file's name among ``path``
+    and the files its links lead to, as the system reads them ("/proc/self/fd/./1")."""
+    named = []
+    for step in map(os.path.normpath, _link_chain(path)):
+        if step in _STANDARD:
+            named.append((True, _STANDARD[step]))
+        elif match := _PROCESS_DESCRIPTOR.match(step):
+            own = match.group(3) in (None, str(os.getpid()))
+            named.append((own, int(match.group(4))))
+    return named
 
 
 def _descriptor_of(path: str) -> int | None:
     """The number of this process's open file that ``path`` names (/dev/stdout: 1,
     /proc/self/fd/3: 3, or a link to one), None for any other path."""
-    for step in map(os.path.normpath, _link_chain(path)):  # "/proc/self/fd/./1"
-        if step in _STANDARD:
-            return _STANDARD[step]
-        match = _OWN_DESCRIPTOR.match(step)
-        if match and match.group(3) in (None, str(os.getpid())):
-            return int(match.group(4))
-    return None
+    return next((number for own, number in _descriptors_named(path) if own), None)
 
 
 def _another_process_descriptor(path: str) -> bool:
     """Whether ``path`` leads to /proc/PID/fd/N of another process (whose file's
     access this process cannot check, nor write through)."""
-    for step in map(os.path.normpath, _link_chain(path)):
-        match = _OWN_DESCRIPTOR.match(step)
-        if match and match.group(3) not in (None, str(os.getpid())):
-            return True
-    return False
+    return any(not own for own, _ in _descriptors_named(path))
 
 
 def _refuse_descriptor(path: str, number: int) -> None:
@@ -250,7 +246,7 @@ def check_output_path(path: str, input_identities: dict[tuple[int, int], str]) -
     number = _descriptor_of(path)
     if number is not None:
         _refuse_descriptor(path, number)
-    if _written_into(path):
+    if number is not None or _is_character_device(path):  # written into
         return
     if status is not None:
         _refuse_to_replace(path, status)
@@ -435,7 +431,7 @@ class OutputSet:
             target = self.destinations[path]
             directory = os.path.dirname(target)
             prefix = _hidden_prefix(os.path.basename(target))
-        elif _descriptor_of(path) is not None or not _is_character_device(path):
+        elif _descriptor_of(path) is not None:
             directory, prefix = None, f".{PROGRAM}."  # the system's temporary folder
         else:
             return path
@@ -627,7 +623,7 @@ def _opened(path: str, mode: str):
     """``path`` opened for writing: a descriptor of this process through a copy of
     itself (sharing its position with the terminal log written there: opened again
     by name, the two would overwrite each other), after what was printed is flushed;
-    a device or another process's descriptor appended to; a file as asked."""
+    a character device appended to; a file as asked."""
     options = {} if "b" in mode else _TEXT
     number = _descriptor_of(path)
     if number == 1 and _STANDARD_OUTPUT_GONE:  # now /dev/null (TerminalHandler)
@@ -638,7 +634,7 @@ def _opened(path: str, mode: str):
                 with contextlib.suppress(Exception):
                     stream.flush()
         return os.fdopen(os.dup(number), mode, **options)
-    if _written_into(path):
+    if _is_character_device(path):
         mode = mode.replace("w", "a")
     return open(path, mode, **options)
 
