@@ -28,6 +28,14 @@ def console(*args, cwd, **options):
     return run_console(*args, cwd=cwd, timeout=180, **options)
 
 
+def in_bash(command: str, cwd) -> subprocess.CompletedProcess:
+    """A bash command line running the console script (``SCRIPT``) with the shell's
+    redirections (``>> file``, ``2>&-``, ``| head``), as much time as :func:`console`."""
+    return subprocess.run(
+        ["bash", "-c", command], cwd=cwd, capture_output=True, text=True, timeout=180
+    )
+
+
 def digest(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
@@ -596,13 +604,9 @@ def test_descriptors_that_cannot_take_an_output_are_refused(dataset):
         ("output.json=/dev/stdout > /dev/full", "(No space left on device)"),
     ]
     for arguments, reason in cases:
-        done = subprocess.run(
+        done = in_bash(
             f"{SCRIPT} indexed.expt indexed.refl {arguments}",
-            shell=True,
-            cwd=dataset,
-            capture_output=True,
-            text=True,
-            timeout=180,
+            dataset,
         )
         assert done.returncode == 1 and reason in one_sentence(done.stderr)
     assert (dataset / "notes.txt").read_text() == "notes"
@@ -628,13 +632,9 @@ def test_a_descriptor_spelt_otherwise_is_still_one(dataset):
     """``/proc/self/fd/./1`` is standard output, as the system reads it: appended to,
     not taken for a file to replace (the earlier results were lost)."""
     (dataset / "out.txt").write_text("earlier results\n")
-    done = subprocess.run(
+    done = in_bash(
         f"{SCRIPT} indexed.expt indexed.refl output.json=/proc/self/fd/./1 >> out.txt",
-        shell=True,
-        cwd=dataset,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        dataset,
     )
     assert done.returncode == 0 and done.stderr == "", done.stderr
     text = (dataset / "out.txt").read_text()
@@ -656,13 +656,7 @@ def test_help_and_parameters_into_a_closed_pipe_or_a_full_disk(dataset):
         (f"{SCRIPT} -h > /dev/full", 1, "standard output cannot be written"),
         (f"{SCRIPT} indexed.expt indexed.refl output.json=o.json >&-", 0, ""),
     ]:
-        done = subprocess.run(
-            ["bash", "-c", command],
-            cwd=dataset,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        done = in_bash(command, dataset)
         assert done.returncode == status, (command, done.stderr)
         if error:
             assert error in one_sentence(done.stderr)
@@ -684,14 +678,10 @@ def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
     later (a full disk for the picture) leaves the file behind the descriptor as it
     was."""
     (dataset / "results.txt").write_text("earlier results\n")
-    done = subprocess.run(
+    done = in_bash(
         f"{SCRIPT} indexed.expt indexed.refl output.json=/dev/stdout "
         "output.plot=/dev/full >> results.txt",
-        shell=True,
-        cwd=dataset,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        dataset,
     )
     assert done.returncode == 1 and "/dev/full" in one_sentence(done.stderr)
     assert f'"program": "{PROGRAM}"' not in (dataset / "results.txt").read_text()
@@ -883,13 +873,9 @@ def test_a_write_that_fails_names_the_output_and_a_closed_stderr_stays_quiet(dat
         assert done.returncode == 1, message
         assert f": {name}: cannot be written (File too large)" in message, message
         assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
-    closed = subprocess.run(
+    closed = in_bash(
         f"{SCRIPT} indexed.expt nothing.refl 2>&-",
-        shell=True,
-        cwd=dataset,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        dataset,
     )
     assert closed.returncode == 1 and closed.stdout == "" and closed.stderr == ""
 
