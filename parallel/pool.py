@@ -25,6 +25,7 @@ import numpy as np
 from ..algorithms.geometry import ExperimentGeometry
 from ..errors import SpotSizeAnalysisError
 from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
+from ..formats.source import MAP_FROM_BYTES
 from .batches import FILES_PER_BATCH, Batch, BatchCollector, pack, packed_as_measured
 from .measure_file import MeasureRequest
 from .measure_stills import measure_sources
@@ -243,58 +244,150 @@ def _widen(connection) -> None:
         pass
 
 
-def _start_workers(context, chunks, request, n_sources, nproc, claimed, lock):
-    forking = context.get_start_method() == "fork"
-    workers, receivers = [], []
-    # Objects that exist now are left out of the forked workers' garbage collections,
-    # which would otherwise touch (and so copy) every page of this process's heap.
-    frozen_already = gc.get_freeze_count() > 0
-    gc.freeze()
+class _Workers:
+    """The worker processes of one run, each with the read end of its own pipe."""
+
+    def __init__(self, context, chunks, request, n_sources, claimed, lock):
+        self._context = context
+        self._arguments = (chunks, claimed, lock)
+        self._request, self._n_sources = request, n_sources
+        self.processes: list = []
+        self.receivers: list = []
+        self.running: dict = {}  # sentinel -> a process not yet seen to end
+
+    def start(self, count: int) -> None:
+        """Start ``count`` more workers."""
+        forking = self._context.get_start_method() == "fork"
+        # Objects that exist now are left out of the forked workers' garbage
+        # collections, which would otherwise touch (and so copy) every page of this
+        # process's heap.
+        frozen_already = gc.get_freeze_count() > 0
+        gc.freeze()
+        try:
+            for _ in range(count):
+                receiver, sender = self._context.Pipe(duplex=False)
+                _widen(receiver)
+                self.receivers.append(receiver)
+                worker = self._context.Process(
+                    target=_worker,
+                    args=(
+                        *self._arguments,
+                        sender,
+                        list(self.receivers) if forking else [],  # a fork inherits
+                        os.getpid(),
+                        self._request,
+                        self._n_sources,
+                    ),
+                    daemon=True,
+                )
+                worker.start()
+                sender.close()  # else this process (and later workers) would hold it
+                self.processes.append(worker)
+                self.running[worker.sentinel] = worker
+        finally:
+            if not frozen_already:  # else whoever froze the heap unfreezes it
+                gc.unfreeze()
+
+    def ended(self, sentinel) -> None:
+        """Note that a worker ended; raise unless it succeeded (its pipe drains)."""
+        worker = self.running.pop(sentinel)
+        worker.join()
+        if worker.exitcode != 0:  # killed, perhaps holding the claim lock
+            raise WorkerError(_death_message(worker.exitcode))
+
+    def check_alive(self) -> None:
+        """Raise where a worker ended abnormally."""
+        for sentinel, worker in list(self.running.items()):
+            if worker.exitcode is not None:
+                self.ended(sentinel)
+
+
+LOCK_WAIT_SECONDS = 0.1  # between looks at whether a worker died holding the lock
+
+
+def _read_not_mapped(source) -> bool:
+    """Whether measuring ``source`` maps no file: a file that another program truncates
+    while it is mapped kills the process touching it by SIGBUS, which a worker's
+    parent reports but which would end the parent without a sentence. Bytes are in
+    memory; files below MAP_FROM_BYTES are read whole (a missing or unreadable one is
+    reported when it is read); a table object's arrays may be views of a mapped
+    file."""
+    if isinstance(source, (bytes, bytearray)):
+        return True
+    if not isinstance(source, (str, os.PathLike)):
+        return False
     try:
-        for _ in range(min(nproc, len(chunks))):
-            receiver, sender = context.Pipe(duplex=False)
-            _widen(receiver)
-            receivers.append(receiver)
-            worker = context.Process(
-                target=_worker,
-                args=(
-                    chunks,
-                    claimed,
-                    lock,
-                    sender,
-                    list(receivers) if forking else [],  # a fork inherits them
-                    os.getpid(),
-                    request,
-                    n_sources,
-                ),
-                daemon=True,
-            )
-            worker.start()
-            sender.close()  # else this process (and later workers) would hold it open
-            workers.append(worker)
-    finally:
-        if not frozen_already:  # else whoever froze the heap unfreezes it
-            gc.unfreeze()
-    return workers, receivers
+        return os.stat(source).st_size < MAP_FROM_BYTES
+    except (OSError, ValueError):
+        return True
 
 
-def _receive(workers, receivers, bar, n_sources: int) -> list[Batch]:
+class _ParentShare:
+    """The chunks this process measures itself, whenever no batch is waiting for it:
+    with ``nproc`` processes in all rather than ``nproc`` workers beside it, no batch
+    of this share is pickled, and two cores are not shared by three processes. It
+    takes only chunks of files read whole (see :func:`_read_not_mapped`); at the first
+    other one it stops, and a worker is started in its place."""
+
+    def __init__(self, chunks, claimed, lock, request, n_sources, workers: _Workers):
+        self._chunks, self._claimed, self._lock = chunks, claimed, lock
+        self._request, self._n_sources = request, n_sources
+        self._workers = workers
+        self.left_to_workers = False  # stopped at a chunk of a mapped file
+
+    def next_batch(self) -> Batch | None:
+        """The next unclaimed chunk measured here, or None where there is none this
+        process may take."""
+        number = self._claim()
+        if number is None:
+            return None
+        return pack(
+            measure_sources(self._chunks[number], self._request, self._n_sources)
+        )
+
+    def _claim(self) -> int | None:
+        # A worker killed while holding the lock would hold it for ever.
+        while not self._lock.acquire(timeout=LOCK_WAIT_SECONDS):
+            self._workers.check_alive()
+        try:
+            number = self._claimed.value
+            if number >= len(self._chunks):
+                return None
+            if not all(_read_not_mapped(source) for _, source in self._chunks[number]):
+                self.left_to_workers = True
+                return None
+            self._claimed.value = number + 1
+            return number
+        finally:
+            self._lock.release()
+
+
+def _receive(
+    workers: _Workers, bar, n_sources: int, share: _ParentShare | None
+) -> list[Batch]:
     collected = BatchCollector(n_sources)
-    running = {worker.sentinel: worker for worker in workers}
-    while receivers:
-        for ready in wait(receivers + list(running)):
-            if (
-                ready in running
-            ):  # a worker ended: fine if it succeeded (its pipe drains)
-                worker = running.pop(ready)
-                worker.join()
-                if worker.exitcode != 0:  # killed, perhaps holding the claim lock
-                    raise WorkerError(_death_message(worker.exitcode))
+    while workers.receivers or share is not None:
+        waited_for = workers.receivers + list(workers.running)
+        ready_ones = wait(waited_for, timeout=None if share is None else 0)
+        if not ready_ones:  # nothing to receive: measure a chunk here
+            batch = share.next_batch()
+            if batch is None:
+                if share.left_to_workers:
+                    workers.start(1)
+                share = None
+                continue
+            collected.add(batch)
+            if bar is not None:
+                bar.update(len(batch.outcomes))
+            continue
+        for ready in ready_ones:
+            if ready in workers.running:  # fine if it succeeded (its pipe drains)
+                workers.ended(ready)
                 continue
             try:
                 message = ready.recv()
             except EOFError:  # that worker has sent everything
-                receivers.remove(ready)
+                workers.receivers.remove(ready)
                 continue
             if isinstance(message, WorkerError):
                 raise message
@@ -319,26 +412,29 @@ def _death_message(exitcode: int) -> str:
 def _run_in_processes(
     chunks: list, request: MeasureRequest, n_sources: int, nproc: int, bar
 ) -> list[Batch]:
-    """Every chunk measured by ``nproc`` worker processes."""
+    """Every chunk measured by ``nproc`` processes: ``nproc - 1`` workers and this one
+    (see :class:`_ParentShare`), or ``nproc`` workers where the first chunk holds a
+    file that would be mapped."""
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "fork":
         warm_up_kernels(hide_scipy_linalg=False)  # forked workers inherit them
-    workers = []
     # The shared counter and its lock live until the workers are done: a spawned
     # worker may unpickle them well after it was started.
     claimed, lock = context.RawValue("q", 0), context.Lock()
+    workers = _Workers(context, chunks, request, n_sources, claimed, lock)
+    share = None
+    if all(_read_not_mapped(source) for _, source in chunks[0]):
+        share = _ParentShare(chunks, claimed, lock, request, n_sources, workers)
     try:
-        workers, receivers = _start_workers(
-            context, chunks, request, n_sources, nproc, claimed, lock
-        )
-        batches = _receive(workers, receivers, bar, n_sources)
-        for worker in workers:
+        workers.start(min(nproc, len(chunks)) - (share is not None))
+        batches = _receive(workers, bar, n_sources, share)
+        for worker in workers.processes:
             worker.join()
         if sum(len(batch.outcomes) for batch in batches) != n_sources:
             raise WorkerError("a worker process ended before measuring all its files")
         return batches
     finally:
-        for worker in workers:
+        for worker in workers.processes:
             if worker.is_alive():
                 worker.terminate()

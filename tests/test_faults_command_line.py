@@ -303,7 +303,7 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc to find workers")
 def test_workers_die_with_a_killed_parent(many_files, tmp_path):
-    process = _start([many_files, "nproc=2"], tmp_path)
+    process = _start([many_files, "nproc=3"], tmp_path)  # two workers beside it
     deadline = time.time() + 60
     workers = []
     while time.time() < deadline and len(workers) < 2:

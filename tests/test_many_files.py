@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +122,8 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
     shared_data, pieces, monkeypatch
 ):
     """The process that gathers thousands of files' results does so without garbage
-    collections (they would walk every result again and again); workers collect as
-    usual; afterwards collection is on again."""
+    collections (they would walk every result again and again), also for the files it
+    measures itself; workers collect as usual; afterwards collection is on again."""
     import gc
 
     from dials_spot_size_analysis.parallel import pool
@@ -133,15 +134,20 @@ def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
         outcomes = measure_sources(*args)
         for outcome in outcomes:
             outcome.info["collecting"] = gc.isenabled()
+            outcome.info["in_a_worker"] = os.getpid() != this_process
         return outcomes
 
+    this_process = os.getpid()
     monkeypatch.setattr(pool, "measure_sources", probed)
     files = [str(path) for path in sorted(pieces.glob("*.refl"))]
-    for nproc, in_workers in ((1, False), (2, True)):
+    for nproc in (1, 2):
         inputs = analyse(files, shared_data / EXPT, nproc=nproc).inputs
-        assert [entry["collecting"] for entry in inputs if "reflections" in entry] == [
-            in_workers
-        ] * 7
+        measured = [entry for entry in inputs if "reflections" in entry]
+        assert len(measured) == 7
+        assert [e["collecting"] for e in measured] == [
+            e["in_a_worker"] for e in measured
+        ]
+        assert nproc == 2 or not any(e["in_a_worker"] for e in measured)
         assert gc.isenabled()
     gc.disable()
     try:
@@ -437,6 +443,7 @@ def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, f
         return measure_sources(items, settings, n_sources)
 
     monkeypatch.setattr(pool, "measure_sources", failing)
+    monkeypatch.setattr(pool, "_read_not_mapped", lambda source: False)  # workers only
     files = sorted(pieces.glob("*.refl"))
     expected = {
         "killed": "exit code 9",
@@ -459,6 +466,104 @@ def test_workers_measure_every_file_once(pieces):
     assert (
         sum(len(b.spot_sizes) for b in batches) == len(serial.spot_sizes) == 196
     )  # flags.require=Auto, file by file
+
+
+def _probe_processes(pool, monkeypatch) -> None:
+    """Plant a probe in the pool's measuring: each outcome's ``info["pid"]`` is the
+    process that measured it."""
+    measure_sources = pool.measure_sources
+
+    def probed(items, request, n_sources):
+        outcomes = measure_sources(items, request, n_sources)
+        for outcome in outcomes:
+            outcome.info["pid"] = os.getpid()
+        return outcomes
+
+    monkeypatch.setattr(pool, "measure_sources", probed)
+
+
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the probe is planted by monkeypatching",
+)
+@pytest.mark.parametrize("mapped", ["none", "the last", "every"])
+def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
+    pieces, monkeypatch, mapped
+):
+    """With nproc=2 the parent measures chunks itself between receipts, beside one
+    worker, but never a file it would memory-map (a truncation would kill it by SIGBUS
+    without a sentence): where the first chunk holds one, two workers measure."""
+    from dials_spot_size_analysis.parallel import pool
+
+    files = sorted(pieces.glob("*.refl"), key=lambda path: path.stat().st_size)
+    sizes = [path.stat().st_size for path in files]
+    assert sizes[-2] < sizes[-1]  # one file larger than the rest
+    threshold = {"none": sizes[-1] + 1, "the last": sizes[-1], "every": sizes[0]}
+    monkeypatch.setattr(pool, "MAP_FROM_BYTES", threshold[mapped])
+    _probe_processes(pool, monkeypatch)
+    [serial] = pool.run_serial_or_pool(files, _worker_settings(), 1)
+    [batch] = pool.run_serial_or_pool(files, _worker_settings(), 2)
+    outcomes = sorted(batch.outcomes, key=lambda outcome: outcome.index)
+    assert [o.index for o in outcomes] == list(range(len(files)))
+    assert batch.spot_sizes.size.tolist() == serial.spot_sizes.size.tolist()
+    here = [o.index for o in outcomes if o.info["pid"] == os.getpid()]
+    assert {o.info["pid"] for o in outcomes} - {os.getpid()}  # a worker took some
+    if mapped == "none":
+        assert here  # the parent took the first chunk before its worker had started
+    elif mapped == "the last":
+        assert len(files) - 1 not in here
+    else:
+        assert here == []
+
+
+def test_only_bytes_and_files_read_whole_are_measured_by_the_parent(
+    shared_data, tmp_path, monkeypatch
+):
+    from dials_spot_size_analysis.parallel import pool
+
+    table = read_reflections(shared_data / INTEGRATED)
+    path = shared_data / INTEGRATED
+    assert pool._read_not_mapped(str(path)) and pool._read_not_mapped(path)
+    monkeypatch.setattr(pool, "MAP_FROM_BYTES", path.stat().st_size)
+    assert not pool._read_not_mapped(path)  # it would be mapped
+    assert pool._read_not_mapped(path.read_bytes())
+    assert pool._read_not_mapped(tmp_path / "missing.refl")  # its reading says so
+    assert not pool._read_not_mapped(table)  # its arrays may be views of a map
+    assert not pool._read_not_mapped(memoryview(b"x"))  # perhaps of a map
+
+
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the dying worker is planted by monkeypatching",
+)
+def test_a_worker_dying_with_the_claim_lock_does_not_hang_the_parent(
+    pieces, monkeypatch
+):
+    """The parent claims chunks under the lock its workers take: a worker killed while
+    holding it would leave the parent waiting for ever, so it looks at its workers
+    while it waits, and says how one ended."""
+    import signal
+
+    from dials_spot_size_analysis.parallel import pool
+
+    def holding_the_lock_dies(chunks, claimed, lock, *rest):
+        lock.acquire()
+        time.sleep(0.5)  # the parent has looked at it, found it alive, and waits
+        os._exit(9)
+
+    def hung(signum, frame):
+        raise AssertionError("the parent waits for ever for the claim lock")
+
+    monkeypatch.setattr(pool, "_worker", holding_the_lock_dies)
+    files = sorted(pieces.glob("*.refl")) * 30
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(pool.WorkerError, match="exit code 9"):
+            pool.run_serial_or_pool(files, _worker_settings(), 2)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
