@@ -3,9 +3,11 @@
 A plain ``multiprocessing.Pool`` costs the parent several times more CPU in its helper
 threads, which on a two-core machine comes out of the workers' share; here each worker
 claims the next chunk of files from a shared counter (keeping every core busy whatever
-the file sizes) and sends one batch per chunk through its own pipe. Workers die with
-their parent: they hold no read end of any pipe (so a write to a dead parent fails at
-once) and, on Linux, the kernel kills them when the parent dies.
+the file sizes) and sends one batch per chunk through its own pipe. The parent claims
+chunks from the same counter and measures them itself whenever no batch is waiting
+for it, so ``nproc`` processes measure in all. Workers die with their parent: they
+hold no read end of any pipe (so a write to a dead parent fails at once) and, on
+Linux, the kernel kills them when the parent dies.
 """
 
 from __future__ import annotations
