@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import stat
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from typing import Callable, Iterable, Sequence
 from .. import PROGRAM
 from ..errors import SpotSizeAnalysisError
 from ..report.document import compact_json_pieces, json_text
+from .signals import StoppedWhileStreaming, Terminated
 
 logger = logging.getLogger(PROGRAM)
 COMPACT_JSON_INPUTS = 500
@@ -508,9 +510,16 @@ class OutputSet:
         """Each descriptor's content (/dev/stdout) copied into it, its temporary file
         removed: before :meth:`commit`, with signals acting (the reader of a pipe may
         be slow, or stop); what a descriptor received cannot be taken back."""
+        wholly: list[str] = []
         for path, temporary in list(self.streamed.items()):
-            with written(path, "wb") as into, open(temporary, "rb") as content:
-                shutil.copyfileobj(content, into)
+            try:
+                with written(path, "wb") as into, open(temporary, "rb") as content:
+                    shutil.copyfileobj(content, into)
+            except KeyboardInterrupt:
+                raise StoppedWhileStreaming(signal.SIGINT, path, wholly) from None
+            except Terminated:
+                raise StoppedWhileStreaming(signal.SIGTERM, path, wholly) from None
+            wholly.append(path)
             self._forget(temporary)
             del self.streamed[path]
 

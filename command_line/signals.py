@@ -19,15 +19,44 @@ class Terminated(BaseException):
     but a request to stop)."""
 
 
+def _stopped_by(number: int) -> str:
+    if number == signal.SIGTERM:
+        return "terminated (SIGTERM)"
+    return "interrupted (SIGINT)"
+
+
 class StoppedAfterOutputs(BaseException):
     """SIGINT or SIGTERM arrived while the outputs were being put in place, which was
     finished first: every output is written."""
 
     def __init__(self, number: int):
-        name = "SIGTERM" if number == signal.SIGTERM else "SIGINT"
         super().__init__(
-            f"{'terminated' if number == signal.SIGTERM else 'interrupted'} ({name}) "
-            "while the outputs were being put in place: every output was written"
+            f"{_stopped_by(number)} while the outputs were being put in place: every "
+            "output was written"
+        )
+        self.exit_status = 128 + number
+
+
+class StoppedWhileStreaming(BaseException):
+    """SIGINT or SIGTERM arrived while an output went through a descriptor (such as
+    standard output, a pipe whose reader may be slow): what the descriptor received
+    cannot be taken back, and no file output was put in place.
+
+    Parameters
+    ----------
+    number : int
+        The signal.
+    partly : str
+        The descriptor's name (``/dev/stdout``) whose output was cut short.
+    wholly : list of str
+        Descriptors that had received all of theirs before.
+    """
+
+    def __init__(self, number: int, partly: str, wholly: list[str]):
+        before = "".join(f"; {name} received all of its output" for name in wholly)
+        super().__init__(
+            f"{_stopped_by(number)} while {partly} received its output: it may hold "
+            f"part of it{before}; no other output was written"
         )
         self.exit_status = 128 + number
 

@@ -72,7 +72,12 @@ from .outputs import (
     write_text,
     written,
 )
-from .signals import StoppedAfterOutputs, StopSignals, Terminated
+from .signals import (
+    StoppedAfterOutputs,
+    StoppedWhileStreaming,
+    StopSignals,
+    Terminated,
+)
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__
@@ -113,7 +118,7 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     except Terminated:
         _say(speaker, "terminated (SIGTERM): no output was written")
         raise SystemExit(143) from None
-    except StoppedAfterOutputs as stopped:
+    except (StoppedAfterOutputs, StoppedWhileStreaming) as stopped:
         _say(speaker, str(stopped))
         raise SystemExit(stopped.exit_status) from None
     finally:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -671,6 +672,63 @@ def test_an_output_name_of_multibyte_characters_within_the_limit(dataset):
     done = console("indexed.expt", "indexed.refl", f"output.json={name}", cwd=dataset)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert json.loads((dataset / name).read_text())["program"] == PROGRAM
+
+
+STOPPED_WHILE_STREAMING = """
+import shutil, sys
+from dials_spot_size_analysis.command_line import signals, spot_size_analysis
+
+def cut_short(content, into, *rest):  # the descriptor gets 10 bytes, then the signal
+    into.write(content.read(10))
+    into.flush()
+    raise {stop}
+
+shutil.copyfileobj = cut_short
+sys.exit(spot_size_analysis.run())
+"""
+
+
+@pytest.mark.parametrize(
+    "stop, status, said",
+    [
+        ("KeyboardInterrupt", 130, "interrupted (SIGINT)"),
+        ("signals.Terminated", 143, "terminated (SIGTERM)"),
+    ],
+)
+def test_a_signal_while_an_output_goes_through_a_descriptor_says_what_it_got(
+    dataset, stop, status, said
+):
+    """What a descriptor received before a signal cannot be taken back: the sentence
+    says it may hold part of its output (it said "no output was written"), and no
+    file output is put in place."""
+    with open(dataset / "results.txt", "w") as results:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                STOPPED_WHILE_STREAMING.format(stop=stop),
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=/dev/stdout",
+                "output.log=x.log",
+            ],
+            cwd=dataset,
+            stdout=results,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == status
+    assert one_sentence(done.stderr) == (
+        f"{PROGRAM}: {said} while /dev/stdout received its output: it may hold part "
+        "of it; no other output was written\n"
+    )
+    assert (dataset / "results.txt").read_text().endswith('\n{\n  "progr')  # 10 bytes
+    assert sorted(os.listdir(dataset)) == [
+        "indexed.expt",
+        "indexed.refl",
+        "results.txt",
+    ]
 
 
 def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
