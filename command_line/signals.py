@@ -27,12 +27,16 @@ def _stopped_by(number: int) -> str:
 
 class StoppedAfterOutputs(BaseException):
     """SIGINT or SIGTERM arrived while the outputs were being put in place, which was
-    finished first: every output is written."""
+    finished first, or after: every output is written."""
 
-    def __init__(self, number: int):
+    def __init__(self, number: int, while_placing: bool = True):
+        when = (
+            "while the outputs were being"
+            if while_placing
+            else "after the outputs were"
+        )
         super().__init__(
-            f"{_stopped_by(number)} while the outputs were being put in place: every "
-            "output was written"
+            f"{_stopped_by(number)} {when} put in place: every output was written"
         )
         self.exit_status = 128 + number
 
@@ -78,13 +82,25 @@ def in_compiler(frame) -> bool:
 
 class StopSignals:
     """In this block, SIGTERM raises :class:`Terminated` and SIGINT
-    ``KeyboardInterrupt``; :meth:`check` raises again if either arrived at all."""
+    ``KeyboardInterrupt`` (:class:`StoppedAfterOutputs` once the outputs are in place,
+    see :meth:`held`); :meth:`check` raises again if either arrived at all.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    restore : bool
+        Give back the handlers found on entry when the block ends. Without, later
+        signals are only remembered: for a process that exits next, whose outcome
+        (its outputs, its sentence) is decided, and whose exit a handler raising an
+        exception would turn into a traceback.
+    """
+
+    def __init__(self, restore: bool = True) -> None:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
         self._unraisable = None
         self._holding = False
+        self._restore = restore
+        self.outputs_in_place = False
 
     def _handle(self, number: int, frame) -> None:
         self.received = number
@@ -92,9 +108,14 @@ class StopSignals:
             return  # see held()
         if in_compiler(frame):
             return  # raised there, it could leave LLVM broken: check() raises it
+        if self.outputs_in_place:  # "no output was written" would be false
+            raise StoppedAfterOutputs(number, while_placing=False)
         if number == signal.SIGTERM:
             raise Terminated()
         raise KeyboardInterrupt()
+
+    def _remember(self, number: int, frame) -> None:
+        self.received = number
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -106,7 +127,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, handler if self._restore else self._remember)
         self._previous.clear()
         if self._unraisable is not None:
             sys.unraisablehook, self._unraisable = self._unraisable, None
@@ -123,13 +144,15 @@ class StopSignals:
     def held(self):
         """In this block a signal is only remembered, not raised: what the block does
         (put every output in place, or take all back) is not left half done. One that
-        arrived in it is raised after it as :class:`StoppedAfterOutputs`."""
+        arrived in it is raised after it as :class:`StoppedAfterOutputs`, and so is
+        one that arrives later in the run, the outputs being in place."""
         self.check()
         self._holding = True
         try:
             yield
         finally:
             self._holding = False
+        self.outputs_in_place = True
         if self.received is not None:
             raise StoppedAfterOutputs(self.received)
 

@@ -90,7 +90,8 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     --version); ``run()``, as the console script calls it, reads ``sys.argv`` and
     returns None. Any problem the user can fix ends in one sentence on stderr and
     ``SystemExit(1)``; SIGINT and SIGTERM in one sentence and exit status 130 and 143;
-    either way no output and no temporary file is left.
+    either way no temporary file is left, and no output unless the signal came once
+    the outputs were being put in place (the sentence then says they all were).
 
     Parameters
     ----------
@@ -103,7 +104,7 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     args = sys.argv[1:] if from_console else list(args)
     speaker = {"quiet": False}  # under MPI, rank 0 speaks for all
     try:
-        with collection_paused(), StopSignals() as signals:
+        with collection_paused(), StopSignals(restore=not from_console) as signals:
             result = _run(args, phil, speaker, signals)
         return None if from_console else result
     except SpotSizeAnalysisError as error:

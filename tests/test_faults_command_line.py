@@ -867,6 +867,85 @@ def test_a_signal_while_the_outputs_are_put_in_place_waits_for_them(
     assert os.listdir(dataset / "a") == ["old.json"]
 
 
+def test_a_signal_after_the_outputs_are_in_place_does_not_deny_them(
+    dataset, monkeypatch, capsys
+):
+    """SIGTERM once the renames are done, while the run tidies up: every output is
+    there, and the sentence says so (it said "no output was written")."""
+    from dials_spot_size_analysis.command_line import outputs
+
+    real_discard = outputs.OutputSet.discard
+
+    def signalled(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_discard(self)
+
+    monkeypatch.setattr(outputs.OutputSet, "discard", signalled)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit) as stopped:
+        run(["indexed.expt", "indexed.refl", "output.log=x.log"])
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == (
+        f"{PROGRAM}: terminated (SIGTERM) after the outputs were put in place: every "
+        "output was written\n"
+    )
+    assert sorted(os.listdir(dataset)) == [
+        f"{PROGRAM}.html",
+        f"{PROGRAM}.json",
+        "indexed.expt",
+        "indexed.refl",
+        "x.log",
+    ]
+
+
+def test_a_run_called_from_python_gives_back_the_signal_handlers(dataset, monkeypatch):
+    """Only the console script, which exits next, keeps signals remembered after the
+    run: a caller in Python gets its own handlers back."""
+    monkeypatch.chdir(dataset)
+    handlers = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    run(["indexed.expt", "indexed.refl", "output.html=None"])
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
+        handlers
+    )
+
+
+SIGNAL_AS_THE_RUN_RETURNS = """
+import os, signal, sys
+from dials_spot_size_analysis.command_line import entry, spot_size_analysis
+
+run = spot_size_analysis.run
+
+def then_signalled(*args):
+    status = run(*args)
+    os.kill(os.getpid(), signal.SIGTERM)
+    return status
+
+spot_size_analysis.run = then_signalled
+entry.main()
+"""
+
+
+def test_a_signal_as_the_console_script_exits_is_no_traceback(dataset):
+    """SIGTERM after the run has returned, as the interpreter exits: the run's outcome
+    is decided (every output written), and the signal is not turned into a traceback
+    through the console script (it was, with exit status 1)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SIGNAL_AS_THE_RUN_RETURNS,
+            "indexed.expt",
+            "indexed.refl",
+        ],
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert json.loads((dataset / f"{PROGRAM}.json").read_text())["program"] == PROGRAM
+
+
 def test_a_replaced_file_is_taken_back_from_a_copy_where_no_hard_link_can_be_made(
     dataset, monkeypatch
 ):
