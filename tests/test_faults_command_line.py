@@ -1024,7 +1024,7 @@ def test_another_users_file_in_a_shared_folder_is_refused_before_any_work(
     superuser replace it: the rename at the end would fail."""
     from types import SimpleNamespace
 
-    from dials_spot_size_analysis.command_line import outputs
+    from dials_spot_size_analysis.command_line import output_paths
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -1033,11 +1033,11 @@ def test_another_users_file_in_a_shared_folder_is_refused_before_any_work(
     stranger = owner + 4321
     monkeypatch.setattr(os, "geteuid", lambda: stranger)
     theirs = SimpleNamespace(st_uid=owner + 1)
-    assert outputs._owned_by_another_in_shared_folder(theirs, str(shared))
+    assert output_paths._owned_by_another_in_shared_folder(theirs, str(shared))
     mine = SimpleNamespace(st_uid=stranger)
-    assert not outputs._owned_by_another_in_shared_folder(mine, str(shared))
+    assert not output_paths._owned_by_another_in_shared_folder(mine, str(shared))
     os.chmod(shared, 0o777)  # not sticky: anyone who may write it may replace
-    assert not outputs._owned_by_another_in_shared_folder(theirs, str(shared))
+    assert not output_paths._owned_by_another_in_shared_folder(theirs, str(shared))
 
 
 def test_every_output_into_dev_null_and_a_name_of_255_bytes(dataset):
