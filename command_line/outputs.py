@@ -22,7 +22,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import stat
 import sys
 import tempfile
@@ -46,7 +45,6 @@ from .output_paths import (
     refuse_twice,
     written_into,
 )
-from .signals import StoppedWhileStreaming, Terminated
 
 logger = logging.getLogger(PROGRAM)
 COMPACT_JSON_INPUTS = 500
@@ -103,6 +101,7 @@ class OutputSet:
         }
         self.temporaries: dict[str, str] = {}
         self.streamed: dict[str, str] = {}  # descriptors' contents, copied at the end
+        self.streamed_into: list[tuple[str, bool]] = []  # see stream()
 
     def temporary(self, path: str) -> str:
         """Where to write ``path``'s content now: a temporary file beside it; for a
@@ -194,17 +193,13 @@ class OutputSet:
     def stream(self) -> None:
         """Each descriptor's content (/dev/stdout) copied into it, its temporary file
         removed: before :meth:`commit`, with signals acting (the reader of a pipe may
-        be slow, or stop); what a descriptor received cannot be taken back."""
-        wholly: list[str] = []
+        be slow, or stop); what a descriptor received cannot be taken back, and is
+        listed in ``streamed_into`` (its name, and whether all of it went)."""
         for path, temporary in list(self.streamed.items()):
-            try:
-                with written(path, "wb") as into, open(temporary, "rb") as content:
-                    shutil.copyfileobj(content, into)
-            except KeyboardInterrupt:
-                raise StoppedWhileStreaming(signal.SIGINT, path, wholly) from None
-            except Terminated:
-                raise StoppedWhileStreaming(signal.SIGTERM, path, wholly) from None
-            wholly.append(path)
+            self.streamed_into.append((path, False))  # before the first byte goes
+            with written(path, "wb") as into, open(temporary, "rb") as content:
+                shutil.copyfileobj(content, into)
+            self.streamed_into[-1] = (path, True)
             self._forget(temporary)
             del self.streamed[path]
 

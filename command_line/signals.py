@@ -42,27 +42,41 @@ class StoppedAfterOutputs(BaseException):
 
 
 class StoppedWhileStreaming(BaseException):
-    """SIGINT or SIGTERM arrived while an output went through a descriptor (such as
-    standard output, a pipe whose reader may be slow): what the descriptor received
-    cannot be taken back, and no file output was put in place.
+    """SIGINT or SIGTERM arrived once outputs had begun to go through descriptors
+    (such as standard output, a pipe whose reader may be slow), before the files were
+    put in place: what a descriptor received cannot be taken back, and no file output
+    was written.
 
     Parameters
     ----------
     number : int
         The signal.
-    partly : str
-        The descriptor's name (``/dev/stdout``) whose output was cut short.
-    wholly : list of str
-        Descriptors that had received all of theirs before.
+    streamed : list of (str, bool)
+        Each descriptor's name (``/dev/stdout``) that output began to go through, and
+        whether all of it did.
     """
 
-    def __init__(self, number: int, partly: str, wholly: list[str]):
-        before = "".join(f"; {name} received all of its output" for name in wholly)
-        super().__init__(
-            f"{_stopped_by(number)} while {partly} received its output: it may hold "
-            f"part of it{before}; no other output was written"
-        )
+    def __init__(self, number: int, streamed: list[tuple[str, bool]]):
+        partly = [name for name, whole in streamed if not whole]
+        wholly = [name for name, whole in streamed if whole]
+        if partly:
+            before = "".join(f"; {name} received all of its output" for name in wholly)
+            what = f"while {partly[0]} received its output: it may hold part of it{before};"
+        else:
+            what = f"after {' and '.join(wholly)} received all of its output:"
+        super().__init__(f"{_stopped_by(number)} {what} no other output was written")
         self.exit_status = 128 + number
+
+
+def signal_of(stop: BaseException) -> int:
+    """The signal a stop came from: SIGTERM for :class:`Terminated`, else SIGINT.
+
+    Parameters
+    ----------
+    stop : BaseException
+        ``KeyboardInterrupt`` or :class:`Terminated`.
+    """
+    return signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
 
 
 COMPILER_PACKAGES = ("llvmlite", "numba")
@@ -89,9 +103,10 @@ class StopSignals:
     ----------
     restore : bool
         Give back the handlers found on entry when the block ends. Without, later
-        signals are only remembered: for a process that exits next, whose outcome
+        SIGINT and SIGTERM are ignored: for a process that exits next, whose outcome
         (its outputs, its sentence) is decided, and whose exit a handler raising an
-        exception would turn into a traceback.
+        exception would turn into a traceback (or, as Python shuts down, the default
+        action into a death without a sentence).
     """
 
     def __init__(self, restore: bool = True) -> None:
@@ -114,9 +129,6 @@ class StopSignals:
             raise Terminated()
         raise KeyboardInterrupt()
 
-    def _remember(self, number: int, frame) -> None:
-        self.received = number
-
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGINT, signal.SIGTERM):
@@ -127,7 +139,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler if self._restore else self._remember)
+            signal.signal(number, handler if self._restore else signal.SIG_IGN)
         self._previous.clear()
         if self._unraisable is not None:
             sys.unraisablehook, self._unraisable = self._unraisable, None
@@ -136,7 +148,8 @@ class StopSignals:
         """A signal's exception raised where Python cannot raise it (a callback from C,
         such as numba's cache) is printed as "Exception ignored"; it is remembered and
         raised again by :meth:`check`, so say nothing of it here."""
-        if issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):
+        stops = (KeyboardInterrupt, Terminated, StoppedAfterOutputs)
+        if issubclass(unraisable.exc_type, stops):
             return
         self._unraisable(unraisable)
 
@@ -158,6 +171,8 @@ class StopSignals:
 
     def check(self) -> None:
         """Raise if a signal arrived, even if something swallowed its exception."""
+        if self.outputs_in_place and self.received is not None:
+            raise StoppedAfterOutputs(self.received, while_placing=False)
         if self.received == signal.SIGTERM:
             raise Terminated()
         if self.received == signal.SIGINT:

@@ -77,6 +77,7 @@ from .signals import (
     StoppedWhileStreaming,
     StopSignals,
     Terminated,
+    signal_of,
 )
 
 logger = logging.getLogger(PROGRAM)
@@ -171,13 +172,23 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
     ]
     outputs = OutputSet(wanted, read, inputs.identities)
     try:
-        result = _analyse_and_report(inputs, params, analysis, comm, options, outputs)
+        result = _analyse_and_report(
+            inputs, params, analysis, comm, options, outputs, signals.check
+        )
         signals.check()  # a signal whose exception something swallowed
-        outputs.stream()  # to /dev/stdout: a pipe's reader may block, signals act
-        with signals.held():
-            outputs.commit()
+        try:
+            outputs.stream()  # to /dev/stdout: a pipe's reader may block, signals act
+            with signals.held():
+                outputs.commit()
+        except (KeyboardInterrupt, Terminated) as stop:
+            if outputs.streamed_into:  # what a descriptor received stays there
+                raise StoppedWhileStreaming(
+                    signal_of(stop), outputs.streamed_into
+                ) from None
+            raise
     finally:
         outputs.discard()
+    signals.check()  # a signal since, whose exception something swallowed
     return result
 
 
@@ -209,7 +220,7 @@ def _suggestion_files(prefix: str | None, advice: dict) -> list[tuple[str, str]]
     ]
 
 
-def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
+def _analyse_and_report(inputs, params, analysis, comm, options, outputs, check):
     """Read, measure, summarise and write every output into its temporary file."""
     started = time.perf_counter()
     keep_log = bool(outputs.paths and params.output.log)
@@ -245,6 +256,7 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs):
                     if inputs.compare_while_measuring
                     else None
                 ),
+                stop_requested=check,  # a signal remembered in numba's loading
             )
         if result is None:  # an MPI rank other than 0: rank 0 reports
             return None

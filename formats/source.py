@@ -25,6 +25,8 @@ modification time or identity changed since it was mapped.
 from __future__ import annotations
 
 import bz2
+import contextlib
+import contextvars
 import gzip
 import lzma
 import mmap
@@ -350,7 +352,8 @@ def read_bytes(
     """The (decompressed) content of ``path`` as a read-only buffer.
 
     Plain files of ``MAP_FROM_BYTES`` and more are memory-mapped (the map lives as long
-    as any view of it does); smaller ones are read. Compressed files (by suffix) are
+    as any view of it does), except within :func:`read_whole`; smaller ones are read.
+    Compressed files (by suffix) are
     inflated in memory, up to :func:`decompression_limit`.
 
     Parameters
@@ -388,7 +391,8 @@ def read_bytes(
                 raise FileFormatError(
                     path, "is empty (0 bytes): was it written completely?"
                 )
-            if info.st_size < MAP_FROM_BYTES:  # one read is cheaper than a mapping
+            if info.st_size < MAP_FROM_BYTES or not _MAPPING.get():
+                # one read is cheaper than a mapping (or none is wanted: read_whole)
                 return memoryview(_read_to_end(descriptor, info.st_size))
             mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
             _MAPPED_FILES[mapped] = (path, _stamp(info))
@@ -405,6 +409,23 @@ def read_bytes(
         raise FileFormatError(
             path, f"cannot be read ({error.strerror or error})"
         ) from None
+
+
+# Whether read_bytes may map files here (see read_whole).
+_MAPPING: contextvars.ContextVar[bool] = contextvars.ContextVar("mapping", default=True)
+
+
+@contextlib.contextmanager
+def read_whole():
+    """In this block :func:`read_bytes` reads every file whole, mapping none: for a
+    process that a truncated mapped file must not kill by SIGBUS without a sentence
+    (the parent of worker processes, measuring beside them), whatever size a file
+    has grown to since it was looked at."""
+    token = _MAPPING.set(False)
+    try:
+        yield
+    finally:
+        _MAPPING.reset(token)
 
 
 def check_unchanged(buffer) -> None:

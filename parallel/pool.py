@@ -20,14 +20,14 @@ import signal
 import sys
 import traceback
 from multiprocessing.connection import wait
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..algorithms.geometry import ExperimentGeometry
 from ..errors import SpotSizeAnalysisError
 from ..formats.shoeboxes import HEADER_BYTES, count_pixels_streaming
-from ..formats.source import MAP_FROM_BYTES
+from ..formats.source import MAP_FROM_BYTES, read_whole
 from .batches import FILES_PER_BATCH, Batch, BatchCollector, pack, packed_as_measured
 from .measure_file import MeasureRequest
 from .measure_stills import measure_sources
@@ -126,6 +126,7 @@ def run_serial_or_pool(
     request: MeasureRequest,
     nproc: int = 1,
     progress: bool | None = None,
+    stop_requested: Callable[[], None] | None = None,
 ) -> list[Batch]:
     """Every source measured, in this process or over ``nproc`` worker processes, as
     batches in whatever order they finish (``merge`` restores the input order).
@@ -140,6 +141,9 @@ def run_serial_or_pool(
         The number of worker processes; 1 (or a single source) measures here.
     progress : bool, optional
         Show a progress bar; None shows one on an interactive terminal.
+    stop_requested : callable, optional
+        Called after each chunk this process measures, and where a worker ended
+        abnormally; raises to end the run.
 
     Returns
     -------
@@ -156,13 +160,17 @@ def run_serial_or_pool(
                 for start in range(0, len(items), FILES_PER_BATCH):
                     chunk = items[start : start + FILES_PER_BATCH]
                     yield from measure_sources(chunk, request, len(items))
+                    if stop_requested is not None:
+                        stop_requested()
                     if bar is not None:
                         bar.update(len(chunk))
 
             return packed_as_measured(measured())
         size = max(1, min(FILES_PER_BATCH, len(items) // (nproc * 8)))
         chunks = [items[start : start + size] for start in range(0, len(items), size)]
-        return _run_in_processes(chunks, request, len(items), nproc, bar)
+        return _run_in_processes(
+            chunks, request, len(items), nproc, bar, stop_requested
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -198,6 +206,7 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
     for receiver in inherited:  # read ends of the pipes: the parent's alone
         receiver.close()
     gc.enable()
+    stopped_by = None
     try:
         while True:
             with lock:
@@ -207,7 +216,7 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
                 return
             sender.send(pack(measure_sources(chunks[number], request, n_sources)))
     except KeyboardInterrupt:  # the parent is interrupted too, and says so
-        return
+        stopped_by = signal.SIGINT
     except MemoryError:
         _send_quietly(sender, WorkerError(OUT_OF_MEMORY))
     except Exception as error:  # noqa: BLE001 (reported by the parent, which stops)
@@ -221,6 +230,8 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
         )
     finally:
         sender.close()
+    if stopped_by is not None:  # its chunk unfinished: not an ending the parent
+        sys.exit(128 + stopped_by)  # may take for "done"
 
 
 def _send_quietly(sender, message) -> None:
@@ -249,8 +260,11 @@ def _widen(connection) -> None:
 class _Workers:
     """The worker processes of one run, each with the read end of its own pipe."""
 
-    def __init__(self, context, chunks, request, n_sources, claimed, lock):
+    def __init__(
+        self, context, chunks, request, n_sources, claimed, lock, stop_requested=None
+    ):
         self._context = context
+        self._stop_requested = stop_requested
         self._arguments = (chunks, claimed, lock)
         self._request, self._n_sources = request, n_sources
         self.processes: list = []
@@ -295,7 +309,13 @@ class _Workers:
         worker = self.running.pop(sentinel)
         worker.join()
         if worker.exitcode != 0:  # killed, perhaps holding the claim lock
+            self.stop_requested()  # this process was signalled too
             raise WorkerError(_death_message(worker.exitcode))
+
+    def stop_requested(self) -> None:
+        """Raise where the run is to end (see ``run_serial_or_pool``)."""
+        if self._stop_requested is not None:
+            self._stop_requested()
 
     def check_alive(self) -> None:
         """Raise where a worker ended abnormally."""
@@ -328,8 +348,10 @@ class _ParentShare:
     """The chunks this process measures itself, whenever no batch is waiting for it:
     with ``nproc`` processes in all rather than ``nproc`` workers beside it, no batch
     of this share is pickled, and two cores are not shared by three processes. It
-    takes only chunks of files read whole (see :func:`_read_not_mapped`); at the first
-    other one it stops, and a worker is started in its place."""
+    takes only chunks of files read whole (see :func:`_read_not_mapped`), and reads
+    them within ``read_whole`` (a file grown since it was looked at is read, not
+    mapped); at the first other chunk it stops, and a worker is started in its
+    place."""
 
     def __init__(self, chunks, claimed, lock, request, n_sources, workers: _Workers):
         self._chunks, self._claimed, self._lock = chunks, claimed, lock
@@ -343,9 +365,11 @@ class _ParentShare:
         number = self._claim()
         if number is None:
             return None
-        return pack(
-            measure_sources(self._chunks[number], self._request, self._n_sources)
-        )
+        with read_whole():  # a file grown past MAP_FROM_BYTES since it was looked at
+            outcomes = measure_sources(
+                self._chunks[number], self._request, self._n_sources
+            )
+        return pack(outcomes)
 
     def _claim(self) -> int | None:
         # A worker killed while holding the lock would hold it for ever.
@@ -381,6 +405,7 @@ def _receive(
             collected.add(batch)
             if bar is not None:
                 bar.update(len(batch.outcomes))
+            workers.stop_requested()
             continue
         for ready in ready_ones:
             if ready in workers.running:  # fine if it succeeded (its pipe drains)
@@ -400,6 +425,12 @@ def _receive(
 
 
 def _death_message(exitcode: int) -> str:
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if exitcode in (-number, 128 + number):
+            return (
+                f"a worker process was stopped by {signal.Signals(number).name}: no "
+                "output was written; run again"
+            )
     if exitcode == -signal.SIGBUS:
         return (
             "a worker process was killed by SIGBUS: a reflection file was truncated "
@@ -412,7 +443,12 @@ def _death_message(exitcode: int) -> str:
 
 
 def _run_in_processes(
-    chunks: list, request: MeasureRequest, n_sources: int, nproc: int, bar
+    chunks: list,
+    request: MeasureRequest,
+    n_sources: int,
+    nproc: int,
+    bar,
+    stop_requested: Callable[[], None] | None = None,
 ) -> list[Batch]:
     """Every chunk measured by ``nproc`` processes: ``nproc - 1`` workers and this one
     (see :class:`_ParentShare`), or ``nproc`` workers where the first chunk holds a
@@ -424,7 +460,9 @@ def _run_in_processes(
     # The shared counter and its lock live until the workers are done: a spawned
     # worker may unpickle them well after it was started.
     claimed, lock = context.RawValue("q", 0), context.Lock()
-    workers = _Workers(context, chunks, request, n_sources, claimed, lock)
+    workers = _Workers(
+        context, chunks, request, n_sources, claimed, lock, stop_requested
+    )
     share = None
     if all(_read_not_mapped(source) for _, source in chunks[0]):
         share = _ParentShare(chunks, claimed, lock, request, n_sources, workers)
@@ -433,6 +471,7 @@ def _run_in_processes(
         batches = _receive(workers, bar, n_sources, share)
         for worker in workers.processes:
             worker.join()
+        workers.check_alive()  # one whose pipe closed before its end was seen
         if sum(len(batch.outcomes) for batch in batches) != n_sources:
             raise WorkerError("a worker process ended before measuring all its files")
         return batches

@@ -75,6 +75,7 @@ def run_analysis(
     skipped_files: Sequence[dict] = (),
     paired_experiments: dict[int, str] | None = None,
     check_measured: Callable[[list[ComparedTable]], None] | None = None,
+    stop_requested: Callable[[], None] | None = None,
 ) -> AnalysisResult | None:
     """Measure and summarise reflection tables.
 
@@ -99,6 +100,9 @@ def run_analysis(
         Given what the search for tables holding the same spots needs of every table
         (``algorithms.same_spots``), collected as they are measured; raises to end
         the run (two tables the user named hold the same spots).
+    stop_requested : callable, optional
+        Called between chunks of files; raises to end the run (a signal that arrived
+        where it could only be remembered, such as in numba's loading of a kernel).
 
     Returns
     -------
@@ -137,7 +141,9 @@ def run_analysis(
         if batches is None:
             return None
     else:
-        batches = run_serial_or_pool(sources, request, options.run.nproc, progress)
+        batches = run_serial_or_pool(
+            sources, request, options.run.nproc, progress, stop_requested
+        )
     if check_measured is not None:
         check_measured(_compared_tables(batches))
     _check_failures(batches, options.run.bad_files)

@@ -731,6 +731,56 @@ def test_a_signal_while_an_output_goes_through_a_descriptor_says_what_it_got(
     ]
 
 
+SIGNALLED_ONCE_STREAMED = """
+import os, signal, sys
+from dials_spot_size_analysis.command_line import outputs, spot_size_analysis
+
+stream = outputs.OutputSet.stream
+
+def then_signalled(self):  # /dev/stdout has all of it; the files are not yet placed
+    stream(self)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+outputs.OutputSet.stream = then_signalled
+sys.exit(spot_size_analysis.run())
+"""
+
+
+def test_a_signal_once_a_descriptor_has_its_output_says_so(dataset):
+    """SIGTERM after /dev/stdout received all of its output, before the files are
+    put in place: the sentence says what the descriptor got (it said "no output was
+    written"), and no file output is left."""
+    with open(dataset / "results.txt", "w") as results:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                SIGNALLED_ONCE_STREAMED,
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=/dev/stdout",
+                "output.log=x.log",
+            ],
+            cwd=dataset,
+            stdout=results,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 143
+    assert one_sentence(done.stderr) == (
+        f"{PROGRAM}: terminated (SIGTERM) after /dev/stdout received all of its "
+        "output: no other output was written\n"
+    )
+    text = (dataset / "results.txt").read_text()
+    assert json.loads(text[text.index("{", text.index("Total time")) :])
+    assert sorted(os.listdir(dataset)) == [
+        "indexed.expt",
+        "indexed.refl",
+        "results.txt",
+    ]
+
+
 def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
     """What goes to /dev/stdout is held until the run has succeeded: a run that fails
     later (a full disk for the picture) leaves the file behind the descriptor as it
@@ -896,6 +946,53 @@ def test_a_signal_after_the_outputs_are_in_place_does_not_deny_them(
         "indexed.refl",
         "x.log",
     ]
+
+
+SIGNALLED_IN_A_DEL_AFTER_THE_OUTPUTS = """
+import os, signal, sys, time
+from dials_spot_size_analysis.command_line import entry, outputs
+
+discard = outputs.OutputSet.discard
+
+class SignalledWhenDropped:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler runs here, inside __del__
+
+def dropping(self):
+    SignalledWhenDropped()  # dropped at once: its __del__ is called from C
+    discard(self)
+
+outputs.OutputSet.discard = dropping
+entry.main()
+"""
+
+
+def test_a_signal_swallowed_after_the_outputs_are_in_place_is_still_said(dataset):
+    """A signal that lands, once the outputs are in place, where Python cannot raise
+    its exception (a ``__del__``, a callback from C) printed "Exception ignored" with
+    a traceback and the run ended with status 0: it is said in one sentence, with
+    the signal's status."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SIGNALLED_IN_A_DEL_AFTER_THE_OUTPUTS,
+            "indexed.expt",
+            "indexed.refl",
+            "output.html=None",
+        ],
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 143
+    assert one_sentence(done.stderr) == (
+        f"{PROGRAM}: terminated (SIGTERM) after the outputs were put in place: every "
+        "output was written\n"
+    )
+    assert json.loads((dataset / f"{PROGRAM}.json").read_text())["program"] == PROGRAM
 
 
 def test_a_run_called_from_python_gives_back_the_signal_handlers(dataset, monkeypatch):

@@ -496,6 +496,23 @@ def test_small_files_are_copies_nothing_outside_changes(tmp_path):
     check_unchanged(content)  # nothing to check: a copy
 
 
+def test_within_read_whole_a_big_file_is_read_not_mapped(tmp_path):
+    """The parent of worker processes, measuring beside them, must not be killed by
+    SIGBUS: within read_whole a file of any size is a copy in memory, which nothing
+    outside can truncate under it; outside, big files are mapped as before."""
+    import mmap
+
+    path = tmp_path / "big.refl"
+    path.write_bytes(b"\x93" * source.MAP_FROM_BYTES)
+    with source.read_whole():
+        whole = read_bytes(path)
+    mapped = read_bytes(path)
+    assert isinstance(mapped.obj, mmap.mmap)
+    assert isinstance(whole.obj, bytes) and bytes(whole) == bytes(mapped)
+    os.truncate(path, 4096)
+    assert len(whole) == source.MAP_FROM_BYTES  # unchanged
+
+
 # ------------------------------------------------------- 7. messages
 
 

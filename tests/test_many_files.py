@@ -470,13 +470,16 @@ def test_workers_measure_every_file_once(pieces):
 
 def _probe_processes(pool, monkeypatch) -> None:
     """Plant a probe in the pool's measuring: each outcome's ``info["pid"]`` is the
-    process that measured it."""
+    process that measured it, ``info["mapping"]`` whether it could map files."""
+    from dials_spot_size_analysis.formats import source
+
     measure_sources = pool.measure_sources
 
     def probed(items, request, n_sources):
         outcomes = measure_sources(items, request, n_sources)
         for outcome in outcomes:
             outcome.info["pid"] = os.getpid()
+            outcome.info["mapping"] = source._MAPPING.get()
         return outcomes
 
     monkeypatch.setattr(pool, "measure_sources", probed)
@@ -507,6 +510,8 @@ def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
     assert [o.index for o in outcomes] == list(range(len(files)))
     assert batch.spot_sizes.size.tolist() == serial.spot_sizes.size.tolist()
     here = [o.index for o in outcomes if o.info["pid"] == os.getpid()]
+    # the parent maps no file, even one grown past the size looked at
+    assert [o.index for o in outcomes if not o.info["mapping"]] == here
     assert {o.info["pid"] for o in outcomes} - {os.getpid()}  # a worker took some
     if mapped == "none":
         assert here  # the parent took the first chunk before its worker had started
@@ -514,6 +519,76 @@ def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
         assert len(files) - 1 not in here
     else:
         assert here == []
+
+
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the probe is planted by monkeypatching",
+)
+@pytest.mark.parametrize("nproc, chunk", [(1, 64), (2, 8)])
+def test_a_stop_requested_ends_the_measuring_after_the_chunk_in_hand(
+    pieces, monkeypatch, nproc, chunk
+):
+    """A signal that could only be remembered (it landed in numba's loading of a
+    kernel) ends the run once this process has measured the chunk in hand: before,
+    the run measured every file (and with workers, which stop at once, the parent
+    measured all that was left alone, then said a worker had ended early)."""
+    from dials_spot_size_analysis.parallel import pool
+
+    measure_sources = pool.measure_sources
+    here = []
+
+    def probed(items, request, n_sources):
+        if os.getpid() == this_process:
+            here.extend(index for index, _ in items)
+        return measure_sources(items, request, n_sources)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    this_process = os.getpid()
+    monkeypatch.setattr(pool, "measure_sources", probed)
+    files = sorted(pieces.glob("*.refl")) * 20  # 140 files
+    with pytest.raises(KeyboardInterrupt):
+        pool.run_serial_or_pool(files, _worker_settings(), nproc, stop_requested=stop)
+    assert len(here) == chunk
+
+
+@pytest.mark.skipif(
+    "fork" not in __import__("multiprocessing").get_all_start_methods(),
+    reason="needs fork: the stop is planted by monkeypatching",
+)
+@pytest.mark.parametrize("signalled_too", [False, True])
+def test_a_worker_stopped_by_a_signal_is_said_to_be(pieces, monkeypatch, signalled_too):
+    """A worker interrupted in the middle of a chunk ends with the signal's status (it
+    ended with 0, as if done, and the parent measured on); the parent says so, or,
+    where it was signalled too, stops for its own signal."""
+    from dials_spot_size_analysis.parallel import pool
+
+    measure_sources = pool.measure_sources
+
+    def interrupted(items, request, n_sources):
+        if os.getpid() != this_process:
+            raise KeyboardInterrupt
+        return measure_sources(items, request, n_sources)
+
+    def stop():
+        if signalled_too:
+            raise KeyboardInterrupt
+
+    this_process = os.getpid()
+    monkeypatch.setattr(pool, "measure_sources", interrupted)
+    monkeypatch.setattr(pool, "_read_not_mapped", lambda source: False)  # workers only
+    files = sorted(pieces.glob("*.refl"))
+    expected = (
+        pytest.raises(KeyboardInterrupt)
+        if signalled_too
+        else pytest.raises(
+            pool.WorkerError, match="^a worker process was stopped by SIGINT"
+        )
+    )
+    with expected:
+        pool.run_serial_or_pool(files, _worker_settings(), 2, stop_requested=stop)
 
 
 def test_only_bytes_and_files_read_whole_are_measured_by_the_parent(
