@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from .signals import Terminated, in_compiler
+from .signals import Terminated, in_compiler, signal_of
 
 PROGRAM = "dials.spot_size_analysis"
 ENDINGS = {
@@ -46,4 +46,11 @@ def main() -> None:
         status, words = ENDINGS[received[0]]
         print(f"{PROGRAM}: {words}", file=sys.stderr)
         raise SystemExit(status)
-    sys.exit(run())
+    try:
+        status = run()
+    except (KeyboardInterrupt, Terminated) as stop:  # once run() had given back
+        # these handlers: its outcome (outputs, sentence) is decided; no traceback
+        raise SystemExit(128 + signal_of(stop)) from None
+    for number in ENDINGS:  # the interpreter exits next: a signal during its shutdown
+        signal.signal(number, signal.SIG_IGN)  # would end it without a sentence
+    sys.exit(status)

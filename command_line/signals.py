@@ -63,7 +63,8 @@ class StoppedWhileStreaming(BaseException):
             before = "".join(f"; {name} received all of its output" for name in wholly)
             what = f"while {partly[0]} received its output: it may hold part of it{before};"
         else:
-            what = f"after {' and '.join(wholly)} received all of its output:"
+            whose = "its output" if len(wholly) == 1 else "their outputs"
+            what = f"after {' and '.join(wholly)} received all of {whose}:"
         super().__init__(f"{_stopped_by(number)} {what} no other output was written")
         self.exit_status = 128 + number
 
@@ -97,24 +98,14 @@ def in_compiler(frame) -> bool:
 class StopSignals:
     """In this block, SIGTERM raises :class:`Terminated` and SIGINT
     ``KeyboardInterrupt`` (:class:`StoppedAfterOutputs` once the outputs are in place,
-    see :meth:`held`); :meth:`check` raises again if either arrived at all.
+    see :meth:`held`); :meth:`check` raises again if either arrived at all. The
+    handlers found on entry are given back at the end."""
 
-    Parameters
-    ----------
-    restore : bool
-        Give back the handlers found on entry when the block ends. Without, later
-        SIGINT and SIGTERM are ignored: for a process that exits next, whose outcome
-        (its outputs, its sentence) is decided, and whose exit a handler raising an
-        exception would turn into a traceback (or, as Python shuts down, the default
-        action into a death without a sentence).
-    """
-
-    def __init__(self, restore: bool = True) -> None:
+    def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
         self._unraisable = None
         self._holding = False
-        self._restore = restore
         self.outputs_in_place = False
 
     def _handle(self, number: int, frame) -> None:
@@ -139,7 +130,7 @@ class StopSignals:
 
     def __exit__(self, *exc) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler if self._restore else signal.SIG_IGN)
+            signal.signal(number, handler)
         self._previous.clear()
         if self._unraisable is not None:
             sys.unraisablehook, self._unraisable = self._unraisable, None

@@ -105,7 +105,7 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
     args = sys.argv[1:] if from_console else list(args)
     speaker = {"quiet": False}  # under MPI, rank 0 speaks for all
     try:
-        with collection_paused(), StopSignals(restore=not from_console) as signals:
+        with collection_paused(), StopSignals() as signals:
             result = _run(args, phil, speaker, signals)
         return None if from_console else result
     except SpotSizeAnalysisError as error:
@@ -243,6 +243,7 @@ def _analyse_and_report(inputs, params, analysis, comm, options, outputs, check)
             )
         with _stage("loading the compiled kernels"):
             warm_up_kernels()  # this process runs only our kernels
+        check()  # a signal remembered while numba loaded them
         with _stage("measuring, merging and summarising"):
             result = run_analysis(
                 inputs.reflection_files,

@@ -142,7 +142,7 @@ def run_serial_or_pool(
     progress : bool, optional
         Show a progress bar; None shows one on an interactive terminal.
     stop_requested : callable, optional
-        Called after each chunk this process measures, and where a worker ended
+        Called after each chunk measured or received, and where a worker ended
         abnormally; raises to end the run.
 
     Returns
@@ -421,6 +421,7 @@ def _receive(
             collected.add(message)
             if bar is not None:
                 bar.update(len(message.outcomes))
+            workers.stop_requested()
     return [collected.batch()]
 
 
@@ -463,6 +464,7 @@ def _run_in_processes(
     workers = _Workers(
         context, chunks, request, n_sources, claimed, lock, stop_requested
     )
+    workers.stop_requested()  # a signal remembered while numba loaded the kernels
     share = None
     if all(_read_not_mapped(source) for _, source in chunks[0]):
         share = _ParentShare(chunks, claimed, lock, request, n_sources, workers)

@@ -781,6 +781,23 @@ def test_a_signal_once_a_descriptor_has_its_output_says_so(dataset):
     ]
 
 
+def test_what_descriptors_received_is_said_in_words_that_fit():
+    from dials_spot_size_analysis.command_line.signals import StoppedWhileStreaming
+
+    def said(streamed):
+        return str(StoppedWhileStreaming(signal.SIGINT, streamed))
+
+    assert said([("/dev/stdout", True), ("/dev/stderr", True)]) == (
+        "interrupted (SIGINT) after /dev/stdout and /dev/stderr received all of "
+        "their outputs: no other output was written"
+    )
+    assert said([("/dev/stdout", True), ("/dev/stderr", False)]) == (
+        "interrupted (SIGINT) while /dev/stderr received its output: it may hold "
+        "part of it; /dev/stdout received all of its output; no other output was "
+        "written"
+    )
+
+
 def test_a_failed_run_writes_nothing_into_a_descriptor(dataset):
     """What goes to /dev/stdout is held until the run has succeeded: a run that fails
     later (a full disk for the picture) leaves the file behind the descriptor as it
@@ -1004,6 +1021,13 @@ def test_a_run_called_from_python_gives_back_the_signal_handlers(dataset, monkey
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
         handlers
     )
+    # run() reading sys.argv (python -m, IPython's %run -m) left them ignored, for
+    # the caller and every program it started after
+    monkeypatch.setattr(sys, "argv", ["x", "indexed.expt", "indexed.refl"])
+    run()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == (
+        handlers
+    )
 
 
 SIGNAL_AS_THE_RUN_RETURNS = """
@@ -1023,9 +1047,10 @@ entry.main()
 
 
 def test_a_signal_as_the_console_script_exits_is_no_traceback(dataset):
-    """SIGTERM after the run has returned, as the interpreter exits: the run's outcome
-    is decided (every output written), and the signal is not turned into a traceback
-    through the console script (it was, with exit status 1)."""
+    """SIGTERM after the run has given back the console script's handlers: the run's
+    outcome is decided (here every output written, its log printed), and the signal
+    ends the process with its status, not a traceback through the console script (it
+    was one, with exit status 1)."""
     done = subprocess.run(
         [
             sys.executable,
@@ -1039,8 +1064,38 @@ def test_a_signal_as_the_console_script_exits_is_no_traceback(dataset):
         text=True,
         timeout=180,
     )
-    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.returncode == 143 and done.stderr == "", done.stderr
     assert json.loads((dataset / f"{PROGRAM}.json").read_text())["program"] == PROGRAM
+
+
+def test_a_signal_remembered_while_the_kernels_load_ends_the_run_before_measuring(
+    dataset, monkeypatch, capsys
+):
+    """Ctrl-C while numba loads the kernels can only be remembered there (raised
+    inside the compiler it could leave LLVM broken): the run ends right after, not
+    after measuring every file."""
+    from dials_spot_size_analysis.command_line import spot_size_analysis as program
+    from dials_spot_size_analysis.parallel import pool
+
+    measured = []
+    measure_sources = pool.measure_sources
+
+    def probed(*args):
+        measured.append(args[0])
+        return measure_sources(*args)
+
+    def interrupted_while_loading():  # the signal lands in a frame of numba's
+        code = "os.kill(os.getpid(), signal.SIGINT)"
+        exec(compile(code, "/site-packages/numba/core/fake.py", "exec"))
+
+    monkeypatch.setattr(program, "warm_up_kernels", interrupted_while_loading)
+    monkeypatch.setattr(pool, "measure_sources", probed)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit) as stopped:
+        run(["indexed.expt", "indexed.refl"])
+    assert stopped.value.code == 130 and measured == []
+    assert capsys.readouterr().err == f"{PROGRAM}: interrupted: no output was written\n"
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
 
 
 def test_a_replaced_file_is_taken_back_from_a_copy_where_no_hard_link_can_be_made(

@@ -543,8 +543,9 @@ def test_a_stop_requested_ends_the_measuring_after_the_chunk_in_hand(
             here.extend(index for index, _ in items)
         return measure_sources(items, request, n_sources)
 
-    def stop():
-        raise KeyboardInterrupt
+    def stop():  # as if remembered in this process's first chunk
+        if here:
+            raise KeyboardInterrupt
 
     this_process = os.getpid()
     monkeypatch.setattr(pool, "measure_sources", probed)
@@ -552,6 +553,27 @@ def test_a_stop_requested_ends_the_measuring_after_the_chunk_in_hand(
     with pytest.raises(KeyboardInterrupt):
         pool.run_serial_or_pool(files, _worker_settings(), nproc, stop_requested=stop)
     assert len(here) == chunk
+
+
+def test_a_stop_requested_is_looked_for_as_workers_batches_arrive(pieces, monkeypatch):
+    """Where the parent measures nothing itself (files it would map), a remembered
+    signal is still looked for as each worker's batch arrives (it was only looked for
+    after the parent's own chunks: every file was measured before the run stopped)."""
+    from dials_spot_size_analysis.parallel import pool
+
+    calls = []
+
+    def stop_at_the_second_look():  # the first is before the workers start
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pool, "_read_not_mapped", lambda source: False)  # workers only
+    files = sorted(pieces.glob("*.refl")) * 20
+    with pytest.raises(KeyboardInterrupt):
+        pool.run_serial_or_pool(
+            files, _worker_settings(), 2, stop_requested=stop_at_the_second_look
+        )
 
 
 @pytest.mark.skipif(
