@@ -674,6 +674,28 @@ def test_an_output_name_of_multibyte_characters_within_the_limit(dataset):
     assert json.loads((dataset / name).read_text())["program"] == PROGRAM
 
 
+def _json_to_stdout_with(script: str, dataset) -> subprocess.CompletedProcess:
+    """The program run by ``script`` (Python that plants a signal, then runs it) with
+    ``output.json=/dev/stdout`` and standard output in ``results.txt``."""
+    with open(dataset / "results.txt", "w") as results:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                script,
+                "indexed.expt",
+                "indexed.refl",
+                "output.json=/dev/stdout",
+                "output.log=x.log",
+            ],
+            cwd=dataset,
+            stdout=results,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=180,
+        )
+
+
 STOPPED_WHILE_STREAMING = """
 import shutil, sys
 from dials_spot_size_analysis.command_line import signals, spot_size_analysis
@@ -701,23 +723,7 @@ def test_a_signal_while_an_output_goes_through_a_descriptor_says_what_it_got(
     """What a descriptor received before a signal cannot be taken back: the sentence
     says it may hold part of its output (it said "no output was written"), and no
     file output is put in place."""
-    with open(dataset / "results.txt", "w") as results:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                STOPPED_WHILE_STREAMING.format(stop=stop),
-                "indexed.expt",
-                "indexed.refl",
-                "output.json=/dev/stdout",
-                "output.log=x.log",
-            ],
-            cwd=dataset,
-            stdout=results,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=180,
-        )
+    done = _json_to_stdout_with(STOPPED_WHILE_STREAMING.format(stop=stop), dataset)
     assert done.returncode == status
     assert one_sentence(done.stderr) == (
         f"{PROGRAM}: {said} while /dev/stdout received its output: it may hold part "
@@ -750,23 +756,7 @@ def test_a_signal_once_a_descriptor_has_its_output_says_so(dataset):
     """SIGTERM after /dev/stdout received all of its output, before the files are
     put in place: the sentence says what the descriptor got (it said "no output was
     written"), and no file output is left."""
-    with open(dataset / "results.txt", "w") as results:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                SIGNALLED_ONCE_STREAMED,
-                "indexed.expt",
-                "indexed.refl",
-                "output.json=/dev/stdout",
-                "output.log=x.log",
-            ],
-            cwd=dataset,
-            stdout=results,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=180,
-        )
+    done = _json_to_stdout_with(SIGNALLED_ONCE_STREAMED, dataset)
     assert done.returncode == 143
     assert one_sentence(done.stderr) == (
         f"{PROGRAM}: terminated (SIGTERM) after /dev/stdout received all of its "
