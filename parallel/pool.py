@@ -230,8 +230,8 @@ def _worker(chunks, claimed, lock, sender, inherited, parent, request, n_sources
         )
     finally:
         sender.close()
-    if stopped_by is not None:  # its chunk unfinished: not an ending the parent
-        sys.exit(128 + stopped_by)  # may take for "done"
+    if stopped_by is not None:  # interrupted mid-chunk: status 0 would pass for done
+        sys.exit(128 + stopped_by)
 
 
 def _send_quietly(sender, message) -> None:
