@@ -152,6 +152,7 @@ def run_serial_or_pool(
         error, not an exception).
     """
     items = list(enumerate(sources))
+    stop_requested = stop_requested or _go_on
     bar = _progress(len(items), progress)
     try:
         if nproc <= 1 or len(items) <= 1:
@@ -160,8 +161,7 @@ def run_serial_or_pool(
                 for start in range(0, len(items), FILES_PER_BATCH):
                     chunk = items[start : start + FILES_PER_BATCH]
                     yield from measure_sources(chunk, request, len(items))
-                    if stop_requested is not None:
-                        stop_requested()
+                    stop_requested()
                     if bar is not None:
                         bar.update(len(chunk))
 
@@ -174,6 +174,10 @@ def run_serial_or_pool(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _go_on() -> None:
+    """No stop requested."""
 
 
 def _die_with_parent(parent: int) -> None:
@@ -261,12 +265,12 @@ class _Workers:
     """The worker processes of one run, each with the read end of its own pipe."""
 
     def __init__(
-        self, context, chunks, request, n_sources, claimed, lock, stop_requested=None
+        self, context, chunks, request, n_sources, claimed, lock, stop_requested
     ):
         self._context = context
-        self._stop_requested = stop_requested
-        self._arguments = (chunks, claimed, lock)
-        self._request, self._n_sources = request, n_sources
+        self.chunks, self.claimed, self.lock = chunks, claimed, lock
+        self.request, self.n_sources = request, n_sources
+        self.stop_requested = stop_requested  # see run_serial_or_pool
         self.processes: list = []
         self.receivers: list = []
         self.running: dict = {}  # sentinel -> a process not yet seen to end
@@ -287,12 +291,14 @@ class _Workers:
                 worker = self._context.Process(
                     target=_worker,
                     args=(
-                        *self._arguments,
+                        self.chunks,
+                        self.claimed,
+                        self.lock,
                         sender,
                         list(self.receivers) if forking else [],  # a fork inherits
                         os.getpid(),
-                        self._request,
-                        self._n_sources,
+                        self.request,
+                        self.n_sources,
                     ),
                     daemon=True,
                 )
@@ -311,11 +317,6 @@ class _Workers:
         if worker.exitcode != 0:  # killed, perhaps holding the claim lock
             self.stop_requested()  # this process was signalled too
             raise WorkerError(_death_message(worker.exitcode))
-
-    def stop_requested(self) -> None:
-        """Raise where the run is to end (see ``run_serial_or_pool``)."""
-        if self._stop_requested is not None:
-            self._stop_requested()
 
     def check_alive(self) -> None:
         """Raise where a worker ended abnormally."""
@@ -353,10 +354,8 @@ class _ParentShare:
     mapped); at the first other chunk it stops, and a worker is started in its
     place."""
 
-    def __init__(self, chunks, claimed, lock, request, n_sources, workers: _Workers):
-        self._chunks, self._claimed, self._lock = chunks, claimed, lock
-        self._request, self._n_sources = request, n_sources
-        self._workers = workers
+    def __init__(self, workers: _Workers):
+        self._workers = workers  # whose chunks, counter and lock it shares
         self.left_to_workers = False  # stopped at a chunk of a mapped file
 
     def next_batch(self) -> Batch | None:
@@ -365,33 +364,42 @@ class _ParentShare:
         number = self._claim()
         if number is None:
             return None
+        workers = self._workers
         with read_whole():  # a file grown past MAP_FROM_BYTES since it was looked at
             outcomes = measure_sources(
-                self._chunks[number], self._request, self._n_sources
+                workers.chunks[number], workers.request, workers.n_sources
             )
         return pack(outcomes)
 
     def _claim(self) -> int | None:
+        workers = self._workers
         # A worker killed while holding the lock would hold it for ever.
-        while not self._lock.acquire(timeout=LOCK_WAIT_SECONDS):
-            self._workers.check_alive()
+        while not workers.lock.acquire(timeout=LOCK_WAIT_SECONDS):
+            workers.check_alive()
         try:
-            number = self._claimed.value
-            if number >= len(self._chunks):
+            number = workers.claimed.value
+            if number >= len(workers.chunks):
                 return None
-            if not all(_read_not_mapped(source) for _, source in self._chunks[number]):
+            if not all(
+                _read_not_mapped(source) for _, source in workers.chunks[number]
+            ):
                 self.left_to_workers = True
                 return None
-            self._claimed.value = number + 1
+            workers.claimed.value = number + 1
             return number
         finally:
-            self._lock.release()
+            workers.lock.release()
 
 
-def _receive(
-    workers: _Workers, bar, n_sources: int, share: _ParentShare | None
-) -> list[Batch]:
-    collected = BatchCollector(n_sources)
+def _receive(workers: _Workers, bar, share: _ParentShare | None) -> list[Batch]:
+    collected = BatchCollector(workers.n_sources)
+
+    def take(batch: Batch) -> None:
+        collected.add(batch)
+        if bar is not None:
+            bar.update(len(batch.outcomes))
+        workers.stop_requested()  # between chunks, a signal only remembered
+
     while workers.receivers or share is not None:
         waited_for = workers.receivers + list(workers.running)
         ready_ones = wait(waited_for, timeout=None if share is None else 0)
@@ -402,10 +410,7 @@ def _receive(
                     workers.start(1)
                 share = None
                 continue
-            collected.add(batch)
-            if bar is not None:
-                bar.update(len(batch.outcomes))
-            workers.stop_requested()
+            take(batch)
             continue
         for ready in ready_ones:
             if ready in workers.running:  # fine if it succeeded (its pipe drains)
@@ -418,10 +423,7 @@ def _receive(
                 continue
             if isinstance(message, WorkerError):
                 raise message
-            collected.add(message)
-            if bar is not None:
-                bar.update(len(message.outcomes))
-            workers.stop_requested()
+            take(message)
     return [collected.batch()]
 
 
@@ -449,7 +451,7 @@ def _run_in_processes(
     n_sources: int,
     nproc: int,
     bar,
-    stop_requested: Callable[[], None] | None = None,
+    stop_requested: Callable[[], None],
 ) -> list[Batch]:
     """Every chunk measured by ``nproc`` processes: ``nproc - 1`` workers and this one
     (see :class:`_ParentShare`), or ``nproc`` workers where the first chunk holds a
@@ -467,10 +469,10 @@ def _run_in_processes(
     workers.stop_requested()  # a signal remembered while numba loaded the kernels
     share = None
     if all(_read_not_mapped(source) for _, source in chunks[0]):
-        share = _ParentShare(chunks, claimed, lock, request, n_sources, workers)
+        share = _ParentShare(workers)
     try:
         workers.start(min(nproc, len(chunks)) - (share is not None))
-        batches = _receive(workers, bar, n_sources, share)
+        batches = _receive(workers, bar, share)
         for worker in workers.processes:
             worker.join()
         workers.check_alive()  # one whose pipe closed before its end was seen
