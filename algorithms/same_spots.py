@@ -26,6 +26,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..jit import njit
+from .sorting import sorted_uint64
 
 CENTROID_QUANTUM = 1e-6  # px
 MIN_SHARED_CENTROIDS = 3
@@ -136,18 +137,18 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
     """
     n = len(keys)
     every = np.concatenate(keys) if n else np.zeros(0, np.uint64)
-    owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
     # Only a key met in 2 to MAX_TABLES_PER_CENTROID tables can pair them. Which keys
     # those are is found from the sorted keys alone, many times cheaper than ordering
     # the rows with their owners, which is then done for the rows of those keys only
     # (of distinct stills: none; of one still repeated: none either).
-    ordered = np.sort(every)
+    ordered = sorted_uint64(every.copy())
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     tables_per_key = np.diff(np.r_[starts, ordered.size])
     pairing = (tables_per_key > 1) & (tables_per_key <= MAX_TABLES_PER_CENTROID)
     empty = np.zeros(0, np.int64)
     if not pairing.any():
         return empty, empty, empty
+    owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
     if not pairing.all():  # rows of other keys to leave out
         pairing_keys = ordered[starts[pairing]]  # sorted, distinct
         place = np.searchsorted(pairing_keys, every)

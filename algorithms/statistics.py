@@ -8,6 +8,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..jit import njit
+from .sorting import sorted_uint64
 
 PERCENTILES = (5, 25, 75, 95)
 COUNTING_CELLS = 1 << 24
@@ -927,16 +928,17 @@ def _per_key(groups: KeyGroups, counts: np.ndarray, medians: np.ndarray) -> list
 
 
 def work_array(n: int) -> np.ndarray:
-    """A work array for :func:`grouped_summary` of ``n`` rows (12 bytes a row), to be
-    passed to every call: row-sized allocations cost more than the work where several
-    are alive at once.
+    """A work array for :func:`grouped_summary` of ``n`` rows (20 bytes a row: the
+    packed keys, their spare for the sort, the sorted values), to be passed to every
+    call: row-sized allocations cost more than the work where several are alive at
+    once.
 
     Parameters
     ----------
     n : int
         The number of rows.
     """
-    return np.empty(n + (n + 1) // 2, np.uint64)
+    return np.empty(2 * n + (n + 1) // 2, np.uint64)
 
 
 def grouped_summary(
@@ -952,9 +954,9 @@ def grouped_summary(
     and :func:`group_medians` (real ones) give, for every key at once.
 
     Integer values are tallied per value and group in one pass. float32 values are
-    sorted once, as 64-bit integers with the value's bits above the row's combination
-    of groups: the sorted values give the quantiles, and one walk through them in
-    ascending order finds the middle values of every group of every key. float64
+    sorted once, by bytes, as 64-bit integers with the value's bits above the row's
+    combination of groups: the sorted values give the quantiles, and one walk through
+    them in ascending order finds the middle values of every group of every key. float64
     values are sorted by an argsort and walked likewise. Values with NaN or negative
     zero (whose place among equal values numpy's selection leaves to its algorithm),
     and values of other types, take the plain functions.
@@ -1007,8 +1009,8 @@ def _sorted_summary(
         arguments = (groups.combination, groups.slots, packed, counts)
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
-        packed.sort()
-        bits = scratch.view(np.uint32)[2 * values.size :][: packed.size]  # after packed
+        packed = sorted_uint64(packed, scratch[values.size : 2 * values.size])
+        bits = scratch.view(np.uint32)[4 * values.size :][: packed.size]  # after both
         combinations = packed.view(np.uint32)[: packed.size]
         _unpack(packed, bits, combinations)
         ordered = bits.view(np.float32)

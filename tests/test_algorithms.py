@@ -28,6 +28,7 @@ from dials_spot_size_analysis.algorithms.mask_codes import (
     describe,
     mask_code_value,
 )
+from dials_spot_size_analysis.algorithms.sorting import sorted_uint64
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
 from dials_spot_size_analysis.algorithms.statistics import (
     group_statistics,
@@ -884,3 +885,57 @@ def test_histogram_of_sorted_values_on_slot_edges(dtype):
         bisected = histogram(values, low, high, n_bins, is_sorted=True)
         assert bisected.counts.tolist() == every.counts.tolist()
         assert bisected.n_out_of_range == every.n_out_of_range
+
+
+def _sorted_by_bytes(keys, spare=None):
+    keys = np.array(keys, np.uint64)
+    expected = np.sort(keys)
+    found = sorted_uint64(keys, spare)
+    assert found.dtype == np.uint64 and found.size == expected.size
+    assert found.tobytes() == expected.tobytes()
+    return found
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        [7],
+        [2, 1],
+        [5, 5, 5],
+        [2**64 - 1, 0, 2**63, 2**63 - 1, 1, 256, 255],
+        list(range(1000, 0, -1)),  # reversed
+        list(range(1000)),  # already sorted
+    ],
+)
+def test_sorting_by_bytes_equals_numpy(keys):
+    _sorted_by_bytes(keys)
+
+
+def test_sorting_by_bytes_on_many_keys():
+    """Full 64-bit keys (every byte sorted), packed keys whose middle bytes are the
+    same (those passes skipped), and an odd and an even number of passes (the keys
+    end in the spare array or in their own)."""
+    rng = np.random.default_rng(9)
+    full = rng.integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False)
+    _sorted_by_bytes(full)
+    values = rng.gamma(2.0, 1.5, 200_000).astype(np.float32).view(np.uint32)
+    packed = (values.astype(np.uint64) << np.uint64(32)) | rng.integers(
+        0, 30, 200_000, dtype=np.uint64
+    )
+    spare = np.empty(300_000, np.uint64)
+    ends = set()
+    for keys in (packed, packed & np.uint64(0xFF00_0000_0000_00FF)):
+        own = keys.copy()
+        found = _sorted_by_bytes(own, spare)
+        ends.add(np.shares_memory(found, spare))
+    assert ends == {True, False}
+
+
+def test_sorting_by_bytes_refuses_other_arrays():
+    with pytest.raises(ValueError, match="contiguous uint64"):
+        sorted_uint64(np.arange(4))
+    with pytest.raises(ValueError, match="contiguous uint64"):
+        sorted_uint64(np.arange(8, dtype=np.uint64)[::2])
+    with pytest.raises(ValueError, match="as long as the keys"):
+        sorted_uint64(np.arange(4, dtype=np.uint64), np.empty(3, np.uint64))
