@@ -136,21 +136,23 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
         int64: the pairs (first < second) and the keys they share.
     """
     n = len(keys)
-    every = np.concatenate(keys) if n else np.zeros(0, np.uint64)
+    empty = np.zeros(0, np.int64)
+    if not n:
+        return empty, empty, empty
     # Only a key met in 2 to MAX_TABLES_PER_CENTROID tables can pair them. Which keys
     # those are is found from the sorted keys alone, many times cheaper than ordering
     # the rows with their owners, which is then done for the rows of those keys only
     # (of distinct stills: none; of one still repeated: none either).
-    ordered = sorted_uint64(every.copy())
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    tables_per_key = np.diff(np.r_[starts, ordered.size])
-    pairing = (tables_per_key > 1) & (tables_per_key <= MAX_TABLES_PER_CENTROID)
-    empty = np.zeros(0, np.int64)
-    if not pairing.any():
+    ordered = sorted_uint64(np.concatenate(keys))
+    pairing_keys, longest, every_key_pairs = _recurring_keys(
+        ordered, MAX_TABLES_PER_CENTROID
+    )
+    del ordered
+    if not pairing_keys.size:
         return empty, empty, empty
+    every = np.concatenate(keys)
     owner = np.repeat(np.arange(n, dtype=np.int64), [len(k) for k in keys])
-    if not pairing.all():  # rows of other keys to leave out
-        pairing_keys = ordered[starts[pairing]]  # sorted, distinct
+    if not every_key_pairs:  # rows of other keys to leave out
         place = np.searchsorted(pairing_keys, every)
         place[place == pairing_keys.size] = 0
         kept = np.flatnonzero(pairing_keys[place] == every)
@@ -158,13 +160,33 @@ def shared_centroid_counts(keys: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]
     order = np.argsort(every, kind="stable")  # owners ascending within a key
     every, owner = every[order], owner[order]
     run = np.cumsum(np.r_[True, every[1:] != every[:-1]]) - 1
-    longest = int(tables_per_key[pairing].max())
     codes = []
     for d in range(1, longest):
         same_run = run[d:] == run[:-d]
         codes.append(owner[:-d][same_run] * n + owner[d:][same_run])
     pair_codes, counts = np.unique(np.concatenate(codes), return_counts=True)
     return pair_codes // n, pair_codes % n, counts
+
+
+@njit
+def _recurring_keys(ordered, most):
+    """Of the sorted keys ``ordered``: the distinct keys met 2 to ``most`` times, the
+    most times any of those is met, and whether every distinct key is one of them."""
+    found = np.empty(ordered.size // 2, ordered.dtype)  # each takes two places or more
+    n_found, longest, every_key = 0, 0, True
+    start = 0
+    for i in range(1, ordered.size + 1):
+        if i < ordered.size and ordered[i] == ordered[start]:
+            continue
+        count = i - start
+        if 1 < count <= most:
+            found[n_found] = ordered[start]
+            n_found += 1
+            longest = max(longest, count)
+        else:
+            every_key = False
+        start = i
+    return found[:n_found], longest, every_key
 
 
 def tables_with_same_spots(keys: Sequence[np.ndarray]) -> list[SharedSpots]:
