@@ -954,9 +954,10 @@ def grouped_summary(
     and :func:`group_medians` (real ones) give, for every key at once.
 
     Integer values are tallied per value and group in one pass. float32 values are
-    sorted once, by bytes, as 64-bit integers with the value's bits above the row's
-    combination of groups: the sorted values give the quantiles, and one walk through
-    them in ascending order finds the middle values of every group of every key. float64
+    sorted once, by the bytes of the value, as 64-bit integers with the value's bits
+    above the row's combination of groups: the sorted values give the quantiles, and
+    one walk through them in ascending order finds the middle values of every group of
+    every key (equal values are equal, whichever rows they come from). float64
     values are sorted by an argsort and walked likewise. Values with NaN or negative
     zero (whose place among equal values numpy's selection leaves to its algorithm),
     and values of other types, take the plain functions.
@@ -1009,7 +1010,8 @@ def _sorted_summary(
         arguments = (groups.combination, groups.slots, packed, counts)
         if not _pack_float32(values.view(np.uint32), kept, *arguments):
             return None
-        packed = sorted_uint64(packed, scratch[values.size : 2 * values.size])
+        # by the values alone: rows of equal values may come in any order
+        packed = sorted_uint64(packed, scratch[values.size : 2 * values.size], 4)
         bits = scratch.view(np.uint32)[4 * values.size :][: packed.size]  # after both
         combinations = packed.view(np.uint32)[: packed.size]
         _unpack(packed, bits, combinations)

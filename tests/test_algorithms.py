@@ -932,6 +932,23 @@ def test_sorting_by_bytes_on_many_keys():
     assert ends == {True, False}
 
 
+@pytest.mark.parametrize("from_byte", [1, 4, 7])
+def test_sorting_by_high_bytes_keeps_the_order_of_equal_ones(from_byte):
+    """Keys ordered by their bytes from ``from_byte`` up only: those equal there keep
+    the order they came in (as a stable sort of the high bytes), whatever their low
+    bytes."""
+    rng = np.random.default_rng(10)
+    shift = np.uint64(8 * from_byte)
+    low = rng.integers(0, 2**64, 50_000, dtype=np.uint64, endpoint=False)
+    keys = rng.integers(0, 40, 50_000, dtype=np.uint64) << shift  # many ties
+    keys[::3] |= np.uint64(1) << np.uint64(63)  # the top byte too
+    keys |= low & ((np.uint64(1) << shift) - np.uint64(1))
+    high = keys >> shift
+    expected = keys[np.argsort(high, kind="stable")]
+    found = sorted_uint64(keys.copy(), from_byte=from_byte)
+    assert found.tobytes() == expected.tobytes()
+
+
 def test_sorting_by_bytes_refuses_other_arrays():
     with pytest.raises(ValueError, match="contiguous uint64"):
         sorted_uint64(np.arange(4))
@@ -939,3 +956,5 @@ def test_sorting_by_bytes_refuses_other_arrays():
         sorted_uint64(np.arange(8, dtype=np.uint64)[::2])
     with pytest.raises(ValueError, match="as long as the keys"):
         sorted_uint64(np.arange(4, dtype=np.uint64), np.empty(3, np.uint64))
+    with pytest.raises(ValueError, match="from_byte"):
+        sorted_uint64(np.arange(4, dtype=np.uint64), from_byte=8)
