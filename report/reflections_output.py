@@ -18,7 +18,6 @@ since it was measured is refused rather than given the wrong numbers.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from ..algorithms.spot_sizes import (
     sizes_from_column,
 )
 from ..errors import SpotSizeAnalysisError
-from ..formats import ReflectionTable, read_reflections, write_reflections
+from ..formats import ReflectionTable, read_reflections
 
 PREFIX = "spot_size_analysis."
 # New column -> (SpotSizes field, DIALS column type); "counted" marks the rows measured.
@@ -148,27 +147,6 @@ def shape_columns(nrows: int, rows: np.ndarray, spot_sizes) -> dict[str, np.ndar
         column[rows] = getattr(spot_sizes, field)
         new[PREFIX + name] = column
     return new
-
-
-def write_reflections_with_shapes(
-    analysis: AnalysisResult,
-    path: str | os.PathLike | BinaryIO,
-    table_path: str | os.PathLike | None = None,
-) -> None:
-    """Write the run's reflection table to ``path`` with the size and shape columns
-    (:func:`table_with_shapes`).
-
-    Parameters
-    ----------
-    analysis
-        The run's result, over the one table at ``table_path``.
-    path
-        Where to write (the caller's temporary file: outputs are all or none), or a
-        file open for writing bytes.
-    table_path
-        The table the run measured; by default the one its ``inputs`` name.
-    """
-    write_reflections(table_with_shapes(analysis, table_path), path)
 
 
 def table_with_shapes(

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPOSITORY
 
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
-from dials_spot_size_analysis.formats import read_reflections
+from dials_spot_size_analysis.formats import read_reflections, write_reflections
 from dials_spot_size_analysis.formats.reflections import COLUMN_TYPES
 from dials_spot_size_analysis.report.reflections_output import (
     COUNTED_COLUMN,
@@ -19,7 +19,7 @@ from dials_spot_size_analysis.report.reflections_output import (
     REAL_COLUMNS,
     ReflectionsOutputError,
     counted_rows,
-    write_reflections_with_shapes,
+    table_with_shapes,
 )
 
 EXAMPLE = REPOSITORY / "examples" / "data"
@@ -221,7 +221,7 @@ def test_a_changed_table_is_refused(tmp_path, monkeypatch):
 def test_writes_one_table_named_by_the_inputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = run([str(EXAMPLE / "indexed.expt"), str(EXAMPLE / "indexed.refl")])
-    write_reflections_with_shapes(result, tmp_path / "direct.refl")
+    write_reflections(table_with_shapes(result), tmp_path / "direct.refl")
     assert (
         read_reflections(tmp_path / "direct.refl").columns[COUNTED_COLUMN].sum()
         == (result.selection["n_counted"])
