@@ -178,7 +178,11 @@ def spot_shape_document(result) -> dict:
     return {**summary["quantities"], "counts": counts}
 
 
-ITEMS_PER_PIECE = 10_000
+# Entries per piece of a long list: a few hundred entries make about 100 KB of text,
+# and the memory each piece's text leaves is taken again by the next; pieces of
+# thousands of entries took fresh pages from the system each time (10,000 stills'
+# JSON: 0.12-0.22 s written in pieces of 200 entries, 0.16-0.40 s in pieces of 10,000).
+ITEMS_PER_PIECE = 200
 
 
 def compact_json_pieces(value) -> Iterator[str]:
