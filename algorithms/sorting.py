@@ -4,11 +4,11 @@ The summaries sort a million packed keys per quantity (a value above its row's g
 and the search for tables holding the same spots sorts every centroid key. numpy
 sorts by comparisons, whose cost grows with n log n; a least-significant-digit radix
 sort moves each key once per byte, and skips every byte that is the same in all the
-keys (the high bytes of small numbers, the top byte of positive float32 bits). The result
-is the array ``np.sort`` gives, element for element: equal keys are equal bits. Where
-only the high bytes matter (a value above its row's group, when only the values' order
-is wanted), the low bytes can be left out of the order: the sort is stable, so keys
-equal in their high bytes keep the order they came in.
+keys (the high bytes of small numbers). The result is the array ``np.sort`` gives,
+element for element: equal keys are equal bits. Where only the high bytes matter (a
+value above its row's group, when only the values' order is wanted), the low bytes can
+be left out of the order: the sort is stable, so keys equal in their high bytes keep
+the order they came in.
 """
 
 from __future__ import annotations
