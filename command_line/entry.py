@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 
-from .signals import Terminated, in_compiler, signal_of
+from .signals import Terminated, in_compiler, signal_of, stop_for
 
 PROGRAM = "dials.spot_size_analysis"
 ENDINGS = {
@@ -29,7 +29,7 @@ def main() -> None:
         received.append(number)
         if in_compiler(frame):
             return  # remembered: the imports end, then the run
-        raise Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+        raise stop_for(number)
 
     def quiet(unraisable) -> None:  # a signal inside a callback from C: remembered
         if not issubclass(unraisable.exc_type, (KeyboardInterrupt, Terminated)):

@@ -80,6 +80,18 @@ def signal_of(stop: BaseException) -> int:
     return signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
 
 
+def stop_for(number: int) -> BaseException:
+    """The exception a stop signal raises (the converse of :func:`signal_of`):
+    :class:`Terminated` for SIGTERM, else ``KeyboardInterrupt``.
+
+    Parameters
+    ----------
+    number : int
+        SIGINT or SIGTERM.
+    """
+    return Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
+
+
 COMPILER_PACKAGES = ("llvmlite", "numba")
 
 
@@ -114,11 +126,12 @@ class StopSignals:
             return  # see held()
         if in_compiler(frame):
             return  # raised there, it could leave LLVM broken: check() raises it
+        raise self._stop(number)
+
+    def _stop(self, number: int) -> BaseException:
         if self.outputs_in_place:  # "no output was written" would be false
-            raise StoppedAfterOutputs(number, while_placing=False)
-        if number == signal.SIGTERM:
-            raise Terminated()
-        raise KeyboardInterrupt()
+            return StoppedAfterOutputs(number, while_placing=False)
+        return stop_for(number)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -162,9 +175,5 @@ class StopSignals:
 
     def check(self) -> None:
         """Raise if a signal arrived, even if something swallowed its exception."""
-        if self.outputs_in_place and self.received is not None:
-            raise StoppedAfterOutputs(self.received, while_placing=False)
-        if self.received == signal.SIGTERM:
-            raise Terminated()
-        if self.received == signal.SIGINT:
-            raise KeyboardInterrupt()
+        if self.received is not None:
+            raise self._stop(self.received)
