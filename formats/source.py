@@ -353,8 +353,8 @@ def read_bytes(
 
     Plain files of ``MAP_FROM_BYTES`` and more are memory-mapped (the map lives as long
     as any view of it does), except within :func:`read_whole`; smaller ones are read.
-    Compressed files (by suffix) are
-    inflated in memory, up to :func:`decompression_limit`.
+    Compressed files (by suffix) are inflated in memory, up to
+    :func:`decompression_limit`.
 
     Parameters
     ----------
