@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -23,6 +24,11 @@ from dials_spot_size_analysis.formats import read_reflections, write_reflections
 
 INTEGRATED = "centroid_test_data/integrated.refl"  # 2269 rows, 278 with pixel data, no identifiers
 EXPT = "centroid_test_data/indexed.expt"
+# What a test plants by monkeypatching reaches worker processes only when they fork.
+needs_fork = pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(),
+    reason="needs fork: what the test plants by monkeypatching must reach the workers",
+)
 
 
 def without_run_details(document: dict) -> dict:
@@ -114,10 +120,7 @@ def test_parallel_equals_serial_and_the_whole(shared_data, pieces, tmp_path):
     )
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the probe is planted by monkeypatching",
-)
+@needs_fork
 def test_garbage_collection_pauses_while_results_are_made_but_not_in_workers(
     shared_data, pieces, monkeypatch
 ):
@@ -420,10 +423,7 @@ def _worker_settings():
     )
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the failure is planted by monkeypatching",
-)
+@needs_fork
 @pytest.mark.parametrize("failure", ["killed", "bug", "memory"])
 def test_a_failing_worker_ends_the_run_with_a_clear_error(pieces, monkeypatch, failure):
     """A worker that dies (e.g. killed for memory), runs out of memory or hits a bug
@@ -485,10 +485,7 @@ def _probe_processes(pool, monkeypatch) -> None:
     monkeypatch.setattr(pool, "measure_sources", probed)
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the probe is planted by monkeypatching",
-)
+@needs_fork
 @pytest.mark.parametrize("mapped", ["none", "the last", "every"])
 def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
     pieces, monkeypatch, mapped
@@ -521,10 +518,7 @@ def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
         assert here == []
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the probe is planted by monkeypatching",
-)
+@needs_fork
 @pytest.mark.parametrize("nproc, chunk", [(1, 64), (2, 8)])
 def test_a_stop_requested_ends_the_measuring_after_the_chunk_in_hand(
     pieces, monkeypatch, nproc, chunk
@@ -576,10 +570,7 @@ def test_a_stop_requested_is_looked_for_as_workers_batches_arrive(pieces, monkey
         )
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the stop is planted by monkeypatching",
-)
+@needs_fork
 @pytest.mark.parametrize("signalled_too", [False, True])
 def test_a_worker_stopped_by_a_signal_is_said_to_be(pieces, monkeypatch, signalled_too):
     """A worker interrupted in the middle of a chunk ends with the signal's status (it
@@ -629,10 +620,7 @@ def test_only_bytes_and_files_read_whole_are_measured_by_the_parent(
     assert not pool._read_not_mapped(memoryview(b"x"))  # perhaps of a map
 
 
-@pytest.mark.skipif(
-    "fork" not in __import__("multiprocessing").get_all_start_methods(),
-    reason="needs fork: the dying worker is planted by monkeypatching",
-)
+@needs_fork
 def test_a_worker_dying_with_the_claim_lock_does_not_hang_the_parent(
     pieces, monkeypatch
 ):
@@ -666,8 +654,6 @@ def test_a_worker_dying_with_the_claim_lock_does_not_hang_the_parent(
 def test_workers_started_by_spawn_give_the_same_batches(pieces, monkeypatch):
     """Where fork is unavailable (macOS, Windows default to spawn), workers start fresh and
     get their work by pickle: same rows, same order once merged."""
-    import multiprocessing
-
     from dials_spot_size_analysis.parallel.pool import run_serial_or_pool
 
     files = sorted(pieces.glob("*.refl"))
@@ -1028,7 +1014,6 @@ def test_stills_measured_together_equal_each_measured_alone(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux pipes only")
 def test_worker_pipes_hold_a_whole_batch_and_a_refusal_is_no_error():
     import fcntl
-    import multiprocessing
 
     from dials_spot_size_analysis.parallel.pool import PIPE_BYTES, _widen
 
