@@ -674,25 +674,31 @@ def test_an_output_name_of_multibyte_characters_within_the_limit(dataset):
     assert json.loads((dataset / name).read_text())["program"] == PROGRAM
 
 
+def _run_script(
+    script: str, dataset, *arguments: str, stdout=subprocess.PIPE
+) -> subprocess.CompletedProcess:
+    """The program run by ``script`` (Python that plants a signal, then runs it) in
+    ``dataset`` on its indexed files and ``arguments``; standard error as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, "indexed.expt", "indexed.refl", *arguments],
+        cwd=dataset,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=180,
+    )
+
+
 def _json_to_stdout_with(script: str, dataset) -> subprocess.CompletedProcess:
-    """The program run by ``script`` (Python that plants a signal, then runs it) with
-    ``output.json=/dev/stdout`` and standard output in ``results.txt``."""
+    """:func:`_run_script` with ``output.json=/dev/stdout`` and standard output in
+    ``results.txt``."""
     with open(dataset / "results.txt", "w") as results:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                script,
-                "indexed.expt",
-                "indexed.refl",
-                "output.json=/dev/stdout",
-                "output.log=x.log",
-            ],
-            cwd=dataset,
+        return _run_script(
+            script,
+            dataset,
+            "output.json=/dev/stdout",
+            "output.log=x.log",
             stdout=results,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=180,
         )
 
 
@@ -980,19 +986,8 @@ def test_a_signal_swallowed_after_the_outputs_are_in_place_is_still_said(dataset
     its exception (a ``__del__``, a callback from C) printed "Exception ignored" with
     a traceback and the run ended with status 0: it is said in one sentence, with
     the signal's status."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SIGNALLED_IN_A_DEL_AFTER_THE_OUTPUTS,
-            "indexed.expt",
-            "indexed.refl",
-            "output.html=None",
-        ],
-        cwd=dataset,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    done = _run_script(
+        SIGNALLED_IN_A_DEL_AFTER_THE_OUTPUTS, dataset, "output.html=None"
     )
     assert done.returncode == 143
     assert one_sentence(done.stderr) == (
@@ -1041,19 +1036,7 @@ def test_a_signal_as_the_console_script_exits_is_no_traceback(dataset):
     outcome is decided (here every output written, its log printed), and the signal
     ends the process with its status, not a traceback through the console script (it
     was one, with exit status 1)."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            SIGNAL_AS_THE_RUN_RETURNS,
-            "indexed.expt",
-            "indexed.refl",
-        ],
-        cwd=dataset,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = _run_script(SIGNAL_AS_THE_RUN_RETURNS, dataset)
     assert done.returncode == 143 and done.stderr == "", done.stderr
     assert json.loads((dataset / f"{PROGRAM}.json").read_text())["program"] == PROGRAM
 
