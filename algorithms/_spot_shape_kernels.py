@@ -6,6 +6,8 @@ read by one unaligned load (``formats.shoeboxes.float32_at``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..formats.shoeboxes import float32_at as _float32_at
@@ -120,6 +122,71 @@ def _record_fits(size, start, marker, nx, ny, nz):
 
 
 @njit
+def _measured(blob, marker, start, box, code):
+    """One record: (fits, counts, reals, centroid) with counts (n_coded, extent_x,
+    extent_y, extent_z, footprint), reals (total_weight, rms_width_x, rms_width_y,
+    rms_width_z, covariance_xy, elongation, peak_centroid_distance, fill) and the
+    weighted mean pixel centre in absolute pixel / image coordinates. A record without
+    pixel data or coded pixels has zero counts and NaN elsewhere (total weight 0); one
+    whose coded pixels have no positive weight NaN for the weighted quantities only.
+    ``fits`` is False (and the rest as for no pixel data) where the record does not fit
+    in ``blob``. Scalars only: arrays passed on every row would cost reference
+    counting."""
+    x0, x1, y0, y1, z0, z1 = box
+    nan = np.nan
+    nothing = (
+        (0, 0, 0, 0, 0),
+        (0.0, nan, nan, nan, nan, nan, nan, nan),
+        (nan, nan, nan),
+    )
+    nx, ny, nz = np.int64(x1) - x0, np.int64(y1) - y0, np.int64(z1) - z0
+    if not _record_fits(blob.size, start, marker, nx, ny, nz):
+        return False, nothing[0], nothing[1], nothing[2]
+    if marker == 0 or nx == 0 or ny == 0 or nz == 0:
+        return True, nothing[0], nothing[1], nothing[2]
+    count, most, bounds, first, sums, peak = _row_sums(
+        blob,
+        start,
+        start + 4 * nx * ny * nz,
+        4 if marker == 1 else 1,
+        (nx, ny, nz),
+        code,
+    )
+    if count == 0:
+        return True, nothing[0], nothing[1], nothing[2]
+    spans = (
+        bounds[3] - bounds[0] + 1,
+        bounds[4] - bounds[1] + 1,
+        bounds[5] - bounds[2] + 1,
+    )
+    counts = (count, spans[0], spans[1], spans[2], most)
+    fill = count / (spans[0] * spans[1] * spans[2])
+    if not sums[0] > 0.0:  # the weighted quantities stay NaN
+        reals = (sums[0], nan, nan, nan, nan, nan, nan, fill)
+        return True, counts, reals, nothing[2]
+    mean, widths, covariance_xy, elongation, distance = _weighted(sums, first, peak)
+    # Pixel (i, j, k) of the box has its centre at (x0 + i + 0.5, y0 + j + 0.5, ...).
+    centroid = (
+        x0 + first[0] + 0.5 + mean[0],
+        y0 + first[1] + 0.5 + mean[1],
+        z0 + first[2] + 0.5 + mean[2],
+    )
+    reals = (
+        sums[0], widths[0], widths[1], widths[2],
+        covariance_xy, elongation, distance, fill,
+    )  # fmt: skip
+    return True, counts, reals, centroid
+
+
+@njit
+def _box(bbox, row):
+    return (
+        bbox[row, 0], bbox[row, 1], bbox[row, 2],
+        bbox[row, 3], bbox[row, 4], bbox[row, 5],
+    )  # fmt: skip
+
+
+@njit
 def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals):
     """Measure every record given by (present, data_offset, bbox) into the outputs.
 
@@ -127,59 +194,77 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
     footprint), ``centroid`` (n, 3) float64 gets the weighted mean pixel centre in
     absolute pixel / image coordinates, and ``reals`` is a tuple of float64 arrays
     (total_weight, rms_width_x, rms_width_y, rms_width_z, covariance_xy, elongation,
-    peak_centroid_distance, fill). Rows without pixel data or coded pixels get zero
-    counts and NaN elsewhere (total weight 0); rows whose coded pixels have no positive
-    weight get NaN for the weighted quantities only.
+    peak_centroid_distance, fill), as :func:`_measured` gives them.
 
     Returns -1, or the first record that does not fit in ``blob`` (an unknown marker,
     an inverted bbox or pixel arrays past the end), where measuring stopped.
     """
-    nan = np.nan
     for row in range(present.size):
-        counts[0][row] = counts[1][row] = counts[2][row] = 0
-        counts[3][row] = counts[4][row] = 0
-        reals[0][row] = 0.0
-        reals[1][row] = reals[2][row] = reals[3][row] = reals[4][row] = nan
-        reals[5][row] = reals[6][row] = reals[7][row] = nan
-        centroid[row, 0] = centroid[row, 1] = centroid[row, 2] = nan
-        nx = np.int64(bbox[row, 1]) - bbox[row, 0]
-        ny = np.int64(bbox[row, 3]) - bbox[row, 2]
-        nz = np.int64(bbox[row, 5]) - bbox[row, 4]
-        start = np.int64(data_offset[row])
-        if not _record_fits(blob.size, start, present[row], nx, ny, nz):
+        fits, number, real, centre = _measured(
+            blob, present[row], np.int64(data_offset[row]), _box(bbox, row), code
+        )
+        if not fits:
             return row
-        if present[row] == 0 or nx == 0 or ny == 0 or nz == 0:
-            continue
-        count, most, bounds, first, sums, peak = _row_sums(
-            blob,
-            start,
-            start + 4 * nx * ny * nz,
-            4 if present[row] == 1 else 1,
-            (nx, ny, nz),
-            code,
-        )
-        if count == 0:
-            continue
-        spans = (
-            bounds[3] - bounds[0] + 1,
-            bounds[4] - bounds[1] + 1,
-            bounds[5] - bounds[2] + 1,
-        )
-        counts[0][row], counts[4][row] = count, most
-        counts[1][row], counts[2][row], counts[3][row] = spans
-        reals[7][row] = count / (spans[0] * spans[1] * spans[2])
-        reals[0][row] = sums[0]
-        if not sums[0] > 0.0:
-            continue  # the weighted quantities stay NaN
-        mean, widths, covariance_xy, elongation, distance = _weighted(sums, first, peak)
-        # Pixel (i, j, k) of the box has its centre at (x0 + i + 0.5, y0 + j + 0.5, ...).
-        centroid[row, 0] = bbox[row, 0] + first[0] + 0.5 + mean[0]
-        centroid[row, 1] = bbox[row, 2] + first[1] + 0.5 + mean[1]
-        centroid[row, 2] = bbox[row, 4] + first[2] + 0.5 + mean[2]
-        reals[1][row], reals[2][row], reals[3][row] = widths
-        reals[4][row], reals[5][row] = covariance_xy, elongation
-        reals[6][row] = distance
+        for k in range(5):
+            counts[k][row] = number[k]
+        for k in range(8):
+            reals[k][row] = real[k]
+        for k in range(3):
+            centroid[row, k] = centre[k]
     return -1
+
+
+@njit
+def measure_and_store_rows(
+    blob, present, data_offset, bbox, rows, code, centres, beam_rows, sizes,
+    integers, reals,
+):  # fmt: skip
+    """Measure the records ``rows`` of a column and write, per row measured, its count
+    of coded pixels into ``sizes``, its (extent_x, extent_y, extent_z, footprint) into
+    ``integers`` and its (fill, rms_width_x, rms_width_y, rms_width_z, radial,
+    tangential, elongation, peak_centroid_distance) into ``reals``, in the
+    destinations' types: :func:`measure_rows` and the copy of the kept quantities in
+    one pass, without a row of measurements written to memory and read back. The
+    radial and tangential widths are taken about ``centres[beam_rows[i]]`` (NaN where
+    that row is -1 or past the end).
+
+    Returns -1, or the position in ``rows`` of the first record that does not fit in
+    ``blob``, where measuring stopped.
+    """
+    for i in range(rows.size):
+        row = rows[i]
+        fits, number, real, centre = _measured(
+            blob, present[row], np.int64(data_offset[row]), _box(bbox, row), code
+        )
+        if not fits:
+            return i
+        sizes[i] = number[0]
+        for k in range(4):
+            integers[k][i] = number[k + 1]
+        known = 0 <= beam_rows[i] < centres.shape[0]
+        bx = centres[beam_rows[i], 0] if known else np.nan
+        by = centres[beam_rows[i], 1] if known else np.nan
+        # The variances as numpy's ``rms ** 2`` gives them (a product, the same bits).
+        radial, tangential = radial_tangential_row(
+            centre[0], centre[1], bx, by, real[1] * real[1], real[2] * real[2], real[4]
+        )
+        reals[0][i], reals[1][i], reals[2][i] = real[7], real[1], real[2]
+        reals[3][i], reals[4][i], reals[5][i] = real[3], radial, tangential
+        reals[6][i], reals[7][i] = real[5], real[6]
+    return -1
+
+
+@njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
+def radial_tangential_row(cx, cy, bx, by, vx, vy, cxy):
+    """One row's radial and tangential widths, in numpy's order of operations (the
+    same numbers as the vectorised formula of spot_shape.radial_tangential_widths).
+    Scalars only, as :func:`_measured`."""
+    dx, dy = cx - bx, cy - by
+    length = math.hypot(dx, dy)
+    ux, uy = dx / length, dy / length  # NaN at the beam centre itself
+    r = ux * ux * vx + 2 * ux * uy * cxy + uy * uy * vy
+    t = uy * uy * vx - 2 * ux * uy * cxy + ux * ux * vy
+    return math.sqrt(0.0 if r < 0.0 else r), math.sqrt(0.0 if t < 0.0 else t)
 
 
 @njit

@@ -46,7 +46,12 @@ import numpy as np
 from ..formats.shoeboxes import ShoeboxColumn
 from ..jit import njit
 from ..threads import in_order
-from ._spot_shape_kernels import PIXEL_VARIANCE, measure_rows
+from ._spot_shape_kernels import (
+    PIXEL_VARIANCE,
+    measure_and_store_rows,
+    measure_rows,
+    radial_tangential_row,
+)
 from .histogram import histogram
 from .statistics import (
     KeyGroups,
@@ -195,6 +200,12 @@ def _checked_code(code: int) -> int:
     return code
 
 
+_BAD_RECORD = (
+    "record {} has an unknown pixel-data marker, an inverted bbox or pixel arrays "
+    "outside the column's bytes"
+)
+
+
 def measure_records(
     blob: np.ndarray,
     present: np.ndarray,
@@ -246,10 +257,7 @@ def measure_records(
         tuple(getattr(shapes, name) for name in _REAL_FIELDS),
     )
     if bad >= 0:
-        raise ValueError(
-            f"record {bad} has an unknown pixel-data marker, an inverted bbox or pixel "
-            "arrays outside the column's bytes"
-        )
+        raise ValueError(_BAD_RECORD.format(bad))
     shapes.rms_width_radial[:] = np.nan
     shapes.rms_width_tangential[:] = np.nan
     return shapes
@@ -318,15 +326,11 @@ def measure_spot_shapes(
     return shapes
 
 
-SCRATCH_ROWS = 4096  # rows ShapesToMeasure.store measures at a time (0.5 MB of numbers)
-
-
 @dataclass(frozen=True, eq=False)
 class ShapesToMeasure:
     """Rows of an indexed shoebox column to be measured straight into the caller's
-    arrays (:meth:`store`), a few thousand rows at a time through one small scratch:
-    the full measurements of a big stretch (16 numbers a row) are never written to
-    memory and read back, only the quantities kept.
+    arrays (:meth:`store`): the full measurements (16 numbers a row) are never written
+    to memory and read back, only the quantities kept.
 
     Make one with :meth:`of`.
     """
@@ -375,28 +379,24 @@ class ShapesToMeasure:
         sizes : numpy.ndarray
             Receives each row's count of coded pixels.
         """
-        count, column = len(self), self.column
-        scratch = SpotShapes.empty(min(SCRATCH_ROWS, count))
-        for start in range(0, count, SCRATCH_ROWS):
-            stop = min(count, start + SCRATCH_ROWS)
-            taken = self.rows[start:stop]
-            part = (
-                scratch
-                if stop - start == len(scratch)
-                else scratch.rows(0, stop - start)
-            )
-            measure_records(
-                column.blob, column.present[taken], column.data_offset[taken],
-                column.bbox[taken], self.code, part,
-            )  # fmt: skip
-            sizes[start:stop] = part.n_coded
-            store_shapes(
-                part,
-                beam_centres,
-                beam_rows[start:stop],
-                [values[start:stop] for values in integers],
-                [values[start:stop] for values in reals],
-            )
+        if len(integers) != len(STORED_INTEGERS) or len(reals) != len(STORED_REALS):
+            raise ValueError("give one destination per stored quantity")
+        column = self.column
+        bad = measure_and_store_rows(
+            np.ascontiguousarray(column.blob, dtype=np.uint8).reshape(-1),
+            np.ascontiguousarray(column.present, dtype=np.uint8),
+            np.ascontiguousarray(column.data_offset, dtype=np.int64),
+            np.ascontiguousarray(column.bbox, dtype=np.int32).reshape(-1, 6),
+            self.rows,
+            np.uint8(self.code),
+            np.ascontiguousarray(beam_centres, dtype=np.float64).reshape(-1, 2),
+            np.asarray(beam_rows, dtype=np.int64),
+            sizes,
+            tuple(integers),
+            tuple(reals),
+        )
+        if bad >= 0:
+            raise ValueError(_BAD_RECORD.format(int(self.rows[bad])))
 
 
 # ------------------------------------------------------------------ geometry
@@ -479,24 +479,11 @@ def radial_tangential_widths(
     return radial, tangential
 
 
-@njit(error_model="numpy")  # x/0 gives inf or NaN, as numpy would
-def _radial_tangential_row(cx, cy, bx, by, vx, vy, cxy):
-    """One row's radial and tangential widths, in numpy's order of operations (the
-    same numbers as the vectorised formula). Scalars only: a helper taking arrays would
-    cost reference counting on every row."""
-    dx, dy = cx - bx, cy - by
-    length = math.hypot(dx, dy)
-    ux, uy = dx / length, dy / length  # NaN at the beam centre itself
-    r = ux * ux * vx + 2 * ux * uy * cxy + uy * uy * vy
-    t = uy * uy * vx - 2 * ux * uy * cxy + ux * ux * vy
-    return math.sqrt(0.0 if r < 0.0 else r), math.sqrt(0.0 if t < 0.0 else t)
-
-
 @njit
 def _radial_tangential(centroid, beam_centre, vx, vy, cxy, radial, tangential):
     """:func:`radial_tangential_widths` a row at a time, without a temporary per term."""
     for i in range(radial.size):
-        radial[i], tangential[i] = _radial_tangential_row(
+        radial[i], tangential[i] = radial_tangential_row(
             centroid[i, 0], centroid[i, 1], beam_centre[i, 0], beam_centre[i, 1],
             vx[i], vy[i], cxy[i],
         )  # fmt: skip
@@ -571,7 +558,7 @@ def _store_rows(integers, integers_out, reals, reals_out, centroid, cxy, centres
         bx = centres[row, 0] if known else np.nan
         by = centres[row, 1] if known else np.nan
         # The variances as numpy's ``rms ** 2`` gives them (a product, the same bits).
-        radial, tangential = _radial_tangential_row(
+        radial, tangential = radial_tangential_row(
             centroid[i, 0], centroid[i, 1], bx, by,
             rms_x[i] * rms_x[i], rms_y[i] * rms_y[i], cxy[i],
         )  # fmt: skip

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from dials_spot_size_analysis.algorithms.spot_shape import (
     STORED_INTEGERS,
     STORED_REALS,
+    ShapesToMeasure,
     SpotShapes,
     bbox_disagreements,
     beam_centres_px,
@@ -439,6 +440,16 @@ def test_errors():
         measure_records(column.blob, column.present, column.data_offset, -huge, 4)
     with pytest.raises(ValueError, match="one entry per row"):
         summarise_spot_shapes(measure_spot_shapes(column, 4), panel=np.zeros(2, int))
+    # Measured straight into a caller's arrays: the same checks, naming the row.
+    broken = dataclasses.replace(column, present=column.present + 3)
+    with pytest.raises(ValueError, match="record 0 has an unknown pixel-data marker"):
+        ShapesToMeasure.of(broken, 4).store(
+            np.zeros((1, 2)),
+            np.zeros(1, np.int64),
+            np.zeros(1, np.int64),
+            [np.zeros(1, np.int32) for _ in STORED_INTEGERS],
+            [np.zeros(1) for _ in STORED_REALS],
+        )
     assert len(measure_spot_shapes(column, 4, rows=np.array([], int))) == 0
     assert measure_spot_shapes(column, 4, rows=np.array([True])).n_coded.tolist() == [1]
     assert measure_spot_shapes(column, 4, rows=[-1]).n_coded.tolist() == [1]
@@ -635,8 +646,7 @@ def test_store_shapes_equals_beam_centres_then_a_copy(shared_data):
         store_shapes(shapes, table, rows, integers[:3], reals)
 
 
-@pytest.mark.parametrize("scratch_rows", [1, 7, 4096])
-def test_shapes_measured_in_place_equal_measured_then_stored(shared_data, scratch_rows):
+def test_shapes_measured_in_place_equal_measured_then_stored(shared_data):
     from dials_spot_size_analysis.algorithms import spot_shape
 
     _, column = column_of(shared_data, "I23_P12M_thau/indexed.refl")
@@ -645,6 +655,8 @@ def test_shapes_measured_in_place_equal_measured_then_stored(shared_data, scratc
     chosen = np.ones(len(column), bool)
     chosen[::9] = False
     beam_rows = column.panel[chosen].astype(np.int64)
+    beam_rows[::4] = -1  # unknown: no beam centre
+    beam_rows[1] = len(table)  # past the table: unknown too
 
     def destinations(n):
         integers = [np.full(n, -7, np.int32) for _ in STORED_INTEGERS]
@@ -657,11 +669,13 @@ def test_shapes_measured_in_place_equal_measured_then_stored(shared_data, scratc
     sizes = np.zeros(len(beam_rows), np.int64)
     to_measure = spot_shape.ShapesToMeasure.of(column, 4, chosen)
     assert len(to_measure) == len(beam_rows) == 184
-    with mock.patch.object(spot_shape, "SCRATCH_ROWS", scratch_rows):
-        to_measure.store(table, beam_rows, sizes, integers, reals)
+    to_measure.store(table, beam_rows, sizes, integers, reals)
     assert sizes.tolist() == measured.n_coded.tolist()
     for got, want in zip(integers + reals, expected_integers + expected_reals):
         assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert np.isnan(reals[4][::4]).all() and np.isfinite(reals[4][2:4]).all()
+    with pytest.raises(ValueError, match="one destination per stored quantity"):
+        to_measure.store(table, beam_rows, sizes, integers[:3], reals)
     # Rows as numbers, negative ones from the end, and every row by default.
     numbers = spot_shape.ShapesToMeasure.of(column, 4, [-1, 0]).rows
     assert numbers.tolist() == [len(column) - 1, 0]
