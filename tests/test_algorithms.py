@@ -28,7 +28,7 @@ from dials_spot_size_analysis.algorithms.mask_codes import (
     describe,
     mask_code_value,
 )
-from dials_spot_size_analysis.algorithms.sorting import sorted_uint64
+from dials_spot_size_analysis.algorithms.sorting import SPLIT_FROM_KEYS, sorted_uint64
 from dials_spot_size_analysis.algorithms.spot_sizes import resolve_required_flags
 from dials_spot_size_analysis.algorithms.statistics import (
     group_statistics,
@@ -912,36 +912,47 @@ def test_sorting_by_bytes_equals_numpy(keys):
     _sorted_by_bytes(keys)
 
 
-def test_sorting_by_bytes_on_many_keys():
-    """Full 64-bit keys (every byte sorted), packed keys whose middle bytes are the
-    same (those passes skipped), and an odd and an even number of passes (the keys
-    end in the spare array or in their own)."""
+@pytest.mark.parametrize("n", [SPLIT_FROM_KEYS - 1, 200_000])
+def test_sorting_by_bytes_on_many_keys(n):
+    """Below SPLIT_FROM_KEYS the keys are sorted byte by byte, from there split first:
+    full 64-bit keys (small parts, sorted by insertion), packed values above a few
+    groups (large parts, sorted by an odd number of byte passes: they end in the keys'
+    own array and are copied back), keys differing only in their top and bottom
+    bytes (the passes between skipped), and keys all equal."""
     rng = np.random.default_rng(9)
-    full = rng.integers(0, 2**64, 200_000, dtype=np.uint64, endpoint=False)
+    full = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
     _sorted_by_bytes(full)
-    values = rng.gamma(2.0, 1.5, 200_000).astype(np.float32).view(np.uint32)
+    values = rng.gamma(2.0, 1.5, n).astype(np.float32).view(np.uint32)
     packed = (values.astype(np.uint64) << np.uint64(32)) | rng.integers(
-        0, 30, 200_000, dtype=np.uint64
+        0, 30, n, dtype=np.uint64
     )
-    spare = np.empty(300_000, np.uint64)
+    spare = np.empty(n + 1000, np.uint64)
     ends = set()
     for keys in (packed, packed & np.uint64(0xFF00_0000_0000_00FF)):
         own = keys.copy()
         found = _sorted_by_bytes(own, spare)
         ends.add(np.shares_memory(found, spare))
-    assert ends == {True, False}
+    assert ends == ({True} if n >= SPLIT_FROM_KEYS else {True, False})
+    same = np.full(n, 12345, np.uint64)
+    assert _sorted_by_bytes(same.copy(), spare).tolist() == same.tolist()
 
 
-@pytest.mark.parametrize("from_byte", [1, 4, 7])
-def test_sorting_by_high_bytes_keeps_the_order_of_equal_ones(from_byte):
+@pytest.mark.parametrize(
+    ("n", "distinct"),
+    [(50_000, 40), (SPLIT_FROM_KEYS + 1, 40), (SPLIT_FROM_KEYS + 1, 2**17)],
+)
+@pytest.mark.parametrize("from_byte", [1, 4, 6])
+def test_sorting_by_high_bytes_keeps_the_order_of_equal_ones(from_byte, n, distinct):
     """Keys ordered by their bytes from ``from_byte`` up only: those equal there keep
     the order they came in (as a stable sort of the high bytes), whatever their low
-    bytes."""
+    bytes. Sorted byte by byte, or split first into a few large parts, or (many
+    distinct values) into many parts of a few keys sorted by insertion."""
     rng = np.random.default_rng(10)
     shift = np.uint64(8 * from_byte)
-    low = rng.integers(0, 2**64, 50_000, dtype=np.uint64, endpoint=False)
-    keys = rng.integers(0, 40, 50_000, dtype=np.uint64) << shift  # many ties
-    keys[::3] |= np.uint64(1) << np.uint64(63)  # the top byte too
+    low = rng.integers(0, 2**64, n, dtype=np.uint64, endpoint=False)
+    keys = rng.integers(0, distinct, n, dtype=np.uint64) << shift  # many ties
+    if distinct < 2**16:
+        keys[::3] |= np.uint64(1) << np.uint64(63)  # the top byte too
     keys |= low & ((np.uint64(1) << shift) - np.uint64(1))
     high = keys >> shift
     expected = keys[np.argsort(high, kind="stable")]
