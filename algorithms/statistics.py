@@ -840,16 +840,32 @@ def _count_finite(values, kept, combination, slots, counts):
 
 
 @njit
-def _unpack(packed, bits, combinations):
-    """Sorted keys of _pack_float32 apart: bits[i] the float32 bits of key i and
-    combinations[i] its combination. ``combinations`` may be the uint32 view of
-    ``packed`` itself: its element i lies in key i // 2, already read."""
+def _unpack_and_walk(packed, bits, values, slots, lower_rank, upper_rank, lower, upper):
+    """The sorted keys of _pack_float32 apart, and their groups' middle values, in one
+    ascending walk: bits[i] the float32 bits of key i (``values`` their float32 view),
+    and in lower and upper the lower_rank-th and upper_rank-th smallest finite value of
+    each slot (a slot without a value has lower_rank -1). NaN is not among the keys
+    (refused when packing)."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
+    exponent = np.uint32(_EXPONENT)
+    seen = np.zeros(lower_rank.size, np.int64)
     for i in range(packed.size):
         key = packed[i]
         ordered = key >> np.uint64(32)
-        bits[i] = ordered ^ sign if ordered & sign else ordered ^ low_half
-        combinations[i] = key & low_half
+        pattern = np.uint32(ordered ^ sign if ordered & sign else ordered ^ low_half)
+        bits[i] = pattern
+        if pattern & exponent == exponent:  # an infinity: in no group's middle
+            continue
+        combination = key & low_half
+        for k in range(slots.shape[1]):
+            slot = slots[combination, k]
+            if slot >= 0:
+                rank = seen[slot]
+                seen[slot] = rank + 1
+                if rank == lower_rank[slot]:
+                    lower[slot] = values[i]
+                if rank == upper_rank[slot]:
+                    upper[slot] = values[i]
 
 
 @njit
@@ -1013,12 +1029,10 @@ def _sorted_summary(
         # by the values alone: rows of equal values may come in any order
         packed = sorted_uint64(packed, scratch[values.size : 2 * values.size], 4)
         bits = scratch.view(np.uint32)[4 * values.size :][: packed.size]  # after both
-        combinations = packed.view(np.uint32)[: packed.size]
-        _unpack(packed, bits, combinations)
         ordered = bits.view(np.float32)
         lower, upper = (np.zeros(counts.size, np.float32) for _ in range(2))
         ranks = (counts - 1) // 2, counts // 2
-        _walk_sorted(combinations, ordered, groups.slots, *ranks, lower, upper)
+        _unpack_and_walk(packed, bits, ordered, groups.slots, *ranks, lower, upper)
     else:
         order = np.argsort(chosen)
         ordered = chosen[order]
