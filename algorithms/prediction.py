@@ -23,9 +23,12 @@ default 1.0 in ``reflection_predictor.py``). The detector impact is dxtbx's
 millimetres become pixels through the panel's pixel-to-millimetre strategy, with the
 parallax correction where the panel has one (dxtbx ``model/pixel_to_millimeter.h``).
 
-The kernels do their 3 x 3 algebra in plain arithmetic (``dot3``, ``mat_vec3``,
-``mat_mat3``), not with ``@`` or ``np.linalg``: those make numba load BLAS and LAPACK
-through ``scipy.linalg``, an import that costs a short run more than its work.
+The kernels do their 3 x 3 algebra in plain arithmetic (``mat_vec3``, ``mat_mat3``),
+not with ``@`` or ``np.linalg``: those make numba load BLAS and LAPACK through
+``scipy.linalg``, an import that costs a short run more than its work. What they do
+per reflection they do in scalars (``mat_vec3_of``, ``rotated_of``): a small array made
+per reflection costs an allocation and its reference counting, more than the
+arithmetic itself.
 """
 
 from __future__ import annotations
@@ -384,12 +387,6 @@ def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
 
 
 @njit
-def dot3(a, b):
-    """a . b for 3-vectors."""
-    return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
-
-
-@njit
 def mat_vec3(m, v):
     """m @ v for a 3 x 3 matrix and a 3-vector (a new vector)."""
     out = np.empty(3)
@@ -441,18 +438,18 @@ def _unit_cross(a, b):
 
 
 @njit
-def _rotation_angles(s0, m1, m2, m3, pstar0):
-    """The two rotation angles putting ``pstar0`` on the Ewald sphere (XDS method,
-    DIALS ``rotation_angles.h``; ``m1``, ``m3`` from :func:`_rotation_frame`); ok False
-    where there is no solution."""
+def _rotation_angles(s0, m1, m2, m3, p0, p1, p2):
+    """The two rotation angles putting the reciprocal vector (p0, p1, p2) on the Ewald
+    sphere (XDS method, DIALS ``rotation_angles.h``; ``m1``, ``m3`` from
+    :func:`_rotation_frame`); ok False where there is no solution."""
     s0_m2 = s0[0] * m2[0] + s0[1] * m2[1] + s0[2] * m2[2]
     s0_m3 = s0[0] * m3[0] + s0[1] * m3[1] + s0[2] * m3[2]
-    p_sq = pstar0[0] ** 2 + pstar0[1] ** 2 + pstar0[2] ** 2
+    p_sq = p0**2 + p1**2 + p2**2
     if p_sq > 4 * (s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2):
         return False, 0.0, 0.0
-    p_m1 = pstar0[0] * m1[0] + pstar0[1] * m1[1] + pstar0[2] * m1[2]
-    p_m2 = pstar0[0] * m2[0] + pstar0[1] * m2[1] + pstar0[2] * m2[2]
-    p_m3 = pstar0[0] * m3[0] + pstar0[1] * m3[1] + pstar0[2] * m3[2]
+    p_m1 = p0 * m1[0] + p1 * m1[1] + p2 * m1[2]
+    p_m2 = p0 * m2[0] + p1 * m2[1] + p2 * m2[2]
+    p_m3 = p0 * m3[0] + p1 * m3[1] + p2 * m3[2]
     rotated_m3 = (-0.5 * p_sq - p_m2 * s0_m2) / s0_m3
     rho_sq = p_sq - p_m2 * p_m2
     if rho_sq < rotated_m3 * rotated_m3:
@@ -465,6 +462,17 @@ def _rotation_angles(s0, m1, m2, m3, pstar0):
     return True, math.atan2(sin1, cos1), math.atan2(sin2, cos2)
 
 
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def mat_vec3_of(m, v0, v1, v2):
+    """m @ (v0, v1, v2) for a 3 x 3 matrix, as three scalars: the steps of
+    :func:`mat_vec3`, for kernels that keep their vectors in scalars."""
+    return (
+        m[0, 0] * v0 + m[0, 1] * v1 + m[0, 2] * v2,
+        m[1, 0] * v0 + m[1, 1] * v1 + m[1, 2] * v2,
+        m[2, 0] * v0 + m[2, 1] * v1 + m[2, 2] * v2,
+    )
+
+
 @njit
 def _rotation_frame(s0, m2):
     """The axes m1 = m2 x s0 and m3 = m1 x m2 (unit) of ``rotation_angles.h``."""
@@ -473,24 +481,24 @@ def _rotation_frame(s0, m2):
 
 
 @njit
-def _static_ray(ub_h, entering, fixed, setting, m2, s0, frame, out_s1):
-    """The ray of the reflection whose reciprocal vector is ``ub_h`` (UB h) with the
-    requested entering flag (``ScanStaticRayPredictor``): returns (found, angle mod
+def _static_ray(r0, r1, r2, entering, fixed, setting, m2, s0, frame, out_s1):
+    """The ray of the reflection whose reciprocal vector is (r0, r1, r2) (UB h) with
+    the requested entering flag (``ScanStaticRayPredictor``): returns (found, angle mod
     2 pi). ``frame`` holds what does not depend on the reflection: S^-1 s0, the axes
-    m1 and m3, and the unit normal of the plane of s0 and S m2."""
+    m1 and m3, and the unit normal of the plane of s0 and S m2. In scalars: no vector
+    is made per reflection."""
     s0_in_frame, m1, m3, plane = frame
-    pstar0 = mat_vec3(fixed, ub_h)
-    ok, phi1, phi2 = _rotation_angles(s0_in_frame, m1, m2, m3, pstar0)
+    p0, p1, p2 = mat_vec3_of(fixed, r0, r1, r2)
+    ok, phi1, phi2 = _rotation_angles(s0_in_frame, m1, m2, m3, p0, p1, p2)
     if not ok:
         return False, 0.0
-    rotated = np.empty(3)
     for phi in (phi1, phi2):
-        _rotate(pstar0, m2, phi, rotated)
-        pstar = mat_vec3(setting, rotated)
-        s1 = s0 + pstar
-        is_entering = s1[0] * plane[0] + s1[1] * plane[1] + s1[2] * plane[2] < 0.0
+        v0, v1, v2 = rotated_of(p0, p1, p2, m2, phi)
+        t0, t1, t2 = mat_vec3_of(setting, v0, v1, v2)
+        x0, x1, x2 = s0[0] + t0, s0[1] + t1, s0[2] + t2
+        is_entering = x0 * plane[0] + x1 * plane[1] + x2 * plane[2] < 0.0
         if is_entering == entering:
-            out_s1[:] = s1
+            out_s1[0], out_s1[1], out_s1[2] = x0, x1, x2
             return True, phi - TWO_PI * math.floor(phi / TWO_PI)
     return False, 0.0
 
@@ -537,11 +545,14 @@ def _static_kernel(
     frame = (s0_in_frame, m1, m3, _unit_cross(s0, mat_vec3(setting, m2)))
     for i in range(hkl.shape[0]):
         ok[i] = False
-        hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
-        r = mat_vec3(ub, hv)
-        if dot3(r, r) > dstar_max_sq:
+        r0, r1, r2 = mat_vec3_of(
+            ub, float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])
+        )
+        if r0 * r0 + r1 * r1 + r2 * r2 > dstar_max_sq:
             continue  # beyond the predictor's resolution limit
-        found, phi = _static_ray(r, entering[i], fixed, setting, m2, s0, frame, s1)
+        found, phi = _static_ray(
+            r0, r1, r2, entering[i], fixed, setting, m2, s0, frame, s1
+        )
         if not found:
             continue
         p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
@@ -581,17 +592,13 @@ def _quadratic_roots(a, b, c):
 
 
 @njit
-def _varying_ray(h, a1, a2, s0, out_s1):
+def _varying_ray(h0, h1, h2, a1, a2, s0, out_s1):
     """``ScanVaryingRayPredictor``: (found, entering, alpha) for one frame whose
-    setting matrices at its start and end are ``a1``, ``a2`` (``h``: the Miller index
-    as floats). In scalars, by the steps of ``mat_vec3`` and ``dot3``: no vector is
-    made for the frames a reflection does not cross."""
-    r1x = a1[0, 0] * h[0] + a1[0, 1] * h[1] + a1[0, 2] * h[2]
-    r1y = a1[1, 0] * h[0] + a1[1, 1] * h[1] + a1[1, 2] * h[2]
-    r1z = a1[2, 0] * h[0] + a1[2, 1] * h[1] + a1[2, 2] * h[2]
-    r2x = a2[0, 0] * h[0] + a2[0, 1] * h[1] + a2[0, 2] * h[2]
-    r2y = a2[1, 0] * h[0] + a2[1, 1] * h[1] + a2[1, 2] * h[2]
-    r2z = a2[2, 0] * h[0] + a2[2, 1] * h[1] + a2[2, 2] * h[2]
+    setting matrices at its start and end are ``a1``, ``a2`` (h0, h1, h2: the Miller
+    index as floats). In scalars, by the steps of ``mat_vec3``: no vector
+    is made for the frames a reflection does not cross."""
+    r1x, r1y, r1z = mat_vec3_of(a1, h0, h1, h2)
+    r2x, r2y, r2z = mat_vec3_of(a2, h0, h1, h2)
     dx, dy, dz = r2x - r1x, r2y - r1y, r2z - r1z
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
     q1x, q1y, q1z = s0[0] + r1x, s0[1] + r1y, s0[2] + r1z
@@ -665,7 +672,7 @@ def _varying_kernel(
     made = np.zeros(n_frames, np.bool_)
     for i in range(hkl.shape[0]):
         ok[i] = False
-        hv = np.array([float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])])
+        h0, h1, h2 = float(hkl[i, 0]), float(hkl[i, 1]), float(hkl[i, 2])
         # Search the frames around the static guess first, then the whole range.
         centre = int(math.floor(guess_z[i]))
         for attempt in range(2):
@@ -685,10 +692,11 @@ def _varying_kernel(
                     )  # fmt: skip
                     made[f] = True
                 a1, a2 = at_start[f], at_end[f]
-                found, is_entering, alpha = _varying_ray(hv, a1, a2, s0, s1)
+                found, is_entering, alpha = _varying_ray(h0, h1, h2, a1, a2, s0, s1)
                 if found:
-                    r1 = mat_vec3(a1, hv)
-                    found = not dot3(r1, r1) > dstar_max_sq  # is_outside_res_limit
+                    r0, r1, r2 = mat_vec3_of(a1, h0, h1, h2)
+                    # is_outside_res_limit
+                    found = not r0 * r0 + r1 * r1 + r2 * r2 > dstar_max_sq
                 if not found or is_entering != entering[i]:
                     continue
                 p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)

@@ -711,44 +711,68 @@ SIGMA_B_MULTIPLIER = 2.0  # gaussian_rs Model.compute_bbox widens the box for ba
 
 
 @njit
-def _panel_ray_px(p, s1, detector):
-    """dxtbx ``Panel.get_ray_intersection_px`` on a given panel; NaN if behind it."""
+def _panel_ray_px(p, b0, b1, b2, detector):
+    """dxtbx ``Panel.get_ray_intersection_px`` of the ray (b0, b1, b2) on a given
+    panel; NaN if behind it."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
-    v = prediction.mat_vec3(inverse_d[p], s1)
-    if v[2] <= 0:
+    v0, v1, v2 = prediction.mat_vec3_of(inverse_d[p], b0, b1, b2)
+    if v2 <= 0:
         return np.nan, np.nan
     return prediction._mm_to_px(
-        p, v[0] / v[2], v[1] / v[2], origin, fast, slow, pixel_size, mu, thickness
+        p, v0 / v2, v1 / v2, origin, fast, slow, pixel_size, mu, thickness
     )
+
+
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def _unit_cross_of(a0, a1, a2, b0, b1, b2):
+    """The unit vector along a x b, as three scalars (the steps of
+    ``prediction._unit_cross``)."""
+    x = a1 * b2 - a2 * b1
+    y = a2 * b0 - a0 * b2
+    z = a0 * b1 - a1 * b0
+    n = math.sqrt(x * x + y * y + z * z)
+    return x / n, y / n, z / n
 
 
 @njit
 def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
     """BBoxCalculator3D (gaussian_rs ``bbox_calculator.h``): the four beam vectors at
     (+-delta_b, +-delta_b) in the reflection's e1/e2 frame mapped to the panel, and the
-    rotation angles at e3 = +-delta_m mapped to frames; mins floored, maxes ceiled,
-    z clipped to the scan."""
+    rotation angles at e3 = +-delta_m mapped to frames; mins floored, maxes ceiled
+    (NaN where any corner is NaN, as numpy's min and max), z clipped to the scan. In
+    scalars: no vector is made per reflection."""
     first_image, start, width, array_lo, array_hi = scan
     for i in range(s1.shape[0]):
-        v = s1[i]
-        radius = math.sqrt(prediction.dot3(v, v))
-        unit = v / radius
-        e1 = prediction._unit_cross(v, s0)
-        e2 = prediction._unit_cross(v, e1)
-        zeta = prediction.dot3(m2, e1)
+        v0, v1, v2 = s1[i, 0], s1[i, 1], s1[i, 2]
+        radius = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
+        u0, u1, u2 = v0 / radius, v1 / radius, v2 / radius
+        e10, e11, e12 = _unit_cross_of(v0, v1, v2, s0[0], s0[1], s0[2])
+        e20, e21, e22 = _unit_cross_of(v0, v1, v2, e10, e11, e12)
+        zeta = m2[0] * e10 + m2[1] * e11 + m2[2] * e12
         phi = start + (z[i] - first_image + 1) * width
-        xs, ys = np.empty(4), np.empty(4)
-        n = 0
+        x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
+        x_nan = y_nan = False
         for c1 in (-delta_b, delta_b):
             for c2 in (-delta_b, delta_b):
-                p = (c1 * e1 + c2 * e2) * radius
-                beam = p + math.sqrt(radius * radius - prediction.dot3(p, p)) * unit
-                xs[n], ys[n] = _panel_ray_px(panel[i], beam, detector)
-                n += 1
+                p0 = (c1 * e10 + c2 * e20) * radius
+                p1 = (c1 * e11 + c2 * e21) * radius
+                p2 = (c1 * e12 + c2 * e22) * radius
+                length = math.sqrt(radius * radius - (p0 * p0 + p1 * p1 + p2 * p2))
+                x, y = _panel_ray_px(
+                    panel[i], p0 + length * u0, p1 + length * u1, p2 + length * u2,
+                    detector,
+                )  # fmt: skip
+                x_nan, y_nan = x_nan or math.isnan(x), y_nan or math.isnan(y)
+                x_lo, x_hi = min(x_lo, x), max(x_hi, x)
+                y_lo, y_hi = min(y_lo, y), max(y_hi, y)
+        if x_nan:
+            x_lo = x_hi = np.nan
+        if y_nan:
+            y_lo = y_hi = np.nan
         z1 = first_image - 1 + (phi - delta_m / abs(zeta) - start) / width
         z2 = first_image - 1 + (phi + delta_m / abs(zeta) - start) / width
-        out[i, 0], out[i, 1] = math.floor(xs.min()), math.ceil(xs.max())
-        out[i, 2], out[i, 3] = math.floor(ys.min()), math.ceil(ys.max())
+        out[i, 0], out[i, 1] = math.floor(x_lo), math.ceil(x_hi)
+        out[i, 2], out[i, 3] = math.floor(y_lo), math.ceil(y_hi)
         lo, hi = math.floor(min(z1, z2)), math.ceil(max(z1, z2))
         out[i, 4] = min(max(lo, array_lo), array_hi - 1)
         out[i, 5] = max(min(hi, array_hi), array_lo + 1)
