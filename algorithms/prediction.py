@@ -416,7 +416,13 @@ def rotated_of(v0, v1, v2, axis, angle):
     """The vector (v0, v1, v2) rotated right-handedly by ``angle`` (rad) about the
     unit ``axis`` (Rodrigues), as three scalars: for kernels that keep their vectors
     in scalars."""
-    c, s = math.cos(angle), math.sin(angle)
+    return rotated_by(v0, v1, v2, axis, math.cos(angle), math.sin(angle))
+
+
+@njit(inline="always")
+def rotated_by(v0, v1, v2, axis, c, s):
+    """:func:`rotated_of` with the angle's cosine ``c`` and sine ``s`` given: for a
+    kernel that rotates many vectors by the same angle (the same numbers)."""
     d = axis[0] * v0 + axis[1] * v1 + axis[2] * v2
     cx = axis[1] * v2 - axis[2] * v1
     cy = axis[2] * v0 - axis[0] * v2

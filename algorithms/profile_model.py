@@ -193,11 +193,12 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
 
 
 @njit(inline="always")  # inlined where called: no call, no reference counting
-def _rounded_hkl_differs(r0, r1, r2, angle, hkl, row, m2, a_f_inv):
+def _rounded_hkl_differs(r0, r1, r2, c, s, hkl, row, m2, a_f_inv):
     """PixelToMillerIndex.h: whether h = A^-1 F^-1 R(angle)^T r rounds to another
     Miller index than ``hkl[row]``, for a pixel's r = S^-1 (s1 - s0) (the same at
-    every frame of its column: made once per column, see :func:`_pixel_kernel`)."""
-    q0, q1, q2 = prediction.rotated_of(r0, r1, r2, m2, -angle)  # R^T r
+    every frame of its column: made once per column, see :func:`_pixel_kernel`); ``c``
+    and ``s`` are the cosine and sine of -angle."""
+    q0, q1, q2 = prediction.rotated_by(r0, r1, r2, m2, c, s)  # R^T r
     for k in range(3):
         h = a_f_inv[k, 0] * q0 + a_f_inv[k, 1] * q1 + a_f_inv[k, 2] * q2
         if int(math.floor(h + 0.5)) != hkl[row, k]:
@@ -221,15 +222,29 @@ def _pixel_reciprocal(lab, s0, s0_len, s_inv):
 
 
 @njit(inline="always")
-def _neighbours_pixel(r, frame, hkl, row, neighbours):
+def _frame_turns(z0, nz, neighbours, turns):
+    """For each frame z0 + z (z < nz) of a box: the cosine and sine of minus the
+    rotation angle at the frame's start and at its end, into ``turns[z]``: the same
+    for every pixel of the frame, so made once per frame, not per pixel."""
+    _, _, _, _, _, first_image, start, width = neighbours
+    for z in range(nz):
+        a0 = start + (z0 + z - first_image + 1) * width
+        a1 = a0 + width
+        turns[z, 0], turns[z, 1] = math.cos(-a0), math.sin(-a0)
+        turns[z, 2], turns[z, 3] = math.cos(-a1), math.sin(-a1)
+
+
+@njit(inline="always")
+def _neighbours_pixel(r, turns, hkl, row, neighbours):
     """mask_neighbouring: whether the pixel (its ``r``, see :func:`_pixel_reciprocal`)
     maps to another Miller index than ``hkl[row]`` at the start or the end of its
-    frame."""
-    _, _, m2, a_f_inv, _, first_image, start, width = neighbours
-    a0 = start + (frame - first_image + 1) * width
+    frame (``turns``: that frame's row of :func:`_frame_turns`)."""
+    _, _, m2, a_f_inv, _, _, _, _ = neighbours
     return _rounded_hkl_differs(
-        r[0], r[1], r[2], a0, hkl, row, m2, a_f_inv
-    ) or _rounded_hkl_differs(r[0], r[1], r[2], a0 + width, hkl, row, m2, a_f_inv)
+        r[0], r[1], r[2], turns[0], turns[1], hkl, row, m2, a_f_inv
+    ) or _rounded_hkl_differs(
+        r[0], r[1], r[2], turns[2], turns[3], hkl, row, m2, a_f_inv
+    )
 
 
 @njit(inline="always")  # inlined where called: no call, no reference counting
@@ -265,11 +280,12 @@ def _pixel_kernel(
     sum_w,
     sum_w_angle2,
     frame_sum,
+    turns,
 ):
     """Per record (the chosen rows' present, data_offset, bbox, panel, s1, hkl): sums
     for ComputeEsdBeamDivergence (data and data x angle^2 over mask != 0) and, per
     frame of the bbox, the data over mask == Valid|Foreground after mask_neighbouring
-    (ExtendedEstimator)."""
+    (ExtendedEstimator). ``turns`` has a row for each frame of the deepest box."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
     apply, s0, _, _, s_inv, _, _, _ = neighbours
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
@@ -288,6 +304,7 @@ def _pixel_kernel(
         ref = s1[i]
         ref_len = math.sqrt(ref[0] ** 2 + ref[1] ** 2 + ref[2] ** 2)
         parallax = mu[p] > 0
+        _frame_turns(z0, nz, neighbours, turns)  # a few numbers; read where applied
         for j in range(ny):
             for k in range(nx):
                 # pixel_lab_coord written out on scalars: no call with arrays
@@ -310,7 +327,7 @@ def _pixel_kernel(
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
                     code = _mask_code_at(blob, int32_mask, mask_start, index)
-                    if apply and _neighbours_pixel(r, z0 + z, hkl, i, neighbours):
+                    if apply and _neighbours_pixel(r, turns[z], hkl, i, neighbours):
                         code = VALID_BACKGROUND
                     value = np.float64(float32_at(blob, data_start + 4 * index))
                     if code != 0:
@@ -593,6 +610,7 @@ def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool)
         sum_w,
         sum_w_angle2,
         frame_sum,
+        np.empty((int(frames.max(initial=0)), 4)),  # _frame_turns of one box
     )
     return sum_w, sum_w_angle2, frame_sum, frame_start, frames
 
