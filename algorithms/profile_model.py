@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -581,7 +582,37 @@ def _neighbour_parameters(experiment, apply: bool):
     )
 
 
-def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool):
+class _PixelSums(NamedTuple):
+    """What :func:`_pixel_kernel` sums over each reflection's pixels: each
+    reflection's on its own, so those of a subset are taken, not summed again."""
+
+    sum_w: np.ndarray
+    sum_w_angle2: np.ndarray
+    frame_sum: np.ndarray  # per frame of each box, one reflection after another
+    frame_start: np.ndarray  # (n + 1,): where each reflection's frames start
+    frames: np.ndarray  # each reflection's frames (0 without pixels)
+
+    def subset(self, index: np.ndarray) -> _PixelSums:
+        """The sums of the reflections ``index`` (positions), in that order."""
+        frames = self.frames[index]
+        start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
+        taken = (
+            np.arange(start[-1])
+            - np.repeat(start[:-1], frames)
+            + np.repeat(self.frame_start[index], frames)
+        )
+        return _PixelSums(
+            self.sum_w[index],
+            self.sum_w_angle2[index],
+            self.frame_sum[taken],
+            start,
+            frames,
+        )
+
+
+def _pixel_sums(
+    columns: _Columns, shoeboxes, experiment, mask_neighbours: bool
+) -> _PixelSums:
     # Only the chosen rows' records, gathered (a tenth of a big table's, at most
     # MAX_REFERENCE_MATCHED): no conversion or scatter of whole columns.
     rows = np.asarray(columns.rows, dtype=np.int64)
@@ -612,7 +643,7 @@ def _pixel_sums(columns: _Columns, shoeboxes, experiment, mask_neighbours: bool)
         frame_sum,
         np.empty((int(frames.max(initial=0)), 4)),  # _frame_turns of one box
     )
-    return sum_w, sum_w_angle2, frame_sum, frame_start, frames
+    return _PixelSums(sum_w, sum_w_angle2, frame_sum, frame_start, frames)
 
 
 def _sigma_b(sum_w: np.ndarray, sum_w_angle2: np.ndarray) -> float | None:
@@ -667,6 +698,7 @@ def compute_sigmas(
     experiment,
     min_zeta: float = MIN_ZETA,
     mask_neighbours: bool = True,
+    sums: _PixelSums | None = None,
 ) -> tuple[float | None, float, int]:
     """``ProfileModelCalculator`` on prepared columns: (sigma_b rad, sigma_m rad,
     reflections used after the zeta filter).
@@ -684,6 +716,10 @@ def compute_sigmas(
         Reflections with ``|zeta|`` below this are left out (DIALS's ``min_zeta``).
     mask_neighbours : bool
         Leave out foreground pixels whose rounded Miller index is not the reflection's.
+    sums : _PixelSums, optional
+        :func:`_pixel_sums` of every row of ``columns`` (with the same
+        ``mask_neighbours``), taken for the rows used instead of summing their pixels
+        again (the blocks of a scan share those of all its reflections).
 
     Returns
     -------
@@ -699,9 +735,12 @@ def compute_sigmas(
         np.asarray(experiment.beam.s0),
         columns.s1,
     )
-    keep = np.abs(zeta) >= min_zeta
-    columns, zeta = _subset(columns, np.flatnonzero(keep)), zeta[keep]
-    sums = _pixel_sums(columns, shoeboxes, experiment, mask_neighbours)
+    keep = np.flatnonzero(np.abs(zeta) >= min_zeta)
+    columns, zeta = _subset(columns, keep), zeta[keep]
+    if sums is None:
+        sums = _pixel_sums(columns, shoeboxes, experiment, mask_neighbours)
+    else:
+        sums = sums.subset(chosen[keep])
     sum_w, sum_w_angle2, frame_sum, frame_start, frames = sums
     if not (np.isfinite(sum_w_angle2).all() and np.isfinite(frame_sum).all()):
         raise ProfileModelError(NOT_FINITE_PIXELS)
@@ -1004,12 +1043,19 @@ def _matched_columns(columns, rows, experiment, padding_deg):
     return chosen, predicted.xyzcal_px[matched, 2]
 
 
-def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall):
+def _images_per_block(scan, block_degrees: float) -> int:
+    return max(1, math.ceil(block_degrees / abs(scan.oscillation_width)))
+
+
+def _blocks(
+    chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall, sums=None
+):
     """sigma_b and sigma_m per block of images; a scan of one block has the
-    ``overall`` values (degrees), exactly, without computing them again."""
+    ``overall`` values (degrees), exactly, without computing them again. ``sums``:
+    :func:`_pixel_sums` of every row of ``chosen``, or None to sum per block."""
     scan = experiment.scan
     first, n_images = scan.image_range[0], scan.num_images
-    per_block = max(1, math.ceil(block_degrees / abs(scan.oscillation_width)))
+    per_block = _images_per_block(scan, block_degrees)
     whole_scan = n_images <= per_block
     # Predictions in the padding count in the first or last block.
     frames = np.clip(frames, first - 1, first - 1 + n_images - 1e-9)
@@ -1022,7 +1068,12 @@ def _blocks(chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall)
             sigma_b, sigma_m = overall
         elif len(inside) >= MIN_BLOCK_REFLECTIONS:
             try:
-                b, m, _ = compute_sigmas(_subset(chosen, inside), shoeboxes, experiment)
+                b, m, _ = compute_sigmas(
+                    _subset(chosen, inside),
+                    shoeboxes,
+                    experiment,
+                    sums=None if sums is None else sums.subset(inside),
+                )
                 sigma_b = None if b is None else math.degrees(b)
                 sigma_m = math.degrees(m)
             except ProfileModelError:
@@ -1066,7 +1117,13 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     if problem:
         result.applicable, result.reason = False, problem
         return result
-    sigma_b, sigma_m, n_used = compute_sigmas(chosen, shoeboxes, experiment)
+    # A scan of several blocks sums every reflection's pixels once, for the whole
+    # scan and its blocks (each reflection's sums are its own); one block sums only
+    # the reflections the whole scan uses.
+    sums = None
+    if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
+        sums = _pixel_sums(chosen, shoeboxes, experiment, True)
+    sigma_b, sigma_m, n_used = compute_sigmas(chosen, shoeboxes, experiment, sums=sums)
     result.n_selected = n_used
     if sigma_b is None:
         result.applicable = False
@@ -1095,7 +1152,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     )
     overall = (result.sigma_b_deg, result.sigma_m_deg)
     result.blocks = _blocks(
-        chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall
+        chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall, sums
     )
     return result
 

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -61,6 +62,45 @@ def test_calculator_alone_on_the_table_as_it_is(shared_data, reference, number):
     sigma_b, sigma_m, _ = pm.compute_sigmas(columns, table.shoeboxes, experiments[0])
     assert math.degrees(sigma_b) == pytest.approx(expected["sigma_b_deg"], rel=1e-6)
     assert math.degrees(sigma_m) == pytest.approx(expected["sigma_m_deg"], rel=1e-4)
+
+
+def test_pixel_sums_of_a_subset_are_taken_not_summed_again(shared_data, reference):
+    """The blocks of a scan share the pixel sums of all its reflections: the sums of
+    any subset (in any order), and the sigmas computed from them, are the numbers
+    summed afresh for those rows, to the last bit."""
+    table, experiments = _load(shared_data, reference[0])  # boxes of 1 to 9 frames
+    experiment = experiments[0]
+    rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
+    columns = pm._Columns(
+        miller_index=table["miller_index"][rows].astype(np.int64),
+        panel=table["panel"][rows],
+        s1=table["s1"][rows],
+        phi=table["xyzcal.mm"][rows, 2],
+        flags=table["flags"][rows],
+        rows=rows,
+    )
+    every = pm._pixel_sums(columns, table.shoeboxes, experiment, True)
+    assert (every.frames > 1).sum() > 100  # boxes over several frames
+    index = np.random.default_rng(3).permutation(len(rows))[: len(rows) // 2]
+    subset = pm._subset(columns, index)
+    alone = pm._pixel_sums(subset, table.shoeboxes, experiment, True)
+    for taken, summed in zip(every.subset(index), alone):
+        assert taken.dtype == summed.dtype and taken.tobytes() == summed.tobytes()
+    by_frame = np.argsort(subset.phi, kind="stable")[: len(index) // 2]  # a block
+    block = pm._subset(subset, by_frame)
+    shared = pm.compute_sigmas(
+        block, table.shoeboxes, experiment, sums=every.subset(index[by_frame])
+    )
+    assert shared == pm.compute_sigmas(block, table.shoeboxes, experiment)
+    assert shared[0] is not None and shared[2] > 50
+    # Where DIALS thins the rows used (10,000 or more), their own sums are taken.
+    every_other = lambda flags: np.arange(0, len(flags), 2)  # noqa: E731
+    with mock.patch.object(pm, "select_for_sigma", every_other):
+        thinned = pm.compute_sigmas(
+            block, table.shoeboxes, experiment, sums=every.subset(index[by_frame])
+        )
+        assert thinned == pm.compute_sigmas(block, table.shoeboxes, experiment)
+    assert thinned[2] < shared[2] and thinned != shared
 
 
 def test_reprediction_reproduces_the_table_positions(shared_data, reference):
