@@ -845,7 +845,9 @@ def _unpack_and_walk(packed, bits, values, slots, lower_rank, upper_rank, lower,
     ascending walk: bits[i] the float32 bits of key i (``values`` their float32 view),
     and in lower and upper the lower_rank-th and upper_rank-th smallest finite value of
     each slot (a slot without a value has lower_rank -1). NaN is not among the keys
-    (refused when packing)."""
+    (refused when packing). The visit of a value is written out, as in
+    :func:`_walk_sorted`: a helper taking the arrays, even inlined, made the
+    summaries of a million rows 2.7 times as slow."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     exponent = np.uint32(_EXPONENT)
     seen = np.zeros(lower_rank.size, np.int64)

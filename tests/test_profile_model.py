@@ -42,6 +42,18 @@ def test_sigmas_match_dials_integrate(shared_data, reference, number):
     json.dumps(result.as_dict())
 
 
+def _table_columns(table, rows) -> pm._Columns:
+    """The calculator's columns of the table's own rows (no re-prediction)."""
+    return pm._Columns(
+        miller_index=table["miller_index"][rows].astype(np.int64),
+        panel=table["panel"][rows],
+        s1=table["s1"][rows],
+        phi=table["xyzcal.mm"][rows, 2],
+        flags=table["flags"][rows],
+        rows=rows,
+    )
+
+
 @pytest.mark.parametrize("number", [0, 1])
 def test_calculator_alone_on_the_table_as_it_is(shared_data, reference, number):
     """The same calculator on the table's own columns (indexed rows, no
@@ -51,14 +63,7 @@ def test_calculator_alone_on_the_table_as_it_is(shared_data, reference, number):
     table, experiments = _load(shared_data, entry)
     rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
     assert len(rows) == expected["n"]
-    columns = pm._Columns(
-        miller_index=table["miller_index"][rows].astype(np.int64),
-        panel=table["panel"][rows],
-        s1=table["s1"][rows],
-        phi=table["xyzcal.mm"][rows, 2],
-        flags=table["flags"][rows],
-        rows=rows,
-    )
+    columns = _table_columns(table, rows)
     sigma_b, sigma_m, _ = pm.compute_sigmas(columns, table.shoeboxes, experiments[0])
     assert math.degrees(sigma_b) == pytest.approx(expected["sigma_b_deg"], rel=1e-6)
     assert math.degrees(sigma_m) == pytest.approx(expected["sigma_m_deg"], rel=1e-4)
@@ -71,14 +76,7 @@ def test_pixel_sums_of_a_subset_are_taken_not_summed_again(shared_data, referenc
     table, experiments = _load(shared_data, reference[0])  # boxes of 1 to 9 frames
     experiment = experiments[0]
     rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
-    columns = pm._Columns(
-        miller_index=table["miller_index"][rows].astype(np.int64),
-        panel=table["panel"][rows],
-        s1=table["s1"][rows],
-        phi=table["xyzcal.mm"][rows, 2],
-        flags=table["flags"][rows],
-        rows=rows,
-    )
+    columns = _table_columns(table, rows)
     every = pm._pixel_sums(columns, table.shoeboxes, experiment, True)
     assert (every.frames > 1).sum() > 100  # boxes over several frames
     index = np.random.default_rng(3).permutation(len(rows))[: len(rows) // 2]
@@ -731,14 +729,7 @@ def test_mask_neighbouring_equals_its_definition(shared_data, reference):
     real = experiments[0]
     rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)[:60]
     hkl = table["miller_index"][rows].astype(np.int64)
-    columns = pm._Columns(
-        miller_index=hkl,
-        panel=table["panel"][rows],
-        s1=table["s1"][rows],
-        phi=table["xyzcal.mm"][rows, 2],
-        flags=table["flags"][rows],
-        rows=rows,
-    )
+    columns = _table_columns(table, rows)
     assert not any(f.any() for f in plain_neighbour_pixels(table, rows, hkl, real))
     unmasked = pm._pixel_sums(columns, table.shoeboxes, real, False)
     np.testing.assert_array_equal(
