@@ -236,15 +236,15 @@ def _frame_turns(z0, nz, neighbours, turns):
 
 
 @njit(inline="always")
-def _neighbours_pixel(r, turns, hkl, row, neighbours):
+def _neighbours_pixel(r, turns, z, hkl, row, neighbours):
     """mask_neighbouring: whether the pixel (its ``r``, see :func:`_pixel_reciprocal`)
-    maps to another Miller index than ``hkl[row]`` at the start or the end of its
-    frame (``turns``: that frame's row of :func:`_frame_turns`)."""
+    on frame ``z`` of its box maps to another Miller index than ``hkl[row]`` at the
+    start or the end of that frame (``turns``: from :func:`_frame_turns`)."""
     _, _, m2, a_f_inv, _, _, _, _ = neighbours
     return _rounded_hkl_differs(
-        r[0], r[1], r[2], turns[0], turns[1], hkl, row, m2, a_f_inv
+        r[0], r[1], r[2], turns[z, 0], turns[z, 1], hkl, row, m2, a_f_inv
     ) or _rounded_hkl_differs(
-        r[0], r[1], r[2], turns[2], turns[3], hkl, row, m2, a_f_inv
+        r[0], r[1], r[2], turns[z, 2], turns[z, 3], hkl, row, m2, a_f_inv
     )
 
 
@@ -328,7 +328,7 @@ def _pixel_kernel(
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
                     code = _mask_code_at(blob, int32_mask, mask_start, index)
-                    if apply and _neighbours_pixel(r, turns[z], hkl, i, neighbours):
+                    if apply and _neighbours_pixel(r, turns, z, hkl, i, neighbours):
                         code = VALID_BACKGROUND
                     value = np.float64(float32_at(blob, data_start + 4 * index))
                     if code != 0:
