@@ -381,6 +381,9 @@ class ShapesToMeasure:
         """
         if len(integers) != len(STORED_INTEGERS) or len(reals) != len(STORED_REALS):
             raise ValueError("give one destination per stored quantity")
+        destinations = (sizes, beam_rows, *integers, *reals)
+        if any(np.shape(values) != (len(self),) for values in destinations):
+            raise ValueError(f"give one entry per row measured ({len(self)})")
         column = self.column
         bad = measure_and_store_rows(
             np.ascontiguousarray(column.blob, dtype=np.uint8).reshape(-1),

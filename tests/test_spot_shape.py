@@ -676,6 +676,10 @@ def test_shapes_measured_in_place_equal_measured_then_stored(shared_data):
     assert np.isnan(reals[4][::4]).all() and np.isfinite(reals[4][2:4]).all()
     with pytest.raises(ValueError, match="one destination per stored quantity"):
         to_measure.store(table, beam_rows, sizes, integers[:3], reals)
+    with pytest.raises(ValueError, match="one entry per row measured"):
+        to_measure.store(table, beam_rows, sizes[:-1], integers, reals)
+    with pytest.raises(ValueError, match="one entry per row measured"):
+        to_measure.store(table, beam_rows, sizes, integers, [*reals[:-1], reals[0][1:]])
     # Rows as numbers, negative ones from the end, and every row by default.
     numbers = spot_shape.ShapesToMeasure.of(column, 4, [-1, 0]).rows
     assert numbers.tolist() == [len(column) - 1, 0]
