@@ -29,6 +29,7 @@ import numpy as np
 
 from ..formats.shoeboxes import float32_at, int32_at
 from ..jit import njit
+from ..threads import in_order
 from . import prediction
 from ._memo import by_identity
 from .geometry import stacked_panels
@@ -50,6 +51,9 @@ MAX_REFLECTIONS_FOR_SIGMA = 10000
 # and re-predicting a million rows would cost seconds and hundreds of megabytes. The
 # three reference files have a few hundred: there, every row, exactly as DIALS.
 MAX_REFERENCE_MATCHED = 100_000
+# From this many frames (of all reflections), sigma_m's likelihood is split over the
+# threads given: below, a thread's start costs more than its share of the work.
+THREADED_FROM_FRAMES = 20_000
 VALID_FOREGROUND = 5
 VALID_BACKGROUND = 3
 BLOCK_DEGREES = 5.0
@@ -401,11 +405,12 @@ def _centroid_spreads(
 
 
 @njit
-def _negative_log_likelihood(sigma, e1, e2, counts, starts):
-    """-L of the extended estimator: per reflection sum(n log z) - K log Z + log Z,
-    z = (erf(e1/sigma) - erf(e2/sigma))/2 clamped to 1e-10 (calculator.py)."""
-    total = 0.0
-    for r in range(starts.shape[0] - 1):
+def _likelihood_terms(sigma, e1, e2, counts, starts, first, last, terms):
+    """Reflections first..last-1's terms of the extended estimator's log-likelihood,
+    into ``terms``: sum(n log z) - K log Z + log Z, z = (erf(e1/sigma) -
+    erf(e2/sigma))/2 clamped to 1e-10 (calculator.py). Each reflection's term is its
+    own: parts of the reflections can be done on threads at once."""
+    for r in range(first, last):
         sum_z, sum_nlogz, k = 0.0, 0.0, 0.0
         for i in range(starts[r], starts[r + 1]):
             z = 0.5 * (math.erf(e1[i] / sigma) - math.erf(e2[i] / sigma))
@@ -415,8 +420,27 @@ def _negative_log_likelihood(sigma, e1, e2, counts, starts):
             sum_nlogz += counts[i] * math.log(z)
             k += counts[i]
         log_z = math.log(sum_z)
-        total += sum_nlogz - k * log_z + log_z
+        terms[r] = sum_nlogz - k * log_z + log_z
+
+
+@njit
+def _negative_sum(terms):
+    """-L: minus the sum of the terms, added in the reflections' order (the same
+    number however the terms were made)."""
+    total = 0.0
+    for r in range(terms.size):
+        total += terms[r]
     return -total
+
+
+def _parts(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
+    """The reflections in up to ``threads`` runs of about equal numbers of frames."""
+    n_reflections = len(starts) - 1
+    if threads <= 1 or starts[-1] < THREADED_FROM_FRAMES:
+        return [(0, n_reflections)]
+    targets = np.linspace(0, starts[-1], threads + 1)[1:-1]
+    cuts = [0, *np.searchsorted(starts, targets).tolist(), n_reflections]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
 def _nelder_mead_1d(function, start: float, stop: float, tolerance: float) -> float:
@@ -658,9 +682,12 @@ def _sigma_b(sum_w: np.ndarray, sum_w_angle2: np.ndarray) -> float | None:
     return math.sqrt(float(variances.sum() / variances.size))
 
 
-def _sigma_m(columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan) -> float:
+def _sigma_m(
+    columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan, threads: int = 1
+) -> float:
     """ExtendedEstimator: maximum likelihood over log(sigma_m) of the per-frame
-    counts given the Gaussian rocking curve, by 1-D Nelder-Mead from 0.1 and 1 deg."""
+    counts given the Gaussian rocking curve, by 1-D Nelder-Mead from 0.1 and 1 deg;
+    the likelihood of many frames split over ``threads`` (the same numbers)."""
     n_rows = len(frames)
     row_of_frame = np.repeat(np.arange(n_rows), frames)
     offset_in_row = np.arange(len(frame_sum)) - frame_start[row_of_frame]
@@ -683,8 +710,18 @@ def _sigma_m(columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan) -> fl
     )
     starts = np.unique(starts).astype(np.int64)
 
+    terms = np.empty(len(starts) - 1)
+    parts = _parts(starts, threads)
+
     def target(log_sigma: float) -> float:
-        return _negative_log_likelihood(math.exp(log_sigma), e1, e2, counts, starts)
+        sigma = math.exp(log_sigma)
+
+        def part_terms(part: tuple[int, int]) -> None:
+            _likelihood_terms(sigma, e1, e2, counts, starts, *part, terms)
+
+        for _ in in_order(part_terms, parts, len(parts)):
+            pass
+        return _negative_sum(terms)
 
     solution = _nelder_mead_1d(
         target, math.log(math.radians(0.1)), math.log(math.radians(1.0)), 1e-3
@@ -699,6 +736,7 @@ def compute_sigmas(
     min_zeta: float = MIN_ZETA,
     mask_neighbours: bool = True,
     sums: _PixelSums | None = None,
+    threads: int = 1,
 ) -> tuple[float | None, float, int]:
     """``ProfileModelCalculator`` on prepared columns: (sigma_b rad, sigma_m rad,
     reflections used after the zeta filter).
@@ -720,6 +758,9 @@ def compute_sigmas(
         :func:`_pixel_sums` of every row of ``columns`` (with the same
         ``mask_neighbours``), taken for the rows used instead of summing their pixels
         again (the blocks of a scan share those of all its reflections).
+    threads : int
+        sigma_m's likelihood over many frames is split over this many threads; the
+        result is the same whatever the number.
 
     Returns
     -------
@@ -746,7 +787,9 @@ def compute_sigmas(
         raise ProfileModelError(NOT_FINITE_PIXELS)
     sigma_b = _sigma_b(sum_w, sum_w_angle2)
     bbox_z0 = np.asarray(shoeboxes.bbox)[columns.rows, 4].astype(np.int64)
-    sigma_m = _sigma_m(columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan)
+    sigma_m = _sigma_m(
+        columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan, threads
+    )
     return sigma_b, sigma_m, len(columns.rows)
 
 
@@ -1048,7 +1091,15 @@ def _images_per_block(scan, block_degrees: float) -> int:
 
 
 def _blocks(
-    chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall, sums=None
+    chosen,
+    frames,
+    shoeboxes,
+    experiment,
+    bbox,
+    block_degrees,
+    overall,
+    sums=None,
+    threads=1,
 ):
     """sigma_b and sigma_m per block of images; a scan of one block has the
     ``overall`` values (degrees), exactly, without computing them again. ``sums``:
@@ -1073,6 +1124,7 @@ def _blocks(
                     shoeboxes,
                     experiment,
                     sums=None if sums is None else sums.subset(inside),
+                    threads=threads,
                 )
                 sigma_b = None if b is None else math.degrees(b)
                 sigma_m = math.degrees(m)
@@ -1100,7 +1152,7 @@ def _shoebox(bbox, n_sigma) -> ShoeboxEstimate:
 
 
 def _rotation_profile(index, experiment, columns, shoeboxes, options):
-    n_sigma, block_degrees, padding_deg = options
+    n_sigma, block_degrees, padding_deg, threads = options
     result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
     result.stored_profile = _stored(experiment)
     in_experiment = np.asarray(columns["id"]) == index
@@ -1123,7 +1175,9 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     sums = None
     if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
         sums = _pixel_sums(chosen, shoeboxes, experiment, True)
-    sigma_b, sigma_m, n_used = compute_sigmas(chosen, shoeboxes, experiment, sums=sums)
+    sigma_b, sigma_m, n_used = compute_sigmas(
+        chosen, shoeboxes, experiment, sums=sums, threads=threads
+    )
     result.n_selected = n_used
     if sigma_b is None:
         result.applicable = False
@@ -1152,7 +1206,15 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     )
     overall = (result.sigma_b_deg, result.sigma_m_deg)
     result.blocks = _blocks(
-        chosen, frames, shoeboxes, experiment, bbox, block_degrees, overall, sums
+        chosen,
+        frames,
+        shoeboxes,
+        experiment,
+        bbox,
+        block_degrees,
+        overall,
+        sums,
+        threads,
     )
     return result
 
@@ -1228,6 +1290,7 @@ def profile_model(
     n_sigma: float = 3.0,
     block_degrees: float = BLOCK_DEGREES,
     padding_deg: float = prediction.DEFAULT_PADDING_DEG,
+    threads: int = 1,
 ) -> ProfileModel:
     """sigma_b and sigma_m as ``dials.integrate`` computes them, per experiment.
 
@@ -1248,6 +1311,9 @@ def profile_model(
         Width of the blocks of images for the drift values.
     padding_deg
         Prediction padding beyond the scan (dials.integrate default 1 degree).
+    threads
+        sigma_m's likelihood over many frames is split over this many threads; the
+        result is the same whatever the number.
 
     Returns
     -------
@@ -1256,7 +1322,7 @@ def profile_model(
         ``applicable=False`` with the reason (stills, too few reflections).
     """
     results: list[ExperimentProfile | None] = []
-    options = (n_sigma, block_degrees, padding_deg)
+    options = (n_sigma, block_degrees, padding_deg, threads)
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
     before_indexing = []
     for index, experiment in enumerate(experiments):

@@ -472,7 +472,11 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
         return []
     try:
         model = profile_model(
-            table.columns, table.shoeboxes, experiments, n_sigma=request.n_sigma
+            table.columns,
+            table.shoeboxes,
+            experiments,
+            n_sigma=request.n_sigma,
+            threads=request.threads,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
         reason = f"the profile model could not be computed: {error}"

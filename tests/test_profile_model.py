@@ -101,6 +101,31 @@ def test_pixel_sums_of_a_subset_are_taken_not_summed_again(shared_data, referenc
     assert thinned[2] < shared[2] and thinned != shared
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_the_likelihood_on_threads_gives_the_same_numbers(
+    shared_data, reference, threads
+):
+    """sigma_m's likelihood split over threads (here from one frame on): each
+    reflection's term made on some thread, added in order, the same sigmas to the last
+    bit, overall and per block."""
+    table, experiments = _load(shared_data, reference[2])
+    arguments = (table.columns, table.shoeboxes, experiments)
+    alone = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    with mock.patch.object(pm, "THREADED_FROM_FRAMES", 1):
+        starts = np.array([0, 3, 4, 9, 10, 20])  # 5 reflections, 20 frames
+        assert pm._parts(starts, threads) == (  # about equal frames, none empty
+            [(0, 4), (4, 5)] if threads == 2 else [(0, 3), (3, 5)]
+        )
+        split = pm.profile_model(*arguments, block_degrees=0.6, threads=threads)
+    split = split.experiments[0]
+    assert (split.sigma_b_deg, split.sigma_m_deg) == (
+        alone.sigma_b_deg,
+        alone.sigma_m_deg,
+    )
+    assert split.blocks == alone.blocks and len(split.blocks) == 3
+    assert pm._parts(starts, threads) == [(0, 5)]  # few frames: one part
+
+
 def test_reprediction_reproduces_the_table_positions(shared_data, reference):
     """Scan-static prediction with the same models gives the indexer's xyzcal.px."""
     table, experiments = _load(shared_data, reference[0])
