@@ -12,7 +12,8 @@ them some 60 to 100 times, as dials.integrate does. Here the matched reference
 reflections of the real refined table (centroid_test_data_refined, 408 of its 654 rows)
 are repeated COPIES times, each copy reading its own copy of the shoeboxes (the table
 repeated by the shared replicate_refl.py), and each step is timed in this process, best
-of 3. Printed: microseconds per reflection, and the cost at 100,000 reflections.
+of 3. Printed: microseconds per reflection (compute_sigmas also with its likelihood on
+two threads, as with nproc=2), and the cost at 100,000 reflections on one thread.
 A scan longer than one block (5 degrees) computes sigma_b and sigma_m again per block:
 about the same work once more, spread over the blocks.
 """
@@ -85,6 +86,9 @@ def main() -> None:
         "compute_sigmas (the sums and sigma_m's search)": lambda: (
             profile_model.compute_sigmas(tiled, shoeboxes, experiment)
         ),
+        "the same, its likelihood on two threads": lambda: profile_model.compute_sigmas(
+            tiled, shoeboxes, experiment, threads=2
+        ),
         "model bboxes": lambda: profile_model.integration_bboxes(
             tiled.s1, frames, tiled.panel, experiment, sigma_b, sigma_m
         ),
@@ -92,7 +96,7 @@ def main() -> None:
     at_cap = 0.0
     for label, step in steps.items():
         seconds = _best(step)
-        if not label.startswith("pixel sums"):  # part of compute_sigmas
+        if not label.startswith(("pixel sums", "the same")):  # counted once
             at_cap += seconds / n * profile_model.MAX_REFERENCE_MATCHED
         print(f"{label:48s} {seconds / n * 1e6:6.2f} us per reflection")
     print(
