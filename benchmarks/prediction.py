@@ -15,10 +15,9 @@ points) measures the cost per reflection. Printed: microseconds per reflection, 
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
-from _common import SHARED
+from _common import SHARED, best_here
 
 from dials_spot_size_analysis.algorithms import prediction
 from dials_spot_size_analysis.formats import read_experiments, read_reflections
@@ -35,13 +34,11 @@ def main() -> None:
     prediction.predict_reflections(hkl[:10], entering[:10], z[:10], experiment)
     print(f"input: {len(hkl):,} rows ({folder.name}/refined.refl x {copies})")
     for label, static in (("static crystal", True), ("scan-varying crystal", False)):
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            found = prediction.predict_reflections(
+        best, found = best_here(
+            lambda static=static: prediction.predict_reflections(
                 hkl, entering, z, experiment, force_static=static
             )
-            best = min(best, time.perf_counter() - start)
+        )
         print(
             f"{label:<22} {1e6 * best / len(hkl):6.2f} us per reflection, "
             f"{int(found.ok.sum()):,} predicted"

@@ -22,24 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 
 import numpy as np
-from _common import SHARED, replicated
+from _common import SHARED, best_here, replicated
 
 from dials_spot_size_analysis.algorithms import prediction, profile_model
 from dials_spot_size_analysis.formats import read_experiments, read_reflections
 
 SOURCE = "centroid_test_data_refined/refined.refl"
-
-
-def _best(function, runs: int = 3) -> float:
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds)
 
 
 def main() -> None:
@@ -95,7 +85,7 @@ def main() -> None:
     }
     at_cap = 0.0
     for label, step in steps.items():
-        seconds = _best(step)
+        seconds, _ = best_here(step)
         if not label.startswith(("pixel sums", "the same")):  # counted once
             at_cap += seconds / n * profile_model.MAX_REFERENCE_MATCHED
         print(f"{label:48s} {seconds / n * 1e6:6.2f} us per reflection")
