@@ -40,8 +40,9 @@ def main() -> None:
     sys.unraisablehook = quiet
     try:
         from .spot_size_analysis import run
-    except (KeyboardInterrupt, Terminated):
-        pass
+    except BaseException:  # the signal's own exception, or one it caused
+        if not received:  # in an import it broke on its way out
+            raise
     if received:
         status, words = ENDINGS[received[0]]
         print(f"{PROGRAM}: {words}", file=sys.stderr)

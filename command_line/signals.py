@@ -92,6 +92,31 @@ def stop_for(number: int) -> BaseException:
     return Terminated() if number == signal.SIGTERM else KeyboardInterrupt()
 
 
+STOPS = (KeyboardInterrupt, Terminated, StoppedAfterOutputs, StoppedWhileStreaming)
+
+
+def stop_behind(error: BaseException) -> BaseException | None:
+    """The stop (one of :data:`STOPS`) that *error* is, or was raised while handling.
+
+    A signal's exception can break library code it passes through: in Python 3.11,
+    argparse's intermixed parsing, stopped in its ``try``, fails in its ``finally``
+    with an ``AttributeError`` that hides the stop. The run was still asked to stop,
+    and says so.
+
+    Parameters
+    ----------
+    error : BaseException
+        What ended the run; its causes and contexts are followed.
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, STOPS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 COMPILER_PACKAGES = ("llvmlite", "numba")
 
 
@@ -152,8 +177,7 @@ class StopSignals:
         """A signal's exception raised where Python cannot raise it (a callback from C,
         such as numba's cache) is printed as "Exception ignored"; it is remembered and
         raised again by :meth:`check`, so say nothing of it here."""
-        stops = (KeyboardInterrupt, Terminated, StoppedAfterOutputs)
-        if issubclass(unraisable.exc_type, stops):
+        if issubclass(unraisable.exc_type, STOPS):
             return
         self._unraisable(unraisable)
 

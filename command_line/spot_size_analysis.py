@@ -78,6 +78,7 @@ from .signals import (
     StopSignals,
     Terminated,
     signal_of,
+    stop_behind,
 )
 
 logger = logging.getLogger(PROGRAM)
@@ -108,26 +109,34 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
         with collection_paused(), StopSignals() as signals:
             result = _run(args, phil, speaker, signals)
         return None if from_console else result
-    except SpotSizeAnalysisError as error:
-        _say(speaker, str(error))
-        raise SystemExit(1) from None
-    except MemoryError:
-        _say(speaker, OUT_OF_MEMORY)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        _say(speaker, "interrupted: no output was written")
-        raise SystemExit(130) from None
-    except Terminated:
-        _say(speaker, "terminated (SIGTERM): no output was written")
-        raise SystemExit(143) from None
-    except (StoppedAfterOutputs, StoppedWhileStreaming) as stopped:
-        _say(speaker, str(stopped))
-        raise SystemExit(stopped.exit_status) from None
+    except BaseException as error:
+        ending = _ending(stop_behind(error) or error)
+        if ending is None:
+            raise
+        status, sentence = ending
+        _say(speaker, sentence)
+        raise SystemExit(status) from None
     finally:
         if (
             from_console
         ):  # the interpreter exits next: spare it a walk over every object
             gc.freeze()
+
+
+def _ending(error: BaseException) -> tuple[int, str] | None:
+    """The exit status and sentence for what ended the run, None for what is not
+    the user's to fix (a bug: its traceback is wanted)."""
+    if isinstance(error, SpotSizeAnalysisError):
+        return 1, str(error)
+    if isinstance(error, MemoryError):
+        return 1, OUT_OF_MEMORY
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted: no output was written"
+    if isinstance(error, Terminated):
+        return 143, "terminated (SIGTERM): no output was written"
+    if isinstance(error, (StoppedAfterOutputs, StoppedWhileStreaming)):
+        return error.exit_status, str(error)
+    return None
 
 
 def _say(speaker: dict, message: str) -> None:
@@ -180,8 +189,11 @@ def _run(args: list[str], phil, speaker: dict, signals: StopSignals):
             outputs.stream()  # to /dev/stdout: a pipe's reader may block, signals act
             with signals.held():
                 outputs.commit()
-        except (KeyboardInterrupt, Terminated) as stop:
-            if outputs.streamed_into:  # what a descriptor received stays there
+        except BaseException as error:
+            stop = stop_behind(error)
+            if isinstance(stop, (KeyboardInterrupt, Terminated)) and (
+                outputs.streamed_into  # what a descriptor received stays there
+            ):
                 raise StoppedWhileStreaming(
                     signal_of(stop), outputs.streamed_into
                 ) from None

@@ -3,6 +3,7 @@ inputs untouched, all outputs or none, no temporary file and no process left beh
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -775,6 +776,61 @@ def test_a_signal_once_a_descriptor_has_its_output_says_so(dataset):
         "indexed.refl",
         "results.txt",
     ]
+
+
+def test_a_signal_that_breaks_the_option_parser_still_ends_in_its_sentence(
+    dataset, monkeypatch, capsys
+):
+    """SIGTERM inside argparse's intermixed parsing (what CI once met, 0.6 s into a
+    run): in Python 3.11 argparse's clean-up then fails with an AttributeError that
+    hides the stop. The run still ends in the stop's sentence and status."""
+
+    def signalled(self):
+        signal.raise_signal(signal.SIGTERM)
+        return "usage: "
+
+    monkeypatch.setattr(argparse.ArgumentParser, "format_usage", signalled)
+    monkeypatch.chdir(dataset)
+    with pytest.raises(SystemExit) as stopped:
+        run(["indexed.expt", "indexed.refl"])
+    assert stopped.value.code == 143
+    assert capsys.readouterr().err == (
+        f"{PROGRAM}: terminated (SIGTERM): no output was written\n"
+    )
+    assert sorted(os.listdir(dataset)) == ["indexed.expt", "indexed.refl"]
+
+
+def test_the_stop_behind_an_error_is_found_through_causes_and_contexts():
+    from dials_spot_size_analysis.command_line.signals import (
+        StoppedAfterOutputs,
+        Terminated,
+        stop_behind,
+    )
+
+    def raised(error, during=None, cause=None):
+        try:
+            try:
+                if during is not None:
+                    raise during
+            finally:
+                if cause is not None:
+                    raise error from cause
+                raise error
+        except BaseException as caught:
+            return caught
+
+    stop = Terminated()
+    assert stop_behind(raised(AttributeError("save_nargs"), during=stop)) is stop
+    assert stop_behind(raised(ValueError(), cause=stop)) is stop
+    deeper = raised(OSError(), during=raised(AttributeError(), during=stop))
+    assert stop_behind(deeper) is stop
+    assert stop_behind(raised(ValueError(), during=KeyError())) is None
+    placed = StoppedAfterOutputs(signal.SIGINT)
+    assert stop_behind(raised(placed, during=KeyboardInterrupt())) is placed
+    looped = ValueError()
+    looped.__context__ = KeyError()
+    looped.__context__.__context__ = looped
+    assert stop_behind(looped) is None
 
 
 def test_what_descriptors_received_is_said_in_words_that_fit():
