@@ -13,13 +13,8 @@ from __future__ import annotations
 import signal
 import sys
 
-from .signals import Terminated, in_compiler, signal_of, stop_for
-
-PROGRAM = "dials.spot_size_analysis"
-ENDINGS = {
-    signal.SIGINT: (130, "interrupted: no output was written"),
-    signal.SIGTERM: (143, "terminated (SIGTERM): no output was written"),
-}
+from .. import PROGRAM  # the package's __init__, already loaded: light
+from .signals import NOTHING_WRITTEN, Terminated, in_compiler, signal_of, stop_for
 
 
 def main() -> None:
@@ -44,7 +39,7 @@ def main() -> None:
         if not received:  # in an import it broke on its way out
             raise
     if received:
-        status, words = ENDINGS[received[0]]
+        status, words = NOTHING_WRITTEN[received[0]]
         print(f"{PROGRAM}: {words}", file=sys.stderr)
         raise SystemExit(status)
     try:
@@ -52,6 +47,8 @@ def main() -> None:
     except (KeyboardInterrupt, Terminated) as stop:  # once run() had given back
         # these handlers: its outcome (outputs, sentence) is decided; no traceback
         raise SystemExit(128 + signal_of(stop)) from None
-    for number in ENDINGS:  # the interpreter exits next: a signal during its shutdown
-        signal.signal(number, signal.SIG_IGN)  # would end it without a sentence
+    # The interpreter exits next: a signal during its shutdown would end it without
+    # a sentence.
+    for number in NOTHING_WRITTEN:
+        signal.signal(number, signal.SIG_IGN)
     sys.exit(status)

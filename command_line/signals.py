@@ -19,6 +19,12 @@ class Terminated(BaseException):
     but a request to stop)."""
 
 
+NOTHING_WRITTEN = {
+    signal.SIGINT: (130, "interrupted: no output was written"),
+    signal.SIGTERM: (143, "terminated (SIGTERM): no output was written"),
+}  # the exit status and sentence of a stop before any output was put in place
+
+
 def _stopped_by(number: int) -> str:
     if number == signal.SIGTERM:
         return "terminated (SIGTERM)"

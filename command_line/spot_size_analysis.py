@@ -73,6 +73,7 @@ from .outputs import (
     written,
 )
 from .signals import (
+    NOTHING_WRITTEN,
     StoppedAfterOutputs,
     StoppedWhileStreaming,
     StopSignals,
@@ -130,10 +131,8 @@ def _ending(error: BaseException) -> tuple[int, str] | None:
         return 1, str(error)
     if isinstance(error, MemoryError):
         return 1, OUT_OF_MEMORY
-    if isinstance(error, KeyboardInterrupt):
-        return 130, "interrupted: no output was written"
-    if isinstance(error, Terminated):
-        return 143, "terminated (SIGTERM): no output was written"
+    if isinstance(error, (KeyboardInterrupt, Terminated)):
+        return NOTHING_WRITTEN[signal_of(error)]
     if isinstance(error, (StoppedAfterOutputs, StoppedWhileStreaming)):
         return error.exit_status, str(error)
     return None
