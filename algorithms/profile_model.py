@@ -521,6 +521,7 @@ class ShoeboxEstimate:
     bytes_per_voxel: int
     median_bytes_per_reflection: float | None
     peak_bytes: int | None = None
+    n_off_detector: int = 0  # boxes DIALS has none for: see off_detector_words
     note: str = ""
 
 
@@ -808,6 +809,7 @@ def _subset(columns: _Columns, index: np.ndarray) -> _Columns:
 
 BYTES_PER_VOXEL = 12  # float data + float background + int mask (integrator_ext)
 SIGMA_B_MULTIPLIER = 2.0  # gaussian_rs Model.compute_bbox widens the box for background
+OFF_DETECTOR = -(2**63)  # the x and y edges of a box with a corner off the panel
 
 
 @njit
@@ -838,9 +840,13 @@ def _unit_cross_of(a0, a1, a2, b0, b1, b2):
 def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
     """BBoxCalculator3D (gaussian_rs ``bbox_calculator.h``): the four beam vectors at
     (+-delta_b, +-delta_b) in the reflection's e1/e2 frame mapped to the panel, and the
-    rotation angles at e3 = +-delta_m mapped to frames; mins floored, maxes ceiled
-    (NaN where any corner is NaN, as numpy's min and max), z clipped to the scan. In
-    scalars: no vector is made per reflection."""
+    rotation angles at e3 = +-delta_m mapped to frames; mins floored, maxes ceiled, z
+    clipped to the scan. In scalars: no vector is made per reflection.
+
+    Where DIALS has no box: a corner whose ray misses the panel's plane, or that is
+    off the Ewald sphere (a NaN ray: dxtbx's ``get_ray_intersection`` asserts, and
+    dials.integrate stops) gets the x and y edges :data:`OFF_DETECTOR`; zeta 0
+    (delta_m / |zeta| infinite) spans the scan."""
     first_image, start, width, array_lo, array_hi = scan
     for i in range(s1.shape[0]):
         v0, v1, v2 = s1[i, 0], s1[i, 1], s1[i, 2]
@@ -851,7 +857,7 @@ def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
         zeta = m2[0] * e10 + m2[1] * e11 + m2[2] * e12
         phi = start + (z[i] - first_image + 1) * width
         x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
-        x_nan = y_nan = False
+        off_plane = False
         for c1 in (-delta_b, delta_b):
             for c2 in (-delta_b, delta_b):
                 p0 = (c1 * e10 + c2 * e20) * radius
@@ -862,18 +868,20 @@ def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
                     panel[i], p0 + length * u0, p1 + length * u1, p2 + length * u2,
                     detector,
                 )  # fmt: skip
-                x_nan, y_nan = x_nan or math.isnan(x), y_nan or math.isnan(y)
+                off_plane = off_plane or math.isnan(x) or math.isnan(y)
                 x_lo, x_hi = min(x_lo, x), max(x_hi, x)
                 y_lo, y_hi = min(y_lo, y), max(y_hi, y)
-        if x_nan:
-            x_lo = x_hi = np.nan
-        if y_nan:
-            y_lo = y_hi = np.nan
-        z1 = first_image - 1 + (phi - delta_m / abs(zeta) - start) / width
-        z2 = first_image - 1 + (phi + delta_m / abs(zeta) - start) / width
-        out[i, 0], out[i, 1] = math.floor(x_lo), math.ceil(x_hi)
-        out[i, 2], out[i, 3] = math.floor(y_lo), math.ceil(y_hi)
-        lo, hi = math.floor(min(z1, z2)), math.ceil(max(z1, z2))
+        if off_plane:
+            out[i, 0] = out[i, 1] = out[i, 2] = out[i, 3] = OFF_DETECTOR
+        else:
+            out[i, 0], out[i, 1] = math.floor(x_lo), math.ceil(x_hi)
+            out[i, 2], out[i, 3] = math.floor(y_lo), math.ceil(y_hi)
+        if zeta == 0.0:
+            lo, hi = array_lo, array_hi
+        else:
+            z1 = first_image - 1 + (phi - delta_m / abs(zeta) - start) / width
+            z2 = first_image - 1 + (phi + delta_m / abs(zeta) - start) / width
+            lo, hi = math.floor(min(z1, z2)), math.ceil(max(z1, z2))
         out[i, 4] = min(max(lo, array_lo), array_hi - 1)
         out[i, 5] = max(min(hi, array_hi), array_lo + 1)
 
@@ -902,7 +910,9 @@ def integration_bboxes(
     Returns
     -------
     numpy.ndarray
-        (n, 6) int: x0, x1, y0, y1, z0, z1 as DIALS's ``bbox`` column.
+        (n, 6) int: x0, x1, y0, y1, z0, z1 as DIALS's ``bbox`` column; x0 to y1 are
+        :data:`OFF_DETECTOR` where a corner's ray misses the panel's plane (a sigma_b
+        too large for it: dials.integrate stops there).
     """
     scan = ScanGeometry.from_experiment(experiment)
     first = scan.first_image
@@ -1135,19 +1145,47 @@ def _blocks(
     return result
 
 
-def _shoebox(bbox, n_sigma) -> ShoeboxEstimate:
-    size = np.column_stack(
-        [bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2], bbox[:, 5] - bbox[:, 4]]
-    )
-    volume = np.prod(size, axis=1) * BYTES_PER_VOXEL
-    return ShoeboxEstimate(
+def _shoebox(bbox, n_sigma, n_off_detector: int = 0) -> ShoeboxEstimate:
+    """Sizes and bytes of the boxes on the detector (``bbox``), with the number that
+    have a corner off it said in the note."""
+    estimate = ShoeboxEstimate(
         n_sigma=n_sigma,
         sigma_b_multiplier=SIGMA_B_MULTIPLIER,
-        median_size_px=tuple(float(v) for v in np.median(size, axis=0)),
-        max_size_px=tuple(int(v) for v in size.max(axis=0)),
+        median_size_px=None,
+        max_size_px=None,
         bytes_per_voxel=BYTES_PER_VOXEL,
-        median_bytes_per_reflection=float(np.median(volume)),
+        median_bytes_per_reflection=None,
+        n_off_detector=n_off_detector,
         note=SHOEBOX_NOTE,
+    )
+    if n_off_detector:
+        estimate.note += "; " + off_detector_words(
+            n_off_detector, n_off_detector + len(bbox)
+        )
+    if len(bbox):
+        size = np.column_stack(
+            [bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2], bbox[:, 5] - bbox[:, 4]]
+        )
+        volume = np.prod(size, axis=1) * BYTES_PER_VOXEL
+        estimate.median_size_px = tuple(float(v) for v in np.median(size, axis=0))
+        estimate.max_size_px = tuple(int(v) for v in size.max(axis=0))
+        estimate.median_bytes_per_reflection = float(np.median(volume))
+    return estimate
+
+
+def off_detector_words(n_off: int, n_boxes: int) -> str:
+    """What boxes with a corner off the detector's plane mean, in words.
+
+    Parameters
+    ----------
+    n_off, n_boxes : int
+        Boxes with a corner whose ray misses the panel's plane, of all the boxes.
+    """
+    return (
+        f"{n_off:,} of the {n_boxes:,} integration boxes have a corner whose ray never "
+        "meets the detector's plane (sigma_b is too large for it): dials.integrate "
+        "would stop on them (dxtbx's ray intersection asserts); sizes and memory are "
+        "of the others"
     )
 
 
@@ -1199,11 +1237,16 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     bbox = integration_bboxes(
         chosen.s1, frames, chosen.panel, experiment, sigma_b, sigma_m, n_sigma
     )
-    result.shoebox = _shoebox(bbox, n_sigma)
-    first = experiment.scan.image_range[0] - 1
-    result.shoebox.peak_bytes = peak_shoebox_memory(
-        bbox, (first, first + experiment.scan.num_images)
-    )
+    on_detector = bbox[:, 0] != OFF_DETECTOR
+    bbox = bbox[on_detector]
+    result.shoebox = _shoebox(bbox, n_sigma, int(np.count_nonzero(~on_detector)))
+    if len(bbox) == 0:  # every box off the detector: no memory to speak of
+        bbox = None
+    else:
+        first = experiment.scan.image_range[0] - 1
+        result.shoebox.peak_bytes = peak_shoebox_memory(
+            bbox, (first, first + experiment.scan.num_images)
+        )
     overall = (result.sigma_b_deg, result.sigma_m_deg)
     result.blocks = _blocks(
         chosen,

@@ -174,6 +174,16 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
             None,
         ],
     ]  # fmt: skip
+    if shoebox.get("n_off_detector"):  # dials.integrate would stop on them
+        rows.append(
+            [
+                "integration boxes with a corner off the detector (dials.integrate "
+                "stops on them)",
+                shoebox["n_off_detector"],
+                None,
+                None,
+            ]
+        )
     table = []
     for name, value, stored_key, xds_key in rows:
         row = [name, _significant(value)]

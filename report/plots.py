@@ -945,7 +945,11 @@ def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
     dict
         A plotly figure dict with ``help``.
     """
-    entries = [e for e in _drawn_experiments(profile_model) if e.get("shoebox")]
+    entries = [  # a model whose every box is off the detector has none to draw
+        e
+        for e in _drawn_experiments(profile_model)
+        if (e.get("shoebox") or {}).get("median_size_px")
+    ]
     data = []
     for entry, suffix, colour in zip(
         entries, _experiment_names(entries), _COLOURS * MOST_PROFILE_EXPERIMENTS

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..algorithms.histogram import CROWDED_BINS, crowded_share, whole_pixel_counts
 from ..algorithms.mask_codes import describe
+from ..algorithms.profile_model import off_detector_words
 from ..algorithms.spot_sizes import SpotSizeResult
 
 BAR_WIDTH = 50
@@ -439,6 +440,12 @@ def profile_model_lines(profile_model: dict) -> list[str]:
         label = entry.get("label", "")
         if not label.startswith("dials.integrate"):
             lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
+        off = (entry.get("shoebox") or {}).get("n_off_detector")
+        if off:  # one box per matched reference reflection
+            lines.append(
+                f"{printable(entry.get('identifier') or '-', 40)}: "
+                + off_detector_words(off, entry["n_matched"])
+            )
         stored = entry.get("stored_profile")
         if stored:
             lines.append(

@@ -4,13 +4,16 @@ whose sigma_b and sigma_m DIALS itself computed (../shared/data/profile_referenc
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 
 import libtbx.phil
 
+from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 
@@ -83,6 +86,34 @@ def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatc
         text = (tmp_path / f"suggested.{program}.phil").read_text()
         assert text.startswith("# The spots call for no change")
         libtbx.phil.parse(text)  # a PHIL file DIALS can read
+
+
+def test_boxes_off_the_detector_are_said_in_the_log_json_and_html(
+    shared_data, tmp_path, monkeypatch
+):
+    """A sigma_b too large for the detector (8 deg, forced): dials.integrate would
+    stop on every box; the log, the JSON and the HTML say how many, and size none."""
+    monkeypatch.chdir(tmp_path)
+    absurd = (math.radians(8.0), math.radians(0.5), 500)
+    with mock.patch.object(profile_model, "compute_sigmas", return_value=absurd):
+        result = run(
+            [
+                str(shared_data / "centroid_test_data/indexed.expt"),
+                str(shared_data / "centroid_test_data/indexed.refl"),
+            ]
+        )
+    [model] = result.profile_model["experiments"]
+    n = model["n_matched"]
+    assert model["shoebox"]["n_off_detector"] == n > 0
+    assert model["shoebox"]["median_size_px"] is None
+    words = f"{n:,} of the {n:,} integration boxes have a corner whose ray never meets"
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text()
+    assert f": {words}" in log
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [entry] = document["profile_model"]["experiments"]
+    assert entry["shoebox"]["n_off_detector"] == n
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    assert "integration boxes with a corner off the detector" in page
 
 
 def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):

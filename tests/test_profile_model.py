@@ -557,6 +557,67 @@ def test_bbox_and_memory_by_hand():
     assert pm.peak_shoebox_memory(boxes, (6, 10)) == 12  # only the last box lives
 
 
+def test_boxes_dials_has_none_for_are_marked_not_made_up():
+    """zeta 0 (s1 in the plane of the axis and the beam) spans the scan, where it
+    divided by zero; a corner behind the detector's plane (6 deg, the 45 deg ray) or
+    off the Ewald sphere (8 deg, every ray) gives OFF_DETECTOR, where it gave the
+    floor of a NaN."""
+    experiment = _flat_experiment()
+    s1 = np.array([[0.1, 0.0, -1.0], [0.0, 0.1, -1.0], [0.0, 1.0, -1.0]])
+    s1 /= np.linalg.norm(s1, axis=1)[:, None]
+
+    def boxes(sigma_b_deg):
+        return pm.integration_bboxes(
+            s1, np.full(3, 50.5), np.zeros(3, int), experiment,
+            math.radians(sigma_b_deg), math.radians(0.5),
+        ).tolist()  # fmt: skip
+
+    off = [pm.OFF_DETECTOR] * 4
+    assert boxes(0.05) == [
+        [594, 606, 494, 506, 0, 100],  # zeta 0: the whole scan
+        [494, 506, 394, 406, 47, 54],
+        [492, 508, -511, -489, 47, 54],
+    ]
+    six = boxes(6.0)
+    assert six[0][4:] == [0, 100] and six[1][:4] == [-1095, 2095, -1203, 1617]
+    assert six[2] == [*off, 47, 54]
+    assert boxes(8.0) == [[*off, 0, 100], [*off, 47, 54], [*off, 47, 54]]
+
+
+def test_a_shoebox_estimate_says_how_many_boxes_are_off_the_detector():
+    bbox = np.array([[0, 10, 0, 20, 5, 8], [0, 30, 0, 10, 5, 6]])
+    estimate = pm._shoebox(bbox, 3.0, n_off_detector=1)
+    assert estimate.n_off_detector == 1
+    assert estimate.median_size_px == (20.0, 15.0, 2.0)
+    assert estimate.max_size_px == (30, 20, 3)
+    assert estimate.note.endswith(
+        "; 1 of the 3 integration boxes have a corner whose ray never meets the "
+        "detector's plane (sigma_b is too large for it): dials.integrate would stop "
+        "on them (dxtbx's ray intersection asserts); sizes and memory are of the others"
+    )
+    none_left = pm._shoebox(bbox[:0], 3.0, n_off_detector=4)
+    assert none_left.median_size_px is None and none_left.max_size_px is None
+    assert none_left.median_bytes_per_reflection is None
+    assert pm._shoebox(bbox, 3.0).note == pm.SHOEBOX_NOTE
+
+
+def test_a_sigma_b_too_large_for_the_detector_leaves_no_box_and_no_memory(
+    shared_data, reference
+):
+    """Every box off the detector (sigma_b 8 deg on a real scan): none is sized and
+    no memory is made up, overall or per block; the count says why."""
+    table, experiments = _load(shared_data, reference[0])
+    absurd = (math.radians(8.0), math.radians(0.5), 500)
+    with mock.patch.object(pm, "compute_sigmas", return_value=absurd):
+        model = pm.profile_model(table, table.shoeboxes, experiments).experiments[0]
+    assert model.applicable and model.sigma_b_deg == pytest.approx(8.0)
+    assert model.shoebox.n_off_detector == model.n_matched > 0
+    assert model.shoebox.median_size_px is None and model.shoebox.peak_bytes is None
+    assert [block.shoebox_peak_bytes for block in model.blocks] == [None] * len(
+        model.blocks
+    )
+
+
 def test_nelder_mead_finds_a_parabola_minimum():
     minimum = pm._nelder_mead_1d(lambda x: (x - 0.3) ** 2 + 1.0, 0.0, 1.0, 1e-6)
     assert minimum == pytest.approx(0.3, abs=1e-4)
