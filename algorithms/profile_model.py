@@ -1181,11 +1181,15 @@ def off_detector_words(n_off: int, n_boxes: int) -> str:
     n_off, n_boxes : int
         Boxes with a corner whose ray misses the panel's plane, of all the boxes.
     """
+    others = (
+        "no box is left to size"
+        if n_off >= n_boxes
+        else "sizes and memory are of the others"
+    )
     return (
         f"{n_off:,} of the {n_boxes:,} integration boxes have a corner whose ray never "
         "meets the detector's plane (sigma_b is too large for it): dials.integrate "
-        "would stop on them (dxtbx's ray intersection asserts); sizes and memory are "
-        "of the others"
+        f"would stop on them (dxtbx's ray intersection asserts); {others}"
     )
 
 

@@ -929,6 +929,11 @@ def _box_traces(name: str, values, colour: str, pattern: str) -> list:
     ]
 
 
+def _has_boxes(entry: dict) -> bool:
+    """Whether a model sized any box (not where every box is off the detector)."""
+    return bool((entry.get("shoebox") or {}).get("median_size_px"))
+
+
 def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
     """The model's integration box (median and largest, x and y in pixels, z in
     images) beside the extents of the spots found (median and 95th percentile).
@@ -945,11 +950,7 @@ def profile_box_figure(profile_model: dict, spot_shape: dict | None) -> dict:
     dict
         A plotly figure dict with ``help``.
     """
-    entries = [  # a model whose every box is off the detector has none to draw
-        e
-        for e in _drawn_experiments(profile_model)
-        if (e.get("shoebox") or {}).get("median_size_px")
-    ]
+    entries = [e for e in _drawn_experiments(profile_model) if _has_boxes(e)]
     data = []
     for entry, suffix, colour in zip(
         entries, _experiment_names(entries), _COLOURS * MOST_PROFILE_EXPERIMENTS
@@ -1026,7 +1027,7 @@ def profile_figures(profile_model: dict, spot_shape: dict | None) -> dict[str, d
     plots = {}
     if any(e.get("blocks") for e in entries):
         plots[f"{PROFILE_PREFIX}blocks"] = profile_blocks_figure(profile_model)
-    if any(e.get("shoebox") for e in entries):
+    if any(_has_boxes(e) for e in entries):
         plots[f"{PROFILE_PREFIX}box"] = profile_box_figure(profile_model, spot_shape)
     return plots
 

@@ -108,12 +108,13 @@ def test_boxes_off_the_detector_are_said_in_the_log_json_and_html(
     assert model["shoebox"]["median_size_px"] is None
     words = f"{n:,} of the {n:,} integration boxes have a corner whose ray never meets"
     log = (tmp_path / "dials.spot_size_analysis.log").read_text()
-    assert f": {words}" in log
+    assert f": {words}" in log and "; no box is left to size\n" in log
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     [entry] = document["profile_model"]["experiments"]
     assert entry["shoebox"]["n_off_detector"] == n
     page = (tmp_path / "dials.spot_size_analysis.html").read_text()
     assert "integration boxes with a corner off the detector" in page
+    assert "Integration box against the spots found" not in page  # nothing to draw
 
 
 def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
