@@ -386,6 +386,13 @@ def _memory(shoebox: dict | None) -> str:
     return "-" if peak is None else f"{peak / 2**30:.3g} GiB"
 
 
+REFERENCE_ONLY = (
+    "The boxes and their memory are those of the matched reference reflections: "
+    "dials.integrate boxes every predicted reflection, often several times as many, "
+    "so its shoebox memory is larger in proportion."
+)
+
+
 def profile_model_lines(profile_model: dict) -> list[str]:
     """sigma_b and sigma_m as dials.integrate would compute them, in degrees and in
     data units, the shoebox they imply, and the model stored in the .expt.
@@ -429,13 +436,16 @@ def profile_model_lines(profile_model: dict) -> list[str]:
                     "(images)",
                     "reflections",
                     "integration box (median)",
-                    "shoebox memory",
+                    "shoebox memory (reference only)",
                 ],
                 rows,
                 title="Profile model, as dials.integrate would compute it "
                 "(doc/profile_model.md):",
             ),
         ]
+        shown = profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]
+        if any((entry.get("shoebox") or {}).get("peak_bytes") for entry in shown):
+            lines.append(REFERENCE_ONLY)
     for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]:
         label = entry.get("label", "")
         if not label.startswith("dials.integrate"):

@@ -16,6 +16,7 @@ import libtbx.phil
 from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
+from dials_spot_size_analysis.report.text import REFERENCE_ONLY, profile_model_lines
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,8 @@ def test_before_indexing_sigma_b_is_an_estimate(shared_data):
         "estimate" in e.get("label", "") or "still" in e.get("label", "")
         for e in entries
     )
+    # no box and no memory before indexing: nothing to say of reference reflections
+    assert REFERENCE_ONLY not in profile_model_lines(result.profile_model)
 
 
 def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatch):
@@ -72,6 +75,8 @@ def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatc
     )
     log = (tmp_path / "dials.spot_size_analysis.log").read_text()
     assert "Profile model, as dials.integrate would compute it" in log
+    assert "shoebox memory (reference only)" in log
+    assert REFERENCE_ONLY in log.splitlines()  # what the memory figure leaves out
     assert "0.0539" in log and "0.197" in log
     assert "Your spots are about" in log
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
