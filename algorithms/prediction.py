@@ -18,7 +18,9 @@ each reference row is predicted directly from its (h, k, l) and entering flag:
   (``scan_varying_ray_predictor.h``).
 
 Both predict over the scan widened by ``padding`` degrees (``prediction.padding``,
-default 1.0 in ``reflection_predictor.py``). The detector impact is dxtbx's
+default 1.0 in ``reflection_predictor.py``). For the shoebox memory of every prediction
+(``predict_all``), every index within the resolution limit is predicted, both rays, at
+each crossing of the padded scan, as ``from_predictions_multi`` does. The detector impact is dxtbx's
 ``Detector.get_ray_intersection`` (the valid panel with the largest w) and
 millimetres become pixels through the panel's pixel-to-millimetre strategy, with the
 parallax correction where the panel has one (dxtbx ``model/pixel_to_millimeter.h``).
@@ -34,7 +36,7 @@ arithmetic itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -284,6 +286,22 @@ class Predictions:
     xyzcal_mm: np.ndarray
     xyzcal_px: np.ndarray
     s1: np.ndarray
+
+    def subset(self, index: np.ndarray) -> Predictions:
+        """The predictions of some rows (a bool mask or row numbers)."""
+        return Predictions(
+            *(getattr(self, field.name)[index] for field in fields(Predictions))
+        )
+
+    @staticmethod
+    def joined(parts: list[Predictions]) -> Predictions:
+        """The rows of several predictions, one after another."""
+        return Predictions(
+            *(
+                np.concatenate([getattr(part, field.name) for part in parts])
+                for field in fields(Predictions)
+            )
+        )
 
 
 # ------------------------------------------------------------------- compiled geometry
@@ -561,11 +579,9 @@ def _static_kernel(
         )
         if not found:
             continue
-        p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
-        if p < 0:
-            continue
         # get_array_indices_with_angle: every angle = phi (mod 2 pi) in the padded
         # scan; of several (a scan over 360 degrees) the nearest to the reference.
+        # Checked before the panels: most reflections of a short scan fail it.
         angle = a_lo + (phi - a_lo) - TWO_PI * math.floor((phi - a_lo) / TWO_PI)
         best_angle, best_z, best_distance = 0.0, 0.0, -1.0
         while angle <= a_hi:
@@ -576,6 +592,9 @@ def _static_kernel(
                     best_angle, best_z, best_distance = angle, z, distance
             angle += TWO_PI
         if best_distance < 0:
+            continue
+        p, x_mm, y_mm = _ray_intersection(s1, inverse_d, pixel_size, image_size)
+        if p < 0:
             continue
         _store(i, p, x_mm, y_mm, best_angle, best_z, s1, detector, ok, panel, xyz_mm,
                xyz_px, s1_out)  # fmt: skip
@@ -852,6 +871,227 @@ def predict_reflections(
             *outputs,
         )
     return result
+
+
+LATTICE_SYMBOLS = "PABCIRF"
+VARYING_MARGIN_DEG = 5.0  # how far a scan-varying crystal's crossings are looked for
+PREDICTED_CHUNK = 1 << 20  # indices predicted at once (their outputs, ~80 MB)
+MAX_INDICES = 50_000_000  # beyond, a full prediction is refused (see indices_expected)
+
+
+class TooManyIndices(ValueError):
+    """More Miller indices lie within the resolution limit than a full prediction
+    takes on (MAX_INDICES)."""
+
+
+def indices_expected(experiment, d_min: float | None = None) -> float:
+    """About how many (h, k, l) lie within the resolution limit: the sphere's volume
+    in reciprocal space over the reciprocal cell's (before centring absences).
+
+    Parameters
+    ----------
+    experiment
+        An experiment with a crystal, a beam and a detector.
+    d_min
+        Resolution limit (Å); None: the detector's highest corner resolution.
+    """
+    if d_min is None:
+        d_min = _max_resolution(experiment.detector, experiment.beam)
+    volume = abs(float(np.linalg.det(experiment.crystal.real_space)))
+    return 4.0 / 3.0 * math.pi * volume / d_min**3
+
+
+def lattice_symbol(hall_symbol: str) -> str:
+    """The lattice of a Hall symbol (its first letter, after an optional ``-``): P,
+    A, B, C, I, R or F; P where there is none (no space group given).
+
+    Parameters
+    ----------
+    hall_symbol : str
+        The crystal's ``space_group_hall_symbol``, e.g. ``" P 4 2"`` or ``"-C 2y"``.
+    """
+    letters = hall_symbol.strip().lstrip("-").strip()
+    first = letters[:1].upper()
+    return first if first and first in LATTICE_SYMBOLS else "P"
+
+
+@njit
+def _centring_absent(h, k, l, lattice):  # noqa: E741 (l is the Miller index)
+    """Whether (h, k, l) is absent for the lattice's centring (the only absences of
+    the derived Patterson group DIALS predicts with); ``lattice`` indexes
+    LATTICE_SYMBOLS. R is the hexagonal setting, obverse (-h + k + l = 3n)."""
+    if lattice == 1:
+        return (k + l) % 2 != 0
+    if lattice == 2:
+        return (h + l) % 2 != 0
+    if lattice == 3:
+        return (h + k) % 2 != 0
+    if lattice == 4:
+        return (h + k + l) % 2 != 0
+    if lattice == 5:
+        return (-h + k + l) % 3 != 0
+    if lattice == 6:
+        return (h + k) % 2 != 0 or (k + l) % 2 != 0
+    return False
+
+
+@njit
+def _l_range(ub, h, k, dstar_max_sq):
+    """The l whose (h, k, l) may lie within 1/d_min, widened by one either way (the
+    predictor checks each exactly): the roots of |v + l c*|^2 = d*max^2."""
+    v0 = ub[0, 0] * h + ub[0, 1] * k
+    v1 = ub[1, 0] * h + ub[1, 1] * k
+    v2 = ub[2, 0] * h + ub[2, 1] * k
+    c0, c1, c2 = ub[0, 2], ub[1, 2], ub[2, 2]
+    a = c0 * c0 + c1 * c1 + c2 * c2
+    b = v0 * c0 + v1 * c1 + v2 * c2
+    c = v0 * v0 + v1 * v1 + v2 * v2 - dstar_max_sq
+    disc = b * b - a * c
+    if disc < 0:
+        return 1, 0
+    root = math.sqrt(disc)
+    return int(math.floor((-b - root) / a)) - 1, int(math.ceil((-b + root) / a)) + 1
+
+
+@njit
+def _indices_in_sphere(ub, dstar_max_sq, h_max, k_max, lattice, out):
+    """Every (h, k, l) but (0, 0, 0) within 1/d_min (widened, see _l_range) and
+    present for the lattice, into ``out``; returns how many (``out`` None: only
+    counts)."""
+    n = 0
+    for h in range(-h_max, h_max + 1):
+        for k in range(-k_max, k_max + 1):
+            lo, hi = _l_range(ub, h, k, dstar_max_sq)
+            for l in range(lo, hi + 1):  # noqa: E741 (l is the Miller index)
+                if (h == 0 and k == 0 and l == 0) or _centring_absent(h, k, l, lattice):
+                    continue
+                if out is not None:
+                    out[n, 0], out[n, 1], out[n, 2] = h, k, l
+                n += 1
+    return n
+
+
+def indices_in_sphere(ub: np.ndarray, d_min: float, lattice: str = "P") -> np.ndarray:
+    """The Miller indices a rotation predictor tries: every (h, k, l) whose
+    reciprocal vector UB h may be shorter than 1/d_min (with a margin: the predictor
+    checks each exactly), without (0, 0, 0) and the lattice's centring absences.
+
+    Parameters
+    ----------
+    ub : numpy.ndarray
+        The crystal's A = UB (3 x 3, Å⁻¹).
+    d_min : float
+        The resolution limit, Å.
+    lattice : str
+        The lattice symbol (:func:`lattice_symbol`).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, 3) int64.
+    """
+    ub = np.ascontiguousarray(ub, dtype=np.float64)
+    dstar_max_sq = 1.0 / d_min**2
+    # h = (A^-1 r)_0 <= |row 0 of A^-1| |r|, and likewise k.
+    rows = np.linalg.norm(np.linalg.inv(ub), axis=1) / d_min
+    h_max, k_max = (int(math.floor(v)) + 1 for v in rows[:2])
+    code = LATTICE_SYMBOLS.index(lattice)
+    n = _indices_in_sphere(ub, dstar_max_sq, h_max, k_max, code, None)
+    out = np.empty((n, 3), np.int64)
+    _indices_in_sphere(ub, dstar_max_sq, h_max, k_max, code, out)
+    return out
+
+
+def _predicted_turns(hkl, experiment, padding_deg, d_min) -> list[tuple]:
+    """Both rays of these indices, at every crossing of the padded scan: (indices,
+    entering flags, predictions) per turn."""
+    hkl = np.concatenate([hkl, hkl])
+    entering = np.repeat([False, True], len(hkl) // 2)
+    scan = ScanGeometry.from_experiment(experiment)
+    points = experiment.crystal.A_at_scan_points
+    if points is not None and len(points) == scan.num_images + 1:
+        # The scan-varying predictor searches every frame for a reflection it does
+        # not find near its guess: only those the static crystal puts within
+        # VARYING_MARGIN_DEG of the padded scan are tried.
+        near = predict_reflections(
+            hkl,
+            entering,
+            np.zeros(len(hkl)),
+            experiment,
+            padding_deg + VARYING_MARGIN_DEG,
+            force_static=True,
+            d_min=d_min,
+        ).ok
+        hkl, entering = hkl[near], entering[near]
+    z_lo, z_hi = scan.padded_frames(padding_deg)
+    per_turn = TWO_PI / abs(scan.width)  # frames in one turn
+    parts = []
+    # Of several crossings, the predictor keeps the one nearest the reference z: the
+    # middle of each turn of the padded scan picks that turn's crossing.
+    for turn in range(max(1, math.ceil((z_hi - z_lo) / per_turn))):
+        start = z_lo + turn * per_turn
+        middle = np.full(len(hkl), start + per_turn / 2)
+        found = predict_reflections(
+            hkl, entering, middle, experiment, padding_deg, d_min=d_min
+        )
+        z = found.xyzcal_px[:, 2]
+        keep = found.ok & (z >= start) & (z < start + per_turn)
+        parts.append((hkl[keep], entering[keep], found.subset(keep)))
+    return parts
+
+
+def predict_all(
+    experiment, padding_deg: float = DEFAULT_PADDING_DEG, d_min: float | None = None
+) -> tuple[np.ndarray, np.ndarray, Predictions]:
+    """Every reflection ``dials.integrate`` predicts for a rotation experiment
+    (``from_predictions_multi``): each (h, k, l) within the resolution limit, both
+    of its rays, at every angle where it crosses the Ewald sphere in the padded scan,
+    on a panel.
+
+    Parameters
+    ----------
+    experiment
+        A rotation experiment with a crystal.
+    padding_deg
+        Degrees predicted beyond each end of the scan (dials.integrate default 1.0).
+    d_min
+        Resolution limit (Å); None: the detector's highest corner resolution, as
+        dials.integrate.
+
+    Returns
+    -------
+    tuple
+        Miller indices (n, 3), entering flags (n,) and their :class:`Predictions`
+        (every one ok), in chunks of the indices, each by turn of the scan.
+
+    Raises
+    ------
+    TooManyIndices
+        Where more than MAX_INDICES indices lie within the limit
+        (:func:`indices_expected`): a cell or a limit no real dataset has.
+    """
+    if d_min is None:
+        d_min = _max_resolution(experiment.detector, experiment.beam)
+    expected = indices_expected(experiment, d_min)
+    if expected > MAX_INDICES:
+        raise TooManyIndices(
+            f"about {expected:.3g} Miller indices lie within {d_min:.3g} A, more than "
+            f"{MAX_INDICES:,}"
+        )
+    hkl = indices_in_sphere(
+        experiment.crystal.A,
+        d_min,
+        lattice_symbol(experiment.crystal.space_group_hall_symbol),
+    )
+    parts = []
+    for first in range(0, len(hkl), PREDICTED_CHUNK):
+        chunk = hkl[first : first + PREDICTED_CHUNK]
+        parts += _predicted_turns(chunk, experiment, padding_deg, d_min)
+    return (
+        np.concatenate([part[0] for part in parts]),
+        np.concatenate([part[1] for part in parts]),
+        Predictions.joined([part[2] for part in parts]),
+    )
 
 
 HKL_BITS = 21  # h, k and l from -2**20 to 2**20 - 1 pack into one 64-bit key

@@ -510,6 +510,10 @@ class BlockValues:
     shoebox_peak_bytes: int | None = None
 
 
+REFERENCE_REFLECTIONS = "reference reflections"  # what a shoebox estimate counts
+ALL_PREDICTIONS = "all predictions"
+
+
 @dataclass
 class ShoeboxEstimate:
     """The integration shoebox the model implies (gaussian_rs ``compute_bbox``)."""
@@ -523,6 +527,8 @@ class ShoeboxEstimate:
     peak_bytes: int | None = None
     n_off_detector: int = 0  # boxes DIALS has none for: see off_detector_words
     note: str = ""
+    counted: str = REFERENCE_REFLECTIONS  # or ALL_PREDICTIONS
+    n_boxes: int = 0  # the boxes counted, those off the detector included
 
 
 @dataclass
@@ -981,6 +987,12 @@ SHOEBOX_NOTE = (
     "boxes and memory for the matched reference reflections only; dials.integrate "
     "integrates every predicted reflection, so its shoeboxes take more"
 )
+ALL_PREDICTIONS_NOTE = (
+    "box sizes for the matched reference reflections, memory for every reflection "
+    "dials.integrate predicts (each (h, k, l) within the detector's resolution, both "
+    "rays, 1 degree of padding), as its whole-scan memory check counts them before "
+    "it integrates"
+)
 
 
 def _beam_distance_and_pixel(experiment) -> tuple[float, float]:
@@ -1145,9 +1157,16 @@ def _blocks(
     return result
 
 
-def _shoebox(bbox, n_sigma, n_off_detector: int = 0) -> ShoeboxEstimate:
-    """Sizes and bytes of the boxes on the detector (``bbox``), with the number that
-    have a corner off it said in the note."""
+def _shoebox(
+    sized: np.ndarray,
+    counted_boxes: np.ndarray,
+    n_sigma: float,
+    counted: str = REFERENCE_REFLECTIONS,
+) -> ShoeboxEstimate:
+    """The sizes of the boxes ``sized`` (the reference reflections') on the detector,
+    and how many of ``counted_boxes`` (those the memory covers) there are and have a
+    corner off it, said in the note; the memory is the caller's to add."""
+    n_off = int(np.count_nonzero(counted_boxes[:, 0] == OFF_DETECTOR))
     estimate = ShoeboxEstimate(
         n_sigma=n_sigma,
         sigma_b_multiplier=SIGMA_B_MULTIPLIER,
@@ -1155,13 +1174,14 @@ def _shoebox(bbox, n_sigma, n_off_detector: int = 0) -> ShoeboxEstimate:
         max_size_px=None,
         bytes_per_voxel=BYTES_PER_VOXEL,
         median_bytes_per_reflection=None,
-        n_off_detector=n_off_detector,
-        note=SHOEBOX_NOTE,
+        n_off_detector=n_off,
+        note=ALL_PREDICTIONS_NOTE if counted == ALL_PREDICTIONS else SHOEBOX_NOTE,
+        counted=counted,
+        n_boxes=len(counted_boxes),
     )
-    if n_off_detector:
-        estimate.note += "; " + off_detector_words(
-            n_off_detector, n_off_detector + len(bbox)
-        )
+    if n_off:
+        estimate.note += "; " + off_detector_words(n_off, len(counted_boxes))
+    bbox = sized[sized[:, 0] != OFF_DETECTOR]
     if len(bbox):
         size = np.column_stack(
             [bbox[:, 1] - bbox[:, 0], bbox[:, 3] - bbox[:, 2], bbox[:, 5] - bbox[:, 4]]
@@ -1193,8 +1213,19 @@ def off_detector_words(n_off: int, n_boxes: int) -> str:
     )
 
 
+def _prediction_boxes(experiment, sigma_b, sigma_m, n_sigma, padding_deg):
+    """The boxes of every reflection dials.integrate predicts: all of them count in
+    its whole-scan memory check (``max_memory_needed``), those it flags not to
+    integrate (|zeta| < 0.05) too."""
+    _, _, predicted = prediction.predict_all(experiment, padding_deg)
+    return integration_bboxes(
+        predicted.s1, predicted.xyzcal_px[:, 2], predicted.panel, experiment,
+        sigma_b, sigma_m, n_sigma,
+    )  # fmt: skip
+
+
 def _rotation_profile(index, experiment, columns, shoeboxes, options):
-    n_sigma, block_degrees, padding_deg, threads = options
+    n_sigma, block_degrees, padding_deg, threads, all_predictions = options
     result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
     result.stored_profile = _stored(experiment)
     in_experiment = np.asarray(columns["id"]) == index
@@ -1241,9 +1272,21 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     bbox = integration_bboxes(
         chosen.s1, frames, chosen.panel, experiment, sigma_b, sigma_m, n_sigma
     )
-    on_detector = bbox[:, 0] != OFF_DETECTOR
-    bbox = bbox[on_detector]
-    result.shoebox = _shoebox(bbox, n_sigma, int(np.count_nonzero(~on_detector)))
+    counted_boxes, counted, refused = bbox, REFERENCE_REFLECTIONS, ""
+    if all_predictions:
+        try:
+            counted_boxes = _prediction_boxes(
+                experiment, sigma_b, sigma_m, n_sigma, padding_deg
+            )
+            counted = ALL_PREDICTIONS
+        except prediction.TooManyIndices as error:
+            refused = (
+                f"; not every prediction was boxed ({error}): the memory is the "
+                "reference reflections'"
+            )
+    result.shoebox = _shoebox(bbox, counted_boxes, n_sigma, counted)
+    result.shoebox.note += refused
+    bbox = counted_boxes[counted_boxes[:, 0] != OFF_DETECTOR]  # for the memory
     if len(bbox) == 0:  # every box off the detector: no memory to speak of
         bbox = None
     else:
@@ -1338,6 +1381,7 @@ def profile_model(
     block_degrees: float = BLOCK_DEGREES,
     padding_deg: float = prediction.DEFAULT_PADDING_DEG,
     threads: int = 1,
+    all_predictions: bool = False,
 ) -> ProfileModel:
     """sigma_b and sigma_m as ``dials.integrate`` computes them, per experiment.
 
@@ -1361,6 +1405,10 @@ def profile_model(
     threads
         sigma_m's likelihood over many frames is split over this many threads; the
         result is the same whatever the number.
+    all_predictions
+        Box every reflection dials.integrate would predict for the shoebox sizes and
+        memory (DIALS's own count; a full prediction), not only the matched
+        reference reflections.
 
     Returns
     -------
@@ -1369,7 +1417,7 @@ def profile_model(
         ``applicable=False`` with the reason (stills, too few reflections).
     """
     results: list[ExperimentProfile | None] = []
-    options = (n_sigma, block_degrees, padding_deg, threads)
+    options = (n_sigma, block_degrees, padding_deg, threads, all_predictions)
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
     before_indexing = []
     for index, experiment in enumerate(experiments):

@@ -68,6 +68,7 @@ class MeasureRequest:
     options: MeasureOptions
     paired_experiments: dict[int, str] = field(default_factory=dict)
     n_sigma: float | None = 3.0  # None: no profile model
+    all_predictions: bool = False  # the shoebox memory of every prediction
     compare_spots: bool = (
         False  # keep each table's centroid keys (algorithms.same_spots)
     )
@@ -477,6 +478,7 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
             experiments,
             n_sigma=request.n_sigma,
             threads=request.threads,
+            all_predictions=request.all_predictions,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
         reason = f"the profile model could not be computed: {error}"

@@ -225,7 +225,11 @@ def _profiles_together(reads, table, request) -> list[list[dict]] | None:
     columns = {**table.columns, "id": np.concatenate(ids)}
     try:
         model = profile_model(
-            columns, table.shoeboxes, combined, n_sigma=request.n_sigma
+            columns,
+            table.shoeboxes,
+            combined,
+            n_sigma=request.n_sigma,
+            all_predictions=request.all_predictions,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError):
         return None

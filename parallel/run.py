@@ -53,6 +53,7 @@ class AnalysisOptions:
     run: RunOptions = RunOptions()
     parameters: dict = field(default_factory=dict)
     n_sigma: float | None = 3.0  # the profile model's box (None: no profile model)
+    all_predictions: bool = False  # box every prediction for the shoebox memory
     spot_finding_file: str | None = None  # a dials.find_spots.log or .phil
 
 
@@ -132,6 +133,7 @@ def run_analysis(
         options=options.measure,
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
+        all_predictions=options.all_predictions,
         compare_spots=check_measured is not None,
         threads=threads,
         profiles_later=threads > 1,  # run beside the summaries

@@ -179,4 +179,5 @@ def analysis_options(params) -> AnalysisOptions:
             else None
         ),
         spot_finding_file=params.input.find_spots,
+        all_predictions=params.profile.shoebox_memory == "all_predictions",
     )

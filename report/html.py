@@ -12,6 +12,7 @@ import importlib.resources
 import json
 
 from .. import __version__
+from ..algorithms.profile_model import REFERENCE_REFLECTIONS
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
 from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
@@ -168,7 +169,8 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
         ["integration box, median", _size(shoebox.get("median_size_px")), None, None],
         ["integration box, largest", _size(shoebox.get("max_size_px")), None, None],
         [
-            "shoebox memory at the peak (reference reflections)",
+            "shoebox memory at the peak "
+            f"({shoebox.get('counted') or REFERENCE_REFLECTIONS})",
             "-" if peak is None else f"{peak / 2**30:.3g} GiB",
             None,
             None,

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..algorithms.histogram import CROWDED_BINS, crowded_share, whole_pixel_counts
 from ..algorithms.mask_codes import describe
-from ..algorithms.profile_model import off_detector_words
+from ..algorithms.profile_model import ALL_PREDICTIONS, off_detector_words
 from ..algorithms.spot_sizes import SpotSizeResult
 
 BAR_WIDTH = 50
@@ -393,6 +393,13 @@ REFERENCE_ONLY = (
 )
 
 
+def _memory_basis(entries: list[dict]) -> str:
+    """Which reflections the memory column counts: all predictions where every
+    model with boxes counted them, else the reference reflections."""
+    counted = {(e.get("shoebox") or {}).get("counted") for e in entries} - {None}
+    return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
+
+
 def profile_model_lines(profile_model: dict) -> list[str]:
     """sigma_b and sigma_m as dials.integrate would compute them, in degrees and in
     data units, the shoebox they imply, and the model stored in the .expt.
@@ -411,6 +418,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
     if not profile_model:
         return []
     lines = []
+    shown = profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]
     rows = [
         [
             printable(entry.get("identifier") or entry.get("dataset") or "-", 40),
@@ -436,25 +444,28 @@ def profile_model_lines(profile_model: dict) -> list[str]:
                     "(images)",
                     "reflections",
                     "integration box (median)",
-                    "shoebox memory (reference only)",
+                    f"shoebox memory ({_memory_basis(shown)})",
                 ],
                 rows,
                 title="Profile model, as dials.integrate would compute it "
                 "(doc/profile_model.md):",
             ),
         ]
-        shown = profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]
-        if any((entry.get("shoebox") or {}).get("peak_bytes") for entry in shown):
+        if any(
+            (entry.get("shoebox") or {}).get("peak_bytes")
+            and entry["shoebox"].get("counted") != ALL_PREDICTIONS
+            for entry in shown
+        ):
             lines.append(REFERENCE_ONLY)
     for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]:
         label = entry.get("label", "")
         if not label.startswith("dials.integrate"):
             lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
-        off = (entry.get("shoebox") or {}).get("n_off_detector")
-        if off:  # one box per matched reference reflection
+        shoebox = entry.get("shoebox") or {}
+        if shoebox.get("n_off_detector"):
             lines.append(
                 f"{printable(entry.get('identifier') or '-', 40)}: "
-                + off_detector_words(off, entry["n_matched"])
+                + off_detector_words(shoebox["n_off_detector"], shoebox["n_boxes"])
             )
         stored = entry.get("stored_profile")
         if stored:

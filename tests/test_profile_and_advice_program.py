@@ -122,6 +122,36 @@ def test_boxes_off_the_detector_are_said_in_the_log_json_and_html(
     assert "Integration box against the spots found" not in page  # nothing to draw
 
 
+def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypatch):
+    """profile.shoebox_memory=all_predictions counts the memory of the 4,204
+    reflections dials.integrate predicts on centroid_test_data (9 images and 1 degree
+    either side), not of the 438 matched reference reflections: more memory, said so
+    in the log, the JSON and the HTML; sigma_b, sigma_m and the box sizes (of the
+    spots measured) unchanged."""
+    monkeypatch.chdir(tmp_path)
+    expt, refl = (
+        str(shared_data / "centroid_test_data" / name)
+        for name in ("indexed.expt", "indexed.refl")
+    )
+    every = run([expt, refl, "profile.shoebox_memory=all_predictions"])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text()
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    reference = analyse(refl, expt)
+    [all_model] = every.profile_model["experiments"]
+    [reference_model] = reference.profile_model["experiments"]
+    boxes, fewer = all_model["shoebox"], reference_model["shoebox"]
+    assert (boxes["counted"], boxes["n_boxes"]) == ("all predictions", 4204)
+    assert (fewer["counted"], fewer["n_boxes"]) == ("reference reflections", 438)
+    assert boxes["peak_bytes"] > 10 * fewer["peak_bytes"]
+    assert boxes["note"] == profile_model.ALL_PREDICTIONS_NOTE
+    assert boxes["median_size_px"] == fewer["median_size_px"]  # the same spots' boxes
+    for key in ("sigma_b_deg", "sigma_m_deg", "n_matched"):
+        assert all_model[key] == reference_model[key]
+    assert "shoebox memory (all predictions)" in log
+    assert REFERENCE_ONLY not in log
+    assert "shoebox memory at the peak (all predictions)" in page
+
+
 def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
     """The limits used and the spots removed, read from the user's dials.find_spots
     log (DIALS's wording), replace the defaults in the checks."""

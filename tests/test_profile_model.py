@@ -508,9 +508,10 @@ def test_too_few_reflections(shared_data, reference):
     assert "too few reflections" in model.reason
 
 
-def _flat_experiment():
+def _flat_experiment(**parts):
     """A 1000 x 1000 panel of 0.1 mm pixels 100 mm from the sample, facing the beam
-    along +z, rotation about x, 0.5 degree images: small angles map simply."""
+    along +z, rotation about x, 0.5 degree images: small angles map simply. ``parts``
+    replace or add entries of the document (a ``crystal``, another ``scan``)."""
     document = {
         "__id__": "ExperimentList",
         "experiment": [{"beam": 0, "detector": 0, "goniometer": 0, "scan": 0}],
@@ -531,6 +532,9 @@ def _flat_experiment():
         "goniometer": [{"rotation_axis": [1, 0, 0]}],
         "scan": [{"image_range": [1, 100], "oscillation": [0.0, 0.5]}],
     }
+    for name, part in parts.items():
+        document[name] = [part]
+        document["experiment"][0][name] = 0
     return parse_experiments(document)[0]
 
 
@@ -586,7 +590,9 @@ def test_boxes_dials_has_none_for_are_marked_not_made_up():
 
 def test_a_shoebox_estimate_says_how_many_boxes_are_off_the_detector():
     bbox = np.array([[0, 10, 0, 20, 5, 8], [0, 30, 0, 10, 5, 6]])
-    estimate = pm._shoebox(bbox, 3.0, n_off_detector=1)
+    off = np.array([[pm.OFF_DETECTOR] * 4 + [5, 9]])
+    with_off = np.concatenate([bbox, off])
+    estimate = pm._shoebox(with_off, with_off, 3.0)
     assert estimate.n_off_detector == 1
     assert estimate.median_size_px == (20.0, 15.0, 2.0)
     assert estimate.max_size_px == (30, 20, 3)
@@ -595,10 +601,15 @@ def test_a_shoebox_estimate_says_how_many_boxes_are_off_the_detector():
         "detector's plane (sigma_b is too large for it): dials.integrate would stop "
         "on them (dxtbx's ray intersection asserts); sizes and memory are of the others"
     )
-    none_left = pm._shoebox(bbox[:0], 3.0, n_off_detector=4)
+    assert estimate.n_boxes == 3
+    none_left = pm._shoebox(off, off, 3.0)
     assert none_left.median_size_px is None and none_left.max_size_px is None
     assert none_left.median_bytes_per_reflection is None
-    assert pm._shoebox(bbox, 3.0).note == pm.SHOEBOX_NOTE
+    assert pm._shoebox(bbox, bbox, 3.0).note == pm.SHOEBOX_NOTE
+    # sizes of the first boxes, the count of the second (every prediction's)
+    every = pm._shoebox(bbox, with_off, 3.0, pm.ALL_PREDICTIONS)
+    assert every.median_size_px == (20.0, 15.0, 2.0) and every.n_boxes == 3
+    assert every.note.startswith(pm.ALL_PREDICTIONS_NOTE + "; 1 of the 3 ")
 
 
 def test_a_sigma_b_too_large_for_the_detector_leaves_no_box_and_no_memory(
@@ -839,3 +850,158 @@ def test_mask_neighbouring_equals_its_definition(shared_data, reference):
     np.testing.assert_allclose(masked[0], sum_w, rtol=1e-12)
     np.testing.assert_allclose(masked[2], frame_sum, rtol=1e-12, atol=1e-9)
     assert not np.allclose(masked[2], unmasked[2])  # the rule changed the signal
+
+
+# ------------------------------------------------- every prediction (DIALS's memory)
+
+
+def test_a_hall_symbol_gives_its_lattice():
+    assert prediction.lattice_symbol(" P 4 2") == "P"
+    assert prediction.lattice_symbol("-C 2y") == "C"
+    assert prediction.lattice_symbol(" R 3 2") == "R"
+    assert prediction.lattice_symbol("-I 4 2") == "I"
+    assert prediction.lattice_symbol("") == "P"  # no space group given
+    assert prediction.lattice_symbol("?") == "P"
+
+
+@pytest.mark.parametrize(
+    "lattice, present",
+    [
+        ("P", lambda h, k, l: np.ones_like(h, bool)),
+        ("A", lambda h, k, l: (k + l) % 2 == 0),
+        ("B", lambda h, k, l: (h + l) % 2 == 0),
+        ("C", lambda h, k, l: (h + k) % 2 == 0),
+        ("I", lambda h, k, l: (h + k + l) % 2 == 0),
+        ("R", lambda h, k, l: (-h + k + l) % 3 == 0),
+        ("F", lambda h, k, l: ((h + k) % 2 == 0) & ((k + l) % 2 == 0)),
+    ],
+)
+def test_the_indices_in_the_sphere_are_every_present_one(shared_data, lattice, present):
+    """Against every (h, k, l) of a box around the sphere, tested one by one: the
+    same indices within 1/d_min (the enumeration may add a margin the predictor
+    checks), none absent for the lattice, never (0, 0, 0)."""
+    [experiment] = read_experiments(shared_data / "centroid_test_data/indexed.expt")
+    ub, d_min = np.asarray(experiment.crystal.A), 3.0
+    found = prediction.indices_in_sphere(ub, d_min, lattice)
+    limit = 40  # beyond every index within 3 A of this cell
+    axis = np.arange(-limit, limit + 1)
+    box = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    h, k, l = box.T  # noqa: E741
+    inside = ((box @ ub.T) ** 2).sum(1) <= 1 / d_min**2
+    expected = box[inside & present(h, k, l) & np.any(box != 0, axis=1)]
+    assert np.abs(found).max() < limit
+    r_sq = ((found @ ub.T) ** 2).sum(1)
+    within = found[r_sq <= 1 / d_min**2]
+    assert sorted(map(tuple, within.tolist())) == sorted(map(tuple, expected.tolist()))
+    assert len(expected) > 1000
+    h, k, l = found.T  # noqa: E741
+    assert present(h, k, l).all() and np.any(found != 0, axis=1).all()
+
+
+def _nearest_distances(points, others):
+    """Each point's distance to the nearest of ``others`` (both (n, 3))."""
+    return np.array([np.sqrt(((others - point) ** 2).sum(1)).min() for point in points])
+
+
+def test_every_prediction_lies_where_dials_integrate_predicted_it(shared_data):
+    """centroid_test_data's integrated.refl holds DIALS's own predictions of the scan
+    (flag predicted; indexed in another basis, so compared by position): all but 13
+    of its 1,991 have one of ours within 1 px, and ours in the scan are as many."""
+    folder = shared_data / "centroid_test_data"
+    [experiment] = read_experiments(folder / "indexed.expt")
+    hkl, entering, predicted = prediction.predict_all(experiment)
+    assert predicted.ok.all() and len(hkl) == len(entering) == 4204
+    z = predicted.xyzcal_px[:, 2]
+    assert -5 < z.min() and z.max() < 14  # the 9 images and 1 degree either side
+    ours = predicted.xyzcal_px[(z >= 0) & (z < 9)]
+    table = read_reflections(folder / "integrated.refl")
+    flagged = (np.asarray(table["flags"]).astype(np.uint64) & np.uint64(1)) != 0
+    theirs = np.asarray(table["xyzcal.px"])[flagged]
+    assert (len(theirs), len(ours)) == (1991, 1986)
+    distance = _nearest_distances(theirs, ours)
+    assert (distance < 1).sum() == 1978 and np.median(distance) < 0.1
+
+
+def test_a_scan_varying_crystal_loses_no_prediction_to_the_static_first_look(
+    shared_data,
+):
+    """Only reflections the static crystal puts near the scan are searched frame by
+    frame: the same predictions as searching every index."""
+    [experiment] = read_experiments(
+        shared_data / "centroid_test_data_refined/refined.expt"
+    )
+    hkl, entering, predicted = prediction.predict_all(experiment)
+    tried = prediction.indices_in_sphere(
+        experiment.crystal.A,
+        prediction.detector_max_resolution(
+            experiment.detector, np.asarray(experiment.beam.s0)
+        ),
+    )
+    every = np.concatenate([tried, tried])
+    flags = np.repeat([False, True], len(tried))
+    plain = prediction.predict_reflections(
+        every, flags, np.zeros(len(every)), experiment
+    )
+    assert len(hkl) == int(plain.ok.sum()) == 4366
+    assert np.array_equal(hkl, every[plain.ok])
+    assert np.array_equal(entering, flags[plain.ok])
+    assert np.array_equal(predicted.xyzcal_px, plain.xyzcal_px[plain.ok])
+
+
+def test_a_scan_over_a_turn_predicts_a_reflection_once_per_turn():
+    """400 degrees (800 images of 0.5 degrees, 1 degree of padding): a ray crossing
+    in the first 42 degrees crosses again one turn (720 images) later; every other
+    ray once."""
+    experiment = _flat_experiment(
+        scan={"image_range": [1, 800], "oscillation": [0.0, 0.5]},
+        crystal={
+            "__id__": "crystal",
+            "real_space_a": [40.0, 0, 0],
+            "real_space_b": [0, 40.0, 0],
+            "real_space_c": [0, 0, 40.0],
+            "space_group_hall_symbol": " P 1",
+        },
+    )
+    hkl, entering, predicted = prediction.predict_all(experiment)
+    z = predicted.xyzcal_px[:, 2]
+    keys = [(*row, flag) for row, flag in zip(hkl.tolist(), entering.tolist())]
+    seen: dict = {}
+    for key, frame in zip(keys, z.tolist()):
+        seen.setdefault(key, []).append(frame)
+    twice = [sorted(frames) for frames in seen.values() if len(frames) == 2]
+    assert twice and all(len(frames) <= 2 for frames in seen.values())
+    assert all(abs(b - a - 720) < 1e-6 for a, b in twice)
+    assert all(a < 82 for a, _ in twice)  # within the first 40 + 1 degrees
+
+
+def test_a_prediction_too_large_is_refused_and_the_reference_boxes_kept(
+    shared_data, reference, monkeypatch
+):
+    """indices_expected is the sphere over the reciprocal cell (centroid: within 1%
+    of the 286,926 indices found); over MAX_INDICES, predict_all refuses, and the
+    profile model keeps sigma_b, sigma_m and the reference reflections' boxes, saying
+    why."""
+    table, experiments = _load(shared_data, reference[0])
+    [experiment] = experiments
+    d_min = prediction.detector_max_resolution(
+        experiment.detector, np.asarray(experiment.beam.s0)
+    )
+    found = prediction.indices_in_sphere(experiment.crystal.A, d_min)
+    inside = ((found @ np.asarray(experiment.crystal.A).T) ** 2).sum(1) <= d_min**-2
+    assert int(inside.sum()) == 286926
+    expected = prediction.indices_expected(experiment)
+    assert expected == pytest.approx(286926, rel=0.01)
+    monkeypatch.setattr(prediction, "MAX_INDICES", 1000)
+    with pytest.raises(prediction.TooManyIndices, match="more than 1,000"):
+        prediction.predict_all(experiment)
+    model = pm.profile_model(
+        table, table.shoeboxes, experiments, all_predictions=True
+    ).experiments[0]
+    assert model.sigma_b_deg == pytest.approx(reference[0]["sigma_b_deg"], rel=1e-3)
+    assert model.shoebox.counted == "reference reflections"
+    assert model.shoebox.n_boxes == model.n_matched == 438
+    assert model.shoebox.note == (
+        f"{pm.SHOEBOX_NOTE}; not every prediction was boxed (about "
+        f"{expected:.3g} Miller indices lie within {d_min:.3g} A, more than 1,000): "
+        "the memory is the reference reflections'"
+    )
