@@ -18,12 +18,14 @@ each reference row is predicted directly from its (h, k, l) and entering flag:
   (``scan_varying_ray_predictor.h``).
 
 Both predict over the scan widened by ``padding`` degrees (``prediction.padding``,
-default 1.0 in ``reflection_predictor.py``). For the shoebox memory of every prediction
-(``predict_all``), every index within the resolution limit is predicted, both rays, at
-each crossing of the padded scan, as ``from_predictions_multi`` does. The detector impact is dxtbx's
+default 1.0 in ``reflection_predictor.py``). The detector impact is dxtbx's
 ``Detector.get_ray_intersection`` (the valid panel with the largest w) and
 millimetres become pixels through the panel's pixel-to-millimetre strategy, with the
 parallax correction where the panel has one (dxtbx ``model/pixel_to_millimeter.h``).
+
+For the shoebox memory of every prediction (``predict_all``), every index within the
+resolution limit is predicted, both rays, at each crossing of the padded scan, as
+``from_predictions_multi`` does.
 
 The kernels do their 3 x 3 algebra in plain arithmetic (``mat_vec3``, ``mat_mat3``),
 not with ``@`` or ``np.linalg``: those make numba load BLAS and LAPACK through
