@@ -408,11 +408,8 @@ def _mm_to_px(p, x_mm, y_mm, origin, fast, slow, pixel_size, mu, thickness):
 
 @njit
 def mat_vec3(m, v):
-    """m @ v for a 3 x 3 matrix and a 3-vector (a new vector)."""
-    out = np.empty(3)
-    for k in range(3):
-        out[k] = m[k, 0] * v[0] + m[k, 1] * v[1] + m[k, 2] * v[2]
-    return out
+    """m @ v for a 3 x 3 matrix and a 3-vector (a new vector): :func:`mat_vec3_of`."""
+    return np.array(mat_vec3_of(m, v[0], v[1], v[2]))
 
 
 @njit
@@ -456,11 +453,19 @@ def rotated_by(v0, v1, v2, axis, c, s):
 
 @njit
 def _unit_cross(a, b):
-    x = a[1] * b[2] - a[2] * b[1]
-    y = a[2] * b[0] - a[0] * b[2]
-    z = a[0] * b[1] - a[1] * b[0]
+    """The unit vector along a x b (a new vector): :func:`unit_cross_of`."""
+    return np.array(unit_cross_of(a[0], a[1], a[2], b[0], b[1], b[2]))
+
+
+@njit(inline="always")  # inlined where called: no call, no reference counting
+def unit_cross_of(a0, a1, a2, b0, b1, b2):
+    """The unit vector along a x b, as three scalars: for kernels that keep their
+    vectors in scalars."""
+    x = a1 * b2 - a2 * b1
+    y = a2 * b0 - a0 * b2
+    z = a0 * b1 - a1 * b0
     n = math.sqrt(x * x + y * y + z * z)
-    return np.array([x / n, y / n, z / n])
+    return x / n, y / n, z / n
 
 
 @njit

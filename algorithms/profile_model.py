@@ -831,17 +831,6 @@ def _panel_ray_px(p, b0, b1, b2, detector):
     )
 
 
-@njit(inline="always")  # inlined where called: no call, no reference counting
-def _unit_cross_of(a0, a1, a2, b0, b1, b2):
-    """The unit vector along a x b, as three scalars (the steps of
-    ``prediction._unit_cross``)."""
-    x = a1 * b2 - a2 * b1
-    y = a2 * b0 - a0 * b2
-    z = a0 * b1 - a1 * b0
-    n = math.sqrt(x * x + y * y + z * z)
-    return x / n, y / n, z / n
-
-
 @njit
 def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
     """BBoxCalculator3D (gaussian_rs ``bbox_calculator.h``): the four beam vectors at
@@ -858,8 +847,8 @@ def _bbox_kernel(s1, z, panel, s0, m2, delta_b, delta_m, scan, detector, out):
         v0, v1, v2 = s1[i, 0], s1[i, 1], s1[i, 2]
         radius = math.sqrt(v0 * v0 + v1 * v1 + v2 * v2)
         u0, u1, u2 = v0 / radius, v1 / radius, v2 / radius
-        e10, e11, e12 = _unit_cross_of(v0, v1, v2, s0[0], s0[1], s0[2])
-        e20, e21, e22 = _unit_cross_of(v0, v1, v2, e10, e11, e12)
+        e10, e11, e12 = prediction.unit_cross_of(v0, v1, v2, s0[0], s0[1], s0[2])
+        e20, e21, e22 = prediction.unit_cross_of(v0, v1, v2, e10, e11, e12)
         zeta = m2[0] * e10 + m2[1] * e11 + m2[2] * e12
         phi = start + (z[i] - first_image + 1) * width
         x_lo, x_hi, y_lo, y_hi = np.inf, -np.inf, np.inf, -np.inf
