@@ -1275,13 +1275,13 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
             )
     result.shoebox = _shoebox(bbox, counted_boxes, n_sigma, counted)
     result.shoebox.note += refused
-    bbox = counted_boxes[counted_boxes[:, 0] != OFF_DETECTOR]  # for the memory
-    if len(bbox) == 0:  # every box off the detector: no memory to speak of
-        bbox = None
+    memory_boxes = counted_boxes[counted_boxes[:, 0] != OFF_DETECTOR]
+    if len(memory_boxes) == 0:  # every box off the detector: no memory to speak of
+        memory_boxes = None
     else:
         first = experiment.scan.image_range[0] - 1
         result.shoebox.peak_bytes = peak_shoebox_memory(
-            bbox, (first, first + experiment.scan.num_images)
+            memory_boxes, (first, first + experiment.scan.num_images)
         )
     overall = (result.sigma_b_deg, result.sigma_m_deg)
     result.blocks = _blocks(
@@ -1289,7 +1289,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         frames,
         shoeboxes,
         experiment,
-        bbox,
+        memory_boxes,
         block_degrees,
         overall,
         sums,
@@ -1395,9 +1395,9 @@ def profile_model(
         sigma_m's likelihood over many frames is split over this many threads; the
         result is the same whatever the number.
     all_predictions
-        Box every reflection dials.integrate would predict for the shoebox sizes and
-        memory (DIALS's own count; a full prediction), not only the matched
-        reference reflections.
+        Count the shoebox memory of every reflection dials.integrate would predict
+        (DIALS's own count; a full prediction), not only of the matched reference
+        reflections; the box sizes are the reference reflections' either way.
 
     Returns
     -------

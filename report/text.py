@@ -430,7 +430,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             _box(entry.get("shoebox")),
             _memory(entry.get("shoebox")),
         ]
-        for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]
+        for entry in shown
     ]
     if rows:
         lines += [
@@ -457,7 +457,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
-    for entry in profile_model.get("experiments", [])[:MOST_DATASETS_LISTED]:
+    for entry in shown:
         label = entry.get("label", "")
         if not label.startswith("dials.integrate"):
             lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
