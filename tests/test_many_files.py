@@ -470,16 +470,27 @@ def test_workers_measure_every_file_once(pieces):
 
 def _probe_processes(pool, monkeypatch) -> None:
     """Plant a probe in the pool's measuring: each outcome's ``info["pid"]`` is the
-    process that measured it, ``info["mapping"]`` whether it could map files."""
+    process that measured it, ``info["mapping"]`` whether it could map files. This
+    process measures the first chunk it claimed only once a (forked) worker has
+    measured one: else a worker slow to start on a loaded machine could find every
+    chunk claimed by the parent, and which process measured what would be a race."""
     from dials_spot_size_analysis.formats import source
 
     measure_sources = pool.measure_sources
+    parent = os.getpid()
+    a_worker_measured = multiprocessing.get_context("fork").Event()
+    parent_waits = [True]  # until its first chunk
 
     def probed(items, request, n_sources):
+        if os.getpid() == parent and parent_waits:
+            parent_waits.clear()
+            a_worker_measured.wait(timeout=60)
         outcomes = measure_sources(items, request, n_sources)
         for outcome in outcomes:
             outcome.info["pid"] = os.getpid()
             outcome.info["mapping"] = source._MAPPING.get()
+        if os.getpid() != parent:
+            a_worker_measured.set()
         return outcomes
 
     monkeypatch.setattr(pool, "measure_sources", probed)
@@ -500,8 +511,8 @@ def test_the_parent_measures_beside_its_workers_only_files_it_reads_whole(
     assert sizes[-2] < sizes[-1]  # one file larger than the rest
     threshold = {"none": sizes[-1] + 1, "the last": sizes[-1], "every": sizes[0]}
     monkeypatch.setattr(pool, "MAP_FROM_BYTES", threshold[mapped])
-    _probe_processes(pool, monkeypatch)
     [serial] = pool.run_serial_or_pool(files, _worker_settings(), 1)
+    _probe_processes(pool, monkeypatch)
     [batch] = pool.run_serial_or_pool(files, _worker_settings(), 2)
     outcomes = sorted(batch.outcomes, key=lambda outcome: outcome.index)
     assert [o.index for o in outcomes] == list(range(len(files)))
