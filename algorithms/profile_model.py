@@ -38,6 +38,7 @@ from .prediction import (
     ScanGeometry,
     parallax_shift_of,
 )
+from .statistics import median
 
 INDEXED = 4
 USED_IN_REFINEMENT = 8
@@ -1541,8 +1542,8 @@ def with_xds_ranges(profiles: list[dict], spot_sizes, labels) -> list[dict]:
         if not rows.any():
             continue
         pixels_per_radian = entry["sigma_b_px"] / math.radians(entry["sigma_b_deg"])
-        diameter = float(np.median(extent_xy[rows]))
+        diameter = median(extent_xy[rows])
         xds["BEAM_DIVERGENCE"] = math.degrees(math.atan(diameter / pixels_per_radian))
         width = entry["sigma_m_deg"] / entry["sigma_m_images"]
-        xds["REFLECTING_RANGE"] = float(np.median(spot_sizes.extent_z[rows])) * width
+        xds["REFLECTING_RANGE"] = median(spot_sizes.extent_z[rows]) * width
     return profiles

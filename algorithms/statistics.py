@@ -95,30 +95,122 @@ def percentiles_from_counts(counts: np.ndarray, q) -> np.ndarray:
     return result
 
 
-def median_of_finite(values: np.ndarray) -> float:
-    """``np.median(values)`` of finite float values, from one partition.
-
-    numpy's median partitions at both middle ranks (and the end, to look for NaN),
-    several times the work of one partition on a million values; the lower middle
-    value is the largest of the lower half once the upper middle one is in place.
-    The two are averaged as numpy's mean averages them (from 0), so the result is the
-    same number.
+def median(values: np.ndarray) -> float:
+    """numpy's median of whole numbers or finite reals (at least one) as float64:
+    from the whole numbers' tally (see :func:`percentiles_from_counts`), or by
+    selection (:func:`median_of_finite`), the same number either way.
 
     Parameters
     ----------
     values : numpy.ndarray
-        Finite float64 values, at least one, one-dimensional.
+        Integers, or finite reals.
 
     Returns
     -------
     float
         The median.
     """
-    half = values.size // 2
-    upper = np.partition(values, half)
+    values = np.asarray(values).ravel()
+    counts = value_counts(values)
+    if counts is not None:
+        return float(percentiles_from_counts(counts, 50))
+    return median_of_finite(values.astype(np.float64, copy=False))
+
+
+def median_of_finite(values: np.ndarray) -> float:
+    """``np.median(values)`` of finite float values, by selection rather than a sort.
+
+    The middle values are found by their bits: a histogram of the top bits in which
+    the values differ gives the one or two bins holding the middle ranks, and only
+    those bins' values are gathered and sorted (a few passes over the values, where
+    numpy's median partitions the whole array at both middle ranks). The two middle
+    values are averaged as numpy's mean averages them (from 0), so the result is the
+    same number.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Finite float64 values, at least one, one-dimensional (not written to).
+
+    Returns
+    -------
+    float
+        The median.
+    """
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    lower, upper = _middle_values(values.view(np.uint64))
     if values.size % 2:
-        return float(0.0 + upper[half])
-    return float((0.0 + upper[:half].max() + upper[half]) / 2.0)
+        return float(0.0 + upper)
+    return float((0.0 + lower + upper) / 2.0)
+
+
+_SIGN_64 = np.uint64(1 << 63)
+_ALL_BITS = np.uint64((1 << 64) - 1)
+_SELECTION_BITS = 16  # the histogram's bits, at most
+
+
+@njit
+def _order_key(bits):
+    """A float64's bits as an unsigned integer in the order of the values (negative
+    zero just below zero)."""
+    if bits & _SIGN_64:
+        return bits ^ _ALL_BITS  # numba's ~ would give a signed integer
+    return bits | _SIGN_64
+
+
+@njit
+def _gather_between(bits, lowest, past, gathered):
+    """The values whose order keys lie from ``lowest`` to before ``past`` (0: no
+    end), in their order, into ``gathered``."""
+    values = bits.view(np.float64)
+    m = 0
+    for i in range(bits.size):
+        key = _order_key(bits[i])
+        if lowest <= key and (key < past or past == 0):
+            gathered[m] = values[i]
+            m += 1
+
+
+@njit
+def _middle_values(bits):
+    """The values of ranks (n - 1) // 2 and n // 2 of the finite float64 values whose
+    bits are ``bits``: the histogram's bins holding those ranks are gathered and
+    sorted."""
+    n = bits.size
+    low = high = _order_key(bits[0])
+    for i in range(n):
+        key = _order_key(bits[i])
+        low = min(low, key)
+        high = max(high, key)
+    values = bits.view(np.float64)
+    if low == high:
+        return values[0], values[0]
+    digits = np.uint64(1 << min(_SELECTION_BITS, max(1, int(np.log2(n)) + 1)))
+    shift = np.uint64(0)
+    while (high >> shift) - (low >> shift) >= digits:
+        shift += np.uint64(1)
+    base = low >> shift
+    counts = np.zeros(int((high >> shift) - base) + 1, np.int64)
+    for i in range(n):
+        counts[(_order_key(bits[i]) >> shift) - base] += 1
+    ranks = ((n - 1) // 2, n // 2)
+    first_bin = last_bin = -1
+    below = 0  # the values in bins before first_bin
+    total = 0
+    for digit in range(counts.size):
+        if first_bin < 0 and total + counts[digit] > ranks[0]:
+            first_bin, below = digit, total
+        total += counts[digit]
+        if total > ranks[1]:
+            last_bin = digit
+            break
+    # the values of those bins: keys from the first bin's lowest to past the last's
+    lowest = (base + np.uint64(first_bin)) << shift
+    past = (base + np.uint64(last_bin + 1)) << shift
+    gathered = np.empty(total - below, np.float64)
+    _gather_between(bits, lowest, past, gathered)
+    gathered.sort()
+    return gathered[ranks[0] - below], gathered[ranks[1] - below]
 
 
 def mean_and_std(values: np.ndarray) -> tuple[float, float]:

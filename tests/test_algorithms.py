@@ -628,6 +628,38 @@ def test_median_of_finite_is_numpys_median_to_the_last_bit():
     # but not always: not in a descending run of 1,776 values
     values = np.arange(1776, 0, -1.0)
     assert statistics.median_of_finite(values.copy()) == np.median(values) == 888.5
+    # the selection's histogram: the middle ranks in one crowded bin, in two bins,
+    # and values spanning every binade (the bins then as wide as whole binades)
+    crowded = np.concatenate([np.full(500_000, 1.25), rng.random(500_001) + 1.0])
+    split = np.concatenate([np.zeros(50_000), np.full(50_000, 1e300)])
+    spread = rng.standard_normal(100_001) * 10.0 ** rng.integers(-300, 300, 100_001)
+    extremes = np.array([1e300, -1e300, 3.0])  # the top bin's end past 2**64 - 1
+    for values in (
+        crowded,
+        split,
+        spread,
+        -np.abs(spread),
+        np.full(10, -0.0),
+        extremes,
+    ):
+        rng.shuffle(values)
+        expected = np.float64(np.median(values))
+        found = np.float64(statistics.median_of_finite(values))
+        assert found.view(np.int64) == expected.view(np.int64)
+    assert statistics.median_of_finite(split) == 0.5e300
+
+
+def test_median_of_whole_numbers_and_reals_is_numpys():
+    rng = np.random.default_rng(6)
+    for n in (1, 2, 7, 10_000, 10_001):
+        whole = rng.integers(0, 40, n)
+        real = rng.gamma(2.0, 1.0, n).astype(np.float32)
+        for values in (whole, whole.astype(np.int32), real, -real.astype(np.float64)):
+            expected = np.float64(np.median(values.astype(np.float64)))
+            found = np.float64(statistics.median(values))
+            assert found.view(np.int64) == expected.view(np.int64), (n, values.dtype)
+    assert statistics.median(np.array([3, 8])) == 5.5
+    assert statistics.median(np.array([3.0, 8.5, -1.0])) == 3.0
     values = np.array([5.0, 1.0, 3.0, 2.0])
     statistics.median_of_finite(values)
     assert values.tolist() == [5.0, 1.0, 3.0, 2.0]  # the caller's values untouched
