@@ -51,7 +51,7 @@ DEFAULT_MAX_SEPARATION = 2.0
 AUTO_MIN_SPOT_SIZE = {"SENSOR_PAD": 3, "other": 6}
 DEFAULT_N_SIGMA = 3.0
 DEFAULT_MAX_MEMORY_USAGE = 0.80
-PHIL_SOURCE = "DIALS default (src/dials/algorithms/spot_finding/factory.py)"
+PHIL_SOURCE = "DIALS default; src/dials/algorithms/spot_finding/factory.py"
 
 # --- Thresholds for "the data call for a change", and why --------------------------
 # Width of the band just inside max_spot_size, as a fraction of the cap: a spot within
@@ -398,13 +398,17 @@ def resolve_min_spot_size(
 ) -> tuple[int | None, str]:
     """The min_spot_size DIALS used, and where that came from.
 
+    Without a log or .phil, DIALS's ``Auto`` for the detector is assumed, unless the
+    table holds spots smaller than that: spot finding then ran with a smaller value,
+    at most the smallest spot's size, which is taken instead (and said so).
+
     Parameters
     ----------
     min_spot_size : int, optional
         The value used, where known (a log or .phil).
     detector_type : str, optional
-        The first panel's type (``SENSOR_PAD`` for pixel-array detectors), which
-        DIALS's ``Auto`` depends on.
+        The first panel's type (``SENSOR_PAD`` for pixel-array detectors, "" where the
+        file has none), which DIALS's ``Auto`` depends on; None where unknown.
     smallest_spot : float, optional
         The smallest spot in the table: the limit cannot exceed it.
 
@@ -415,15 +419,25 @@ def resolve_min_spot_size(
     """
     if min_spot_size is not None:
         return int(min_spot_size), "given"
+    auto = None
     if detector_type is not None:
         kind = "SENSOR_PAD" if detector_type == "SENSOR_PAD" else "other"
-        return AUTO_MIN_SPOT_SIZE[kind], (
-            f"DIALS Auto for a {detector_type} detector "
-            "(src/dials/array_family/flex_ext.py, from_observations)"
+        auto = AUTO_MIN_SPOT_SIZE[kind]
+        detector = f"a {detector_type} detector" if detector_type else "a detector"
+        if smallest_spot is None or smallest_spot >= auto:
+            return auto, (
+                f"DIALS Auto for {detector}, assumed; "
+                "src/dials/array_family/flex_ext.py, from_observations"
+            )
+    if smallest_spot is None:
+        return None, "unknown"
+    source = "inferred: the smallest spot found"
+    if auto is not None:
+        source += (
+            f", below the {auto} of DIALS Auto for {detector}: spot finding ran "
+            "with a smaller value"
         )
-    if smallest_spot is not None:
-        return int(smallest_spot), "inferred: the smallest spot found"
-    return None, "unknown"
+    return int(smallest_spot), source
 
 
 def check_min_spot_size(
@@ -923,8 +937,8 @@ def summary_sentence(
     )
     cube = np.cbrt(max_spot_size)
     return (
-        f"your spots are about {across:.0f} px across ({median_footprint:g} px on one "
-        f"image) and span {median_extent_z:g} {images}; the defaults assume spots of at "
+        f"your spots are about {across:.0f} px across (covering {median_footprint:g} "
+        f"pixels on one image) and span {median_extent_z:g} {images}; the defaults assume spots of at "
         f"least {smallest} in all and at most {max_spot_size} px over all images (about "
         f"{cube:.0f} x {cube:.0f} px x {cube:.0f} images, or "
         f"{max_spot_size / max(median_extent_z, 1.0):.0f} px per image over "
@@ -969,6 +983,7 @@ def advise(
     labels: Sequence[str],
     profiles: Sequence[dict],
     spot_finding: dict | None = None,
+    detector_type: str | None = None,
 ) -> dict:
     """Every check of the spot-finding limits and the profile model against the spots,
     the suggestions they make, and the one-sentence summary.
@@ -986,6 +1001,9 @@ def advise(
     spot_finding : dict, optional
         What ``formats.dials_logs.read_spot_finding_parameters`` read from the user's
         dials.find_spots.log or .phil (the limits used, the spots removed).
+    detector_type : str, optional
+        The first experiment's first panel type, which DIALS's ``Auto``
+        min_spot_size depends on (see :func:`resolve_min_spot_size`).
 
     Returns
     -------
@@ -1005,7 +1023,7 @@ def advise(
     distance = np.asarray(spot_sizes.peak_centroid_distance, dtype=np.float64)[shaped]
     checks = [
         check_min_spot_size(
-            size, footprint, extent_z, minimum, minimum_from,
+            size, footprint, extent_z, minimum, minimum_from, detector_type,
             removed=found.get("removed_too_small"),
         ),
         check_max_spot_size(
@@ -1028,6 +1046,8 @@ def advise(
         checks.append(
             _profile_check(profile, extent_xy[rows], spot_sizes.extent_z[rows])
         )
+    if minimum is None and detector_type is not None:  # DIALS's Auto for it
+        minimum = resolve_min_spot_size(None, detector_type, None)[0]
     summary = summary_sentence(
         _median_or_nan(footprint),
         _median_or_nan(extent_z),

@@ -184,6 +184,9 @@ class Panel:
     thickness: float = 0.0
     mu: float = 0.0
     px_mm_strategy: str = "SimplePxMmStrategy"
+    # dxtbx's panel type: "SENSOR_PAD" (pixel-array detectors), "SENSOR_CCD", ... or
+    # "" where the file has none; DIALS's Auto min_spot_size depends on it.
+    sensor_type: str = ""
 
     @property
     def normal(self) -> np.ndarray:
@@ -450,6 +453,9 @@ def _panel(p: dict, name: str, frame) -> Panel:
     strategy = p.get("px_mm_strategy") or {}
     if not isinstance(strategy, dict):
         raise ValueError(f"{name} px_mm_strategy is {_shown(strategy)}, not an object")
+    sensor_type = p.get("type", "")
+    if not isinstance(sensor_type, str):
+        raise ValueError(f"{name} type is {_shown(sensor_type)}, not a string")
     for vector in frame:  # shared by every file with the same detector: immutable
         vector.setflags(write=False)
     return Panel(
@@ -462,6 +468,7 @@ def _panel(p: dict, name: str, frame) -> Panel:
         thickness=_real(p.get("thickness", 0.0), f"{name} thickness", 0.0, 1e6),
         mu=_real(p.get("mu", 0.0), f"{name} mu", 0.0, 1e9),
         px_mm_strategy=str(strategy.get("type", "SimplePxMmStrategy")),
+        sensor_type=sensor_type,
     )
 
 

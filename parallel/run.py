@@ -159,7 +159,13 @@ def run_analysis(
     def profiles_and_advice():
         for profiles_of_table in later:  # one table only: the order is kept
             merged.profiles.extend(profiles_of_table())
-        return advise(merged.spot_sizes, merged.labels, merged.profiles, spot_finding)
+        return advise(
+            merged.spot_sizes,
+            merged.labels,
+            merged.profiles,
+            spot_finding,
+            detector_type=_first_panel_type(union),
+        )
 
     # The summaries, and the profile model and advice, read the merged rows and
     # nothing of each other: on threads they run side by side, the summaries
@@ -190,6 +196,16 @@ def run_analysis(
         ),
         advice=advice,
     )
+
+
+def _first_panel_type(experiments) -> str | None:
+    """The type of the first experiment's first panel (DIALS's Auto min_spot_size
+    reads it there), or None without one."""
+    for experiment in experiments[:1]:
+        detector = experiment.detector
+        if detector is not None and detector.panels:
+            return detector.panels[0].sensor_type
+    return None
 
 
 def _compared_tables(batches) -> list[ComparedTable]:

@@ -342,7 +342,7 @@ def advice_section(document: dict) -> str:
         )
     else:
         parts.append(
-            "<p>No parameter change suggested: the defaults serve these spots.</p>"
+            "<p>No parameter change suggested: the values in use serve these spots.</p>"
         )
     profile_rows = _profile_check_rows(checks)
     if profile_rows:

@@ -44,7 +44,7 @@ def render_phil(suggestions: list, program: str) -> str:
     lines = [f"# Parameters for {program} suggested by dials.spot_size_analysis"]
     chosen = [item for item in suggestions if item["program"] == program]
     if not chosen:
-        lines.append("# The data call for no change: the defaults serve.")
+        lines.append("# The data call for no change: the values in use serve.")
     for item in chosen:
         lines.append(f"# {_one_line(item['reason'])}")
         if item["suggested"] is None:
@@ -144,7 +144,7 @@ def render_log_lines(checks: list, summary: str | None = None) -> list:
         lines.extend(f"  {reason}" for reason in check["reasons"])
     suggestions = advice.collect_suggestions(*checks)
     if not suggestions:
-        lines.append("No parameter change suggested: the defaults serve these spots.")
+        lines.append("No parameter change suggested: the values in use serve these spots.")
     for item in suggestions:
         value = (
             "(no value from the data)"

@@ -194,6 +194,12 @@ MALFORMED = [
         r"panel 3 \('row-03'\) px_mm_strategy is \[1\], not an object",
     ),
     (
+        "panel type a number",
+        I23,
+        lambda d: _panel(d).__setitem__("type", 7),
+        r"panel 3 \('row-03'\) type is 7, not a string",
+    ),
+    (
         "properties list",
         I23,
         _set(["scan", 0, "properties"], []),

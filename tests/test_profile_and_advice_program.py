@@ -177,6 +177,46 @@ def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
     assert document["advice"]["checks"][1]["value"] == 200
 
 
+@pytest.mark.parametrize(
+    "folder, table, value, source",
+    [
+        # a pixel-array detector whose smallest spots are 3 px: DIALS's Auto (3)
+        (
+            "I23_P12M_thau", "indexed", 3,
+            "DIALS Auto for a SENSOR_PAD detector, assumed; "
+            "src/dials/array_family/flex_ext.py, from_observations",
+        ),
+        # spots of 2 px were kept: spot finding ran below Auto's 3
+        (
+            "ssx_CuNiR", "indexed", 2,
+            "inferred: the smallest spot found, below the 3 of DIALS Auto for a "
+            "SENSOR_PAD detector: spot finding ran with a smaller value",
+        ),
+        # an old file whose panel type is SENSOR_UNKNOWN (Auto: 6) with 3 px spots
+        (
+            "centroid_test_data", "indexed", 3,
+            "inferred: the smallest spot found, below the 6 of DIALS Auto for a "
+            "SENSOR_UNKNOWN detector: spot finding ran with a smaller value",
+        ),
+    ],
+)  # fmt: skip
+def test_min_spot_size_is_dials_auto_for_the_detector_unless_spots_are_smaller(
+    shared_data, folder, table, value, source
+):
+    result = analyse(
+        shared_data / folder / f"{table}.refl",
+        shared_data / folder / f"{table}.expt",
+        compute=False,  # no profile model: the limits only
+    )
+    [check] = [
+        c for c in result.advice["checks"]
+        if c.get("parameter") == "spotfinder.filter.min_spot_size"
+    ]  # fmt: skip
+    assert (check["value"], check["source"]) == (value, source)
+    auto = 3 if folder != "centroid_test_data" else 6
+    assert f"spots of at least {auto} px in all" in result.advice["summary"]
+
+
 def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
     (tmp_path / "notes.txt").write_text("nothing DIALS wrote\n")
     with pytest.raises(Exception, match="notes.txt"):
