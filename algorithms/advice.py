@@ -730,6 +730,12 @@ def _profile_reasons(flags, figures) -> list:
             "sigma_m is {sigma_m_images:.2f} image widths with spots on one image: it "
             "measures the image width, not the crystal (DIALS #119, #342)"
         ),
+        "sigma_m_from_one_image": (
+            "a scan of one image cannot measure sigma_m: each spot lies on its one "
+            "frame whatever the mosaicity (DIALS's estimator, "
+            "ComputeEsdReflectingRange, is unstable for lone images); take sigma_m "
+            "from a sweep of this crystal"
+        ),
         "memory_exceeds_limit": (
             "the shoeboxes need {memory_required_gb:.1f} GB, more than the "
             "{memory_allowed_gb:.1f} GB allowed"
@@ -798,7 +804,8 @@ def check_profile_model(
         ``box_to_spot_z``, ``z_evidence``, ``memory_required_gb``,
         ``memory_allowed_gb``, ``flags`` (dict of bools: ``sigma_m_absurd``,
         ``box_z_many_times_spots``, ``box_xy_many_times_spots``,
-        ``sigma_m_tracks_image_width``, ``memory_exceeds_limit``), ``reasons``,
+        ``sigma_m_tracks_image_width``, ``sigma_m_from_one_image``,
+        ``memory_exceeds_limit``), ``reasons``,
         ``change_called_for`` and ``suggestions`` (list of dicts).
     """
     box_z = 2 * n_sigma * sigma_m_images if box_z_images is None else box_z_images
@@ -814,6 +821,7 @@ def check_profile_model(
         and low <= sigma_m_images <= high
         and median_z <= TRACKING_MAX_MEDIAN_EXTENT_Z
     )
+    flags["sigma_m_from_one_image"] = n_images == 1
     allowed = None
     if shoebox_memory_bytes is not None and memory_limit_bytes is not None:
         allowed = memory_limit_bytes * max_memory_usage
@@ -971,6 +979,7 @@ def _profile_check(profile: dict, extent_xy: np.ndarray, extent_z: np.ndarray):
         n_sigma=profile.get("n_sigma", DEFAULT_N_SIGMA),
         box_xy_px=max(median_box[0], median_box[1]) if median_box else None,
         box_z_images=median_box[2] if median_box else None,
+        n_images=profile.get("n_images") or None,
         shoebox_memory_bytes=shoebox.get("peak_bytes"),
     )
     check["experiment"] = profile.get("identifier")

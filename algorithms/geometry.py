@@ -173,6 +173,23 @@ def _model_tables(*detectors_and_beams) -> tuple:
     return panels, starts, n_panels, beam_tables
 
 
+def first_panel_type(experiments: Sequence[Experiment]) -> str | None:
+    """The type of the first experiment's first panel, where DIALS's Auto
+    min_spot_size reads it (``SENSOR_PAD`` for pixel-array detectors); None without a
+    detector.
+
+    Parameters
+    ----------
+    experiments : sequence of Experiment
+        The experiments of a table, in order.
+    """
+    for experiment in experiments[:1]:
+        detector = experiment.detector
+        if detector is not None and detector.panels:
+            return detector.panels[0].sensor_type
+    return None
+
+
 class ExperimentGeometry:
     """Per-experiment and per-panel tables for a list of experiments, built once (not per
     reflection file: a serial-crystallography run has thousands of experiments)."""

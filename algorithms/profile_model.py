@@ -552,6 +552,7 @@ class ExperimentProfile:
     blocks: list[BlockValues] = field(default_factory=list)
     shoebox: ShoeboxEstimate | None = None
     stored_profile: dict | None = None
+    n_images: int = 0  # the scan's images (0: no scan)
 
 
 @dataclass
@@ -1218,6 +1219,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     n_sigma, block_degrees, padding_deg, threads, all_predictions = options
     result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
     result.stored_profile = _stored(experiment)
+    result.n_images = experiment.scan.num_images
     in_experiment = np.asarray(columns["id"]) == index
     reference = reference_selection(
         columns["flags"], columns["miller_index"], columns["id"]
@@ -1337,7 +1339,10 @@ def _pre_indexing_estimates(
         result = ExperimentProfile(
             experiment=index,
             applicable=True,
-            label="estimate before indexing: sigma_b about each spot's own centroid",
+            label=(
+                "estimate before indexing: sigma_b about each spot's own centroid, "
+                "which runs low (dials.integrate measures it about predicted positions)"
+            ),
             reason="no crystal model: sigma_m needs predicted rotation angles",
         )
         result.stored_profile = _stored(experiment)

@@ -15,7 +15,11 @@ import numpy as np
 
 from ..algorithms import flags as flag_names
 from ..algorithms.consistency import table_mismatch
-from ..algorithms.geometry import WAVELENGTH_COLUMNS, ExperimentGeometry
+from ..algorithms.geometry import (
+    WAVELENGTH_COLUMNS,
+    ExperimentGeometry,
+    first_panel_type,
+)
 from ..algorithms.profile_model import ProfileModel, ProfileModelError, profile_model
 from ..algorithms.same_spots import ComparedTable, centroid_keys
 from ..algorithms.spot_shape import ShapesToMeasure, bbox_disagreements
@@ -97,6 +101,7 @@ class FileOutcome:
     error_is_format: bool = False  # else the data did not fit the request
     n_rows: int = 0  # rows measured, once packed into a Batch
     profiles: list[dict] = field(default_factory=list)  # per experiment (plain data)
+    detector_type: str | None = None  # its first experiment's first panel type
     compared: ComparedTable | None = None  # with MeasureRequest.compare_spots
     # With MeasureRequest.profiles_later: computes ``profiles`` (never pickled: made
     # only where the outcome stays in the process that measured it).
@@ -650,6 +655,7 @@ def measured_outcome(
         info=info,
         labels=read.labels,
         profiles=profiles,
+        detector_type=first_panel_type(read.geometry.experiments),
         compared=read.compared,
         profiles_later=profiles_later,
     )

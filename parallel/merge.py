@@ -4,6 +4,7 @@ measuring all rows together gives."""
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -34,6 +35,9 @@ class Merged:
         The experiment identifier of each index in ``spot_sizes.experiment``.
     profiles : list of dict
         Each table's profile model per experiment, in input order.
+    detector_type : str or None
+        The first table's first experiment's first panel type (DIALS's Auto
+        min_spot_size depends on it), None without one.
     """
 
     spot_sizes: SpotSizes
@@ -42,6 +46,7 @@ class Merged:
     skipped: list[dict] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     profiles: list[dict] = field(default_factory=list)
+    detector_type: str | None = None
 
 
 class _Labels:
@@ -104,6 +109,7 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
     row_starts, row_counts = [], []
     label_base: dict[int, int] = {}  # source -> its first entry in flat_labels
     flat_labels: list[int] = []
+    first_typed = math.inf  # the source whose detector type is kept
     for outcome, number, start in _located(batches):
         if outcome.error is not None:
             merged.skipped.append({"file": outcome.name, "reason": outcome.error})
@@ -116,6 +122,8 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
         merged.datasets.append(outcome.selection)
         merged.inputs.append(outcome.info)
         merged.profiles.extend(outcome.profiles)
+        if outcome.index < first_typed and outcome.detector_type is not None:
+            first_typed, merged.detector_type = outcome.index, outcome.detector_type
     if label_base:
         table = np.array(flat_labels, dtype=np.int32)
         for batch in batches:

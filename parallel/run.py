@@ -164,7 +164,7 @@ def run_analysis(
             merged.labels,
             merged.profiles,
             spot_finding,
-            detector_type=_first_panel_type(union),
+            detector_type=merged.detector_type,
         )
 
     # The summaries, and the profile model and advice, read the merged rows and
@@ -196,16 +196,6 @@ def run_analysis(
         ),
         advice=advice,
     )
-
-
-def _first_panel_type(experiments) -> str | None:
-    """The type of the first experiment's first panel (DIALS's Auto min_spot_size
-    reads it there), or None without one."""
-    for experiment in experiments[:1]:
-        detector = experiment.detector
-        if detector is not None and detector.panels:
-            return detector.panels[0].sensor_type
-    return None
 
 
 def _compared_tables(batches) -> list[ComparedTable]:

@@ -144,7 +144,9 @@ def render_log_lines(checks: list, summary: str | None = None) -> list:
         lines.extend(f"  {reason}" for reason in check["reasons"])
     suggestions = advice.collect_suggestions(*checks)
     if not suggestions:
-        lines.append("No parameter change suggested: the values in use serve these spots.")
+        lines.append(
+            "No parameter change suggested: the values in use serve these spots."
+        )
     for item in suggestions:
         value = (
             "(no value from the data)"

@@ -296,7 +296,7 @@ def test_real_rotation_data_max_separation(shared_data):
     sentence = advice.summary_sentence(np.median(footprint), 3)
     assert sentence.startswith(
         "your spots are about 2 px across (covering 5 pixels on one image) and span "
-            "3 images; "
+        "3 images; "
         "the defaults assume"
     )
     assert "333 px per image over 3 images" in sentence

@@ -201,20 +201,23 @@ def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
     ],
 )  # fmt: skip
 def test_min_spot_size_is_dials_auto_for_the_detector_unless_spots_are_smaller(
-    shared_data, folder, table, value, source
+    shared_data, tmp_path, monkeypatch, folder, table, value, source
 ):
-    result = analyse(
-        shared_data / folder / f"{table}.refl",
-        shared_data / folder / f"{table}.expt",
-        compute=False,  # no profile model: the limits only
-    )
-    [check] = [
-        c for c in result.advice["checks"]
-        if c.get("parameter") == "spotfinder.filter.min_spot_size"
-    ]  # fmt: skip
-    assert (check["value"], check["source"]) == (value, source)
+    """Through the API (the experiments given) and the program (the .expt paired with
+    its table, read where the table is measured)."""
+    paths = [shared_data / folder / f"{table}.{kind}" for kind in ("refl", "expt")]
+    result = analyse(*paths, compute=False)  # no profile model: the limits only
+    monkeypatch.chdir(tmp_path)
+    run([str(paths[1]), str(paths[0]), "output.html=None", "output.log=None"])
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     auto = 3 if folder != "centroid_test_data" else 6
-    assert f"spots of at least {auto} px in all" in result.advice["summary"]
+    for advice in (result.advice, document["advice"]):
+        [check] = [
+            c for c in advice["checks"]
+            if c.get("parameter") == "spotfinder.filter.min_spot_size"
+        ]  # fmt: skip
+        assert (check["value"], check["source"]) == (value, source)
+        assert f"spots of at least {auto} px in all" in advice["summary"]
 
 
 def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
@@ -234,6 +237,33 @@ def test_the_profile_model_can_be_left_out(shared_data):
     )
     assert result.profile_model == {"experiments": [], "not_applicable": []}
     assert result.statistics["n"] == 569  # the rest as usual
+
+
+@pytest.mark.parametrize(
+    "folder, table, n_images, one_image",
+    [
+        ("I23_P12M_thau", "indexed", 1, True),
+        ("centroid_test_data", "indexed", 9, False),
+    ],
+)
+def test_sigma_m_of_a_one_image_scan_is_not_passed_as_fitting(
+    shared_data, tmp_path, monkeypatch, folder, table, n_images, one_image
+):
+    """DIALS computes sigma_m from a one-image scan too (its own source notes the
+    estimator is unstable there): the advice says it cannot be measured so."""
+    monkeypatch.chdir(tmp_path)
+    run([str(shared_data / folder / f"{table}.{kind}") for kind in ("expt", "refl")])
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [model] = document["profile_model"]["experiments"]
+    assert model["n_images"] == n_images
+    [check] = [c for c in document["advice"]["checks"] if "sigma_m_deg" in c]
+    assert check["flags"]["sigma_m_from_one_image"] is one_image
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text()
+    said = (
+        "  a scan of one image cannot measure sigma_m: each spot lies on its one frame"
+    )
+    assert any(line.startswith(said) for line in log.splitlines()) is one_image
+    assert ("the model fits the spots found: no change" in log) is not one_image
 
 
 def test_xds_full_widths_from_the_spots(shared_data):

@@ -778,7 +778,9 @@ def test_html_profile_and_advice_sections(profiled):
     advice = _section(page, "Spot finding and integration advice")
     summary = analysis.advice["summary"]
     assert html.escape(summary[0].upper() + summary[1:]) in advice
-    assert "No parameter change suggested: the values in use serve these spots." in advice
+    assert (
+        "No parameter change suggested: the values in use serve these spots." in advice
+    )
     for name in LIMIT_FIGURES:
         assert f'id="{name}"' in advice and name in document["plots"]
         assert html.escape(document["plots"][name]["help"]) in advice
