@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from ..jit import njit
+from .profile_model import SIGMA_B_MULTIPLIER
 from .statistics import median_of_finite, percentiles_from_counts, value_counts
 
 FIND_SPOTS = "dials.find_spots"
@@ -86,7 +87,10 @@ SMALLEST_SUGGESTED_MIN_SPOT_SIZE = 2
 # #421: 21.9 deg; well-ordered crystals give 0.02-0.5 deg).
 ABSURD_SIGMA_M_DEG = 5.0
 # A model box more than 4 times the 95th percentile of observed spot extents along an
-# axis, and at least this big, is many times the spots (xia2 #153, DIALS #1615).
+# axis, and at least this big, is many times the spots (xia2 #153, DIALS #1615). Across
+# the detector the box's foreground is compared (the box is SIGMA_B_MULTIPLIER times
+# as wide, for background, by DIALS's design): the sigmas suggested below then clear
+# the flag they answer.
 BOX_TO_SPOT_RATIO = 4.0
 MIN_FLAGGED_BOX_IMAGES = 10.0
 MIN_FLAGGED_BOX_PX = 20.0
@@ -634,7 +638,7 @@ def check_max_separation(
     }
 
 
-def _box_flags(sigma_m_deg, box_z, box_xy, p95_z, p95_xy, z_evidence) -> dict:
+def _box_flags(sigma_m_deg, box_z, box_xy, foreground_xy, p95_z, p95_xy, z_evidence):
     return {
         "sigma_m_absurd": sigma_m_deg > ABSURD_SIGMA_M_DEG,
         "box_z_many_times_spots": bool(
@@ -644,7 +648,7 @@ def _box_flags(sigma_m_deg, box_z, box_xy, p95_z, p95_xy, z_evidence) -> dict:
         ),
         "box_xy_many_times_spots": bool(
             p95_xy is not None
-            and box_xy >= BOX_TO_SPOT_RATIO * p95_xy
+            and foreground_xy >= BOX_TO_SPOT_RATIO * p95_xy
             and box_xy >= MIN_FLAGGED_BOX_PX
         ),
     }
@@ -679,6 +683,32 @@ def _memory_suggestion(
         "the shoeboxes of one block do not fit in the memory allowed",
         evidence,
     )
+
+
+def _n_sigma_suggestion(flags, boxes, spots, evidence) -> list:
+    """DIALS's default n_sigma, where a larger one alone makes the box many times the
+    spots (the box scales with n_sigma along every axis): the cause, not the sigmas."""
+    n_sigma, box_xy, foreground_xy, box_z = boxes
+    sigma_m_deg, sigma_m_images, p95_z, p95_xy, z_evidence = spots
+    too_big = flags["box_xy_many_times_spots"] or flags["box_z_many_times_spots"]
+    if not too_big or flags["sigma_m_absurd"] or n_sigma <= DEFAULT_N_SIGMA:
+        return []
+    scale = DEFAULT_N_SIGMA / n_sigma
+    # in images, the box may have been cut to the scan: no larger than it was
+    box_z = min(box_z, 2 * DEFAULT_N_SIGMA * sigma_m_images)
+    at_default = _box_flags(
+        sigma_m_deg, box_z, box_xy * scale, foreground_xy * scale,
+        p95_z, p95_xy, z_evidence,
+    )  # fmt: skip
+    if at_default["box_xy_many_times_spots"] or at_default["box_z_many_times_spots"]:
+        return []
+    reason = (
+        f"n_sigma = {n_sigma:g} widens every box {1 / scale:.3g} times over DIALS's "
+        f"default {DEFAULT_N_SIGMA:g}: at {DEFAULT_N_SIGMA:g} it is about "
+        f"{box_xy * scale:.0f} px x {box_z:.1f} images, within "
+        f"{BOX_TO_SPOT_RATIO:g} times the spots"
+    )
+    return [_suggestion(INTEGRATE, N_SIGMA, n_sigma, DEFAULT_N_SIGMA, reason, evidence)]
 
 
 def _sigma_suggestions(flags, sigmas, p95_xy, p95_z, deg_per_px, evidence) -> list:
@@ -723,8 +753,9 @@ def _profile_reasons(flags, figures) -> list:
             "the {p95_extent_z:g} images 95% of spots span"
         ),
         "box_xy_many_times_spots": (
-            "the model box is {box_xy_px:.1f} px across, {box_to_spot_xy:.1f} times "
-            "the {p95_extent_xy:g} px 95% of spots span"
+            "the model's foreground is {foreground_xy_px:.1f} px across (its box, "
+            "with the background margin, {box_xy_px:.1f} px), {box_to_spot_xy:.1f} "
+            "times the {p95_extent_xy:g} px 95% of spots span"
         ),
         "sigma_m_tracks_image_width": (
             "sigma_m is {sigma_m_images:.2f} image widths with spots on one image: it "
@@ -785,7 +816,8 @@ def check_profile_model(
         Images in the scan: z extents are evidence only where the scan is longer than
         BOX_TO_SPOT_RATIO times them (spots cannot span more images than exist).
     box_xy_px, box_z_images : float, optional
-        The model box, where known; else the foreground width 2 * n_sigma * sigma.
+        The model box, where known; else 2 * n_sigma * sigma (times DIALS's
+        sigma_b_multiplier across the detector).
     shoebox_memory_bytes, memory_limit_bytes : float, optional
         Memory the shoeboxes need and the machine's memory.
     max_memory_usage : float
@@ -800,7 +832,9 @@ def check_profile_model(
     dict
         ``sigma_b_deg``, ``sigma_m_deg``, ``sigma_b_px``, ``sigma_m_images``,
         ``n_sigma``, ``oscillation_deg``, ``box_xy_px``, ``box_z_images``,
-        ``p95_extent_xy``, ``p95_extent_z``, ``median_extent_z``, ``box_to_spot_xy``,
+        ``foreground_xy_px`` (the box across over DIALS's sigma_b_multiplier),
+        ``p95_extent_xy``, ``p95_extent_z``, ``median_extent_z``, ``box_to_spot_xy``
+        (the foreground's),
         ``box_to_spot_z``, ``z_evidence``, ``memory_required_gb``,
         ``memory_allowed_gb``, ``flags`` (dict of bools: ``sigma_m_absurd``,
         ``box_z_many_times_spots``, ``box_xy_many_times_spots``,
@@ -809,12 +843,19 @@ def check_profile_model(
         ``change_called_for`` and ``suggestions`` (list of dicts).
     """
     box_z = 2 * n_sigma * sigma_m_images if box_z_images is None else box_z_images
-    box_xy = 2 * n_sigma * sigma_b_px if box_xy_px is None else box_xy_px
+    box_xy = (
+        2 * n_sigma * sigma_b_px * SIGMA_B_MULTIPLIER
+        if box_xy_px is None
+        else box_xy_px
+    )
+    foreground_xy = box_xy / SIGMA_B_MULTIPLIER
     p95_z = _percentile(extent_z, 95) or 1.0
     p95_xy = _percentile(extent_xy, 95)
     median_z = _median(extent_z) or 1.0
     z_evidence = n_images is None or n_images > BOX_TO_SPOT_RATIO * p95_z
-    flags = _box_flags(sigma_m_deg, box_z, box_xy, p95_z, p95_xy, z_evidence)
+    flags = _box_flags(
+        sigma_m_deg, box_z, box_xy, foreground_xy, p95_z, p95_xy, z_evidence
+    )
     low, high = TRACKING_SIGMA_M_IMAGES
     flags["sigma_m_tracks_image_width"] = bool(
         (n_images is None or n_images > 1)
@@ -840,7 +881,8 @@ def check_profile_model(
         "p95_extent_xy": p95_xy,
         "p95_extent_z": p95_z,
         "median_extent_z": median_z,
-        "box_to_spot_xy": box_xy / p95_xy if p95_xy else None,
+        "foreground_xy_px": foreground_xy,
+        "box_to_spot_xy": foreground_xy / p95_xy if p95_xy else None,
         "box_to_spot_z": box_z / p95_z,
         "z_evidence": bool(z_evidence),
         "memory_required_gb": (
@@ -854,7 +896,12 @@ def check_profile_model(
         if value is not None
     }
     deg_per_px = sigma_b_deg / sigma_b_px if sigma_b_px else 0.0
-    suggestions = _sigma_suggestions(
+    suggestions = _n_sigma_suggestion(
+        flags,
+        (n_sigma, box_xy, foreground_xy, box_z),
+        (sigma_m_deg, sigma_m_images, p95_z, p95_xy, z_evidence),
+        evidence,
+    ) or _sigma_suggestions(
         flags,
         (sigma_b_deg, sigma_m_deg, n_sigma, oscillation_deg),
         p95_xy,

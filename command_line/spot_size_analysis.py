@@ -6,8 +6,8 @@ tutorial does with scitbx flex.histogram, with statistics and breakdowns per exp
 panel, image and resolution shell.
 
 Reflection files need shoeboxes: dials.find_spots writes them (strong.refl) and dials.index
-and dials.refine pass them on; dials.integrate keeps them only with
-integration.debug.output=True.
+and dials.refine pass them on; dials.integrate drops them, but with
+integration.debug.output=True writes them to separate shoeboxes_*.refl files.
 
 Examples::
 

@@ -383,9 +383,60 @@ def test_box_many_times_the_spots_in_xy():
     )
     assert check["flags"]["box_xy_many_times_spots"]
     by_name = {item["parameter"]: item for item in check["suggestions"]}
-    # box = 2 * 6 px: sigma_b = 6 px * 0.05 deg/px * 2 / 6
+    # a foreground of 48 px (a box of 96): 8 times the spots
+    assert (check["foreground_xy_px"], check["box_xy_px"]) == (48.0, 96.0)
+    assert check["box_to_spot_xy"] == 8.0
+    # foreground = 2 * 6 px: sigma_b = 6 px * 0.05 deg/px * 2 / 6
     assert by_name[advice.SIGMA_B]["suggested"] == pytest.approx(0.1)
     assert by_name[advice.SIGMA_M]["suggested"] == 0.1
+
+
+def test_the_suggested_sigmas_clear_the_flag_they_answer():
+    """The box across is twice its foreground (DIALS's sigma_b_multiplier): the flag
+    compares the foreground, which the suggested sigma_b sizes to twice the spots."""
+    flagged = absurd_model(
+        sigma_m_deg=0.1, sigma_m_images=1.0, sigma_b_deg=0.4, sigma_b_px=8.0
+    )
+    by_name = {item["parameter"]: item["suggested"] for item in flagged["suggestions"]}
+    sigma_b_deg = by_name[advice.SIGMA_B]
+    sigma_b_px = sigma_b_deg / 0.05  # 0.05 deg per px, as in the flagged model
+    fixed = absurd_model(
+        sigma_m_deg=by_name[advice.SIGMA_M], sigma_m_images=1.0,
+        sigma_b_deg=sigma_b_deg, sigma_b_px=sigma_b_px,
+    )  # fmt: skip
+    assert (fixed["foreground_xy_px"], fixed["box_xy_px"]) == (12.0, 24.0)
+    assert not any(fixed["flags"].values()) and fixed["suggestions"] == []
+
+
+@pytest.mark.parametrize(
+    "n_sigma, suggested",
+    [
+        (9.0, {advice.N_SIGMA: 3.0}),  # at DIALS's 3 the box fits: n_sigma the cause
+        (3.0, None),  # the default already: no n_sigma to blame
+    ],
+)
+def test_a_raised_n_sigma_is_named_as_the_cause(n_sigma, suggested):
+    # sigma_b 2.5 px: a foreground of 15 px at n_sigma 3 (2.5 times the 6 px spots),
+    # 45 px at 9 (7.5 times)
+    check = absurd_model(
+        sigma_m_deg=0.1, sigma_m_images=1.0, sigma_b_deg=0.125, sigma_b_px=2.5,
+        n_sigma=n_sigma,
+    )  # fmt: skip
+    assert check["flags"]["box_xy_many_times_spots"] is (n_sigma == 9.0)
+    found = {item["parameter"]: item["suggested"] for item in check["suggestions"]}
+    assert found == (suggested or {})
+    if suggested:
+        [item] = check["suggestions"]
+        assert item["current"] == 9.0 and item["reason"].startswith(
+            "n_sigma = 9 widens every box 3 times over DIALS's default 3: at 3 it is "
+            "about 30 px x 6.0 images, within 4 times the spots"
+        )
+        # a box cut to a scan of 13 images: at n_sigma 3, 6 images, not 10 / 3
+        cut = absurd_model(
+            sigma_m_deg=0.1, sigma_m_images=1.0, sigma_b_deg=0.125, sigma_b_px=2.5,
+            n_sigma=n_sigma, n_images=13, box_z_images=10.0,
+        )  # fmt: skip
+        assert "about 30 px x 6.0 images" in cut["suggestions"][0]["reason"]
 
 
 def test_sigma_m_tracking_the_image_width_is_flagged_without_a_change():
@@ -664,6 +715,7 @@ def _every_suggestion():
             memory_limit_bytes=64e9,
             block_size_deg=10.0,
         ),
+        absurd_model(sigma_m_deg=0.1, sigma_m_images=1.0, n_sigma=9.0),
     ]
     return checks, advice.collect_suggestions(*checks)
 
@@ -708,6 +760,7 @@ def test_every_suggestion_has_the_documented_keys():
         advice.SIGMA_M,
         advice.NPROC,
         advice.BLOCK_SIZE,
+        advice.N_SIGMA,
     }
     for item in suggestions:
         assert set(item) == {

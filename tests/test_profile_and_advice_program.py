@@ -93,6 +93,33 @@ def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatc
         libtbx.phil.parse(text)  # a PHIL file DIALS can read
 
 
+def test_a_raised_n_sigma_is_suggested_back_on_real_data(
+    shared_data, tmp_path, monkeypatch
+):
+    """centroid_test_data with n_sigma = 10: boxes 64 px across for spots of 6 px;
+    at DIALS's 3 they fit, so n_sigma is suggested, not new sigmas."""
+    monkeypatch.chdir(tmp_path)
+    data = shared_data / "centroid_test_data"
+    run(
+        [
+            str(data / "indexed.expt"),
+            str(data / "indexed.refl"),
+            "profile.n_sigma=10",
+            "output.suggestions=suggested.phil",
+            "output.html=None",
+        ]
+    )
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [item] = document["advice"]["suggestions"]
+    assert (item["parameter"], item["current"], item["suggested"]) == (
+        "profile.gaussian_rs.parameters.n_sigma", 10.0, 3.0,
+    )  # fmt: skip
+    assert "at 3 it is about 19 px x 5.9 images" in item["reason"]
+    text = (tmp_path / "suggested.integrate.phil").read_text()
+    assert "profile.gaussian_rs.parameters.n_sigma = 3" in text.splitlines()
+    libtbx.phil.parse(text)
+
+
 def test_boxes_off_the_detector_are_said_in_the_log_json_and_html(
     shared_data, tmp_path, monkeypatch
 ):
