@@ -1035,17 +1035,29 @@ def _stored(experiment) -> dict | None:
     }
 
 
-def _min_spots_problem(n: int, scan) -> str:
-    """Model.create_from_reflections: at least 50 reflections, or 20 per degree."""
+def _min_spots_problem(n: int, scan, n_reference: int | None = None) -> str:
+    """Model.create_from_reflections: at least 50 reflections, or 20 per degree; the
+    words say which step lost them where the reference reflections were more."""
     if n >= MIN_SPOTS_OVERALL:
         return ""
     degrees = scan.num_images * scan.oscillation_width
     if degrees and n / degrees >= MIN_SPOTS_PER_DEGREE:
         return ""
-    return (
-        f"too few reflections for profile modelling: {n} (dials.integrate needs "
-        f"{MIN_SPOTS_OVERALL} in total or {MIN_SPOTS_PER_DEGREE} per degree)"
+    needs = (
+        f"dials.integrate needs {MIN_SPOTS_OVERALL} in total or "
+        f"{MIN_SPOTS_PER_DEGREE} per degree"
     )
+    if n_reference is None or n_reference <= n:
+        return f"too few reflections for profile modelling: {n} ({needs})"
+    lost = (
+        f"too few reflections for profile modelling: {n} of the {n_reference} "
+        "reference reflections (indexed, not bad_for_refinement) are re-predicted "
+        f"from these experiments within {prediction.MATCH_DISTANCE_PX:g} px of the "
+        f"table's own predictions ({needs})"
+    )
+    if n == 0:
+        lost += "; were the table's predictions made with other models (another .expt)?"
+    return lost
 
 
 def _matched_columns(columns, rows, experiment, padding_deg):
@@ -1230,7 +1242,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         rows = rows[:: -(-len(rows) // MAX_REFERENCE_MATCHED)]
     chosen, frames = _matched_columns(columns, rows, experiment, padding_deg)
     result.n_matched = int(len(chosen.rows))
-    problem = _min_spots_problem(result.n_matched, experiment.scan)
+    problem = _min_spots_problem(result.n_matched, experiment.scan, result.n_reference)
     if problem:
         result.applicable, result.reason = False, problem
         return result

@@ -281,7 +281,7 @@ def whole_pixel_figure(result: SpotSizeResult) -> dict:
             f"{100 * share:.0f}% of the spots fall into the first bins of the histogram "
             "above (its range is the DIALS tutorial's, made for bigger spots), so this "
             "shows their sizes one whole pixel at a time, up to the 99th percentile. "
-            "data_max=Auto fits the histogram itself to the spots."
+            "data_max=Auto ends the histogram above at the largest spot."
         ),
     }
 

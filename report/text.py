@@ -549,7 +549,7 @@ def crowded_histogram_lines(result: SpotSizeResult) -> list[str]:
         "",
         f"Most spots ({share:.0f}%) fall into the first {CROWDED_BINS} bins of this "
         "range; the sizes in whole pixels (up to the 99th percentile; "
-        "data_max=Auto fits the histogram to them):",
+        "data_max=Auto ends the histogram above at the largest spot):",
         *bar_lines(np.arange(tally.size), tally, "pixels"),
     ]
 

@@ -508,6 +508,24 @@ def test_too_few_reflections(shared_data, reference):
     assert "too few reflections" in model.reason
 
 
+def test_reference_reflections_another_model_predicted_are_counted_out(shared_data):
+    """centroid's integrated.refl was indexed in another setting than indexed.expt
+    (its (-19, 17, 1) lies where indexed.refl has (-9, 12, -21)): none of its 394
+    reference reflections is re-predicted where the table put it, and the reason says
+    which step lost them."""
+    table = read_reflections(shared_data / "centroid_test_data/integrated.refl")
+    experiments = read_experiments(shared_data / "centroid_test_data/indexed.expt")
+    model = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments[0]
+    assert (model.applicable, model.n_reference, model.n_matched) == (False, 394, 0)
+    assert model.reason == (
+        "too few reflections for profile modelling: 0 of the 394 reference "
+        "reflections (indexed, not bad_for_refinement) are re-predicted from these "
+        "experiments within 2 px of the table's own predictions (dials.integrate "
+        "needs 50 in total or 20 per degree); were the table's predictions made with "
+        "other models (another .expt)?"
+    )
+
+
 def _flat_experiment(**parts):
     """A 1000 x 1000 panel of 0.1 mm pixels 100 mm from the sample, facing the beam
     along +z, rotation about x, 0.5 degree images: small angles map simply. ``parts``
