@@ -71,8 +71,18 @@ INDEXED_COLUMNS = (
 )
 STILLS_REASON = (
     "stills have no rotation: DIALS's stills integration models mosaicity "
-    "differently (no sigma_m from rotation angles), so no Gaussian rotation model"
+    "differently (its gaussian_rs model sets sigma_m to 0; dials.ssx_integrate's "
+    "default ellipsoid model has no sigma_m), so sigma_b only"
 )
+STILLS_LABEL = (
+    "stills: sigma_b about each spot's own centroid, an estimate that runs low "
+    "(dials.integrate's stills model measures it about predicted positions)"
+)
+ESTIMATE_LABEL = (
+    "estimate before indexing: sigma_b about each spot's own centroid, which runs "
+    "low (dials.integrate measures it about predicted positions)"
+)
+ESTIMATE_REASON = "no crystal model: sigma_m needs predicted rotation angles"
 NOT_FINITE_PIXELS = (
     "pixel values that are not finite (inf or NaN) in the reference reflections' "
     "shoeboxes: dials.integrate's estimators cannot use them"
@@ -1348,16 +1358,15 @@ def _pre_indexing_estimates(
     results, distances = [], {}  # (distance, pixel) per beam and detector met
     for index in indices:
         experiment = experiments[index]
+        still = not _is_rotation(experiment)
         result = ExperimentProfile(
             experiment=index,
             applicable=True,
-            label=(
-                "estimate before indexing: sigma_b about each spot's own centroid, "
-                "which runs low (dials.integrate measures it about predicted positions)"
-            ),
-            reason="no crystal model: sigma_m needs predicted rotation angles",
+            label=STILLS_LABEL if still else ESTIMATE_LABEL,
+            reason=STILLS_REASON if still else ESTIMATE_REASON,
         )
         result.stored_profile = _stored(experiment)
+        result.n_images = experiment.scan.num_images if experiment.scan else 0
         result.n_reference = result.n_selected = int(n_rows[index])
         start = ends[index - 1] if index else 0
         n_used = int(ends[index] - start)
@@ -1446,26 +1455,24 @@ def profile_model(
             results.append(
                 ExperimentProfile(experiment=index, applicable=False, reason=reason)
             )
-        elif not _is_rotation(experiment):
-            results.append(
-                ExperimentProfile(
-                    experiment=index,
-                    applicable=False,
-                    reason=STILLS_REASON,
-                    stored_profile=_stored(experiment),
-                )
-            )
-        elif needs_prediction(experiment, columns):
+        elif not needs_prediction(experiment, columns):  # stills, or not indexed
+            results.append(None)  # estimated below, with the others
+            before_indexing.append(index)
+        else:
             problem = prediction.rotation_problem(experiment, padding_deg)
             results.append(
                 ExperimentProfile(experiment=index, applicable=False, reason=problem)
                 if problem
                 else _rotation_profile(index, experiment, columns, shoeboxes, options)
             )
-        else:
-            results.append(None)  # estimated below, with the others
-            before_indexing.append(index)
-    if before_indexing:
+    if before_indexing and "xyzobs.px.value" not in columns:
+        for index in before_indexing:
+            results[index] = ExperimentProfile(
+                experiment=index,
+                applicable=False,
+                reason="the table lacks the column xyzobs.px.value (the spots' centroids)",
+            )
+    elif before_indexing:
         estimates = _pre_indexing_estimates(
             before_indexing, experiments, columns, shoeboxes
         )

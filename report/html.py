@@ -137,7 +137,8 @@ def _figures_named(document: dict, prefix: str) -> list[str]:
 
 
 def _is_estimate(entry: dict) -> bool:
-    """A pre-indexing estimate, not the model dials.integrate would use."""
+    """An estimate (before indexing, or of a still), not the model dials.integrate
+    would use."""
     return not entry.get("label", "").startswith("dials.integrate")
 
 
@@ -202,10 +203,10 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
 def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
     estimate = _is_estimate(entry)
-    header = [
-        "profile model",
-        "estimate before indexing" if estimate else "as dials.integrate computes it",
-    ]
+    kind = "estimate before indexing"
+    if entry.get("label", "").startswith("stills"):
+        kind = "estimate for a still"
+    header = ["profile model", kind if estimate else "as dials.integrate computes it"]
     if stored is not None:
         header.append(f"stored in the .expt ({stored.get('kind') or 'unknown kind'})")
     if entry.get("xds"):

@@ -457,9 +457,13 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
+    labels = {entry.get("label", "") for entry in shown}
+    shared = len(shown) > 1 and len(labels) == 1  # said once, not per experiment
+    if shared and not next(iter(labels)).startswith("dials.integrate"):
+        lines.append(f"Each experiment above: {next(iter(labels))}")
     for entry in shown:
         label = entry.get("label", "")
-        if not label.startswith("dials.integrate"):
+        if not shared and not label.startswith("dials.integrate"):
             lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
         shoebox = entry.get("shoebox") or {}
         if shoebox.get("n_off_detector"):

@@ -39,13 +39,22 @@ def test_every_reference_file_matches_dials(shared_data, references):
         assert model["sigma_m_images"] == pytest.approx(model["sigma_m_deg"] / width)
 
 
-def test_stills_say_why_there_is_no_model(shared_data):
+def test_stills_give_sigma_b_only_and_say_why(shared_data):
+    """DIALS's stills gaussian_rs model computes sigma_b and sets sigma_m to 0; here
+    sigma_b is estimated about each spot's own centroid, and labelled so."""
     result = analyse(
         shared_data / "ssx_CuNiR/indexed.refl", shared_data / "ssx_CuNiR/indexed.expt"
     )
-    assert result.profile_model["experiments"] == []
-    [reason] = result.profile_model["not_applicable"]
-    assert reason["n_experiments"] == 5 and "still" in reason["reason"]
+    assert result.profile_model["not_applicable"] == []
+    entries = result.profile_model["experiments"]
+    assert [e["n_selected"] for e in entries] == [34, 36, 194, 34, 62]
+    for entry in entries:
+        assert entry["applicable"] and entry["sigma_m_deg"] is None
+        assert entry["label"] == profile_model.STILLS_LABEL
+        assert "sets sigma_m to 0" in entry["reason"] and entry["n_images"] == 0
+        assert 0.02 < entry["sigma_b_deg"] < 0.03 and entry["shoebox"] is None
+    lines = profile_model_lines(result.profile_model)
+    assert lines.count(f"Each experiment above: {profile_model.STILLS_LABEL}") == 1
 
 
 def test_before_indexing_sigma_b_is_an_estimate(shared_data):

@@ -185,17 +185,6 @@ def test_data_units_and_xds(shared_data, reference):
     assert computed and all(value != model.sigma_b_deg for value in computed)
 
 
-def test_stills_are_not_applicable(shared_data):
-    table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
-    experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
-    result = pm.profile_model(table.columns, table.shoeboxes, experiments)
-    assert len(result.experiments) == 5
-    for model in result.experiments:
-        assert not model.applicable
-        assert model.reason == pm.STILLS_REASON
-        assert model.sigma_b_deg is None and model.sigma_m_deg is None
-
-
 @pytest.mark.parametrize(
     "reflections, experiments",
     [("strong.refl", "imported.expt"), ("indexed.refl", "indexed.expt")],
@@ -399,6 +388,32 @@ def plain_estimate_before_indexing(columns, shoeboxes, experiment, index):
         if weight.sum() > 1:
             variances.append((weight * angle**2).sum() / (weight.sum() - 1))
     return len(rows), math.degrees(math.sqrt(np.mean(variances)))
+
+
+def test_stills_estimate_equals_its_definition(shared_data):
+    """Indexed stills (no scan): sigma_b about each spot's own centroid, per still."""
+    table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
+    experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
+    models = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments
+    assert len(models) == 5
+    for index, model in enumerate(models):
+        n_rows, sigma_b_deg = plain_estimate_before_indexing(
+            table.columns, table.shoeboxes, experiments[index], index
+        )
+        assert (model.label, model.sigma_m_deg) == (pm.STILLS_LABEL, None)
+        assert model.applicable and model.reason == pm.STILLS_REASON
+        assert model.n_reference == n_rows
+        assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
+
+
+def test_a_table_without_centroids_has_no_estimate(shared_data):
+    table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
+    experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
+    columns = {k: v for k, v in table.columns.items() if k != "xyzobs.px.value"}
+    models = pm.profile_model(columns, table.shoeboxes, experiments).experiments
+    assert {(m.applicable, m.reason) for m in models} == {
+        (False, "the table lacks the column xyzobs.px.value (the spots' centroids)")
+    }
 
 
 @pytest.mark.parametrize(

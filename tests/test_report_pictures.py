@@ -739,6 +739,7 @@ def _section(page: str, heading: str) -> str:
 def test_html_profile_and_advice_sections(profiled):
     """The tables say what the result says; the figures are in the page and in the
     JSON's plots; stills and a pre-indexing estimate say so."""
+    from dials_spot_size_analysis.algorithms.profile_model import STILLS_LABEL
     from dials_spot_size_analysis.api import json_document
     from dials_spot_size_analysis.report.html import html_report
 
@@ -747,9 +748,13 @@ def test_html_profile_and_advice_sections(profiled):
     document = json_document(analysis)
     profile = _section(page, "Profile model")
     model = analysis.profile_model
-    if kind == "stills":
-        assert "No profile model for 5 experiments: stills have no rotation" in profile
-        assert 'class="plot"' not in profile
+    if kind == "stills":  # sigma_b only, estimated, each still in its table
+        assert "No profile model" not in profile
+        assert profile.count("<h3>Experiment ") == 5
+        assert profile.count("<b>An estimate</b>") == 5
+        assert html.escape(STILLS_LABEL) in profile
+        assert "estimate for a still" in profile
+        assert "estimate before indexing" not in profile
     elif kind == "pre-indexing":
         [entry] = model["experiments"]
         assert "<b>An estimate</b>" in profile and "estimate before indexing" in profile
