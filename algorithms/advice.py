@@ -985,6 +985,7 @@ def summary_sentence(
         else median_across
     )
     images = "image" if median_extent_z == 1 else "images"
+    side = "" if median_across is None else " along their longer side"
     smallest = (
         "3 px (pixel-array detectors) or 6 px (others)"
         if min_spot_size is None
@@ -992,8 +993,8 @@ def summary_sentence(
     )
     cube = np.cbrt(max_spot_size)
     return (
-        f"your spots are about {across:.0f} px across (covering {median_footprint:g} "
-        f"pixels on one image) and span {median_extent_z:g} {images}; the defaults assume spots of at "
+        f"your spots are about {across:.0f} px across{side} (covering "
+        f"{median_footprint:g} pixels on one image) and span {median_extent_z:g} {images}; the defaults assume spots of at "
         f"least {smallest} in all and at most {max_spot_size} px over all images (about "
         f"{cube:.0f} x {cube:.0f} px x {cube:.0f} images, or "
         f"{max_spot_size / max(median_extent_z, 1.0):.0f} px per image over "

@@ -106,7 +106,8 @@ def _profile_lines(check: dict) -> list:
         f"profile model: sigma_b = {check['sigma_b_deg']:.4g} deg "
         f"({check['sigma_b_px']:.3g} px), sigma_m = {check['sigma_m_deg']:.4g} deg "
         f"({check['sigma_m_images']:.3g} images), n_sigma = {check['n_sigma']:g}; box "
-        f"{check['box_xy_px']:.1f} px x {check['box_z_images']:.1f} images"
+        f"{check['box_xy_px']:.1f} px across its longer side x "
+        f"{check['box_z_images']:.1f} images"
     ]
     lines.extend(f"  {reason}" for reason in check["reasons"])
     if not check["reasons"]:

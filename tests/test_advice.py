@@ -300,6 +300,10 @@ def test_real_rotation_data_max_separation(shared_data):
         "the defaults assume"
     )
     assert "333 px per image over 3 images" in sentence
+    across = advice.summary_sentence(5.0, 3, median_across=4.0)
+    assert across.startswith(
+        "your spots are about 4 px across along their longer side (covering 5 pixels"
+    )
 
 
 def _sigma_b_px(experiment, sigma_b_deg):
