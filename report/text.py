@@ -382,8 +382,15 @@ def _box(shoebox: dict | None) -> str:
 
 
 def _memory(shoebox: dict | None) -> str:
-    peak = (shoebox or {}).get("peak_bytes")
-    return "-" if peak is None else f"{peak / 2**30:.3g} GiB"
+    """The peak memory, with the boxes counted where they are every prediction (the
+    reflections column counts the reference reflections)."""
+    shoebox = shoebox or {}
+    peak = shoebox.get("peak_bytes")
+    if peak is None:
+        return "-"
+    if shoebox.get("counted") == ALL_PREDICTIONS:
+        return f"{peak / 2**30:.3g} GiB ({shoebox.get('n_boxes', 0):,} boxes)"
+    return f"{peak / 2**30:.3g} GiB"
 
 
 REFERENCE_ONLY = (

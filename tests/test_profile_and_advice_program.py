@@ -184,6 +184,9 @@ def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypat
     for key in ("sigma_b_deg", "sigma_m_deg", "n_matched"):
         assert all_model[key] == reference_model[key]
     assert "shoebox memory (all predictions)" in log
+    gib = boxes["peak_bytes"] / 2**30
+    assert f"{gib:.3g} GiB (4,204 boxes)" in log  # beside 438 reference reflections
+    assert f"{fewer['peak_bytes'] / 2**30:.3g} GiB" not in log
     assert REFERENCE_ONLY not in log
     assert "shoebox memory at the peak (all predictions)" in page
 
