@@ -994,8 +994,8 @@ def summary_sentence(
     cube = np.cbrt(max_spot_size)
     return (
         f"your spots are about {across:.0f} px across{side} (covering "
-        f"{median_footprint:g} pixels on one image) and span {median_extent_z:g} {images}; the defaults assume spots of at "
-        f"least {smallest} in all and at most {max_spot_size} px over all images (about "
+        f"{median_footprint:g} pixels on one image) and span {median_extent_z:g} "
+        f"{images}; the defaults assume spots of at least {smallest} in all and at most {max_spot_size} px over all images (about "
         f"{cube:.0f} x {cube:.0f} px x {cube:.0f} images, or "
         f"{max_spot_size / max(median_extent_z, 1.0):.0f} px per image over "
         f"{median_extent_z:g} {images}), with the brightest pixel within "

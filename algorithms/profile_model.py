@@ -83,6 +83,9 @@ ESTIMATE_LABEL = (
     "low (dials.integrate measures it about predicted positions)"
 )
 ESTIMATE_REASON = "no crystal model: sigma_m needs predicted rotation angles"
+NO_CENTROIDS_REASON = (
+    "the table lacks the column xyzobs.px.value (the spots' centroids)"
+)
 NOT_FINITE_PIXELS = (
     "pixel values that are not finite (inf or NaN) in the reference reflections' "
     "shoeboxes: dials.integrate's estimators cannot use them"
@@ -1468,9 +1471,7 @@ def profile_model(
     if before_indexing and "xyzobs.px.value" not in columns:
         for index in before_indexing:
             results[index] = ExperimentProfile(
-                experiment=index,
-                applicable=False,
-                reason="the table lacks the column xyzobs.px.value (the spots' centroids)",
+                experiment=index, applicable=False, reason=NO_CENTROIDS_REASON
             )
     elif before_indexing:
         estimates = _pre_indexing_estimates(
