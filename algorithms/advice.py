@@ -398,7 +398,10 @@ def check_max_spot_size(
 
 
 def resolve_min_spot_size(
-    min_spot_size: int | None, detector_type: str | None, smallest_spot: float | None
+    min_spot_size: int | None,
+    detector_type: str | None,
+    smallest_spot: float | None,
+    stated: str | None = None,
 ) -> tuple[int | None, str]:
     """The min_spot_size DIALS used, and where that came from.
 
@@ -415,6 +418,8 @@ def resolve_min_spot_size(
         file has none), which DIALS's ``Auto`` depends on; None where unknown.
     smallest_spot : float, optional
         The smallest spot in the table: the limit cannot exceed it.
+    stated : str, optional
+        Where ``Auto`` was stated (the user's log or .phil); None: assumed.
 
     Returns
     -------
@@ -430,8 +435,9 @@ def resolve_min_spot_size(
         detector = f"a {detector_type} detector" if detector_type else "a detector"
         if smallest_spot is None or smallest_spot >= auto:
             return auto, (
-                f"DIALS Auto for {detector}, assumed; "
-                "src/dials/array_family/flex_ext.py, from_observations"
+                f"DIALS Auto for {detector}, "
+                + (f"as {stated} says" if stated else "assumed")
+                + "; src/dials/array_family/flex_ext.py, from_observations"
             )
     if smallest_spot is None:
         return None, "unknown"
@@ -440,7 +446,7 @@ def resolve_min_spot_size(
         source += (
             f", below the {auto} of DIALS Auto for {detector}: spot finding ran "
             "with a smaller value"
-        )
+        ) + (f" than the Auto {stated} states" if stated else "")
     return int(smallest_spot), source
 
 
@@ -459,8 +465,9 @@ def check_min_spot_size(
     ----------
     size, footprint, extent_z : array_like
         As for :func:`check_max_spot_size`.
-    min_spot_size : int, optional
-        The value used; resolved as DIALS's ``Auto`` from ``detector_type`` when None.
+    min_spot_size : int or "Auto", optional
+        The value used; resolved as DIALS's ``Auto`` from ``detector_type`` when None
+        or "Auto" (then stated by ``source``).
     source : str, optional
         Where ``min_spot_size`` came from.
     detector_type : str, optional
@@ -479,10 +486,14 @@ def check_min_spot_size(
     """
     size = _finite(size)
     n = size.size
+    stated = None
+    if min_spot_size == "Auto":  # stated in the user's file: DIALS's own choice
+        min_spot_size, stated = None, source
     limit, resolved_source = resolve_min_spot_size(
-        min_spot_size, detector_type, float(size.min()) if n else None
+        min_spot_size, detector_type, float(size.min()) if n else None, stated
     )
-    source = source if (min_spot_size is not None and source) else resolved_source
+    given = min_spot_size is not None
+    source = source if (given and source) else resolved_source
     median = _median(size)
     reasons, suggestion = [], None
     if limit is None or not n:
@@ -491,7 +502,13 @@ def check_min_spot_size(
         at = int(np.count_nonzero(size == limit))
         near = int(np.count_nonzero((size >= limit) & (size <= limit + 1)))
         below = int(np.count_nonzero(size < limit))
-        if median <= limit + MIN_SIZE_MEDIAN_MARGIN:
+        if given and below:  # the limit given did not make these spots
+            reasons.append(
+                f"{below} of {n} spots are smaller than min_spot_size={limit} "
+                f"({source}): spot finding for this table used a smaller value, so "
+                "the spots cannot judge this one"
+            )
+        elif median <= limit + MIN_SIZE_MEDIAN_MARGIN:
             reasons.append(
                 f"the median spot ({median:g} px) is within "
                 f"{MIN_SIZE_MEDIAN_MARGIN} px of min_spot_size={limit}: the cut lies in "
@@ -500,7 +517,9 @@ def check_min_spot_size(
     suggested = (
         None if limit is None else max(SMALLEST_SUGGESTED_MIN_SPOT_SIZE, limit - 1)
     )
-    if reasons and suggested == limit:
+    if reasons and given and below:
+        pass  # no suggestion from a limit these spots contradict
+    elif reasons and suggested == limit:
         reasons.append(
             f"min_spot_size={limit} is already the smallest sensible value: no change"
         )
@@ -959,6 +978,7 @@ def summary_sentence(
     max_spot_size: int = DEFAULT_MAX_SPOT_SIZE,
     max_separation: float = DEFAULT_MAX_SEPARATION,
     median_across: float | None = None,
+    limits_given: bool = False,
 ) -> str:
     """One plain sentence comparing the typical spot with what the limits assume.
 
@@ -973,6 +993,9 @@ def summary_sentence(
     median_across : float, optional
         Median of each spot's larger extent on the detector (pixels), as the shape
         table shows it; without it, the side of a square of the footprint's area.
+    limits_given : bool
+        Some limit came from the user's log or .phil: "the limits used assume", not
+        "the defaults assume".
 
     Returns
     -------
@@ -995,7 +1018,8 @@ def summary_sentence(
     return (
         f"your spots are about {across:.0f} px across{side} (covering "
         f"{median_footprint:g} pixels on one image) and span {median_extent_z:g} "
-        f"{images}; the defaults assume spots of at least {smallest} in all and at most {max_spot_size} px over all images (about "
+        f"{images}; the {'limits used' if limits_given else 'defaults'} assume spots "
+        f"of at least {smallest} in all and at most {max_spot_size} px over all images (about "
         f"{cube:.0f} x {cube:.0f} px x {cube:.0f} images, or "
         f"{max_spot_size / max(median_extent_z, 1.0):.0f} px per image over "
         f"{median_extent_z:g} {images}), with the brightest pixel within "
@@ -1103,6 +1127,9 @@ def advise(
         checks.append(
             _profile_check(profile, extent_xy[rows], spot_sizes.extent_z[rows])
         )
+    given = any(value not in (None, "Auto") for value in (minimum, maximum, separation))
+    if minimum == "Auto":
+        minimum = None
     if minimum is None and detector_type is not None:  # DIALS's Auto for it
         minimum = resolve_min_spot_size(None, detector_type, None)[0]
     summary = summary_sentence(
@@ -1112,6 +1139,7 @@ def advise(
         maximum if maximum is not None else DEFAULT_MAX_SPOT_SIZE,
         separation if separation is not None else DEFAULT_MAX_SEPARATION,
         median_across=_median_or_nan(extent_xy[shaped]),
+        limits_given=given,
     )
     return {
         "checks": checks,

@@ -1342,14 +1342,17 @@ def _pre_indexing_estimates(
     first_panel = np.full(len(experiments), -1, dtype=np.int64)  # others: not used
     panel_count = np.zeros(len(experiments), dtype=np.int64)
     first_panel[indices], panel_count[indices] = starts, counts
-    ids = np.asarray(columns["id"]).reshape(-1)
+    # Without an id or panel column, every row is experiment 0's, on panel 0 (as
+    # the sizes take them).
+    n_table = len(columns["xyzobs.px.value"])
+    ids = np.asarray(columns.get("id", np.zeros(n_table, np.int32))).reshape(-1)
+    panels = np.asarray(columns.get("panel", np.zeros(n_table, np.uint64)))
     n_rows = np.zeros(len(experiments), dtype=np.int64)
     used = np.empty(ids.size, dtype=np.bool_)
     variance = np.empty(ids.size)
     _centroid_spreads(
         shoeboxes.blob, shoeboxes.present, shoeboxes.data_offset, shoeboxes.bbox,
-        shoeboxes.panel, ids, first_panel, panel_count,
-        np.asarray(columns["panel"]).reshape(-1),
+        shoeboxes.panel, ids, first_panel, panel_count, panels.reshape(-1),
         np.asarray(columns["xyzobs.px.value"]), origin, fast, slow, pixel_size,
         n_rows, used, variance,
     )  # fmt: skip

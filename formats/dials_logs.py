@@ -39,6 +39,7 @@ class ParameterValueError(FileFormatError):
 MIN_SPOT_SIZE = "spotfinder.filter.min_spot_size"
 MAX_SPOT_SIZE = "spotfinder.filter.max_spot_size"
 MAX_SEPARATION = "spotfinder.filter.max_separation"
+SPOT_FINDING_LIMITS = (MIN_SPOT_SIZE, MAX_SPOT_SIZE, MAX_SEPARATION)
 # The parameters this module reports, with the DIALS type of each (factory.py; the
 # profile ones from src/dials/algorithms/profile_model/gaussian_rs/model.py).
 PARAMETER_TYPES = {
@@ -112,18 +113,36 @@ def _read_text(path: str) -> str:
 
 
 def _typed(name: str, text: str, path: str | None, where: str = "") -> object:
-    """The value of parameter ``name`` given as ``text`` ("Auto" and "None" as they
-    are); refused where DIALS would not accept it (not a number of its type, outside
-    its range, not finite), naming ``where`` it was found."""
-    if text in ("Auto", "auto", "None"):
-        return text
+    """The value of parameter ``name`` given as ``text``; refused where DIALS would
+    not accept it (not a number of its type, outside its range, not finite), naming
+    ``where`` it was found. ``min_spot_size = Auto`` (DIALS's default: its choice for
+    the detector) is "Auto"; a spot-finding limit of Auto or None otherwise is
+    refused (no limit to check the spots against); the profile parameters' Auto and
+    None (their defaults: computed from the data) are kept as they are."""
+    kind = "a whole number" if PARAMETER_TYPES[name] is int else "a number"
+    low, high = PARAMETER_RANGES[name]
+    if text.lower() in ("auto", "none"):
+        if name == MIN_SPOT_SIZE and text.lower() == "auto":
+            return "Auto"
+        if name not in SPOT_FINDING_LIMITS:
+            return text
+        meaning = (
+            "no such filter in DIALS's spot finding"
+            if text.lower() == "none" and name != MAX_SPOT_SIZE
+            else "not a value DIALS takes"
+        )
+        raise ParameterValueError(
+            path,
+            f"{where}{name} = {text} ({meaning}) leaves no limit to check the spots "
+            f"against: give the value used, {kind} from {low:g} to {high:g}"
+            + (", or Auto" if name == MIN_SPOT_SIZE else "")
+            + ", or leave it out to check DIALS's default.",
+        )
     try:
         value = PARAMETER_TYPES[name](text)
     except ValueError:
         value = None
-    low, high = PARAMETER_RANGES[name]
     if value is None or not low <= value <= high:  # NaN fails too
-        kind = "a whole number" if PARAMETER_TYPES[name] is int else "a number"
         raise ParameterValueError(
             path,
             f"{where}{name} = {text} is not a value DIALS takes ({kind} from "

@@ -565,8 +565,9 @@ def test_phil_file(tmp_path):
     path = tmp_path / "find_spots.phil"
     path.write_text(
         "spotfinder.filter.min_spot_size=4\n"
-        "spotfinder { filter { max_spot_size = 2000\n max_separation = None } }\n"
+        "spotfinder { filter { max_spot_size = 2000\n max_separation = 1.5 } }\n"
         "spotfinder.threshold.dispersion.gain = 0.5\n"
+        "profile.gaussian_rs.parameters.sigma_b = None\n"
     )
     result = read_spot_finding_parameters(path)
     assert result["kind"] == "phil"
@@ -574,9 +575,50 @@ def test_phil_file(tmp_path):
     assert values == {
         "spotfinder.filter.min_spot_size": 4,
         "spotfinder.filter.max_spot_size": 2000,
-        "spotfinder.filter.max_separation": "None",
+        "spotfinder.filter.max_separation": 1.5,
+        "profile.gaussian_rs.parameters.sigma_b": "None",  # DIALS's default: computed
     }
     assert result["modified"]["spotfinder.threshold.dispersion.gain"] == "0.5"
+    # DIALS's default min_spot_size, as a full parameter listing shows it
+    path.write_text(
+        "spotfinder { filter { min_spot_size = Auto\n max_spot_size = 1000 } }"
+    )
+    found = read_spot_finding_parameters(path)["parameters"]
+    assert found["spotfinder.filter.min_spot_size"]["value"] == "Auto"
+
+
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        (
+            "spotfinder.filter.max_separation = None",
+            "max_separation = None (no such filter in DIALS's spot finding) leaves no "
+            "limit to check the spots against: give the value used, a number from -1e+06 "
+            "to 1e+06, or leave it out to check DIALS's default.",
+        ),
+        (
+            "spotfinder.filter.min_spot_size = None",
+            "min_spot_size = None (no such filter in DIALS's spot finding) leaves no "
+            "limit to check the spots against: give the value used, a whole number from "
+            "1 to 1e+09, or Auto, or leave it out to check DIALS's default.",
+        ),
+        (
+            "spotfinder.filter.max_spot_size = Auto",
+            "max_spot_size = Auto (not a value DIALS takes) leaves no limit",
+        ),
+        ("spotfinder.filter.max_spot_size = None", "max_spot_size = None (not a value"),
+        (
+            "spotfinder.filter.max_separation = auto",
+            "max_separation = auto (not a value",
+        ),
+    ],
+)
+def test_a_limit_that_is_no_limit_is_refused_in_one_sentence(tmp_path, line, problem):
+    path = tmp_path / "find_spots.phil"
+    path.write_text(line + "\n")
+    with pytest.raises(FileFormatError) as caught:
+        read_spot_finding_parameters(path)
+    assert problem in str(caught.value)
 
 
 @pytest.mark.parametrize(

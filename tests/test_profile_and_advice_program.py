@@ -259,6 +259,47 @@ def test_min_spot_size_is_dials_auto_for_the_detector_unless_spots_are_smaller(
         assert f"spots of at least {auto} px in all" in advice["summary"]
 
 
+def _min_spot_size_check(result):
+    [check] = [
+        c for c in result.advice["checks"]
+        if c.get("parameter") == "spotfinder.filter.min_spot_size"
+    ]  # fmt: skip
+    return check
+
+
+def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
+    """min_spot_size = Auto in the user's file is DIALS's choice for the detector; a
+    value the table's own spots contradict (smaller spots were kept) is said, and no
+    change is suggested from it."""
+    data = shared_data / "ssx_CuNiR"
+    stated = tmp_path / "auto.phil"
+    stated.write_text("spotfinder { filter { min_spot_size = Auto } }\n")
+    result = analyse(
+        data / "indexed.refl", data / "indexed.expt", find_spots=str(stated),
+        compute=False,
+    )  # fmt: skip
+    check = _min_spot_size_check(result)
+    assert check["value"] == 2 and check["source"].endswith(
+        "below the 3 of DIALS Auto for a SENSOR_PAD detector: spot finding ran with "
+        f"a smaller value than the Auto {stated.name} states"
+    )
+    contradicted = tmp_path / "four.phil"
+    contradicted.write_text("spotfinder.filter.min_spot_size = 4\n")
+    result = analyse(
+        data / "strong_5.refl", data / "imported_no_ref_5.expt",
+        find_spots=str(contradicted), compute=False,
+    )  # fmt: skip
+    check = _min_spot_size_check(result)
+    assert (check["value"], check["n_below_limit"], check["n_spots"]) == (4, 414, 759)
+    assert check["reasons"] == [
+        f"414 of 759 spots are smaller than min_spot_size=4 ({contradicted.name}): "
+        "spot finding for this table used a smaller value, so the spots cannot judge "
+        "this one"
+    ]
+    assert check["suggestion"] is None and not check["change_called_for"]
+    assert result.advice["summary"].count("the limits used assume spots of at least 4")
+
+
 def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
     (tmp_path / "notes.txt").write_text("nothing DIALS wrote\n")
     with pytest.raises(Exception, match="notes.txt"):

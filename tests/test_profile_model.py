@@ -406,6 +406,23 @@ def test_stills_estimate_equals_its_definition(shared_data):
         assert model.sigma_b_deg == pytest.approx(sigma_b_deg, rel=1e-9)
 
 
+@pytest.mark.parametrize("missing", ["panel", "id"])
+def test_an_estimate_without_a_panel_or_id_column_takes_zero(shared_data, missing):
+    """Without a panel column every row is on panel 0: the SSX stills have one
+    panel each, so the estimates are the same. Without an id column every row is
+    the first still's, and the other stills have none."""
+    table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
+    experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
+    whole = pm.profile_model(table.columns, table.shoeboxes, experiments).experiments
+    columns = {k: v for k, v in table.columns.items() if k != missing}
+    models = pm.profile_model(columns, table.shoeboxes, experiments).experiments
+    if missing == "panel":
+        assert [m.sigma_b_deg for m in models] == [m.sigma_b_deg for m in whole]
+    else:  # every row is the first still's
+        assert models[0].n_reference == table.nrows
+        assert [m.applicable for m in models[1:]] == [False] * 4
+
+
 def test_a_table_without_centroids_has_no_estimate(shared_data):
     table = read_reflections(shared_data / "ssx_CuNiR/indexed.refl")
     experiments = read_experiments(shared_data / "ssx_CuNiR/indexed.expt")
