@@ -704,6 +704,18 @@ def _memory_suggestion(
     )
 
 
+def _small_n_sigma_suggestion(flags, n_sigma, evidence) -> list:
+    """DIALS's default n_sigma where a smaller one makes the box narrower than the
+    spots."""
+    if not flags["box_smaller_than_spots"]:
+        return []
+    reason = (
+        f"n_sigma = {n_sigma:g} cuts off the spots' signal: DIALS's default "
+        f"{DEFAULT_N_SIGMA:g} boxes them whole"
+    )
+    return [_suggestion(INTEGRATE, N_SIGMA, n_sigma, DEFAULT_N_SIGMA, reason, evidence)]
+
+
 def _n_sigma_suggestion(flags, boxes, spots, evidence) -> list:
     """DIALS's default n_sigma, where a larger one alone makes the box many times the
     spots (the box scales with n_sigma along every axis): the cause, not the sigmas."""
@@ -780,6 +792,8 @@ def _profile_reasons(flags, figures) -> list:
             "sigma_m is {sigma_m_images:.2f} image widths with spots on one image: it "
             "measures the image width, not the crystal (DIALS #119, #342)"
         ),
+        "box_smaller_than_spots": "n_sigma = {n_sigma:g} makes {short}: it cuts off "
+        "their signal",
         "sigma_m_from_one_image": (
             "a scan of one image cannot measure sigma_m: each spot lies on its one "
             "frame whatever the mosaicity (DIALS's estimator, "
@@ -791,7 +805,19 @@ def _profile_reasons(flags, figures) -> list:
             "{memory_allowed_gb:.1f} GB allowed"
         ),
     }
-    values = dict(figures, absurd=ABSURD_SIGMA_M_DEG)
+    short = []  # where the box is narrower than the spots
+    p95_xy = figures["p95_extent_xy"]
+    if p95_xy is not None and figures["foreground_xy_px"] < p95_xy:
+        short.append(
+            f"the foreground {figures['foreground_xy_px']:.1f} px across, less than "
+            f"the {p95_xy:g} px 95% of spots span"
+        )
+    if figures["box_z_images"] < figures["p95_extent_z"]:
+        short.append(
+            f"the box {figures['box_z_images']:.1f} images, less than the "
+            f"{figures['p95_extent_z']:g} images 95% of spots span"
+        )
+    values = dict(figures, absurd=ABSURD_SIGMA_M_DEG, short=" and ".join(short))
     return [text[name].format(**values) for name, flagged in flags.items() if flagged]
 
 
@@ -858,6 +884,7 @@ def check_profile_model(
         ``memory_allowed_gb``, ``flags`` (dict of bools: ``sigma_m_absurd``,
         ``box_z_many_times_spots``, ``box_xy_many_times_spots``,
         ``sigma_m_tracks_image_width``, ``sigma_m_from_one_image``,
+        ``box_smaller_than_spots``,
         ``memory_exceeds_limit``), ``reasons``,
         ``change_called_for`` and ``suggestions`` (list of dicts).
     """
@@ -882,6 +909,12 @@ def check_profile_model(
         and median_z <= TRACKING_MAX_MEDIAN_EXTENT_Z
     )
     flags["sigma_m_from_one_image"] = n_images == 1
+    # A box narrower than the spots cuts their signal off: only said where n_sigma
+    # is below DIALS's 3 (at 3, the foreground is about as wide as the spots found)
+    flags["box_smaller_than_spots"] = bool(
+        n_sigma < DEFAULT_N_SIGMA
+        and ((p95_xy is not None and foreground_xy < p95_xy) or box_z < p95_z)
+    )
     allowed = None
     if shoebox_memory_bytes is not None and memory_limit_bytes is not None:
         allowed = memory_limit_bytes * max_memory_usage
@@ -915,18 +948,22 @@ def check_profile_model(
         if value is not None
     }
     deg_per_px = sigma_b_deg / sigma_b_px if sigma_b_px else 0.0
-    suggestions = _n_sigma_suggestion(
-        flags,
-        (n_sigma, box_xy, foreground_xy, box_z),
-        (sigma_m_deg, sigma_m_images, p95_z, p95_xy, z_evidence),
-        evidence,
-    ) or _sigma_suggestions(
-        flags,
-        (sigma_b_deg, sigma_m_deg, n_sigma, oscillation_deg),
-        p95_xy,
-        p95_z,
-        deg_per_px,
-        evidence,
+    suggestions = (
+        _small_n_sigma_suggestion(flags, n_sigma, evidence)
+        or _n_sigma_suggestion(
+            flags,
+            (n_sigma, box_xy, foreground_xy, box_z),
+            (sigma_m_deg, sigma_m_images, p95_z, p95_xy, z_evidence),
+            evidence,
+        )
+        or _sigma_suggestions(
+            flags,
+            (sigma_b_deg, sigma_m_deg, n_sigma, oscillation_deg),
+            p95_xy,
+            p95_z,
+            deg_per_px,
+            evidence,
+        )
     )
     if flags["memory_exceeds_limit"] and not suggestions:
         suggestions.append(

@@ -443,6 +443,35 @@ def test_a_raised_n_sigma_is_named_as_the_cause(n_sigma, suggested):
         assert "about 30 px x 6.0 images" in cut["suggestions"][0]["reason"]
 
 
+@pytest.mark.parametrize(
+    "n_sigma, sigma_b_px, short",
+    [
+        (1.0, 1.0, "the foreground 2.0 px across, less than the 6 px 95% of spots "
+         "span and the box 2.0 images, less than the 3 images 95% of spots span"),
+        (2.0, 1.0, "the foreground 4.0 px across, less than the 6 px 95% of spots "
+         "span:"),
+        (1.0, 4.0, "the box 2.0 images, less than the 3 images 95% of spots span:"),
+        (2.5, 1.5, None),  # 7.5 px across and 5 images: wide enough
+    ],
+)  # fmt: skip
+def test_a_box_narrower_than_the_spots_is_said(n_sigma, sigma_b_px, short):
+    """sigma_m 1 image, 95% of spots 6 px across and 3 images: a small n_sigma cuts
+    them off; below DIALS's 3 only, and n_sigma = 3 is suggested."""
+    check = absurd_model(
+        sigma_m_deg=0.1, sigma_m_images=1.0, n_sigma=n_sigma,
+        sigma_b_deg=0.05 * sigma_b_px, sigma_b_px=sigma_b_px,
+    )  # fmt: skip
+    assert check["flags"]["box_smaller_than_spots"] is (short is not None)
+    if short is None:
+        assert check["suggestions"] == [] and check["reasons"] == []
+        return
+    assert check["reasons"][0].startswith(f"n_sigma = {n_sigma:g} makes {short}")
+    [item] = check["suggestions"]
+    assert (item["parameter"], item["current"], item["suggested"]) == (
+        advice.N_SIGMA, n_sigma, 3.0,
+    )  # fmt: skip
+
+
 def test_sigma_m_tracking_the_image_width_is_flagged_without_a_change():
     check = absurd_model(
         sigma_m_deg=0.03, sigma_m_images=0.3, extent_z=np.ones(100), n_images=100
