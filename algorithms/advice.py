@@ -49,7 +49,8 @@ NPROC = "integration.mp.nproc"
 
 DEFAULT_MAX_SPOT_SIZE = 1000
 DEFAULT_MAX_SEPARATION = 2.0
-AUTO_MIN_SPOT_SIZE = {"SENSOR_PAD": 3, "other": 6}
+PIXEL_ARRAY = "SENSOR_PAD"  # dxtbx's panel type of pixel-array detectors
+AUTO_MIN_SPOT_SIZE = {PIXEL_ARRAY: 3, "other": 6}
 DEFAULT_N_SIGMA = 3.0
 DEFAULT_MAX_MEMORY_USAGE = 0.80
 PHIL_SOURCE = "DIALS default; src/dials/algorithms/spot_finding/factory.py"
@@ -430,7 +431,7 @@ def resolve_min_spot_size(
         return int(min_spot_size), "given"
     auto = None
     if detector_type is not None:
-        kind = "SENSOR_PAD" if detector_type == "SENSOR_PAD" else "other"
+        kind = PIXEL_ARRAY if detector_type == PIXEL_ARRAY else "other"
         auto = AUTO_MIN_SPOT_SIZE[kind]
         detector = f"a {detector_type} detector" if detector_type else "a detector"
         if smallest_spot is None or smallest_spot >= auto:

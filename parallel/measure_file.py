@@ -655,7 +655,9 @@ def measured_outcome(
         info=info,
         labels=read.labels,
         profiles=profiles,
-        detector_type=first_panel_type(read.geometry.experiments),
+        detector_type=first_panel_type(
+            _experiments_by_id(table, read.geometry, read.numbering) or []
+        ),
         compared=read.compared,
         profiles_later=profiles_later,
     )

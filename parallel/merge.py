@@ -4,12 +4,12 @@ measuring all rows together gives."""
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
+from ..algorithms.advice import PIXEL_ARRAY
 from ..algorithms.spot_sizes import DatasetSelection, SpotSizes
 from ..formats.experiments import Experiment
 from .batches import Batch
@@ -36,8 +36,11 @@ class Merged:
     profiles : list of dict
         Each table's profile model per experiment, in input order.
     detector_type : str or None
-        The first table's first experiment's first panel type (DIALS's Auto
-        min_spot_size depends on it), None without one.
+        The panel type of the tables' detectors (each table's first experiment's
+        first panel: DIALS's Auto min_spot_size depends on it); None without one, or
+        where the tables' types call for different Autos (pixel-array detectors and
+        others). Of several types with the same Auto, the first in alphabetical order:
+        the same whatever the order of the inputs.
     """
 
     spot_sizes: SpotSizes
@@ -109,7 +112,7 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
     row_starts, row_counts = [], []
     label_base: dict[int, int] = {}  # source -> its first entry in flat_labels
     flat_labels: list[int] = []
-    first_typed = math.inf  # the source whose detector type is kept
+    detector_types: set[str] = set()
     for outcome, number, start in _located(batches):
         if outcome.error is not None:
             merged.skipped.append({"file": outcome.name, "reason": outcome.error})
@@ -122,8 +125,8 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
         merged.datasets.append(outcome.selection)
         merged.inputs.append(outcome.info)
         merged.profiles.extend(outcome.profiles)
-        if outcome.index < first_typed and outcome.detector_type is not None:
-            first_typed, merged.detector_type = outcome.index, outcome.detector_type
+        if outcome.detector_type is not None:
+            detector_types.add(outcome.detector_type)
     if label_base:
         table = np.array(flat_labels, dtype=np.int32)
         for batch in batches:
@@ -132,7 +135,16 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
         _concatenated_releasing(batches), row_starts, row_counts
     )
     merged.labels = labels.labels
+    merged.detector_type = _one_detector_type(detector_types)
     return merged
+
+
+def _one_detector_type(types: set[str]) -> str | None:
+    """The type that stands for every table's, where all call for the same Auto
+    min_spot_size (see :class:`Merged`)."""
+    if len({kind == PIXEL_ARRAY for kind in types}) != 1:
+        return None  # none, or a pixel-array detector beside others
+    return min(types)
 
 
 def _in_input_order(ordered: SpotSizes, row_starts, row_counts) -> SpotSizes:

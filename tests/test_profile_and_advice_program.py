@@ -267,6 +267,34 @@ def _min_spot_size_check(result):
     return check
 
 
+def test_min_spot_size_of_mixed_detectors_does_not_hang_on_the_order(shared_data):
+    """centroid's SENSOR_UNKNOWN (Auto 6) beside I23's SENSOR_PAD (Auto 3): no one
+    Auto stands for both, whichever comes first; two SENSOR_PAD tables keep theirs."""
+    centroid, i23, ssx = (
+        shared_data / name
+        for name in ("centroid_test_data", "I23_P12M_thau", "ssx_CuNiR")
+    )
+    pairs = [(centroid, "indexed"), (i23, "indexed"), (ssx, "indexed")]
+    sources = []
+    for order in (pairs, pairs[::-1]):
+        result = analyse(
+            [folder / f"{name}.refl" for folder, name in order],
+            [folder / f"{name}.expt" for folder, name in order],
+            compute=False,
+        )
+        sources.append(_min_spot_size_check(result)["source"])
+    assert sources == ["inferred: the smallest spot found"] * 2
+    result = analyse(
+        [i23 / "indexed.refl", ssx / "indexed.refl"],
+        [i23 / "indexed.expt", ssx / "indexed.expt"],
+        compute=False,
+    )
+    assert (
+        "below the 3 of DIALS Auto for a SENSOR_PAD detector"
+        in (_min_spot_size_check(result)["source"])
+    )
+
+
 def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
     """min_spot_size = Auto in the user's file is DIALS's choice for the detector; a
     value the table's own spots contradict (smaller spots were kept) is said, and no
