@@ -402,8 +402,11 @@ REFERENCE_ONLY = (
 
 def _memory_basis(entries: list[dict]) -> str:
     """Which reflections the memory column counts: all predictions where every
-    model with boxes counted them, else the reference reflections."""
+    model with boxes counted them, else the reference reflections; where no model
+    has boxes (estimates, stills), that there are none to count."""
     counted = {(e.get("shoebox") or {}).get("counted") for e in entries} - {None}
+    if not counted:
+        return "none: sigma_b estimates only"
     return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
 
 
