@@ -1127,14 +1127,16 @@ def advise(
     Returns
     -------
     dict
-        ``checks`` (list of the ``check_*`` results), ``suggestions`` and ``summary``.
+        ``checks`` (list of the ``check_*`` results), ``suggestions``, ``summary``
+        and ``unused`` (definitions of the user's .phil this program does not use,
+        each with why: a shortened name, a profile parameter).
     """
     shaped = np.asarray(spot_sizes.footprint) > 0  # spots measured from shoeboxes
     size = np.asarray(spot_sizes.size)[shaped]
     footprint = np.asarray(spot_sizes.footprint)[shaped]
     extent_z = np.asarray(spot_sizes.extent_z)[shaped]
     if not shaped.any():
-        return {"checks": [], "suggestions": [], "summary": None}
+        return {"checks": [], "suggestions": [], "summary": None, "unused": []}
     found = spot_finding or {}
     minimum, minimum_from = _used(spot_finding, MIN_SPOT_SIZE)
     maximum, maximum_from = _used(spot_finding, MAX_SPOT_SIZE)
@@ -1183,4 +1185,5 @@ def advise(
         "checks": checks,
         "suggestions": collect_suggestions(*checks),
         "summary": summary,
+        "unused": list(found.get("unused", [])),
     }

@@ -171,6 +171,40 @@ def _recognised(definitions: dict, where: str, path: str | None) -> dict:
     }
 
 
+def unused_definitions(definitions: dict) -> list[str]:
+    """Definitions a reader would take for ones this program reads, but which it does
+    not use, each as ``name = value (why)``: a spot-finding limit under a shortened
+    or other path (DIALS too reads a file's definitions by their full path), and the
+    profile parameters, which set dials.integrate's model, not this program's.
+
+    Parameters
+    ----------
+    definitions : dict
+        Full path -> list of words, as in the file.
+    """
+    unused = []
+    for name, words in definitions.items():
+        value = " ".join(words)
+        if name in SPOT_FINDING_LIMITS:
+            continue
+        if name in PARAMETER_TYPES:
+            if value.lower() in ("auto", "none"):  # dials.integrate's defaults
+                continue
+            if name.endswith(".n_sigma"):
+                why = f"not applied: this program's profile.n_sigma={value} would be"
+            else:
+                why = (
+                    "not applied: the sigmas here are computed from the spots, as "
+                    "dials.integrate computes them where none is fixed"
+                )
+            unused.append(f"{name} = {value} ({why})")
+            continue
+        full = [k for k in SPOT_FINDING_LIMITS if k.endswith("." + name.split(".")[-1])]
+        if full:
+            unused.append(f"{name} = {value} (not {full[0]}: give the full name)")
+    return unused
+
+
 def _modified_block(lines: list, start: int) -> str:
     """The diff PHIL after the 'modified' header: PHIL-shaped lines, up to the first
     line at depth 0 that is not PHIL (the next log message)."""
@@ -298,8 +332,9 @@ def parse_phil_parameters(text: str, path: str | None = None) -> dict:
     Returns
     -------
     dict
-        ``path``, ``kind`` ("phil"), ``modified`` (every definition: full name -> text)
-        and ``parameters`` (the recognised ones: full name -> {``value``, ``source``}).
+        ``path``, ``kind`` ("phil"), ``modified`` (every definition: full name -> text),
+        ``parameters`` (the recognised ones: full name -> {``value``, ``source``}) and
+        ``unused`` (see :func:`unused_definitions`, each after the file's name).
 
     Raises
     ------
@@ -315,6 +350,7 @@ def parse_phil_parameters(text: str, path: str | None = None) -> dict:
         "kind": "phil",
         "modified": {name: " ".join(words) for name, words in definitions.items()},
         "parameters": _recognised(definitions, where, path),
+        "unused": [f"{where}: {item}" for item in unused_definitions(definitions)],
     }
 
 

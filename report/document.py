@@ -144,14 +144,16 @@ def advice_document(advice: dict) -> dict:
     Returns
     -------
     dict
-        ``summary`` (str or None), ``suggestions`` and ``checks``.
+        ``summary`` (str or None), ``suggestions``, ``checks`` and ``unused`` (the
+        definitions of the user's .phil not used, each with why).
     """
     if not advice:
-        return {"summary": None, "suggestions": [], "checks": []}
+        return {"summary": None, "suggestions": [], "checks": [], "unused": []}
     return {
         "summary": advice.get("summary"),
         "suggestions": advice.get("suggestions", []),
         "checks": advice.get("checks", []),
+        "unused": advice.get("unused", []),
     }
 
 

@@ -320,6 +320,9 @@ def advice_section(document: dict) -> str:
         return ""
     summary = found.get("summary") or ""
     parts = ["<h2>Spot finding and integration advice</h2>"]
+    parts += [
+        f"<p>Not used: {html.escape(item)}</p>" for item in found.get("unused", [])
+    ]
     if summary:
         parts.append(f"<p>{html.escape(summary[0].upper() + summary[1:])}.</p>")
     suggestions = found.get("suggestions") or []

@@ -173,4 +173,5 @@ def advice_lines(found: dict) -> list:
     if not found or not found.get("checks"):
         return []
     header = ["", "Spot finding and integration, against these spots:"]
-    return header + render_log_lines(found["checks"], found.get("summary"))
+    unused = [f"Not used: {item}" for item in found.get("unused", [])]
+    return header + unused + render_log_lines(found["checks"], found.get("summary"))

@@ -3,6 +3,7 @@ whose sigma_b and sigma_m DIALS itself computed (../shared/data/profile_referenc
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import subprocess
@@ -327,6 +328,40 @@ def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
     ]
     assert check["suggestion"] is None and not check["change_called_for"]
     assert result.advice["summary"].count("the limits used assume spots of at least 4")
+
+
+def test_definitions_of_the_phil_not_used_are_said(shared_data, tmp_path, monkeypatch):
+    """A shortened name (DIALS too reads a file's definitions by their full path) and
+    a profile parameter of dials.integrate are named in the log, JSON and HTML."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.phil").write_text(
+        "min_spot_size = 4\n"
+        "profile.gaussian_rs.parameters.n_sigma = 6\n"
+        "profile.gaussian_rs.parameters.sigma_b = None\n"  # the default: not set
+        "spotfinder.threshold.dispersion.gain = 0.5\n"  # not a limit: not named
+    )
+    data = shared_data / "centroid_test_data"
+    run(
+        [
+            str(data / "indexed.expt"),
+            str(data / "indexed.refl"),
+            "input.find_spots=mine.phil",
+        ]
+    )
+    unused = [
+        "mine.phil: min_spot_size = 4 (not spotfinder.filter.min_spot_size: give the "
+        "full name)",
+        "mine.phil: profile.gaussian_rs.parameters.n_sigma = 6 (not applied: this "
+        "program's profile.n_sigma=6 would be)",
+    ]
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    assert document["advice"]["unused"] == unused
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert [line for line in log if line.startswith("Not used: ")] == [
+        f"Not used: {item}" for item in unused
+    ]
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    assert all(html.escape(f"Not used: {item}") in page for item in unused)
 
 
 def test_an_unreadable_find_spots_file_is_one_sentence(shared_data, tmp_path):
