@@ -48,7 +48,7 @@ from ..parallel.run import run_analysis
 from ..parallel.tuning import collection_paused
 from ..phil import phil_scope
 from ..phil.options import analysis_options
-from ..phil.parameters import changed_parameters
+from ..phil.parameters import ParameterError, changed_parameters
 from ..report.document import json_document
 from ..report.reflections_output import refuse_unless_one_table, table_with_shapes
 from ..report.suggestions import advice_lines, phil_by_program
@@ -124,9 +124,14 @@ def run(args: list[str] | None = None, phil=phil_scope) -> AnalysisResult | None
             gc.freeze()
 
 
+TYPES_AND_RANGES = f"{PROGRAM} -c -a2 lists each parameter's type and range"
+
+
 def _ending(error: BaseException) -> tuple[int, str] | None:
     """The exit status and sentence for what ended the run, None for what is not
     the user's to fix (a bug: its traceback is wanted)."""
+    if isinstance(error, ParameterError):  # what to give
+        return 1, f"{error} ({TYPES_AND_RANGES})"
     if isinstance(error, SpotSizeAnalysisError):
         return 1, str(error)
     if isinstance(error, MemoryError):
@@ -338,7 +343,8 @@ def _extract(options: Options, inputs: Inputs, phil):
         working, unused = phil.fetch(sources=sources, track_unused_definitions=True)
         params = working.extract()
     except Exception as error:  # noqa: BLE001 (libtbx raises Sorry, RuntimeError, ...)
-        raise InputError(phil_message(error, "parameters")) from None
+        message = phil_message(error, "parameters")
+        raise InputError(f"{message} ({TYPES_AND_RANGES})") from None
     if unused:
         names = ", ".join(str(locator) for locator in unused[:5])
         raise InputError(

@@ -242,10 +242,15 @@ def error_cases(shared_data, tmp_path):
             [*i23, "data_min=10", "data_max=10"],
             "must be greater than histogram.data_min",
         ),
-        "no bins": ([*i23, "bins=0"], "histogram.bins"),
+        "no bins": (
+            [*i23, "bins=0"],
+            "histogram.bins element is less than the minimum allowed value: 0 < 1 "
+            f"({PROGRAM} -c -a2 lists each parameter's type and range)",
+        ),
         "n_sigma not a number": (
             [*i23, "n_sigma=nan"],
-            "profile.n_sigma must be a finite number, not nan",
+            "profile.n_sigma must be a finite number, not nan "
+            f"({PROGRAM} -c -a2 lists each parameter's type and range)",
         ),
         "histogram edge not a number": (
             [*i23, "data_max=nan"],
