@@ -191,7 +191,7 @@ def unused_definitions(definitions: dict) -> list[str]:
             if value.lower() in ("auto", "none"):  # dials.integrate's defaults
                 continue
             if name.endswith(".n_sigma"):
-                why = f"not applied: this program's profile.n_sigma={value} would be"
+                why = f"not applied: set this program's profile.n_sigma={value} for it"
             else:
                 why = (
                     "not applied: the sigmas here are computed from the spots, as "

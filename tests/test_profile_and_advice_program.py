@@ -351,8 +351,8 @@ def test_definitions_of_the_phil_not_used_are_said(shared_data, tmp_path, monkey
     unused = [
         "mine.phil: min_spot_size = 4 (not spotfinder.filter.min_spot_size: give the "
         "full name)",
-        "mine.phil: profile.gaussian_rs.parameters.n_sigma = 6 (not applied: this "
-        "program's profile.n_sigma=6 would be)",
+        "mine.phil: profile.gaussian_rs.parameters.n_sigma = 6 (not applied: set "
+        "this program's profile.n_sigma=6 for it)",
     ]
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     assert document["advice"]["unused"] == unused
