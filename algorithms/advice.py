@@ -398,6 +398,18 @@ def check_max_spot_size(
     }
 
 
+def auto_min_spot_size(detector_type: str) -> int:
+    """DIALS's ``Auto`` min_spot_size for a detector whose first panel has this type
+    (``reflection_table.from_observations``): 3 for pixel-array detectors, else 6.
+
+    Parameters
+    ----------
+    detector_type : str
+        dxtbx's panel type (``SENSOR_PAD``, ``SENSOR_CCD``, ... or "").
+    """
+    return AUTO_MIN_SPOT_SIZE[PIXEL_ARRAY if detector_type == PIXEL_ARRAY else "other"]
+
+
 def resolve_min_spot_size(
     min_spot_size: int | None,
     detector_type: str | None,
@@ -431,8 +443,7 @@ def resolve_min_spot_size(
         return int(min_spot_size), "given"
     auto = None
     if detector_type is not None:
-        kind = PIXEL_ARRAY if detector_type == PIXEL_ARRAY else "other"
-        auto = AUTO_MIN_SPOT_SIZE[kind]
+        auto = auto_min_spot_size(detector_type)
         detector = f"a {detector_type} detector" if detector_type else "a detector"
         if smallest_spot is None or smallest_spot >= auto:
             return auto, (
@@ -1171,7 +1182,7 @@ def advise(
     if minimum == "Auto":
         minimum = None
     if minimum is None and detector_type is not None:  # DIALS's Auto for it
-        minimum = resolve_min_spot_size(None, detector_type, None)[0]
+        minimum = auto_min_spot_size(detector_type)
     summary = summary_sentence(
         _median_or_nan(footprint),
         _median_or_nan(extent_z),

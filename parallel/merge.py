@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..algorithms.advice import PIXEL_ARRAY
+from ..algorithms.advice import auto_min_spot_size
 from ..algorithms.spot_sizes import DatasetSelection, SpotSizes
 from ..formats.experiments import Experiment
 from .batches import Batch
@@ -142,7 +142,7 @@ def merge(batches: Sequence[Batch], experiments: Sequence[Experiment]) -> Merged
 def _one_detector_type(types: set[str]) -> str | None:
     """The type that stands for every table's, where all call for the same Auto
     min_spot_size (see :class:`Merged`)."""
-    if len({kind == PIXEL_ARRAY for kind in types}) != 1:
+    if len({auto_min_spot_size(kind) for kind in types}) != 1:
         return None  # none, or a pixel-array detector beside others
     return min(types)
 
