@@ -1096,14 +1096,7 @@ def _matched_columns(columns, rows, experiment, padding_deg):
         experiment,
         padding_deg=padding_deg,
     )
-    inverse = inverse.reshape(-1)
-    predicted = prediction.Predictions(
-        ok=once.ok[inverse],
-        panel=once.panel[inverse],
-        xyzcal_mm=once.xyzcal_mm[inverse],
-        xyzcal_px=once.xyzcal_px[inverse],
-        s1=once.s1[inverse],
-    )
+    predicted = once.subset(inverse.reshape(-1))
     # A panel the detector lacks (however large: the column is unsigned) becomes the
     # first number past its panels, which no prediction has.
     n_panels = len(experiment.detector.panels)
@@ -1329,10 +1322,10 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
 def _pre_indexing_estimates(
     indices: list[int], experiments, columns, shoeboxes
 ) -> list[ExperimentProfile]:
-    """Before indexing, for each experiment of ``indices``: the spread of each spot's
-    pixels about its own centroid (DIALS's ``centroid_definition=com``), all spots, no
-    zeta filter; no sigma_m. One pass over the table for all of them (the stills of a
-    serial run, measured together, have thousands)."""
+    """Before indexing, and for stills, for each experiment of ``indices``: the spread
+    of each spot's pixels about its own centroid (DIALS's ``centroid_definition=com``),
+    all spots, no zeta filter; no sigma_m. One pass over the table for all of them
+    (the stills of a serial run, measured together, have thousands)."""
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
