@@ -12,7 +12,7 @@ import importlib.resources
 import json
 
 from .. import __version__
-from ..algorithms.profile_model import REFERENCE_REFLECTIONS
+from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
 from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
@@ -204,7 +204,7 @@ def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
     estimate = _is_estimate(entry)
     kind = "estimate before indexing"
-    if entry.get("label", "").startswith("stills"):
+    if entry.get("label") == STILLS_LABEL:
         kind = "estimate for a still"
     header = ["profile model", kind if estimate else "as dials.integrate computes it"]
     if stored is not None:
