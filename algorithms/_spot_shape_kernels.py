@@ -1,7 +1,11 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
 Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets; each float32 is
-read by one unaligned load (``formats.shoeboxes.float32_at``).
+read by one unaligned load (``formats.shoeboxes.float32_at``). The helpers called per
+record are inlined and take the column as a byte pointer (``bytes_pointer``), not as an
+array: an array argument is reference-counted on every call, even inlined, and those
+atomic counts, with the divisions that turned a pixel index into its place in the box,
+took about a third of a shape pass.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import math
 
 import numpy as np
 
+from ..formats.shoeboxes import bytes_pointer
 from ..formats.shoeboxes import float32_at as _float32_at
 from ..jit import njit
 
@@ -18,16 +23,22 @@ from ..jit import njit
 PIXEL_VARIANCE = 1.0 / 12.0
 
 
-@njit
-def _first_coded(blob, mask_start, stride, n, code):
-    """Index (C order) of the first coded pixel of a record, or -1."""
-    for pixel in range(n):
-        if blob[mask_start + stride * pixel] & code == code:
-            return pixel
-    return -1
+@njit(inline="always")
+def _first_coded(blob, mask_start, stride, shape, code):
+    """Place (i, j, k) in the box of a record's first coded pixel in C order, or
+    (-1, -1, -1): counted while walking, not divided out of the pixel's index."""
+    nx, ny, nz = shape
+    pixel = 0
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if blob[mask_start + stride * pixel] & code == code:
+                    return i, j, k
+                pixel += 1
+    return -1, -1, -1
 
 
-@njit
+@njit(inline="always")
 def _row_sums(blob, data_start, mask_start, stride, shape, code):
     """Everything one record's coded pixels contribute, in one pass in C order.
 
@@ -41,14 +52,14 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
     nx, ny, nz = shape
     n = nx * ny * nz
     background_start = mask_start + stride * n
-    first = _first_coded(blob, mask_start, stride, n, code)
-    if first < 0:
+    first_i, first_j, first_k = _first_coded(blob, mask_start, stride, shape, code)
+    if first_i < 0:
         return 0, 0, (0, 0, 0, 0, 0, 0), (0, 0, 0), (0.0,) * 8, (0, 0, 0)
-    first_i, first_j, first_k = first % nx, (first // nx) % ny, first // (nx * ny)
+    first = first_i + nx * (first_j + ny * first_k)
     count = footprint = 0
     low_i, low_j, low_k = nx, ny, nz
     high_i = high_j = high_k = -1
-    peak = first
+    peak_i, peak_j, peak_k = first_i, first_j, first_k
     peak_value = np.float64(_float32_at(blob, data_start + 4 * first))
     weight = sx = sy = sz = sxx = syy = szz = sxy = 0.0
     pixel = 0
@@ -69,7 +80,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
                 high_k = k if coded and k > high_k else high_k
                 data = np.float64(_float32_at(blob, data_start + 4 * pixel))
                 if coded and data > peak_value:
-                    peak, peak_value = pixel, data
+                    peak_i, peak_j, peak_k, peak_value = i, j, k, data
                 w = data - np.float64(_float32_at(blob, background_start + 4 * pixel))
                 w = w if coded and w > 0.0 else 0.0
                 dx = i - first_i
@@ -89,7 +100,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
         (low_i, low_j, low_k, high_i, high_j, high_k),
         (first_i, first_j, first_k),
         (weight, sx, sy, sz, sxx, syy, szz, sxy),
-        (peak % nx, (peak // nx) % ny, peak // (nx * ny)),
+        (peak_i, peak_j, peak_k),
     )
 
 
@@ -106,7 +117,7 @@ def _elongation(variance_x, variance_y, covariance_xy):
     return np.sqrt((half_trace + spread) / smallest)
 
 
-@njit
+@njit(inline="always")
 def _record_fits(size, start, marker, nx, ny, nz):
     """Whether a record's marker and bbox are sound and its pixel arrays lie inside a
     blob of ``size`` bytes (the volume checked in floating point first, so that a
@@ -121,17 +132,18 @@ def _record_fits(size, start, marker, nx, ny, nz):
     return start >= 0 and start + nx * ny * nz * per_pixel <= size
 
 
-@njit
-def _measured(blob, marker, start, box, code):
-    """One record: (fits, counts, reals, centroid) with counts (n_coded, extent_x,
-    extent_y, extent_z, footprint), reals (total_weight, rms_width_x, rms_width_y,
-    rms_width_z, covariance_xy, elongation, peak_centroid_distance, fill) and the
-    weighted mean pixel centre in absolute pixel / image coordinates. A record without
-    pixel data or coded pixels has zero counts and NaN elsewhere (total weight 0); one
-    whose coded pixels have no positive weight NaN for the weighted quantities only.
-    ``fits`` is False (and the rest as for no pixel data) where the record does not fit
-    in ``blob``. Scalars only: arrays passed on every row would cost reference
-    counting."""
+@njit(inline="always")
+def _measured(blob, size, marker, start, box, code):
+    """One record of the column ``blob`` (a byte pointer) of ``size`` bytes: (fits,
+    counts, reals, centroid) with counts (n_coded, extent_x, extent_y, extent_z,
+    footprint), reals (total_weight, rms_width_x, rms_width_y, rms_width_z,
+    covariance_xy, elongation, peak_centroid_distance, fill) and the weighted mean
+    pixel centre in absolute pixel / image coordinates. A record without pixel data or
+    coded pixels has zero counts and NaN elsewhere (total weight 0); one whose coded
+    pixels have no positive weight NaN for the weighted quantities only. ``fits`` is
+    False (and the rest as for no pixel data) where the record does not fit in the
+    column. A pointer and scalars only: arrays passed on every row would cost
+    reference counting."""
     x0, x1, y0, y1, z0, z1 = box
     nan = np.nan
     nothing = (
@@ -140,7 +152,7 @@ def _measured(blob, marker, start, box, code):
         (nan, nan, nan),
     )
     nx, ny, nz = np.int64(x1) - x0, np.int64(y1) - y0, np.int64(z1) - z0
-    if not _record_fits(blob.size, start, marker, nx, ny, nz):
+    if not _record_fits(size, start, marker, nx, ny, nz):
         return False, nothing[0], nothing[1], nothing[2]
     if marker == 0 or nx == 0 or ny == 0 or nz == 0:
         return True, nothing[0], nothing[1], nothing[2]
@@ -199,9 +211,15 @@ def measure_rows(blob, present, data_offset, bbox, code, counts, centroid, reals
     Returns -1, or the first record that does not fit in ``blob`` (an unknown marker,
     an inverted bbox or pixel arrays past the end), where measuring stopped.
     """
+    pointer = bytes_pointer(blob)
     for row in range(present.size):
         fits, number, real, centre = _measured(
-            blob, present[row], np.int64(data_offset[row]), _box(bbox, row), code
+            pointer,
+            blob.size,
+            present[row],
+            np.int64(data_offset[row]),
+            _box(bbox, row),
+            code,
         )
         if not fits:
             return row
@@ -231,10 +249,16 @@ def measure_and_store_rows(
     Returns -1, or the position in ``rows`` of the first record that does not fit in
     ``blob``, where measuring stopped.
     """
+    pointer = bytes_pointer(blob)
     for i in range(rows.size):
         row = rows[i]
         fits, number, real, centre = _measured(
-            blob, present[row], np.int64(data_offset[row]), _box(bbox, row), code
+            pointer,
+            blob.size,
+            present[row],
+            np.int64(data_offset[row]),
+            _box(bbox, row),
+            code,
         )
         if not fits:
             return i

@@ -50,20 +50,38 @@ if sys.byteorder != "little":
     raise ImportError("the shoebox kernels need a little-endian host")
 
 
+BYTES_POINTER = types.CPointer(types.uint8)
+
+
+def _is_bytes(blob) -> bool:
+    """Whether a numba type is a byte pointer or a contiguous 1-D uint8 array."""
+    if blob == BYTES_POINTER:
+        return True
+    return (
+        isinstance(blob, types.Array)
+        and blob.dtype == types.uint8
+        and blob.ndim == 1
+        and blob.layout == "C"
+    )
+
+
+def _bytes_address(context, builder, blob_type, blob):
+    """The address of the first byte of a blob of a type that :func:`_is_bytes`."""
+    if blob_type == BYTES_POINTER:
+        return blob
+    return context.make_array(blob_type)(context, builder, blob).data
+
+
 def _load(blob, position, llvm_type, numba_type):
-    """The typing and code of one unaligned load of ``numba_type`` (None: not for
-    these argument types)."""
-    if not isinstance(blob, types.Array) or blob.dtype != types.uint8:
-        return None
-    if blob.ndim != 1 or blob.layout != "C":
-        return None
-    if not isinstance(position, types.Integer):
+    """The typing and code of one unaligned load of ``numba_type`` from a contiguous
+    uint8 array or a byte pointer (None: not for these argument types)."""
+    if not _is_bytes(blob) or not isinstance(position, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
+        start = _bytes_address(context, builder, signature.args[0], args[0])
         offset = context.cast(builder, args[1], signature.args[1], types.intp)
-        address = builder.gep(array.data, [offset])
+        address = builder.gep(start, [offset])
         pointer = builder.bitcast(address, llvm_type.as_pointer())
         return builder.load(pointer, align=1)
 
@@ -71,35 +89,49 @@ def _load(blob, position, llvm_type, numba_type):
 
 
 @intrinsic
+def bytes_pointer(typingctx, blob):
+    """The address of the first byte of the contiguous uint8 array ``blob``, for
+    compiled helpers called once per record: an array passed to them is reference
+    counted on every call (an atomic increment and decrement), a pointer is not. The
+    pointer is valid while the array lives; index it (``pointer[i]``) or read from it
+    with :func:`float32_at` and :func:`int32_at` only at positions the array holds."""
+    if not _is_bytes(blob) or blob == BYTES_POINTER:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return _bytes_address(context, builder, signature.args[0], args[0])
+
+    return BYTES_POINTER(blob), codegen
+
+
+@intrinsic
 def float32_at(typingctx, blob, position):
-    """The float32 at byte ``position`` of the contiguous uint8 array ``blob``, at
-    any alignment."""
+    """The float32 at byte ``position`` of the contiguous uint8 array (or byte pointer)
+    ``blob``, at any alignment."""
     return _load(blob, position, ir.FloatType(), types.float32)
 
 
 @intrinsic
 def int32_at(typingctx, blob, position):
-    """The int32 at byte ``position`` of the contiguous uint8 array ``blob``, at any
-    alignment."""
+    """The int32 at byte ``position`` of the contiguous uint8 array (or byte pointer)
+    ``blob``, at any alignment."""
     return _load(blob, position, ir.IntType(32), types.int32)
 
 
 @intrinsic
 def prefetch_at(typingctx, blob, position):
-    """Ask for the cache line at byte ``position`` of the contiguous uint8 array
-    ``blob`` ahead of its use: a hint that reads nothing and never faults, so the
+    """Ask for the cache line at byte ``position`` of the contiguous uint8 array (or
+    byte pointer) ``blob`` ahead of its use: a hint that reads nothing and never faults, so the
     position may lie past the end. Where a scan's next record lies depends on the one
     before, so each header waits for memory; a hint some records ahead overlaps those
     waits (the scan of a 1M-row column took a third less time)."""
-    if not isinstance(blob, types.Array) or blob.dtype != types.uint8:
-        return None
-    if blob.ndim != 1 or blob.layout != "C" or not isinstance(position, types.Integer):
+    if not _is_bytes(blob) or not isinstance(position, types.Integer):
         return None
 
     def codegen(context, builder, signature, args):
-        array = context.make_array(signature.args[0])(context, builder, args[0])
+        start = _bytes_address(context, builder, signature.args[0], args[0])
         offset = context.cast(builder, args[1], signature.args[1], types.intp)
-        address = builder.gep(array.data, [offset])  # not "inbounds": may pass the end
+        address = builder.gep(start, [offset])  # not "inbounds": may pass the end
         pointer_type = ir.IntType(8).as_pointer()
         int32 = ir.IntType(32)
         function = builder.module.declare_intrinsic(

@@ -215,6 +215,40 @@ def test_prefetch_hints_read_nothing_and_never_fault():
     assert blob.tolist() == list(range(10))
 
 
+def test_loads_through_a_byte_pointer_equal_those_through_the_array():
+    from numba.core.errors import TypingError
+
+    from dials_spot_size_analysis.formats.shoeboxes import (
+        bytes_pointer,
+        float32_at,
+        int32_at,
+    )
+    from dials_spot_size_analysis.jit import njit
+
+    @njit
+    def read_both(blob, position):
+        pointer = bytes_pointer(blob)
+        return (
+            float32_at(blob, position),
+            float32_at(pointer, position),
+            int32_at(blob, position),
+            int32_at(pointer, position),
+            pointer[position],
+        )
+
+    values = np.array([1.5, -2.25, 3e38], "<f4").tobytes()
+    blob = np.frombuffer(b"\x07" + values, np.uint8).copy()  # unaligned floats
+    for k, expected in enumerate([1.5, -2.25, np.float32(3e38)]):
+        on_array, on_pointer, bits, pointer_bits, first_byte = read_both(
+            blob, 1 + 4 * k
+        )
+        assert on_array == on_pointer == expected
+        assert bits == pointer_bits == np.float32(expected).view(np.int32)
+        assert first_byte == blob[1 + 4 * k]
+    with pytest.raises(TypingError):
+        read_both(np.zeros(4, np.int32), 0)  # bytes only
+
+
 @pytest.mark.parametrize("rows_per_chunk", [1, 50, 1 << 20])
 def test_stretches_indexed_into_the_kept_index_equal_one_scan(
     shared_data, rows_per_chunk
