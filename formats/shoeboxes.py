@@ -156,38 +156,38 @@ def prefetch_at(typingctx, blob, position):
 SCAN_AHEAD_BYTES = 1024  # how far ahead of the header being read a scan asks for
 
 
-@njit(inline="always")  # no reference counting per record
-def _read_header(blob, position, bbox):
-    """The record header at ``position`` (its bbox into ``bbox``, 6 values): returns
-    (problem code, panel, pixel-data marker, voxels, bytes of pixel data)."""
-    size = blob.size
+@njit(inline="always")
+def _read_header(blob, size, position):
+    """The record header at ``position`` of a column of ``size`` bytes (``blob``, a byte
+    pointer: no reference counting per record): returns (problem code, panel,
+    pixel-data marker, voxels, bytes of pixel data, bbox as 6 values)."""
     if position + HEADER_BYTES > size:
-        return TRUNCATED_HEADER, 0, 0, 0, 0
+        return TRUNCATED_HEADER, 0, 0, 0, 0, (0, 0, 0, 0, 0, 0)
     value = np.int64(int32_at(blob, position))
     panel = value + (np.int64(1) << 32) if value < 0 else value
-    volume = 1.0
-    bad_bbox = False
-    for k in range(6):
-        bbox[k] = int32_at(blob, position + 4 + 4 * k)
-    for axis in range(3):
-        extent = np.int64(bbox[2 * axis + 1]) - np.int64(bbox[2 * axis])
-        if extent < 0:
-            bad_bbox = True
-        volume *= max(extent, 0)
+    bbox = (
+        int32_at(blob, position + 4), int32_at(blob, position + 8),
+        int32_at(blob, position + 12), int32_at(blob, position + 16),
+        int32_at(blob, position + 20), int32_at(blob, position + 24),
+    )  # fmt: skip
+    extents = (
+        np.int64(bbox[1]) - np.int64(bbox[0]),
+        np.int64(bbox[3]) - np.int64(bbox[2]),
+        np.int64(bbox[5]) - np.int64(bbox[4]),
+    )
     marker = blob[position + HEADER_BYTES - 1]
-    if bad_bbox:
-        return BAD_BBOX, panel, marker, 0, 0
+    if extents[0] < 0 or extents[1] < 0 or extents[2] < 0:
+        return BAD_BBOX, panel, marker, 0, 0, bbox
     if marker > 2:
-        return BAD_PRESENT, panel, marker, 0, 0
+        return BAD_PRESENT, panel, marker, 0, 0, bbox
     if marker == 0:
-        return OK, panel, marker, 0, 0
+        return OK, panel, marker, 0, 0, bbox
     per_voxel = 12 if marker == 1 else 9
+    volume = np.float64(extents[0]) * np.float64(extents[1]) * np.float64(extents[2])
     if volume * per_voxel > size - position - HEADER_BYTES:
-        return TOO_LARGE, panel, marker, 0, 0
-    voxels = np.int64(1)
-    for axis in range(3):
-        voxels *= np.int64(bbox[2 * axis + 1]) - np.int64(bbox[2 * axis])
-    return OK, panel, marker, voxels, voxels * per_voxel
+        return TOO_LARGE, panel, marker, 0, 0, bbox
+    voxels = extents[0] * extents[1] * extents[2]
+    return OK, panel, marker, voxels, voxels * per_voxel, bbox
 
 
 @njit
@@ -214,11 +214,14 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
         record read).
     """
     position = np.int64(position)
+    pointer, size = bytes_pointer(blob), blob.size
     for row in range(nrows):
-        prefetch_at(blob, position + SCAN_AHEAD_BYTES)
-        problem, panel[row], present[row], _, pixel_bytes = _read_header(
-            blob, position, bbox[row]
+        prefetch_at(pointer, position + SCAN_AHEAD_BYTES)
+        problem, panel[row], present[row], _, pixel_bytes, box = _read_header(
+            pointer, size, position
         )
+        for k in range(6):
+            bbox[row, k] = box[k]
         if problem != OK:
             return problem, row, position
         position += HEADER_BYTES
@@ -227,7 +230,7 @@ def scan_records(blob, nrows, position, panel, bbox, present, data_offset):
     return OK, 0, position
 
 
-@njit(inline="always")  # no reference counting per record
+@njit(inline="always")
 def _count_code(blob, start, n, stride, code):
     hits = 0
     for k in range(n):
@@ -263,10 +266,10 @@ def scan_and_count(blob, nrows, position, code, counts, has_data):
         record read).
     """
     position = np.int64(position)
-    bbox = np.zeros(6, np.int32)
+    pointer, size = bytes_pointer(blob), blob.size
     for row in range(nrows):
-        prefetch_at(blob, position + SCAN_AHEAD_BYTES)
-        problem, _, marker, n, pixel_bytes = _read_header(blob, position, bbox)
+        prefetch_at(pointer, position + SCAN_AHEAD_BYTES)
+        problem, _, marker, n, pixel_bytes, _ = _read_header(pointer, size, position)
         if problem != OK:
             return problem, row, position
         position += HEADER_BYTES
@@ -276,7 +279,7 @@ def scan_and_count(blob, nrows, position, code, counts, has_data):
                 n
                 if code == 0
                 else _count_code(
-                    blob, position + 4 * n, n, 4 if marker == 1 else 1, code
+                    pointer, position + 4 * n, n, 4 if marker == 1 else 1, code
                 )
             )
         position += pixel_bytes
