@@ -45,7 +45,8 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
     Coordinates are pixel indices in the box, shifted by those of the first coded pixel
     (so that a spot one pixel wide along an axis has sums of exactly zero along it).
     The loop has no data-dependent branch but the rare new peak: a pixel that is not
-    coded contributes zeros. Returns (count, footprint, lowest and highest i, j, k,
+    coded contributes zeros. The bounds along y and z are updated once per row of
+    pixels and per image, from how many of its pixels are coded. Returns (count, footprint, lowest and highest i, j, k,
     first coded i, j, k, total weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2,
     dx*dy, peak i, j, k); count 0 where no pixel is coded.
     """
@@ -57,7 +58,7 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
         return 0, 0, (0, 0, 0, 0, 0, 0), (0, 0, 0), (0.0,) * 8, (0, 0, 0)
     first = first_i + nx * (first_j + ny * first_k)
     count = footprint = 0
-    low_i, low_j, low_k = nx, ny, nz
+    low_i, low_j = nx, ny
     high_i = high_j = high_k = -1
     peak_i, peak_j, peak_k = first_i, first_j, first_k
     peak_value = np.float64(_float32_at(blob, data_start + 4 * first))
@@ -68,16 +69,12 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
         dz = k - first_k
         for j in range(ny):
             dy = j - first_j
+            on_row = 0
             for i in range(nx):
                 coded = blob[mask_start + stride * pixel] & code == code
-                count += coded
-                on_image += coded
+                on_row += coded
                 low_i = i if coded and i < low_i else low_i
                 high_i = i if coded and i > high_i else high_i
-                low_j = j if coded and j < low_j else low_j
-                high_j = j if coded and j > high_j else high_j
-                low_k = k if coded and k < low_k else low_k
-                high_k = k if coded and k > high_k else high_k
                 data = np.float64(_float32_at(blob, data_start + 4 * pixel))
                 if coded and data > peak_value:
                     peak_i, peak_j, peak_k, peak_value = i, j, k, data
@@ -93,7 +90,13 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
                 szz += w * dz * dz
                 sxy += w * dx * dy
                 pixel += 1
+            on_image += on_row
+            low_j = j if on_row and j < low_j else low_j
+            high_j = j if on_row and j > high_j else high_j
+        count += on_image
+        high_k = k if on_image else high_k
         footprint = max(footprint, on_image)
+    low_k = first_k  # in C order no coded pixel lies on an earlier image
     return (
         count,
         footprint,
