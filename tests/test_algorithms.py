@@ -822,7 +822,13 @@ def test_grouped_summary_of_reals_equals_numpy_and_the_plain_functions(
 def test_grouped_summary_edge_cases(values, dtype):
     values = np.array(values, dtype)
     n = values.size
-    for columns in ([], [np.zeros(n, np.int32)], [np.arange(n) % 2, -np.ones(n, int)]):
+    four_keys = [np.arange(n) % 2, np.zeros(n, int), np.arange(n) % 3, -np.ones(n, int)]
+    for columns in (
+        [],
+        [np.zeros(n, np.int32)],
+        [np.arange(n) % 2, -np.ones(n, int)],
+        four_keys,  # more than one walk serves: sorted the general way
+    ):
         _check_grouped_summary(values, np.ones(n, bool), columns)
         _check_grouped_summary(values, np.arange(n) % 3 != 1, columns)
 
