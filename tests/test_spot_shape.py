@@ -899,14 +899,13 @@ def _radial_tangential_numpy(centroid, variance_x, variance_y, covariance_xy, ce
     dx = centroid[:, 0] - centre[:, 0]
     dy = centroid[:, 1] - centre[:, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        length = np.hypot(dx, dy)
-        ux, uy = dx / length, dy / length
+        squared = dx * dx + dy * dy  # |d|^2, u = d / |d|
         radial = (
-            ux * ux * variance_x + 2 * ux * uy * covariance_xy + uy * uy * variance_y
-        )
+            dx * dx * variance_x + 2 * dx * dy * covariance_xy + dy * dy * variance_y
+        ) / squared
         tangential = (
-            uy * uy * variance_x - 2 * ux * uy * covariance_xy + ux * ux * variance_y
-        )
+            dy * dy * variance_x - 2 * dx * dy * covariance_xy + dx * dx * variance_y
+        ) / squared
         return np.sqrt(np.maximum(radial, 0.0)), np.sqrt(np.maximum(tangential, 0.0))
 
 
