@@ -343,6 +343,17 @@ def _check_row_count(blob: np.ndarray, nrows: int, path: str | None) -> None:
         )
 
 
+def _map_ahead(blob: np.ndarray, position: int, mapped: int) -> int:
+    """Map the column's pages from ``position`` to PREFETCH_BYTES past it in one call,
+    leaving out those up to ``mapped`` that an earlier call mapped already (walking
+    mapped pages again costs about as much as mapping them); returns how far the
+    column is now mapped."""
+    end = min(blob.size, position + PREFETCH_BYTES)
+    if end > mapped:
+        source.populate_pages(blob[max(position, mapped) : end])
+    return max(end, mapped)
+
+
 def count_pixels_streaming(
     blob: np.ndarray,
     nrows: int,
@@ -379,10 +390,10 @@ def count_pixels_streaming(
     code = _checked_code(code)
     counts = np.zeros(nrows, dtype=np.int64)
     has_data = np.zeros(nrows, dtype=bool)
-    position = 0
+    position = mapped = 0
     for start in range(0, nrows, rows_per_chunk):
         stop = min(nrows, start + rows_per_chunk)
-        source.populate_pages(blob[position : position + PREFETCH_BYTES])
+        mapped = _map_ahead(blob, position, mapped)
         problem, _, end = scan_and_count(
             blob, stop - start, position, code, counts[start:stop], has_data[start:stop]
         )
@@ -441,11 +452,11 @@ def indexed_chunks(
         Where the column is truncated or corrupt, naming the record.
     """
     _check_row_count(blob, nrows, path)
-    position = 0
+    position = mapped = 0
     for start in range(0, nrows, rows_per_chunk):
         stop = min(nrows, start + rows_per_chunk)
         n = stop - start
-        source.populate_pages(blob[position : position + PREFETCH_BYTES])
+        mapped = _map_ahead(blob, position, mapped)
         stretch = (
             ShoeboxColumn.empty(blob, n) if index is None else index.rows(start, stop)
         )

@@ -270,3 +270,40 @@ def test_stretches_indexed_into_the_kept_index_equal_one_scan(
     unfinished = read_reflections(path, index_shoeboxes=False)
     next(iter(unfinished.shoebox_chunks(10, keep_index=True)))
     assert unfinished._shoebox_index is None
+
+
+@pytest.mark.parametrize("rows_per_chunk", [7, 30, 1 << 20])
+def test_each_byte_of_the_column_is_mapped_ahead_once(
+    shared_data, rows_per_chunk, monkeypatch
+):
+    """Stretches shorter than the read-ahead ask only for the bytes not mapped yet (a
+    walk over mapped pages costs about as much as mapping them), and every byte is
+    asked for; a stretch longer than the read-ahead has its first bytes mapped, the
+    rest as it is read."""
+    from dials_spot_size_analysis.formats import shoeboxes
+
+    table = read_reflections(shared_data / "centroid_test_data/integrated.refl")
+    blob, nrows = np.asarray(table.shoeboxes.blob), table.nrows
+    base = blob.__array_interface__["data"][0]
+    asked = []
+
+    def populate_pages(part):
+        asked.append((part.__array_interface__["data"][0] - base, part.size))
+
+    monkeypatch.setattr(shoeboxes, "PREFETCH_BYTES", blob.size // 5 + 3)
+    monkeypatch.setattr(shoeboxes.source, "populate_pages", populate_pages)
+    for scan in (
+        lambda: list(shoeboxes.indexed_chunks(blob, nrows, rows_per_chunk)),
+        lambda: shoeboxes.count_pixels_streaming(
+            blob, nrows, 4, rows_per_chunk=rows_per_chunk
+        ),
+    ):
+        asked.clear()
+        scan()
+        covered = np.zeros(blob.size, np.int64)
+        for offset, size in asked:
+            covered[offset : offset + size] += 1
+        if rows_per_chunk < nrows:
+            assert covered.min() == covered.max() == 1
+        else:
+            assert asked == [(0, shoeboxes.PREFETCH_BYTES)]
