@@ -26,8 +26,10 @@ DIALS facts used here (paths in the dials/dials repository):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -127,14 +129,50 @@ def _median_or_nan(values) -> float:
     return math.nan if median is None else median
 
 
+# The tallies made during one advise() call, by array: several checks take the median
+# or a percentile of the same sizes, footprints and extents.
+_TALLIES: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "tallies", default=None
+)
+
+
+@contextlib.contextmanager
+def _tallies_kept() -> Iterator[None]:
+    """Keep each array's tally while the block runs, by the memory holding the
+    numbers. The arrays are held with their tallies, so that no other array can take
+    the memory of one freed meanwhile."""
+    token = _TALLIES.set({})
+    try:
+        yield
+    finally:
+        _TALLIES.reset(token)
+
+
+def _finite_and_tally(values) -> tuple[np.ndarray, np.ndarray | None]:
+    """The finite values and their ``value_counts``, made once per array inside
+    :func:`_tallies_kept` (views of the same numbers share them)."""
+    values = np.asarray(values)
+    kept = _TALLIES.get()
+    memory = (
+        values.__array_interface__["data"][0], values.shape, values.strides,
+        values.dtype.str,
+    )  # fmt: skip
+    found = None if kept is None else kept.get(memory)
+    if found is None:
+        finite = _finite(values)
+        found = (values, finite, value_counts(finite) if finite.size else None)
+        if kept is not None:
+            kept[memory] = found
+    return found[1], found[2]
+
+
 def _percentile(values, q: float) -> float | None:
     """numpy's percentile (linear interpolation) of the finite values (None for none);
     for whole numbers from their tally (the same number, see
     statistics.percentiles_from_counts)."""
-    values = _finite(values)
+    values, counts = _finite_and_tally(values)
     if not values.size:
         return None
-    counts = value_counts(values)
     if counts is not None:
         return float(percentiles_from_counts(counts, [q])[0])
     if q == 50:
@@ -1108,6 +1146,7 @@ def _profile_check(profile: dict, extent_xy: np.ndarray, extent_z: np.ndarray):
     return check
 
 
+@_tallies_kept()  # the checks share the tallies of the same arrays
 def advise(
     spot_sizes,
     labels: Sequence[str],

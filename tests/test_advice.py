@@ -896,3 +896,42 @@ def test_percentiles_of_whole_numbers_equal_numpys(q):
         expected_reals = float(np.median(reals) if q == 50 else np.percentile(reals, q))
         assert advice._percentile(reals, q) == expected_reals
     assert advice._percentile(np.array([np.nan, np.inf]), q) is None
+
+
+def test_advise_tallies_each_array_once_with_the_same_advice(monkeypatch):
+    """Several checks take medians and percentiles of the same sizes, footprints and
+    extents: within one advise() each array is tallied once, and the advice is what
+    tallying every time gives."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    extent = rng.integers(1, 9, (3, n))
+    spots = SimpleNamespace(
+        size=extent[0] * extent[1] * extent[2] // 2 + 1,
+        footprint=extent[0] * extent[1],
+        extent_x=extent[0],
+        extent_y=extent[1],
+        extent_z=extent[2],
+        peak_centroid_distance=rng.gamma(2.0, 0.4, n),
+        experiment=np.zeros(n, np.int64),
+    )
+    profile = {"applicable": True, "identifier": "a", "n_sigma": 3.0}
+    profile.update(sigma_b_deg=0.03, sigma_b_px=1.2, sigma_m_deg=0.1)
+    profile.update(sigma_m_images=1.0, shoebox={"median_size_px": [9, 9, 6]})
+    tallied = []
+    counts_of = advice.value_counts
+
+    def value_counts(values):
+        tallied.append((values.__array_interface__["data"][0], values.size))
+        return counts_of(values)
+
+    monkeypatch.setattr(advice, "value_counts", value_counts)
+    arguments = (spots, ["a"], [profile])
+    shared = advice.advise(*arguments)
+    once = list(tallied)
+    tallied.clear()
+    every_time = advice.advise.__wrapped__(*arguments)  # no tallies kept
+    assert json.dumps(shared, default=str) == json.dumps(every_time, default=str)
+    assert len(set(once)) == len(once) < len(tallied)
+    assert advice._TALLIES.get() is None  # nothing kept after the call
