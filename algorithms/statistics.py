@@ -298,6 +298,7 @@ def summary_statistics(
     values: np.ndarray,
     counts: np.ndarray | None = None,
     ordered: np.ndarray | None = None,
+    ordered_plainly: bool = False,
 ) -> dict[str, float | int | None]:
     """Count, mean, population standard deviation, min, max, median and the 5th, 25th,
     75th and 95th percentiles (numpy's linear interpolation); None where there are no
@@ -321,6 +322,9 @@ def summary_statistics(
     ordered : numpy.ndarray, optional
         The same values sorted ascending (any dtype that holds them exactly), where
         already sorted; used only where there are no value counts.
+    ordered_plainly : bool
+        The caller has found the values free of NaN and negative zero (as
+        :func:`plainly_ordered` would): they are not searched again.
 
     Returns
     -------
@@ -344,7 +348,7 @@ def summary_statistics(
     else:
         if ordered is None:
             ordered = np.sort(values.ravel())
-        if plainly_ordered(values, ordered):
+        if ordered_plainly or plainly_ordered(values, ordered):
             quantiles = percentiles_from_sorted(ordered, [50, *PERCENTILES])
             extremes = ordered[[0, -1]].astype(np.float64).tolist()
         else:  # NaN or a negative zero: numpy's own answer
@@ -1165,7 +1169,7 @@ def _sorted_summary(
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
     return QuantitySummary(
-        summary_statistics(chosen, ordered=ordered),
+        summary_statistics(chosen, ordered=ordered, ordered_plainly=True),
         chosen,
         ordered,
         None,
