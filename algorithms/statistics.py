@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
@@ -689,20 +688,39 @@ def plainly_ordered(values: np.ndarray, ordered: np.ndarray) -> bool:
 
 
 class KeyGroups(NamedTuple):
-    """Each row's combination of groups under one or more keys (e.g. image, shell and
-    panel), numbered once and shared by every quantity summarised over them."""
+    """Each row's group under one or more keys (e.g. image, shell and panel), numbered
+    once and shared by every quantity summarised over them.
 
-    combination: np.ndarray  # int64, per row: the number of its combination of groups
-    table: np.ndarray  # (combinations, keys) int64: the group of each key; -1 unknown
+    A row's groups are bit fields of one number: field k holds its group number under
+    key k plus one (0: unknown). Kernels read a row's groups with shifts, not through
+    a table of the combinations present: a million spots on 24 panels and a thousand
+    images make hundreds of thousands of combinations, and each visit to such a table
+    missed the cache.
+    """
+
+    fields: np.ndarray  # uint64, per row: the bit fields of its groups
+    shifts: np.ndarray  # int64, per key: the lowest bit of its field
+    masks: np.ndarray  # uint64, per key: its field's bits, shifted down
     keys: tuple[np.ndarray, ...]  # per key, the key of each group number, ascending
-    # One slot per group of each key, slot k * width + g for group g of key k (width:
-    # the most groups of any key): (combinations, keys) int32, each one's slots; -1
-    slots: np.ndarray
-    width: int
+    width: int  # the most groups of any key: slot k * width + g is group g of key k
 
     @property
     def n_slots(self) -> int:
         return len(self.keys) * self.width
+
+    @property
+    def bits(self) -> int:
+        """How many of the low bits of ``fields`` the groups take."""
+        if not len(self.keys):
+            return 0
+        return int(self.shifts[-1]) + int(self.masks[-1]).bit_length()
+
+    def field_values(self, per_value: int = 1) -> int:
+        """How many field values a table of counts per field value (``per_value``
+        counts each) has: all of them where they are few (FIELD_TABLE_CELLS), else 0
+        (the counts are then made per key)."""
+        values = 1 << self.bits
+        return values if values * per_value <= FIELD_TABLE_CELLS else 0
 
     def groups_of(self, k: int) -> np.ndarray:
         """Each row's group number under the k-th key (-1 where unknown).
@@ -712,9 +730,19 @@ class KeyGroups(NamedTuple):
         k : int
             Which key.
         """
-        return self.table[self.combination, k]
+        field = (self.fields >> np.uint64(self.shifts[k])) & self.masks[k]
+        return field.astype(np.int64) - 1
+
+    def walked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(shifts, masks, first slots) of WALKED_KEYS keys, those of no key with an
+        empty mask: what the compiled walks take."""
+        shifts = np.zeros(WALKED_KEYS, np.int64)
+        masks = np.zeros(WALKED_KEYS, np.uint64)
+        shifts[: len(self.keys)], masks[: len(self.keys)] = self.shifts, self.masks
+        return shifts, masks, np.arange(WALKED_KEYS, dtype=np.int64) * self.width
 
 
+WALKED_KEYS = 3  # the keys one compiled walk serves (image, shell and panel)
 _FOLDABLE = (np.int32, np.int64, np.uint32)  # smaller integers are widened to int32
 
 
@@ -739,32 +767,12 @@ def _mark(key, low, present):
 
 
 @njit
-def _fold_key(combination, key, low, numbers, radix):
-    """combination[row] * radix + 1 + the group number of the row's key (0: unknown)."""
-    for row in range(combination.size):
-        group = numbers[np.int64(key[row]) - low] + 1 if key[row] >= 0 else 0
-        combination[row] = combination[row] * radix + group
-
-
-@njit
-def _renumber(combination, size):
-    """Number the values of ``combination`` (all in [0, size)) 0, 1, ... in ascending
-    order, in place; returns the values, ascending."""
-    number = np.full(size, -1, np.int64)
-    for row in range(combination.size):
-        number[combination[row]] = 0
-    count = 0
-    for value in range(size):
-        if number[value] == 0:
-            number[value] = count
-            count += 1
-    values = np.empty(count, np.int64)
-    for value in range(size):
-        if number[value] >= 0:
-            values[number[value]] = value
-    for row in range(combination.size):
-        combination[row] = number[combination[row]]
-    return values
+def _add_field(fields, key, low, numbers, shift):
+    """fields[row] |= (the group number of the row's key + 1) << shift (0: unknown)."""
+    for row in range(fields.size):
+        if key[row] >= 0:
+            group = numbers[np.int64(key[row]) - low] + 1
+            fields[row] |= np.uint64(group) << np.uint64(shift)
 
 
 class _Numbering(NamedTuple):
@@ -795,40 +803,17 @@ def _numbering(key: np.ndarray, limit: int) -> _Numbering:
     return _Numbering(unique, 0, None, digits)
 
 
-def _fold(combination: np.ndarray, key: np.ndarray, numbering: _Numbering) -> None:
-    """Fold the key's group numbers into ``combination``, in place, as one more
-    mixed-radix digit (0 for an unknown key; the radix one more than the groups)."""
-    radix = len(numbering.distinct) + 1
-    if numbering.numbers is not None:
-        _fold_key(combination, key, numbering.low, numbering.numbers, radix)
-    else:
-        combination *= radix
-        combination += numbering.digits
-
-
-def _renumbered(
-    combination: np.ndarray, table: np.ndarray, radices: list[int], limit: int
-) -> np.ndarray:
-    """Number the combinations present 0, 1, ... (in place) where each is a number of
-    ``table`` with the digits of ``radices`` folded in; returns the new table."""
-    size = len(table) * math.prod(radices)
-    if size <= limit:
-        present = _renumber(combination, size)
-    else:
-        present, inverse = np.unique(combination, return_inverse=True)
-        combination[:] = inverse.reshape(-1)
-    digits = []
-    for radix in reversed(radices):
-        present, digit = np.divmod(present, radix)
-        digits.insert(0, digit - 1)
-    return np.column_stack([table[present], *digits]).astype(np.int64)
+FIELD_BITS = 64  # the bits of a row's groups; keys needing more are refused
+# Counts per field value (one count a row, spread over the slots once) where a table of
+# every field value has at most this many cells: few groups, each counted often.
+FIELD_TABLE_CELLS = 1 << 16
 
 
 def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
     """Number the distinct non-negative keys of each key array 0, 1, ... in ascending
-    order (negative keys are unknown: left out of every group), and the combinations
-    of group numbers the rows have. A summary walks rows in value order; it looks up
-    each row's groups in the small table of combinations, not in row-sized arrays.
+    order (negative keys are unknown: left out of every group), and put each row's
+    group numbers into bit fields of one number. A summary walks rows in value order;
+    it reads each row's groups from that number with shifts.
 
     Parameters
     ----------
@@ -840,18 +825,18 @@ def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
     Returns
     -------
     KeyGroups
-        The rows' combinations, each combination's group per key, and each key's
-        distinct values.
+        The rows' bit fields, where each key's field lies, and each key's distinct
+        values.
 
     Raises
     ------
     ValueError
-        Where a key array has not one entry per row.
+        Where a key array has not one entry per row, or the keys have so many groups
+        that their numbers do not fit in 64 bits.
     """
-    combination = np.zeros(n, np.int64)
-    table = np.zeros((1, 0), np.int64)
-    radices: list[int] = []  # of the keys folded in since the last renumbering
-    distinct = []
+    fields = np.zeros(n, np.uint64)
+    shifts, masks, distinct = [], [], []
+    shift = 0
     limit = max(COUNTING_CELLS, 2 * n)
     for key in keys:
         key = np.asarray(key)
@@ -860,19 +845,27 @@ def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
         if key.dtype.kind in "iu" and key.dtype.itemsize < 4:
             key = key.astype(np.int32)  # one compiled kernel for every small type
         numbering = _numbering(key, limit)
-        radix = len(numbering.distinct) + 1
-        if len(table) * math.prod(radices) * radix > limit:
-            table, radices = _renumbered(combination, table, radices, limit), []
-        _fold(combination, key, numbering)
+        bits = len(numbering.distinct).bit_length()  # a field holds 0 ... groups
+        if shift + bits > FIELD_BITS:
+            raise ValueError(
+                f"the {len(keys)} group keys have too many groups to number together"
+            )
+        if numbering.numbers is not None:
+            _add_field(fields, key, numbering.low, numbering.numbers, shift)
+        else:
+            fields |= numbering.digits.astype(np.uint64) << np.uint64(shift)
+        shifts.append(shift)
+        masks.append((1 << bits) - 1)
         distinct.append(numbering.distinct)
-        radices.append(radix)
-    if radices:
-        table = _renumbered(combination, table, radices, limit)
+        shift += bits
     width = max(map(len, distinct), default=0)
-    offsets = np.arange(table.shape[1], dtype=np.int64) * width
-    slots = np.where(table >= 0, table + offsets, -1)
-    slots = slots.astype(np.int32 if len(keys) * width < 1 << 31 else np.int64)
-    return KeyGroups(combination, table, tuple(distinct), slots, width)
+    return KeyGroups(
+        fields,
+        np.array(shifts, np.int64),
+        np.array(masks, np.uint64),
+        tuple(distinct),
+        width,
+    )
 
 
 class QuantitySummary(NamedTuple):
@@ -889,26 +882,42 @@ _SIGN = 0x80000000
 _EXPONENT = 0x7F800000
 
 
-@njit(inline="always")
-def _add_per_slot(per_combination, slots, counts):
-    """counts[s] += the sum of per_combination over the combinations with slot s."""
-    for c in range(slots.shape[0]):
-        for k in range(slots.shape[1]):
-            if slots[c, k] >= 0:
-                counts[slots[c, k]] += per_combination[c]
+@njit
+def _spread(per_field, shifts, masks, firsts, counts):
+    """counts[firsts[k] + g - 1] += per_field[f] for the group g of each key k in
+    field value f (0: unknown, not counted): counts per field value made counts per
+    slot."""
+    for field in range(per_field.shape[0]):
+        if per_field[field].any():
+            for k in range(shifts.size):
+                group = (np.uint64(field) >> np.uint64(shifts[k])) & masks[k]
+                if group:
+                    counts[firsts[k] + np.int64(group) - 1] += per_field[field]
 
 
 @njit
-def _pack_float32(bits, kept, combination, slots, packed, counts):
+def _pack_float32(
+    bits, kept, fields, shifts, masks, firsts, packed, counts, chosen, per_field
+):
     """For each kept row, in row order: its float32 value's bits turned into an unsigned
     integer of the same order (sign bit set on positives, every bit inverted on
-    negatives) in the high half and the row's combination of groups in the low half;
-    counts[s] the finite values of slot s (a group of a key), slots[c] being the
-    slots of combination c. Returns whether the values are free of NaN and negative
-    zero."""
+    negatives) in the high half and the row's group fields (at most 32 bits) in the
+    low half, and the bits themselves into ``chosen`` (``values[kept]``, without
+    numpy's pass of its own); counts[s] the finite values of slot s (group g of key k
+    being slot firsts[k] + g - 1; the WALKED_KEYS keys of :meth:`KeyGroups.walked`).
+    Where ``per_field`` has a place for every field value, the finite values are
+    counted there, one count a row, and spread over the slots at the end; otherwise
+    once per key. Returns whether the values are free of NaN and negative zero."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     exponent, magnitude = np.uint64(_EXPONENT), np.uint64(0x7FFFFFFF)
-    per_combination = np.zeros(slots.shape[0], np.int64)
+    by_field = per_field.size > 0
+    shift0, shift1, shift2 = (
+        np.uint64(shifts[0]),
+        np.uint64(shifts[1]),
+        np.uint64(shifts[2]),
+    )
+    mask0, mask1, mask2 = masks[0], masks[1], masks[2]
+    first0, first1, first2 = firsts[0] - 1, firsts[1] - 1, firsts[2] - 1
     m, plain = 0, True
     for row in range(bits.size):
         if not kept[row]:
@@ -917,41 +926,63 @@ def _pack_float32(bits, kept, combination, slots, packed, counts):
         if pattern & magnitude > exponent or pattern == sign:  # NaN or -0.0
             plain = False
         ordered = pattern ^ low_half if pattern & sign else pattern | sign
-        packed[m] = (ordered << np.uint64(32)) | np.uint64(combination[row])
+        field = fields[row]
+        packed[m] = (ordered << np.uint64(32)) | field
+        chosen[m] = bits[row]
         m += 1
-        if pattern & exponent != exponent:  # finite
-            per_combination[combination[row]] += 1
-    _add_per_slot(per_combination, slots, counts)
+        if pattern & exponent == exponent:  # not finite
+            continue
+        if by_field:
+            per_field[field] += 1
+            continue
+        group = np.int64((field >> shift0) & mask0)
+        if group:
+            counts[first0 + group] += 1
+        group = np.int64((field >> shift1) & mask1)
+        if group:
+            counts[first1 + group] += 1
+        group = np.int64((field >> shift2) & mask2)
+        if group:
+            counts[first2 + group] += 1
+    if by_field:
+        _spread(per_field.reshape(-1, 1), shifts, masks, firsts, counts.reshape(-1, 1))
     return plain
 
 
 @njit
-def _count_finite(values, kept, combination, slots, counts):
+def _count_finite(values, kept, fields, shifts, masks, width, counts):
     """counts[s]: the kept rows of slot s with a finite value."""
-    per_combination = np.zeros(slots.shape[0], np.int64)
     for row in range(values.size):
         if kept[row] and np.isfinite(values[row]):
-            per_combination[combination[row]] += 1
-    _add_per_slot(per_combination, slots, counts)
-
-
-WALKED_KEYS = 3  # the keys one walk serves (image, shell and panel)
+            for k in range(shifts.size):
+                group = (fields[row] >> np.uint64(shifts[k])) & masks[k]
+                if group:
+                    counts[k * width + np.int64(group) - 1] += 1
 
 
 @njit
-def _unpack_and_walk(packed, bits, values, slots, lower_rank, upper_rank, lower, upper):
+def _unpack_and_walk(
+    packed, bits, values, shifts, masks, firsts, lower_rank, upper_rank, lower, upper
+):
     """The sorted keys of _pack_float32 apart, and their groups' middle values, in one
     ascending walk: bits[i] the float32 bits of key i (``values`` their float32 view),
     and in lower and upper the lower_rank-th and upper_rank-th smallest finite value of
-    each slot (a slot without a value has lower_rank -1). ``slots`` has WALKED_KEYS
-    columns (-1 in those of no key). NaN is not among the keys (refused when packing).
-    The visit of a value is written out once per key, as in :func:`_walk_sorted`: a
-    helper taking the arrays, even inlined, made the summaries of a million rows 2.7
-    times as slow, and a loop over the keys took a third longer than the three visits
-    written out."""
+    each slot (a slot without a value has lower_rank -1). The groups of the
+    WALKED_KEYS keys are read from the low half (see :func:`_pack_float32`). NaN is
+    not among the keys (refused when packing). The visit of a value is written out
+    once per key, as in :func:`_walk_sorted`: a helper taking the arrays, even
+    inlined, made the summaries of a million rows 2.7 times as slow, and a loop over
+    the keys took a third longer than the three visits written out."""
     sign, low_half = np.uint64(_SIGN), np.uint64(0xFFFFFFFF)
     exponent = np.uint32(_EXPONENT)
     seen = np.zeros(lower_rank.size, np.int64)
+    shift0, shift1, shift2 = (
+        np.uint64(shifts[0]),
+        np.uint64(shifts[1]),
+        np.uint64(shifts[2]),
+    )
+    mask0, mask1, mask2 = masks[0], masks[1], masks[2]
+    first0, first1, first2 = firsts[0] - 1, firsts[1] - 1, firsts[2] - 1
     for i in range(packed.size):
         key = packed[i]
         ordered = key >> np.uint64(32)
@@ -959,26 +990,29 @@ def _unpack_and_walk(packed, bits, values, slots, lower_rank, upper_rank, lower,
         bits[i] = pattern
         if pattern & exponent == exponent:  # an infinity: in no group's middle
             continue
-        combination = key & low_half
+        field = key & low_half
         value = values[i]
-        slot = slots[combination, 0]
-        if slot >= 0:
+        group0 = np.int64((field >> shift0) & mask0)
+        group1 = np.int64((field >> shift1) & mask1)
+        group2 = np.int64((field >> shift2) & mask2)
+        if group0:
+            slot = first0 + group0
             rank = seen[slot]
             seen[slot] = rank + 1
             if rank == lower_rank[slot]:
                 lower[slot] = value
             if rank == upper_rank[slot]:
                 upper[slot] = value
-        slot = slots[combination, 1]
-        if slot >= 0:
+        if group1:
+            slot = first1 + group1
             rank = seen[slot]
             seen[slot] = rank + 1
             if rank == lower_rank[slot]:
                 lower[slot] = value
             if rank == upper_rank[slot]:
                 upper[slot] = value
-        slot = slots[combination, 2]
-        if slot >= 0:
+        if group2:
+            slot = first2 + group2
             rank = seen[slot]
             seen[slot] = rank + 1
             if rank == lower_rank[slot]:
@@ -988,12 +1022,14 @@ def _unpack_and_walk(packed, bits, values, slots, lower_rank, upper_rank, lower,
 
 
 @njit
-def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, upper):
-    """Sorted values and their rows' combinations of groups, in ascending order: in
-    lower and upper the lower_rank-th and upper_rank-th smallest finite value of each
-    slot (a slot without a value has lower_rank -1). One walk per key, each ending once
-    every group of its key has both: a key of one group stops at the middle. The visit
-    of a value is written out here: a helper taking the arrays would cost reference
+def _walk_sorted(
+    fields, ordered, shifts, masks, width, lower_rank, upper_rank, lower, upper
+):
+    """Sorted values and their rows' group fields, in ascending order: in lower and
+    upper the lower_rank-th and upper_rank-th smallest finite value of each slot (a
+    slot without a value has lower_rank -1). One walk per key, each ending once every
+    group of its key has both: a key of one group stops at the middle. The visit of a
+    value is written out here: a helper taking the arrays would cost reference
     counting on every value."""
     first, stop = 0, ordered.size  # the finite values, between -inf and +inf
     while first < stop and not np.isfinite(ordered[first]):
@@ -1001,19 +1037,17 @@ def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, up
     while stop > first and not np.isfinite(ordered[stop - 1]):
         stop -= 1
     seen = np.zeros(lower_rank.size, np.int64)
-    counted = np.zeros(lower_rank.size, np.bool_)
-    for k in range(slots.shape[1]):
+    for k in range(shifts.size):
         pending = 0
-        for c in range(slots.shape[0]):
-            slot = slots[c, k]
-            if slot >= 0 and lower_rank[slot] >= 0 and not counted[slot]:
-                counted[slot] = True
+        for slot in range(k * width, (k + 1) * width):
+            if lower_rank[slot] >= 0:
                 pending += 1
         for i in range(first, stop):
             if pending == 0:
                 break
-            slot = slots[combinations[i], k]
-            if slot >= 0:
+            group = (fields[i] >> np.uint64(shifts[k])) & masks[k]
+            if group:
+                slot = k * width + np.int64(group) - 1
                 rank = seen[slot]
                 seen[slot] = rank + 1
                 if rank == lower_rank[slot]:
@@ -1024,29 +1058,26 @@ def _walk_sorted(combinations, ordered, slots, lower_rank, upper_rank, lower, up
 
 
 @njit
-def _tally(values, kept, combination, slots, overall, tables, by_combination):
+def _tally(values, kept, fields, shifts, masks, width, overall, tables, per_field):
     """overall[v]: the kept rows of value v; tables[s, v]: those of slot s (values in
-    [0, overall.size)). By combination: one count per row into a table per
-    combination, added up per slot afterwards; otherwise one count per row and key."""
-    span = overall.size
-    if by_combination:
-        tally = np.zeros((slots.shape[0], span), np.int64)
-        for row in range(values.size):
-            if kept[row]:
-                tally[combination[row], values[row]] += 1
-        for c in range(slots.shape[0]):
-            overall += tally[c]
-            for k in range(slots.shape[1]):
-                if slots[c, k] >= 0:
-                    tables[slots[c, k]] += tally[c]
-        return
+    [0, overall.size)). Where ``per_field`` has a row for every field value, the rows
+    are counted there, one count a row, and spread over the slots at the end;
+    otherwise once per key."""
+    by_field = per_field.shape[0] > 0
     for row in range(values.size):
         if kept[row]:
-            value, c = values[row], combination[row]
+            value = values[row]
             overall[value] += 1
-            for k in range(slots.shape[1]):
-                if slots[c, k] >= 0:
-                    tables[slots[c, k], value] += 1
+            if by_field:
+                per_field[fields[row], value] += 1
+                continue
+            for k in range(shifts.size):
+                group = (fields[row] >> np.uint64(shifts[k])) & masks[k]
+                if group:
+                    tables[k * width + np.int64(group) - 1, value] += 1
+    if by_field:
+        firsts = np.arange(shifts.size) * width
+        _spread(per_field, shifts, masks, firsts, tables)
 
 
 def _per_key(groups: KeyGroups, counts: np.ndarray, medians: np.ndarray) -> list:
@@ -1090,7 +1121,7 @@ def grouped_summary(
 
     Integer values are tallied per value and group in one pass. float32 values are
     sorted once, by the bytes of the value, as 64-bit integers with the value's bits
-    above the row's combination of groups: the sorted values give the quantiles, and
+    above the row's group fields: the sorted values give the quantiles, and
     one walk through them in ascending order finds the middle values of every group of
     every key (equal values are equal, whichever rows they come from). float64
     values are sorted by an argsort and walked likewise. Values with NaN or negative
@@ -1131,6 +1162,9 @@ def _sorted_summary(
     values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
 ) -> QuantitySummary | None:
     """The summary of real values; None where they have NaN or negative zero."""
+    walked = groups.bits <= 32 and len(groups.keys) <= WALKED_KEYS
+    if values.dtype == np.float32 and walked and groups.keys:
+        return _packed_summary(np.ascontiguousarray(values), kept, groups, scratch)
     chosen = values[kept]
     if not groups.keys:
         ordered = np.sort(chosen)
@@ -1139,33 +1173,46 @@ def _sorted_summary(
             ordered = None
         return QuantitySummary(statistics, chosen, ordered, None, [])
     counts = np.zeros(groups.n_slots, np.int64)  # finite values per slot
-    walked = len(groups.table) <= 1 << 32 and len(groups.keys) <= WALKED_KEYS
-    if values.dtype == np.float32 and walked:
-        values = np.ascontiguousarray(values)
-        packed = scratch[: chosen.size]
-        arguments = (groups.combination, groups.slots, packed, counts)
-        if not _pack_float32(values.view(np.uint32), kept, *arguments):
-            return None
-        # by the values alone: rows of equal values may come in any order
-        packed = sorted_uint64(packed, scratch[values.size : 2 * values.size], 4)
-        bits = scratch.view(np.uint32)[4 * values.size :][: packed.size]  # after both
-        ordered = bits.view(np.float32)
-        lower, upper = (np.zeros(counts.size, np.float32) for _ in range(2))
-        ranks = (counts - 1) // 2, counts // 2
-        slots = np.full((len(groups.table), WALKED_KEYS), -1, groups.slots.dtype)
-        slots[:, : groups.slots.shape[1]] = groups.slots
-        _unpack_and_walk(packed, bits, ordered, slots, *ranks, lower, upper)
-    else:
-        order = np.argsort(chosen)
-        ordered = chosen[order]
-        if not plainly_ordered(chosen, ordered):
-            return None
-        _count_finite(values, kept, groups.combination, groups.slots, counts)
-        combinations = groups.combination[kept][order]
-        del order
-        lower, upper = np.zeros(counts.size), np.zeros(counts.size)
-        ranks = (counts - 1) // 2, counts // 2
-        _walk_sorted(combinations, ordered, groups.slots, *ranks, lower, upper)
+    order = np.argsort(chosen)
+    ordered = chosen[order]
+    if not plainly_ordered(chosen, ordered):
+        return None
+    layout = (groups.shifts, groups.masks, groups.width)
+    _count_finite(values, kept, groups.fields, *layout, counts)
+    fields = groups.fields[kept][order]
+    del order
+    lower, upper = np.zeros(counts.size), np.zeros(counts.size)
+    ranks = (counts - 1) // 2, counts // 2
+    _walk_sorted(fields, ordered, *layout, *ranks, lower, upper)
+    return _with_medians(chosen, ordered, groups, counts, lower, upper)
+
+
+def _packed_summary(
+    values: np.ndarray, kept: np.ndarray, groups: KeyGroups, scratch: np.ndarray
+) -> QuantitySummary | None:
+    """The summary of float32 values by their packed keys (see grouped_summary); None
+    where they have NaN or negative zero."""
+    counts = np.zeros(groups.n_slots, np.int64)  # finite values per slot
+    chosen = np.empty(np.count_nonzero(kept), np.float32)
+    packed = scratch[: chosen.size]
+    walked = groups.walked()
+    arguments = (groups.fields, *walked, packed, counts, chosen.view(np.uint32))
+    per_field = np.zeros(groups.field_values(), np.int64)
+    if not _pack_float32(values.view(np.uint32), kept, *arguments, per_field):
+        return None
+    # by the values alone: rows of equal values may come in any order
+    packed = sorted_uint64(packed, scratch[values.size : 2 * values.size], 4)
+    bits = scratch.view(np.uint32)[4 * values.size :][: packed.size]  # after both
+    ordered = bits.view(np.float32)
+    lower, upper = (np.zeros(counts.size, np.float32) for _ in range(2))
+    ranks = (counts - 1) // 2, counts // 2
+    _unpack_and_walk(packed, bits, ordered, *walked, *ranks, lower, upper)
+    return _with_medians(chosen, ordered, groups, counts, lower, upper)
+
+
+def _with_medians(chosen, ordered, groups, counts, lower, upper) -> QuantitySummary:
+    """The summary from the kept values, sorted and free of NaN and negative zero, and
+    each slot's lower and upper middle value."""
     lower, upper = lower.astype(np.float64), upper.astype(np.float64)
     medians = np.where(counts % 2 == 1, lower, (lower + upper) / 2)
     return QuantitySummary(
@@ -1191,10 +1238,9 @@ def _tallied_summary(
         return None
     overall = np.zeros(span, np.int64)
     tables = np.zeros((groups.n_slots, span), np.int64)
-    # one count per row where the table per combination is small beside the rows
-    by_combination = len(groups.table) * span <= values.size // 8
-    arguments = (groups.combination, groups.slots, overall, tables)
-    _tally(np.ascontiguousarray(values), kept, *arguments, by_combination)
+    layout = (groups.fields, groups.shifts, groups.masks, groups.width)
+    per_field = np.zeros((groups.field_values(span), span), np.int64)
+    _tally(np.ascontiguousarray(values), kept, *layout, overall, tables, per_field)
     counts = tables.sum(axis=1)
     present = np.flatnonzero(counts)
     medians = np.zeros(counts.size)

@@ -721,22 +721,29 @@ def _plain_groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     st.sampled_from([np.int16, np.int32, np.int64, np.uint32, np.float64]),
     st.integers(1, 3),
 )
-def test_key_groups_number_the_keys_and_their_combinations(rows, dtype, n_keys):
+def test_key_groups_number_the_keys_in_bit_fields(rows, dtype, n_keys):
     columns = [np.array(column)[: len(rows)] for column in zip(*rows)][:n_keys]
     if dtype is np.uint32:
         columns = [np.abs(column) for column in columns]
     columns = [column.astype(dtype) for column in columns]
     groups = statistics.key_groups(columns, len(rows))
-    assert len(np.unique(groups.combination)) == len(groups.table)
+    # one number per combination of groups, each field as wide as its groups need
+    combinations = {
+        tuple(groups.groups_of(k)[row] for k in range(n_keys))
+        for row in range(len(rows))
+    }
+    assert len(np.unique(groups.fields)) == len(combinations)
+    assert groups.bits == sum(len(d).bit_length() for d in groups.keys)
     for k, column in enumerate(columns):
         distinct, numbers = _plain_groups(column)
         assert groups.keys[k].tolist() == distinct.tolist()
         assert groups.groups_of(k).tolist() == numbers.tolist()
 
 
-def test_key_groups_of_sparse_keys_and_many_combinations():
-    """Keys too spread for a table of their range, and more combinations than a table
-    of every mixed-radix number may hold: numbered by sorting, the same numbers."""
+def test_key_groups_of_sparse_keys_and_too_many_groups():
+    """Keys too spread for a table of their range: numbered by sorting, the same
+    numbers. Keys whose group numbers need more bits together than a row holds are
+    refused."""
     rng = np.random.default_rng(11)
     n = 5000
     columns = [
@@ -752,6 +759,9 @@ def test_key_groups_of_sparse_keys_and_many_combinations():
         assert groups.groups_of(k).tolist() == numbers.tolist()
     with pytest.raises(ValueError, match="one entry per row"):
         statistics.key_groups([np.zeros(3, int)], 4)
+    with mock.patch.object(statistics, "FIELD_BITS", 16):  # 2 + 9 + 8 bits needed
+        with pytest.raises(ValueError, match="too many groups"):
+            statistics.key_groups(columns, n)
 
 
 def _reference_medians(values, kept, keys) -> tuple:
@@ -857,7 +867,7 @@ def test_grouped_summary_of_integers_equals_numpy_and_the_plain_functions(
 def test_grouped_summary_on_many_rows(dtype):
     """A quarter of a million rows, a thousand images, panels and shells with unknown
     keys, values with many ties, NaN absent and present, through one shared work array
-    (also where the counts per combination do not fit: one count per key)."""
+    (also with the keys numbered by sorting)."""
     rng = np.random.default_rng(5)
     n = 250_000
     columns = [
@@ -874,6 +884,17 @@ def test_grouped_summary_on_many_rows(dtype):
     if dtype in (np.float32, np.float64):
         values[::1000] = np.nan  # the plain functions then
         _check_grouped_summary(values, kept, columns, scratch)
+
+
+def test_grouped_summary_of_groups_beyond_32_bits():
+    """float32 values whose rows' group fields need more than the 32 bits beside a
+    packed value (three keys of 3,000 groups: 36 bits) take the general sort."""
+    rng = np.random.default_rng(8)
+    n = 9000
+    columns = [rng.permutation(n) % 3000 for _ in range(3)]
+    assert statistics.key_groups(columns, n).bits == 36
+    values = rng.gamma(2.0, 1.5, n).astype(np.float32)
+    _check_grouped_summary(values, rng.random(n) < 0.9, columns)
 
 
 @settings(max_examples=200, deadline=None)
