@@ -702,11 +702,13 @@ class KeyGroups(NamedTuple):
     shifts: np.ndarray  # int64, per key: the lowest bit of its field
     masks: np.ndarray  # uint64, per key: its field's bits, shifted down
     keys: tuple[np.ndarray, ...]  # per key, the key of each group number, ascending
-    width: int  # the most groups of any key: slot k * width + g is group g of key k
+    # per key and one past the last: its first slot (slot starts[k] + g: group g of
+    # key k; one slot per group of each key, counts and medians are kept per slot)
+    starts: np.ndarray
 
     @property
     def n_slots(self) -> int:
-        return len(self.keys) * self.width
+        return int(self.starts[-1])
 
     @property
     def bits(self) -> int:
@@ -739,7 +741,9 @@ class KeyGroups(NamedTuple):
         shifts = np.zeros(WALKED_KEYS, np.int64)
         masks = np.zeros(WALKED_KEYS, np.uint64)
         shifts[: len(self.keys)], masks[: len(self.keys)] = self.shifts, self.masks
-        return shifts, masks, np.arange(WALKED_KEYS, dtype=np.int64) * self.width
+        firsts = np.zeros(WALKED_KEYS, np.int64)
+        firsts[: len(self.keys)] = self.starts[:-1]
+        return shifts, masks, firsts
 
 
 WALKED_KEYS = 3  # the keys one compiled walk serves (image, shell and panel)
@@ -858,13 +862,13 @@ def key_groups(keys: list[np.ndarray], n: int) -> KeyGroups:
         masks.append((1 << bits) - 1)
         distinct.append(numbering.distinct)
         shift += bits
-    width = max(map(len, distinct), default=0)
+    starts = np.cumsum([0, *map(len, distinct)], dtype=np.int64)
     return KeyGroups(
         fields,
         np.array(shifts, np.int64),
         np.array(masks, np.uint64),
         tuple(distinct),
-        width,
+        starts,
     )
 
 
@@ -950,14 +954,14 @@ def _pack_float32(
 
 
 @njit
-def _count_finite(values, kept, fields, shifts, masks, width, counts):
+def _count_finite(values, kept, fields, shifts, masks, starts, counts):
     """counts[s]: the kept rows of slot s with a finite value."""
     for row in range(values.size):
         if kept[row] and np.isfinite(values[row]):
             for k in range(shifts.size):
                 group = (fields[row] >> np.uint64(shifts[k])) & masks[k]
                 if group:
-                    counts[k * width + np.int64(group) - 1] += 1
+                    counts[starts[k] + np.int64(group) - 1] += 1
 
 
 @njit
@@ -1023,7 +1027,7 @@ def _unpack_and_walk(
 
 @njit
 def _walk_sorted(
-    fields, ordered, shifts, masks, width, lower_rank, upper_rank, lower, upper
+    fields, ordered, shifts, masks, starts, lower_rank, upper_rank, lower, upper
 ):
     """Sorted values and their rows' group fields, in ascending order: in lower and
     upper the lower_rank-th and upper_rank-th smallest finite value of each slot (a
@@ -1039,7 +1043,7 @@ def _walk_sorted(
     seen = np.zeros(lower_rank.size, np.int64)
     for k in range(shifts.size):
         pending = 0
-        for slot in range(k * width, (k + 1) * width):
+        for slot in range(starts[k], starts[k + 1]):
             if lower_rank[slot] >= 0:
                 pending += 1
         for i in range(first, stop):
@@ -1047,7 +1051,7 @@ def _walk_sorted(
                 break
             group = (fields[i] >> np.uint64(shifts[k])) & masks[k]
             if group:
-                slot = k * width + np.int64(group) - 1
+                slot = starts[k] + np.int64(group) - 1
                 rank = seen[slot]
                 seen[slot] = rank + 1
                 if rank == lower_rank[slot]:
@@ -1058,7 +1062,7 @@ def _walk_sorted(
 
 
 @njit
-def _tally(values, kept, fields, shifts, masks, width, overall, tables, per_field):
+def _tally(values, kept, fields, shifts, masks, starts, overall, tables, per_field):
     """overall[v]: the kept rows of value v; tables[s, v]: those of slot s (values in
     [0, overall.size)). Where ``per_field`` has a row for every field value, the rows
     are counted there, one count a row, and spread over the slots at the end;
@@ -1074,10 +1078,9 @@ def _tally(values, kept, fields, shifts, masks, width, overall, tables, per_fiel
             for k in range(shifts.size):
                 group = (fields[row] >> np.uint64(shifts[k])) & masks[k]
                 if group:
-                    tables[k * width + np.int64(group) - 1, value] += 1
+                    tables[starts[k] + np.int64(group) - 1, value] += 1
     if by_field:
-        firsts = np.arange(shifts.size) * width
-        _spread(per_field, shifts, masks, firsts, tables)
+        _spread(per_field, shifts, masks, starts, tables)
 
 
 def _per_key(groups: KeyGroups, counts: np.ndarray, medians: np.ndarray) -> list:
@@ -1085,7 +1088,7 @@ def _per_key(groups: KeyGroups, counts: np.ndarray, medians: np.ndarray) -> list
     counts and medians of every slot)."""
     found = []
     for k, distinct in enumerate(groups.keys):
-        first = k * groups.width
+        first = groups.starts[k]
         present = np.flatnonzero(counts[first : first + len(distinct)])
         found.append(
             (distinct[present], counts[first + present], medians[first + present])
@@ -1177,7 +1180,7 @@ def _sorted_summary(
     ordered = chosen[order]
     if not plainly_ordered(chosen, ordered):
         return None
-    layout = (groups.shifts, groups.masks, groups.width)
+    layout = (groups.shifts, groups.masks, groups.starts)
     _count_finite(values, kept, groups.fields, *layout, counts)
     fields = groups.fields[kept][order]
     del order
@@ -1238,7 +1241,7 @@ def _tallied_summary(
         return None
     overall = np.zeros(span, np.int64)
     tables = np.zeros((groups.n_slots, span), np.int64)
-    layout = (groups.fields, groups.shifts, groups.masks, groups.width)
+    layout = (groups.fields, groups.shifts, groups.masks, groups.starts)
     per_field = np.zeros((groups.field_values(span), span), np.int64)
     _tally(np.ascontiguousarray(values), kept, *layout, overall, tables, per_field)
     counts = tables.sum(axis=1)
