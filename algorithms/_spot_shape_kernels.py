@@ -46,9 +46,10 @@ def _row_sums(blob, data_start, mask_start, stride, shape, code):
     (so that a spot one pixel wide along an axis has sums of exactly zero along it).
     The loop has no data-dependent branch but the rare new peak: a pixel that is not
     coded contributes zeros. The bounds along y and z are updated once per row of
-    pixels and per image, from how many of its pixels are coded. Returns (count, footprint, lowest and highest i, j, k,
-    first coded i, j, k, total weight, weighted sums of dx, dy, dz, dx^2, dy^2, dz^2,
-    dx*dy, peak i, j, k); count 0 where no pixel is coded.
+    pixels and per image, from how many of its pixels are coded. Returns (count,
+    footprint, lowest and highest i, j, k, first coded i, j, k, total weight, weighted
+    sums of dx, dy, dz, dx^2, dy^2, dz^2, dx*dy, peak i, j, k); count 0 where no pixel
+    is coded.
     """
     nx, ny, nz = shape
     n = nx * ny * nz

@@ -121,10 +121,10 @@ def int32_at(typingctx, blob, position):
 @intrinsic
 def prefetch_at(typingctx, blob, position):
     """Ask for the cache line at byte ``position`` of the contiguous uint8 array (or
-    byte pointer) ``blob`` ahead of its use: a hint that reads nothing and never faults, so the
-    position may lie past the end. Where a scan's next record lies depends on the one
-    before, so each header waits for memory; a hint some records ahead overlaps those
-    waits (the scan of a 1M-row column took a third less time)."""
+    byte pointer) ``blob`` ahead of its use: a hint that reads nothing and never
+    faults, so the position may lie past the end. Where a scan's next record lies
+    depends on the one before, so each header waits for memory; a hint some records
+    ahead overlaps those waits (the scan of a 1M-row column took a third less time)."""
     if not _is_bytes(blob) or not isinstance(position, types.Integer):
         return None
 
