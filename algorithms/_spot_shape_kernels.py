@@ -1,7 +1,7 @@
 """Compiled kernels of :mod:`.spot_shape`: one pass over each shoebox's pixels.
 
 Pixel arrays sit in the ``Shoebox<>`` column at arbitrary byte offsets; each float32 is
-read by one unaligned load (``formats.shoeboxes.float32_at``). The helpers called per
+read by one unaligned load (``formats.shoeboxes.float32_at``). The helpers that read a
 record are inlined and take the column as a byte pointer (``bytes_pointer``), not as an
 array: an array argument is reference-counted on every call, even inlined, and those
 atomic counts, with the divisions that turned a pixel index into its place in the box,
