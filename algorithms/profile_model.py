@@ -90,7 +90,10 @@ NOT_FINITE_PIXELS = (
     "pixel values that are not finite (inf or NaN) in the reference reflections' "
     "shoeboxes: dials.integrate's estimators cannot use them"
 )
-MAX_SEARCH_STEPS = 10_000  # Nelder-Mead steps (real searches take 30 to 100)
+MAX_SEARCH_STEPS = 10_000  # of the bracket and of Brent's search (real ones take ~20)
+# ln(sigma_m) is found to within this: sigma_m to about 1e-8 of the likelihood's
+# maximum (DIALS's own sigma_m lies 4e-6 and 6e-6 from it on the static-crystal files)
+SIGMA_M_TOLERANCE = 1e-8
 NO_MODELS_REASON = (
     "the experiment has no {} model: sigma_b and sigma_m are angles measured from "
     "the beam and the detector"
@@ -419,22 +422,33 @@ def _centroid_spreads(
 
 
 @njit
-def _likelihood_terms(sigma, e1, e2, counts, starts, first, last, terms):
+def _likelihood_terms(
+    inverse_sigma, edges, lower_edge, counts, row_counts, starts, first, last, terms
+):
     """Reflections first..last-1's terms of the extended estimator's log-likelihood,
-    into ``terms``: sum(n log z) - K log Z + log Z, z = (erf(e1/sigma) -
-    erf(e2/sigma))/2 clamped to 1e-10 (calculator.py). Each reflection's term is its
-    own: parts of the reflections can be done on threads at once."""
+    into ``terms``: sum(n log z) - K log Z + log Z, z = (erf(e+/sigma) -
+    erf(e-/sigma))/2 clamped to 1e-10 (calculator.py). A frame's e- is the frame
+    before's e+ (both are the angle of the image edge between them), so an edge
+    shared by two kept frames is evaluated once. Each reflection's term is its own:
+    parts of the reflections can be done on threads at once."""
     for r in range(first, last):
-        sum_z, sum_nlogz, k = 0.0, 0.0, 0.0
+        sum_z, sum_nlogz = 0.0, 0.0
+        known_edge, known_erf = -1, 0.0
         for i in range(starts[r], starts[r + 1]):
-            z = 0.5 * (math.erf(e1[i] / sigma) - math.erf(e2[i] / sigma))
+            edge = lower_edge[i]
+            if edge == known_edge:
+                below = known_erf
+            else:
+                below = math.erf(edges[edge] * inverse_sigma)
+            above = math.erf(edges[edge + 1] * inverse_sigma)
+            known_edge, known_erf = edge + 1, above
+            z = 0.5 * (above - below)
             if z < 1e-10:
                 z = 1e-10
             sum_z += z
             sum_nlogz += counts[i] * math.log(z)
-            k += counts[i]
         log_z = math.log(sum_z)
-        terms[r] = sum_nlogz - k * log_z + log_z
+        terms[r] = sum_nlogz - row_counts[r] * log_z + log_z
 
 
 @njit
@@ -457,53 +471,127 @@ def _parts(starts: np.ndarray, threads: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def _nelder_mead_1d(function, start: float, stop: float, tolerance: float) -> float:
-    """One-dimensional Nelder-Mead with the coefficients and the stopping rule of
-    ``scitbx.simplex.simplex_opt`` (reflection 1, contraction 0.5, expansion 2,
-    shrink 0.5; every 20 steps stop when the best value changed by less than
-    ``tolerance`` relative to itself)."""
-    points = [start, stop]
-    values = [function(start), function(stop)]
-    monitor, count = 0.0, 0
-    while count < MAX_SEARCH_STEPS:
-        worst = 0 if values[0] > values[1] else 1
-        best = 1 - worst
-        centroid = points[best]
-        reflected = 2.0 * centroid - points[worst]
-        reflected_value = function(reflected)
-        if values[best] > reflected_value:
-            expanded = -centroid + 2.0 * reflected
-            expanded_value = function(expanded)
-            if reflected_value > expanded_value:
-                points[worst], values[worst] = expanded, expanded_value
-            else:
-                points[worst], values[worst] = reflected, reflected_value
-        else:
-            # In one dimension the second-highest vertex is the best one.
-            if values[worst] <= reflected_value:
-                contracted = 0.5 * centroid + 0.5 * points[worst]
-                keep_limit, strict = values[worst], False
-            else:
-                contracted = 0.5 * centroid + 0.5 * reflected
-                keep_limit, strict = reflected_value, True
-            contracted_value = function(contracted)
-            shrink = (
-                contracted_value > keep_limit
-                if strict
-                else contracted_value >= keep_limit
-            )
-            if shrink:
-                points[worst] = points[best] + 0.5 * (points[worst] - points[best])
-                values[worst] = function(points[worst])
-            else:
-                points[worst], values[worst] = contracted, contracted_value
-        count += 1
-        best_value = min(values)
-        if count % 20 == 0:
-            change = abs(monitor - best_value) / (abs(best_value) + tolerance**2)
-            if change < tolerance:
-                return points[0] if values[0] < values[1] else points[1]
-            monitor = best_value
+GOLDEN_SECTION = (3.0 - math.sqrt(5.0)) / 2.0  # the smaller part of a golden cut
+GOLDEN_GROWTH = (1.0 + math.sqrt(5.0)) / 2.0
+
+
+def _settled_value(function, x: float) -> float:
+    """``function(x)``, refused when it is not a number the search can compare."""
+    value = function(x)
+    if not math.isfinite(value):
+        raise ProfileModelError(
+            "the search for sigma_m did not settle: its likelihood is not a finite "
+            f"number at ln(sigma_m) = {x:.6g}"
+        )
+    return value
+
+
+def _downhill_bracket(
+    function, start: float, stop: float
+) -> tuple[float, float, float, float]:
+    """Three points a, b, c with b between the others and function(b) no higher
+    than theirs, found by walking downhill from ``start`` and ``stop`` in steps
+    growing by the golden ratio: (a, b, c, function(b))."""
+    a, b = start, stop
+    value_a, value_b = _settled_value(function, a), _settled_value(function, b)
+    if value_b > value_a:
+        a, b, value_a, value_b = b, a, value_b, value_a
+    c = b + GOLDEN_GROWTH * (b - a)
+    value_c = _settled_value(function, c)
+    for _ in range(MAX_SEARCH_STEPS):
+        if value_c >= value_b:
+            return a, b, c, value_b
+        a, b, value_b = b, c, value_c
+        c = b + GOLDEN_GROWTH * (b - a)
+        value_c = _settled_value(function, c)
+    raise ProfileModelError(
+        f"the search for sigma_m did not settle in {MAX_SEARCH_STEPS:,} steps: the "
+        "likelihood keeps falling"
+    )
+
+
+def _parabola_step(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(p, q), q >= 0: p / q is the step from the best of three (x, value) points to
+    the vertex of the parabola through them."""
+    (x, value), (w, value_w), (v, value_v) = points
+    r = (x - w) * (value - value_v)
+    q = (x - v) * (value - value_w)
+    p = (x - v) * q - (x - w) * r
+    q = 2.0 * (q - r)
+    return (-p, q) if q > 0.0 else (p, -q)
+
+
+def _next_step(points, low, high, step, step_before, tolerance):
+    """Brent's choice of the next step from the best point: to the parabola's vertex
+    when it lies inside the bracket, away from its ends, and the step is under half
+    the step before last (so steps keep shrinking); else a golden section of the
+    larger side. Returns (step, the step before it, as Brent keeps them)."""
+    best = points[0][0]
+    middle = 0.5 * (low + high)
+    if abs(step_before) > tolerance:
+        p, q = _parabola_step(points)
+        older, step_before = step_before, step
+        if abs(p) < abs(0.5 * q * older) and q * (low - best) < p < q * (high - best):
+            step = p / q
+            vertex = best + step
+            if vertex - low < 2.0 * tolerance or high - vertex < 2.0 * tolerance:
+                step = tolerance if best < middle else -tolerance
+            return step, step_before
+    step_before = (high - best) if best < middle else (low - best)
+    return GOLDEN_SECTION * step_before, step_before
+
+
+def _kept_points(points, trial: float, trial_value: float):
+    """The best point and the two before it, after a trial (Brent's x, w, v)."""
+    best, second, third = points
+    tried = (trial, trial_value)
+    if trial_value <= best[1]:
+        return [tried, best, second]
+    if trial_value <= second[1] or second[0] == best[0]:
+        return [best, tried, second]
+    if trial_value <= third[1] or third[0] in (best[0], second[0]):
+        return [best, second, tried]
+    return points
+
+
+def _minimise_1d(function, start: float, stop: float, tolerance: float) -> float:
+    """The minimum of a function of one variable, to within ``tolerance``, by Brent's
+    method (parabolas through the three best points, golden sections where a parabola
+    would not shrink the bracket fast enough) in a bracket walked downhill from
+    ``start`` and ``stop``.
+
+    Parameters
+    ----------
+    function : callable
+        float -> float; a value that is not finite ends the search with an error.
+    start, stop : float
+        Two first points, as the two vertices of DIALS's simplex.
+    tolerance : float
+        The search ends when the minimum is known to within about this (absolute).
+
+    Returns
+    -------
+    float
+        The argument of the minimum.
+    """
+    a, best, c, best_value = _downhill_bracket(function, start, stop)
+    low, high = min(a, c), max(a, c)
+    points = [(best, best_value)] * 3  # the best so far, then the two before it
+    step, step_before = 0.0, 0.0
+    for _ in range(MAX_SEARCH_STEPS):
+        best, best_value = points[0]
+        if abs(best - 0.5 * (low + high)) <= 2.0 * tolerance - 0.5 * (high - low):
+            return best
+        step, step_before = _next_step(points, low, high, step, step_before, tolerance)
+        if abs(step) < tolerance:
+            step = math.copysign(tolerance, step)
+        trial = best + step
+        trial_value = _settled_value(function, trial)
+        if trial_value <= best_value:  # the bracket closes on the trial
+            low, high = (low, best) if trial < best else (best, high)
+        else:  # the bracket closes on the best point
+            low, high = (trial, high) if trial < best else (low, trial)
+        points = _kept_points(points, trial, trial_value)
     raise ProfileModelError(
         f"the search for sigma_m did not settle in {MAX_SEARCH_STEPS:,} steps"
     )
@@ -708,45 +796,65 @@ def _sigma_m(
     columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan, threads: int = 1
 ) -> float:
     """ExtendedEstimator: maximum likelihood over log(sigma_m) of the per-frame
-    counts given the Gaussian rocking curve, by 1-D Nelder-Mead from 0.1 and 1 deg;
-    the likelihood of many frames split over ``threads`` (the same numbers)."""
+    counts given the Gaussian rocking curve, searched from 0.1 and 1 deg as DIALS's
+    simplex starts; the likelihood of many frames split over ``threads`` (the same
+    numbers)."""
     n_rows = len(frames)
     row_of_frame = np.repeat(np.arange(n_rows), frames)
     offset_in_row = np.arange(len(frame_sum)) - frame_start[row_of_frame]
-    frame = bbox_z0[row_of_frame] + offset_in_row
     positive = frame_sum > 0
-    row_of_frame, frame = row_of_frame[positive], frame[positive]
+    row_of_frame, offset_in_row = row_of_frame[positive], offset_in_row[positive]
     counts = frame_sum[positive]
     if counts.size == 0:
         raise ProfileModelError(
             "zero pixels selected for estimation of profile parameters"
         )
-    middle = scan.angle(frame + 0.5)
-    tau = middle - columns.phi[row_of_frame]
-    z = np.abs(zeta[row_of_frame])
-    half_width = scan.width / 2.0
-    e1 = (tau + half_width) * z / math.sqrt(2.0)
-    e2 = (tau - half_width) * z / math.sqrt(2.0)
-    starts = np.concatenate(
-        [[0], np.cumsum(np.bincount(row_of_frame, minlength=n_rows))]
+    # Each row's image edges, z0 .. z0 + frames: a frame's e- and e+ are its lower
+    # and upper edge's (angle - phi) |zeta| / sqrt(2) (tau -/+ half the width).
+    edge_start = frame_start[:n_rows] + np.arange(n_rows)
+    row_of_edge = np.repeat(np.arange(n_rows), frames + 1)
+    edge_frame = bbox_z0[row_of_edge] + (
+        np.arange(len(row_of_edge)) - edge_start[row_of_edge]
     )
-    starts = np.unique(starts).astype(np.int64)
+    edges = (
+        (scan.angle(edge_frame) - columns.phi[row_of_edge])
+        * np.abs(zeta[row_of_edge])
+        / math.sqrt(2.0)
+    )
+    lower_edge = edge_start[row_of_frame] + offset_in_row
+    # rows with no counted frame have no term (DIALS's per-reflection lists skip them)
+    frames_kept = np.bincount(row_of_frame, minlength=n_rows)
+    used = np.flatnonzero(frames_kept)
+    starts = np.concatenate([[0], np.cumsum(frames_kept[used])]).astype(np.int64)
+    row_counts = np.bincount(row_of_frame, weights=counts, minlength=n_rows)[used]
 
     terms = np.empty(len(starts) - 1)
     parts = _parts(starts, threads)
 
     def target(log_sigma: float) -> float:
-        sigma = math.exp(log_sigma)
+        inverse_sigma = math.exp(-log_sigma)
 
         def part_terms(part: tuple[int, int]) -> None:
-            _likelihood_terms(sigma, e1, e2, counts, starts, *part, terms)
+            _likelihood_terms(
+                inverse_sigma,
+                edges,
+                lower_edge,
+                counts,
+                row_counts,
+                starts,
+                *part,
+                terms,
+            )
 
         for _ in in_order(part_terms, parts, len(parts)):
             pass
         return _negative_sum(terms)
 
-    solution = _nelder_mead_1d(
-        target, math.log(math.radians(0.1)), math.log(math.radians(1.0)), 1e-3
+    solution = _minimise_1d(
+        target,
+        math.log(math.radians(0.1)),
+        math.log(math.radians(1.0)),
+        SIGMA_M_TOLERANCE,
     )
     return math.exp(solution)
 
