@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..formats.shoeboxes import float32_at, int32_at
+from ..formats.shoeboxes import bytes_pointer, float32_at, int32_at
 from ..jit import njit
 from ..threads import in_order
 from . import prediction
@@ -215,15 +215,16 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
 
 
 @njit(inline="always")  # inlined where called: no call, no reference counting
-def _rounded_hkl_differs(r0, r1, r2, c, s, hkl, row, m2, a_f_inv):
+def _rounded_hkl_differs(r, turn, hkl, axis, to_hkl):
     """PixelToMillerIndex.h: whether h = A^-1 F^-1 R(angle)^T r rounds to another
-    Miller index than ``hkl[row]``, for a pixel's r = S^-1 (s1 - s0) (the same at
-    every frame of its column: made once per column, see :func:`_pixel_kernel`); ``c``
-    and ``s`` are the cosine and sine of -angle."""
-    q0, q1, q2 = prediction.rotated_by(r0, r1, r2, m2, c, s)  # R^T r
+    Miller index than ``hkl``, for a pixel's r = S^-1 (s1 - s0) (the same at every
+    frame of its column: made once per column, see :func:`_pixel_kernel`); ``turn``
+    is the cosine and sine of -angle, ``to_hkl`` A^-1 F^-1 row by row. Scalars and
+    tuples only: called per pixel, an array argument would be reference counted."""
+    q0, q1, q2 = prediction.rotated_by(r[0], r[1], r[2], axis, turn[0], turn[1])
     for k in range(3):
-        h = a_f_inv[k, 0] * q0 + a_f_inv[k, 1] * q1 + a_f_inv[k, 2] * q2
-        if int(math.floor(h + 0.5)) != hkl[row, k]:
+        h = to_hkl[3 * k] * q0 + to_hkl[3 * k + 1] * q1 + to_hkl[3 * k + 2] * q2
+        if int(math.floor(h + 0.5)) != hkl[k]:
             return True
     return False
 
@@ -244,29 +245,36 @@ def _pixel_reciprocal(lab, s0, s0_len, s_inv):
 
 
 @njit(inline="always")
-def _frame_turns(z0, nz, neighbours, turns):
-    """For each frame z0 + z (z < nz) of a box: the cosine and sine of minus the
-    rotation angle at the frame's start and at its end, into ``turns[z]``: the same
-    for every pixel of the frame, so made once per frame, not per pixel."""
+def _edge_turns(z0, nz, neighbours, turns):
+    """The cosine and sine of minus the rotation angle at each image edge z0 + e
+    (e <= nz) of a box, into ``turns[e]``: frame z starts at edge z and ends at edge
+    z + 1, as DIALS takes the angles of array indices z and z + 1. The same for every
+    pixel of the box, so made once per box, not per pixel."""
     _, _, _, _, _, first_image, start, width = neighbours
-    for z in range(nz):
-        a0 = start + (z0 + z - first_image + 1) * width
-        a1 = a0 + width
-        turns[z, 0], turns[z, 1] = math.cos(-a0), math.sin(-a0)
-        turns[z, 2], turns[z, 3] = math.cos(-a1), math.sin(-a1)
+    for e in range(nz + 1):
+        angle = start + (z0 + e - first_image + 1) * width
+        turns[e, 0], turns[e, 1] = math.cos(-angle), math.sin(-angle)
 
 
 @njit(inline="always")
-def _neighbours_pixel(r, turns, z, hkl, row, neighbours):
-    """mask_neighbouring: whether the pixel (its ``r``, see :func:`_pixel_reciprocal`)
-    on frame ``z`` of its box maps to another Miller index than ``hkl[row]`` at the
-    start or the end of that frame (``turns``: from :func:`_frame_turns`)."""
-    _, _, m2, a_f_inv, _, _, _, _ = neighbours
-    return _rounded_hkl_differs(
-        r[0], r[1], r[2], turns[z, 0], turns[z, 1], hkl, row, m2, a_f_inv
-    ) or _rounded_hkl_differs(
-        r[0], r[1], r[2], turns[z, 2], turns[z, 3], hkl, row, m2, a_f_inv
-    )
+def _code_after_neighbours(code, r, z, turns, known, hkl, axis, to_hkl):
+    """mask_neighbouring of a pixel on frame z with mask ``code``: Valid|Background
+    if it maps to another Miller index than ``hkl`` at the frame's start edge or its
+    end edge (``turns``: the two edges' cosine and sine). Tried only where the code
+    is 0 (it would then count for sigma_b) or Valid|Foreground (it would then leave
+    sigma_m's counts): for any other code the sums are the same either way. An edge
+    is tried once per column of pixels: ``known`` is (edge, answer) of the last edge
+    tried, kept for the next frame's start. Returns (code, known)."""
+    if code != 0 and code != VALID_FOREGROUND:
+        return code, known
+    if known[0] == z:
+        differs = known[1]
+    else:
+        differs = _rounded_hkl_differs(r, turns[0], hkl, axis, to_hkl)
+    if not differs:
+        differs = _rounded_hkl_differs(r, turns[1], hkl, axis, to_hkl)
+        known = (z + 1, differs)
+    return (VALID_BACKGROUND if differs else code), known
 
 
 @njit(inline="always")  # inlined where called: no call, no reference counting
@@ -307,9 +315,17 @@ def _pixel_kernel(
     """Per record (the chosen rows' present, data_offset, bbox, panel, s1, hkl): sums
     for ComputeEsdBeamDivergence (data and data x angle^2 over mask != 0) and, per
     frame of the bbox, the data over mask == Valid|Foreground after mask_neighbouring
-    (ExtendedEstimator). ``turns`` has a row for each frame of the deepest box."""
+    (ExtendedEstimator). ``turns`` has a row for each image edge of the deepest box
+    (its frames + 1)."""
     origin, fast, slow, inverse_d, pixel_size, image_size, mu, thickness = detector
-    apply, s0, _, _, s_inv, _, _, _ = neighbours
+    apply, s0, m2, a_f_inv, s_inv, _, _, _ = neighbours
+    axis = (m2[0], m2[1], m2[2])
+    to_hkl = (
+        a_f_inv[0, 0], a_f_inv[0, 1], a_f_inv[0, 2],
+        a_f_inv[1, 0], a_f_inv[1, 1], a_f_inv[1, 2],
+        a_f_inv[2, 0], a_f_inv[2, 1], a_f_inv[2, 2],
+    )  # fmt: skip
+    pointer = bytes_pointer(blob)
     s0_len = math.sqrt(s0[0] ** 2 + s0[1] ** 2 + s0[2] ** 2)
     lab = np.empty(3)
     r = (0.0, 0.0, 0.0)
@@ -326,7 +342,8 @@ def _pixel_kernel(
         ref = s1[i]
         ref_len = math.sqrt(ref[0] ** 2 + ref[1] ** 2 + ref[2] ** 2)
         parallax = mu[p] > 0
-        _frame_turns(z0, nz, neighbours, turns)  # a few numbers; read where applied
+        row_hkl = (hkl[i, 0], hkl[i, 1], hkl[i, 2])
+        _edge_turns(z0, nz, neighbours, turns)  # a few numbers; read where applied
         for j in range(ny):
             for k in range(nx):
                 # pixel_lab_coord written out on scalars: no call with arrays
@@ -346,15 +363,23 @@ def _pixel_kernel(
                 )
                 if apply:  # the same at every frame of the column: made once
                     r = _pixel_reciprocal(lab, s0, s0_len, s_inv)
+                known = (-1, False)  # the column's last edge tried, and its answer
                 for z in range(nz):
                     index = (z * ny + j) * nx + k
-                    code = _mask_code_at(blob, int32_mask, mask_start, index)
-                    if apply and _neighbours_pixel(r, turns, z, hkl, i, neighbours):
-                        code = VALID_BACKGROUND
-                    value = np.float64(float32_at(blob, data_start + 4 * index))
-                    if code != 0:
-                        sum_w[i] += value
-                        sum_w_angle2[i] += value * angle * angle
+                    code = _mask_code_at(pointer, int32_mask, mask_start, index)
+                    if apply:
+                        edges = (
+                            (turns[z, 0], turns[z, 1]),
+                            (turns[z + 1, 0], turns[z + 1, 1]),
+                        )
+                        code, known = _code_after_neighbours(
+                            code, r, z, edges, known, row_hkl, axis, to_hkl
+                        )
+                    if code == 0:
+                        continue
+                    value = np.float64(float32_at(pointer, data_start + 4 * index))
+                    sum_w[i] += value
+                    sum_w_angle2[i] += value * angle * angle
                     if code == VALID_FOREGROUND:
                         frame_sum[frame_start[i] + z] += value
 
@@ -372,6 +397,7 @@ def _centroid_spreads(
     Counts each such experiment's rows in ``n_rows``; a row with sum(w) > 1 is
     ``used``, with the variance sum(w angle^2)/(sum(w) - 1) in ``variance``; a row
     on a panel its detector lacks (in the table or its shoebox) is not."""
+    pointer = bytes_pointer(blob)  # per pixel: an array would be reference counted
     for i in range(ids.shape[0]):
         e = ids[i]
         used[i] = False
@@ -401,7 +427,7 @@ def _centroid_spreads(
                 angle = -1.0  # made at the column's first pixel with mask != 0, if any
                 for z in range(nz):
                     voxel = (z * ny + j) * nx + k
-                    code = _mask_code_at(blob, int32_mask, mask_start, voxel)
+                    code = _mask_code_at(pointer, int32_mask, mask_start, voxel)
                     if code == 0:
                         continue
                     if angle < 0.0:
@@ -413,7 +439,7 @@ def _centroid_spreads(
                             origin[p, 2] + x_mm * fast[p, 2] + y_mm * slow[p, 2],
                             r0, r1, r2, ref_len,
                         )  # fmt: skip
-                    value = np.float64(float32_at(blob, data_start + 4 * voxel))
+                    value = np.float64(float32_at(pointer, data_start + 4 * voxel))
                     sum_w += value
                     sum_w_angle2 += value * angle * angle
         if sum_w > 1:
@@ -775,7 +801,7 @@ def _pixel_sums(
         sum_w,
         sum_w_angle2,
         frame_sum,
-        np.empty((int(frames.max(initial=0)), 4)),  # _frame_turns of one box
+        np.empty((int(frames.max(initial=0)) + 1, 2)),  # _edge_turns of one box
     )
     return _PixelSums(sum_w, sum_w_angle2, frame_sum, frame_start, frames)
 

@@ -985,32 +985,38 @@ def plain_neighbour_pixels(table, rows, hkl, experiment):
     return flagged
 
 
-def test_mask_neighbouring_equals_its_definition(shared_data, reference):
+@pytest.mark.parametrize("pixels", ["real", "every pixel 1.5"])
+def test_mask_neighbouring_equals_its_definition(shared_data, reference, pixels):
     """The pixels mask_neighbouring takes out of the signal (Valid|Background from
     then on) are those a plain statement of the rule finds. On the real rows it finds
     none (as DIALS does on these files); with a cell five times longer each spot's
     pixels map to several Miller indices, so that the decision turns on every step
-    of the rule, pixel by pixel and frame by frame."""
+    of the rule, pixel by pixel and frame by frame. The spot finder's shoeboxes hold
+    0 in their pixels with mask 0; with a value there (as in shoeboxes read from the
+    images), such a pixel once masked counts for sigma_b, as in DIALS."""
     table, experiments = _load(shared_data, reference[0])
     real = experiments[0]
     rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)[:60]
+    shoeboxes = table.shoeboxes
+    if pixels != "real":
+        shoeboxes = _with_pixel_value(shoeboxes, 1.5, rows)
     hkl = table["miller_index"][rows].astype(np.int64)
     columns = _table_columns(table, rows)
     assert not any(f.any() for f in plain_neighbour_pixels(table, rows, hkl, real))
-    unmasked = pm._pixel_sums(columns, table.shoeboxes, real, False)
+    unmasked = pm._pixel_sums(columns, shoeboxes, real, False)
     np.testing.assert_array_equal(
-        pm._pixel_sums(columns, table.shoeboxes, real, True)[2], unmasked[2]
+        pm._pixel_sums(columns, shoeboxes, real, True)[2], unmasked[2]
     )
     crystal = dataclasses.replace(real.crystal, real_space=real.crystal.real_space * 5)
     longer = dataclasses.replace(real, crystal=crystal)
     columns = dataclasses.replace(columns, miller_index=hkl * 5)
-    masked = pm._pixel_sums(columns, table.shoeboxes, longer, True)
+    masked = pm._pixel_sums(columns, shoeboxes, longer, True)
     flagged = plain_neighbour_pixels(table, rows, hkl * 5, longer)
     share = sum(f.sum() for f in flagged) / sum(f.size for f in flagged)
     assert 0.2 < share < 0.95  # decided pixel by pixel, not row by row
     frame_sum, sum_w = np.zeros_like(unmasked[2]), np.zeros(len(rows))
     for number, row in enumerate(rows):
-        data, mask, _ = table.shoeboxes.pixels(row)
+        data, mask, _ = shoeboxes.pixels(row)
         code = np.where(flagged[number], pm.VALID_BACKGROUND, mask)
         sum_w[number] = data[code != 0].astype(np.float64).sum()
         foreground = np.where(code == pm.VALID_FOREGROUND, data, 0).sum(axis=(1, 2))
