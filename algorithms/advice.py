@@ -851,8 +851,9 @@ def _profile_reasons(flags, figures) -> list:
             "from a sweep of this crystal"
         ),
         "memory_exceeds_limit": (
-            "the shoeboxes need {memory_required_gb:.1f} GB, more than the "
-            "{memory_allowed_gb:.1f} GB allowed"
+            "the shoeboxes need {memory_required_gb:.3g} GB, more than the "
+            "{memory_allowed_gb:.3g} GB allowed ({max_memory_usage:.0%} of "
+            "{memory_limit_gb:.3g} GB: integration.block.max_memory_usage)"
         ),
     }
     short = []  # where the box is narrower than the spots
@@ -931,7 +932,8 @@ def check_profile_model(
         ``p95_extent_xy``, ``p95_extent_z``, ``median_extent_z``, ``box_to_spot_xy``
         (the foreground's),
         ``box_to_spot_z``, ``z_evidence``, ``memory_required_gb``,
-        ``memory_allowed_gb``, ``flags`` (dict of bools: ``sigma_m_absurd``,
+        ``memory_allowed_gb``, ``memory_limit_gb`` and ``max_memory_usage`` (None
+        where the memory is not checked), ``flags`` (dict of bools: ``sigma_m_absurd``,
         ``box_z_many_times_spots``, ``box_xy_many_times_spots``,
         ``sigma_m_tracks_image_width``, ``sigma_m_from_one_image``,
         ``box_smaller_than_spots``,
@@ -991,6 +993,8 @@ def check_profile_model(
             None if shoebox_memory_bytes is None else shoebox_memory_bytes / 1e9
         ),
         "memory_allowed_gb": None if allowed is None else allowed / 1e9,
+        "memory_limit_gb": None if allowed is None else memory_limit_bytes / 1e9,
+        "max_memory_usage": None if allowed is None else max_memory_usage,
     }
     evidence = {
         key: (_round_sig(value) if isinstance(value, float) else value)
@@ -1123,7 +1127,12 @@ def _used(spot_finding: dict | None, name: str) -> tuple[object, str | None]:
     return entry.get("value"), entry.get("source")
 
 
-def _profile_check(profile: dict, extent_xy: np.ndarray, extent_z: np.ndarray):
+def _profile_check(
+    profile: dict,
+    extent_xy: np.ndarray,
+    extent_z: np.ndarray,
+    memory_limit_bytes: float | None = None,
+):
     shoebox = profile.get("shoebox") or {}
     median_box = shoebox.get("median_size_px")
     oscillation = profile["sigma_m_deg"] / profile["sigma_m_images"]
@@ -1140,7 +1149,9 @@ def _profile_check(profile: dict, extent_xy: np.ndarray, extent_z: np.ndarray):
         box_z_images=median_box[2] if median_box else None,
         n_images=profile.get("n_images") or None,
         shoebox_memory_bytes=shoebox.get("peak_bytes"),
+        memory_limit_bytes=memory_limit_bytes,
     )
+    check["memory_counted"] = shoebox.get("counted")
     check["experiment"] = profile.get("identifier")
     check["dataset"] = profile.get("dataset")
     return check
@@ -1153,6 +1164,7 @@ def advise(
     profiles: Sequence[dict],
     spot_finding: dict | None = None,
     detector_type: str | None = None,
+    memory_limit_bytes: float | None = None,
 ) -> dict:
     """Every check of the spot-finding limits and the profile model against the spots,
     the suggestions they make, and the one-sentence summary.
@@ -1173,6 +1185,9 @@ def advise(
     detector_type : str, optional
         The first experiment's first panel type, which DIALS's ``Auto``
         min_spot_size depends on (see :func:`resolve_min_spot_size`).
+    memory_limit_bytes : float, optional
+        The memory of the machine that will integrate: each model's shoebox memory
+        is checked against ``DEFAULT_MAX_MEMORY_USAGE`` of it (None: not checked).
 
     Returns
     -------
@@ -1215,7 +1230,12 @@ def advise(
             spot_sizes.experiment == experiment_of.get(profile.get("identifier"), -2)
         )
         checks.append(
-            _profile_check(profile, extent_xy[rows], spot_sizes.extent_z[rows])
+            _profile_check(
+                profile,
+                extent_xy[rows],
+                spot_sizes.extent_z[rows],
+                memory_limit_bytes,
+            )
         )
     given = any(value not in (None, "Auto") for value in (minimum, maximum, separation))
     if minimum == "Auto":

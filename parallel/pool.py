@@ -106,6 +106,18 @@ def resolve_nproc(nproc: Any) -> int:
     return max(1, int(nproc))
 
 
+def machine_memory_bytes() -> int | None:
+    """This machine's physical memory in bytes, as dials.integrate reads it (the
+    total, not what is free), or None where the system does not say."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf, or not this name
+        return None
+    if pages <= 0 or page_size <= 0:
+        return None
+    return int(pages) * int(page_size)
+
+
 def _progress(total: int, show: bool | None):
     """A tqdm bar on an interactive terminal; nothing in a pipeline or without tqdm."""
     if show is None:

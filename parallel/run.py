@@ -55,6 +55,8 @@ class AnalysisOptions:
     n_sigma: float | None = 3.0  # the profile model's box (None: no profile model)
     all_predictions: bool = False  # box every prediction for the shoebox memory
     spot_finding_file: str | None = None  # a dials.find_spots.log or .phil
+    # the memory of the machine that will integrate (None: the memory is not checked)
+    memory_limit_bytes: float | None = None
 
 
 def _experiments_input(number: int, source: Any, experiment_list) -> dict:
@@ -165,6 +167,7 @@ def run_analysis(
             merged.profiles,
             spot_finding,
             detector_type=merged.detector_type,
+            memory_limit_bytes=options.memory_limit_bytes,
         )
 
     # The summaries, and the profile model and advice, read the merged rows and

@@ -9,7 +9,7 @@ import math
 from ..algorithms import flags as flag_names
 from ..algorithms.mask_codes import UnknownMaskCodeError, canonical_names
 from ..algorithms.spot_sizes import MeasureOptions, SummaryOptions
-from ..parallel.pool import resolve_nproc
+from ..parallel.pool import machine_memory_bytes, resolve_nproc
 from ..parallel.run import AnalysisOptions, RunOptions
 from .parameters import AUTO, ParameterError, parameters_as_dict, plain
 
@@ -42,6 +42,22 @@ def _finite(value, name: str) -> float:
     if not number or not math.isfinite(value):
         raise ParameterError(f"{name} must be a finite number, not {plain(value)}")
     return float(value)
+
+
+def _memory_limit_bytes(value) -> float | None:
+    """``profile.memory_limit``: GB given, this machine's memory for Auto, or None
+    (not checked)."""
+    if value is None:
+        return None
+    if plain(value) == AUTO:
+        found = machine_memory_bytes()
+        if found is None:
+            raise ParameterError(
+                "profile.memory_limit=Auto: this system does not say how much memory "
+                "it has; give the machine's memory in GB, e.g. profile.memory_limit=64"
+            )
+        return float(found)
+    return _finite(value, "profile.memory_limit") * 1e9
 
 
 def summary_options(params) -> SummaryOptions:
@@ -180,4 +196,9 @@ def analysis_options(params) -> AnalysisOptions:
         ),
         spot_finding_file=params.input.find_spots,
         all_predictions=params.profile.shoebox_memory == "all_predictions",
+        memory_limit_bytes=(
+            _memory_limit_bytes(params.profile.memory_limit)
+            if params.profile.compute
+            else None
+        ),
     )

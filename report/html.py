@@ -15,6 +15,7 @@ from .. import __version__
 from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
+from .suggestions import memory_lines
 from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
 
 
@@ -293,7 +294,10 @@ def _profile_check_rows(checks: list) -> list[list]:
                 f"{_significant(check['box_z_images'], 3)} images",
                 f"{_significant(check['p95_extent_xy'], 3)} px x "
                 f"{_significant(check['p95_extent_z'], 3)} images",
-                "; ".join(check["reasons"]) or "the model fits the spots found",
+                "; ".join(
+                    (check["reasons"] or ["the model fits the spots found"])
+                    + memory_lines(check)
+                ),
             ]
         )
     return rows

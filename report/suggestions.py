@@ -8,6 +8,7 @@ of each other's scopes, so each program gets its own text (:func:`phil_by_progra
 from __future__ import annotations
 
 from ..algorithms import advice
+from ..algorithms.profile_model import ALL_PREDICTIONS
 
 PROGRAMS = (advice.FIND_SPOTS, advice.INTEGRATE)
 
@@ -112,6 +113,40 @@ def _profile_lines(check: dict) -> list:
     lines.extend(f"  {reason}" for reason in check["reasons"])
     if not check["reasons"]:
         lines.append("  the model fits the spots found: no change")
+    lines.extend(f"  {line}" for line in memory_lines(check))
+    return lines
+
+
+def memory_lines(check: dict) -> list[str]:
+    """How a profile check's shoebox memory stands against the machine's
+    (profile.memory_limit), where it was checked: within it (beyond it is one of the
+    check's reasons), and for which boxes.
+
+    Parameters
+    ----------
+    check : dict
+        An ``advice.check_profile_model`` result (with ``memory_counted``).
+
+    Returns
+    -------
+    list of str
+        Sentences, none where the memory was not checked.
+    """
+    allowed = check.get("memory_allowed_gb")
+    if allowed is None:
+        return []
+    lines = []
+    if not check["flags"].get("memory_exceeds_limit"):
+        lines.append(
+            f"the shoeboxes need {check['memory_required_gb']:.3g} GB, within the "
+            f"{allowed:.3g} GB allowed ({check['max_memory_usage']:.0%} of "
+            f"{check['memory_limit_gb']:.3g} GB)"
+        )
+    if check.get("memory_counted") != ALL_PREDICTIONS:
+        lines.append(
+            "(the memory of the reference reflections' boxes: dials.integrate boxes "
+            "every prediction, which profile.shoebox_memory=all_predictions counts)"
+        )
     return lines
 
 

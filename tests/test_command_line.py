@@ -252,6 +252,16 @@ def error_cases(shared_data, tmp_path):
             "profile.n_sigma must be a finite number, not nan "
             f"({PROGRAM} -c -a2 lists each parameter's type and range)",
         ),
+        "memory limit not a number": (
+            [*i23, "memory_limit=nan"],
+            "profile.memory_limit must be a finite number, not nan "
+            f"({PROGRAM} -c -a2 lists each parameter's type and range)",
+        ),
+        "memory limit below 1 MB": (
+            [*i23, "memory_limit=0"],
+            "profile.memory_limit element is less than the minimum allowed value: "
+            "0 < 0.001",
+        ),
         "histogram edge not a number": (
             [*i23, "data_max=nan"],
             "histogram.data_max must be a finite number or Auto, not nan",
@@ -278,6 +288,8 @@ ERROR_NAMES = [
     "empty range",
     "no bins",
     "n_sigma not a number",
+    "memory limit not a number",
+    "memory limit below 1 MB",
     "histogram edge not a number",
     "unwritable output",
     "truncated file",

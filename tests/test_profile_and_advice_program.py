@@ -6,17 +6,20 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import subprocess
 import sys
 from unittest import mock
 
 import pytest
 
+import libtbx
 import libtbx.phil
 
 from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
+from dials_spot_size_analysis.parallel import pool
 from dials_spot_size_analysis.report.text import REFERENCE_ONLY, profile_model_lines
 
 
@@ -191,6 +194,98 @@ def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypat
     assert f"{fewer['peak_bytes'] / 2**30:.3g} GiB" not in log
     assert REFERENCE_ONLY not in log
     assert "shoebox memory at the peak (all predictions)" in page
+
+
+@pytest.mark.parametrize(
+    "limit_gb, counted, block",
+    [(0.001, "reference", 0.2), (0.1, "all", 1.0), (100.0, "all", None)],
+)
+def test_the_shoebox_memory_against_the_machine_that_will_integrate(
+    shared_data, tmp_path, monkeypatch, limit_gb, counted, block
+):
+    """profile.memory_limit (GB) checks the shoebox memory against 80% of it, as
+    dials.integrate checks its machine's before reading an image: beyond it, the
+    reason with the figures and a smaller block (the scan's 9 images of 0.2 deg
+    scaled by the memory allowed over the memory needed, at least one image); within
+    it, a line saying so; where only the reference reflections'
+    boxes were counted (0.011 GB of them, 0.127 GB of every prediction), that too.
+    Log, JSON and HTML."""
+    monkeypatch.chdir(tmp_path)
+    expt, refl = (
+        str(shared_data / "centroid_test_data" / name)
+        for name in ("indexed.expt", "indexed.refl")
+    )
+    arguments = [expt, refl, f"profile.memory_limit={limit_gb}"]
+    if counted == "all":
+        arguments.append("profile.shoebox_memory=all_predictions")
+    result = run(arguments)
+    [check] = [c for c in result.advice["checks"] if "sigma_m_deg" in c]
+    required = result.profile_model["experiments"][0]["shoebox"]["peak_bytes"] / 1e9
+    assert round(required, 3) == (0.011 if counted == "reference" else 0.127)
+    assert check["memory_required_gb"] == required
+    assert check["memory_limit_gb"] == limit_gb
+    assert check["memory_allowed_gb"] == pytest.approx(0.8 * limit_gb)
+    assert check["max_memory_usage"] == 0.8
+    exceeds = limit_gb < 1.0
+    assert check["flags"]["memory_exceeds_limit"] is exceeds
+    suggested = [(s["parameter"], s["suggested"]) for s in result.advice["suggestions"]]
+    assert suggested == ([("integration.block.size", block)] if exceeds else [])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
+    allowed = f"{0.8 * limit_gb:.3g}"
+    if exceeds:
+        line = (
+            f"  the shoeboxes need {required:.3g} GB, more than the {allowed} GB "
+            f"allowed (80% of {limit_gb:.3g} GB: integration.block.max_memory_usage)"
+        )
+    else:
+        line = (
+            f"  the shoeboxes need {required:.3g} GB, within the {allowed} GB allowed "
+            f"(80% of {limit_gb:.3g} GB)"
+        )
+    assert line in log and line.strip() in page
+    caveat = "(the memory of the reference reflections' boxes: dials.integrate"
+    assert any(caveat in entry for entry in log) is (counted == "reference")
+    assert (
+        json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())["advice"][
+            "checks"
+        ][-1]["memory_limit_gb"]
+        == limit_gb
+    )
+
+
+def test_the_machine_memory_auto_and_its_absence(
+    shared_data, tmp_path, monkeypatch, capsys
+):
+    """profile.memory_limit=Auto is this machine's memory, as dials.integrate reads
+    it (the total); where the system does not say, one sentence asks for a number;
+    without it (the default) or without a profile model, nothing is checked."""
+    monkeypatch.chdir(tmp_path)
+    expt, refl = (
+        str(shared_data / "centroid_test_data" / name)
+        for name in ("indexed.expt", "indexed.refl")
+    )
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert pool.machine_memory_bytes() == total
+    result = analyse(refl, expt, memory_limit=libtbx.Auto)
+    [check] = [c for c in result.advice["checks"] if "sigma_m_deg" in c]
+    assert check["memory_limit_gb"] == total / 1e9
+    for unchecked in ({}, {"compute": False, "memory_limit": 64.0}):
+        result = analyse(refl, expt, **unchecked)
+        checks = [c for c in result.advice["checks"] if "sigma_m_deg" in c]
+        assert all(c["memory_allowed_gb"] is None for c in checks)
+    with mock.patch.object(os, "sysconf", side_effect=ValueError("no such name")):
+        assert pool.machine_memory_bytes() is None
+        with pytest.raises(SystemExit) as stopped:
+            run([expt, refl, "profile.memory_limit=Auto"])
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        "dials.spot_size_analysis: profile.memory_limit=Auto: this system does not "
+        "say how much memory it has; give the machine's memory in GB, e.g. "
+        "profile.memory_limit=64 (dials.spot_size_analysis -c -a2 lists each "
+        "parameter's type and range)\n"
+    )
+    assert not list(tmp_path.glob("dials.spot_size_analysis.*"))
 
 
 def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
