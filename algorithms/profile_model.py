@@ -547,7 +547,14 @@ def _parabola_step(points: list[tuple[float, float]]) -> tuple[float, float]:
     return (-p, q) if q > 0.0 else (p, -q)
 
 
-def _next_step(points, low, high, step, step_before, tolerance):
+def _next_step(
+    points: list[tuple[float, float]],
+    low: float,
+    high: float,
+    step: float,
+    step_before: float,
+    tolerance: float,
+) -> tuple[float, float]:
     """Brent's choice of the next step from the best point: to the parabola's vertex
     when it lies inside the bracket, away from its ends, and the step is under half
     the step before last (so steps keep shrinking); else a golden section of the
@@ -567,7 +574,9 @@ def _next_step(points, low, high, step, step_before, tolerance):
     return GOLDEN_SECTION * step_before, step_before
 
 
-def _kept_points(points, trial: float, trial_value: float):
+def _kept_points(
+    points: list[tuple[float, float]], trial: float, trial_value: float
+) -> list[tuple[float, float]]:
     """The best point and the two before it, after a trial (Brent's x, w, v)."""
     best, second, third = points
     tried = (trial, trial_value)
