@@ -106,16 +106,56 @@ def resolve_nproc(nproc: Any) -> int:
     return max(1, int(nproc))
 
 
-def machine_memory_bytes() -> int | None:
-    """This machine's physical memory in bytes, as dials.integrate reads it (the
-    total, not what is free), or None where the system does not say."""
+# Where dials.integrate (dials.util.system.memory_limit) looks for a limit below the
+# machine's memory, in its order: cgroups v1 hard and soft limits, v2 max, high, low.
+CGROUP_MEMORY_LIMITS = (
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    "/sys/fs/cgroup/memory/memory.soft_limit_in_bytes",
+    "/sys/fs/cgroup/memory.max",
+    "/sys/fs/cgroup/memory.high",
+    "/sys/fs/cgroup/memory.low",
+)
+
+
+def machine_memory_bytes(
+    limit_files: Sequence[str] = CGROUP_MEMORY_LIMITS,
+) -> int | None:
+    """This machine's memory in bytes as dials.integrate reads it: the physical
+    memory (the total, not what is free), lowered to a cgroup's limit or the RSS
+    resource limit where one is set and smaller.
+
+    Parameters
+    ----------
+    limit_files : sequence of str
+        Files holding a limit in bytes; one absent, unreadable or not a number (a
+        cgroup's "max") sets none.
+
+    Returns
+    -------
+    int or None
+        Bytes, or None where the system does not say its physical memory.
+    """
     try:
         pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):  # no sysconf, or not this name
         return None
     if pages <= 0 or page_size <= 0:
         return None
-    return int(pages) * int(page_size)
+    limit = int(pages) * int(page_size)
+    for path in limit_files:
+        try:
+            with open(path) as handle:
+                value = int(handle.read())
+        except (OSError, ValueError):
+            continue
+        if value > 0:
+            limit = min(limit, value)
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return limit
+    hard = resource.getrlimit(resource.RLIMIT_RSS)[1]
+    return hard if 0 < hard < limit else limit
 
 
 def _progress(total: int, show: bool | None):

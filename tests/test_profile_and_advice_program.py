@@ -7,6 +7,7 @@ import html
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 from unittest import mock
@@ -254,22 +255,40 @@ def test_the_shoebox_memory_against_the_machine_that_will_integrate(
     )
 
 
+def test_the_machine_memory_as_dials_reads_it(tmp_path):
+    """The physical memory (the total), lowered to a cgroup's limit or the RSS
+    resource limit where one is set and smaller, as dials.util.system.memory_limit
+    reads it; a cgroup's "max" or an absent file sets none."""
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+    (tmp_path / "max").write_text("max\n")
+    (tmp_path / "one_gib").write_text(f"{2**30}\n")
+    (tmp_path / "above").write_text(f"{2 * total}\n")
+    files = [str(tmp_path / name) for name in ("absent", "max", "above")]
+    with mock.patch.object(resource, "getrlimit", return_value=unlimited):
+        assert pool.machine_memory_bytes(()) == total
+        assert pool.machine_memory_bytes(files) == total
+        limited = [*files, str(tmp_path / "one_gib")]
+        assert pool.machine_memory_bytes(limited) == 2**30
+    with mock.patch.object(resource, "getrlimit", return_value=(-1, 2**29)):
+        assert pool.machine_memory_bytes(limited) == 2**29
+    assert pool.CGROUP_MEMORY_LIMITS[2] == "/sys/fs/cgroup/memory.max"
+
+
 def test_the_machine_memory_auto_and_its_absence(
     shared_data, tmp_path, monkeypatch, capsys
 ):
     """profile.memory_limit=Auto is this machine's memory, as dials.integrate reads
-    it (the total); where the system does not say, one sentence asks for a number;
-    without it (the default) or without a profile model, nothing is checked."""
+    it; where the system does not say, one sentence asks for a number; without it
+    (the default) or without a profile model, nothing is checked."""
     monkeypatch.chdir(tmp_path)
     expt, refl = (
         str(shared_data / "centroid_test_data" / name)
         for name in ("indexed.expt", "indexed.refl")
     )
-    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    assert pool.machine_memory_bytes() == total
     result = analyse(refl, expt, memory_limit=libtbx.Auto)
     [check] = [c for c in result.advice["checks"] if "sigma_m_deg" in c]
-    assert check["memory_limit_gb"] == total / 1e9
+    assert check["memory_limit_gb"] == pool.machine_memory_bytes() / 1e9
     for unchecked in ({}, {"compute": False, "memory_limit": 64.0}):
         result = analyse(refl, expt, **unchecked)
         checks = [c for c in result.advice["checks"] if "sigma_m_deg" in c]
