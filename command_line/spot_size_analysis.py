@@ -23,6 +23,8 @@ Examples::
 
   dials.spot_size_analysis indexed.expt indexed.refl output.plot=spot_sizes.png
 
+  dials.spot_size_analysis refined.expt refined.refl profile.memory_limit=Auto output.suggestions=suggested.phil
+
 Many files (a folder, a quoted glob, or a text file listing them; a .refl and the .expt of
 the same name beside it are a pair), over every core or MPI ranks::
 
