@@ -205,10 +205,12 @@ def zeta_factor(rotation_axis: np.ndarray, s0: np.ndarray, s1: np.ndarray):
     -------
     numpy.ndarray
         float64, zeta per reflection (-1 to 1); near 0 for reflections close to the
-        rotation axis.
+        rotation axis; NaN, without a warning, where s1 is zero or along s0 (no
+        direction to measure from), which every |zeta| >= min_zeta test leaves out.
     """
     e1 = np.cross(s1, s0)
-    return e1 @ rotation_axis / np.linalg.norm(e1, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return e1 @ rotation_axis / np.linalg.norm(e1, axis=1)
 
 
 # ------------------------------------------------------------------ compiled per pixel

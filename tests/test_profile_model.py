@@ -60,6 +60,34 @@ def _table_columns(table, rows) -> pm._Columns:
     )
 
 
+def test_a_row_without_a_beam_vector_is_left_out_without_a_warning(shared_data):
+    """refined.refl holds one indexed row whose s1 is zero (never predicted): its
+    zeta is NaN, so the |zeta| filter leaves it out, as any row near the rotation
+    axis, and the sigmas are those of the other rows (it warned of an invalid value
+    before)."""
+    folder = shared_data / "centroid_test_data_refined"
+    table = read_reflections(folder / "refined.refl")
+    [experiment] = read_experiments(folder / "refined.expt")
+    rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
+    zero = np.linalg.norm(table["s1"][rows], axis=1) == 0
+    assert zero.sum() == 1
+    zeta = pm.zeta_factor(
+        experiment.goniometer.rotation_axis_lab,
+        np.asarray(experiment.beam.s0),
+        table["s1"][rows],
+    )
+    assert np.isnan(zeta[zero]).all() and np.isfinite(zeta[~zero]).all()
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        found = pm.compute_sigmas(
+            _table_columns(table, rows), table.shoeboxes, experiment
+        )
+        without = pm.compute_sigmas(
+            _table_columns(table, rows[~zero]), table.shoeboxes, experiment
+        )
+    assert found == without
+
+
 @pytest.mark.parametrize("number", [0, 1])
 def test_calculator_alone_on_the_table_as_it_is(shared_data, reference, number):
     """The same calculator on the table's own columns (indexed rows, no
