@@ -1,8 +1,10 @@
 """The console script: ``dials.spot_size_analysis`` starts here.
 
-Only this module (and the standard library) is imported before the program's own
-imports (numba, numpy, cctbx: most of a second), so that Ctrl-C or SIGTERM during them
-ends in one sentence, not a traceback through the imports or a silent death. A signal
+Only this module and a few of the package's, which use the standard library alone
+(the options, standard output, signals), are imported before the program's own imports
+(numba, numpy, cctbx: most of a second), so that Ctrl-C or SIGTERM during them ends in
+one sentence, not a traceback through the imports or a silent death, and so that
+``--version`` is answered without them. A signal
 that lands inside a callback from C during the imports (numba's) cannot be raised
 there: it is remembered, and ends the run as soon as the imports are done. Then it is
 :func:`spot_size_analysis.run`, as in DIALS.
@@ -14,10 +16,29 @@ import signal
 import sys
 
 from .. import PROGRAM  # the package's __init__, already loaded: light
+from .options import UsageError, parse_options, version_line
+from .output_paths import OutputError
 from .signals import NOTHING_WRITTEN, Terminated, in_compiler, signal_of, stop_for
+from .standard_output import printed
+
+
+def _version_asked(args: list[str]) -> bool:
+    """``--version`` on a command line the options accept, which the program answers
+    first whatever else is asked: answered here, without the program's imports."""
+    try:
+        return parse_options(args).show_version
+    except UsageError:  # said by the program, in its turn
+        return False
 
 
 def main() -> None:
+    if _version_asked(sys.argv[1:]):
+        try:
+            printed(lambda: print(version_line()))
+        except OutputError as error:
+            print(f"{PROGRAM}: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+        sys.exit(0)
     received: list[int] = []
 
     def stop(number: int, frame) -> None:

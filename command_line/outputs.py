@@ -25,7 +25,7 @@ import shutil
 import stat
 import sys
 import tempfile
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .. import PROGRAM
 from ..report.document import compact_json_pieces, json_text
@@ -45,6 +45,7 @@ from .output_paths import (
     refuse_twice,
     written_into,
 )
+from .standard_output import standard_output_discarded
 
 logger = logging.getLogger(PROGRAM)
 COMPACT_JSON_INPUTS = 500
@@ -412,41 +413,7 @@ class TerminalHandler(logging.StreamHandler):
     def _stop(self) -> None:
         """No more output to this stream, nor at exit, when Python flushes it."""
         self.stream = open(os.devnull, "w", encoding="utf-8")
-        _standard_output_discarded()
-
-
-def _standard_output_discarded() -> None:
-    """Standard output pointed at /dev/null: what is left in its buffer, flushed by
-    Python at exit, cannot fail again."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-
-
-def printed(show: Callable[[], None]) -> None:
-    """Run ``show``, which prints to standard output (help, version, parameters):
-    nothing where standard output is closed; stopped quietly where it goes away
-    (``| head -1``); one sentence where it cannot be written (a full disk).
-
-    Parameters
-    ----------
-    show : callable
-        Prints what is asked for.
-    """
-    if sys.stdout is None:  # closed (>&-)
-        return
-    try:
-        show()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        _standard_output_discarded()
-    except OSError as error:
-        _standard_output_discarded()
-        raise OutputError(
-            f"standard output cannot be written ({error.strerror}): free some space, "
-            "or send it elsewhere"
-        ) from None
+        standard_output_discarded()
 
 
 @contextlib.contextmanager

@@ -69,7 +69,6 @@ from .options import Options, options_help, parse_options, version_line
 from .outputs import (
     OutputSet,
     logging_to,
-    printed,
     write_json,
     write_text,
     written,
@@ -83,6 +82,7 @@ from .signals import (
     signal_of,
     stop_behind,
 )
+from .standard_output import printed
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__

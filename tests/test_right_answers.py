@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -183,6 +184,29 @@ def test_help_lists_the_options_and_version_prints_it(tmp_path):
         assert option in shown
     done = console("--version", cwd=tmp_path)
     assert done.stdout == f"{PROGRAM} {__version__}\n" and done.returncode == 0
+
+
+def test_version_is_answered_before_the_heavy_imports(tmp_path):
+    """``--version`` (whatever else the options ask) is answered by the console
+    script before numba, numpy and cctbx are imported (most of a second); an unknown
+    option beside it is still the program's one sentence."""
+    check = (
+        "import sys\n"
+        "from dials_spot_size_analysis.command_line.entry import main\n"
+        "sys.argv = ['dials.spot_size_analysis', '-c', '--version']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code)\n"
+        "print(sorted(m for m in ('numba', 'numpy', 'libtbx') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.stdout == f"{PROGRAM} {__version__}\nexit 0\n[]\n", done.stderr
+    unknown = console("--version", "--bogus", cwd=tmp_path)
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    assert unknown.stderr == f"{PROGRAM}: unknown option --bogus: see {PROGRAM} -h\n"
 
 
 def test_verbose_adds_debug_lines(shared_data, tmp_path):
