@@ -4,10 +4,10 @@ Only this module and a few of the package's, which use the standard library alon
 (the options, standard output, signals), are imported before the program's own imports
 (numba, numpy, cctbx: most of a second), so that Ctrl-C or SIGTERM during them ends in
 one sentence, not a traceback through the imports or a silent death, and so that
-``--version`` is answered without them. A signal
-that lands inside a callback from C during the imports (numba's) cannot be raised
-there: it is remembered, and ends the run as soon as the imports are done. Then it is
-:func:`spot_size_analysis.run`, as in DIALS.
+``--version`` is answered without them. A signal that lands inside a callback from C
+during the imports (numba's) cannot be raised there: it is remembered, and ends the run
+as soon as the imports are done. Then it is :func:`spot_size_analysis.run`, as in
+DIALS.
 """
 
 from __future__ import annotations
