@@ -726,7 +726,8 @@ def _box_flags(sigma_m_deg, box_z, box_xy, foreground_xy, p95_z, p95_xy, z_evide
 def _memory_suggestion(
     required, allowed, nproc, block_size_deg, oscillation_deg, n_images, evidence
 ) -> dict:
-    """Fewer processes where there are several, else a smaller block, to fit memory."""
+    """Fewer processes where there are several, else a smaller block, to fit memory;
+    no block size where not even one image's share would fit."""
     scale = allowed / required
     if nproc > 1:
         return _suggestion(
@@ -741,16 +742,22 @@ def _memory_suggestion(
     if block is None and n_images:
         block = n_images * oscillation_deg
     suggested = None
+    reason = "the shoeboxes of one block do not fit in the memory allowed"
     if block is not None:
-        steps = max(1, int(math.floor(block * scale / oscillation_deg)))
-        suggested = _round_sig(steps * oscillation_deg, 4)
+        # the memory taken as growing with the block: the block that would fit
+        fitting = block * scale
+        if fitting >= oscillation_deg:
+            steps = int(math.floor(fitting / oscillation_deg))
+            suggested = _round_sig(steps * oscillation_deg, 4)
+        else:
+            reason = (
+                f"even a block of one image would need about "
+                f"{required * oscillation_deg / block / 1e9:.3g} GB, more than the "
+                f"{allowed / 1e9:.3g} GB allowed: the boxes are too large for this "
+                "memory (a smaller n_sigma, fixed sigmas, or a larger machine)"
+            )
     return _suggestion(
-        INTEGRATE,
-        BLOCK_SIZE,
-        block_size_deg,
-        suggested,
-        "the shoeboxes of one block do not fit in the memory allowed",
-        evidence,
+        INTEGRATE, BLOCK_SIZE, block_size_deg, suggested, reason, evidence
     )
 
 

@@ -495,6 +495,18 @@ def test_memory_suggestions():
     one = absurd_model(memory_limit_bytes=64e9, block_size_deg=10.0, **sane)
     (item,) = one["suggestions"]
     assert (item["parameter"], item["suggested"]) == (advice.BLOCK_SIZE, 2.0)
+    # 255 GB over a 10-degree block of 0.1-degree images: 2.55 GB for one image,
+    # more than 0.8 x 2 GB
+    hopeless = absurd_model(memory_limit_bytes=2e9, block_size_deg=10.0, **sane)
+    (item,) = hopeless["suggestions"]
+    assert (item["parameter"], item["suggested"]) == (advice.BLOCK_SIZE, None)
+    assert item["reason"] == (
+        "even a block of one image would need about 2.55 GB, more than the 1.6 GB "
+        "allowed: the boxes are too large for this memory (a smaller n_sigma, fixed "
+        "sigmas, or a larger machine)"
+    )
+    just = absurd_model(memory_limit_bytes=4e9, block_size_deg=10.0, **sane)
+    assert just["suggestions"][0]["suggested"] == 0.1  # 3.2 GB allowed: one image
     fits = absurd_model(memory_limit_bytes=512e9, **sane)
     assert fits["suggestions"] == []
     # An absurd model is the cause: fix it, not the memory.

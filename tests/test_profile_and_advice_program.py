@@ -199,7 +199,7 @@ def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypat
 
 @pytest.mark.parametrize(
     "limit_gb, counted, block",
-    [(0.001, "reference", 0.2), (0.1, "all", 1.0), (100.0, "all", None)],
+    [(0.001, "reference", None), (0.1, "all", 1.0), (100.0, "all", None)],
 )
 def test_the_shoebox_memory_against_the_machine_that_will_integrate(
     shared_data, tmp_path, monkeypatch, limit_gb, counted, block
@@ -207,8 +207,8 @@ def test_the_shoebox_memory_against_the_machine_that_will_integrate(
     """profile.memory_limit (GB) checks the shoebox memory against 80% of it, as
     dials.integrate checks its machine's before reading an image: beyond it, the
     reason with the figures and a smaller block (the scan's 9 images of 0.2 deg
-    scaled by the memory allowed over the memory needed, at least one image); within
-    it, a line saying so; where only the reference reflections'
+    scaled by the memory allowed over the memory needed), or none where not even one
+    image's share fits; within it, a line saying so; where only the reference reflections'
     boxes were counted (0.011 GB of them, 0.127 GB of every prediction), that too.
     Log, JSON and HTML."""
     monkeypatch.chdir(tmp_path)
@@ -231,6 +231,11 @@ def test_the_shoebox_memory_against_the_machine_that_will_integrate(
     assert check["flags"]["memory_exceeds_limit"] is exceeds
     suggested = [(s["parameter"], s["suggested"]) for s in result.advice["suggestions"]]
     assert suggested == ([("integration.block.size", block)] if exceeds else [])
+    if exceeds and block is None:
+        reason = result.advice["suggestions"][0]["reason"]
+        assert reason.startswith(
+            f"even a block of one image would need about {required / 9:.3g} GB"
+        )
     log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
     page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
     allowed = f"{0.8 * limit_gb:.3g}"
