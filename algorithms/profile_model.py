@@ -504,8 +504,12 @@ GOLDEN_GROWTH = (1.0 + math.sqrt(5.0)) / 2.0
 
 
 def _settled_value(function, x: float) -> float:
-    """``function(x)``, refused when it is not a number the search can compare."""
-    value = function(x)
+    """``function(x)``, refused when it is not a number the search can compare (or
+    overflows: a bracket walked far out, which a likelihood that levels off stops)."""
+    try:
+        value = function(x)
+    except OverflowError:
+        value = math.inf
     if not math.isfinite(value):
         raise ProfileModelError(
             "the search for sigma_m did not settle: its likelihood is not a finite "

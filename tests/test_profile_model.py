@@ -383,6 +383,7 @@ def test_rows_on_a_panel_the_detector_lacks_match_no_prediction(shared_data):
         (lambda x: math.nan, "not a finite number at ln"),
         (lambda x: math.inf if x > 1.5 else (x - 2.0) ** 2, "not a finite number"),
         (lambda x: -x, "keeps falling"),
+        (lambda x: -math.exp(-x), "not a finite number"),  # math.exp overflows
     ],
 )
 def test_a_search_that_never_settles_ends(function, words):
