@@ -30,6 +30,7 @@ from .shoeboxes import (
 )
 from .source import (
     MAP_FROM_BYTES,
+    check_unchanged,
     describe_content,
     populate_pages,
     read_bytes,
@@ -786,9 +787,12 @@ def read_reflections(
         Where the file cannot be read.
     """
     path = os.fspath(path)
-    return parse_reflections(
-        read_bytes(path, head_problem), path=path, index_shoeboxes=index_shoeboxes
-    )
+    content = read_bytes(path, head_problem)
+    try:
+        return parse_reflections(content, path=path, index_shoeboxes=index_shoeboxes)
+    except FileFormatError:
+        check_unchanged(content)  # a truncation meanwhile (read as zeros) explains it
+        raise
 
 
 # --------------------------------------------------------------------------- writing

@@ -15,11 +15,13 @@ not what the caller reads, once the output passes a bound set from the memory av
 (``MAX_INFLATION``); and a JSON document
 is parsed only when the memory its parse may take fits (:func:`read_json_document`).
 
-A memory-mapped file that another program truncates while it is mapped cannot be
-guarded against here: touching a page past the new end of file raises SIGBUS, which
-Python cannot turn into an exception. Files below ``MAP_FROM_BYTES`` are therefore read
-into memory, not mapped, and :func:`check_unchanged` says whether a mapped file's size,
-modification time or identity changed since it was mapped.
+A memory-mapped file that another program truncates while it is mapped raises SIGBUS
+where a page past its new end is touched, which Python cannot turn into an exception.
+Files below ``MAP_FROM_BYTES`` are therefore read into memory, not mapped; each map is
+registered with :mod:`.bus_errors`, whose handler (where it can be installed) lets the
+reading run on over zeros instead of ending the process; and :func:`check_unchanged`
+says whether a mapped file's size, modification time or identity changed since it was
+mapped, or whether a page of it could not be read.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import bus_errors
 from .errors import FileFormatError
 
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst")
@@ -342,6 +345,16 @@ def _inflate(
 _MAPPED_FILES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _guarded(mapped: mmap.mmap) -> int | None:
+    """Register ``mapped`` with :mod:`.bus_errors` for as long as it lives: its slot,
+    or None where it is not guarded."""
+    start = np.frombuffer(mapped, np.uint8, count=1).__array_interface__["data"][0]
+    slot = bus_errors.guard(start, len(mapped))
+    if slot is not None:
+        weakref.finalize(mapped, bus_errors.release, slot)
+    return slot
+
+
 def _stamp(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
@@ -395,7 +408,7 @@ def read_bytes(
                 # one read is cheaper than a mapping (or none is wanted: read_whole)
                 return memoryview(_read_to_end(descriptor, info.st_size))
             mapped = mmap.mmap(descriptor, 0, access=mmap.ACCESS_READ)
-            _MAPPED_FILES[mapped] = (path, _stamp(info))
+            _MAPPED_FILES[mapped] = (path, _stamp(info), _guarded(mapped))
         finally:
             os.close(descriptor)
         if hasattr(mapped, "madvise") and hasattr(mmap, "MADV_SEQUENTIAL"):
@@ -431,10 +444,11 @@ def read_whole():
 def check_unchanged(buffer) -> None:
     """Refuse results from a memory-mapped file that changed while it was mapped.
 
-    A mapped file truncated by another program kills the process with SIGBUS when a
-    page past its new end is touched, which cannot be caught; one changed in any other
-    way (rewritten, replaced, grown) yields silently mixed content. Calling this after
-    the work on ``buffer`` is done turns the second case into an error. A no-op for
+    A mapped file truncated by another program raises SIGBUS when a page past its
+    new end is touched; where :mod:`.bus_errors` guards the map, zeros are read there
+    instead. One changed in any other way (rewritten, replaced, grown) yields silently
+    mixed content. Calling this after the work on ``buffer`` is done turns both into an
+    error. A no-op for
     buffers that are not a map made by :func:`read_bytes` (small and decompressed files
     are copies in memory, which nothing outside can change).
 
@@ -447,7 +461,7 @@ def check_unchanged(buffer) -> None:
     ------
     FileFormatError
         When the file's size, modification time or identity differs from when it
-        was mapped.
+        was mapped, or a page of it could not be read.
     """
     owner = buffer
     while isinstance(owner, np.ndarray):
@@ -456,7 +470,7 @@ def check_unchanged(buffer) -> None:
         owner = owner.obj
     if not isinstance(owner, mmap.mmap) or owner not in _MAPPED_FILES:
         return
-    path, before = _MAPPED_FILES[owner]
+    path, before, slot = _MAPPED_FILES[owner]
     try:
         now = _stamp(os.stat(path))
     except OSError:
@@ -474,6 +488,13 @@ def check_unchanged(buffer) -> None:
             path,
             "was changed or replaced while it was being read: wait until the program "
             "writing it has finished, then run again",
+        )
+    if bus_errors.faulted(slot):
+        raise FileFormatError(
+            path,
+            "was not read in full: a page of it could not be loaded (a read error, or a "
+            "truncation undone while it was being read); check the file and the disk, "
+            "then run again",
         )
 
 

@@ -621,6 +621,7 @@ def measure_read(read: ReadSource, request: MeasureRequest) -> FileOutcome:
         else:
             profiles = profiles_checked(read, request)
     except (FileFormatError, SelectionError) as error:
+        error = explained(table, error)
         return error_outcome(read.index, read.name, error, read.compared)
     return measured_outcome(
         read, request, spot_sizes, selection, profiles, profiles_later
@@ -667,6 +668,16 @@ def check_table_unchanged(table: ReflectionTable) -> None:
     """Refuse a table whose file was rewritten or replaced while it was read."""
     for column in list(table.columns.values())[:1]:  # a view of the file's map
         check_unchanged(column)  # rewritten or replaced while it was read
+
+
+def explained(table: ReflectionTable, error: Exception) -> Exception:
+    """``error``, found in ``table``; or, where the table's file changed while it was
+    read (a truncation reads as zeros), that change, which explains the error."""
+    try:
+        check_table_unchanged(table)
+    except FileFormatError as changed:
+        return changed
+    return error
 
 
 def profiles_checked(read: ReadSource, request: MeasureRequest) -> list:

@@ -37,6 +37,7 @@ from .measure_file import (
     ReadSource,
     check_table_unchanged,
     error_outcome,
+    explained,
     identifiers_seen,
     measure_read,
     measure_table,
@@ -191,6 +192,7 @@ def _split(reads, first, table, spot_sizes, joined, request) -> list[FileOutcome
                 profiles = together[number]
                 check_table_unchanged(read.table)
         except (FileFormatError, SelectionError) as error:
+            error = explained(read.table, error)
             outcomes.append(error_outcome(read.index, read.name, error, read.compared))
             continue
         outcomes.append(measured_outcome(read, request, part, selection, profiles))

@@ -15,12 +15,14 @@ import subprocess
 import sys
 import time
 
+import msgpack
 import pytest
 from conftest import PROGRAM, SCRIPT
 from conftest import console as run_console
 
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.formats import read_reflections, write_reflections
+from dials_spot_size_analysis.formats.source import MAP_FROM_BYTES
 
 I23 = "I23_P12M_thau"
 
@@ -1296,3 +1298,81 @@ def test_the_fallback_numba_cache_must_be_private(tmp_path):
     assert not jit._private(str(shared))  # others could plant pickles there
     os.symlink(tmp_path / "mine", tmp_path / "link")
     assert not jit._private(str(tmp_path / "link"))
+
+
+TRUNCATE_FIRST = """
+import importlib, os, sys
+path, size, moments, *args = sys.argv[1:]
+*within, moment = moments.split(",")  # truncated at moment, called within the others
+running = []
+def patched(target, action):
+    module_name, function_name = target.split(":")
+    module = importlib.import_module("dials_spot_size_analysis." + module_name)
+    original = getattr(module, function_name)
+    def call(*given, **named):
+        return action(original, *given, **named)
+    setattr(module, function_name, call)
+def entered(original, *given, **named):
+    running.append(1)
+    try:
+        return original(*given, **named)
+    finally:
+        running.pop()
+def truncating(original, *given, **named):
+    if len(running) == len(within) and os.path.getsize(path) > int(size):
+        os.truncate(path, int(size))
+    return original(*given, **named)
+for target in within:
+    patched(target, entered)
+patched(moment, truncating)
+from dials_spot_size_analysis.command_line.spot_size_analysis import run
+run(args)
+"""
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        # reading the table, once mapped (not its first look for the identifiers):
+        # its header, then its columns
+        "parallel.measure_file:load_table,formats.reflections:_walked_header",
+        "parallel.measure_file:load_table,formats.reflections:_check_identifiers",
+        "parallel.measure_file:measure_table",  # counting and measuring the spots
+        "parallel.measure_file:profile_model",  # the profile model's pixel sums
+    ],
+)
+@pytest.mark.parametrize("size", [0, 2_000_000])
+def test_a_mapped_file_truncated_while_it_is_read_is_one_sentence(
+    dataset, moment, size
+):
+    """Another program truncates a memory-mapped table (nproc=1) while it is read:
+    the pages past its new end read as zeros instead of killing the program by
+    SIGBUS, and the truncation is the sentence, whatever the zeros did meanwhile."""
+    table = msgpack.unpackb(
+        (dataset / "indexed.refl").read_bytes(), strict_map_key=False, raw=False
+    )
+    copies = 60  # 5.5 MB: memory-mapped (MAP_FROM_BYTES)
+    table[2]["nrows"] *= copies
+    for name, (kind, (count, blob)) in table[2]["data"].items():
+        table[2]["data"][name] = [kind, [count * copies, blob * copies]]
+    big = dataset / "big.refl"
+    big.write_bytes(msgpack.packb(table, use_bin_type=True))
+    length = big.stat().st_size
+    assert length > MAP_FROM_BYTES
+    before = digest(dataset / "indexed.expt")
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_FIRST, str(big), str(size), moment]
+        + ["indexed.expt", "big.refl", "output.json=out.json"],
+        cwd=dataset,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 1, done.stderr
+    assert one_sentence(done.stderr) == (
+        f"{PROGRAM}: big.refl: was truncated from {length} to {size} bytes while it "
+        "was being read: wait until the program writing it has finished, then run "
+        "again\n"
+    )
+    assert sorted(os.listdir(dataset)) == ["big.refl", "indexed.expt", "indexed.refl"]
+    assert digest(dataset / "indexed.expt") == before

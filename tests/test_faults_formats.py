@@ -22,6 +22,7 @@ import pytest
 
 from dials_spot_size_analysis.formats import (
     FileFormatError,
+    bus_errors,
     read_experiments,
     read_reflections,
     reflections,
@@ -511,6 +512,129 @@ def test_within_read_whole_a_big_file_is_read_not_mapped(tmp_path):
     assert isinstance(whole.obj, bytes) and bytes(whole) == bytes(mapped)
     os.truncate(path, 4096)
     assert len(whole) == source.MAP_FROM_BYTES  # unchanged
+
+
+def in_fresh_interpreter(code: str, *args) -> subprocess.CompletedProcess:
+    """``code`` run in a fresh interpreter (a SIGBUS there ends it, not the tests)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.skipif(not bus_errors.SUPPORTED, reason="the SIGBUS guard is for Linux")
+def test_a_mapped_file_truncated_under_a_load_reads_zeros_and_is_reported(tmp_path):
+    """Every page past the new end is touched: the process runs on over zeros (no
+    SIGBUS) and the truncation is reported in its sentence."""
+    path = tmp_path / "big.refl"
+    length = source.MAP_FROM_BYTES + 4096
+    path.write_bytes(b"\x01" * length)
+    done = in_fresh_interpreter(
+        """
+        import os, sys
+        import numpy as np
+        from dials_spot_size_analysis.formats import FileFormatError, source
+        path, size = sys.argv[1], int(sys.argv[2])
+        content = source.read_bytes(path)
+        os.truncate(path, size)
+        values = np.frombuffer(content, np.uint8)
+        print(int(values[:size].sum()), int(values[size:].sum()), len(values))
+        try:
+            source.check_unchanged(values)
+        except FileFormatError as error:
+            print(error)
+        """,
+        path,
+        10_000,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"10000 0 {length}",
+        f"{path}: was truncated from {length} to 10000 bytes while it was being read: "
+        "wait until the program writing it has finished, then run again",
+    ]
+
+
+@pytest.mark.skipif(not bus_errors.SUPPORTED, reason="the SIGBUS guard is for Linux")
+def test_a_fault_in_a_map_that_looks_unchanged_is_still_reported(tmp_path):
+    """A page that could not be read, though the file's size and time look as before
+    (here a truncation undone, its time put back): the results are refused."""
+    path = tmp_path / "big.refl"
+    length = source.MAP_FROM_BYTES
+    path.write_bytes(b"\x01" * length)
+    done = in_fresh_interpreter(
+        """
+        import os, sys
+        import numpy as np
+        from dials_spot_size_analysis.formats import FileFormatError, source
+        path = sys.argv[1]
+        before = os.stat(path)
+        content = source.read_bytes(path)
+        os.truncate(path, 0)
+        values = np.frombuffer(content, np.uint8)
+        print(int(values.sum()))
+        with open(path, "r+b") as handle:
+            handle.write(b"\\x01" * len(values))
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        try:
+            source.check_unchanged(values)
+        except FileFormatError as error:
+            print(error)
+        """,
+        path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "0",
+        f"{path}: was not read in full: a page of it could not be loaded (a read error, "
+        "or a truncation undone while it was being read); check the file and the disk, "
+        "then run again",
+    ]
+
+
+@pytest.mark.skipif(not bus_errors.SUPPORTED, reason="the SIGBUS guard is for Linux")
+def test_a_fault_outside_the_guarded_maps_still_ends_the_process(tmp_path):
+    """The handler answers only for maps made by read_bytes: any other truncated map
+    ends the process by SIGBUS, as it would without the handler."""
+    path = tmp_path / "big.refl"
+    path.write_bytes(b"\x01" * source.MAP_FROM_BYTES)
+    (tmp_path / "guarded.refl").write_bytes(b"\x01" * source.MAP_FROM_BYTES)
+    done = in_fresh_interpreter(
+        """
+        import mmap, os, sys
+        from dials_spot_size_analysis.formats import source
+        guarded = source.read_bytes(sys.argv[2])  # the handler is installed
+        with open(sys.argv[1], "rb") as handle:
+            other = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        os.truncate(sys.argv[1], 0)
+        print(other[4096 * 10])
+        """,
+        path,
+        tmp_path / "guarded.refl",
+    )
+    assert done.returncode == -signal.SIGBUS, (done.returncode, done.stderr)
+
+
+@pytest.mark.skipif(not bus_errors.SUPPORTED, reason="the SIGBUS guard is for Linux")
+def test_guard_slots_are_given_back_and_run_out_safely():
+    """A map is registered as long as it lives; with every slot taken a further map
+    goes unguarded (None), and a freed slot is taken again."""
+    taken = [
+        bus_errors.guard(4096 * (2 * n + 1), 4096) for n in range(bus_errors.SLOTS)
+    ]
+    try:
+        assert None not in taken and len(set(taken)) == bus_errors.SLOTS
+        assert bus_errors.guard(1 << 40, 4096) is None
+        bus_errors._GUARD.slots[taken[7] + 2] = 1  # as the handler marks a fault
+        assert bus_errors.faulted(taken[7])
+        bus_errors.release(taken[7])
+        assert bus_errors.guard(1 << 40, 4096) == taken[7]
+        assert not bus_errors.faulted(taken[7])  # a new map, not yet faulted
+    finally:
+        for slot in taken:
+            bus_errors.release(slot)
 
 
 # ------------------------------------------------------- 7. messages
