@@ -51,6 +51,7 @@ NPROC = "integration.mp.nproc"
 
 DEFAULT_MAX_SPOT_SIZE = 1000
 DEFAULT_MAX_SEPARATION = 2.0
+FILTER_OFF = "None"  # max_separation = None as spot finding used it: no such filter
 PIXEL_ARRAY = "SENSOR_PAD"  # dxtbx's panel type of pixel-array detectors
 AUTO_MIN_SPOT_SIZE = {PIXEL_ARRAY: 3, "other": 6}
 DEFAULT_N_SIGMA = 3.0
@@ -248,6 +249,19 @@ def _upper_tail_reasons(bands: dict, n: int, band: str, undecayed: str) -> list[
     return reasons
 
 
+def _contradicted(beyond: int, n: int, spots: str, setting: str) -> str | None:
+    """Why an upper limit the user gave cannot be judged from spots that lie beyond
+    it (None where none does): spot finding would have removed them, so it ran with
+    another value (``spots`` says how they pass it; ``setting`` names the value and
+    its source). As for min_spot_size, only a value given is contradicted so."""
+    if not beyond:
+        return None
+    return (
+        f"{beyond} of {n} spots {spots} {setting}: spot finding for this table used a "
+        "larger value (or none), so the spots cannot judge this one"
+    )
+
+
 @njit
 def _band_counts(values, edges, limit):
     """Of the finite values: how many there are, how many lie in [edges[2], limit],
@@ -352,8 +366,9 @@ def check_max_spot_size(
         ``cube_side_px``, ``median_size``, ``max_size``), ``on_one_image`` (dict:
         ``median_extent_z``, ``footprint_at_cap``, ``footprint_side_px``,
         ``max_footprint``, ``median_footprint``), ``histogram`` (``edges``, ``counts``,
-        ``limit``, ``band``), ``change_called_for``, ``reasons`` (list of str) and
-        ``suggestion`` (dict or None).
+        ``limit``, ``band``), ``change_called_for``, ``judged`` (False where spots
+        lie beyond a cap given: spot finding used another value, which these spots
+        cannot judge), ``reasons`` (list of str) and ``suggestion`` (dict or None).
     """
     size = _finite(size)
     limit = DEFAULT_MAX_SPOT_SIZE if max_spot_size is None else max_spot_size
@@ -365,11 +380,21 @@ def check_max_spot_size(
     removed_fraction = _removed_fraction(removed, n)
     median_z = _median(extent_z) or 1.0
     footprint_at_cap = limit / median_z
-    reasons = _upper_tail_reasons(
-        bands,
+    contradiction = _contradicted(
+        bands["n_beyond_limit"] if max_spot_size is not None else 0,
         n,
-        f"{margin:g} px below the cap",
-        "the size distribution has not decayed there: the cap cuts into the spots",
+        "are larger than",
+        f"max_spot_size={limit:g} ({source or 'given'})",
+    )
+    reasons = (
+        [contradiction]
+        if contradiction
+        else _upper_tail_reasons(
+            bands,
+            n,
+            f"{margin:g} px below the cap",
+            "the size distribution has not decayed there: the cap cuts into the spots",
+        )
     )
     if removed_fraction is not None and removed_fraction >= REMOVED_TOO_LARGE_FRACTION:
         reasons.append(
@@ -385,7 +410,7 @@ def check_max_spot_size(
         "footprint_at_cap": round(footprint_at_cap, 1),
     }
     suggestion = None
-    if reasons:
+    if reasons and not contradiction:
         suggestion = _suggestion(
             FIND_SPOTS,
             MAX_SPOT_SIZE,
@@ -430,7 +455,8 @@ def check_max_spot_size(
             "median_footprint": _median(footprint),
         },
         "histogram": _histogram(size, edges, limit, (limit - margin, limit)),
-        "change_called_for": bool(reasons),
+        "change_called_for": suggestion is not None,
+        "judged": contradiction is None,
         "reasons": reasons,
         "suggestion": suggestion,
     }
@@ -532,7 +558,8 @@ def check_min_spot_size(
         ``side`` ("lower"), ``n_spots``, ``margin``, ``margin_reason``, ``n_at_limit``,
         ``n_near``, ``fraction_near``, ``n_below_limit``, ``median_size``,
         ``median_footprint``, ``median_extent_z``, ``removed``, ``removed_fraction``,
-        ``histogram``, ``change_called_for``, ``reasons``, ``suggestion``.
+        ``histogram``, ``change_called_for``, ``judged`` (False where spots lie below a
+        limit given: spot finding used a smaller value), ``reasons``, ``suggestion``.
     """
     size = _finite(size)
     n = size.size
@@ -608,6 +635,7 @@ def check_min_spot_size(
         "removed_fraction": _removed_fraction(removed, n),
         "histogram": _histogram(size, edges, start, (start, start + 1)),
         "change_called_for": suggestion is not None,
+        "judged": not (given and below),
         "reasons": reasons,
         "suggestion": suggestion,
     }
@@ -646,7 +674,9 @@ def check_max_separation(
         ``n_spots``, ``margin``, ``margin_reason``, ``n_near``, ``fraction_near``,
         ``n_previous``, ``n_before_previous``, ``expected_near``, ``n_beyond_limit``,
         ``median_distance``, ``removed``, ``removed_fraction``, ``histogram``,
-        ``change_called_for``, ``reasons``, ``suggestion``.
+        ``change_called_for``, ``judged`` (False where spots lie beyond a limit
+        given),
+        ``reasons``, ``suggestion``.
     """
     distance = _finite(peak_centroid_distance)
     limit = DEFAULT_MAX_SEPARATION if max_separation is None else float(max_separation)
@@ -655,14 +685,24 @@ def check_max_separation(
     margin = SEPARATION_BAND_PX
     bands = upper_tail_bands(distance, limit, margin)
     n = distance.size
-    reasons = _upper_tail_reasons(
-        bands,
+    contradiction = _contradicted(
+        bands["n_beyond_limit"] if max_separation is not None else 0,
         n,
-        f"{margin:g} px of max_separation",
-        "the distances have not decayed there",
+        "have their brightest pixel further from the centroid than",
+        f"max_separation={limit:g} px ({source or 'given'})",
+    )
+    reasons = (
+        [contradiction]
+        if contradiction
+        else _upper_tail_reasons(
+            bands,
+            n,
+            f"{margin:g} px of max_separation",
+            "the distances have not decayed there",
+        )
     )
     suggestion = None
-    if reasons:
+    if reasons and not contradiction:
         suggestion = _suggestion(
             FIND_SPOTS,
             MAX_SEPARATION,
@@ -701,7 +741,8 @@ def check_max_separation(
         "removed": removed,
         "removed_fraction": _removed_fraction(removed, n),
         "histogram": _histogram(distance, edges, limit, (limit - margin, limit)),
-        "change_called_for": bool(reasons),
+        "change_called_for": suggestion is not None,
+        "judged": contradiction is None,
         "reasons": reasons,
         "suggestion": suggestion,
     }
@@ -1074,7 +1115,7 @@ def summary_sentence(
     median_extent_z: float,
     min_spot_size: int | None = None,
     max_spot_size: int = DEFAULT_MAX_SPOT_SIZE,
-    max_separation: float = DEFAULT_MAX_SEPARATION,
+    max_separation: float | None = DEFAULT_MAX_SEPARATION,
     median_across: float | None = None,
     limits_given: bool = False,
 ) -> str:
@@ -1087,7 +1128,8 @@ def summary_sentence(
     median_extent_z : float
         Median number of images a spot spans.
     min_spot_size, max_spot_size, max_separation : optional
-        The limits in force (``min_spot_size`` None: DIALS's Auto, 3 or 6 px).
+        The limits in force (``min_spot_size`` None: DIALS's Auto, 3 or 6 px;
+        ``max_separation`` None: the filter off).
     median_across : float, optional
         Median of each spot's larger extent on the detector (pixels), as the shape
         table shows it; without it, the side of a square of the footprint's area.
@@ -1113,6 +1155,12 @@ def summary_sentence(
         else f"{min_spot_size} px"
     )
     cube = np.cbrt(max_spot_size)
+    peak = (
+        "with no limit on how far the brightest pixel lies from the centroid "
+        "(max_separation = None)"
+        if max_separation is None
+        else f"with the brightest pixel within {max_separation:g} px of the centroid"
+    )
     return (
         f"your spots are about {across:.0f} px across{side} (covering "
         f"{median_footprint:g} pixels on one image) and span {median_extent_z:g} "
@@ -1120,9 +1168,16 @@ def summary_sentence(
         f"of at least {smallest} in all and at most {max_spot_size} px over all images (about "
         f"{cube:.0f} x {cube:.0f} px x {cube:.0f} images, or "
         f"{max_spot_size / max(median_extent_z, 1.0):.0f} px per image over "
-        f"{median_extent_z:g} {images}), with the brightest pixel within "
-        f"{max_separation:g} px of the centroid"
+        f"{median_extent_z:g} {images}), {peak}"
     )
+
+
+def _separation_in_force(separation) -> float | None:
+    """max_separation as spot finding applied it: DIALS's default where none was
+    given, None where the filter was off."""
+    if separation == FILTER_OFF:
+        return None
+    return DEFAULT_MAX_SEPARATION if separation is None else separation
 
 
 def _used(spot_finding: dict | None, name: str) -> tuple[object, str | None]:
@@ -1223,11 +1278,14 @@ def advise(
             size, footprint, extent_z, maximum, maximum_from,
             removed=found.get("removed_too_large"),
         ),
-        check_max_separation(
-            distance[np.isfinite(distance)], separation, separation_from,
-            removed=found.get("removed_by_peak_centroid"),
-        ),
     ]  # fmt: skip
+    if separation != FILTER_OFF:  # None: DIALS's spot finding skips the filter
+        checks.append(
+            check_max_separation(
+                distance[np.isfinite(distance)], separation, separation_from,
+                removed=found.get("removed_by_peak_centroid"),
+            )
+        )  # fmt: skip
     experiment_of = {label: i for i, label in enumerate(labels) if label}
     extent_xy = np.maximum(spot_sizes.extent_x, spot_sizes.extent_y)
     for profile in profiles:
@@ -1254,7 +1312,7 @@ def advise(
         _median_or_nan(extent_z),
         minimum,
         maximum if maximum is not None else DEFAULT_MAX_SPOT_SIZE,
-        separation if separation is not None else DEFAULT_MAX_SEPARATION,
+        _separation_in_force(separation),
         median_across=_median_or_nan(extent_xy[shaped]),
         limits_given=given,
     )

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
 
@@ -66,6 +67,7 @@ from .inputs import (
     refuse_named_tables_with_same_spots,
 )
 from .options import Options, options_help, parse_options, version_line
+from .output_paths import OutputError, written_into
 from .outputs import (
     OutputSet,
     logging_to,
@@ -225,12 +227,37 @@ SUGGESTION_PROGRAMS = (
 )
 
 
+def _suggestion_stem(prefix: str) -> str:
+    """What the two suggestion files are named after: output.suggestions less
+    ``.phil`` and a program's part (x.find_spots.phil names x); refused where it names
+    a folder, a device or an open file, which two files cannot be named after."""
+    stem = prefix.removesuffix(".phil")
+    for _, short in SUGGESTION_PROGRAMS:
+        stem = stem.removesuffix(f".{short}")
+    name = os.path.basename(stem)
+    what = None
+    if not name:
+        what = "no file name"
+    elif name in (".", "..") or os.path.isdir(stem):
+        what = "a folder"
+    elif written_into(prefix) or written_into(stem):
+        what = "a device or an open file"
+    if what:
+        raise OutputError(
+            f"output.suggestions={prefix} names {what}, but the suggestions are two "
+            "files named after it: give a file name, e.g. "
+            "output.suggestions=suggested.phil for suggested.find_spots.phil and "
+            "suggested.integrate.phil"
+        )
+    return stem
+
+
 def _suggestion_files(prefix: str | None, advice: dict) -> list[tuple[str, str]]:
     """output.suggestions=x.phil: x.find_spots.phil and x.integrate.phil (each DIALS
     program refuses the other's parameters), with their text."""
     if not prefix:
         return []
-    stem = prefix[: -len(".phil")] if prefix.endswith(".phil") else prefix
+    stem = _suggestion_stem(prefix)
     texts = phil_by_program(advice.get("suggestions", []))
     return [
         (f"{stem}.{short}.phil", texts.get(program) or _no_change(program))

@@ -51,13 +51,13 @@ PARAMETER_TYPES = {
     "profile.gaussian_rs.parameters.sigma_m": float,
 }
 
-# What DIALS accepts (factory.py's value_min=1 for the sizes; max_separation has no
-# minimum; sigmas in degrees), with ends no real dataset comes near, so that the
-# checks drawn from them stay bounded.
+# What DIALS accepts (factory.py's value_min=1 for the sizes, value_min=0 for
+# max_separation, whose None leaves the filter out; sigmas in degrees), with ends no
+# real dataset comes near, so that the checks drawn from them stay bounded.
 PARAMETER_RANGES = {
     MIN_SPOT_SIZE: (1, 10**9),
     MAX_SPOT_SIZE: (1, 10**12),
-    MAX_SEPARATION: (-1e6, 1e6),
+    MAX_SEPARATION: (0.0, 1e6),
     "profile.gaussian_rs.parameters.n_sigma": (0.1, 100.0),
     "profile.gaussian_rs.parameters.sigma_b": (0.0, 90.0),
     "profile.gaussian_rs.parameters.sigma_m": (0.0, 90.0),
@@ -116,19 +116,22 @@ def _typed(name: str, text: str, path: str | None, where: str = "") -> object:
     """The value of parameter ``name`` given as ``text``; refused where DIALS would
     not accept it (not a number of its type, outside its range, not finite), naming
     ``where`` it was found. ``min_spot_size = Auto`` (DIALS's default: its choice for
-    the detector) is "Auto"; a spot-finding limit of Auto or None otherwise is
-    refused (no limit to check the spots against); the profile parameters' Auto and
-    None (their defaults: computed from the data) are kept as they are."""
+    the detector) is "Auto"; ``max_separation = None`` (spot finding without that
+    filter) is "None"; a spot-finding limit of Auto or None otherwise is refused (no
+    limit to check the spots against); the profile parameters' Auto and None (their
+    defaults: computed from the data) are kept as they are."""
     kind = "a whole number" if PARAMETER_TYPES[name] is int else "a number"
     low, high = PARAMETER_RANGES[name]
     if text.lower() in ("auto", "none"):
         if name == MIN_SPOT_SIZE and text.lower() == "auto":
             return "Auto"
+        if name == MAX_SEPARATION and text.lower() == "none":
+            return "None"  # DIALS's spot finding then leaves the filter out
         if name not in SPOT_FINDING_LIMITS:
             return text
         meaning = (
             "no such filter in DIALS's spot finding"
-            if text.lower() == "none" and name != MAX_SPOT_SIZE
+            if text.lower() == "none" and name == MIN_SPOT_SIZE
             else "not a value DIALS takes"
         )
         raise ParameterValueError(
@@ -171,18 +174,22 @@ def _recognised(definitions: dict, where: str, path: str | None) -> dict:
     }
 
 
+MOST_OTHERS_LISTED = 10  # definitions of other parameters named in one item
+
+
 def unused_definitions(definitions: dict) -> list[str]:
-    """Definitions a reader would take for ones this program reads, but which it does
-    not use, each as ``name = value (why)``: a spot-finding limit under a shortened
-    or other path (DIALS too reads a file's definitions by their full path), and the
-    profile parameters, which set dials.integrate's model, not this program's.
+    """Every definition this program does not use, with why: each one a reader would
+    take for one it reads as ``name = value (why)`` (a spot-finding limit under a
+    shortened or other path, as DIALS too reads a file's definitions by their full
+    path; a profile parameter, which sets dials.integrate's model, not this
+    program's), then every other in one item (up to MOST_OTHERS_LISTED named).
 
     Parameters
     ----------
     definitions : dict
         Full path -> list of words, as in the file.
     """
-    unused = []
+    unused, others = [], []
     for name, words in definitions.items():
         value = " ".join(words)
         if name in SPOT_FINDING_LIMITS:
@@ -194,14 +201,25 @@ def unused_definitions(definitions: dict) -> list[str]:
                 why = f"not applied: set this program's profile.n_sigma={value} for it"
             else:
                 why = (
-                    "not applied: the sigmas here are computed from the spots, as "
-                    "dials.integrate computes them where none is fixed"
+                    "not applied: the sigmas, boxes and memory here are computed from "
+                    "the spots, while dials.integrate given this file uses the value "
+                    "fixed here"
                 )
             unused.append(f"{name} = {value} ({why})")
             continue
         full = [k for k in SPOT_FINDING_LIMITS if k.endswith("." + name.split(".")[-1])]
         if full:
             unused.append(f"{name} = {value} (not {full[0]}: give the full name)")
+        else:
+            others.append(f"{name} = {value}")
+    if others:
+        more = len(others) - MOST_OTHERS_LISTED
+        unused.append(
+            ", ".join(others[:MOST_OTHERS_LISTED])
+            + (f" and {more} more" if more > 0 else "")
+            + " (not read: this program reads only the spot-finding limits and the "
+            "profile parameters)"
+        )
     return unused
 
 

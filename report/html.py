@@ -15,7 +15,7 @@ from .. import __version__
 from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
-from .suggestions import memory_lines
+from .suggestions import memory_lines, no_change_sentence
 from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
 
 
@@ -349,9 +349,7 @@ def advice_section(document: dict) -> str:
             "program.</p>"
         )
     else:
-        parts.append(
-            "<p>No parameter change suggested: the values in use serve these spots.</p>"
-        )
+        parts.append(f"<p>{html.escape(no_change_sentence(checks))}</p>")
     profile_rows = _profile_check_rows(checks)
     if profile_rows:
         parts.append(

@@ -86,7 +86,12 @@ def _limit_line(check: dict) -> str:
         if check["side"] == "upper"
         else f"at it or up to {margin} px above it"
     )
-    verdict = "a change is called for" if check["change_called_for"] else "no change"
+    if check["change_called_for"]:
+        verdict = "a change is called for"
+    elif check.get("judged", True):
+        verdict = "no change"
+    else:
+        verdict = "these spots cannot judge it"
     return (
         f"{check['parameter']} = {_value_text(check['value'])} ({check['source']}): "
         f"{check['n_near']} of {check['n_spots']} spots "
@@ -150,6 +155,31 @@ def memory_lines(check: dict) -> list[str]:
     return lines
 
 
+def no_change_sentence(checks: list) -> str:
+    """What the advice says where it suggests no change: that the values in use
+    serve the spots, or which limits the spots could not judge (spots lie beyond
+    them: spot finding used other values).
+
+    Parameters
+    ----------
+    checks : list of dict
+        Results of the ``advice.check_*`` functions.
+    """
+    unjudged = [
+        check["parameter"].rpartition(".")[2]
+        for check in checks
+        if not check.get("judged", True)
+    ]
+    if not unjudged:
+        return "No parameter change suggested: the values in use serve these spots."
+    return (
+        f"No parameter change suggested, but these spots cannot judge "
+        f"{' or '.join(unjudged)} as given: spots lie beyond "
+        f"{'them' if len(unjudged) > 1 else 'it'}, so spot finding used another "
+        "value; give the values spot finding used for this table."
+    )
+
+
 def render_log_lines(checks: list, summary: str | None = None) -> list:
     """Plain-text lines for the log: each check's figures and verdict, then the
     suggestions.
@@ -180,9 +210,7 @@ def render_log_lines(checks: list, summary: str | None = None) -> list:
         lines.extend(f"  {reason}" for reason in check["reasons"])
     suggestions = advice.collect_suggestions(*checks)
     if not suggestions:
-        lines.append(
-            "No parameter change suggested: the values in use serve these spots."
-        )
+        lines.append(no_change_sentence(checks))
     for item in suggestions:
         value = (
             "(no value from the data)"

@@ -632,12 +632,6 @@ def test_phil_file(tmp_path):
     "line, problem",
     [
         (
-            "spotfinder.filter.max_separation = None",
-            "max_separation = None (no such filter in DIALS's spot finding) leaves no "
-            "limit to check the spots against: give the value used, a number from -1e+06 "
-            "to 1e+06, or leave it out to check DIALS's default.",
-        ),
-        (
             "spotfinder.filter.min_spot_size = None",
             "min_spot_size = None (no such filter in DIALS's spot finding) leaves no "
             "limit to check the spots against: give the value used, a whole number from "

@@ -10,6 +10,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -450,14 +451,18 @@ def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
 
 
 def test_definitions_of_the_phil_not_used_are_said(shared_data, tmp_path, monkeypatch):
-    """A shortened name (DIALS too reads a file's definitions by their full path) and
-    a profile parameter of dials.integrate are named in the log, JSON and HTML."""
+    """A shortened name (DIALS too reads a file's definitions by their full path), a
+    profile parameter of dials.integrate, and every other definition (a misspelt
+    limit among them) are named in the log, JSON and HTML."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.phil").write_text(
         "min_spot_size = 4\n"
         "profile.gaussian_rs.parameters.n_sigma = 6\n"
         "profile.gaussian_rs.parameters.sigma_b = None\n"  # the default: not set
-        "spotfinder.threshold.dispersion.gain = 0.5\n"  # not a limit: not named
+        "profile.gaussian_rs.parameters.sigma_m = 2.0\n"
+        "spotfinder.threshold.dispersion.gain = 0.5\n"  # read by no check
+        "spotfinder.filter.max_spotsize = 30\n"  # a misspelt limit
+        "integration { block { size = 5 } }\n"
     )
     data = shared_data / "centroid_test_data"
     run(
@@ -472,6 +477,12 @@ def test_definitions_of_the_phil_not_used_are_said(shared_data, tmp_path, monkey
         "full name)",
         "mine.phil: profile.gaussian_rs.parameters.n_sigma = 6 (not applied: set "
         "this program's profile.n_sigma=6 for it)",
+        "mine.phil: profile.gaussian_rs.parameters.sigma_m = 2.0 (not applied: the "
+        "sigmas, boxes and memory here are computed from the spots, while "
+        "dials.integrate given this file uses the value fixed here)",
+        "mine.phil: spotfinder.threshold.dispersion.gain = 0.5, "
+        "spotfinder.filter.max_spotsize = 30, integration.block.size = 5 (not read: "
+        "this program reads only the spot-finding limits and the profile parameters)",
     ]
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     assert document["advice"]["unused"] == unused
@@ -586,3 +597,178 @@ print("scipy.linalg" in sys.modules, file=sys.stderr)
     profile = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     assert profile["profile_model"]["experiments"][0]["sigma_m_deg"] > 0
     assert (tmp_path / "dials.spot_size_analysis.html").stat().st_size > 0
+
+
+def test_many_other_definitions_are_named_in_one_item():
+    """Beyond MOST_OTHERS_LISTED, the rest are counted, not listed."""
+    from dials_spot_size_analysis.formats import dials_logs
+
+    text = "".join(f"spotfinder.mp.p{n} = {n}\n" for n in range(13))
+    [item] = dials_logs.parse_phil_parameters(text, "many.phil")["unused"]
+    assert item == (
+        "many.phil: "
+        + ", ".join(f"spotfinder.mp.p{n} = {n}" for n in range(10))
+        + " and 3 more (not read: this program reads only the spot-finding limits "
+        "and the profile parameters)"
+    )
+
+
+def _limit_check(advice, name):
+    [check] = [
+        c for c in advice["checks"] if c.get("parameter") == f"spotfinder.filter.{name}"
+    ]
+    return check
+
+
+def test_upper_limits_that_spots_lie_beyond_are_not_judged(
+    shared_data, tmp_path, monkeypatch
+):
+    """A cap below spots the table holds (spot finding ran with another value): said
+    in the check, nothing suggested from it (a raise from 30 to 60 would still cut
+    spots of 102 px), and the last sentence says which limits could not be judged."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "low.phil").write_text(
+        "spotfinder.filter.max_spot_size = 30\nspotfinder.filter.max_separation = 0.5\n"
+    )
+    data = shared_data / "centroid_test_data"
+    run(
+        [
+            str(data / "indexed.expt"),
+            str(data / "indexed.refl"),
+            "input.find_spots=low.phil",
+            "output.suggestions=suggested.phil",
+        ]
+    )
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    advice = document["advice"]
+    size, separation = (
+        _limit_check(advice, name) for name in ("max_spot_size", "max_separation")
+    )
+    assert (size["n_beyond_limit"], size["over_images"]["max_size"]) == (71, 102.0)
+    assert size["reasons"] == [
+        "71 of 569 spots are larger than max_spot_size=30 (low.phil): spot finding "
+        "for this table used a larger value (or none), so the spots cannot judge "
+        "this one"
+    ]
+    assert separation["reasons"] == [
+        "470 of 569 spots have their brightest pixel further from the centroid than "
+        "max_separation=0.5 px (low.phil): spot finding for this table used a larger "
+        "value (or none), so the spots cannot judge this one"
+    ]
+    for check in (size, separation):
+        assert check["suggestion"] is None and check["judged"] is False
+        assert check["change_called_for"] is False
+    assert _limit_check(advice, "min_spot_size")["judged"] is True
+    assert advice["suggestions"] == []
+    last = (
+        "No parameter change suggested, but these spots cannot judge max_spot_size "
+        "or max_separation as given: spots lie beyond them, so spot finding used "
+        "another value; give the values spot finding used for this table."
+    )
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert last in log
+    assert any(
+        line.startswith("spotfinder.filter.max_spot_size = 30 (low.phil): ")
+        and line.endswith("; these spots cannot judge it")
+        for line in log
+    )
+    assert html.escape(last) in (tmp_path / "dials.spot_size_analysis.html").read_text()
+    text = (tmp_path / "suggested.find_spots.phil").read_text()
+    assert text.startswith("# The spots call for no change")
+
+
+def test_max_separation_none_is_the_filter_off(shared_data, tmp_path):
+    """DIALS's spot finding leaves the peak-centroid filter out where max_separation
+    is None (factory.py, configure_filter): nothing to check, and the summary says so;
+    below DIALS's minimum of 0 it is refused."""
+    data = shared_data / "centroid_test_data"
+    off = tmp_path / "off.phil"
+    off.write_text("spotfinder.filter.max_separation = None\n")
+    result = analyse(
+        data / "indexed.refl", data / "indexed.expt", find_spots=str(off),
+        compute=False,
+    )  # fmt: skip
+    parameters = [c.get("parameter") for c in result.advice["checks"]]
+    assert parameters == [
+        "spotfinder.filter.min_spot_size",
+        "spotfinder.filter.max_spot_size",
+    ]
+    assert result.advice["summary"].endswith(
+        "with no limit on how far the brightest pixel lies from the centroid "
+        "(max_separation = None)"
+    )
+    assert result.advice["summary"].count("the limits used assume")
+    negative = tmp_path / "negative.phil"
+    negative.write_text("spotfinder.filter.max_separation = -1\n")
+    with pytest.raises(
+        Exception,
+        match=r"negative.phil: spotfinder.filter.max_separation = -1 is not a value "
+        r"DIALS takes \(a number from 0 to 1e\+06\)",
+    ):
+        analyse(data / "indexed.refl", find_spots=str(negative), compute=False)
+
+
+@pytest.mark.parametrize(
+    "given, what",
+    [
+        ("/dev/stdout", "a device or an open file"),
+        ("/dev/null", "a device or an open file"),
+        ("folder/", "no file name"),
+        ("folder", "a folder"),
+        (".phil", "no file name"),
+    ],
+)
+def test_suggestions_named_after_a_folder_or_device_are_refused(
+    shared_data, tmp_path, monkeypatch, given, what, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    data = shared_data / "centroid_test_data"
+    with pytest.raises(SystemExit) as stopped:
+        run(
+            [
+                str(data / "indexed.expt"),
+                str(data / "indexed.refl"),
+                f"output.suggestions={given}",
+                f"output.json={tmp_path / 'out.json'}",
+            ]
+        )
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err == (
+        f"dials.spot_size_analysis: output.suggestions={given} names {what}, but the "
+        "suggestions are two files named after it: give a file name, e.g. "
+        "output.suggestions=suggested.phil for suggested.find_spots.phil and "
+        "suggested.integrate.phil\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["folder"]
+    assert os.listdir(tmp_path / "folder") == []
+
+
+@pytest.mark.parametrize("given", ["x.find_spots.phil", "x.integrate.phil", "x"])
+def test_suggestions_named_after_one_of_their_files(
+    shared_data, tmp_path, monkeypatch, given
+):
+    monkeypatch.chdir(tmp_path)
+    data = shared_data / "centroid_test_data"
+    run(
+        [
+            str(data / "indexed.expt"),
+            str(data / "indexed.refl"),
+            f"output.suggestions={given}",
+            "output.html=None",
+            "output.json=None",
+            "output.log=None",
+        ]
+    )
+    assert sorted(os.listdir(tmp_path)) == ["x.find_spots.phil", "x.integrate.phil"]
+
+
+def test_a_default_limit_is_judged_by_its_band_even_with_spots_beyond():
+    """Only a limit the user gives is contradicted by spots beyond it: the simulated
+    example (whose generator applies no peak-centroid filter) keeps DIALS's default
+    max_separation judged by the spots just inside it."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "data"
+    result = analyse(example / "indexed.refl", example / "indexed.expt", compute=False)
+    check = _limit_check(result.advice, "max_separation")
+    assert (check["n_beyond_limit"], check["n_spots"]) == (94, 354)
+    assert check["judged"] is True and check["reasons"] == []
