@@ -36,6 +36,10 @@ class ParameterValueError(FileFormatError):
     """A parameter in a log or PHIL file with a value DIALS would not take."""
 
 
+class EmptyPhilError(FileFormatError):
+    """A PHIL file (empty, or comments only) that defines no parameter."""
+
+
 MIN_SPOT_SIZE = "spotfinder.filter.min_spot_size"
 MAX_SPOT_SIZE = "spotfinder.filter.max_spot_size"
 MAX_SEPARATION = "spotfinder.filter.max_separation"
@@ -361,7 +365,12 @@ def parse_phil_parameters(text: str, path: str | None = None) -> dict:
     """
     definitions = _phil_definitions(text, path)
     if not definitions:
-        raise FileFormatError(path, "defines no PHIL parameter.")
+        raise EmptyPhilError(
+            path,
+            "defines no parameter: give the dials.find_spots log or a .phil with the "
+            "limits spot finding used, or leave input.find_spots out to check DIALS's "
+            "defaults.",
+        )
     where = f"{os.path.basename(path) if path else 'phil'}"
     return {
         "path": path,
@@ -400,7 +409,7 @@ def read_spot_finding_parameters(path: str | os.PathLike) -> dict:
         return parse_find_spots_log(text, path)
     try:
         return parse_phil_parameters(text, path)
-    except ParameterValueError:
+    except (ParameterValueError, EmptyPhilError):
         raise
     except FileFormatError:
         raise FileFormatError(

@@ -660,7 +660,8 @@ def test_a_limit_that_is_no_limit_is_refused_in_one_sentence(tmp_path, line, pro
     "content, problem",
     [
         ("Dear user, this is neither.\n", "neither a dials.find_spots log nor"),
-        ("", "neither a dials.find_spots log nor"),
+        ("", "defines no parameter: give the dials.find_spots log or a .phil"),
+        ("# only a comment\n", "defines no parameter"),
         (b"\x93NUMPY\x00\x01", "binary file"),
     ],
 )

@@ -262,6 +262,11 @@ def error_cases(shared_data, tmp_path):
             "profile.memory_limit element is less than the minimum allowed value: "
             "0 < 0.001",
         ),
+        "memory limit beyond any machine": (
+            [*i23, "memory_limit=1e12"],
+            "profile.memory_limit element is greater than the maximum allowed value: "
+            "1e+12 > 100000",
+        ),
         "histogram edge not a number": (
             [*i23, "data_max=nan"],
             "histogram.data_max must be a finite number or Auto, not nan",
@@ -290,6 +295,7 @@ ERROR_NAMES = [
     "n_sigma not a number",
     "memory limit not a number",
     "memory limit below 1 MB",
+    "memory limit beyond any machine",
     "histogram edge not a number",
     "unwritable output",
     "truncated file",
