@@ -303,6 +303,10 @@ ERROR_NAMES = [
 ]
 
 
+def test_every_error_case_is_run(shared_data, tmp_path):
+    assert sorted(error_cases(shared_data, tmp_path)) == sorted(ERROR_NAMES)
+
+
 @pytest.mark.parametrize("case", ERROR_NAMES)
 def test_errors_are_one_sentence_exit_1_and_leave_nothing(
     shared_data, tmp_path, monkeypatch, capsys, case
