@@ -16,7 +16,7 @@ from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
 from .suggestions import memory_lines
-from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
+from .text import MOST_DATASETS_LISTED, SHAPE_ROWS, gigabytes
 
 
 def plotly_js() -> str:
@@ -173,7 +173,7 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
         [
             "shoebox memory at the peak "
             f"({shoebox.get('counted') or REFERENCE_REFLECTIONS})",
-            "-" if peak is None else f"{peak / 2**30:.3g} GiB",
+            gigabytes(peak),
             None,
             None,
         ],

@@ -381,6 +381,18 @@ def _box(shoebox: dict | None) -> str:
     return f"{size[0]:.0f} x {size[1]:.0f} px x {size[2]:.1f} images"
 
 
+def gigabytes(n_bytes: int | None) -> str:
+    """Memory in GB (10^9 bytes), the unit DIALS reports shoebox memory in and
+    ``profile.memory_limit`` takes, so every figure of the report compares directly.
+
+    Parameters
+    ----------
+    n_bytes : int or None
+        A number of bytes; None gives "-".
+    """
+    return "-" if n_bytes is None else f"{n_bytes / 1e9:.3g} GB"
+
+
 def _memory(shoebox: dict | None) -> str:
     """The peak memory, with the boxes counted where they are every prediction (the
     reflections column counts the reference reflections)."""
@@ -389,8 +401,8 @@ def _memory(shoebox: dict | None) -> str:
     if peak is None:
         return "-"
     if shoebox.get("counted") == ALL_PREDICTIONS:
-        return f"{peak / 2**30:.3g} GiB ({shoebox.get('n_boxes', 0):,} boxes)"
-    return f"{peak / 2**30:.3g} GiB"
+        return f"{gigabytes(peak)} ({shoebox.get('n_boxes', 0):,} boxes)"
+    return gigabytes(peak)
 
 
 REFERENCE_ONLY = (

@@ -190,9 +190,10 @@ def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypat
     for key in ("sigma_b_deg", "sigma_m_deg", "n_matched"):
         assert all_model[key] == reference_model[key]
     assert "shoebox memory (all predictions)" in log
-    gib = boxes["peak_bytes"] / 2**30
-    assert f"{gib:.3g} GiB (4,204 boxes)" in log  # beside 438 reference reflections
-    assert f"{fewer['peak_bytes'] / 2**30:.3g} GiB" not in log
+    gb = boxes["peak_bytes"] / 1e9  # GB, as DIALS and profile.memory_limit: 0.127
+    assert f"{gb:.3g} GB (4,204 boxes)" in log and round(gb, 3) == 0.127
+    assert f"{fewer['peak_bytes'] / 1e9:.3g} GB" not in log  # 438 reference ones
+    assert "GiB" not in log and "GiB" not in page
     assert REFERENCE_ONLY not in log
     assert "shoebox memory at the peak (all predictions)" in page
 
@@ -250,6 +251,12 @@ def test_the_shoebox_memory_against_the_machine_that_will_integrate(
             f"(80% of {limit_gb:.3g} GB)"
         )
     assert line in log and line.strip() in page
+    # the table's memory is the advice's figure, in the same unit (GB, not GiB)
+    boxes = " (4,204 boxes)" if counted == "all" else ""
+    identifier = result.profile_model["experiments"][0]["identifier"]
+    [row] = [entry for entry in log if entry.startswith(identifier)]
+    assert row.endswith(f"  {required:.3g} GB{boxes}")
+    assert f"<td>{required:.3g} GB</td>" in page and "GiB" not in page
     caveat = "(the memory of the reference reflections' boxes: dials.integrate"
     assert any(caveat in entry for entry in log) is (counted == "reference")
     assert (
