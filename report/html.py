@@ -16,7 +16,13 @@ from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
 from .suggestions import memory_lines
-from .text import MOST_DATASETS_LISTED, SHAPE_ROWS, gigabytes
+from .text import (
+    MOST_DATASETS_LISTED,
+    SHAPE_ROWS,
+    XDS_TITLE,
+    gigabytes,
+    xds_keywords,
+)
 
 
 def plotly_js() -> str:
@@ -178,6 +184,22 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
             None,
         ],
     ]  # fmt: skip
+    if xds:  # XDS's full widths, from the spots measured (XDS_NOTE)
+        rows[4:4] = [
+            [
+                "spot diameter as an angle: arctan(median spot extent / distance) "
+                "(deg)",
+                xds.get("BEAM_DIVERGENCE"),
+                None,
+                "BEAM_DIVERGENCE",
+            ],
+            [
+                "rotation a spot spans: median images x oscillation (deg)",
+                xds.get("REFLECTING_RANGE"),
+                None,
+                "REFLECTING_RANGE",
+            ],
+        ]
     if shoebox.get("n_off_detector"):  # dials.integrate would stop on them
         rows.append(
             [
@@ -223,6 +245,12 @@ def _experiment_table(entry: dict) -> str:
             f"{html.escape(entry.get('reason', ''))}.</p>"
         )
     parts.append(_table(header, _model_rows(entry, stored)))
+    keywords = xds_keywords(entry.get("xds"), entry.get("identifier") or "")
+    if keywords:
+        parts.append(
+            f'<p class="help">{html.escape(XDS_TITLE)}</p>'
+            f"<pre>{html.escape(keywords)}</pre>"
+        )
     return "\n".join(parts)
 
 
@@ -252,7 +280,9 @@ def profile_section(document: dict) -> str:
         "dials.integrate computes from the indexed reflections before it reads an "
         "image, rebuilt here step by step (doc/profile_model.md), with the "
         "integration box and shoebox memory it implies. XDS calls the same two "
-        "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; the boxes and "
+        "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; its full "
+        "widths BEAM_DIVERGENCE and REFLECTING_RANGE are measured from the spots "
+        "found; the boxes and "
         "memory count the reference reflections only.</p>",
     ]
     parts += [_experiment_table(entry) for entry in entries[:MOST_DATASETS_LISTED]]

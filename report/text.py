@@ -405,6 +405,46 @@ def _memory(shoebox: dict | None) -> str:
     return gigabytes(peak)
 
 
+XDS_KEYWORDS = (
+    "BEAM_DIVERGENCE",
+    "BEAM_DIVERGENCE_E.S.D.",
+    "REFLECTING_RANGE",
+    "REFLECTING_RANGE_E.S.D.",
+)
+XDS_TITLE = (
+    "As XDS.INP keywords (the E.S.D.s are sigma_b and sigma_m; BEAM_DIVERGENCE= and "
+    "REFLECTING_RANGE= are the full widths of the spots measured, as XDS defines "
+    "them: doc/profile_model.md):"
+)
+
+
+def xds_keywords(xds: dict | None, identifier: str = "") -> str:
+    """A model's XDS equivalents as one line of XDS.INP keywords, to paste: those the
+    data give (a full width needs measured spots), the experiment after XDS's comment
+    mark ``!``.
+
+    Parameters
+    ----------
+    xds : dict or None
+        The profile-model entry's ``xds`` (``algorithms.profile_model``).
+    identifier : str
+        The experiment's identifier, written as a comment; none where empty.
+
+    Returns
+    -------
+    str
+        The keywords, or "" where there are none.
+    """
+    xds = xds or {}
+    words = [
+        f"{name}= {xds[name]:.3g}" for name in XDS_KEYWORDS if xds.get(name) is not None
+    ]
+    if not words:
+        return ""
+    comment = f" ! {printable(identifier, MOST_CELL_CHARACTERS)}" if identifier else ""
+    return " ".join(words) + comment
+
+
 REFERENCE_ONLY = (
     "The boxes and their memory are those of the matched reference reflections: "
     "dials.integrate boxes every predicted reflection, often several times as many, "
@@ -479,6 +519,11 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
+    keywords = [
+        xds_keywords(entry.get("xds"), entry.get("identifier") or "") for entry in shown
+    ]
+    if any(keywords):
+        lines += [XDS_TITLE, *(f"  {line}" for line in keywords if line)]
     labels = {entry.get("label", "") for entry in shown}
     shared = len(shown) > 1 and len(labels) == 1  # said once, not per experiment
     if shared and not next(iter(labels)).startswith("dials.integrate"):

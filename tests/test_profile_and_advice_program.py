@@ -559,6 +559,37 @@ def test_xds_full_widths_from_the_spots(shared_data):
     assert xds["BEAM_DIVERGENCE_E.S.D."] == model["sigma_b_deg"]
 
 
+def test_xds_keywords_in_the_log_and_the_html(shared_data, tmp_path, monkeypatch):
+    """All four XDS equivalents the JSON holds are in the log as one XDS.INP line to
+    paste (the experiment after XDS's comment mark) and in the HTML as rows and the
+    same line: on centroid_test_data the spots are 4 px across (0.206 deg) and span
+    3 images of 0.2 deg."""
+    monkeypatch.chdir(tmp_path)
+    run(
+        [
+            str(shared_data / "centroid_test_data/indexed.expt"),
+            str(shared_data / "centroid_test_data/indexed.refl"),
+        ]
+    )
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [model] = document["profile_model"]["experiments"]
+    xds = model["xds"]
+    assert round(xds["BEAM_DIVERGENCE"], 3) == 0.206
+    assert xds["REFLECTING_RANGE"] == pytest.approx(0.6)
+    line = (
+        "BEAM_DIVERGENCE= 0.206 BEAM_DIVERGENCE_E.S.D.= 0.0539 "
+        "REFLECTING_RANGE= 0.6 REFLECTING_RANGE_E.S.D.= 0.197 ! " + model["identifier"]
+    )
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert f"  {line}" in log
+    assert log[log.index(f"  {line}") - 1].startswith("As XDS.INP keywords")
+    page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
+    assert f"<pre>{line}</pre>" in page
+    for name in ("BEAM_DIVERGENCE", "REFLECTING_RANGE"):
+        assert f"<td>{name}= {xds[name]:.4g}</td>" in page
+        assert f"<td>{name}_E.S.D.= {xds[name + '_E.S.D.']:.4g}</td>" in page
+
+
 def test_the_program_never_imports_scipy_linalg(shared_data, tmp_path):
     """The profile model's kernels (prediction, bounding boxes, pixel sums) do their
     3 x 3 algebra without ``@`` or ``np.linalg``, which would make numba import
