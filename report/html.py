@@ -223,6 +223,41 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
     return table
 
 
+def _blocks_table(entry: dict) -> str:
+    """The blocks of a scan of several: the sigmas the blocks figure draws, in data
+    units too, and each block's peak shoebox memory; empty for one block."""
+    blocks = entry.get("blocks") or []
+    if len(blocks) < 2:
+        return ""
+    counted = (entry.get("shoebox") or {}).get("counted") or REFERENCE_REFLECTIONS
+    header = [
+        "images",
+        "reflections",
+        "sigma_b (deg)",
+        "sigma_b (px)",
+        "sigma_m (deg)",
+        "sigma_m (images)",
+        f"shoebox memory at the peak ({counted})",
+    ]
+    rows = [
+        [
+            f"{block['first_image']}-{block['last_image']}",
+            block["n_reflections"],
+            _significant(block.get("sigma_b_deg")),
+            _significant(block.get("sigma_b_px")),
+            _significant(block.get("sigma_m_deg")),
+            _significant(block.get("sigma_m_images")),
+            gigabytes(block.get("shoebox_peak_bytes")),
+        ]
+        for block in blocks
+    ]
+    return (
+        '<p class="help">Per block of images: sigma_b and sigma_m recomputed on the '
+        "reference reflections predicted in each block ('-' where fewer than 20), "
+        "and the peak shoebox memory of the boxes in it.</p>" + _table(header, rows)
+    )
+
+
 def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
     estimate = _is_estimate(entry)
@@ -251,6 +286,9 @@ def _experiment_table(entry: dict) -> str:
             f'<p class="help">{html.escape(XDS_TITLE)}</p>'
             f"<pre>{html.escape(keywords)}</pre>"
         )
+    blocks = _blocks_table(entry)
+    if blocks:
+        parts.append(blocks)
     return "\n".join(parts)
 
 

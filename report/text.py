@@ -462,6 +462,61 @@ def _memory_basis(entries: list[dict]) -> str:
     return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
 
 
+BLOCKS_TITLE = (
+    "Per block of images (sigma_b and sigma_m recomputed on the reference reflections "
+    "predicted in each block, '-' where fewer than 20; the peak shoebox memory of the "
+    "boxes in it; doc/profile_model.md):"
+)
+
+
+def block_lines(entries: list[dict]) -> list[str]:
+    """The blocks of every scan of several blocks, one table: the drift of the
+    sigmas through the scan, in degrees and data units, and each block's memory.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The profile-model entries shown (``combine_profiles``'s experiments).
+
+    Returns
+    -------
+    list of str
+        A blank line and the table (at most MOST_GROUP_ROWS blocks); none where no
+        scan has more than one block.
+    """
+    several = [entry for entry in entries if len(entry.get("blocks") or []) > 1]
+    if not several:
+        return []
+    named = len(several) > 1  # which experiment, where there are several
+
+    def row(pair):
+        entry, block = pair
+        return [
+            *([printable(entry.get("identifier") or "-", 40)] if named else []),
+            f"{block['first_image']}-{block['last_image']}",
+            block["n_reflections"],
+            _number(block.get("sigma_b_deg")),
+            _number(block.get("sigma_b_px")),
+            _number(block.get("sigma_m_deg")),
+            _number(block.get("sigma_m_images")),
+            gigabytes(block.get("shoebox_peak_bytes")),
+        ]
+
+    pairs = [(entry, block) for entry in several for block in entry["blocks"]]
+    header = [
+        *(["experiment"] if named else []),
+        "images",
+        "reflections",
+        "sigma_b (deg)",
+        "(px)",
+        "sigma_m (deg)",
+        "(images)",
+        f"shoebox memory ({_memory_basis(several)})",
+    ]
+    rows = _capped(pairs, row, MOST_GROUP_ROWS, "blocks")
+    return ["", format_table(header, rows, title=BLOCKS_TITLE)]
+
+
 def profile_model_lines(profile_model: dict) -> list[str]:
     """sigma_b and sigma_m as dials.integrate would compute them, in degrees and in
     data units, the shoebox they imply, and the model stored in the .expt.
@@ -524,6 +579,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
     ]
     if any(keywords):
         lines += [XDS_TITLE, *(f"  {line}" for line in keywords if line)]
+    lines += block_lines(shown)
     labels = {entry.get("label", "") for entry in shown}
     shared = len(shown) > 1 and len(labels) == 1  # said once, not per experiment
     if shared and not next(iter(labels)).startswith("dials.integrate"):

@@ -21,6 +21,7 @@ from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.parallel import pool
+from dials_spot_size_analysis.report import text
 from dials_spot_size_analysis.report.text import REFERENCE_ONLY, profile_model_lines
 
 
@@ -588,6 +589,75 @@ def test_xds_keywords_in_the_log_and_the_html(shared_data, tmp_path, monkeypatch
     for name in ("BEAM_DIVERGENCE", "REFLECTING_RANGE"):
         assert f"<td>{name}= {xds[name]:.4g}</td>" in page
         assert f"<td>{name}_E.S.D.= {xds[name + '_E.S.D.']:.4g}</td>" in page
+
+
+def test_the_blocks_of_a_long_scan_in_the_log_json_and_html(
+    shared_data, tmp_path, monkeypatch
+):
+    """centroid_test_data's experiment with its scan made 90 images of 0.2 deg (the
+    static crystal predicts the same reflections on images 1-9): four blocks of 5 deg.
+    Each block carries sigma_b in px and sigma_m in images beside degrees; the log has
+    a table of the blocks, the HTML their memory, both in GB."""
+    document = json.loads((shared_data / "centroid_test_data/indexed.expt").read_text())
+    [scan] = document["scan"]
+    scan["image_range"] = [1, 90]
+    for key in ("exposure_time", "epochs"):  # a value per image
+        if isinstance(scan.get(key), list):
+            scan[key] = (scan[key] * 10)[:90]
+    (tmp_path / "long.expt").write_text(json.dumps(document))
+    monkeypatch.chdir(tmp_path)
+    run(["long.expt", str(shared_data / "centroid_test_data/indexed.refl")])
+    output = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [model] = output["profile_model"]["experiments"]
+    blocks = model["blocks"]
+    spans = [(b["first_image"], b["last_image"]) for b in blocks]
+    assert spans == [(1, 25), (26, 50), (51, 75), (76, 90)]
+    assert [b["n_reflections"] for b in blocks] == [model["n_matched"], 0, 0, 0]
+    first = blocks[0]  # every reflection: the whole scan's sigmas again
+    assert first["sigma_b_deg"] == pytest.approx(model["sigma_b_deg"], rel=1e-12)
+    assert first["sigma_b_px"] == pytest.approx(model["sigma_b_px"], rel=1e-12)
+    assert first["sigma_m_images"] == pytest.approx(first["sigma_m_deg"] / 0.2)
+    assert (
+        round(first["sigma_b_px"], 2) == 1.05
+        and round(first["sigma_m_images"], 2) == 0.98
+    )
+    for block in blocks[1:]:
+        assert block["sigma_b_px"] is None and block["sigma_m_images"] is None
+    peaks = [b["shoebox_peak_bytes"] for b in blocks]
+    assert round(peaks[0] / 1e9, 4) == 0.0143 and all(peaks)
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    start = log.index(text.BLOCKS_TITLE)
+    assert log[start + 1].split() == [
+        "images", "reflections", "sigma_b", "(deg)", "(px)", "sigma_m", "(deg)",
+        "(images)", "shoebox", "memory", "(reference", "only)",
+    ]  # fmt: skip
+    for line, block in zip(log[start + 3 : start + 7], blocks):
+        expected = [
+            f"{block['first_image']}-{block['last_image']}",
+            str(block["n_reflections"]),
+            *(
+                "-" if block[key] is None else f"{block[key]:.3g}"
+                for key in (
+                    "sigma_b_deg",
+                    "sigma_b_px",
+                    "sigma_m_deg",
+                    "sigma_m_images",
+                )
+            ),
+            f"{block['shoebox_peak_bytes'] / 1e9:.3g}",
+            "GB",
+        ]
+        assert line.split() == expected
+    assert log[start + 7] == ""  # four blocks, no more
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    for block in blocks:
+        cells = (
+            f"<td>{block['first_image']}-{block['last_image']}</td>"
+            f"<td>{block['n_reflections']}</td>"
+        )
+        at = page.index(cells)
+        memory = f"<td>{block['shoebox_peak_bytes'] / 1e9:.3g} GB</td></tr>"
+        assert page[at : page.index("</tr>", at) + 5].endswith(memory)
 
 
 def test_the_program_never_imports_scipy_linalg(shared_data, tmp_path):
