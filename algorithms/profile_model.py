@@ -1189,14 +1189,27 @@ def _is_rotation(experiment) -> bool:
 
 
 def _stored(experiment) -> dict | None:
+    """The .expt's own profile model, as stored: a gaussian_rs model's sigmas, or
+    another kind's mosaicity parameterisation (DIALS's names), with the square roots
+    of its ``sigma``'s diagonal, the spreads along the matrix's three axes."""
     stored = experiment.profile
     if stored is None:
         return None
+    spreads = None
+    if stored.sigma is not None:
+        spreads = [
+            math.sqrt(row[i]) if row[i] >= 0 else None
+            for i, row in enumerate(stored.sigma)
+        ]
     return {
         "kind": stored.kind,
         "n_sigma": stored.n_sigma,
         "sigma_b_deg": stored.sigma_b_deg,
         "sigma_m_deg": stored.sigma_m_deg,
+        "parameterisation": stored.parameterisation,
+        "parameters": None if stored.parameters is None else list(stored.parameters),
+        "sigma": None if stored.sigma is None else [list(row) for row in stored.sigma],
+        "sigma_sqrt_diagonal": spreads,
     }
 
 

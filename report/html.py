@@ -21,6 +21,7 @@ from .text import (
     SHAPE_ROWS,
     XDS_TITLE,
     gigabytes,
+    stored_model_words,
     xds_keywords,
 )
 
@@ -258,8 +259,18 @@ def _blocks_table(entry: dict) -> str:
     )
 
 
+def _has_sigmas(stored: dict | None) -> bool:
+    """Whether a stored model has sigma_b or sigma_m (gaussian_rs) to set beside
+    ours in the table; another kind is said in words below it."""
+    return bool(stored) and any(
+        stored.get(key) is not None for key in ("sigma_b_deg", "sigma_m_deg")
+    )
+
+
 def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
+    other = stored if stored and not _has_sigmas(stored) else None
+    stored = stored if _has_sigmas(stored) else None
     estimate = _is_estimate(entry)
     kind = "estimate before indexing"
     if entry.get("label") == STILLS_LABEL:
@@ -280,6 +291,12 @@ def _experiment_table(entry: dict) -> str:
             f"{html.escape(entry.get('reason', ''))}.</p>"
         )
     parts.append(_table(header, _model_rows(entry, stored)))
+    if other:
+        parts.append(
+            '<p class="help">The .expt holds a profile model already (not used here; '
+            "under DIALS's names, in the model's own units): "
+            f"{html.escape(stored_model_words(other))}.</p>"
+        )
     keywords = xds_keywords(entry.get("xds"), entry.get("identifier") or "")
     if keywords:
         parts.append(

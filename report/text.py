@@ -462,6 +462,82 @@ def _memory_basis(entries: list[dict]) -> str:
     return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
 
 
+def _numbers(values) -> str:
+    return ", ".join(_number(value) for value in values)
+
+
+def stored_model_words(stored: dict) -> str:
+    """What a profile model stored in the .expt is, in a few words: a gaussian_rs
+    model's sigmas; another kind's mosaicity parameterisation as stored, under
+    DIALS's names (their units are the model's own, not converted here).
+
+    Parameters
+    ----------
+    stored : dict
+        An entry's ``stored_profile`` (``algorithms.profile_model``).
+
+    Returns
+    -------
+    str
+        One phrase, the kind first.
+    """
+    kind = printable(stored.get("kind") or "unknown kind", 100)
+    if stored.get("sigma_b_deg") is not None or stored.get("sigma_m_deg") is not None:
+        words = (
+            f"{kind}: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
+            f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
+        )
+        if stored.get("n_sigma") is not None:
+            words += f", n_sigma {_number(stored['n_sigma'])}"
+        return words
+    parts = []
+    if stored.get("parameterisation"):
+        parts.append(f"parameterisation {printable(stored['parameterisation'], 100)}")
+    if stored.get("parameters"):
+        parts.append(f"parameters {_numbers(stored['parameters'])}")
+    if stored.get("sigma_sqrt_diagonal"):
+        spreads = _numbers(stored["sigma_sqrt_diagonal"])
+        parts.append(f"square roots of the diagonal of its sigma {spreads}")
+    if not parts:
+        return f"{kind} (no parameters read from it)"
+    return f"{kind}, mosaicity " + "; ".join(parts)
+
+
+STORED_TITLE = (
+    "Profile models the .expt holds already (not used here; under DIALS's names, in "
+    "the model's own units: doc/profile_model.md):"
+)
+
+
+def stored_lines(entries: list[dict]) -> list[str]:
+    """The models the .expt stores for the experiments shown: one line where every
+    experiment has the same, else a table with an experiment per row.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The profile-model entries shown (at most MOST_DATASETS_LISTED).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines; none where no experiment has a stored model.
+    """
+    stored = [
+        (entry.get("identifier") or "-", stored_model_words(entry["stored_profile"]))
+        for entry in entries
+        if entry.get("stored_profile")
+    ]
+    if not stored:
+        return []
+    words = {description for _, description in stored}
+    if len(words) == 1 and len(stored) == len(entries):
+        where = "each experiment above" if len(entries) > 1 else "this experiment"
+        return [f"The .expt holds a profile model already for {where}: {stored[0][1]}"]
+    rows = [[printable(name, 40), description] for name, description in stored]
+    return ["", format_table(["experiment", "stored model"], rows, title=STORED_TITLE)]
+
+
 BLOCKS_TITLE = (
     "Per block of images (sigma_b and sigma_m recomputed on the reference reflections "
     "predicted in each block, '-' where fewer than 20; the peak shoebox memory of the "
@@ -594,12 +670,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
                 f"{printable(entry.get('identifier') or '-', 40)}: "
                 + off_detector_words(shoebox["n_off_detector"], shoebox["n_boxes"])
             )
-        stored = entry.get("stored_profile")
-        if stored:
-            lines.append(
-                f"The .expt holds a model already: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
-                f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
-            )
+    lines += stored_lines(shown)
     for reason in profile_model.get("not_applicable", []):
         n = reason["n_experiments"]
         lines.append(

@@ -22,6 +22,7 @@ from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.parallel import pool
 from dials_spot_size_analysis.report import text
+from dials_spot_size_analysis.report.document import SCHEMA_FILE
 from dials_spot_size_analysis.report.text import REFERENCE_ONLY, profile_model_lines
 
 
@@ -658,6 +659,70 @@ def test_the_blocks_of_a_long_scan_in_the_log_json_and_html(
         at = page.index(cells)
         memory = f"<td>{block['shoebox_peak_bytes'] / 1e9:.3g} GB</td></tr>"
         assert page[at : page.index("</tr>", at) + 5].endswith(memory)
+
+
+def _stored_words(model: dict) -> str:
+    """An ellipsoid model of the .expt in words, from its JSON read here, apart from
+    the program: DIALS's names and numbers, to 3 significant figures."""
+    numbers = ", ".join(f"{v:.3g}" for v in model["parameters"])
+    spreads = ", ".join(f"{math.sqrt(model['sigma'][i][i]):.3g}" for i in range(3))
+    return (
+        f"ellipsoid, mosaicity parameterisation {model['parameterisation']}; "
+        f"parameters {numbers}; square roots of the diagonal of its sigma {spreads}"
+    )
+
+
+def test_a_stored_ellipsoid_model_in_the_log_json_and_html(
+    shared_data, tmp_path, monkeypatch
+):
+    """ssx_CuNiR's integrated.expt holds an ellipsoid model (angular4) per still: the
+    log tabulates each experiment's, by identifier, the HTML says it under each
+    experiment, the JSON has it as stored; no sigma shown as a dash five times."""
+    jsonschema = pytest.importorskip("jsonschema")
+    expt = shared_data / "ssx_CuNiR/integrated.expt"
+    stored = json.loads(expt.read_text())
+    monkeypatch.chdir(tmp_path)
+    run([str(expt), str(shared_data / "ssx_CuNiR/indexed.refl")])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
+    page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
+    assert not any("sigma_b - deg" in line for line in log)
+    start = log.index(text.STORED_TITLE)
+    assert log[start + 1].split() == ["experiment", "stored", "model"]
+    entries = document["profile_model"]["experiments"]
+    assert len(entries) == 5
+    for line, entry, experiment in zip(log[start + 3 :], entries, stored["experiment"]):
+        model = stored["profile"][experiment["profile"]]
+        assert entry["identifier"] == experiment["identifier"]
+        assert line.split(None, 1) == [entry["identifier"], _stored_words(model)]
+        assert entry["stored_profile"]["kind"] == "ellipsoid"
+        assert entry["stored_profile"]["parameters"] == model["parameters"]
+        assert entry["stored_profile"]["sigma"] == model["sigma"]
+        assert entry["stored_profile"]["parameterisation"] == "angular4"
+        assert page.count(f"{_stored_words(model)}.</p>") == 1
+    assert log[start + 3].endswith(
+        "parameters 0.000509, 1.76e-06, 0.000115, 0.000498; square roots of the "
+        "diagonal of its sigma 0.000509, 0.000115, 0.000498"
+    )
+    assert log[start + 8] == ""  # five experiments, five rows
+    assert "stored in the .expt (ellipsoid)" not in page  # no column of dashes
+
+
+def test_the_same_stored_model_is_said_once(shared_data, tmp_path, monkeypatch):
+    """Every experiment holding the same model: one line, not one per experiment."""
+    document = json.loads((shared_data / "ssx_CuNiR/integrated.expt").read_text())
+    for experiment in document["experiment"]:
+        experiment["profile"] = 0
+    (tmp_path / "same.expt").write_text(json.dumps(document))
+    monkeypatch.chdir(tmp_path)
+    run(["same.expt", str(shared_data / "ssx_CuNiR/indexed.refl")])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    line = (
+        "The .expt holds a profile model already for each experiment above: "
+        + _stored_words(document["profile"][0])
+    )
+    assert log.count(line) == 1 and text.STORED_TITLE not in log
 
 
 def test_the_program_never_imports_scipy_linalg(shared_data, tmp_path):

@@ -583,6 +583,10 @@ def test_stored_profile_is_returned(shared_data, tmp_path, reference):
         "n_sigma": 3.0,
         "sigma_b_deg": 0.05,
         "sigma_m_deg": 0.2,
+        "parameterisation": None,
+        "parameters": None,
+        "sigma": None,
+        "sigma_sqrt_diagonal": None,
     }
     assert model.sigma_b_deg == pytest.approx(reference[0]["sigma_b_deg"], rel=1e-6)
 
