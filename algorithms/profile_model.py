@@ -643,7 +643,8 @@ def _minimise_1d(function, start: float, stop: float, tolerance: float) -> float
 
 @dataclass
 class BlockValues:
-    """sigma_b and sigma_m of the reflections predicted in one block of images."""
+    """sigma_b and sigma_m of the reflections predicted in one block of images, in
+    degrees and in data units (converted as the experiment's own values are)."""
 
     first_image: int
     last_image: int
@@ -651,6 +652,8 @@ class BlockValues:
     sigma_b_deg: float | None
     sigma_m_deg: float | None
     shoebox_peak_bytes: int | None = None
+    sigma_b_px: float | None = None
+    sigma_m_images: float | None = None
 
 
 REFERENCE_REFLECTIONS = "reference reflections"  # what a shoebox estimate counts
@@ -1186,14 +1189,27 @@ def _is_rotation(experiment) -> bool:
 
 
 def _stored(experiment) -> dict | None:
+    """The .expt's own profile model, as stored: a gaussian_rs model's sigmas, or
+    another kind's mosaicity parameterisation (DIALS's names), with the square roots
+    of its ``sigma``'s diagonal, the spreads along the matrix's three axes."""
     stored = experiment.profile
     if stored is None:
         return None
+    spreads = None
+    if stored.sigma is not None:
+        spreads = [
+            math.sqrt(row[i]) if row[i] >= 0 else None
+            for i, row in enumerate(stored.sigma)
+        ]
     return {
         "kind": stored.kind,
         "n_sigma": stored.n_sigma,
         "sigma_b_deg": stored.sigma_b_deg,
         "sigma_m_deg": stored.sigma_m_deg,
+        "parameterisation": stored.parameterisation,
+        "parameters": None if stored.parameters is None else list(stored.parameters),
+        "sigma": None if stored.sigma is None else [list(row) for row in stored.sigma],
+        "sigma_sqrt_diagonal": spreads,
     }
 
 
@@ -1282,9 +1298,11 @@ def _blocks(
     threads=1,
 ):
     """sigma_b and sigma_m per block of images; a scan of one block has the
-    ``overall`` values (degrees), exactly, without computing them again. ``sums``:
-    :func:`_pixel_sums` of every row of ``chosen``, or None to sum per block."""
+    ``overall`` values (degrees, then px and images), exactly, without computing them
+    again. ``sums``: :func:`_pixel_sums` of every row of ``chosen``, or None to sum
+    per block."""
     scan = experiment.scan
+    distance_and_pixel = _beam_distance_and_pixel(experiment)
     first, n_images = scan.image_range[0], scan.num_images
     per_block = _images_per_block(scan, block_degrees)
     whole_scan = n_images <= per_block
@@ -1294,9 +1312,9 @@ def _blocks(
     for start in range(0, n_images, per_block):
         z0, z1 = first - 1 + start, first - 1 + min(start + per_block, n_images)
         inside = np.flatnonzero((frames >= z0) & (frames < z1))
-        sigma_b = sigma_m = None
+        sigma_b = sigma_m = sigma_b_px = sigma_m_images = None
         if whole_scan:
-            sigma_b, sigma_m = overall
+            sigma_b, sigma_m, sigma_b_px, sigma_m_images = overall
         elif len(inside) >= MIN_BLOCK_REFLECTIONS:
             try:
                 b, m, _ = compute_sigmas(
@@ -1306,12 +1324,17 @@ def _blocks(
                     sums=None if sums is None else sums.subset(inside),
                     threads=threads,
                 )
-                sigma_b = None if b is None else math.degrees(b)
+                if b is not None:
+                    sigma_b = math.degrees(b)
+                    sigma_b_px = _in_pixels(b, *distance_and_pixel)
                 sigma_m = math.degrees(m)
+                sigma_m_images = sigma_m / abs(scan.oscillation_width)
             except ProfileModelError:
                 pass
         peak = None if bbox is None else peak_shoebox_memory(bbox, (z0, z1))
-        result.append(BlockValues(z0 + 1, z1, int(len(inside)), sigma_b, sigma_m, peak))
+        values = BlockValues(z0 + 1, z1, int(len(inside)), sigma_b, sigma_m, peak)
+        values.sigma_b_px, values.sigma_m_images = sigma_b_px, sigma_m_images
+        result.append(values)
     return result
 
 
@@ -1453,7 +1476,12 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         result.shoebox.peak_bytes = peak_shoebox_memory(
             memory_boxes, (first, first + experiment.scan.num_images)
         )
-    overall = (result.sigma_b_deg, result.sigma_m_deg)
+    overall = (
+        result.sigma_b_deg,
+        result.sigma_m_deg,
+        result.sigma_b_px,
+        result.sigma_m_images,
+    )
     result.blocks = _blocks(
         chosen,
         frames,

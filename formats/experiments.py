@@ -12,6 +12,7 @@ frames are composed down the hierarchy into the laboratory frame.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
 import lzma
 import marshal
@@ -294,6 +295,9 @@ class StoredProfile:
 
     ``kind`` is its ``__id__`` (``gaussian_rs``, ``ellipsoid``…); for ``gaussian_rs``
     sigma_b and sigma_m are in degrees (a tuple per scan point for a scan-varying model).
+    A model of another kind that stores them (``ellipsoid``) keeps, under DIALS's
+    names, its ``parameterisation`` of the mosaicity, that parameterisation's
+    ``parameters`` and the 3 x 3 matrix ``sigma``, as stored.
     """
 
     kind: str
@@ -301,6 +305,9 @@ class StoredProfile:
     sigma_b_deg: float | tuple[float, ...] | None = None
     sigma_m_deg: float | tuple[float, ...] | None = None
     raw: dict = field(default_factory=dict)
+    parameterisation: str | None = None
+    parameters: tuple[float, ...] | None = None
+    sigma: tuple[tuple[float, float, float], ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -665,9 +672,9 @@ def _profile(d) -> StoredProfile:
     try:
         values = [number(d[key], key) for key in ("n_sigma", "sigma_b", "sigma_m")]
     except (KeyError, TypeError, ValueError):
-        return StoredProfile(kind=kind, raw=dict(d))
+        return _other_profile(kind, d)
     if kind != "gaussian_rs":
-        return StoredProfile(kind=kind, raw=dict(d))
+        return _other_profile(kind, d)
     n_sigma, sigma_b, sigma_m = values
     return StoredProfile(
         kind=kind,
@@ -675,6 +682,36 @@ def _profile(d) -> StoredProfile:
         sigma_b_deg=sigma_b,
         sigma_m_deg=sigma_m,
         raw=dict(d),
+    )
+
+
+MOST_PROFILE_PARAMETERS = 100  # shown: DIALS's ellipsoid parameterisations have <= 6
+
+
+def _other_profile(kind: str, d: dict) -> StoredProfile:
+    """A stored model that is not a readable ``gaussian_rs`` one: its mosaicity
+    parameterisation, parameters and 3 x 3 ``sigma`` where it stores them readably
+    (each left None otherwise: the model is for display only)."""
+    name = d.get("parameterisation")
+    parameters = sigma = None
+    with contextlib.suppress(TypeError, ValueError):
+        listed = d.get("parameters")
+        if isinstance(listed, list) and 0 < len(listed) <= MOST_PROFILE_PARAMETERS:
+            parameters = tuple(_real(v, "parameters") for v in listed)
+    with contextlib.suppress(TypeError, ValueError):
+        rows = d.get("sigma")
+        if (
+            isinstance(rows, list)
+            and len(rows) == 3
+            and all(isinstance(row, list) and len(row) == 3 for row in rows)
+        ):
+            sigma = tuple(tuple(_real(v, "sigma") for v in row) for row in rows)
+    return StoredProfile(
+        kind=kind,
+        raw=dict(d),
+        parameterisation=name[:100] if isinstance(name, str) else None,
+        parameters=parameters,
+        sigma=sigma,
     )
 
 

@@ -16,7 +16,14 @@ from ..algorithms.profile_model import REFERENCE_REFLECTIONS, STILLS_LABEL
 from .document import json_document
 from .plots import ADVICE_PREFIX, PROFILE_PREFIX, measured_quantities
 from .suggestions import memory_lines, no_change_sentence
-from .text import MOST_DATASETS_LISTED, SHAPE_ROWS
+from .text import (
+    MOST_DATASETS_LISTED,
+    SHAPE_ROWS,
+    XDS_TITLE,
+    gigabytes,
+    stored_model_words,
+    xds_keywords,
+)
 
 
 def plotly_js() -> str:
@@ -173,11 +180,27 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
         [
             "shoebox memory at the peak "
             f"({shoebox.get('counted') or REFERENCE_REFLECTIONS})",
-            "-" if peak is None else f"{peak / 2**30:.3g} GiB",
+            gigabytes(peak),
             None,
             None,
         ],
     ]  # fmt: skip
+    if xds:  # XDS's full widths, from the spots measured (XDS_NOTE)
+        rows[4:4] = [
+            [
+                "spot diameter as an angle: arctan(median spot extent / distance) "
+                "(deg)",
+                xds.get("BEAM_DIVERGENCE"),
+                None,
+                "BEAM_DIVERGENCE",
+            ],
+            [
+                "rotation a spot spans: median images x oscillation (deg)",
+                xds.get("REFLECTING_RANGE"),
+                None,
+                "REFLECTING_RANGE",
+            ],
+        ]
     if shoebox.get("n_off_detector"):  # dials.integrate would stop on them
         rows.append(
             [
@@ -201,8 +224,53 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
     return table
 
 
+def _blocks_table(entry: dict) -> str:
+    """The blocks of a scan of several: the sigmas the blocks figure draws, in data
+    units too, and each block's peak shoebox memory; empty for one block."""
+    blocks = entry.get("blocks") or []
+    if len(blocks) < 2:
+        return ""
+    counted = (entry.get("shoebox") or {}).get("counted") or REFERENCE_REFLECTIONS
+    header = [
+        "images",
+        "reflections",
+        "sigma_b (deg)",
+        "sigma_b (px)",
+        "sigma_m (deg)",
+        "sigma_m (images)",
+        f"shoebox memory at the peak ({counted})",
+    ]
+    rows = [
+        [
+            f"{block['first_image']}-{block['last_image']}",
+            block["n_reflections"],
+            _significant(block.get("sigma_b_deg")),
+            _significant(block.get("sigma_b_px")),
+            _significant(block.get("sigma_m_deg")),
+            _significant(block.get("sigma_m_images")),
+            gigabytes(block.get("shoebox_peak_bytes")),
+        ]
+        for block in blocks
+    ]
+    return (
+        '<p class="help">Per block of images: sigma_b and sigma_m recomputed on the '
+        "reference reflections predicted in each block ('-' where fewer than 20), "
+        "and the peak shoebox memory of the boxes in it.</p>" + _table(header, rows)
+    )
+
+
+def _has_sigmas(stored: dict | None) -> bool:
+    """Whether a stored model has sigma_b or sigma_m (gaussian_rs) to set beside
+    ours in the table; another kind is said in words below it."""
+    return bool(stored) and any(
+        stored.get(key) is not None for key in ("sigma_b_deg", "sigma_m_deg")
+    )
+
+
 def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
+    other = stored if stored and not _has_sigmas(stored) else None
+    stored = stored if _has_sigmas(stored) else None
     estimate = _is_estimate(entry)
     kind = "estimate before indexing"
     if entry.get("label") == STILLS_LABEL:
@@ -223,6 +291,21 @@ def _experiment_table(entry: dict) -> str:
             f"{html.escape(entry.get('reason', ''))}.</p>"
         )
     parts.append(_table(header, _model_rows(entry, stored)))
+    if other:
+        parts.append(
+            '<p class="help">The .expt holds a profile model already (not used here; '
+            "under DIALS's names, in the model's own units): "
+            f"{html.escape(stored_model_words(other))}.</p>"
+        )
+    keywords = xds_keywords(entry.get("xds"), entry.get("identifier") or "")
+    if keywords:
+        parts.append(
+            f'<p class="help">{html.escape(XDS_TITLE)}</p>'
+            f"<pre>{html.escape(keywords)}</pre>"
+        )
+    blocks = _blocks_table(entry)
+    if blocks:
+        parts.append(blocks)
     return "\n".join(parts)
 
 
@@ -252,7 +335,9 @@ def profile_section(document: dict) -> str:
         "dials.integrate computes from the indexed reflections before it reads an "
         "image, rebuilt here step by step (doc/profile_model.md), with the "
         "integration box and shoebox memory it implies. XDS calls the same two "
-        "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; the boxes and "
+        "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; its full "
+        "widths BEAM_DIVERGENCE and REFLECTING_RANGE are measured from the spots "
+        "found; the boxes and "
         "memory count the reference reflections only.</p>",
     ]
     parts += [_experiment_table(entry) for entry in entries[:MOST_DATASETS_LISTED]]

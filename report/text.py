@@ -381,6 +381,18 @@ def _box(shoebox: dict | None) -> str:
     return f"{size[0]:.0f} x {size[1]:.0f} px x {size[2]:.1f} images"
 
 
+def gigabytes(n_bytes: int | None) -> str:
+    """Memory in GB (10^9 bytes), the unit DIALS reports shoebox memory in and
+    ``profile.memory_limit`` takes, so every figure of the report compares directly.
+
+    Parameters
+    ----------
+    n_bytes : int or None
+        A number of bytes; None gives "-".
+    """
+    return "-" if n_bytes is None else f"{n_bytes / 1e9:.3g} GB"
+
+
 def _memory(shoebox: dict | None) -> str:
     """The peak memory, with the boxes counted where they are every prediction (the
     reflections column counts the reference reflections)."""
@@ -389,8 +401,48 @@ def _memory(shoebox: dict | None) -> str:
     if peak is None:
         return "-"
     if shoebox.get("counted") == ALL_PREDICTIONS:
-        return f"{peak / 2**30:.3g} GiB ({shoebox.get('n_boxes', 0):,} boxes)"
-    return f"{peak / 2**30:.3g} GiB"
+        return f"{gigabytes(peak)} ({shoebox.get('n_boxes', 0):,} boxes)"
+    return gigabytes(peak)
+
+
+XDS_KEYWORDS = (
+    "BEAM_DIVERGENCE",
+    "BEAM_DIVERGENCE_E.S.D.",
+    "REFLECTING_RANGE",
+    "REFLECTING_RANGE_E.S.D.",
+)
+XDS_TITLE = (
+    "As XDS.INP keywords (the E.S.D.s are sigma_b and sigma_m; BEAM_DIVERGENCE= and "
+    "REFLECTING_RANGE= are the full widths of the spots measured, as XDS defines "
+    "them: doc/profile_model.md):"
+)
+
+
+def xds_keywords(xds: dict | None, identifier: str = "") -> str:
+    """A model's XDS equivalents as one line of XDS.INP keywords, to paste: those the
+    data give (a full width needs measured spots), the experiment after XDS's comment
+    mark ``!``.
+
+    Parameters
+    ----------
+    xds : dict or None
+        The profile-model entry's ``xds`` (``algorithms.profile_model``).
+    identifier : str
+        The experiment's identifier, written as a comment; none where empty.
+
+    Returns
+    -------
+    str
+        The keywords, or "" where there are none.
+    """
+    xds = xds or {}
+    words = [
+        f"{name}= {xds[name]:.3g}" for name in XDS_KEYWORDS if xds.get(name) is not None
+    ]
+    if not words:
+        return ""
+    comment = f" ! {printable(identifier, MOST_CELL_CHARACTERS)}" if identifier else ""
+    return " ".join(words) + comment
 
 
 REFERENCE_ONLY = (
@@ -408,6 +460,137 @@ def _memory_basis(entries: list[dict]) -> str:
     if not counted:
         return "none: sigma_b estimates only"
     return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
+
+
+def _numbers(values) -> str:
+    return ", ".join(_number(value) for value in values)
+
+
+def stored_model_words(stored: dict) -> str:
+    """What a profile model stored in the .expt is, in a few words: a gaussian_rs
+    model's sigmas; another kind's mosaicity parameterisation as stored, under
+    DIALS's names (their units are the model's own, not converted here).
+
+    Parameters
+    ----------
+    stored : dict
+        An entry's ``stored_profile`` (``algorithms.profile_model``).
+
+    Returns
+    -------
+    str
+        One phrase, the kind first.
+    """
+    kind = printable(stored.get("kind") or "unknown kind", 100)
+    if stored.get("sigma_b_deg") is not None or stored.get("sigma_m_deg") is not None:
+        words = (
+            f"{kind}: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
+            f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
+        )
+        if stored.get("n_sigma") is not None:
+            words += f", n_sigma {_number(stored['n_sigma'])}"
+        return words
+    parts = []
+    if stored.get("parameterisation"):
+        parts.append(f"parameterisation {printable(stored['parameterisation'], 100)}")
+    if stored.get("parameters"):
+        parts.append(f"parameters {_numbers(stored['parameters'])}")
+    if stored.get("sigma_sqrt_diagonal"):
+        spreads = _numbers(stored["sigma_sqrt_diagonal"])
+        parts.append(f"square roots of the diagonal of its sigma {spreads}")
+    if not parts:
+        return f"{kind} (no parameters read from it)"
+    return f"{kind}, mosaicity " + "; ".join(parts)
+
+
+STORED_TITLE = (
+    "Profile models the .expt holds already (not used here; under DIALS's names, in "
+    "the model's own units: doc/profile_model.md):"
+)
+
+
+def stored_lines(entries: list[dict]) -> list[str]:
+    """The models the .expt stores for the experiments shown: one line where every
+    experiment has the same, else a table with an experiment per row.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The profile-model entries shown (at most MOST_DATASETS_LISTED).
+
+    Returns
+    -------
+    list of str
+        Lines without newlines; none where no experiment has a stored model.
+    """
+    stored = [
+        (entry.get("identifier") or "-", stored_model_words(entry["stored_profile"]))
+        for entry in entries
+        if entry.get("stored_profile")
+    ]
+    if not stored:
+        return []
+    words = {description for _, description in stored}
+    if len(words) == 1 and len(stored) == len(entries):
+        where = "each experiment above" if len(entries) > 1 else "this experiment"
+        return [f"The .expt holds a profile model already for {where}: {stored[0][1]}"]
+    rows = [[printable(name, 40), description] for name, description in stored]
+    return ["", format_table(["experiment", "stored model"], rows, title=STORED_TITLE)]
+
+
+BLOCKS_TITLE = (
+    "Per block of images (sigma_b and sigma_m recomputed on the reference reflections "
+    "predicted in each block, '-' where fewer than 20; the peak shoebox memory of the "
+    "boxes in it; doc/profile_model.md):"
+)
+
+
+def block_lines(entries: list[dict]) -> list[str]:
+    """The blocks of every scan of several blocks, one table: the drift of the
+    sigmas through the scan, in degrees and data units, and each block's memory.
+
+    Parameters
+    ----------
+    entries : list of dict
+        The profile-model entries shown (``combine_profiles``'s experiments).
+
+    Returns
+    -------
+    list of str
+        A blank line and the table (at most MOST_GROUP_ROWS blocks); none where no
+        scan has more than one block.
+    """
+    several = [entry for entry in entries if len(entry.get("blocks") or []) > 1]
+    if not several:
+        return []
+    named = len(several) > 1  # which experiment, where there are several
+
+    def row(pair):
+        entry, block = pair
+        return [
+            *([printable(entry.get("identifier") or "-", 40)] if named else []),
+            f"{block['first_image']}-{block['last_image']}",
+            block["n_reflections"],
+            _number(block.get("sigma_b_deg")),
+            _number(block.get("sigma_b_px")),
+            _number(block.get("sigma_m_deg")),
+            _number(block.get("sigma_m_images")),
+            gigabytes(block.get("shoebox_peak_bytes")),
+        ]
+
+    pairs = [(entry, block) for entry in several for block in entry["blocks"]]
+    header = [
+        *(["experiment"] if named else []),
+        "images",
+        "reflections",
+        "sigma_b (deg)",
+        "(px)",
+        "sigma_m (deg)",
+        "(images)",
+        f"shoebox memory ({_memory_basis(several)})",
+    ]
+    rows = _capped(pairs, row, MOST_GROUP_ROWS, "blocks")
+    return ["", format_table(header, rows, title=BLOCKS_TITLE)]
 
 
 def profile_model_lines(profile_model: dict) -> list[str]:
@@ -467,6 +650,12 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
+    keywords = [
+        xds_keywords(entry.get("xds"), entry.get("identifier") or "") for entry in shown
+    ]
+    if any(keywords):
+        lines += [XDS_TITLE, *(f"  {line}" for line in keywords if line)]
+    lines += block_lines(shown)
     labels = {entry.get("label", "") for entry in shown}
     shared = len(shown) > 1 and len(labels) == 1  # said once, not per experiment
     if shared and not next(iter(labels)).startswith("dials.integrate"):
@@ -481,12 +670,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
                 f"{printable(entry.get('identifier') or '-', 40)}: "
                 + off_detector_words(shoebox["n_off_detector"], shoebox["n_boxes"])
             )
-        stored = entry.get("stored_profile")
-        if stored:
-            lines.append(
-                f"The .expt holds a model already: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
-                f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
-            )
+    lines += stored_lines(shown)
     for reason in profile_model.get("not_applicable", []):
         n = reason["n_experiments"]
         lines.append(

@@ -147,6 +147,20 @@ def test_stored_profiles(shared_data):
     stills = read_experiments(shared_data / "ssx_CuNiR/integrated.expt")
     assert [e.profile.kind for e in stills] == ["ellipsoid"] * 5
     assert stills[0].profile.sigma_b_deg is None
+    # the ellipsoid model's mosaicity, under DIALS's names, as stored
+    first = stills[0].profile
+    assert first.parameterisation == "angular4"
+    assert first.parameters == pytest.approx(
+        (5.09132340872312e-4, 1.763712123812306e-6, 1.1464146084730638e-4,
+         4.982614733898999e-4), rel=1e-15,
+    )  # fmt: skip
+    assert first.sigma[0] == pytest.approx(
+        (2.592157405221201e-7, 8.979628822214363e-10, 0)
+    )
+    for still in stills:  # in these files, sigma = M M^T, M lower-triangular
+        b1, b2, b3, b4 = still.profile.parameters
+        m = np.array([[b1, 0, 0], [b2, b3, 0], [0, 0, b4]])
+        assert np.allclose(still.profile.sigma, m @ m.T, rtol=1e-12, atol=0)
     from dials_spot_size_analysis.formats.experiments import parse_experiments
 
     document = {
@@ -168,3 +182,18 @@ def test_stored_profiles(shared_data):
     assert experiments[1].profile.sigma_b_deg is None
     assert experiments[1].profile.raw == {"__id__": "gaussian_rs", "n_sigma": 3}
     assert experiments[2].profile is None
+    # another kind's mosaicity read only where it is readable, never failing the read
+    odd = parse_experiments(
+        {
+            "__id__": "ExperimentList",
+            "experiment": [{"profile": 0}, {"profile": 1}],
+            "profile": [
+                {"__id__": "ellipsoid", "parameters": ["a"], "sigma": [[1, 2], [3]]},
+                {"__id__": "ellipsoid", "parameterisation": 4, "parameters": [1e-4]},
+            ],
+        }
+    )
+    assert [e.profile.kind for e in odd] == ["ellipsoid"] * 2
+    assert (odd[0].profile.parameters, odd[0].profile.sigma) == (None, None)
+    assert odd[1].profile.parameterisation is None
+    assert odd[1].profile.parameters == (1e-4,)

@@ -22,6 +22,8 @@ from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
 from dials_spot_size_analysis.parallel import pool
+from dials_spot_size_analysis.report import text
+from dials_spot_size_analysis.report.document import SCHEMA_FILE
 from dials_spot_size_analysis.report.text import REFERENCE_ONLY, profile_model_lines
 
 
@@ -191,9 +193,10 @@ def test_the_shoebox_memory_of_every_prediction(shared_data, tmp_path, monkeypat
     for key in ("sigma_b_deg", "sigma_m_deg", "n_matched"):
         assert all_model[key] == reference_model[key]
     assert "shoebox memory (all predictions)" in log
-    gib = boxes["peak_bytes"] / 2**30
-    assert f"{gib:.3g} GiB (4,204 boxes)" in log  # beside 438 reference reflections
-    assert f"{fewer['peak_bytes'] / 2**30:.3g} GiB" not in log
+    gb = boxes["peak_bytes"] / 1e9  # GB, as DIALS and profile.memory_limit: 0.127
+    assert f"{gb:.3g} GB (4,204 boxes)" in log and round(gb, 3) == 0.127
+    assert f"{fewer['peak_bytes'] / 1e9:.3g} GB" not in log  # 438 reference ones
+    assert "GiB" not in log and "GiB" not in page
     assert REFERENCE_ONLY not in log
     assert "shoebox memory at the peak (all predictions)" in page
 
@@ -251,6 +254,12 @@ def test_the_shoebox_memory_against_the_machine_that_will_integrate(
             f"(80% of {limit_gb:.3g} GB)"
         )
     assert line in log and line.strip() in page
+    # the table's memory is the advice's figure, in the same unit (GB, not GiB)
+    boxes = " (4,204 boxes)" if counted == "all" else ""
+    identifier = result.profile_model["experiments"][0]["identifier"]
+    [row] = [entry for entry in log if entry.startswith(identifier)]
+    assert row.endswith(f"  {required:.3g} GB{boxes}")
+    assert f"<td>{required:.3g} GB</td>" in page and "GiB" not in page
     caveat = "(the memory of the reference reflections' boxes: dials.integrate"
     assert any(caveat in entry for entry in log) is (counted == "reference")
     assert (
@@ -561,6 +570,170 @@ def test_xds_full_widths_from_the_spots(shared_data):
     )
     assert diameter == 4 and xds["REFLECTING_RANGE"] == pytest.approx(3 * 0.2)
     assert xds["BEAM_DIVERGENCE_E.S.D."] == model["sigma_b_deg"]
+
+
+def test_xds_keywords_in_the_log_and_the_html(shared_data, tmp_path, monkeypatch):
+    """All four XDS equivalents the JSON holds are in the log as one XDS.INP line to
+    paste (the experiment after XDS's comment mark) and in the HTML as rows and the
+    same line: on centroid_test_data the spots are 4 px across (0.206 deg) and span
+    3 images of 0.2 deg."""
+    monkeypatch.chdir(tmp_path)
+    run(
+        [
+            str(shared_data / "centroid_test_data/indexed.expt"),
+            str(shared_data / "centroid_test_data/indexed.refl"),
+        ]
+    )
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [model] = document["profile_model"]["experiments"]
+    xds = model["xds"]
+    assert round(xds["BEAM_DIVERGENCE"], 3) == 0.206
+    assert xds["REFLECTING_RANGE"] == pytest.approx(0.6)
+    line = (
+        "BEAM_DIVERGENCE= 0.206 BEAM_DIVERGENCE_E.S.D.= 0.0539 "
+        "REFLECTING_RANGE= 0.6 REFLECTING_RANGE_E.S.D.= 0.197 ! " + model["identifier"]
+    )
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert f"  {line}" in log
+    assert log[log.index(f"  {line}") - 1].startswith("As XDS.INP keywords")
+    page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
+    assert f"<pre>{line}</pre>" in page
+    for name in ("BEAM_DIVERGENCE", "REFLECTING_RANGE"):
+        assert f"<td>{name}= {xds[name]:.4g}</td>" in page
+        assert f"<td>{name}_E.S.D.= {xds[name + '_E.S.D.']:.4g}</td>" in page
+
+
+def test_the_blocks_of_a_long_scan_in_the_log_json_and_html(
+    shared_data, tmp_path, monkeypatch
+):
+    """centroid_test_data's experiment with its scan made 90 images of 0.2 deg (the
+    static crystal predicts the same reflections on images 1-9): four blocks of 5 deg.
+    Each block carries sigma_b in px and sigma_m in images beside degrees; the log has
+    a table of the blocks, the HTML their memory, both in GB."""
+    document = json.loads((shared_data / "centroid_test_data/indexed.expt").read_text())
+    [scan] = document["scan"]
+    scan["image_range"] = [1, 90]
+    for key in ("exposure_time", "epochs"):  # a value per image
+        if isinstance(scan.get(key), list):
+            scan[key] = (scan[key] * 10)[:90]
+    (tmp_path / "long.expt").write_text(json.dumps(document))
+    monkeypatch.chdir(tmp_path)
+    run(["long.expt", str(shared_data / "centroid_test_data/indexed.refl")])
+    output = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    [model] = output["profile_model"]["experiments"]
+    blocks = model["blocks"]
+    spans = [(b["first_image"], b["last_image"]) for b in blocks]
+    assert spans == [(1, 25), (26, 50), (51, 75), (76, 90)]
+    assert [b["n_reflections"] for b in blocks] == [model["n_matched"], 0, 0, 0]
+    first = blocks[0]  # every reflection: the whole scan's sigmas again
+    assert first["sigma_b_deg"] == pytest.approx(model["sigma_b_deg"], rel=1e-12)
+    assert first["sigma_b_px"] == pytest.approx(model["sigma_b_px"], rel=1e-12)
+    assert first["sigma_m_images"] == pytest.approx(first["sigma_m_deg"] / 0.2)
+    assert (
+        round(first["sigma_b_px"], 2) == 1.05
+        and round(first["sigma_m_images"], 2) == 0.98
+    )
+    for block in blocks[1:]:
+        assert block["sigma_b_px"] is None and block["sigma_m_images"] is None
+    peaks = [b["shoebox_peak_bytes"] for b in blocks]
+    assert round(peaks[0] / 1e9, 4) == 0.0143 and all(peaks)
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    start = log.index(text.BLOCKS_TITLE)
+    assert log[start + 1].split() == [
+        "images", "reflections", "sigma_b", "(deg)", "(px)", "sigma_m", "(deg)",
+        "(images)", "shoebox", "memory", "(reference", "only)",
+    ]  # fmt: skip
+    for line, block in zip(log[start + 3 : start + 7], blocks):
+        expected = [
+            f"{block['first_image']}-{block['last_image']}",
+            str(block["n_reflections"]),
+            *(
+                "-" if block[key] is None else f"{block[key]:.3g}"
+                for key in (
+                    "sigma_b_deg",
+                    "sigma_b_px",
+                    "sigma_m_deg",
+                    "sigma_m_images",
+                )
+            ),
+            f"{block['shoebox_peak_bytes'] / 1e9:.3g}",
+            "GB",
+        ]
+        assert line.split() == expected
+    assert log[start + 7] == ""  # four blocks, no more
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    for block in blocks:
+        cells = (
+            f"<td>{block['first_image']}-{block['last_image']}</td>"
+            f"<td>{block['n_reflections']}</td>"
+        )
+        at = page.index(cells)
+        memory = f"<td>{block['shoebox_peak_bytes'] / 1e9:.3g} GB</td></tr>"
+        assert page[at : page.index("</tr>", at) + 5].endswith(memory)
+
+
+def _stored_words(model: dict) -> str:
+    """An ellipsoid model of the .expt in words, from its JSON read here, apart from
+    the program: DIALS's names and numbers, to 3 significant figures."""
+    numbers = ", ".join(f"{v:.3g}" for v in model["parameters"])
+    spreads = ", ".join(f"{math.sqrt(model['sigma'][i][i]):.3g}" for i in range(3))
+    return (
+        f"ellipsoid, mosaicity parameterisation {model['parameterisation']}; "
+        f"parameters {numbers}; square roots of the diagonal of its sigma {spreads}"
+    )
+
+
+def test_a_stored_ellipsoid_model_in_the_log_json_and_html(
+    shared_data, tmp_path, monkeypatch
+):
+    """ssx_CuNiR's integrated.expt holds an ellipsoid model (angular4) per still: the
+    log tabulates each experiment's, by identifier, the HTML says it under each
+    experiment, the JSON has it as stored; no sigma shown as a dash five times."""
+    jsonschema = pytest.importorskip("jsonschema")
+    expt = shared_data / "ssx_CuNiR/integrated.expt"
+    stored = json.loads(expt.read_text())
+    monkeypatch.chdir(tmp_path)
+    run([str(expt), str(shared_data / "ssx_CuNiR/indexed.refl")])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
+    jsonschema.validate(document, json.loads(SCHEMA_FILE.read_text()))
+    page = html.unescape((tmp_path / "dials.spot_size_analysis.html").read_text())
+    assert not any("sigma_b - deg" in line for line in log)
+    start = log.index(text.STORED_TITLE)
+    assert log[start + 1].split() == ["experiment", "stored", "model"]
+    entries = document["profile_model"]["experiments"]
+    assert len(entries) == 5
+    for line, entry, experiment in zip(log[start + 3 :], entries, stored["experiment"]):
+        model = stored["profile"][experiment["profile"]]
+        assert entry["identifier"] == experiment["identifier"]
+        assert line.split(None, 1) == [entry["identifier"], _stored_words(model)]
+        assert entry["stored_profile"]["kind"] == "ellipsoid"
+        assert entry["stored_profile"]["parameters"] == model["parameters"]
+        assert entry["stored_profile"]["sigma"] == model["sigma"]
+        assert entry["stored_profile"]["parameterisation"] == "angular4"
+        assert page.count(f"{_stored_words(model)}.</p>") == 1
+    assert log[start + 3].endswith(
+        "parameters 0.000509, 1.76e-06, 0.000115, 0.000498; square roots of the "
+        "diagonal of its sigma 0.000509, 0.000115, 0.000498"
+    )
+    assert log[start + 8] == ""  # five experiments, five rows
+    assert "stored in the .expt (ellipsoid)" not in page  # no column of dashes
+
+
+def test_the_same_stored_model_is_said_once(shared_data, tmp_path, monkeypatch):
+    """Every experiment holding the same model: one line, not one per experiment."""
+    document = json.loads((shared_data / "ssx_CuNiR/integrated.expt").read_text())
+    for experiment in document["experiment"]:
+        experiment["profile"] = 0
+    (tmp_path / "same.expt").write_text(json.dumps(document))
+    monkeypatch.chdir(tmp_path)
+    run(["same.expt", str(shared_data / "ssx_CuNiR/indexed.refl")])
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    line = (
+        "The .expt holds a profile model already for each experiment above: "
+        + _stored_words(document["profile"][0])
+    )
+    assert log.count(line) == 1 and text.STORED_TITLE not in log
 
 
 def test_the_program_never_imports_scipy_linalg(shared_data, tmp_path):

@@ -214,9 +214,19 @@ def test_data_units_and_xds(shared_data, reference):
         (4, 6),
         (7, 9),
     ]
+    assert (whole.sigma_b_px, whole.sigma_m_images) == (
+        model.sigma_b_px,
+        model.sigma_m_images,
+    )
     assert sum(b.n_reflections for b in blocked.blocks) == whole.n_reflections
-    computed = [b.sigma_b_deg for b in blocked.blocks if b.sigma_b_deg is not None]
-    assert computed and all(value != model.sigma_b_deg for value in computed)
+    computed = [b for b in blocked.blocks if b.sigma_b_deg is not None]
+    assert computed and all(b.sigma_b_deg != model.sigma_b_deg for b in computed)
+    for block in computed:  # in data units as the experiment's values are
+        assert block.sigma_b_px == pytest.approx(
+            math.radians(block.sigma_b_deg) * distance / pixel, rel=1e-12
+        )
+        assert block.sigma_m_images == pytest.approx(block.sigma_m_deg / 0.2)
+        assert 0.5 < block.sigma_b_px < 2 and 0.5 < block.sigma_m_images < 2
 
 
 @pytest.mark.parametrize(
@@ -573,6 +583,10 @@ def test_stored_profile_is_returned(shared_data, tmp_path, reference):
         "n_sigma": 3.0,
         "sigma_b_deg": 0.05,
         "sigma_m_deg": 0.2,
+        "parameterisation": None,
+        "parameters": None,
+        "sigma": None,
+        "sigma_sqrt_diagonal": None,
     }
     assert model.sigma_b_deg == pytest.approx(reference[0]["sigma_b_deg"], rel=1e-6)
 
