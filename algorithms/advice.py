@@ -840,8 +840,11 @@ def _n_sigma_suggestion(flags, boxes, spots, evidence) -> list:
     return [_suggestion(INTEGRATE, N_SIGMA, n_sigma, DEFAULT_N_SIGMA, reason, evidence)]
 
 
-def _sigma_suggestions(flags, sigmas, p95_xy, p95_z, deg_per_px, evidence) -> list:
-    """Fixed sigma_b and sigma_m (DIALS needs both or neither) sized from the spots."""
+def _sigma_suggestions(
+    flags, sigmas, p95_xy, p95_z, deg_per_px, evidence, fixed_in=None
+) -> list:
+    """Fixed sigma_b and sigma_m (DIALS needs both or neither) sized from the spots;
+    the one not resized keeps its value (``fixed_in``: the file that fixes it)."""
     sigma_b_deg, sigma_m_deg, n_sigma, oscillation_deg = sigmas
     fix_m = flags["sigma_m_absurd"] or flags["box_z_many_times_spots"]
     fix_b = flags["box_xy_many_times_spots"]
@@ -850,7 +853,8 @@ def _sigma_suggestions(flags, sigmas, p95_xy, p95_z, deg_per_px, evidence) -> li
     half_box = SUGGESTED_BOX_TO_SPOT / (2 * n_sigma)
     new_m = _round_sig(p95_z * oscillation_deg * half_box) if fix_m else sigma_m_deg
     new_b = _round_sig(p95_xy * deg_per_px * half_box) if fix_b else sigma_b_deg
-    keep = "kept at the calculated value: DIALS needs sigma_b and sigma_m set together"
+    kept = f"the value {fixed_in} fixes" if fixed_in else "the calculated value"
+    keep = f"kept at {kept}: DIALS needs sigma_b and sigma_m set together"
     reason_m = (
         f"a box twice the spots: 95% span <= {p95_z:g} images"
         if fix_m
@@ -937,6 +941,7 @@ def check_profile_model(
     max_memory_usage: float = DEFAULT_MAX_MEMORY_USAGE,
     nproc: int = 1,
     block_size_deg: float | None = None,
+    fixed_in: str | None = None,
 ) -> dict:
     """Does the gaussian_rs profile model fit the spots that were found?
 
@@ -970,6 +975,8 @@ def check_profile_model(
         ``integration.mp.nproc``.
     block_size_deg : float, optional
         ``integration.block.size`` in degrees (None: auto).
+    fixed_in : str, optional
+        The file that fixes the sigmas given (None: they are the computed ones).
 
     Returns
     -------
@@ -986,7 +993,7 @@ def check_profile_model(
         ``sigma_m_tracks_image_width``, ``sigma_m_from_one_image``,
         ``box_smaller_than_spots``,
         ``memory_exceeds_limit``), ``reasons``,
-        ``change_called_for`` and ``suggestions`` (list of dicts).
+        ``change_called_for``, ``suggestions`` (list of dicts) and ``fixed_in``.
     """
     box_z = 2 * n_sigma * sigma_m_images if box_z_images is None else box_z_images
     box_xy = (
@@ -1065,6 +1072,7 @@ def check_profile_model(
             p95_z,
             deg_per_px,
             evidence,
+            fixed_in,
         )
     )
     if flags["memory_exceeds_limit"] and not suggestions:
@@ -1085,6 +1093,7 @@ def check_profile_model(
         reasons=_profile_reasons(flags, figures),
         change_called_for=bool(suggestions),
         suggestions=suggestions,
+        fixed_in=fixed_in,
     )
 
 
@@ -1198,11 +1207,12 @@ def _profile_check(
     shoebox = profile.get("shoebox") or {}
     median_box = shoebox.get("median_size_px")
     oscillation = profile["sigma_m_deg"] / profile["sigma_m_images"]
+    model = profile.get("fixed_sigmas") or profile  # what dials.integrate boxes with
     check = check_profile_model(
-        profile["sigma_b_deg"],
-        profile["sigma_m_deg"],
-        profile["sigma_b_px"],
-        profile["sigma_m_images"],
+        model["sigma_b_deg"],
+        model["sigma_m_deg"],
+        model["sigma_b_px"],
+        model["sigma_m_images"],
         oscillation,
         extent_xy,
         extent_z,
@@ -1212,8 +1222,10 @@ def _profile_check(
         n_images=profile.get("n_images") or None,
         shoebox_memory_bytes=shoebox.get("peak_bytes"),
         memory_limit_bytes=memory_limit_bytes,
+        fixed_in=(profile.get("fixed_sigmas") or {}).get("source"),
     )
     check["memory_counted"] = shoebox.get("counted")
+    check["computed_sigmas_deg"] = [profile["sigma_b_deg"], profile["sigma_m_deg"]]
     check["experiment"] = profile.get("identifier")
     check["dataset"] = profile.get("dataset")
     return check

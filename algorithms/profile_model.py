@@ -698,6 +698,10 @@ class ExperimentProfile:
     shoebox: ShoeboxEstimate | None = None
     stored_profile: dict | None = None
     n_images: int = 0  # the scan's images (0: no scan)
+    # sigma_b and sigma_m as the user's file fixes them for dials.integrate, in
+    # degrees and data units, with where they were read; the boxes and memory are
+    # theirs (None: the computed sigmas' boxes)
+    fixed_sigmas: dict | None = None
 
 
 @dataclass
@@ -1128,6 +1132,8 @@ def peak_shoebox_memory(bbox: np.ndarray, frames: tuple[int, int]) -> int:
 
 # ------------------------------------------------------------------------ public entry
 
+FIXED_KEYS = ("sigma_b_deg", "sigma_m_deg")
+
 XDS_NOTE = (
     "XDS (https://xds.mr.mpg.de/html_doc/xds_parameters.html, Peak profiles): "
     "BEAM_DIVERGENCE_E.S.D.= and REFLECTING_RANGE_E.S.D.= are the standard deviations "
@@ -1406,7 +1412,7 @@ def _prediction_boxes(experiment, sigma_b, sigma_m, n_sigma, padding_deg):
 
 
 def _rotation_profile(index, experiment, columns, shoeboxes, options):
-    n_sigma, block_degrees, padding_deg, threads, all_predictions = options
+    n_sigma, block_degrees, padding_deg, threads, all_predictions, fixed = options
     result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
     result.stored_profile = _stored(experiment)
     result.n_images = experiment.scan.num_images
@@ -1451,14 +1457,23 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         "REFLECTING_RANGE": None,
         "note": XDS_NOTE,
     }
+    box_b, box_m = sigma_b, sigma_m  # what dials.integrate will box with
+    if fixed:
+        box_b, box_m = (math.radians(fixed[key]) for key in FIXED_KEYS)
+        result.fixed_sigmas = {
+            **fixed,
+            "sigma_b_px": _in_pixels(box_b, *_beam_distance_and_pixel(experiment)),
+            "sigma_m_images": fixed["sigma_m_deg"]
+            / abs(experiment.scan.oscillation_width),
+        }
     bbox = integration_bboxes(
-        chosen.s1, frames, chosen.panel, experiment, sigma_b, sigma_m, n_sigma
+        chosen.s1, frames, chosen.panel, experiment, box_b, box_m, n_sigma
     )
     counted_boxes, counted, refused = bbox, REFERENCE_REFLECTIONS, ""
     if all_predictions:
         try:
             counted_boxes = _prediction_boxes(
-                experiment, sigma_b, sigma_m, n_sigma, padding_deg
+                experiment, box_b, box_m, n_sigma, padding_deg
             )
             counted = ALL_PREDICTIONS
         except prediction.TooManyIndices as error:
@@ -1468,6 +1483,11 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
             )
     result.shoebox = _shoebox(bbox, counted_boxes, n_sigma, counted)
     result.shoebox.note += refused
+    if fixed:
+        result.shoebox.note += (
+            f"; boxed with sigma_b and sigma_m as {fixed['source']} fixes them "
+            "(dials.integrate given it uses them), not the computed ones"
+        )
     memory_boxes = counted_boxes[counted_boxes[:, 0] != OFF_DETECTOR]
     if len(memory_boxes) == 0:  # every box off the detector: no memory to speak of
         memory_boxes = None
@@ -1574,6 +1594,7 @@ def profile_model(
     padding_deg: float = prediction.DEFAULT_PADDING_DEG,
     threads: int = 1,
     all_predictions: bool = False,
+    fixed_sigmas: dict | None = None,
 ) -> ProfileModel:
     """sigma_b and sigma_m as ``dials.integrate`` computes them, per experiment.
 
@@ -1601,6 +1622,11 @@ def profile_model(
         Count the shoebox memory of every reflection dials.integrate would predict
         (DIALS's own count; a full prediction), not only of the matched reference
         reflections; the box sizes are the reference reflections' either way.
+    fixed_sigmas
+        ``sigma_b_deg``, ``sigma_m_deg`` and ``source``: the sigmas a user's file
+        fixes for dials.integrate, which boxes with them instead of the computed
+        ones (``formats.dials_logs.fixed_sigmas``); the boxes and memory of a
+        rotation scan are then theirs, and the sigmas are still computed.
 
     Returns
     -------
@@ -1609,7 +1635,14 @@ def profile_model(
         ``applicable=False`` with the reason (stills, too few reflections).
     """
     results: list[ExperimentProfile | None] = []
-    options = (n_sigma, block_degrees, padding_deg, threads, all_predictions)
+    options = (
+        n_sigma,
+        block_degrees,
+        padding_deg,
+        threads,
+        all_predictions,
+        fixed_sigmas,
+    )
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
     before_indexing = []
     for index, experiment in enumerate(experiments):

@@ -67,6 +67,14 @@ PARAMETER_RANGES = {
     "profile.gaussian_rs.parameters.sigma_m": (0.0, 90.0),
 }
 
+# dials.integrate uses sigma_b and sigma_m (degrees) fixed together in place of those
+# it would compute, and refuses one alone (gaussian_rs/model.py,
+# create_from_reflections).
+FIXED_SIGMAS = (
+    "profile.gaussian_rs.parameters.sigma_b",
+    "profile.gaussian_rs.parameters.sigma_m",
+)
+
 MODIFIED_HEADER = "The following parameters have been modified:"
 _LINES = {
     "min_spot_size_auto": re.compile(
@@ -185,8 +193,10 @@ def unused_definitions(definitions: dict) -> list[str]:
     """Every definition this program does not use, with why: each one a reader would
     take for one it reads as ``name = value (why)`` (a spot-finding limit under a
     shortened or other path, as DIALS too reads a file's definitions by their full
-    path; a profile parameter, which sets dials.integrate's model, not this
-    program's), then every other in one item (up to MOST_OTHERS_LISTED named).
+    path; n_sigma, which sets dials.integrate's box, not this program's; a fixed
+    sigma without the other, or of 0), then every other in one item (up to
+    MOST_OTHERS_LISTED named). sigma_b and sigma_m both fixed above 0 are used (see
+    :func:`fixed_sigmas`).
 
     Parameters
     ----------
@@ -194,20 +204,25 @@ def unused_definitions(definitions: dict) -> list[str]:
         Full path -> list of words, as in the file.
     """
     unused, others = [], []
+    both_fixed = all(
+        _positive(" ".join(definitions.get(name, []))) for name in FIXED_SIGMAS
+    )
     for name, words in definitions.items():
         value = " ".join(words)
-        if name in SPOT_FINDING_LIMITS:
+        if name in SPOT_FINDING_LIMITS or (name in FIXED_SIGMAS and both_fixed):
             continue
         if name in PARAMETER_TYPES:
             if value.lower() in ("auto", "none"):  # dials.integrate's defaults
                 continue
             if name.endswith(".n_sigma"):
                 why = f"not applied: set this program's profile.n_sigma={value} for it"
+            elif all(_is_set(definitions, sigma) for sigma in FIXED_SIGMAS):
+                why = "not applied: a sigma of 0 gives boxes of no size"
             else:
                 why = (
-                    "not applied: the sigmas, boxes and memory here are computed from "
-                    "the spots, while dials.integrate given this file uses the value "
-                    "fixed here"
+                    "not applied: dials.integrate given this file stops, as it needs "
+                    "sigma_b and sigma_m fixed together (gaussian_rs/model.py, "
+                    "create_from_reflections)"
                 )
             unused.append(f"{name} = {value} ({why})")
             continue
@@ -225,6 +240,47 @@ def unused_definitions(definitions: dict) -> list[str]:
             "profile parameters)"
         )
     return unused
+
+
+def _is_set(definitions: dict, name: str) -> bool:
+    """Whether a file's ``definitions`` give ``name`` a value (not Auto or None)."""
+    return " ".join(definitions.get(name, ["None"])).lower() not in ("auto", "none")
+
+
+def _positive(text: str) -> bool:
+    """Whether ``text`` is a number above 0."""
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
+
+
+def fixed_sigmas(found: dict | None) -> dict | None:
+    """sigma_b and sigma_m as a user's file fixes them for dials.integrate, which then
+    uses them instead of computing its own; None where the file does not fix both.
+
+    Parameters
+    ----------
+    found : dict, optional
+        What :func:`read_spot_finding_parameters` read.
+
+    Returns
+    -------
+    dict or None
+        ``sigma_b_deg``, ``sigma_m_deg`` and ``source`` (where they were read).
+    """
+    parameters = (found or {}).get("parameters") or {}
+    entries = [parameters.get(name) for name in FIXED_SIGMAS]
+    if not all(entry and isinstance(entry["value"], float) for entry in entries):
+        return None
+    sigma_b, sigma_m = (entry["value"] for entry in entries)
+    if sigma_b <= 0 or sigma_m <= 0:
+        return None
+    return {
+        "sigma_b_deg": sigma_b,
+        "sigma_m_deg": sigma_m,
+        "source": entries[0]["source"],
+    }
 
 
 def _modified_block(lines: list, start: int) -> str:

@@ -73,6 +73,7 @@ class MeasureRequest:
     paired_experiments: dict[int, str] = field(default_factory=dict)
     n_sigma: float | None = 3.0  # None: no profile model
     all_predictions: bool = False  # the shoebox memory of every prediction
+    fixed_sigmas: dict | None = None  # as the user's file fixes them for integration
     compare_spots: bool = (
         False  # keep each table's centroid keys (algorithms.same_spots)
     )
@@ -484,6 +485,7 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
             n_sigma=request.n_sigma,
             threads=request.threads,
             all_predictions=request.all_predictions,
+            fixed_sigmas=request.fixed_sigmas,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
         reason = f"the profile model could not be computed: {error}"

@@ -232,6 +232,7 @@ def _profiles_together(reads, table, request) -> list[list[dict]] | None:
             combined,
             n_sigma=request.n_sigma,
             all_predictions=request.all_predictions,
+            fixed_sigmas=request.fixed_sigmas,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError):
         return None

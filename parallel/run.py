@@ -19,7 +19,7 @@ from ..algorithms.spot_sizes import (
     summarise,
 )
 from ..errors import SpotSizeAnalysisError
-from ..formats.dials_logs import read_spot_finding_parameters
+from ..formats.dials_logs import fixed_sigmas, read_spot_finding_parameters
 from ..formats.experiments import ExperimentList
 from ..threads import in_order
 from .measure_file import MeasureRequest, combine_experiments
@@ -136,6 +136,7 @@ def run_analysis(
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
         all_predictions=options.all_predictions,
+        fixed_sigmas=fixed_sigmas(spot_finding),
         compare_spots=check_measured is not None,
         threads=threads,
         profiles_later=threads > 1,  # run beside the summaries

@@ -20,6 +20,7 @@ from .text import (
     MOST_DATASETS_LISTED,
     SHAPE_ROWS,
     XDS_TITLE,
+    fixed_sigma_lines,
     gigabytes,
     stored_model_words,
     xds_keywords,
@@ -337,10 +338,14 @@ def profile_section(document: dict) -> str:
         "integration box and shoebox memory it implies. XDS calls the same two "
         "numbers BEAM_DIVERGENCE_E.S.D. and REFLECTING_RANGE_E.S.D.; its full "
         "widths BEAM_DIVERGENCE and REFLECTING_RANGE are measured from the spots "
-        "found; the boxes and "
-        "memory count the reference reflections only.</p>",
+        "found; the box sizes are the reference reflections', and so is the memory "
+        "unless profile.shoebox_memory=all_predictions.</p>",
     ]
     parts += [_experiment_table(entry) for entry in entries[:MOST_DATASETS_LISTED]]
+    parts += [
+        f"<p>{html.escape(line)}</p>"
+        for line in fixed_sigma_lines(entries[:MOST_DATASETS_LISTED])
+    ]
     if len(entries) > MOST_DATASETS_LISTED:
         parts.append(
             f'<p class="help">And {len(entries) - MOST_DATASETS_LISTED} more '
@@ -372,9 +377,11 @@ def _profile_check_rows(checks: list) -> list[list]:
     for check in checks:
         if "sigma_m_deg" not in check:
             continue
+        fixed = check.get("fixed_in")
         rows.append(
             [
-                check.get("experiment") or "-",
+                (check.get("experiment") or "-")
+                + (f" (sigmas as {fixed} fixes them)" if fixed else ""),
                 f"{_significant(check['box_xy_px'], 3)} px x "
                 f"{_significant(check['box_z_images'], 3)} images",
                 f"{_significant(check['p95_extent_xy'], 3)} px x "

@@ -108,13 +108,22 @@ def _removed_line(check: dict) -> str | None:
 
 
 def _profile_lines(check: dict) -> list:
+    fixed = check.get("fixed_in")
     lines = [
-        f"profile model: sigma_b = {check['sigma_b_deg']:.4g} deg "
+        f"profile model{f' as {fixed} fixes it' if fixed else ''}: "
+        f"sigma_b = {check['sigma_b_deg']:.4g} deg "
         f"({check['sigma_b_px']:.3g} px), sigma_m = {check['sigma_m_deg']:.4g} deg "
         f"({check['sigma_m_images']:.3g} images), n_sigma = {check['n_sigma']:g}; box "
         f"{check['box_xy_px']:.1f} px across its longer side x "
         f"{check['box_z_images']:.1f} images"
     ]
+    if fixed:
+        computed_b, computed_m = check["computed_sigmas_deg"]
+        lines.append(
+            f"  dials.integrate given {fixed} boxes with these, not the sigmas "
+            f"computed from the spots (sigma_b = {computed_b:.4g} deg, sigma_m = "
+            f"{computed_m:.4g} deg)"
+        )
     lines.extend(f"  {reason}" for reason in check["reasons"])
     if not check["reasons"]:
         lines.append("  the model fits the spots found: no change")

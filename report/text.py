@@ -650,6 +650,7 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
+        lines += fixed_sigma_lines(shown)
     keywords = [
         xds_keywords(entry.get("xds"), entry.get("identifier") or "") for entry in shown
     ]
@@ -677,6 +678,36 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             f"No profile model for {n} experiment{'s' if n != 1 else ''}: {reason['reason']}"
         )
     return lines
+
+
+def fixed_sigma_lines(entries: list[dict]) -> list[str]:
+    """Where the user's file fixes sigma_b and sigma_m for dials.integrate: that the
+    boxes and memory are theirs, once where every experiment shares them.
+
+    Parameters
+    ----------
+    entries : list of dict
+        Profile model entries (``profile_model["experiments"]``).
+    """
+    said = []
+    for entry in entries:
+        fixed = entry.get("fixed_sigmas")
+        if not fixed:
+            continue
+        said.append(
+            (
+                printable(entry.get("identifier") or "-", 40),
+                f"the boxes and their memory are those of sigma_b = "
+                f"{fixed['sigma_b_deg']:.4g} deg ({fixed['sigma_b_px']:.3g} px) and "
+                f"sigma_m = {fixed['sigma_m_deg']:.4g} deg "
+                f"({fixed['sigma_m_images']:.3g} images) as {printable(fixed['source'])} "
+                "fixes them: dials.integrate given it boxes with them, not with the "
+                "sigmas computed here",
+            )
+        )
+    if said and len(said) == len(entries) and len({words for _, words in said}) == 1:
+        return [said[0][1][0].upper() + said[0][1][1:] + "."]
+    return [f"{identifier}: {words}" for identifier, words in said]
 
 
 MOST_BAR_LINES = 30

@@ -486,9 +486,9 @@ def test_definitions_of_the_phil_not_used_are_said(shared_data, tmp_path, monkey
         "full name)",
         "mine.phil: profile.gaussian_rs.parameters.n_sigma = 6 (not applied: set "
         "this program's profile.n_sigma=6 for it)",
-        "mine.phil: profile.gaussian_rs.parameters.sigma_m = 2.0 (not applied: the "
-        "sigmas, boxes and memory here are computed from the spots, while "
-        "dials.integrate given this file uses the value fixed here)",
+        "mine.phil: profile.gaussian_rs.parameters.sigma_m = 2.0 (not applied: "
+        "dials.integrate given this file stops, as it needs sigma_b and sigma_m fixed "
+        "together (gaussian_rs/model.py, create_from_reflections))",
         "mine.phil: spotfinder.threshold.dispersion.gain = 0.5, "
         "spotfinder.filter.max_spotsize = 30, integration.block.size = 5 (not read: "
         "this program reads only the spot-finding limits and the profile parameters)",
@@ -945,3 +945,110 @@ def test_a_default_limit_is_judged_by_its_band_even_with_spots_beyond():
     check = _limit_check(result.advice, "max_separation")
     assert (check["n_beyond_limit"], check["n_spots"]) == (94, 354)
     assert check["judged"] is True and check["reasons"] == []
+
+
+def test_sigmas_fixed_in_the_file_set_the_boxes_memory_and_advice(
+    shared_data, tmp_path, monkeypatch
+):
+    """dials.integrate boxes with sigma_b and sigma_m where a file fixes both
+    (gaussian_rs/model.py, create_from_reflections): the boxes, their memory and the
+    advice are then theirs, the computed sigmas stay beside them, and a suggestion
+    keeps the fixed value it does not change."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fixed.phil").write_text(
+        "profile.gaussian_rs.parameters.sigma_b = 0.5\n"
+        "profile.gaussian_rs.parameters.sigma_m = 0.2\n"
+    )
+    data = shared_data / "centroid_test_data"
+    arguments = [str(data / "indexed.expt"), str(data / "indexed.refl")]
+    run([*arguments, "output.json=computed.json", "output.log=None"])
+    run([*arguments, "input.find_spots=fixed.phil", "output.suggestions=s.phil"])
+    computed, document = (
+        json.loads((tmp_path / name).read_text())
+        for name in ("computed.json", "dials.spot_size_analysis.json")
+    )
+    plain = computed["profile_model"]["experiments"][0]
+    entry = document["profile_model"]["experiments"][0]
+    assert plain["fixed_sigmas"] is None
+    fixed = entry["fixed_sigmas"]
+    assert (fixed["sigma_b_deg"], fixed["sigma_m_deg"], fixed["source"]) == (
+        0.5, 0.2, "fixed.phil"
+    )  # fmt: skip
+    assert fixed["sigma_b_px"] == pytest.approx(9.698993267, rel=1e-8)
+    assert fixed["sigma_m_images"] == pytest.approx(1.0, rel=1e-12)  # 0.2 deg images
+    for key in ("sigma_b_deg", "sigma_m_deg", "sigma_b_px", "sigma_m_images"):
+        assert entry[key] == plain[key]  # still computed from the spots
+    assert plain["shoebox"]["median_size_px"] == [19.0, 20.0, 6.0]
+    assert entry["shoebox"]["median_size_px"] == [172.0, 176.0, 6.0]
+    assert entry["shoebox"]["peak_bytes"] == 913316928
+    assert entry["shoebox"]["note"].endswith(
+        "; boxed with sigma_b and sigma_m as fixed.phil fixes them (dials.integrate "
+        "given it uses them), not the computed ones"
+    )
+    advice = document["advice"]
+    assert advice["unused"] == []
+    [check] = [c for c in advice["checks"] if "sigma_m_deg" in c]
+    assert (check["sigma_b_deg"], check["sigma_m_deg"], check["fixed_in"]) == (
+        0.5, 0.2, "fixed.phil"
+    )  # fmt: skip
+    assert [
+        (s["parameter"].rpartition(".")[2], s["current"], s["suggested"], s["reason"])
+        for s in advice["suggestions"]
+    ] == [
+        ("sigma_b", 0.5, 0.103, "a box twice the spots: 95% are <= 6 px across"),
+        (
+            "sigma_m", 0.2, 0.2,
+            "sigma_m kept at the value fixed.phil fixes: DIALS needs sigma_b and "
+            "sigma_m set together",
+        ),
+    ]  # fmt: skip
+    said = (
+        "The boxes and their memory are those of sigma_b = 0.5 deg (9.7 px) and "
+        "sigma_m = 0.2 deg (1 images) as fixed.phil fixes them: dials.integrate given "
+        "it boxes with them, not with the sigmas computed here."
+    )
+    log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert said in log
+    assert (
+        "  dials.integrate given fixed.phil boxes with these, not the sigmas computed "
+        "from the spots (sigma_b = 0.05394 deg, sigma_m = 0.1967 deg)" in log
+    )
+    assert html.escape(said) in (tmp_path / "dials.spot_size_analysis.html").read_text()
+    integrate = (tmp_path / "s.integrate.phil").read_text()
+    assert "profile.gaussian_rs.parameters.sigma_b = 0.103" in integrate
+    every = analyse(
+        data / "indexed.refl", data / "indexed.expt", find_spots="fixed.phil",
+        shoebox_memory="all_predictions",
+    )  # fmt: skip
+    shoebox = every.profile_model["experiments"][0]["shoebox"]
+    assert (shoebox["n_boxes"], shoebox["peak_bytes"]) == (4204, 10524511680)
+
+
+@pytest.mark.parametrize(
+    "text, fixed, why",
+    [
+        ("sigma_b = 0.05\nsigma_m = 0.3\n", (0.05, 0.3), None),
+        (
+            "sigma_b = 0.05\n", None,
+            "not applied: dials.integrate given this file stops, as it needs sigma_b "
+            "and sigma_m fixed together (gaussian_rs/model.py, create_from_reflections)",
+        ),
+        (
+            "sigma_b = 0.05\nsigma_m = 0\n", None,
+            "not applied: a sigma of 0 gives boxes of no size",
+        ),
+        ("sigma_b = None\nsigma_m = Auto\n", None, None),  # dials.integrate's own
+    ],
+)  # fmt: skip
+def test_which_fixed_sigmas_are_used(text, fixed, why):
+    from dials_spot_size_analysis.formats import dials_logs
+
+    phil = "".join(
+        f"profile.gaussian_rs.parameters.{line}\n" for line in text.splitlines()
+    )
+    found = dials_logs.parse_phil_parameters(phil, "x.phil")
+    got = dials_logs.fixed_sigmas(found)
+    assert (None if got is None else (got["sigma_b_deg"], got["sigma_m_deg"])) == fixed
+    whys = [item.split(" (", 1)[1] for item in found["unused"]]
+    assert whys == ([] if why is None else [why + ")"] * len(whys))
+    assert bool(found["unused"]) == (why is not None)
