@@ -650,6 +650,12 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             for entry in shown
         ):
             lines.append(REFERENCE_ONLY)
+        hidden = len(profile_model.get("experiments", [])) - len(shown)
+        if hidden > 0:
+            lines.append(
+                f"And {hidden} more experiment{'s' if hidden != 1 else ''}: every one "
+                "is in the JSON's profile_model."
+            )
         lines += fixed_sigma_lines(shown)
     keywords = [
         xds_keywords(entry.get("xds"), entry.get("identifier") or "") for entry in shown

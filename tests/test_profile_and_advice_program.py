@@ -1052,3 +1052,17 @@ def test_which_fixed_sigmas_are_used(text, fixed, why):
     whys = [item.split(" (", 1)[1] for item in found["unused"]]
     assert whys == ([] if why is None else [why + ")"] * len(whys))
     assert bool(found["unused"]) == (why is not None)
+
+
+def test_the_log_says_how_many_experiments_its_table_leaves_out(shared_data):
+    from dials_spot_size_analysis.report.text import MOST_DATASETS_LISTED
+
+    data = shared_data / "centroid_test_data"
+    result = analyse(data / "indexed.refl", data / "indexed.expt")
+    [entry] = result.profile_model["experiments"]
+    many = {**result.profile_model, "experiments": [entry] * (MOST_DATASETS_LISTED + 3)}
+    lines = profile_model_lines(many)
+    assert "And 3 more experiments: every one is in the JSON's profile_model." in lines
+    assert not any(
+        line.startswith("And ") for line in profile_model_lines(result.profile_model)
+    )
