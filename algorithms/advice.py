@@ -1266,16 +1266,19 @@ def advise(
     Returns
     -------
     dict
-        ``checks`` (list of the ``check_*`` results), ``suggestions``, ``summary``
-        and ``unused`` (definitions of the user's .phil this program does not use,
-        each with why: a shortened name, a profile parameter).
+        ``checks`` (list of the ``check_*`` results), ``suggestions``, ``summary``,
+        ``unused`` (definitions of the user's .phil this program does not use, each
+        with why: a shortened name, a profile parameter) and ``notes`` (what was asked
+        but could not be checked: a memory limit with no boxes to weigh).
     """
     shaped = np.asarray(spot_sizes.footprint) > 0  # spots measured from shoeboxes
     size = np.asarray(spot_sizes.size)[shaped]
     footprint = np.asarray(spot_sizes.footprint)[shaped]
     extent_z = np.asarray(spot_sizes.extent_z)[shaped]
     if not shaped.any():
-        return {"checks": [], "suggestions": [], "summary": None, "unused": []}
+        return {
+            "checks": [], "suggestions": [], "summary": None, "unused": [], "notes": []
+        }  # fmt: skip
     found = spot_finding or {}
     minimum, minimum_from = _used(spot_finding, MIN_SPOT_SIZE)
     maximum, maximum_from = _used(spot_finding, MAX_SPOT_SIZE)
@@ -1333,4 +1336,20 @@ def advise(
         "suggestions": collect_suggestions(*checks),
         "summary": summary,
         "unused": list(found.get("unused", [])),
+        "notes": _unchecked_memory_notes(checks, memory_limit_bytes),
     }
+
+
+def _unchecked_memory_notes(checks: list, memory_limit_bytes: float | None) -> list:
+    """That a memory limit given had nothing to be checked against: no experiment has
+    integration boxes (stills, data before indexing, no model)."""
+    if memory_limit_bytes is None or any(
+        check.get("memory_required_gb") is not None for check in checks
+    ):
+        return []
+    return [
+        f"profile.memory_limit = {memory_limit_bytes / 1e9:.3g} GB: nothing is checked "
+        "against it, as no experiment here has integration boxes (they need a rotation "
+        "scan with a crystal and indexed reflections; stills and spots before indexing "
+        "have none)"
+    ]

@@ -144,16 +144,20 @@ def advice_document(advice: dict) -> dict:
     Returns
     -------
     dict
-        ``summary`` (str or None), ``suggestions``, ``checks`` and ``unused`` (the
-        definitions of the user's .phil not used, each with why).
+        ``summary`` (str or None), ``suggestions``, ``checks``, ``unused`` (the
+        definitions of the user's .phil not used, each with why) and ``notes`` (what
+        was asked but could not be checked).
     """
     if not advice:
-        return {"summary": None, "suggestions": [], "checks": [], "unused": []}
+        return {
+            "summary": None, "suggestions": [], "checks": [], "unused": [], "notes": []
+        }  # fmt: skip
     return {
         "summary": advice.get("summary"),
         "suggestions": advice.get("suggestions", []),
         "checks": advice.get("checks", []),
         "unused": advice.get("unused", []),
+        "notes": advice.get("notes", []),
     }
 
 

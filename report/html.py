@@ -419,6 +419,9 @@ def advice_section(document: dict) -> str:
     parts += [
         f"<p>Not used: {html.escape(item)}</p>" for item in found.get("unused", [])
     ]
+    parts += [
+        f"<p>Not checked: {html.escape(item)}</p>" for item in found.get("notes", [])
+    ]
     if summary:
         parts.append(f"<p>{html.escape(summary[0].upper() + summary[1:])}.</p>")
     suggestions = found.get("suggestions") or []

@@ -246,4 +246,10 @@ def advice_lines(found: dict) -> list:
         return []
     header = ["", "Spot finding and integration, against these spots:"]
     unused = [f"Not used: {item}" for item in found.get("unused", [])]
-    return header + unused + render_log_lines(found["checks"], found.get("summary"))
+    notes = [f"Not checked: {item}" for item in found.get("notes", [])]
+    return (
+        header
+        + unused
+        + notes
+        + render_log_lines(found["checks"], found.get("summary"))
+    )

@@ -1066,3 +1066,30 @@ def test_the_log_says_how_many_experiments_its_table_leaves_out(shared_data):
     assert not any(
         line.startswith("And ") for line in profile_model_lines(result.profile_model)
     )
+
+
+def test_a_memory_limit_with_no_boxes_to_weigh_is_said_not_checked(
+    shared_data, tmp_path, monkeypatch
+):
+    """Stills have no integration boxes here: a memory limit given is said to check
+    nothing (log, JSON, HTML share the sentence); with boxes, nothing is said."""
+    stills, rotation = shared_data / "ssx_CuNiR", shared_data / "centroid_test_data"
+    result = analyse(stills / "indexed.refl", stills / "indexed.expt", memory_limit=16)
+    assert result.advice["notes"] == [
+        "profile.memory_limit = 16 GB: nothing is checked against it, as no "
+        "experiment here has integration boxes (they need a rotation scan with a "
+        "crystal and indexed reflections; stills and spots before indexing have none)"
+    ]
+    assert json_document(result)["advice"]["notes"] == result.advice["notes"]
+    assert (
+        analyse(stills / "indexed.refl", stills / "indexed.expt").advice["notes"] == []
+    )
+    checked = analyse(
+        rotation / "indexed.refl", rotation / "indexed.expt", memory_limit=16
+    )
+    assert checked.advice["notes"] == []
+    monkeypatch.chdir(tmp_path)
+    run([str(stills / "indexed.expt"), str(stills / "indexed.refl"), "memory_limit=16"])
+    said = f"Not checked: {result.advice['notes'][0]}"
+    assert said in (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
+    assert html.escape(said) in (tmp_path / "dials.spot_size_analysis.html").read_text()
