@@ -790,6 +790,14 @@ def _memory_suggestion(
         if fitting >= oscillation_deg:
             steps = int(math.floor(fitting / oscillation_deg))
             suggested = _round_sig(steps * oscillation_deg, 4)
+            reason = (
+                f"the shoeboxes of a block of {block:.4g} deg need {required / 1e9:.3g} "
+                f"GB, more than the {allowed / 1e9:.3g} GB allowed; a block of "
+                f"{suggested:g} deg ({steps} image{'s' if steps != 1 else ''}, "
+                "integration.block.units = degrees) would need about "
+                f"{required * suggested / block / 1e9:.3g} GB, the memory taken as "
+                "growing with the block"
+            )
         else:
             reason = (
                 f"even a block of one image would need about "
@@ -797,9 +805,8 @@ def _memory_suggestion(
                 f"{allowed / 1e9:.3g} GB allowed: the boxes are too large for this "
                 "memory (a smaller n_sigma, fixed sigmas, or a larger machine)"
             )
-    return _suggestion(
-        INTEGRATE, BLOCK_SIZE, block_size_deg, suggested, reason, evidence
-    )
+    current = "Auto" if block_size_deg is None else block_size_deg  # DIALS's auto
+    return _suggestion(INTEGRATE, BLOCK_SIZE, current, suggested, reason, evidence)
 
 
 def _small_n_sigma_suggestion(flags, n_sigma, evidence) -> list:

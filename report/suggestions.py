@@ -11,6 +11,7 @@ from ..algorithms import advice
 from ..algorithms.profile_model import ALL_PREDICTIONS
 
 PROGRAMS = (advice.FIND_SPOTS, advice.INTEGRATE)
+BLOCK_UNITS = "integration.block.units"  # DIALS's block size is in these
 
 
 def _value_text(value) -> str:
@@ -54,6 +55,8 @@ def render_phil(suggestions: list, program: str) -> str:
             )
             continue
         lines.append(f"{item['parameter']} = {_value_text(item['suggested'])}")
+        if item["parameter"] == advice.BLOCK_SIZE:  # whatever units the user had set
+            lines.append(f"{BLOCK_UNITS} = degrees")
     return "\n".join(lines) + "\n"
 
 

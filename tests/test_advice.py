@@ -494,7 +494,16 @@ def test_memory_suggestions():
     )
     one = absurd_model(memory_limit_bytes=64e9, block_size_deg=10.0, **sane)
     (item,) = one["suggestions"]
-    assert (item["parameter"], item["suggested"]) == (advice.BLOCK_SIZE, 2.0)
+    assert (item["parameter"], item["current"], item["suggested"]) == (
+        advice.BLOCK_SIZE, 10.0, 2.0
+    )  # fmt: skip
+    assert item["reason"] == (
+        "the shoeboxes of a block of 10 deg need 255 GB, more than the 51.2 GB "
+        "allowed; a block of 2 deg (20 images, integration.block.units = degrees) "
+        "would need about 51 GB, the memory taken as growing with the block"
+    )
+    auto = absurd_model(memory_limit_bytes=64e9, n_images=100, **sane)
+    assert auto["suggestions"][0]["current"] == "Auto"  # DIALS's block.size = auto
     # 255 GB over a 10-degree block of 0.1-degree images: 2.55 GB for one image,
     # more than 0.8 x 2 GB
     hopeless = absurd_model(memory_limit_bytes=2e9, block_size_deg=10.0, **sane)
@@ -762,6 +771,8 @@ integration {
   block {
     size = auto
       .type = float
+    units = *degrees radians frames
+      .type = choice
     max_memory_usage = 0.80
       .type = float(value_min=0.0, value_max=1.0)
   }
@@ -830,6 +841,9 @@ def test_suggested_phil_parses_against_dials_names(program, scope):
             else f"{item['parameter']} = {item['suggested']}"
         )
         assert lines[at - 1] == f"# {item['reason']}"
+        if item["parameter"] == advice.BLOCK_SIZE:  # in degrees, whatever was set
+            assert lines[at + 1] == "integration.block.units = degrees"
+            assert extracted.integration.block.units == "degrees"
 
 
 def test_every_suggestion_has_the_documented_keys():
