@@ -212,6 +212,8 @@ def _model_rows(entry: dict, stored: dict | None) -> list[list]:
                 None,
             ]
         )
+    if not shoebox and (stored or {}).get("n_sigma") is None:
+        rows = [row for row in rows if row[2] != "n_sigma"]  # no box: no half-width
     table = []
     for name, value, stored_key, xds_key in rows:
         row = [name, _significant(value)]

@@ -1084,6 +1084,8 @@ def _limit_title(check: dict) -> str:
     value = "unknown" if check["value"] is None else f"{check['value']:g}"
     if check["change_called_for"]:
         verdict = "a change is called for"
+    elif not check.get("judged", True):
+        verdict = "these spots cannot judge it (see the reasons)"
     elif check["reasons"]:
         verdict = "no change (see the reasons)"
     else:

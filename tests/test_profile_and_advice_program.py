@@ -105,6 +105,8 @@ def test_program_log_json_and_suggestion_files(shared_data, tmp_path, monkeypatc
         "spotfinder.filter.max_spot_size",
         "spotfinder.filter.max_separation",
     } <= checks
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    assert "<td>n_sigma (box half-width in sigmas)</td><td>3</td>" in page
     for program in ("find_spots", "integrate"):
         text = (tmp_path / f"suggested.{program}.phil").read_text()
         assert text.startswith("# The spots call for no change")
@@ -845,7 +847,9 @@ def test_upper_limits_that_spots_lie_beyond_are_not_judged(
         and line.endswith("; these spots cannot judge it")
         for line in log
     )
-    assert html.escape(last) in (tmp_path / "dials.spot_size_analysis.html").read_text()
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    assert html.escape(last) in page
+    assert "max_spot_size = 30: these spots cannot judge it (see the reasons)" in page
     text = (tmp_path / "suggested.find_spots.phil").read_text()
     assert text.startswith("# The spots call for no change")
 
@@ -1092,4 +1096,6 @@ def test_a_memory_limit_with_no_boxes_to_weigh_is_said_not_checked(
     run([str(stills / "indexed.expt"), str(stills / "indexed.refl"), "memory_limit=16"])
     said = f"Not checked: {result.advice['notes'][0]}"
     assert said in (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
-    assert html.escape(said) in (tmp_path / "dials.spot_size_analysis.html").read_text()
+    page = (tmp_path / "dials.spot_size_analysis.html").read_text()
+    assert html.escape(said) in page
+    assert "n_sigma (box half-width" not in page  # stills: no box, no half-width
