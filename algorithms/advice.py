@@ -675,8 +675,7 @@ def check_max_separation(
         ``n_previous``, ``n_before_previous``, ``expected_near``, ``n_beyond_limit``,
         ``median_distance``, ``removed``, ``removed_fraction``, ``histogram``,
         ``change_called_for``, ``judged`` (False where spots lie beyond a limit
-        given),
-        ``reasons``, ``suggestion``.
+        given), ``reasons``, ``suggestion``.
     """
     distance = _finite(peak_centroid_distance)
     limit = DEFAULT_MAX_SEPARATION if max_separation is None else float(max_separation)

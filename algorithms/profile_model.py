@@ -1338,9 +1338,18 @@ def _blocks(
             except ProfileModelError:
                 pass
         peak = None if bbox is None else peak_shoebox_memory(bbox, (z0, z1))
-        values = BlockValues(z0 + 1, z1, int(len(inside)), sigma_b, sigma_m, peak)
-        values.sigma_b_px, values.sigma_m_images = sigma_b_px, sigma_m_images
-        result.append(values)
+        result.append(
+            BlockValues(
+                z0 + 1,
+                z1,
+                int(len(inside)),
+                sigma_b,
+                sigma_m,
+                peak,
+                sigma_b_px=sigma_b_px,
+                sigma_m_images=sigma_m_images,
+            )
+        )
     return result
 
 
