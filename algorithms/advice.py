@@ -249,17 +249,25 @@ def _upper_tail_reasons(bands: dict, n: int, band: str, undecayed: str) -> list[
     return reasons
 
 
-def _contradicted(beyond: int, n: int, spots: str, setting: str) -> str | None:
-    """Why an upper limit the user gave cannot be judged from spots that lie beyond
-    it (None where none does): spot finding would have removed them, so it ran with
-    another value (``spots`` says how they pass it; ``setting`` names the value and
-    its source). As for min_spot_size, only a value given is contradicted so."""
-    if not beyond:
-        return None
-    return (
-        f"{beyond} of {n} spots {spots} {setting}: spot finding for this table used a "
-        "larger value (or none), so the spots cannot judge this one"
-    )
+def _upper_limit_reasons(
+    bands: dict, n: int, given: bool, beyond_words: tuple, tail_words: tuple
+) -> tuple[list[str], bool]:
+    """Why an upper limit is questioned, and whether the spots contradict it.
+
+    A limit the user gave with spots beyond it cannot be judged from them: spot
+    finding would have removed those spots, so it ran with another value (as for
+    min_spot_size, only a value given is contradicted so; ``beyond_words`` say how
+    the spots pass it and name the value and its source). Otherwise the reasons are
+    :func:`_upper_tail_reasons` (``tail_words``: its band and what has not decayed).
+    """
+    beyond = bands["n_beyond_limit"]
+    if given and beyond:
+        spots, setting = beyond_words
+        return [
+            f"{beyond} of {n} spots {spots} {setting}: spot finding for this table "
+            "used a larger value (or none), so the spots cannot judge this one"
+        ], True
+    return _upper_tail_reasons(bands, n, *tail_words), False
 
 
 @njit
@@ -380,21 +388,15 @@ def check_max_spot_size(
     removed_fraction = _removed_fraction(removed, n)
     median_z = _median(extent_z) or 1.0
     footprint_at_cap = limit / median_z
-    contradiction = _contradicted(
-        bands["n_beyond_limit"] if max_spot_size is not None else 0,
+    reasons, contradicted = _upper_limit_reasons(
+        bands,
         n,
-        "are larger than",
-        f"max_spot_size={limit:g} ({source or 'given'})",
-    )
-    reasons = (
-        [contradiction]
-        if contradiction
-        else _upper_tail_reasons(
-            bands,
-            n,
+        max_spot_size is not None,
+        ("are larger than", f"max_spot_size={limit:g} ({source or 'given'})"),
+        (
             f"{margin:g} px below the cap",
             "the size distribution has not decayed there: the cap cuts into the spots",
-        )
+        ),
     )
     if removed_fraction is not None and removed_fraction >= REMOVED_TOO_LARGE_FRACTION:
         reasons.append(
@@ -410,7 +412,7 @@ def check_max_spot_size(
         "footprint_at_cap": round(footprint_at_cap, 1),
     }
     suggestion = None
-    if reasons and not contradiction:
+    if reasons and not contradicted:
         suggestion = _suggestion(
             FIND_SPOTS,
             MAX_SPOT_SIZE,
@@ -456,7 +458,7 @@ def check_max_spot_size(
         },
         "histogram": _histogram(size, edges, limit, (limit - margin, limit)),
         "change_called_for": suggestion is not None,
-        "judged": contradiction is None,
+        "judged": not contradicted,
         "reasons": reasons,
         "suggestion": suggestion,
     }
@@ -684,24 +686,18 @@ def check_max_separation(
     margin = SEPARATION_BAND_PX
     bands = upper_tail_bands(distance, limit, margin)
     n = distance.size
-    contradiction = _contradicted(
-        bands["n_beyond_limit"] if max_separation is not None else 0,
+    reasons, contradicted = _upper_limit_reasons(
+        bands,
         n,
-        "have their brightest pixel further from the centroid than",
-        f"max_separation={limit:g} px ({source or 'given'})",
-    )
-    reasons = (
-        [contradiction]
-        if contradiction
-        else _upper_tail_reasons(
-            bands,
-            n,
-            f"{margin:g} px of max_separation",
-            "the distances have not decayed there",
-        )
+        max_separation is not None,
+        (
+            "have their brightest pixel further from the centroid than",
+            f"max_separation={limit:g} px ({source or 'given'})",
+        ),
+        (f"{margin:g} px of max_separation", "the distances have not decayed there"),
     )
     suggestion = None
-    if reasons and not contradiction:
+    if reasons and not contradicted:
         suggestion = _suggestion(
             FIND_SPOTS,
             MAX_SEPARATION,
@@ -741,7 +737,7 @@ def check_max_separation(
         "removed_fraction": _removed_fraction(removed, n),
         "histogram": _histogram(distance, edges, limit, (limit - margin, limit)),
         "change_called_for": suggestion is not None,
-        "judged": contradiction is None,
+        "judged": not contradicted,
         "reasons": reasons,
         "suggestion": suggestion,
     }

@@ -20,6 +20,7 @@ from .text import (
     MOST_DATASETS_LISTED,
     SHAPE_ROWS,
     XDS_TITLE,
+    block_cells,
     fixed_sigma_lines,
     gigabytes,
     stored_model_words,
@@ -243,18 +244,7 @@ def _blocks_table(entry: dict) -> str:
         "sigma_m (images)",
         f"shoebox memory at the peak ({counted})",
     ]
-    rows = [
-        [
-            f"{block['first_image']}-{block['last_image']}",
-            block["n_reflections"],
-            _significant(block.get("sigma_b_deg")),
-            _significant(block.get("sigma_b_px")),
-            _significant(block.get("sigma_m_deg")),
-            _significant(block.get("sigma_m_images")),
-            gigabytes(block.get("shoebox_peak_bytes")),
-        ]
-        for block in blocks
-    ]
+    rows = [block_cells(block, _significant) for block in blocks]
     return (
         '<p class="help">Per block of images: sigma_b and sigma_m recomputed on the '
         "reference reflections predicted in each block ('-' where fewer than 20), "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -538,6 +538,28 @@ def stored_lines(entries: list[dict]) -> list[str]:
     return ["", format_table(["experiment", "stored model"], rows, title=STORED_TITLE)]
 
 
+def block_cells(block: dict, number: Callable[[object], str]) -> list:
+    """A block's cells: its images, reflections, sigma_b and sigma_m in degrees and
+    data units (each written by ``number``) and its peak shoebox memory.
+
+    Parameters
+    ----------
+    block : dict
+        A profile-model entry's block (``algorithms.profile_model.BlockValues``).
+    number : callable
+        How a figure is written (the log's and the HTML's differ).
+    """
+    return [
+        f"{block['first_image']}-{block['last_image']}",
+        block["n_reflections"],
+        *(
+            number(block.get(key))
+            for key in ("sigma_b_deg", "sigma_b_px", "sigma_m_deg", "sigma_m_images")
+        ),
+        gigabytes(block.get("shoebox_peak_bytes")),
+    ]
+
+
 BLOCKS_TITLE = (
     "Per block of images (sigma_b and sigma_m recomputed on the reference reflections "
     "predicted in each block, '-' where fewer than 20; the peak shoebox memory of the "
@@ -569,13 +591,7 @@ def block_lines(entries: list[dict]) -> list[str]:
         entry, block = pair
         return [
             *([printable(entry.get("identifier") or "-", 40)] if named else []),
-            f"{block['first_image']}-{block['last_image']}",
-            block["n_reflections"],
-            _number(block.get("sigma_b_deg")),
-            _number(block.get("sigma_b_px")),
-            _number(block.get("sigma_m_deg")),
-            _number(block.get("sigma_m_images")),
-            gigabytes(block.get("shoebox_peak_bytes")),
+            *block_cells(block, _number),
         ]
 
     pairs = [(entry, block) for entry in several for block in entry["blocks"]]
