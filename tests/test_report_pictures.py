@@ -164,9 +164,11 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
     )  # plotly.js inline, then the figures
     assert "plotly.js v" in page
     # histogram, per image, per resolution (one panel: no per-panel plot), the five
-    # shape figures and the three spot-finding limits (the example table lacks the
-    # column "entering": no profile model, so no profile figure)
-    assert page.count('class="plot"') == 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
+    # shape figures, the profile model's two (the example is indexed with its
+    # predictions) and the three spot-finding limits
+    assert page.count('class="plot"') == (
+        3 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
+    )
     assert "without pixel data" in page and "Parameters" in page
 
 
@@ -210,7 +212,7 @@ def test_html_draws_every_graph_offline_in_chromium(
     monkeypatch.chdir(tmp_path)
     if dataset == "example":
         run(EXAMPLE_ARGS)
-        expected = 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
+        expected = 3 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
     else:
         shared_data = request.getfixturevalue(
             "shared_data"
