@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pytest
 
 import libtbx
@@ -21,6 +22,12 @@ import libtbx.phil
 from dials_spot_size_analysis.algorithms import profile_model
 from dials_spot_size_analysis.api import analyse, json_document
 from dials_spot_size_analysis.command_line.spot_size_analysis import run
+from dials_spot_size_analysis.formats import (
+    ShoeboxColumn,
+    read_reflections,
+    write_reflections,
+)
+from dials_spot_size_analysis.formats.shoebox_encoding import encode_shoeboxes
 from dials_spot_size_analysis.parallel import pool
 from dials_spot_size_analysis.report import text
 from dials_spot_size_analysis.report.document import SCHEMA_FILE
@@ -940,15 +947,58 @@ def test_suggestions_named_after_one_of_their_files(
     assert sorted(os.listdir(tmp_path)) == ["x.find_spots.phil", "x.integrate.phil"]
 
 
-def test_a_default_limit_is_judged_by_its_band_even_with_spots_beyond():
-    """Only a limit the user gives is contradicted by spots beyond it: the simulated
-    example (whose generator applies no peak-centroid filter) keeps DIALS's default
-    max_separation judged by the spots just inside it."""
+SPLIT_SHIFT_PX = 9  # how far the copy of a split spot lies from the spot, along x
+SPLIT_SHARE = 0.6  # the copy's counts over the spot's
+
+
+def _with_split_spots(source: Path, target: Path, rows: set[int]) -> None:
+    """``source`` with each of ``rows`` merged with a copy of itself SPLIT_SHIFT_PX
+    along x at SPLIT_SHARE of its counts: a split spot whose brightest pixel lies some
+    3 px from its centroid, one spot finding keeps without the peak-centroid filter."""
+    table = read_reflections(source)
+    shoeboxes = table.shoeboxes
+    bbox = np.array(shoeboxes.bbox, dtype=np.int32)
+    pixels = []
+    for row in range(len(shoeboxes)):
+        data, mask, background = (np.array(a) for a in shoeboxes.pixels(row))
+        if row in rows:
+            nz, ny, nx = data.shape
+            data = np.zeros((nz, ny, nx + SPLIT_SHIFT_PX), np.float32)
+            data[..., :nx] += shoeboxes.pixels(row)[0]
+            data[..., SPLIT_SHIFT_PX:] += SPLIT_SHARE * shoeboxes.pixels(row)[0]
+            mask = np.where(data > 0, 5, 0).astype(np.uint8)
+            background = np.zeros(data.shape, np.float32)
+            bbox[row, 1] += SPLIT_SHIFT_PX
+        pixels.append((data, mask, background))
+    table.columns["bbox"] = bbox
+    blob = encode_shoeboxes(shoeboxes.panel, bbox, pixels, mask_kind=2)
+    table.shoeboxes = ShoeboxColumn.from_blob(blob, len(shoeboxes))
+    write_reflections(table, target)
+
+
+def test_a_default_limit_is_judged_by_its_band_even_with_spots_beyond(tmp_path):
+    """Only a limit the user gives is contradicted by spots beyond it: a table whose
+    spot finding applied no peak-centroid filter (the example with 40 of its indexed
+    spots split) keeps DIALS's default max_separation judged by the spots just inside
+    it, while the same value given in a file is one these spots cannot judge."""
     example = Path(__file__).resolve().parents[1] / "examples" / "data"
-    result = analyse(example / "indexed.refl", example / "indexed.expt", compute=False)
+    flags = read_reflections(example / "indexed.refl").columns["flags"]
+    split = set(np.flatnonzero(flags & 4)[:40].tolist())
+    _with_split_spots(example / "indexed.refl", tmp_path / "split.refl", split)
+    result = analyse(tmp_path / "split.refl", example / "indexed.expt", compute=False)
     check = _limit_check(result.advice, "max_separation")
-    assert (check["n_beyond_limit"], check["n_spots"]) == (94, 354)
+    assert (check["n_beyond_limit"], check["n_spots"]) == (40, 357)
     assert check["judged"] is True and check["reasons"] == []
+    (tmp_path / "given.phil").write_text("spotfinder.filter.max_separation = 2\n")
+    given = analyse(
+        tmp_path / "split.refl", example / "indexed.expt",
+        find_spots=str(tmp_path / "given.phil"), compute=False,
+    )  # fmt: skip
+    check = _limit_check(given.advice, "max_separation")
+    assert check["judged"] is False and check["reasons"][0].startswith(
+        "40 of 357 spots have their brightest pixel further from the centroid than "
+        "max_separation=2 px (given.phil)"
+    )
 
 
 def test_sigmas_fixed_in_the_file_set_the_boxes_memory_and_advice(

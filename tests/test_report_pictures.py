@@ -164,9 +164,11 @@ def test_html_is_self_contained(tmp_path, monkeypatch):
     )  # plotly.js inline, then the figures
     assert "plotly.js v" in page
     # histogram, per image, per resolution (one panel: no per-panel plot), the five
-    # shape figures and the three spot-finding limits (the example table lacks the
-    # column "entering": no profile model, so no profile figure)
-    assert page.count('class="plot"') == 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
+    # shape figures, the profile model's two (the example is indexed with its
+    # predictions) and the three spot-finding limits
+    assert page.count('class="plot"') == (
+        3 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
+    )
     assert "without pixel data" in page and "Parameters" in page
 
 
@@ -210,7 +212,7 @@ def test_html_draws_every_graph_offline_in_chromium(
     monkeypatch.chdir(tmp_path)
     if dataset == "example":
         run(EXAMPLE_ARGS)
-        expected = 3 + len(SHAPE_FIGURES) + len(LIMIT_FIGURES)
+        expected = 3 + len(SHAPE_FIGURES) + len(PROFILE_FIGURES) + len(LIMIT_FIGURES)
     else:
         shared_data = request.getfixturevalue(
             "shared_data"
@@ -514,9 +516,9 @@ def test_html_tables_number_format(tmp_path, monkeypatch):
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     statistics = document["statistics"]
     (summary,) = _table_cells(page, "n")
-    assert summary[0] == str(statistics["n"]) == "354"
-    assert summary[1] == f"{statistics['mean']:.1f}" == "31.5"  # 31.4717...
-    assert summary[2] == "34.3" and summary[6] == "24.0"
+    assert summary[0] == str(statistics["n"]) == "357"
+    assert summary[1] == f"{statistics['mean']:.1f}" == "25.0"  # 24.9971...
+    assert summary[2] == "14.6" and summary[6] == "23.0"
     shape = _table_cells(page, "quantity")
     names = [row[0] for row in shape]
     assert names[:5] == ["extent_x", "extent_y", "extent_z", "footprint", "fill"]
@@ -528,7 +530,7 @@ def test_html_tables_number_format(tmp_path, monkeypatch):
         for cell, key in zip(row[4:], ["median", "p5", "p25", "p75", "p95", "max"]):
             assert cell == f"{statistics[key]:.1f}", (row[0], key)
     footprint = shape[names.index("footprint")]
-    assert footprint[4] == "16.0"
+    assert footprint[4] == "14.0"
 
 
 def test_number_format_of_one_value():
