@@ -250,18 +250,18 @@ def _upper_tail_reasons(bands: dict, n: int, band: str, undecayed: str) -> list[
 
 
 def _upper_limit_reasons(
-    bands: dict, n: int, given: bool, beyond_words: tuple, tail_words: tuple
+    bands: dict, n: int, beyond_words: tuple, tail_words: tuple
 ) -> tuple[list[str], bool]:
     """Why an upper limit is questioned, and whether the spots contradict it.
 
-    A limit the user gave with spots beyond it cannot be judged from them: spot
-    finding would have removed those spots, so it ran with another value (as for
-    min_spot_size, only a value given is contradicted so; ``beyond_words`` say how
-    the spots pass it and name the value and its source). Otherwise the reasons are
-    :func:`_upper_tail_reasons` (``tail_words``: its band and what has not decayed).
+    A limit (given, or DIALS's default) with spots beyond it cannot be judged from
+    them: spot finding would have removed those spots, so it ran with another value
+    (``beyond_words`` say how the spots pass it and name the value and its source).
+    Otherwise the reasons are :func:`_upper_tail_reasons` (``tail_words``: its band
+    and what has not decayed).
     """
     beyond = bands["n_beyond_limit"]
-    if given and beyond:
+    if beyond:
         spots, setting = beyond_words
         return [
             f"{beyond} of {n} spots {spots} {setting}: spot finding for this table "
@@ -375,7 +375,7 @@ def check_max_spot_size(
         ``median_extent_z``, ``footprint_at_cap``, ``footprint_side_px``,
         ``max_footprint``, ``median_footprint``), ``histogram`` (``edges``, ``counts``,
         ``limit``, ``band``), ``change_called_for``, ``judged`` (False where spots
-        lie beyond a cap given: spot finding used another value, which these spots
+        lie beyond the cap: spot finding used another value, which these spots
         cannot judge), ``reasons`` (list of str) and ``suggestion`` (dict or None).
     """
     size = _finite(size)
@@ -391,7 +391,6 @@ def check_max_spot_size(
     reasons, contradicted = _upper_limit_reasons(
         bands,
         n,
-        max_spot_size is not None,
         ("are larger than", f"max_spot_size={limit:g} ({source or 'given'})"),
         (
             f"{margin:g} px below the cap",
@@ -676,8 +675,8 @@ def check_max_separation(
         ``n_spots``, ``margin``, ``margin_reason``, ``n_near``, ``fraction_near``,
         ``n_previous``, ``n_before_previous``, ``expected_near``, ``n_beyond_limit``,
         ``median_distance``, ``removed``, ``removed_fraction``, ``histogram``,
-        ``change_called_for``, ``judged`` (False where spots lie beyond a limit
-        given), ``reasons``, ``suggestion``.
+        ``change_called_for``, ``judged`` (False where spots lie beyond the limit),
+        ``reasons``, ``suggestion``.
     """
     distance = _finite(peak_centroid_distance)
     limit = DEFAULT_MAX_SEPARATION if max_separation is None else float(max_separation)
@@ -689,7 +688,6 @@ def check_max_separation(
     reasons, contradicted = _upper_limit_reasons(
         bands,
         n,
-        max_separation is not None,
         (
             "have their brightest pixel further from the centroid than",
             f"max_separation={limit:g} px ({source or 'given'})",

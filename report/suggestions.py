@@ -186,9 +186,10 @@ def no_change_sentence(checks: list) -> str:
         return "No parameter change suggested: the values in use serve these spots."
     return (
         f"No parameter change suggested, but these spots cannot judge "
-        f"{' or '.join(unjudged)} as given: spots lie beyond "
+        f"{' or '.join(unjudged)}: spots lie beyond "
         f"{'them' if len(unjudged) > 1 else 'it'}, so spot finding used another "
-        "value; give the values spot finding used for this table."
+        "value; give the values it used for this table "
+        "(input.find_spots=dials.find_spots.log)."
     )
 
 

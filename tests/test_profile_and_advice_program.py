@@ -844,8 +844,9 @@ def test_upper_limits_that_spots_lie_beyond_are_not_judged(
     assert advice["suggestions"] == []
     last = (
         "No parameter change suggested, but these spots cannot judge max_spot_size "
-        "or max_separation as given: spots lie beyond them, so spot finding used "
-        "another value; give the values spot finding used for this table."
+        "or max_separation: spots lie beyond them, so spot finding used another "
+        "value; give the values it used for this table "
+        "(input.find_spots=dials.find_spots.log)."
     )
     log = (tmp_path / "dials.spot_size_analysis.log").read_text().splitlines()
     assert last in log
@@ -976,29 +977,35 @@ def _with_split_spots(source: Path, target: Path, rows: set[int]) -> None:
     write_reflections(table, target)
 
 
-def test_a_default_limit_is_judged_by_its_band_even_with_spots_beyond(tmp_path):
-    """Only a limit the user gives is contradicted by spots beyond it: a table whose
-    spot finding applied no peak-centroid filter (the example with 40 of its indexed
-    spots split) keeps DIALS's default max_separation judged by the spots just inside
-    it, while the same value given in a file is one these spots cannot judge."""
+def test_a_default_limit_with_spots_beyond_it_is_not_judged_either(tmp_path):
+    """A table whose spot finding applied no peak-centroid filter (the example with
+    40 of its indexed spots split), given without its log: DIALS's default
+    max_separation is one these spots cannot judge, as the same value given in a
+    file is; nothing is suggested from a pile-up below a limit spot finding did not
+    apply."""
     example = Path(__file__).resolve().parents[1] / "examples" / "data"
     flags = read_reflections(example / "indexed.refl").columns["flags"]
     split = set(np.flatnonzero(flags & 4)[:40].tolist())
     _with_split_spots(example / "indexed.refl", tmp_path / "split.refl", split)
-    result = analyse(tmp_path / "split.refl", example / "indexed.expt", compute=False)
-    check = _limit_check(result.advice, "max_separation")
-    assert (check["n_beyond_limit"], check["n_spots"]) == (40, 357)
-    assert check["judged"] is True and check["reasons"] == []
     (tmp_path / "given.phil").write_text("spotfinder.filter.max_separation = 2\n")
-    given = analyse(
-        tmp_path / "split.refl", example / "indexed.expt",
-        find_spots=str(tmp_path / "given.phil"), compute=False,
-    )  # fmt: skip
-    check = _limit_check(given.advice, "max_separation")
-    assert check["judged"] is False and check["reasons"][0].startswith(
-        "40 of 357 spots have their brightest pixel further from the centroid than "
-        "max_separation=2 px (given.phil)"
-    )
+    for found, source in (
+        (None, "DIALS default; src/dials/algorithms/spot_finding/factory.py"),
+        (str(tmp_path / "given.phil"), "given.phil"),
+    ):
+        result = analyse(
+            tmp_path / "split.refl", example / "indexed.expt", find_spots=found,
+            compute=False,
+        )  # fmt: skip
+        check = _limit_check(result.advice, "max_separation")
+        assert (check["n_beyond_limit"], check["n_spots"]) == (40, 357)
+        assert check["judged"] is False and check["suggestion"] is None
+        assert check["reasons"] == [
+            "40 of 357 spots have their brightest pixel further from the centroid "
+            f"than max_separation=2 px ({source}): spot finding for this table used "
+            "a larger value (or none), so the spots cannot judge this one"
+        ]
+    plain = analyse(example / "indexed.refl", example / "indexed.expt", compute=False)
+    assert _limit_check(plain.advice, "max_separation")["judged"] is True
 
 
 def test_sigmas_fixed_in_the_file_set_the_boxes_memory_and_advice(
