@@ -458,7 +458,7 @@ def _memory_basis(entries: list[dict]) -> str:
     has boxes (estimates, stills), that there are none to count."""
     counted = {(e.get("shoebox") or {}).get("counted") for e in entries} - {None}
     if not counted:
-        return "none: sigma_b estimates only"
+        return "none: estimates only"
     return ALL_PREDICTIONS if counted == {ALL_PREDICTIONS} else "reference only"
 
 

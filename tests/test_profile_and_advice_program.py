@@ -70,7 +70,7 @@ def test_stills_give_sigma_b_only_and_say_why(shared_data):
         assert 0.02 < entry["sigma_b_deg"] < 0.03 and entry["shoebox"] is None
     lines = profile_model_lines(result.profile_model)
     assert lines.count(f"Each experiment above: {profile_model.STILLS_LABEL}") == 1
-    assert "shoebox memory (none: sigma_b estimates only)" in "\n".join(lines)
+    assert "shoebox memory (none: estimates only)" in "\n".join(lines)
 
 
 def test_before_indexing_sigma_b_is_an_estimate(shared_data):

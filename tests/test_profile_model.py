@@ -1223,3 +1223,32 @@ def test_a_prediction_too_large_is_refused_and_the_reference_boxes_kept(
         f"{expected:.3g} Miller indices lie within {d_min:.3g} A, more than 1,000): "
         "the memory is the reference reflections'"
     )
+
+
+@pytest.mark.parametrize(
+    "name, sigma_m_deg",
+    [
+        ("centroid_test_data/indexed", 0.17257301403),
+        ("centroid_test_data_refined/refined", 0.17257527093),
+    ],
+)
+def test_sigma_m_before_indexing_is_an_estimate_about_the_spots_own_angles(
+    shared_data, name, sigma_m_deg
+):
+    """A rotation scan of several images without a crystal: DIALS's sigma_m
+    estimator about each spot's own centroid and angle (no prediction to measure it
+    about), labelled an estimate; it runs 10-12% below what DIALS computed about the
+    predictions of the same scan (profile_reference.json)."""
+    table = read_reflections(shared_data / f"{name}.refl")
+    experiment = read_experiments(shared_data / f"{name}.expt")[0]
+    unindexed = [dataclasses.replace(experiment, crystal=None)]
+    model = pm.profile_model(table.columns, table.shoeboxes, unindexed).experiments[0]
+    assert model.label == pm.SIGMA_M_ESTIMATE_LABEL and model.reason == ""
+    assert model.sigma_m_deg == pytest.approx(sigma_m_deg, rel=1e-8)
+    assert model.sigma_m_images == pytest.approx(model.sigma_m_deg / 0.2, rel=1e-12)
+    assert model.shoebox is None and model.n_selected == 569
+    reference = {
+        entry["reflections"]: entry["sigma_m_deg"]
+        for entry in json.loads((shared_data / "profile_reference.json").read_text())
+    }[f"{name}.refl"]
+    assert 0.87 < model.sigma_m_deg / reference < 0.91
