@@ -1306,6 +1306,8 @@ def advise(
     for profile in profiles:
         if not profile.get("applicable") or profile.get("sigma_m_deg") is None:
             continue
+        if not str(profile.get("label", "")).startswith(INTEGRATE):
+            continue  # an estimate before indexing: no box of dials.integrate's
         rows = shaped & (
             spot_sizes.experiment == experiment_of.get(profile.get("identifier"), -2)
         )

@@ -1156,3 +1156,19 @@ def test_a_memory_limit_with_no_boxes_to_weigh_is_said_not_checked(
     page = (tmp_path / "dials.spot_size_analysis.html").read_text()
     assert html.escape(said) in page
     assert "n_sigma (box half-width" not in page  # stills: no box, no half-width
+
+
+def test_an_estimate_before_indexing_is_shown_not_advised_on(shared_data, tmp_path):
+    """The sigma_m estimated before indexing (about each spot's own angle) is shown,
+    but no box of dials.integrate's is drawn from it, so no advice on the model."""
+    data = shared_data / "centroid_test_data"
+    listing = json.loads((data / "indexed.expt").read_text())
+    for experiment in listing["experiment"]:
+        experiment.pop("crystal", None)
+    listing["crystal"] = []
+    (tmp_path / "imported.expt").write_text(json.dumps(listing))
+    result = analyse(data / "indexed.refl", tmp_path / "imported.expt")
+    [entry] = result.profile_model["experiments"]
+    assert entry["label"] == profile_model.SIGMA_M_ESTIMATE_LABEL
+    assert entry["sigma_m_deg"] == pytest.approx(0.17257301403, rel=1e-8)
+    assert [c for c in result.advice["checks"] if "sigma_m_deg" in c] == []
