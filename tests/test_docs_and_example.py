@@ -82,3 +82,33 @@ def test_the_example_profile_model_recovers_the_simulated_sigmas():
     assert entry["sigma_m_images"] == pytest.approx(
         sigma_m / generator.OSCILLATION_DEG, rel=1e-12
     )
+
+
+def test_the_tutorials_profile_figures_are_the_programs():
+    """The tutorial's prose on the example's profile model quotes figures that no
+    generated block holds: they must be what the program gives now."""
+    example = REPOSITORY / "examples" / "data"
+    text = " ".join((REPOSITORY / "doc" / "tutorial.md").read_text().split())
+    result = analyse(
+        example / "indexed.refl",
+        example / "indexed.expt",
+        shoebox_memory="all_predictions",
+    )
+    [entry] = result.profile_model["experiments"]
+    shoebox, xds = entry["shoebox"], entry["xds"]
+    reference = analyse(example / "indexed.refl", example / "indexed.expt")
+    reference_bytes = reference.profile_model["experiments"][0]["shoebox"]["peak_bytes"]
+    quoted = [
+        f"Here {entry['sigma_b_deg']:.3g}° ({entry['sigma_b_px']:.3g} px) and "
+        f"{entry['sigma_m_deg']:.3g}° ({entry['sigma_m_images']:.3g} images) from the "
+        f"{entry['n_selected']} indexed spots",
+        "box each reflection {:.0f} x {:.0f} px x {:.0f} images".format(
+            *shoebox["median_size_px"]
+        ),
+        f"the boxes of these {entry['n_selected']} reflections take "
+        f"{reference_bytes / 1e9:.3g} GB",
+        f"{shoebox['n_boxes']:,} boxes and {shoebox['peak_bytes'] / 1e9:.3g} GB here",
+        f"BEAM_DIVERGENCE= ({xds['BEAM_DIVERGENCE']:.3g}°",
+        f"REFLECTING_RANGE= ({xds['REFLECTING_RANGE']:.3g}°",
+    ]
+    assert [phrase for phrase in quoted if phrase not in text] == []
