@@ -1640,7 +1640,9 @@ def _observed_columns(index: int, experiment, columns, shoeboxes) -> _Columns:
     )
 
 
-def _sigma_m_before_indexing(result, index, experiment, columns, shoeboxes) -> None:
+def _sigma_m_before_indexing(
+    result: ExperimentProfile, index: int, experiment, columns, shoeboxes
+) -> None:
     """Add to ``result`` (an estimate before indexing of a rotation scan of several
     images) sigma_m as DIALS's estimator gives it about each spot's own centroid and
     rotation angle, with no neighbour masking (no Miller indices): an estimate,
