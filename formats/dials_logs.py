@@ -309,6 +309,7 @@ def _empty_log_result(path: str | None) -> dict:
         "peak_centroid_before": None,
         "removed_by_peak_centroid": None,
         "saved": None,
+        "unused": [],
     }
 
 
@@ -317,7 +318,17 @@ def _add(result: dict, key: str, value: int) -> None:
 
 
 def _use(result: dict, name: str, value, where: str) -> None:
+    """Take ``value`` for ``name`` from the line ``where``, over what the log said
+    before; where that differs (other than an Auto the line resolves), it is named
+    as not used, with the line that says so (a log that contradicts itself: pasted
+    together, or edited)."""
     value = _typed(name, str(value), result["path"], f"{where}: ")
+    previous = result["parameters"].get(name)
+    if previous is not None and previous["value"] not in (value, "Auto"):
+        result["unused"].append(
+            f"{previous['source']}: {name} = {previous['value']} (not used: "
+            f"{where} says {value} was)"
+        )
     result["parameters"][name] = {"value": value, "source": where}
 
 
@@ -358,7 +369,8 @@ def parse_find_spots_log(text: str, path: str | None = None) -> dict:
         precedence over the "Setting" line and the diff PHIL), ``extracted``,
         ``removed_too_small``, ``removed_too_large``, ``peak_centroid_kept``,
         ``peak_centroid_before``, ``removed_by_peak_centroid``, ``saved`` (ints summed
-        over imagesets, or None where the log has no such line).
+        over imagesets, or None where the log has no such line) and ``unused`` (values
+        a later line of the log contradicts, each with that line).
 
     Raises
     ------

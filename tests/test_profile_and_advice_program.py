@@ -1172,3 +1172,43 @@ def test_an_estimate_before_indexing_is_shown_not_advised_on(shared_data, tmp_pa
     assert entry["label"] == profile_model.SIGMA_M_ESTIMATE_LABEL
     assert entry["sigma_m_deg"] == pytest.approx(0.17257301403, rel=1e-8)
     assert [c for c in result.advice["checks"] if "sigma_m_deg" in c] == []
+
+
+def test_a_find_spots_log_that_contradicts_itself_says_which_value_it_took(
+    shared_data, tmp_path
+):
+    """Lines later in the log win (the "Removed" line says what spot finding did);
+    the values they overrule are named as not used, with the line that overrules
+    them; an Auto that a "Setting" line resolves is no contradiction."""
+    from dials_spot_size_analysis.formats import dials_logs
+
+    (tmp_path / "pasted.log").write_text(
+        "DIALS 3.30.0\nThe following parameters have been modified:\n\n"
+        "spotfinder {\n  filter {\n    min_spot_size = 5\n  }\n}\n\n"
+        "Setting spotfinder.filter.min_spot_size=3\n"
+        "Removed 4 spots with size < 2 pixels\n"
+        "Removed 6 spots with size < 2 pixels\n"
+    )
+    data = shared_data / "centroid_test_data"
+    result = analyse(
+        data / "indexed.refl", data / "indexed.expt",
+        find_spots=str(tmp_path / "pasted.log"), compute=False,
+    )  # fmt: skip
+    assert _limit_check(result.advice, "min_spot_size")["value"] == 2
+    assert result.advice["unused"] == [
+        "pasted.log line 2: the modified parameters: spotfinder.filter.min_spot_size "
+        "= 5 (not used: pasted.log line 10: 'Setting spotfinder.filter.min_spot_size=3' "
+        "says 3 was)",
+        "pasted.log line 10: 'Setting spotfinder.filter.min_spot_size=3': "
+        "spotfinder.filter.min_spot_size = 3 (not used: pasted.log line 11: 'Removed 4 "
+        "spots with size < 2 pixels' says 2 was)",
+    ]
+    auto = dials_logs.parse_find_spots_log(
+        "The following parameters have been modified:\n\n"
+        "spotfinder.filter.min_spot_size = Auto\n\n"
+        "Setting spotfinder.filter.min_spot_size=3\n"
+        "Removed 4 spots with size < 3 pixels\n",
+        "auto.log",
+    )
+    assert auto["unused"] == []
+    assert auto["parameters"]["spotfinder.filter.min_spot_size"]["value"] == 3
