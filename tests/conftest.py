@@ -56,6 +56,26 @@ def console(*args, cwd, timeout: float = 120, **options) -> subprocess.Completed
     )
 
 
+def _repository_names() -> set[str]:
+    """What the repository's folder holds, less what tools make in passing (caches,
+    hidden folders)."""
+    return {
+        name
+        for name in os.listdir(REPOSITORY)
+        if not name.startswith(".") and name != "__pycache__"
+    }
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_in_the_repository():
+    """A test that runs the program must write its outputs elsewhere (tmp_path): an
+    output left in the repository would be shipped, or mistaken for a real one."""
+    before = _repository_names()
+    yield
+    left = sorted(_repository_names() - before)
+    assert not left, f"the test left {left} in the repository"
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "ground_truth.json").is_file():

@@ -104,6 +104,7 @@ def test_json_follows_its_schema(shared_data, tmp_path):
             str(shared_data / "I23_P12M_thau/indexed.refl"),
             f"output.json={tmp_path / 'out.json'}",
             f"output.log={tmp_path / 'out.log'}",
+            f"output.html={tmp_path / 'out.html'}",
         ]
     )
     document = json.loads((tmp_path / "out.json").read_text())
