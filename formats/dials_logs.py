@@ -204,15 +204,16 @@ def unused_definitions(definitions: dict) -> list[str]:
         Full path -> list of words, as in the file.
     """
     unused, others = [], []
-    both_fixed = all(
-        _positive(" ".join(definitions.get(name, []))) for name in FIXED_SIGMAS
+    both_fixed = (
+        _fixed_pair(" ".join(definitions.get(name, [])) for name in FIXED_SIGMAS)
+        is not None
     )
     for name, words in definitions.items():
         value = " ".join(words)
         if name in SPOT_FINDING_LIMITS or (name in FIXED_SIGMAS and both_fixed):
             continue
         if name in PARAMETER_TYPES:
-            if value.lower() in ("auto", "none"):  # dials.integrate's defaults
+            if not _is_set(definitions, name):  # dials.integrate's defaults
                 continue
             if name.endswith(".n_sigma"):
                 why = f"not applied: set this program's profile.n_sigma={value} for it"
@@ -247,12 +248,14 @@ def _is_set(definitions: dict, name: str) -> bool:
     return " ".join(definitions.get(name, ["None"])).lower() not in ("auto", "none")
 
 
-def _positive(text: str) -> bool:
-    """Whether ``text`` is a number above 0."""
+def _fixed_pair(values) -> tuple[float, float] | None:
+    """sigma_b and sigma_m (numbers, or their text) where both are numbers above 0,
+    as dials.integrate boxes with them; None otherwise."""
     try:
-        return float(text) > 0
-    except ValueError:
-        return False
+        pair = tuple(float(value) for value in values)
+    except (TypeError, ValueError):
+        return None
+    return pair if all(value > 0 for value in pair) else None
 
 
 def fixed_sigmas(found: dict | None) -> dict | None:
@@ -271,11 +274,12 @@ def fixed_sigmas(found: dict | None) -> dict | None:
     """
     parameters = (found or {}).get("parameters") or {}
     entries = [parameters.get(name) for name in FIXED_SIGMAS]
-    if not all(entry and isinstance(entry["value"], float) for entry in entries):
+    if not all(entries):
         return None
-    sigma_b, sigma_m = (entry["value"] for entry in entries)
-    if sigma_b <= 0 or sigma_m <= 0:
+    pair = _fixed_pair(entry["value"] for entry in entries)
+    if pair is None:
         return None
+    sigma_b, sigma_m = pair
     return {
         "sigma_b_deg": sigma_b,
         "sigma_m_deg": sigma_m,
