@@ -1190,6 +1190,11 @@ def _in_pixels(sigma_b: float, distance: float, pixel: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _in_images(sigma_m_deg: float, scan) -> float:
+    """sigma_m (degrees) as images of the scan's oscillation width."""
+    return sigma_m_deg / abs(scan.oscillation_width)
+
+
 def _is_rotation(experiment) -> bool:
     scan = experiment.scan
     return (
@@ -1339,7 +1344,7 @@ def _blocks(
                     sigma_b = math.degrees(b)
                     sigma_b_px = _in_pixels(b, *distance_and_pixel)
                 sigma_m = math.degrees(m)
-                sigma_m_images = sigma_m / abs(scan.oscillation_width)
+                sigma_m_images = _in_images(sigma_m, scan)
             except ProfileModelError:
                 pass
         peak = None if bbox is None else peak_shoebox_memory(bbox, (z0, z1))
@@ -1463,7 +1468,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         math.degrees(sigma_m),
     )
     result.sigma_b_px = _in_pixels(sigma_b, *_beam_distance_and_pixel(experiment))
-    result.sigma_m_images = result.sigma_m_deg / abs(experiment.scan.oscillation_width)
+    result.sigma_m_images = _in_images(result.sigma_m_deg, experiment.scan)
     result.xds = {
         "BEAM_DIVERGENCE_E.S.D.": result.sigma_b_deg,
         "REFLECTING_RANGE_E.S.D.": result.sigma_m_deg,
@@ -1477,8 +1482,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         result.fixed_sigmas = {
             **fixed,
             "sigma_b_px": _in_pixels(box_b, *_beam_distance_and_pixel(experiment)),
-            "sigma_m_images": fixed["sigma_m_deg"]
-            / abs(experiment.scan.oscillation_width),
+            "sigma_m_images": _in_images(fixed["sigma_m_deg"], experiment.scan),
         }
     bbox = integration_bboxes(
         chosen.s1, frames, chosen.panel, experiment, box_b, box_m, n_sigma
@@ -1596,25 +1600,27 @@ def _pre_indexing_estimates(
                 distances[models] = _beam_distance_and_pixel(experiment)
             result.sigma_b_px = _in_pixels(sigma_b, *distances[models])
             if not still and experiment.scan.num_images > 1:
-                _sigma_m_before_indexing(result, index, experiment, columns, shoeboxes)
+                spots = _observed_columns(
+                    ids == index, panels, columns, experiment, shoeboxes
+                )
+                _sigma_m_before_indexing(result, spots, experiment, shoeboxes)
         results.append(result)
     return results
 
 
-def _observed_columns(index: int, experiment, columns, shoeboxes) -> _Columns:
-    """The spots of experiment ``index`` as the sigma calculator reads reference
-    reflections, but about their own centroids: the diffracted beam through the
-    observed centroid (without the parallax correction, as the sigma_b estimate) and
-    its rotation angle; no Miller index (at most MAX_REFERENCE_MATCHED spots, an even
-    subset in table order)."""
+def _observed_columns(
+    in_experiment: np.ndarray, panels: np.ndarray, columns, experiment, shoeboxes
+) -> _Columns:
+    """The spots of one experiment (the rows ``in_experiment``, on ``panels``) as the
+    sigma calculator reads reference reflections, but about their own centroids: the
+    diffracted beam through the observed centroid (without the parallax correction,
+    as the sigma_b estimate) and its rotation angle; no Miller index (at most
+    MAX_REFERENCE_MATCHED spots, an even subset in table order)."""
     xyz = np.asarray(columns["xyzobs.px.value"], dtype=np.float64)
-    n_table = len(xyz)
-    ids = np.asarray(columns.get("id", np.zeros(n_table, np.int32))).reshape(-1)
-    panel = np.asarray(columns.get("panel", np.zeros(n_table, np.uint64)))
-    panel = panel.reshape(-1).astype(np.int64)
+    panel = panels.reshape(-1).astype(np.int64)
     detector = DetectorArrays.of(experiment.detector)
     rows = np.flatnonzero(
-        (ids == index)
+        in_experiment
         & (np.asarray(shoeboxes.present) != 0)
         & (panel < len(detector.origin))
         & np.isfinite(xyz).all(axis=1)
@@ -1641,23 +1647,22 @@ def _observed_columns(index: int, experiment, columns, shoeboxes) -> _Columns:
 
 
 def _sigma_m_before_indexing(
-    result: ExperimentProfile, index: int, experiment, columns, shoeboxes
+    result: ExperimentProfile, spots: _Columns, experiment, shoeboxes
 ) -> None:
     """Add to ``result`` (an estimate before indexing of a rotation scan of several
     images) sigma_m as DIALS's estimator gives it about each spot's own centroid and
-    rotation angle, with no neighbour masking (no Miller indices): an estimate,
-    labelled so; left out where it cannot be had."""
-    chosen = _observed_columns(index, experiment, columns, shoeboxes)
-    if len(chosen.rows) < MIN_BLOCK_REFLECTIONS:
+    rotation angle (``spots``: :func:`_observed_columns`), with no neighbour masking
+    (no Miller indices): an estimate, labelled so; left out where it cannot be had."""
+    if len(spots.rows) < MIN_BLOCK_REFLECTIONS:
         return
     try:
         _, sigma_m, _ = compute_sigmas(
-            chosen, shoeboxes, experiment, mask_neighbours=False
+            spots, shoeboxes, experiment, mask_neighbours=False
         )
     except ProfileModelError:
         return
     result.sigma_m_deg = math.degrees(sigma_m)
-    result.sigma_m_images = result.sigma_m_deg / abs(experiment.scan.oscillation_width)
+    result.sigma_m_images = _in_images(result.sigma_m_deg, experiment.scan)
     result.label = SIGMA_M_ESTIMATE_LABEL
     result.reason = ""
 
