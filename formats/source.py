@@ -448,9 +448,8 @@ def check_unchanged(buffer) -> None:
     new end is touched; where :mod:`.bus_errors` guards the map, zeros are read there
     instead. One changed in any other way (rewritten, replaced, grown) yields silently
     mixed content. Calling this after the work on ``buffer`` is done turns both into an
-    error. A no-op for
-    buffers that are not a map made by :func:`read_bytes` (small and decompressed files
-    are copies in memory, which nothing outside can change).
+    error. A no-op for buffers that are not a map made by :func:`read_bytes` (small
+    and decompressed files are copies in memory, which nothing outside can change).
 
     Parameters
     ----------

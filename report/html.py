@@ -23,6 +23,7 @@ from .text import (
     block_cells,
     fixed_sigma_lines,
     gigabytes,
+    stored_has_sigmas,
     stored_model_words,
     xds_keywords,
 )
@@ -252,18 +253,10 @@ def _blocks_table(entry: dict) -> str:
     )
 
 
-def _has_sigmas(stored: dict | None) -> bool:
-    """Whether a stored model has sigma_b or sigma_m (gaussian_rs) to set beside
-    ours in the table; another kind is said in words below it."""
-    return bool(stored) and any(
-        stored.get(key) is not None for key in ("sigma_b_deg", "sigma_m_deg")
-    )
-
-
 def _experiment_table(entry: dict) -> str:
     stored = entry.get("stored_profile")
-    other = stored if stored and not _has_sigmas(stored) else None
-    stored = stored if _has_sigmas(stored) else None
+    other = stored if stored and not stored_has_sigmas(stored) else None
+    stored = stored if stored_has_sigmas(stored) else None
     estimate = _is_estimate(entry)
     kind = "estimate before indexing"
     if entry.get("label") == STILLS_LABEL:

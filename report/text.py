@@ -466,6 +466,20 @@ def _numbers(values) -> str:
     return ", ".join(_number(value) for value in values)
 
 
+def stored_has_sigmas(stored: dict | None) -> bool:
+    """Whether a model stored in the .expt has sigma_b or sigma_m (gaussian_rs) to
+    set beside ours; another kind is said in words.
+
+    Parameters
+    ----------
+    stored : dict or None
+        An entry's ``stored_profile`` (``algorithms.profile_model``).
+    """
+    return bool(stored) and any(
+        stored.get(key) is not None for key in ("sigma_b_deg", "sigma_m_deg")
+    )
+
+
 def stored_model_words(stored: dict) -> str:
     """What a profile model stored in the .expt is, in a few words: a gaussian_rs
     model's sigmas; another kind's mosaicity parameterisation as stored, under
@@ -482,7 +496,7 @@ def stored_model_words(stored: dict) -> str:
         One phrase, the kind first.
     """
     kind = printable(stored.get("kind") or "unknown kind", 100)
-    if stored.get("sigma_b_deg") is not None or stored.get("sigma_m_deg") is not None:
+    if stored_has_sigmas(stored):
         words = (
             f"{kind}: sigma_b {_number(stored.get('sigma_b_deg'))} deg, "
             f"sigma_m {_number(stored.get('sigma_m_deg'))} deg"
