@@ -347,10 +347,7 @@ def test_the_find_spots_log_sets_the_limits(shared_data, tmp_path):
         shared_data / "centroid_test_data/indexed.expt",
         find_spots=str(tmp_path / "dials.find_spots.log"),
     )
-    [maximum] = [
-        c for c in result.advice["checks"]
-        if c.get("parameter") == "spotfinder.filter.max_spot_size"
-    ]  # fmt: skip
+    maximum = _limit_check(result.advice, "max_spot_size")
     assert maximum["value"] == 200 and maximum["removed"] == 40
     document = json_document(result)
     assert document["advice"]["checks"][1]["value"] == 200
@@ -391,19 +388,16 @@ def test_min_spot_size_is_dials_auto_for_the_detector_unless_spots_are_smaller(
     document = json.loads((tmp_path / "dials.spot_size_analysis.json").read_text())
     auto = 3 if folder != "centroid_test_data" else 6
     for advice in (result.advice, document["advice"]):
-        [check] = [
-            c for c in advice["checks"]
-            if c.get("parameter") == "spotfinder.filter.min_spot_size"
-        ]  # fmt: skip
+        check = _limit_check(advice, "min_spot_size")
         assert (check["value"], check["source"]) == (value, source)
         assert f"spots of at least {auto} px in all" in advice["summary"]
 
 
-def _min_spot_size_check(result):
+def _limit_check(advice, name):
+    """The one check of ``spotfinder.filter.<name>`` in ``advice``."""
     [check] = [
-        c for c in result.advice["checks"]
-        if c.get("parameter") == "spotfinder.filter.min_spot_size"
-    ]  # fmt: skip
+        c for c in advice["checks"] if c.get("parameter") == f"spotfinder.filter.{name}"
+    ]
     return check
 
 
@@ -422,7 +416,7 @@ def test_min_spot_size_of_mixed_detectors_does_not_hang_on_the_order(shared_data
             [folder / f"{name}.expt" for folder, name in order],
             compute=False,
         )
-        sources.append(_min_spot_size_check(result)["source"])
+        sources.append(_limit_check(result.advice, "min_spot_size")["source"])
     assert sources == ["inferred: the smallest spot found"] * 2
     result = analyse(
         [i23 / "indexed.refl", ssx / "indexed.refl"],
@@ -431,7 +425,7 @@ def test_min_spot_size_of_mixed_detectors_does_not_hang_on_the_order(shared_data
     )
     assert (
         "below the 3 of DIALS Auto for a SENSOR_PAD detector"
-        in (_min_spot_size_check(result)["source"])
+        in (_limit_check(result.advice, "min_spot_size")["source"])
     )
 
 
@@ -446,7 +440,7 @@ def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
         data / "indexed.refl", data / "indexed.expt", find_spots=str(stated),
         compute=False,
     )  # fmt: skip
-    check = _min_spot_size_check(result)
+    check = _limit_check(result.advice, "min_spot_size")
     assert check["value"] == 2 and check["source"].endswith(
         "below the 3 of DIALS Auto for a SENSOR_PAD detector: spot finding ran with "
         f"a smaller value than the Auto {stated.name} states"
@@ -457,7 +451,7 @@ def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
         data / "strong_5.refl", data / "imported_no_ref_5.expt",
         find_spots=str(contradicted), compute=False,
     )  # fmt: skip
-    check = _min_spot_size_check(result)
+    check = _limit_check(result.advice, "min_spot_size")
     assert (check["value"], check["n_below_limit"], check["n_spots"]) == (4, 414, 759)
     assert check["reasons"] == [
         f"414 of 759 spots are smaller than min_spot_size=4 ({contradicted.name}): "
@@ -793,13 +787,6 @@ def test_many_other_definitions_are_named_in_one_item():
         + " and 3 more (not read: this program reads only the spot-finding limits "
         "and the profile parameters)"
     )
-
-
-def _limit_check(advice, name):
-    [check] = [
-        c for c in advice["checks"] if c.get("parameter") == f"spotfinder.filter.{name}"
-    ]
-    return check
 
 
 def test_upper_limits_that_spots_lie_beyond_are_not_judged(
