@@ -96,6 +96,20 @@ NOT_FINITE_PIXELS = (
     "shoeboxes: dials.integrate's estimators cannot use them"
 )
 MAX_SEARCH_STEPS = 10_000  # of the bracket and of Brent's search (real ones take ~20)
+# From this many reflections, sigma_m's maximum is found by Newton's steps on the
+# likelihood's slope and curvature (three or four passes over the reflections instead
+# of Brent's 17 or so), started from a block's whole-scan value or from Brent's search
+# over an even subset of about NEWTON_START_REFLECTIONS of them. Below, Brent's search
+# alone, as always: every real reference file has fewer.
+NEWTON_FROM_REFLECTIONS = 1_000
+NEWTON_START_REFLECTIONS = 2_000
+MAX_NEWTON_STEPS = 50
+MAX_NEWTON_HALVINGS = 30
+MAX_NEWTON_STEP = 1.0  # in ln(sigma_m): at most a factor e per step
+# A Newton step this small is taken without another pass: the error after it is
+# about the square of the step (times the likelihood's third derivative over twice
+# its second, of order 1), far inside SIGMA_M_TOLERANCE.
+NEWTON_LAST_STEP = 1e-5
 # ln(sigma_m) is found to within this: sigma_m to about 1e-8 of the likelihood's
 # maximum (DIALS's own sigma_m lies 4e-6 and 6e-6 from it on the static-crystal files)
 SIGMA_M_TOLERANCE = 1e-8
@@ -484,6 +498,68 @@ def _likelihood_terms(
         terms[r] = sum_nlogz - row_counts[r] * log_z + log_z
 
 
+TWO_OVER_ROOT_PI = 2.0 / math.sqrt(math.pi)
+
+
+@njit
+def _erf_and_slopes(t):
+    """erf(t) for t = e / sigma, and its first and second derivatives with respect
+    to ln(sigma): -g and g (1 - 2 t^2), g = 2/sqrt(pi) t exp(-t^2)."""
+    g = TWO_OVER_ROOT_PI * t * math.exp(-t * t)
+    return math.erf(t), -g, g * (1.0 - 2.0 * t * t)
+
+
+@njit
+def _likelihood_slopes(
+    inverse_sigma,
+    edges,
+    lower_edge,
+    counts,
+    row_counts,
+    starts,
+    first,
+    last,
+    terms,
+    slopes,
+    curvatures,
+):
+    """:func:`_likelihood_terms`, with each term's first and second derivative with
+    respect to ln(sigma) (a clamped z is a constant: no slope). The same edges are
+    shared between frames as there."""
+    for r in range(first, last):
+        sum_z, sum_nlogz = 0.0, 0.0
+        sum_dz, sum_d2z, sum_n_dlogz, sum_n_d2logz = 0.0, 0.0, 0.0, 0.0
+        known_edge = -1
+        known = (0.0, 0.0, 0.0)
+        for i in range(starts[r], starts[r + 1]):
+            edge = lower_edge[i]
+            if edge == known_edge:
+                below = known
+            else:
+                below = _erf_and_slopes(edges[edge] * inverse_sigma)
+            above = _erf_and_slopes(edges[edge + 1] * inverse_sigma)
+            known_edge, known = edge + 1, above
+            z = 0.5 * (above[0] - below[0])
+            dz, d2z = 0.5 * (above[1] - below[1]), 0.5 * (above[2] - below[2])
+            if z < 1e-10:
+                z, dz, d2z = 1e-10, 0.0, 0.0
+            sum_z += z
+            sum_dz += dz
+            sum_d2z += d2z
+            sum_nlogz += counts[i] * math.log(z)
+            slope_of_log = dz / z
+            sum_n_dlogz += counts[i] * slope_of_log
+            sum_n_d2logz += counts[i] * (d2z / z - slope_of_log * slope_of_log)
+        log_z = math.log(sum_z)
+        terms[r] = sum_nlogz - row_counts[r] * log_z + log_z
+        slope_of_log = sum_dz / sum_z
+        weight = row_counts[r] - 1.0
+        slopes[r] = sum_n_dlogz - weight * slope_of_log
+        curvatures[r] = sum_n_d2logz - weight * (
+            sum_d2z / sum_z - slope_of_log * slope_of_log
+        )
+
+
 @njit
 def _negative_sum(terms):
     """-L: minus the sum of the terms, added in the reflections' order (the same
@@ -643,6 +719,48 @@ def _minimise_1d(function, start: float, stop: float, tolerance: float) -> float
     )
 
 
+def _newton_maximum(function, start: float) -> float | None:
+    """The maximum of a smooth function of one variable by Newton's steps from
+    ``start``, each step halved until the value does not fall; None where the steps
+    cannot be trusted (a curvature that is not negative, a value that is not finite,
+    no rise after halving, too many steps), for the caller to search without
+    derivatives.
+
+    Parameters
+    ----------
+    function : callable
+        float -> (value, slope, curvature).
+    start : float
+        Where the steps begin: near the maximum, they settle in three or four.
+
+    Returns
+    -------
+    float or None
+        The argument of the maximum, to within about NEWTON_LAST_STEP squared.
+    """
+    try:
+        x = start
+        value, slope, curvature = function(x)
+        for _ in range(MAX_NEWTON_STEPS):
+            if not (math.isfinite(value) and math.isfinite(slope) and curvature < 0.0):
+                return None
+            step = max(-MAX_NEWTON_STEP, min(MAX_NEWTON_STEP, -slope / curvature))
+            if abs(step) <= NEWTON_LAST_STEP:
+                return x + step
+            for _ in range(MAX_NEWTON_HALVINGS):
+                trial = function(x + step)
+                if trial[0] >= value:
+                    break
+                step *= 0.5
+            else:
+                return None
+            x += step
+            value, slope, curvature = trial
+    except OverflowError:
+        pass
+    return None
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -798,7 +916,7 @@ class _PixelSums(NamedTuple):
 
 
 def _pixel_sums(
-    columns: _Columns, shoeboxes, experiment, mask_neighbours: bool
+    columns: _Columns, shoeboxes, experiment, mask_neighbours: bool, threads: int = 1
 ) -> _PixelSums:
     # Only the chosen rows' records, gathered (a tenth of a big table's, at most
     # MAX_REFERENCE_MATCHED): no conversion or scatter of whole columns.
@@ -814,22 +932,36 @@ def _pixel_sums(
     frame_start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
     sum_w, sum_w_angle2 = np.zeros(n), np.zeros(n)
     frame_sum = np.zeros(int(frame_start[-1]))
-    _pixel_kernel(
-        shoeboxes.blob,
-        present,
-        np.ascontiguousarray(shoeboxes.data_offset[rows], dtype=np.int64),
-        bbox,
-        panel,
-        np.ascontiguousarray(columns.s1, dtype=np.float64),
-        np.ascontiguousarray(columns.miller_index, dtype=np.int64),
-        DetectorArrays.of(experiment.detector).as_tuple(),
-        _neighbour_parameters(experiment, mask_neighbours),
-        frame_start,
-        sum_w,
-        sum_w_angle2,
-        frame_sum,
-        np.empty((int(frames.max(initial=0)) + 1, 2)),  # _edge_turns of one box
-    )
+    data_offset = np.ascontiguousarray(shoeboxes.data_offset[rows], dtype=np.int64)
+    s1 = np.ascontiguousarray(columns.s1, dtype=np.float64)
+    hkl = np.ascontiguousarray(columns.miller_index, dtype=np.int64)
+    detector = DetectorArrays.of(experiment.detector).as_tuple()
+    neighbours = _neighbour_parameters(experiment, mask_neighbours)
+    deepest = int(frames.max(initial=0)) + 1
+
+    def sum_part(part: tuple[int, int]) -> None:
+        """Rows first..last-1: each writes only its own sums and frames."""
+        first, last = part
+        _pixel_kernel(
+            shoeboxes.blob,
+            present[first:last],
+            data_offset[first:last],
+            bbox[first:last],
+            panel[first:last],
+            s1[first:last],
+            hkl[first:last],
+            detector,
+            neighbours,
+            frame_start[first : last + 1],
+            sum_w[first:last],
+            sum_w_angle2[first:last],
+            frame_sum,
+            np.empty((deepest, 2)),  # _edge_turns of one box, one per part
+        )
+
+    parts = _parts(frame_start, threads)
+    for _ in in_order(sum_part, parts, len(parts)):
+        pass
     return _PixelSums(sum_w, sum_w_angle2, frame_sum, frame_start, frames)
 
 
@@ -846,12 +978,21 @@ def _sigma_b(sum_w: np.ndarray, sum_w_angle2: np.ndarray) -> float | None:
 
 
 def _sigma_m(
-    columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan, threads: int = 1
+    columns,
+    frame_sum,
+    frame_start,
+    frames,
+    bbox_z0,
+    zeta,
+    scan,
+    threads: int = 1,
+    start: float | None = None,
 ) -> float:
     """ExtendedEstimator: maximum likelihood over log(sigma_m) of the per-frame
     counts given the Gaussian rocking curve, searched from 0.1 and 1 deg as DIALS's
-    simplex starts; the likelihood of many frames split over ``threads`` (the same
-    numbers)."""
+    simplex starts, or by Newton's steps from ``start`` (radians) where given (the
+    same maximum; Brent's search where the steps cannot be trusted); the likelihood
+    of many frames split over ``threads`` (the same numbers)."""
     n_rows = len(frames)
     row_of_frame = np.repeat(np.arange(n_rows), frames)
     offset_in_row = np.arange(len(frame_sum)) - frame_start[row_of_frame]
@@ -881,34 +1022,35 @@ def _sigma_m(
     starts = np.concatenate([[0], np.cumsum(frames_kept[used])]).astype(np.int64)
     row_counts = np.bincount(row_of_frame, weights=counts, minlength=n_rows)[used]
 
-    terms = np.empty(len(starts) - 1)
+    terms, slopes, curvatures = (np.empty(len(starts) - 1) for _ in range(3))
     parts = _parts(starts, threads)
+    likelihood = (edges, lower_edge, counts, row_counts, starts)
+
+    def each_part(kernel, log_sigma: float, outputs: tuple) -> None:
+        inverse_sigma = math.exp(-log_sigma)
+        for _ in in_order(
+            lambda part: kernel(inverse_sigma, *likelihood, *part, *outputs),
+            parts,
+            len(parts),
+        ):
+            pass
 
     def target(log_sigma: float) -> float:
-        inverse_sigma = math.exp(-log_sigma)
-
-        def part_terms(part: tuple[int, int]) -> None:
-            _likelihood_terms(
-                inverse_sigma,
-                edges,
-                lower_edge,
-                counts,
-                row_counts,
-                starts,
-                *part,
-                terms,
-            )
-
-        for _ in in_order(part_terms, parts, len(parts)):
-            pass
+        each_part(_likelihood_terms, log_sigma, (terms,))
         return _negative_sum(terms)
 
-    solution = _minimise_1d(
-        target,
-        math.log(math.radians(0.1)),
-        math.log(math.radians(1.0)),
-        SIGMA_M_TOLERANCE,
-    )
+    def with_slopes(log_sigma: float) -> tuple[float, float, float]:
+        each_part(_likelihood_slopes, log_sigma, (terms, slopes, curvatures))
+        return tuple(-_negative_sum(values) for values in (terms, slopes, curvatures))
+
+    solution = None if start is None else _newton_maximum(with_slopes, math.log(start))
+    if solution is None:
+        solution = _minimise_1d(
+            target,
+            math.log(math.radians(0.1)),
+            math.log(math.radians(1.0)),
+            SIGMA_M_TOLERANCE,
+        )
     return math.exp(solution)
 
 
@@ -920,6 +1062,7 @@ def compute_sigmas(
     mask_neighbours: bool = True,
     sums: _PixelSums | None = None,
     threads: int = 1,
+    sigma_m_start: float | None = None,
 ) -> tuple[float | None, float, int]:
     """``ProfileModelCalculator`` on prepared columns: (sigma_b rad, sigma_m rad,
     reflections used after the zeta filter).
@@ -944,6 +1087,10 @@ def compute_sigmas(
     threads : int
         sigma_m's likelihood over many frames is split over this many threads; the
         result is the same whatever the number.
+    sigma_m_start : float, optional
+        Where many reflections' sigma_m is sought from (radians), e.g. the whole
+        scan's for a block; without it, from Brent's search over an even subset.
+        Fewer than NEWTON_FROM_REFLECTIONS reflections are searched as DIALS starts.
 
     Returns
     -------
@@ -962,7 +1109,7 @@ def compute_sigmas(
     keep = np.flatnonzero(np.abs(zeta) >= min_zeta)
     columns, zeta = _subset(columns, keep), zeta[keep]
     if sums is None:
-        sums = _pixel_sums(columns, shoeboxes, experiment, mask_neighbours)
+        sums = _pixel_sums(columns, shoeboxes, experiment, mask_neighbours, threads)
     else:
         sums = sums.subset(chosen[keep])
     sum_w, sum_w_angle2, frame_sum, frame_start, frames = sums
@@ -970,10 +1117,35 @@ def compute_sigmas(
         raise ProfileModelError(NOT_FINITE_PIXELS)
     sigma_b = _sigma_b(sum_w, sum_w_angle2)
     bbox_z0 = np.asarray(shoeboxes.bbox)[columns.rows, 4].astype(np.int64)
+    n = len(columns.rows)
+    start = None
+    if n >= NEWTON_FROM_REFLECTIONS:
+        start = sigma_m_start
+        if start is None:
+            sample = np.arange(0, n, -(-n // NEWTON_START_REFLECTIONS))
+            try:
+                start = _sigma_m(
+                    _subset(columns, sample),
+                    *sums.subset(sample)[2:],
+                    bbox_z0[sample],
+                    zeta[sample],
+                    scan,
+                    threads,
+                )
+            except ProfileModelError:  # the search over all says why, if it fails
+                start = None
     sigma_m = _sigma_m(
-        columns, frame_sum, frame_start, frames, bbox_z0, zeta, scan, threads
+        columns,
+        frame_sum,
+        frame_start,
+        frames,
+        bbox_z0,
+        zeta,
+        scan,
+        threads,
+        start,
     )
-    return sigma_b, sigma_m, len(columns.rows)
+    return sigma_b, sigma_m, n
 
 
 def _subset(columns: _Columns, index: np.ndarray) -> _Columns:
@@ -1339,6 +1511,7 @@ def _blocks(
                     experiment,
                     sums=None if sums is None else sums.subset(inside),
                     threads=threads,
+                    sigma_m_start=math.radians(overall[1]),
                 )
                 if b is not None:
                     sigma_b = math.degrees(b)
@@ -1454,7 +1627,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     # the reflections the whole scan uses.
     sums = None
     if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
-        sums = _pixel_sums(chosen, shoeboxes, experiment, True)
+        sums = _pixel_sums(chosen, shoeboxes, experiment, True, threads)
     sigma_b, sigma_m, n_used = compute_sigmas(
         chosen, shoeboxes, experiment, sums=sums, threads=threads
     )

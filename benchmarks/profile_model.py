@@ -75,14 +75,19 @@ def main() -> None:
         "pixel sums (sigma_b, per-frame counts)": lambda: profile_model._pixel_sums(
             tiled, shoeboxes, experiment, True
         ),
+        "pixel sums on two threads": lambda: profile_model._pixel_sums(
+            tiled, shoeboxes, experiment, True, 2
+        ),
         "compute_sigmas (the sums and sigma_m's search)": lambda: (
             profile_model.compute_sigmas(tiled, shoeboxes, experiment)
         ),
-        "the same, its likelihood on two threads": lambda: profile_model.compute_sigmas(
+        "the same on two threads": lambda: profile_model.compute_sigmas(
             tiled, shoeboxes, experiment, threads=2
         ),
         "the same with its sums given (the blocks)": lambda: (
-            profile_model.compute_sigmas(tiled, shoeboxes, experiment, sums=sums)
+            profile_model.compute_sigmas(
+                tiled, shoeboxes, experiment, sums=sums, sigma_m_start=1.1 * sigma_m
+            )
         ),
         "model bboxes": lambda: profile_model.integration_bboxes(
             tiled.s1, frames, tiled.panel, experiment, sigma_b, sigma_m

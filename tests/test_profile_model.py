@@ -1252,3 +1252,157 @@ def test_sigma_m_before_indexing_is_an_estimate_about_the_spots_own_angles(
         for entry in json.loads((shared_data / "profile_reference.json").read_text())
     }[f"{name}.refl"]
     assert 0.87 < model.sigma_m_deg / reference < 0.91
+
+
+def _tiled(columns: pm._Columns, copies: int) -> pm._Columns:
+    """The same reflections ``copies`` times over (each copy reads the same boxes):
+    a likelihood ``copies`` times the one of the rows alone, with the same maximum."""
+    return pm._Columns(
+        **{
+            field.name: np.concatenate([getattr(columns, field.name)] * copies)
+            for field in dataclasses.fields(columns)
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def centroid_as_it_is(shared_data):
+    """centroid_test_data's indexed rows, with their own columns (569 rows)."""
+    folder = shared_data / "centroid_test_data"
+    table = read_reflections(folder / "indexed.refl")
+    [experiment] = read_experiments(folder / "indexed.expt")
+    rows = np.flatnonzero((table["flags"] & pm.INDEXED) != 0)
+    return table, experiment, _table_columns(table, rows)
+
+
+def _newtons_function(columns, table, experiment, **options):
+    """compute_sigmas with Newton's steps watched: its result and the function
+    (value, slope, curvature of the likelihood in ln sigma_m) the steps were given."""
+    seen = []
+
+    def watched(function, start):
+        seen.append(function)
+        return newton(function, start)
+
+    newton = pm._newton_maximum
+    with mock.patch.object(pm, "_newton_maximum", watched):
+        result = pm.compute_sigmas(columns, table.shoeboxes, experiment, **options)
+    return result, seen
+
+
+def test_newtons_steps_find_the_maximum_of_many_reflections(
+    shared_data, reference, centroid_as_it_is
+):
+    """From 1,000 reflections sigma_m is found by Newton's steps from Brent's search
+    over an even subset. Three copies of the 569 rows have the likelihood of one
+    times three, so the same maximum: the copies' sigma_m is the rows' own (found
+    by Brent's search alone, to its 1e-8 in ln sigma_m) and DIALS's; at it the
+    likelihood's slope is nil, to rounding."""
+    table, experiment, columns = centroid_as_it_is
+    alone = pm.compute_sigmas(columns, table.shoeboxes, experiment)
+    (sigma_b, sigma_m, n), seen = _newtons_function(
+        _tiled(columns, 3), table, experiment
+    )
+    assert n == 3 * alone[2] and n >= pm.NEWTON_FROM_REFLECTIONS
+    [likelihood] = seen
+    assert sigma_b == pytest.approx(alone[0], rel=1e-12)
+    assert sigma_m == pytest.approx(alone[1], rel=1e-7)
+    expected = reference[0]["computed_on_the_table_as_it_is"]["sigma_m_deg"]
+    assert math.degrees(sigma_m) == pytest.approx(expected, rel=1e-4)
+    _, slope, curvature = likelihood(math.log(sigma_m))
+    assert curvature < 0 and abs(slope / curvature) < 1e-12
+    # Brent's search over the same copies, to its tolerance, finds the same maximum.
+    with mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 10**9):
+        searched = pm.compute_sigmas(_tiled(columns, 3), table.shoeboxes, experiment)
+    assert searched[1] == pytest.approx(sigma_m, rel=1e-7)
+
+
+def test_the_likelihoods_slopes_are_its_derivatives(centroid_as_it_is):
+    """The slope and curvature Newton's steps take are the first and second
+    derivatives of the likelihood the search maximises (central differences). Where
+    the rocking curve is narrow, frames' z cross the clamp at 1e-10, whose kinks
+    spoil the second difference: there, the slope only."""
+    table, experiment, columns = centroid_as_it_is
+    _, [likelihood] = _newtons_function(_tiled(columns, 2), table, experiment)
+    for sigma_deg in (0.02, 0.05, 0.1, 0.2, 1.0):
+        at = math.log(math.radians(sigma_deg))
+        value, slope, curvature = likelihood(at)
+        below, above = likelihood(at - 1e-4)[0], likelihood(at + 1e-4)[0]
+        assert slope == pytest.approx((above - below) / 2e-4, rel=1e-6)
+        if sigma_deg >= 0.1:
+            below, above = likelihood(at - 1e-3)[0], likelihood(at + 1e-3)[0]
+            second = (above - 2 * value + below) / 1e-6
+            assert curvature == pytest.approx(second, rel=1e-5)
+
+
+def _log_cosh_peak(x: float) -> tuple[float, float, float]:
+    """-ln cosh(5 (x - 3)): a maximum at 3 that a full Newton step from 3.3
+    overshoots to a lower value, and back again, for ever; halved, it settles."""
+    u = 5.0 * (x - 3.0)
+    return -math.log(math.cosh(u)), -5.0 * math.tanh(u), -25.0 / math.cosh(u) ** 2
+
+
+@pytest.mark.parametrize(
+    "function, start, expected",
+    [
+        (lambda x: (-((x - 2.5) ** 2), -2 * (x - 2.5), -2.0), 0.0, 2.5),  # steps of 1
+        (_log_cosh_peak, 3.3, 3.0),  # steps halved
+        (lambda x: (x**2, 2 * x, 2.0), 0.5, None),  # a minimum, not a maximum
+        (lambda x: (math.nan, 0.0, -1.0), 0.0, None),
+        (lambda x: (-math.exp(1e3 * x), 1.0, -1.0), 0.0, None),  # overflows
+        (lambda x: (-x, 1.0, -1e-9), 0.0, None),  # no step lands higher: falls
+        (lambda x: (-abs(x - 1), math.copysign(1.0, 1 - x), -1.0), 0.0, None),  # kink
+    ],
+)
+def test_newtons_steps_trust_only_a_rising_concave_function(function, start, expected):
+    found = pm._newton_maximum(function, start)
+    assert found == (None if expected is None else pytest.approx(expected, abs=1e-9))
+
+
+def test_sigma_m_falls_back_to_brents_search(centroid_as_it_is):
+    """Where Newton's steps cannot be trusted, the search of few reflections runs
+    instead: the same numbers as below NEWTON_FROM_REFLECTIONS, to the last bit."""
+    table, experiment, columns = centroid_as_it_is
+    tiled = _tiled(columns, 3)
+    with mock.patch.object(pm, "_newton_maximum", lambda *_: None):
+        fallen = pm.compute_sigmas(tiled, table.shoeboxes, experiment)
+    with mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 10**9):
+        assert fallen == pm.compute_sigmas(tiled, table.shoeboxes, experiment)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_pixel_sums_on_threads_are_the_same_numbers(centroid_as_it_is, threads):
+    """Each thread sums its own run of reflections into its own places: every array
+    is the one-thread array, to the last bit."""
+    table, experiment, columns = centroid_as_it_is
+    tiled = _tiled(columns, 12)
+    alone = pm._pixel_sums(tiled, table.shoeboxes, experiment, True)
+    assert alone.frame_start[-1] >= pm.THREADED_FROM_FRAMES
+    assert len(pm._parts(alone.frame_start, threads)) == threads
+    split = pm._pixel_sums(tiled, table.shoeboxes, experiment, True, threads)
+    for one, many in zip(alone, split):
+        assert one.dtype == many.dtype and one.tobytes() == many.tobytes()
+
+
+def test_blocks_start_newtons_steps_from_the_whole_scan(shared_data, reference):
+    """With Newton's steps from one reflection (blocks from the whole scan's sigma_m,
+    the scan from its subset's), the refined scan's sigmas, overall and in each of
+    its three blocks, are those Brent's search finds, to its tolerance."""
+    table, experiments = _load(shared_data, reference[2])
+    arguments = (table.columns, table.shoeboxes, experiments)
+    searched = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    steps = mock.Mock(wraps=pm._newton_maximum)
+    with (
+        mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 1),
+        mock.patch.object(pm, "_newton_maximum", steps),
+    ):
+        stepped = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    assert steps.call_count == 4  # the scan and three blocks
+    starts = [math.degrees(math.exp(call.args[1])) for call in steps.call_args_list]
+    assert starts[1:] == pytest.approx([stepped.sigma_m_deg] * 3, rel=1e-12)
+    assert stepped.sigma_m_deg == pytest.approx(searched.sigma_m_deg, rel=1e-7)
+    assert stepped.sigma_b_deg == searched.sigma_b_deg
+    assert len(stepped.blocks) == 3
+    for mine, theirs in zip(stepped.blocks, searched.blocks):
+        assert mine.sigma_b_deg == theirs.sigma_b_deg
+        assert mine.sigma_m_deg == pytest.approx(theirs.sigma_m_deg, rel=1e-7)
