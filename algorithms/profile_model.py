@@ -1301,10 +1301,39 @@ def peak_shoebox_memory(bbox: np.ndarray, frames: tuple[int, int]) -> int:
         (bbox[:, 1] - bbox[:, 0]) * (bbox[:, 3] - bbox[:, 2]) * (z1 - z0)
     ) * BYTES_PER_VOXEL
     n = frame1 - frame0
-    alive = np.zeros(n + 1)
-    np.add.at(alive, z0[inside], volume[inside])
-    np.add.at(alive, z1[inside], -volume[inside])
-    return int(np.max(np.cumsum(alive)[:n])) if n > 0 else 0
+    if n <= 0:
+        return 0
+    volume = volume[inside].astype(np.float64)  # whole numbers, added exactly
+    alive = np.bincount(z0[inside], volume, n + 1) - np.bincount(
+        z1[inside], volume, n + 1
+    )
+    return int(np.max(np.cumsum(alive)[:n]))
+
+
+def block_peaks(bbox: np.ndarray, spans: list[tuple[int, int]]) -> list[int]:
+    """:func:`peak_shoebox_memory` of each block of frames, each from only the boxes
+    that can reach it (sorted by first frame once): a scan of many blocks does not
+    walk every box for each.
+
+    Parameters
+    ----------
+    bbox : numpy.ndarray
+        (n, 6) integer: the boxes, as for :func:`peak_shoebox_memory`.
+    spans : list of tuple of int
+        Each block's first frame and one past its last.
+
+    Returns
+    -------
+    list of int
+        The peak bytes of each block.
+    """
+    bbox = bbox[np.argsort(bbox[:, 4], kind="stable")]
+    deepest = int(np.max(bbox[:, 5] - bbox[:, 4], initial=0))
+    peaks = []
+    for z0, z1 in spans:  # a box reaching z0 starts after z0 - deepest
+        near = slice(*np.searchsorted(bbox[:, 4], (z0 - deepest, z1)))
+        peaks.append(peak_shoebox_memory(bbox[near], (z0, z1)))
+    return peaks
 
 
 # ------------------------------------------------------------------------ public entry
@@ -1496,9 +1525,13 @@ def _blocks(
     whole_scan = n_images <= per_block
     # Predictions in the padding count in the first or last block.
     frames = np.clip(frames, first - 1, first - 1 + n_images - 1e-9)
+    spans = [
+        (first - 1 + start, first - 1 + min(start + per_block, n_images))
+        for start in range(0, n_images, per_block)
+    ]
+    peaks = None if bbox is None else block_peaks(bbox, spans)
     result = []
-    for start in range(0, n_images, per_block):
-        z0, z1 = first - 1 + start, first - 1 + min(start + per_block, n_images)
+    for z0, z1 in spans:
         inside = np.flatnonzero((frames >= z0) & (frames < z1))
         sigma_b = sigma_m = sigma_b_px = sigma_m_images = None
         if whole_scan:
@@ -1520,7 +1553,7 @@ def _blocks(
                 sigma_m_images = _in_images(sigma_m, scan)
             except ProfileModelError:
                 pass
-        peak = None if bbox is None else peak_shoebox_memory(bbox, (z0, z1))
+        peak = None if peaks is None else peaks[len(result)]
         result.append(
             BlockValues(
                 z0 + 1,
@@ -1622,14 +1655,18 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     if problem:
         result.applicable, result.reason = False, problem
         return result
-    # A scan of several blocks sums every reflection's pixels once, for the whole
-    # scan and its blocks (each reflection's sums are its own); one block sums only
-    # the reflections the whole scan uses.
+    # The reflections DIALS's calculator takes (from 10,000, the used_in_refinement
+    # ones first): the whole scan's and, split by image, its blocks' (a block of all
+    # its rows would take the outliers refinement left out, which the scan does not).
+    # A scan of several blocks sums their pixels once (each reflection's sums are its
+    # own).
+    selected = select_for_sigma(chosen.flags)
+    used, used_frames = _subset(chosen, selected), frames[selected]
     sums = None
     if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
-        sums = _pixel_sums(chosen, shoeboxes, experiment, True, threads)
+        sums = _pixel_sums(used, shoeboxes, experiment, True, threads)
     sigma_b, sigma_m, n_used = compute_sigmas(
-        chosen, shoeboxes, experiment, sums=sums, threads=threads
+        used, shoeboxes, experiment, sums=sums, threads=threads
     )
     result.n_selected = n_used
     if sigma_b is None:
@@ -1694,8 +1731,8 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         result.sigma_m_images,
     )
     result.blocks = _blocks(
-        chosen,
-        frames,
+        used,
+        used_frames,
         shoeboxes,
         experiment,
         memory_boxes,

@@ -248,7 +248,8 @@ def _blocks_table(entry: dict) -> str:
     rows = [block_cells(block, _significant) for block in blocks]
     return (
         '<p class="help">Per block of images: sigma_b and sigma_m recomputed on the '
-        "reference reflections predicted in each block ('-' where fewer than 20), "
+        "reflections the whole scan's values use, predicted in each block ('-' where "
+        "fewer than 20), "
         "and the peak shoebox memory of the boxes in it.</p>" + _table(header, rows)
     )
 

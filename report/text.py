@@ -575,9 +575,9 @@ def block_cells(block: dict, number: Callable[[object], str]) -> list:
 
 
 BLOCKS_TITLE = (
-    "Per block of images (sigma_b and sigma_m recomputed on the reference reflections "
-    "predicted in each block, '-' where fewer than 20; the peak shoebox memory of the "
-    "boxes in it; doc/profile_model.md):"
+    "Per block of images (sigma_b and sigma_m recomputed on the reflections the whole "
+    "scan's values use, predicted in each block, '-' where fewer than 20; the peak "
+    "shoebox memory of the boxes in it; doc/profile_model.md):"
 )
 
 

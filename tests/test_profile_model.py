@@ -670,6 +670,24 @@ def test_bbox_and_memory_by_hand():
     assert pm.peak_shoebox_memory(boxes, (6, 10)) == 12  # only the last box lives
 
 
+def test_block_peaks_are_each_blocks_peak_over_every_box():
+    """Each block's peak from only the boxes that can reach it is the peak over all
+    of them: boxes of 1 to 40 frames, starting anywhere, blocks of 1 to 30 frames."""
+    rng = np.random.default_rng(11)
+    z0 = rng.integers(-5, 300, 2000)
+    x0, y0 = rng.integers(0, 100, (2, 2000))
+    size = rng.integers(1, 8, (2, 2000))
+    boxes = np.stack(
+        [x0, x0 + size[0], y0, y0 + size[1], z0, z0 + rng.integers(1, 41, 2000)],
+        axis=1,
+    )
+    for per_block in (1, 7, 30):
+        spans = [(start, start + per_block) for start in range(0, 300, per_block)]
+        expected = [pm.peak_shoebox_memory(boxes, span) for span in spans]
+        assert pm.block_peaks(boxes, spans) == expected
+        assert min(expected) > 0 and len(set(expected)) > 5
+
+
 def test_boxes_dials_has_none_for_are_marked_not_made_up():
     """zeta 0 (s1 in the plane of the axis and the beam) spans the scan, where it
     divided by zero; a corner behind the detector's plane (6 deg, the 45 deg ray) or
@@ -1406,3 +1424,27 @@ def test_blocks_start_newtons_steps_from_the_whole_scan(shared_data, reference):
     for mine, theirs in zip(stepped.blocks, searched.blocks):
         assert mine.sigma_b_deg == theirs.sigma_b_deg
         assert mine.sigma_m_deg == pytest.approx(theirs.sigma_m_deg, rel=1e-7)
+
+
+def test_blocks_take_the_reflections_the_whole_scan_takes(shared_data, reference):
+    """From 10,000 reflections DIALS's calculator takes those used in refinement
+    first; the blocks take the same ones, split by image, not every row of each
+    block. The real files hold reference rows refinement did not use (3 of 441 in
+    centroid_test_data, 17 of 177 in I23): in a block of all its rows they would
+    count where the whole scan leaves them out (on a scan assembled from real spots,
+    a block's sigma_b came out 50 times the scan's). The refined scan's 408 are too
+    few for DIALS to choose: here every other one stands for its choice, and the
+    blocks hold those 204, once each."""
+    table, experiments = _load(shared_data, reference[2])
+    arguments = (table.columns, table.shoeboxes, experiments)
+    every = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    every_other = lambda flags: np.arange(0, len(flags), 2)  # noqa: E731
+    with mock.patch.object(pm, "select_for_sigma", every_other):
+        chosen = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    assert sum(block.n_reflections for block in every.blocks) == 408
+    assert sum(block.n_reflections for block in chosen.blocks) == 204
+    assert chosen.n_matched == every.n_matched == 408
+    assert chosen.sigma_b_deg != every.sigma_b_deg
+    for mine, theirs in zip(chosen.blocks, every.blocks):
+        assert 0 < mine.n_reflections < theirs.n_reflections
+        assert mine.sigma_b_deg != theirs.sigma_b_deg
