@@ -498,6 +498,53 @@ def _likelihood_terms(
         terms[r] = sum_nlogz - row_counts[r] * log_z + log_z
 
 
+@njit
+def _likelihood_inputs(
+    frame_sum, frame_start, frames, bbox_z0, phi, zeta, start, width, first_image
+):
+    """What the likelihood reads, in one pass over the reflections' frames: each
+    row's image edges z0 .. z0 + frames as (angle - phi) |zeta| / sqrt(2) (a frame's
+    e- and e+ are its lower and upper edge's: tau -/+ half the width), and of the
+    frames with counts (> 0) their lower edge and counts; rows with none have no
+    term (DIALS's per-reflection lists skip them). Returns (edges, lower_edge,
+    counts, row_counts, starts): ``starts`` bounds each kept row's frames, and
+    ``row_counts`` is the sum of its counts, added in frame order."""
+    n_rows = frames.size
+    n_kept, n_used = 0, 0
+    for r in range(n_rows):
+        kept = 0
+        for i in range(frame_start[r], frame_start[r] + frames[r]):
+            if frame_sum[i] > 0:
+                kept += 1
+        n_kept += kept
+        n_used += kept > 0
+    edges = np.empty(frame_start[n_rows] + n_rows)
+    lower_edge = np.empty(n_kept, np.int64)
+    counts = np.empty(n_kept)
+    row_counts = np.empty(n_used)
+    starts = np.zeros(n_used + 1, np.int64)
+    root_two = math.sqrt(2.0)
+    j, used = 0, 0
+    for r in range(n_rows):
+        first_edge = frame_start[r] + r
+        spread = abs(zeta[r])
+        for k in range(frames[r] + 1):
+            angle = start + (bbox_z0[r] + k - first_image + 1) * width
+            edges[first_edge + k] = (angle - phi[r]) * spread / root_two
+        total = 0.0
+        for k in range(frames[r]):
+            value = frame_sum[frame_start[r] + k]
+            if value > 0:
+                lower_edge[j], counts[j] = first_edge + k, value
+                total += value
+                j += 1
+        if j > starts[used]:
+            row_counts[used] = total
+            used += 1
+            starts[used] = j
+    return edges, lower_edge, counts, row_counts, starts
+
+
 TWO_OVER_ROOT_PI = 2.0 / math.sqrt(math.pi)
 
 
@@ -899,6 +946,8 @@ class _PixelSums(NamedTuple):
 
     def subset(self, index: np.ndarray) -> _PixelSums:
         """The sums of the reflections ``index`` (positions), in that order."""
+        if _every_row(index, len(self.frames)):
+            return self
         frames = self.frames[index]
         start = np.concatenate([[0], np.cumsum(frames)]).astype(np.int64)
         taken = (
@@ -993,35 +1042,21 @@ def _sigma_m(
     simplex starts, or by Newton's steps from ``start`` (radians) where given (the
     same maximum; Brent's search where the steps cannot be trusted); the likelihood
     of many frames split over ``threads`` (the same numbers)."""
-    n_rows = len(frames)
-    row_of_frame = np.repeat(np.arange(n_rows), frames)
-    offset_in_row = np.arange(len(frame_sum)) - frame_start[row_of_frame]
-    positive = frame_sum > 0
-    row_of_frame, offset_in_row = row_of_frame[positive], offset_in_row[positive]
-    counts = frame_sum[positive]
+    edges, lower_edge, counts, row_counts, starts = _likelihood_inputs(
+        frame_sum,
+        frame_start,
+        frames,
+        bbox_z0,
+        np.ascontiguousarray(columns.phi, dtype=np.float64),
+        np.ascontiguousarray(zeta, dtype=np.float64),
+        scan.start,
+        scan.width,
+        scan.first_image,
+    )
     if counts.size == 0:
         raise ProfileModelError(
             "zero pixels selected for estimation of profile parameters"
         )
-    # Each row's image edges, z0 .. z0 + frames: a frame's e- and e+ are its lower
-    # and upper edge's (angle - phi) |zeta| / sqrt(2) (tau -/+ half the width).
-    edge_start = frame_start[:n_rows] + np.arange(n_rows)
-    row_of_edge = np.repeat(np.arange(n_rows), frames + 1)
-    edge_frame = bbox_z0[row_of_edge] + (
-        np.arange(len(row_of_edge)) - edge_start[row_of_edge]
-    )
-    edges = (
-        (scan.angle(edge_frame) - columns.phi[row_of_edge])
-        * np.abs(zeta[row_of_edge])
-        / math.sqrt(2.0)
-    )
-    lower_edge = edge_start[row_of_frame] + offset_in_row
-    # rows with no counted frame have no term (DIALS's per-reflection lists skip them)
-    frames_kept = np.bincount(row_of_frame, minlength=n_rows)
-    used = np.flatnonzero(frames_kept)
-    starts = np.concatenate([[0], np.cumsum(frames_kept[used])]).astype(np.int64)
-    row_counts = np.bincount(row_of_frame, weights=counts, minlength=n_rows)[used]
-
     terms, slopes, curvatures = (np.empty(len(starts) - 1) for _ in range(3))
     parts = _parts(starts, threads)
     likelihood = (edges, lower_edge, counts, row_counts, starts)
@@ -1148,7 +1183,15 @@ def compute_sigmas(
     return sigma_b, sigma_m, n
 
 
+def _every_row(index: np.ndarray, n: int) -> bool:
+    """Whether ``index`` is 0, 1, ..., n - 1: every row, in order, so a subset of
+    them is the whole (DIALS's choice and the zeta filter mostly keep all)."""
+    return len(index) == n and np.array_equal(index, np.arange(n))
+
+
 def _subset(columns: _Columns, index: np.ndarray) -> _Columns:
+    if _every_row(index, len(columns.rows)):
+        return columns
     return _Columns(
         miller_index=columns.miller_index[index],
         panel=columns.panel[index],

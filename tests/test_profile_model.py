@@ -118,6 +118,17 @@ def test_pixel_sums_of_a_subset_are_taken_not_summed_again(shared_data, referenc
     alone = pm._pixel_sums(subset, table.shoeboxes, experiment, True)
     for taken, summed in zip(every.subset(index), alone):
         assert taken.dtype == summed.dtype and taken.tobytes() == summed.tobytes()
+    # Every row in another order (DIALS's used rows first) is a reordering, and only
+    # every row in order is the whole itself.
+    shuffled = np.random.default_rng(4).permutation(len(rows))
+    reordered = pm._subset(columns, shuffled)
+    assert np.array_equal(reordered.rows, columns.rows[shuffled])
+    alone = pm._pixel_sums(reordered, table.shoeboxes, experiment, True)
+    for taken, summed in zip(every.subset(shuffled), alone):
+        assert taken.tobytes() == summed.tobytes()
+    in_order = np.arange(len(rows))
+    assert pm._subset(columns, in_order) is columns
+    assert every.subset(in_order) is every
     by_frame = np.argsort(subset.phi, kind="stable")[: len(index) // 2]  # a block
     block = pm._subset(subset, by_frame)
     shared = pm.compute_sigmas(
