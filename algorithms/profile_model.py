@@ -1700,10 +1700,17 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         return result
     # The reflections DIALS's calculator takes (from 10,000, the used_in_refinement
     # ones first): the whole scan's and, split by image, its blocks' (a block of all
-    # its rows would take the outliers refinement left out, which the scan does not).
-    # A scan of several blocks sums their pixels once (each reflection's sums are its
+    # its rows would take the outliers refinement left out, which the scan does not),
+    # past the zeta filter, so that the blocks' reflections add up to the scan's. A
+    # scan of several blocks sums their pixels once (each reflection's sums are its
     # own).
     selected = select_for_sigma(chosen.flags)
+    zeta = zeta_factor(
+        experiment.goniometer.rotation_axis_lab,
+        np.asarray(experiment.beam.s0),
+        chosen.s1[selected],
+    )
+    selected = selected[np.abs(zeta) >= MIN_ZETA]
     used, used_frames = _subset(chosen, selected), frames[selected]
     sums = None
     if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):

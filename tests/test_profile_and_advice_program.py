@@ -627,7 +627,10 @@ def test_the_blocks_of_a_long_scan_in_the_log_json_and_html(
     blocks = model["blocks"]
     spans = [(b["first_image"], b["last_image"]) for b in blocks]
     assert spans == [(1, 25), (26, 50), (51, 75), (76, 90)]
-    assert [b["n_reflections"] for b in blocks] == [model["n_matched"], 0, 0, 0]
+    # The blocks hold the reflections the sigmas use: one of the 439 matched has
+    # |zeta| below 0.05 (it counted in the first block before).
+    assert (model["n_matched"], model["n_selected"]) == (439, 438)
+    assert [b["n_reflections"] for b in blocks] == [model["n_selected"], 0, 0, 0]
     first = blocks[0]  # every reflection: the whole scan's sigmas again
     assert first["sigma_b_deg"] == pytest.approx(model["sigma_b_deg"], rel=1e-12)
     assert first["sigma_b_px"] == pytest.approx(model["sigma_b_px"], rel=1e-12)

@@ -1459,3 +1459,15 @@ def test_blocks_take_the_reflections_the_whole_scan_takes(shared_data, reference
     for mine, theirs in zip(chosen.blocks, every.blocks):
         assert 0 < mine.n_reflections < theirs.n_reflections
         assert mine.sigma_b_deg != theirs.sigma_b_deg
+
+
+def test_the_blocks_reflections_add_up_to_the_scans(shared_data, reference):
+    """The blocks count the reflections the scan's sigmas use, past the zeta filter:
+    they add up to the experiment's reflections used, where the filter leaves some
+    out (here a filter at |zeta| 0.5 instead of 0.05, which leaves out 46 of 408)."""
+    table, experiments = _load(shared_data, reference[2])
+    arguments = (table.columns, table.shoeboxes, experiments)
+    with mock.patch.object(pm, "MIN_ZETA", 0.5):
+        model = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
+    assert model.n_matched == 408 and model.n_selected == 362
+    assert sum(block.n_reflections for block in model.blocks) == 362
