@@ -11,13 +11,13 @@ a small native handler, compiled at run time with llvmlite:
   mapping zero-filled pages over the rest of that map, so that the load completes
   (reading zeros) and the program runs on; the map is marked as faulted, and
   :func:`faulted` says so, for the reader to refuse the results in one sentence;
-- a fault anywhere else, or a remapping that fails, restores the default action: the
-  retried load then ends the process exactly as it would have without this module.
+- a fault anywhere else, or a remapping that fails, restores the SIGBUS action that
+  stood before this module's (the default, or another handler such as Python's
+  faulthandler): the retried load then goes to it, exactly as without this module.
 
 Elsewhere, or where the handler cannot be built, :func:`guard` returns None and the
-default action stands. The handler is installed on the first :func:`guard`, is
-inherited by forked workers, and replaces any other SIGBUS handler (pytest's
-faulthandler, for one).
+default action stands. The handler is installed on the first :func:`guard` and is
+inherited by forked workers; a handler installed after it replaces it.
 """
 
 from __future__ import annotations
@@ -78,16 +78,20 @@ class _Guard:
             handler=self._engine.get_function_address("on_bus_error"),
             flags=SA_SIGINFO,
         )
+        previous = _SigAction.from_address(
+            self._engine.get_global_value_address("previous")
+        )  # what the handler restores for a fault that is not its own
         sigaction = libc.sigaction
         sigaction.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-        if sigaction(SIGBUS, ctypes.byref(action), None) != 0:
+        if sigaction(SIGBUS, ctypes.byref(action), ctypes.byref(previous)) != 0:
             raise OSError(ctypes.get_errno(), "sigaction failed")
 
 
 def _handler_module(libc: ctypes.CDLL):
-    """The LLVM module of ``on_bus_error(signo, info, context)`` and its registry
-    ``maps``; libc's ``mmap`` and ``signal`` are called through their addresses in
-    this process (the module is compiled here, never cached)."""
+    """The LLVM module of ``on_bus_error(signo, info, context)``, its registry
+    ``maps`` and the SIGBUS action it replaced, ``previous``; libc's ``mmap`` and
+    ``sigaction`` are called through their addresses in this process (the module is
+    compiled here, never cached)."""
     i32, i64, byte_pointer = ir.IntType(32), ir.IntType(64), ir.IntType(8).as_pointer()
 
     def constant(value: int, kind=i64):
@@ -100,6 +104,11 @@ def _handler_module(libc: ctypes.CDLL):
     module = ir.Module("bus_errors")
     maps = ir.GlobalVariable(module, ir.ArrayType(i64, 3 * SLOTS), "maps")
     maps.initializer = ir.Constant(maps.value_type, None)
+    previous = ir.GlobalVariable(
+        module, ir.ArrayType(ir.IntType(8), ctypes.sizeof(_SigAction)), "previous"
+    )
+    previous.initializer = ir.Constant(previous.value_type, None)
+    previous.align = ctypes.alignment(_SigAction)
     handler = ir.Function(
         module,
         ir.FunctionType(ir.VoidType(), [i32, byte_pointer, byte_pointer]),
@@ -165,11 +174,15 @@ def _handler_module(libc: ctypes.CDLL):
     builder.atomic_rmw("add", slot_item(slot, 2), constant(1), "seq_cst")
     builder.ret_void()
 
-    builder.position_at_end(default)  # not ours: the default action, on the retry
-    signal_type = ir.FunctionType(byte_pointer, [i32, byte_pointer])
+    builder.position_at_end(default)  # not ours: the action before ours, on the retry
+    sigaction_type = ir.FunctionType(i32, [i32, byte_pointer, byte_pointer])
     builder.call(
-        libc_function("signal", signal_type),
-        [constant(SIGBUS, i32), ir.Constant(byte_pointer, None)],
+        libc_function("sigaction", sigaction_type),
+        [
+            constant(SIGBUS, i32),
+            builder.bitcast(previous, byte_pointer),
+            ir.Constant(byte_pointer, None),
+        ],
     )
     builder.ret_void()
     return module
