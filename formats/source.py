@@ -193,8 +193,9 @@ def decompression_limit() -> int:
     return int(available_memory() * DECOMPRESSED_SHARE)
 
 
-def _gib(size: int) -> str:
-    return f"{size / (1 << 30):.2f} GiB"
+def _gigabytes(size: int) -> str:
+    """Bytes in GB (10^9), the unit of the program's other memory figures."""
+    return f"{size / 1e9:.2f} GB"
 
 
 # ------------------------------------------------------------------ opening files
@@ -307,14 +308,14 @@ def _inflate(
                 raise FileFormatError(
                     path,
                     f"inflates more than {MAX_INFLATION} times its compressed size "
-                    f"({_gib(len(content))} from {_gib(handle.tell())} so far), which "
+                    f"({_gigabytes(len(content))} from {_gigabytes(handle.tell())} so far), which "
                     "no DIALS file does: is it a decompression bomb? Decompress it "
                     "yourself to check, and pass the decompressed file",
                 )
             if len(content) + len(block) > limit:
                 raise FileFormatError(
                     path,
-                    f"inflates to more than {_gib(limit)} when decompressed, more "
+                    f"inflates to more than {_gigabytes(limit)} when decompressed, more "
                     "than this machine's free memory allows: decompress it yourself "
                     "(e.g. with gunzip -k, bunzip2 -k, unxz -k or unzstd) and pass the "
                     "decompressed file, which is then memory-mapped, not held in memory",
@@ -325,7 +326,7 @@ def _inflate(
     except MemoryError:
         raise FileFormatError(
             path,
-            f"ran out of memory after inflating to {_gib(len(content))}: decompress "
+            f"ran out of memory after inflating to {_gigabytes(len(content))}: decompress "
             "it yourself and pass the decompressed file, which is then memory-mapped",
         ) from None
     except _decompression_errors() as error:
@@ -580,8 +581,8 @@ def read_json_document(
     if need > have:
         raise FileFormatError(
             path,
-            f"is too large to parse here: its {_gib(len(text))} of JSON would take "
-            f"up to {_gib(need)} of memory but {_gib(have)} is available, so run on a "
+            f"is too large to parse here: its {_gigabytes(len(text))} of JSON would take "
+            f"up to {_gigabytes(need)} of memory but {_gigabytes(have)} is available, so run on a "
             "machine with more memory or split the experiment list "
             "(dials.split_experiments)",
         )

@@ -195,7 +195,7 @@ def test_a_compression_bomb_stops_at_the_bound(tmp_path, monkeypatch, suffix):
     monkeypatch.setattr(source, "MAX_DECOMPRESSED_BYTES", 16 << 20)
     with pytest.raises(
         FileFormatError,
-        match=r"bomb.refl\S*: inflates to more than 0.02 GiB when decompressed, more "
+        match=r"bomb.refl\S*: inflates to more than 0.02 GB when decompressed, more "
         r"than this machine's free memory allows: decompress it yourself .*which is "
         r"then memory-mapped, not held in memory",
     ):
@@ -260,7 +260,7 @@ def test_a_bomb_inflating_far_more_than_any_real_file_stops_early(
     with pytest.raises(
         FileFormatError,
         match=r"bomb.refl\S*: inflates more than 200 times its compressed size \(0.01 "
-        r"GiB from 0.00 GiB so far\), which no DIALS file does: is it a decompression "
+        r"GB from 0.00 GB so far\), which no DIALS file does: is it a decompression "
         r"bomb\?",
     ):
         read_reflections(path)
@@ -729,8 +729,8 @@ def test_json_amplification_is_refused_before_parsing(tmp_path, monkeypatch):
     monkeypatch.setattr(source, "available_memory", lambda: 10 << 20)
     with pytest.raises(
         FileFormatError,
-        match=r"history.expt: is too large to parse here: its 0.00 GiB of JSON would "
-        r"take up to 0.02 GiB of memory but 0.01 GiB is available, so run on a machine "
+        match=r"history.expt: is too large to parse here: its 0.00 GB of JSON would "
+        r"take up to 0.02 GB of memory but 0.01 GB is available, so run on a machine "
         r"with more memory or split the experiment list \(dials.split_experiments\)",
     ):
         read_json_document(path)
