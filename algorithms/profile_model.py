@@ -1699,25 +1699,28 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
         result.applicable, result.reason = False, problem
         return result
     # The reflections DIALS's calculator takes (from 10,000, the used_in_refinement
-    # ones first): the whole scan's and, split by image, its blocks' (a block of all
-    # its rows would take the outliers refinement left out, which the scan does not),
-    # past the zeta filter, so that the blocks' reflections add up to the scan's. A
-    # scan of several blocks sums their pixels once (each reflection's sums are its
-    # own).
+    # ones first; taken again, the same) are the whole scan's and, past the zeta
+    # filter and split by image, its blocks': a block of all its rows would take the
+    # outliers refinement left out, which the scan does not, and the blocks'
+    # reflections add up to the scan's. A scan of several blocks sums their pixels
+    # once (each reflection's sums are its own).
     selected = select_for_sigma(chosen.flags)
+    taken = _subset(chosen, selected)
+    sums = None
+    if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
+        sums = _pixel_sums(taken, shoeboxes, experiment, True, threads)
+    sigma_b, sigma_m, n_used = compute_sigmas(
+        taken, shoeboxes, experiment, MIN_ZETA, sums=sums, threads=threads
+    )
     zeta = zeta_factor(
         experiment.goniometer.rotation_axis_lab,
         np.asarray(experiment.beam.s0),
-        chosen.s1[selected],
+        taken.s1,
     )
-    selected = selected[np.abs(zeta) >= MIN_ZETA]
-    used, used_frames = _subset(chosen, selected), frames[selected]
-    sums = None
-    if experiment.scan.num_images > _images_per_block(experiment.scan, block_degrees):
-        sums = _pixel_sums(used, shoeboxes, experiment, True, threads)
-    sigma_b, sigma_m, n_used = compute_sigmas(
-        used, shoeboxes, experiment, sums=sums, threads=threads
-    )
+    passing = np.flatnonzero(np.abs(zeta) >= MIN_ZETA)
+    used, used_frames = _subset(taken, passing), frames[selected[passing]]
+    if sums is not None:
+        sums = sums.subset(passing)
     result.n_selected = n_used
     if sigma_b is None:
         result.applicable = False

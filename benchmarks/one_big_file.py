@@ -3,17 +3,17 @@ of the bytes, wall time of the command, and peak memory against the file size.
 
     python benchmarks/one_big_file.py [COPIES]     (default 5000: 1.04M rows, 460 MB)
     python benchmarks/one_big_file.py 50000        (10.4M rows, 4.6 GB: completes, memory)
-    python benchmarks/one_big_file.py distinct     (1.0M distinct reflections, 640 MB)
+    python benchmarks/one_big_file.py distinct     (1.04M distinct reflections, 907 MB)
 
 The input repeats the rows of a real DIALS file (I23 thaumatin, 24 panels, 208 rows)
 with the shared replicate_refl.py, byte-identical to what DIALS writes. Its few hundred
 distinct reflections leave the profile model little to do; ``distinct`` is a rotation
 scan of a million distinct reflections assembled from real shoeboxes
-(``_distinct_scan.py``), whose profile model matches and sums its cap of 100,000. Targets: the
-whole analysis (sizes, shapes, their summaries, the profile model and the advice) <= 2.0 x
-the plain read (issue #15; issue #5 set 1.0 x for the sizes alone); peak memory <= 1.2 x
-the file size; 10M rows within a 24 GB machine with memory bounded by the chunk size, not
-by the file.
+(``_distinct_scan.py``), whose profile model matches and sums its cap of 100,000.
+Targets: the whole analysis (sizes, shapes, their summaries, the profile model and the
+advice) <= 2.0 x the plain read (issue #15; issue #5 set 1.0 x for the sizes alone);
+peak memory <= 1.2 x the file size; 10M rows within a 24 GB machine with memory bounded
+by the chunk size, not by the file.
 """
 
 from __future__ import annotations

@@ -308,17 +308,18 @@ def _inflate(
                 raise FileFormatError(
                     path,
                     f"inflates more than {MAX_INFLATION} times its compressed size "
-                    f"({_gigabytes(len(content))} from {_gigabytes(handle.tell())} so far), which "
-                    "no DIALS file does: is it a decompression bomb? Decompress it "
-                    "yourself to check, and pass the decompressed file",
+                    f"({_gigabytes(len(content))} from {_gigabytes(handle.tell())} "
+                    "so far), which no DIALS file does: is it a decompression bomb? "
+                    "Decompress it yourself to check, and pass the decompressed file",
                 )
             if len(content) + len(block) > limit:
                 raise FileFormatError(
                     path,
-                    f"inflates to more than {_gigabytes(limit)} when decompressed, more "
-                    "than this machine's free memory allows: decompress it yourself "
-                    "(e.g. with gunzip -k, bunzip2 -k, unxz -k or unzstd) and pass the "
-                    "decompressed file, which is then memory-mapped, not held in memory",
+                    f"inflates to more than {_gigabytes(limit)} when decompressed, "
+                    "more than this machine's free memory allows: decompress it "
+                    "yourself (e.g. with gunzip -k, bunzip2 -k, unxz -k or unzstd) and "
+                    "pass the decompressed file, which is then memory-mapped, not held "
+                    "in memory",
                 )
             content += block
     except FileFormatError:
@@ -326,8 +327,9 @@ def _inflate(
     except MemoryError:
         raise FileFormatError(
             path,
-            f"ran out of memory after inflating to {_gigabytes(len(content))}: decompress "
-            "it yourself and pass the decompressed file, which is then memory-mapped",
+            f"ran out of memory after inflating to {_gigabytes(len(content))}: "
+            "decompress it yourself and pass the decompressed file, which is then "
+            "memory-mapped",
         ) from None
     except _decompression_errors() as error:
         raise FileFormatError(
@@ -581,10 +583,10 @@ def read_json_document(
     if need > have:
         raise FileFormatError(
             path,
-            f"is too large to parse here: its {_gigabytes(len(text))} of JSON would take "
-            f"up to {_gigabytes(need)} of memory but {_gigabytes(have)} is available, so run on a "
-            "machine with more memory or split the experiment list "
-            "(dials.split_experiments)",
+            f"is too large to parse here: its {_gigabytes(len(text))} of JSON would "
+            f"take up to {_gigabytes(need)} of memory but {_gigabytes(have)} is "
+            "available, so run on a machine with more memory or split the experiment "
+            "list (dials.split_experiments)",
         )
     import json
 

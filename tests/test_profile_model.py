@@ -885,6 +885,21 @@ def test_select_for_sigma_tops_up_with_every_nth_row():
     assert len(pm.select_for_sigma(flags[:100])) == 100
 
 
+@pytest.mark.parametrize(
+    "n_used, n_others",
+    [(4000, 21000), (0, 19999), (0, 20000), (9999, 2), (0, 39999), (12000, 5000)],
+)
+def test_dials_choice_taken_again_is_the_same(n_used, n_others):
+    """The profile model takes DIALS's choice once and gives it to the calculator,
+    which takes it again: every row, in order, whatever the counts (a top-up of
+    every n-th other row never leaves as many as twice the rows it tops up)."""
+    rng = np.random.default_rng(n_used + n_others)
+    flags = np.zeros(n_used + n_others, dtype=np.uint64)
+    flags[rng.permutation(len(flags))[:n_used]] = pm.USED_IN_REFINEMENT
+    chosen = pm.select_for_sigma(flags)
+    assert np.array_equal(pm.select_for_sigma(flags[chosen]), np.arange(len(chosen)))
+
+
 def test_reference_selection_equals_the_flags_written_plainly(shared_data, reference):
     table, _ = _load(shared_data, reference[0])
     rng = np.random.default_rng(5)
