@@ -48,9 +48,9 @@ MIN_SPOTS_OVERALL = 50
 MIN_SPOTS_PER_DEGREE = 20
 MAX_REFLECTIONS_FOR_SIGMA = 10000
 # Beyond this many reference reflections, an even subset of them (every n-th row) is
-# re-predicted and matched. DIALS takes them all (from MAX_REFLECTIONS_FOR_SIGMA on,
-# every used_in_refinement row), but the sigmas of an even sample this large differ
-# from theirs by a sampling error far below the 2% they are held to
+# re-predicted and matched. DIALS takes them all where MAX_REFLECTIONS_FOR_SIGMA or
+# more were used in refinement (those rows), but the sigmas of an even sample this
+# large differ from theirs by a sampling error far below the 2% they are held to
 # (doc/profile_model.md), where a million rows would cost seconds. The three reference
 # files have a few hundred: there, every row, exactly as DIALS.
 MAX_REFERENCE_MATCHED = 100_000
@@ -98,11 +98,13 @@ NOT_FINITE_PIXELS = (
     "shoeboxes: dials.integrate's estimators cannot use them"
 )
 MAX_SEARCH_STEPS = 10_000  # of the bracket and of Brent's search (real ones take ~20)
-# From this many reflections, sigma_m's maximum is found by Newton's steps on the
-# likelihood's slope and curvature (three or four passes over the reflections instead
-# of Brent's 17 or so), started from a block's whole-scan value or from Brent's search
-# over an even subset of about NEWTON_START_REFLECTIONS of them. Below, Brent's search
-# alone, as always: every real reference file has fewer.
+# sigma_m's maximum is found by Newton's steps on the likelihood's slope and curvature
+# (three or four passes over the reflections instead of Brent's 17 or so) from
+# NEWTON_FROM_REFLECTIONS reflections where a start is given (a block's, from its
+# whole scan's value), and from twice NEWTON_START_REFLECTIONS without one, started
+# from Brent's search over an even subset of NEWTON_START_REFLECTIONS to twice as many
+# (fewer, and that search would cost as much as one over all). Otherwise Brent's
+# search alone, as always: every real reference file has fewer than 1,000.
 NEWTON_FROM_REFLECTIONS = 1_000
 NEWTON_START_REFLECTIONS = 2_000
 MAX_NEWTON_STEPS = 50
@@ -112,8 +114,9 @@ MAX_NEWTON_STEP = 1.0  # in ln(sigma_m): at most a factor e per step
 # about the square of the step (times the likelihood's third derivative over twice
 # its second, of order 1), far inside SIGMA_M_TOLERANCE.
 NEWTON_LAST_STEP = 1e-5
-# ln(sigma_m) is found to within this: sigma_m to about 1e-8 of the likelihood's
-# maximum (DIALS's own sigma_m lies 4e-6 and 6e-6 from it on the static-crystal files)
+# Brent's search for ln(sigma_m) stops within about this of the maximum where the
+# likelihood's rounding allows (3e-8 to 5e-7 measured on real rows; DIALS's own
+# sigma_m lies 4e-6 and 6e-6 from it on the static-crystal files)
 SIGMA_M_TOLERANCE = 1e-8
 NO_MODELS_REASON = (
     "the experiment has no {} model: sigma_b and sigma_m are angles measured from "
@@ -1127,7 +1130,8 @@ def compute_sigmas(
     sigma_m_start : float, optional
         Where many reflections' sigma_m is sought from (radians), e.g. the whole
         scan's for a block; without it, from Brent's search over an even subset.
-        Fewer than NEWTON_FROM_REFLECTIONS reflections are searched as DIALS starts.
+        Fewer than NEWTON_FROM_REFLECTIONS reflections (with a start) or twice
+        NEWTON_START_REFLECTIONS (without) are searched as DIALS starts.
 
     Returns
     -------
@@ -1156,10 +1160,11 @@ def compute_sigmas(
     bbox_z0 = np.asarray(shoeboxes.bbox)[columns.rows, 4].astype(np.int64)
     n = len(columns.rows)
     start = None
+    every = n // NEWTON_START_REFLECTIONS  # the subset's step, if one is needed
     if n >= NEWTON_FROM_REFLECTIONS:
         start = sigma_m_start
-        if start is None:
-            sample = np.arange(0, n, -(-n // NEWTON_START_REFLECTIONS))
+        if start is None and every >= 2:
+            sample = np.arange(0, n, every)
             try:
                 start = _sigma_m(
                     _subset(columns, sample),
@@ -1188,7 +1193,12 @@ def compute_sigmas(
 def _every_row(index: np.ndarray, n: int) -> bool:
     """Whether ``index`` is 0, 1, ..., n - 1: every row, in order, so a subset of
     them is the whole (DIALS's choice and the zeta filter mostly keep all)."""
-    return len(index) == n and np.array_equal(index, np.arange(n))
+    index = np.asarray(index)
+    return (
+        index.dtype.kind in "iu"
+        and len(index) == n
+        and np.array_equal(index, np.arange(n))
+    )
 
 
 def _subset(columns: _Columns, index: np.ndarray) -> _Columns:

@@ -10,8 +10,9 @@ its crystal's cell scaled up so that a million reflections are predicted in it (
 the package's own predictor). Each reflection gets the shoebox of a real indexed spot
 of that file (drawn at random, its record's bytes as DIALS wrote them), moved by whole
 pixels and images to its predicted position, with the other columns of that spot. So
-the pixels, masks and box sizes are real, the positions are a model's, and every row
-is a distinct (h, k, l, entering) that the re-prediction matches. The sigmas found on
+the pixels, masks and box sizes are real, the positions are a model's, and every
+reference row (77%: the others carry the flags of spots refinement rejected) is a
+distinct (h, k, l, entering) that the re-prediction matches. The sigmas found on
 it are not a measurement of anything (a spot sits up to half a pixel and half an image
 off its prediction); its purpose is the cost.
 """

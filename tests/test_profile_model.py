@@ -129,6 +129,8 @@ def test_pixel_sums_of_a_subset_are_taken_not_summed_again(shared_data, referenc
     in_order = np.arange(len(rows))
     assert pm._subset(columns, in_order) is columns
     assert every.subset(in_order) is every
+    two = pm._subset(columns, np.array([0, 1]))  # a mask that compares as 0, 1
+    assert len(pm._subset(two, np.array([False, True])).rows) == 1
     by_frame = np.argsort(subset.phi, kind="stable")[: len(index) // 2]  # a block
     block = pm._subset(subset, by_frame)
     shared = pm.compute_sigmas(
@@ -1337,17 +1339,21 @@ def _newtons_function(columns, table, experiment, **options):
 def test_newtons_steps_find_the_maximum_of_many_reflections(
     shared_data, reference, centroid_as_it_is
 ):
-    """From 1,000 reflections sigma_m is found by Newton's steps from Brent's search
-    over an even subset. Three copies of the 569 rows have the likelihood of one
-    times three, so the same maximum: the copies' sigma_m is the rows' own (found
-    by Brent's search alone, to its 1e-8 in ln sigma_m) and DIALS's; at it the
-    likelihood's slope is nil, to rounding."""
+    """From 4,000 reflections without a start, sigma_m is found by Newton's steps
+    from Brent's search over an even subset of 2,000 to 4,000. Eight copies of the
+    569 rows have the likelihood of one times eight, so the same maximum: the
+    copies' sigma_m is the rows' own (found by Brent's search alone, to its
+    tolerance) and DIALS's; at it the likelihood's slope is nil, to rounding."""
     table, experiment, columns = centroid_as_it_is
     alone = pm.compute_sigmas(columns, table.shoeboxes, experiment)
-    (sigma_b, sigma_m, n), seen = _newtons_function(
-        _tiled(columns, 3), table, experiment
-    )
-    assert n == 3 * alone[2] and n >= pm.NEWTON_FROM_REFLECTIONS
+    searches = mock.Mock(wraps=pm._sigma_m)
+    with mock.patch.object(pm, "_sigma_m", searches):
+        (sigma_b, sigma_m, n), seen = _newtons_function(
+            _tiled(columns, 8), table, experiment
+        )
+    assert n == 8 * alone[2] == 4536
+    sizes = [len(call.args[0].rows) for call in searches.call_args_list]
+    assert sizes == [2268, 4536]  # the subset's search, then the steps over all
     [likelihood] = seen
     assert sigma_b == pytest.approx(alone[0], rel=1e-12)
     assert sigma_m == pytest.approx(alone[1], rel=1e-7)
@@ -1357,8 +1363,19 @@ def test_newtons_steps_find_the_maximum_of_many_reflections(
     assert curvature < 0 and abs(slope / curvature) < 1e-12
     # Brent's search over the same copies, to its tolerance, finds the same maximum.
     with mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 10**9):
-        searched = pm.compute_sigmas(_tiled(columns, 3), table.shoeboxes, experiment)
+        searched = pm.compute_sigmas(_tiled(columns, 8), table.shoeboxes, experiment)
     assert searched[1] == pytest.approx(sigma_m, rel=1e-7)
+
+
+def test_fewer_reflections_without_a_start_are_searched_as_dials_starts(
+    centroid_as_it_is,
+):
+    """Below twice the subset's 2,000, a subset's search would cost about as much as
+    one over all: Brent's search alone, as below 1,000."""
+    table, experiment, columns = centroid_as_it_is
+    for copies in (2, 6):  # 1,134 and 3,402 reflections
+        _, seen = _newtons_function(_tiled(columns, copies), table, experiment)
+        assert seen == []
 
 
 def test_the_likelihoods_slopes_are_its_derivatives(centroid_as_it_is):
@@ -1367,7 +1384,9 @@ def test_the_likelihoods_slopes_are_its_derivatives(centroid_as_it_is):
     the rocking curve is narrow, frames' z cross the clamp at 1e-10, whose kinks
     spoil the second difference: there, the slope only."""
     table, experiment, columns = centroid_as_it_is
-    _, [likelihood] = _newtons_function(_tiled(columns, 2), table, experiment)
+    _, [likelihood] = _newtons_function(
+        _tiled(columns, 2), table, experiment, sigma_m_start=math.radians(0.2)
+    )
     for sigma_deg in (0.02, 0.05, 0.1, 0.2, 1.0):
         at = math.log(math.radians(sigma_deg))
         value, slope, curvature = likelihood(at)
@@ -1408,10 +1427,12 @@ def test_sigma_m_falls_back_to_brents_search(centroid_as_it_is):
     instead: the same numbers as below NEWTON_FROM_REFLECTIONS, to the last bit."""
     table, experiment, columns = centroid_as_it_is
     tiled = _tiled(columns, 3)
+    start = {"sigma_m_start": math.radians(0.2)}
     with mock.patch.object(pm, "_newton_maximum", lambda *_: None):
-        fallen = pm.compute_sigmas(tiled, table.shoeboxes, experiment)
+        fallen = pm.compute_sigmas(tiled, table.shoeboxes, experiment, **start)
     with mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 10**9):
-        assert fallen == pm.compute_sigmas(tiled, table.shoeboxes, experiment)
+        assert fallen == pm.compute_sigmas(tiled, table.shoeboxes, experiment, **start)
+    assert fallen != pm.compute_sigmas(tiled, table.shoeboxes, experiment, **start)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
@@ -1430,14 +1451,15 @@ def test_pixel_sums_on_threads_are_the_same_numbers(centroid_as_it_is, threads):
 
 def test_blocks_start_newtons_steps_from_the_whole_scan(shared_data, reference):
     """With Newton's steps from one reflection (blocks from the whole scan's sigma_m,
-    the scan from its subset's), the refined scan's sigmas, overall and in each of
-    its three blocks, are those Brent's search finds, to its tolerance."""
+    the scan from a subset's of about 100), the refined scan's sigmas, overall and in
+    each of its three blocks, are those Brent's search finds, to its tolerance."""
     table, experiments = _load(shared_data, reference[2])
     arguments = (table.columns, table.shoeboxes, experiments)
     searched = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
     steps = mock.Mock(wraps=pm._newton_maximum)
     with (
         mock.patch.object(pm, "NEWTON_FROM_REFLECTIONS", 1),
+        mock.patch.object(pm, "NEWTON_START_REFLECTIONS", 100),
         mock.patch.object(pm, "_newton_maximum", steps),
     ):
         stepped = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
@@ -1458,17 +1480,21 @@ def test_blocks_take_the_reflections_the_whole_scan_takes(shared_data, reference
     block. The real files hold reference rows refinement did not use (3 of 441 in
     centroid_test_data, 17 of 177 in I23): in a block of all its rows they would
     count where the whole scan leaves them out (on a scan assembled from real spots,
-    a block's sigma_b came out 50 times the scan's). The refined scan's 408 are too
-    few for DIALS to choose: here every other one stands for its choice, and the
-    blocks hold those 204, once each."""
+    a block's sigma_b came out up to 90 times the scan's). The refined scan's 408
+    are too few for DIALS to choose: here every other one stands for its choice, and
+    the blocks hold those 204, once each."""
     table, experiments = _load(shared_data, reference[2])
     arguments = (table.columns, table.shoeboxes, experiments)
     every = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
-    every_other = lambda flags: np.arange(0, len(flags), 2)  # noqa: E731
+
+    def every_other(flags):  # DIALS's choice is the same taken again: so is this one
+        return np.arange(0, len(flags), 1 if len(flags) < 408 else 2)
+
     with mock.patch.object(pm, "select_for_sigma", every_other):
         chosen = pm.profile_model(*arguments, block_degrees=0.6).experiments[0]
     assert sum(block.n_reflections for block in every.blocks) == 408
     assert sum(block.n_reflections for block in chosen.blocks) == 204
+    assert chosen.n_selected == 204
     assert chosen.n_matched == every.n_matched == 408
     assert chosen.sigma_b_deg != every.sigma_b_deg
     for mine, theirs in zip(chosen.blocks, every.blocks):
