@@ -190,15 +190,20 @@ def _handler_module(libc: ctypes.CDLL):
 
 _GUARD: _Guard | None = None
 _UNAVAILABLE = not SUPPORTED
+# One handler per process: two threads mapping their first files at once must not
+# each build one, or the loser's code, freed, could be the one installed.
+_INSTALLING = threading.Lock()
 
 
 def _installed() -> _Guard | None:
     global _GUARD, _UNAVAILABLE
     if _GUARD is None and not _UNAVAILABLE:
-        try:
-            _GUARD = _Guard()
-        except Exception:  # no native target, no sigaction: unguarded
-            _UNAVAILABLE = True
+        with _INSTALLING:
+            if _GUARD is None and not _UNAVAILABLE:
+                try:
+                    _GUARD = _Guard()
+                except Exception:  # no native target, no sigaction: unguarded
+                    _UNAVAILABLE = True
     return _GUARD
 
 

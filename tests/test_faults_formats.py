@@ -623,6 +623,44 @@ def test_guard_slots_are_given_back_and_run_out_safely():
             bus_errors.release(slot)
 
 
+@pytest.mark.skipif(not bus_errors.SUPPORTED, reason="the SIGBUS guard is for Linux")
+def test_threads_mapping_their_first_files_at_once_build_one_handler():
+    """Eight threads asking for the guard at the same moment in a fresh process get
+    the same one, built once: a second, freed, could have been the one installed."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
+                import threading
+                from dials_spot_size_analysis.formats import bus_errors
+                built, Guard = [], bus_errors._Guard
+                def counted():
+                    built.append(1)
+                    return Guard()
+                bus_errors._Guard = counted
+                start = threading.Barrier(8)
+                found = []
+                def ask():
+                    start.wait()
+                    found.append(bus_errors._installed())
+                threads = [threading.Thread(target=ask) for _ in range(8)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                print(len(built), len({id(guard) for guard in found}), found[0] is None)
+                """
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["1", "1", "False"], done.stderr
+
+
 # ------------------------------------------------------- 7. messages
 
 
