@@ -4,7 +4,7 @@ Only this module and a few of the package's, which use the standard library alon
 (the options, standard output, signals), are imported before the program's own imports
 (numba, numpy, cctbx: most of a second), so that Ctrl-C or SIGTERM during them ends in
 one sentence, not a traceback through the imports or a silent death, and so that
-``--version`` is answered without them. A signal that lands inside a callback from C
+``--version`` and ``-h`` are answered without them. A signal that lands inside a callback from C
 during the imports (numba's) cannot be raised there: it is remembered, and ends the run
 as soon as the imports are done. Then it is :func:`spot_size_analysis.run`, as in
 DIALS.
@@ -14,27 +14,39 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Callable
 
 from .. import PROGRAM  # the package's __init__, already loaded: light
+from .help import show_help
 from .options import UsageError, parse_options, version_line
 from .output_paths import OutputError
 from .signals import NOTHING_WRITTEN, Terminated, in_compiler, signal_of, stop_for
 from .standard_output import printed
 
 
-def _version_asked(args: list[str]) -> bool:
-    """``--version`` on a command line the options accept, which the program answers
-    first whatever else is asked: answered here, without the program's imports."""
+def _answered_here(args: list[str]) -> Callable[[], None] | None:
+    """What prints the answer to ``--version`` or ``-h`` (or no arguments) on a
+    command line the options accept, which the program answers first whatever else
+    is asked: answered here, without the program's imports (the help needs only the
+    parameters' scope); None for anything else."""
     try:
-        return parse_options(args).show_version
+        options = parse_options(args)
     except UsageError:  # said by the program, in its turn
-        return False
+        return None
+    if options.show_version:
+        return lambda: print(version_line())
+    if options.show_help or not args:
+        from ..phil import phil_scope  # libtbx.phil alone: light
+
+        return lambda: show_help(options, phil_scope)
+    return None
 
 
 def main() -> None:
-    if _version_asked(sys.argv[1:]):
+    answer = _answered_here(sys.argv[1:])
+    if answer is not None:
         try:
-            printed(lambda: print(version_line()))
+            printed(answer)
         except OutputError as error:
             print(f"{PROGRAM}: {error}", file=sys.stderr)
             raise SystemExit(1) from None

@@ -3,7 +3,12 @@ How big are my spots? Counts, for every selected reflection, the shoebox pixels 
 mask code (by default Foreground: the signal pixels found by spot finding, summed over all
 images a spot touches) and histograms those sizes exactly as the DIALS "Python scripting"
 tutorial does with scitbx flex.histogram, with statistics and breakdowns per experiment,
-panel, image and resolution shell.
+panel, image and resolution shell. Measures each spot's shape (pixels across, images
+spanned, footprint on one image, widths, streaks); computes sigma_b and sigma_m as
+dials.integrate would, with the integration shoebox and the memory they imply; checks
+dials.find_spots' spot-size and separation limits against the spots; and suggests
+parameter values where the data call for them (output.suggestions writes them as .phil
+files to run).
 
 Reflection files need shoeboxes: dials.find_spots writes them (strong.refl) and dials.index
 and dials.refine pass them on; dials.integrate drops them, but with
@@ -56,6 +61,7 @@ from ..report.document import json_document
 from ..report.reflections_output import refuse_unless_one_table, table_with_shapes
 from ..report.suggestions import advice_lines, phil_by_program
 from ..report.text import printable, profile_model_lines, report_lines
+from .help import USAGE, show_help
 from .inputs import (
     InputError,
     Inputs,
@@ -66,7 +72,7 @@ from .inputs import (
     read_experiment_lists,
     refuse_named_tables_with_same_spots,
 )
-from .options import Options, options_help, parse_options, version_line
+from .options import Options, parse_options, version_line
 from .output_paths import OutputError, written_into
 from .outputs import (
     OutputSet,
@@ -88,7 +94,7 @@ from .standard_output import printed
 
 logger = logging.getLogger(PROGRAM)
 help_message = __doc__
-usage = f"{PROGRAM} [options] [experiments.expt] reflections.refl [parameter=value ...] [file.phil]"
+usage = USAGE
 MAX_FILES_LISTED = 20
 
 
@@ -348,20 +354,7 @@ def _show_version_or_help(options: Options, phil) -> None:
     if options.show_version:
         print(version_line())
         return
-    _show_help(options, phil)
-
-
-def _show_help(options: Options, phil) -> None:
-    print(f"Usage: {usage}\n")
-    print(help_message.strip())
-    print(f"\nOptions:\n{options_help()}")
-    print(
-        "\nParameters (name=value; any unique suffix of a name works, e.g. bins=100):\n"
-    )
-    phil.show(
-        attributes_level=max(options.attributes_level, 1),
-        expert_level=options.expert_level,
-    )
+    show_help(options, phil)
 
 
 def _extract(options: Options, inputs: Inputs, phil):

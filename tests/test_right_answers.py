@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -207,6 +209,34 @@ def test_version_is_answered_before_the_heavy_imports(tmp_path):
     unknown = console("--version", "--bogus", cwd=tmp_path)
     assert unknown.returncode == 1 and unknown.stdout == ""
     assert unknown.stderr == f"{PROGRAM}: unknown option --bogus: see {PROGRAM} -h\n"
+
+
+@pytest.mark.parametrize("args", [["-h"], [], ["-h", "-a", "2", "x.refl"]])
+def test_help_is_answered_before_the_heavy_imports(tmp_path, args):
+    """``-h`` (or no arguments) is answered by the console script with libtbx.phil
+    alone, before numba and numpy are imported: the same text, to the byte, as the
+    program's own run(["-h"])."""
+    check = (
+        "import sys\n"
+        "from dials_spot_size_analysis.command_line.entry import main\n"
+        f"sys.argv = ['dials.spot_size_analysis', *{args!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as stop:\n"
+        "    print('exit', stop.code)\n"
+        "print(sorted(m for m in ('numba', 'numpy', 'libtbx') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path
+    )
+    printed, _, ending = done.stdout.rpartition("exit 0\n")
+    assert ending == "['libtbx']\n", done.stderr
+    assert printed.startswith(f"Usage: {PROGRAM} [options]")
+    assert "computes sigma_b and sigma_m as\ndials.integrate would" in printed
+    program = io.StringIO()
+    with contextlib.redirect_stdout(program):
+        assert run(args) is None
+    assert printed == program.getvalue()
 
 
 def test_verbose_adds_debug_lines(shared_data, tmp_path):
