@@ -188,23 +188,29 @@ def test_help_lists_the_options_and_version_prints_it(tmp_path):
     assert done.stdout == f"{PROGRAM} {__version__}\n" and done.returncode == 0
 
 
-def test_version_is_answered_before_the_heavy_imports(tmp_path):
-    """``--version`` (whatever else the options ask) is answered by the console
-    script before numba, numpy and cctbx are imported (most of a second); an unknown
-    option beside it is still the program's one sentence."""
+def _console_with_imports_listed(args: list[str], cwd) -> subprocess.CompletedProcess:
+    """The console script's main() with ``args`` in a fresh interpreter, then its
+    exit status and which of numba, numpy and libtbx it had imported, printed."""
     check = (
         "import sys\n"
         "from dials_spot_size_analysis.command_line.entry import main\n"
-        "sys.argv = ['dials.spot_size_analysis', '-c', '--version']\n"
+        f"sys.argv = ['dials.spot_size_analysis', *{args!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as stop:\n"
         "    print('exit', stop.code)\n"
         "print(sorted(m for m in ('numba', 'numpy', 'libtbx') if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path
+    return subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, cwd=cwd
     )
+
+
+def test_version_is_answered_before_the_heavy_imports(tmp_path):
+    """``--version`` (whatever else the options ask) is answered by the console
+    script before numba, numpy and cctbx are imported (most of a second); an unknown
+    option beside it is still the program's one sentence."""
+    done = _console_with_imports_listed(["-c", "--version"], tmp_path)
     assert done.stdout == f"{PROGRAM} {__version__}\nexit 0\n[]\n", done.stderr
     unknown = console("--version", "--bogus", cwd=tmp_path)
     assert unknown.returncode == 1 and unknown.stdout == ""
@@ -216,19 +222,7 @@ def test_help_is_answered_before_the_heavy_imports(tmp_path, args):
     """``-h`` (or no arguments) is answered by the console script with libtbx.phil
     alone, before numba and numpy are imported: the same text, to the byte, as the
     program's own run(["-h"])."""
-    check = (
-        "import sys\n"
-        "from dials_spot_size_analysis.command_line.entry import main\n"
-        f"sys.argv = ['dials.spot_size_analysis', *{args!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as stop:\n"
-        "    print('exit', stop.code)\n"
-        "print(sorted(m for m in ('numba', 'numpy', 'libtbx') if m in sys.modules))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", check], capture_output=True, text=True, cwd=tmp_path
-    )
+    done = _console_with_imports_listed(args, tmp_path)
     printed, _, ending = done.stdout.rpartition("exit 0\n")
     assert ending == "['libtbx']\n", done.stderr
     assert printed.startswith(f"Usage: {PROGRAM} [options]")
