@@ -863,6 +863,9 @@ class ExperimentProfile:
     sigma_b_deg: float | None = None
     sigma_m_deg: float | None = None
     n_reference: int = 0
+    # the reference reflections re-predicted: all of them, or an even subset of
+    # ``max_reference`` where there are more
+    n_repredicted: int = 0
     n_matched: int = 0
     n_selected: int = 0
     n_sigma: float = 3.0
@@ -1692,7 +1695,7 @@ def _prediction_boxes(experiment, sigma_b, sigma_m, n_sigma, padding_deg):
 
 
 def _rotation_profile(index, experiment, columns, shoeboxes, options):
-    n_sigma, block_degrees, padding_deg, threads, all_predictions, fixed = options
+    n_sigma, block_degrees, padding_deg, threads, all_predictions, fixed, most = options
     result = ExperimentProfile(experiment=index, applicable=True, n_sigma=n_sigma)
     result.stored_profile = _stored(experiment)
     result.n_images = experiment.scan.num_images
@@ -1702,8 +1705,9 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     )
     rows = np.flatnonzero(reference & in_experiment)
     result.n_reference = int(len(rows))
-    if len(rows) > MAX_REFERENCE_MATCHED:  # an even subset, in table order
-        rows = rows[:: -(-len(rows) // MAX_REFERENCE_MATCHED)]
+    if most is not None and len(rows) > most:  # an even subset, in table order
+        rows = rows[:: -(-len(rows) // most)]
+    result.n_repredicted = int(len(rows))
     chosen, frames = _matched_columns(columns, rows, experiment, padding_deg)
     result.n_matched = int(len(chosen.rows))
     problem = _min_spots_problem(result.n_matched, experiment.scan, result.n_reference)
@@ -1952,6 +1956,7 @@ def profile_model(
     threads: int = 1,
     all_predictions: bool = False,
     fixed_sigmas: dict | None = None,
+    max_reference: int | None = MAX_REFERENCE_MATCHED,
 ) -> ProfileModel:
     """sigma_b and sigma_m as ``dials.integrate`` computes them, per experiment.
 
@@ -1984,6 +1989,9 @@ def profile_model(
         fixes for dials.integrate, which boxes with them instead of the computed
         ones (``formats.dials_logs.fixed_sigmas``); the boxes and memory of a
         rotation scan are then theirs, and the sigmas are still computed.
+    max_reference
+        Beyond this many reference reflections in an experiment, an even subset of
+        this many is re-predicted and measured (None: every one, as dials.integrate).
 
     Returns
     -------
@@ -1999,6 +2007,7 @@ def profile_model(
         threads,
         all_predictions,
         fixed_sigmas,
+        max_reference,
     )
     missing = [name for name in INDEXED_COLUMNS if name not in columns]
     before_indexing = []

@@ -20,7 +20,12 @@ from ..algorithms.geometry import (
     ExperimentGeometry,
     first_panel_type,
 )
-from ..algorithms.profile_model import ProfileModel, ProfileModelError, profile_model
+from ..algorithms.profile_model import (
+    MAX_REFERENCE_MATCHED,
+    ProfileModel,
+    ProfileModelError,
+    profile_model,
+)
 from ..algorithms.same_spots import ComparedTable, centroid_keys
 from ..algorithms.spot_shape import ShapesToMeasure, bbox_disagreements
 from ..algorithms.spot_sizes import (
@@ -73,6 +78,8 @@ class MeasureRequest:
     paired_experiments: dict[int, str] = field(default_factory=dict)
     n_sigma: float | None = 3.0  # None: no profile model
     all_predictions: bool = False  # the shoebox memory of every prediction
+    # reference reflections measured per experiment at most (None: every one)
+    max_reference: int | None = MAX_REFERENCE_MATCHED
     fixed_sigmas: dict | None = None  # as the user's file fixes them for integration
     compare_spots: bool = (
         False  # keep each table's centroid keys (algorithms.same_spots)
@@ -486,6 +493,7 @@ def _profiles(table, geometry, numbering, request: MeasureRequest, name: str) ->
             threads=request.threads,
             all_predictions=request.all_predictions,
             fixed_sigmas=request.fixed_sigmas,
+            max_reference=request.max_reference,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError) as error:
         reason = f"the profile model could not be computed: {error}"

@@ -233,6 +233,7 @@ def _profiles_together(reads, table, request) -> list[list[dict]] | None:
             n_sigma=request.n_sigma,
             all_predictions=request.all_predictions,
             fixed_sigmas=request.fixed_sigmas,
+            max_reference=request.max_reference,
         )
     except (ProfileModelError, ValueError, np.linalg.LinAlgError):
         return None

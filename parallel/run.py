@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..algorithms.advice import advise
-from ..algorithms.profile_model import combine_profiles, with_xds_ranges
+from ..algorithms.profile_model import (
+    MAX_REFERENCE_MATCHED,
+    combine_profiles,
+    with_xds_ranges,
+)
 from ..algorithms.result import AnalysisResult
 from ..algorithms.same_spots import ComparedTable
 from ..algorithms.spot_sizes import (
@@ -54,6 +58,8 @@ class AnalysisOptions:
     parameters: dict = field(default_factory=dict)
     n_sigma: float | None = 3.0  # the profile model's box (None: no profile model)
     all_predictions: bool = False  # box every prediction for the shoebox memory
+    # reference reflections measured per experiment at most (None: every one)
+    max_reference: int | None = MAX_REFERENCE_MATCHED
     spot_finding_file: str | None = None  # a dials.find_spots.log or .phil
     # the memory of the machine that will integrate (None: the memory is not checked)
     memory_limit_bytes: float | None = None
@@ -136,6 +142,7 @@ def run_analysis(
         paired_experiments=dict(paired_experiments or {}),
         n_sigma=options.n_sigma,
         all_predictions=options.all_predictions,
+        max_reference=options.max_reference,
         fixed_sigmas=fixed_sigmas(spot_finding),
         compare_spots=check_measured is not None,
         threads=threads,

@@ -196,6 +196,7 @@ def analysis_options(params) -> AnalysisOptions:
         ),
         spot_finding_file=params.input.find_spots,
         all_predictions=params.profile.shoebox_memory == "all_predictions",
+        max_reference=params.profile.max_reflections,
         memory_limit_bytes=(
             _memory_limit_bytes(params.profile.memory_limit)
             if params.profile.compute

@@ -23,6 +23,7 @@ from .text import (
     block_cells,
     fixed_sigma_lines,
     gigabytes,
+    reference_subset_words,
     stored_has_sigmas,
     stored_model_words,
     xds_keywords,
@@ -278,6 +279,11 @@ def _experiment_table(entry: dict) -> str:
             f"{html.escape(entry.get('reason', ''))}.</p>"
         )
     parts.append(_table(header, _model_rows(entry, stored)))
+    subset = reference_subset_words(entry)
+    if subset:
+        parts.append(
+            f'<p class="help">{html.escape(subset[0].upper() + subset[1:])}.</p>'
+        )
     if other:
         parts.append(
             '<p class="help">The .expt holds a profile model already (not used here; '

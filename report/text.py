@@ -701,6 +701,9 @@ def profile_model_lines(profile_model: dict) -> list[str]:
         label = entry.get("label", "")
         if not shared and not label.startswith("dials.integrate"):
             lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
+        subset = reference_subset_words(entry)
+        if subset:
+            lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {subset}")
         shoebox = entry.get("shoebox") or {}
         if shoebox.get("n_off_detector"):
             lines.append(
@@ -714,6 +717,19 @@ def profile_model_lines(profile_model: dict) -> list[str]:
             f"No profile model for {n} experiment{'s' if n != 1 else ''}: {reason['reason']}"
         )
     return lines
+
+
+def reference_subset_words(entry: dict) -> str | None:
+    """Where an experiment's sigmas come from an even subset of its reference
+    reflections (profile.max_reflections), that they do; None where from all."""
+    taken, every = entry.get("n_repredicted", 0), entry.get("n_reference", 0)
+    if not 0 < taken < every:
+        return None
+    return (
+        f"sigma_b and sigma_m from an even subset of {taken:,} of its {every:,} "
+        "reference reflections (every n-th row: profile.max_reflections; None takes "
+        "them all, as dials.integrate does)"
+    )
 
 
 def fixed_sigma_lines(entries: list[dict]) -> list[str]:

@@ -1202,3 +1202,42 @@ def test_a_find_spots_log_that_contradicts_itself_says_which_value_it_took(
     )
     assert auto["unused"] == []
     assert auto["parameters"]["spotfinder.filter.min_spot_size"]["value"] == 3
+
+
+def test_an_even_subset_of_the_reference_reflections_is_said(
+    shared_data, tmp_path, monkeypatch
+):
+    """profile.max_reflections: beyond it an even subset of the reference
+    reflections is re-predicted and measured, and the JSON, the log and the HTML say
+    so; None takes every one, as dials.integrate does. centroid_test_data's table
+    three times over (DIALS's bytes, by the shared replicate_refl.py) holds 1,323."""
+    table = tmp_path / "x3.refl"
+    subprocess.run(
+        [
+            sys.executable,
+            str(shared_data.parent / "tools" / "replicate_refl.py"),
+            str(shared_data / "centroid_test_data/indexed.refl"),
+            "3",
+            str(table),
+        ],
+        check=True,
+    )
+    expt = str(shared_data / "centroid_test_data/indexed.expt")
+    monkeypatch.chdir(tmp_path)
+    words = "an even subset of 662 of its 1,323 reference reflections"
+    for value, taken in (("1000", 662), ("None", 1323)):
+        run(
+            [
+                expt,
+                str(table),
+                f"profile.max_reflections={value}",
+                f"output.json={value}.json",
+            ]
+        )
+        document = json.loads(Path(f"{value}.json").read_text())
+        [model] = document["profile_model"]["experiments"]
+        assert (model["n_reference"], model["n_repredicted"]) == (1323, taken)
+        assert model["n_matched"] <= taken
+        log = Path("dials.spot_size_analysis.log").read_text()
+        page = Path("dials.spot_size_analysis.html").read_text()
+        assert (words in log, words in page) == (taken < 1323,) * 2
