@@ -1814,12 +1814,17 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
 
 
 def _pre_indexing_estimates(
-    indices: list[int], experiments, columns, shoeboxes
+    indices: list[int],
+    experiments,
+    columns,
+    shoeboxes,
+    most: int | None = MAX_REFERENCE_MATCHED,
 ) -> list[ExperimentProfile]:
     """Before indexing, and for stills, for each experiment of ``indices``: the spread
     of each spot's pixels about its own centroid (DIALS's ``centroid_definition=com``),
-    all spots, no zeta filter; no sigma_m. One pass over the table for all of them
-    (the stills of a serial run, measured together, have thousands)."""
+    all spots, no zeta filter; and for a scan of several images sigma_m, from ``most``
+    of its spots at most. One pass over the table for all of them (the stills of a
+    serial run, measured together, have thousands)."""
     # Without the parallax correction: it moves a spot's pixels and its centroid alike,
     # so the angles between them hardly change (5e-4 relative on eiger_therm), and it
     # is a third of the work of an estimate made for every still of a serial run.
@@ -1880,7 +1885,7 @@ def _pre_indexing_estimates(
             result.sigma_b_px = _in_pixels(sigma_b, *distances[models])
             if not still and experiment.scan.num_images > 1:
                 spots = _observed_columns(
-                    ids == index, panels, columns, experiment, shoeboxes
+                    ids == index, panels, columns, experiment, shoeboxes, most
                 )
                 _sigma_m_before_indexing(result, spots, experiment, shoeboxes)
         results.append(result)
@@ -1888,13 +1893,18 @@ def _pre_indexing_estimates(
 
 
 def _observed_columns(
-    in_experiment: np.ndarray, panels: np.ndarray, columns, experiment, shoeboxes
+    in_experiment: np.ndarray,
+    panels: np.ndarray,
+    columns,
+    experiment,
+    shoeboxes,
+    most: int | None = MAX_REFERENCE_MATCHED,
 ) -> _Columns:
     """The spots of one experiment (the rows ``in_experiment``, on ``panels``) as the
     sigma calculator reads reference reflections, but about their own centroids: the
     diffracted beam through the observed centroid (without the parallax correction,
     as the sigma_b estimate) and its rotation angle; no Miller index (at most
-    MAX_REFERENCE_MATCHED spots, an even subset in table order)."""
+    ``most`` spots, an even subset in table order; None: all)."""
     xyz = np.asarray(columns["xyzobs.px.value"], dtype=np.float64)
     panel = panels.reshape(-1).astype(np.int64)
     detector = DetectorArrays.of(experiment.detector)
@@ -1904,8 +1914,8 @@ def _observed_columns(
         & (panel < len(detector.origin))
         & np.isfinite(xyz).all(axis=1)
     )
-    if len(rows) > MAX_REFERENCE_MATCHED:
-        rows = rows[:: -(-len(rows) // MAX_REFERENCE_MATCHED)]
+    if most is not None and len(rows) > most:
+        rows = rows[:: -(-len(rows) // most)]
     p, (x, y, z) = panel[rows], xyz[rows].T
     lab = (
         detector.origin[p]
@@ -1991,7 +2001,8 @@ def profile_model(
         rotation scan are then theirs, and the sigmas are still computed.
     max_reference
         Beyond this many reference reflections in an experiment, an even subset of
-        this many is re-predicted and measured (None: every one, as dials.integrate).
+        this many is re-predicted and measured (None: every one, as dials.integrate);
+        before indexing, the spots sigma_m is estimated from.
 
     Returns
     -------
@@ -2047,7 +2058,7 @@ def profile_model(
             )
     elif before_indexing:
         estimates = _pre_indexing_estimates(
-            before_indexing, experiments, columns, shoeboxes
+            before_indexing, experiments, columns, shoeboxes, max_reference
         )
         for index, estimate in zip(before_indexing, estimates):
             results[index] = estimate

@@ -1298,6 +1298,23 @@ def test_sigma_m_before_indexing_is_an_estimate_about_the_spots_own_angles(
         for entry in json.loads((shared_data / "profile_reference.json").read_text())
     }[f"{name}.refl"]
     assert 0.87 < model.sigma_m_deg / reference < 0.91
+    # profile.max_reflections caps the spots it is estimated from: an even subset.
+    sizes = []
+    estimate = pm._sigma_m_before_indexing
+
+    def watched(result, spots, *rest):
+        sizes.append(len(spots.rows))
+        return estimate(result, spots, *rest)
+
+    with mock.patch.object(pm, "_sigma_m_before_indexing", watched):
+        capped = pm.profile_model(
+            table.columns, table.shoeboxes, unindexed, max_reference=200
+        ).experiments[0]
+        pm.profile_model(table.columns, table.shoeboxes, unindexed, max_reference=None)
+    every = sizes[1]
+    assert every == 569 and sizes[0] == len(range(0, every, 3)) == 190
+    assert capped.sigma_m_deg != model.sigma_m_deg
+    assert capped.sigma_m_deg == pytest.approx(model.sigma_m_deg, rel=0.1)
 
 
 def _tiled(columns: pm._Columns, copies: int) -> pm._Columns:
