@@ -61,7 +61,7 @@ from ..report.document import json_document
 from ..report.reflections_output import refuse_unless_one_table, table_with_shapes
 from ..report.suggestions import advice_lines, phil_by_program
 from ..report.text import printable, profile_model_lines, report_lines
-from .help import USAGE, show_help
+from .help import show_help
 from .inputs import (
     InputError,
     Inputs,
@@ -93,8 +93,6 @@ from .signals import (
 from .standard_output import printed
 
 logger = logging.getLogger(PROGRAM)
-help_message = __doc__
-usage = USAGE
 MAX_FILES_LISTED = 20
 
 

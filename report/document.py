@@ -148,10 +148,7 @@ def advice_document(advice: dict) -> dict:
         definitions of the user's .phil not used, each with why) and ``notes`` (what
         was asked but could not be checked).
     """
-    if not advice:
-        return {
-            "summary": None, "suggestions": [], "checks": [], "unused": [], "notes": []
-        }  # fmt: skip
+    advice = advice or {}
     return {
         "summary": advice.get("summary"),
         "suggestions": advice.get("suggestions", []),

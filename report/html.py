@@ -20,6 +20,7 @@ from .text import (
     MOST_DATASETS_LISTED,
     SHAPE_ROWS,
     XDS_TITLE,
+    as_sentence,
     block_cells,
     fixed_sigma_lines,
     gigabytes,
@@ -281,9 +282,7 @@ def _experiment_table(entry: dict) -> str:
     parts.append(_table(header, _model_rows(entry, stored)))
     subset = reference_subset_words(entry)
     if subset:
-        parts.append(
-            f'<p class="help">{html.escape(subset[0].upper() + subset[1:])}.</p>'
-        )
+        parts.append(f'<p class="help">{html.escape(as_sentence(subset))}</p>')
     if other:
         parts.append(
             '<p class="help">The .expt holds a profile model already (not used here; '
@@ -415,7 +414,7 @@ def advice_section(document: dict) -> str:
         f"<p>Not checked: {html.escape(item)}</p>" for item in found.get("notes", [])
     ]
     if summary:
-        parts.append(f"<p>{html.escape(summary[0].upper() + summary[1:])}.</p>")
+        parts.append(f"<p>{html.escape(as_sentence(summary))}</p>")
     suggestions = found.get("suggestions") or []
     if suggestions:
         rows = [

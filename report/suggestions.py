@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..algorithms import advice
 from ..algorithms.profile_model import ALL_PREDICTIONS
+from .text import as_sentence
 
 PROGRAMS = (advice.FIND_SPOTS, advice.INTEGRATE)
 BLOCK_UNITS = "integration.block.units"  # DIALS's block size is in these
@@ -211,7 +212,7 @@ def render_log_lines(checks: list, summary: str | None = None) -> list:
     """
     lines = []
     if summary:
-        lines.append(summary[0].upper() + summary[1:] + ".")
+        lines.append(as_sentence(summary))
     for check in checks:
         if "sigma_m_deg" in check:
             lines.extend(_profile_lines(check))

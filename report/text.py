@@ -381,6 +381,18 @@ def _box(shoebox: dict | None) -> str:
     return f"{size[0]:.0f} x {size[1]:.0f} px x {size[2]:.1f} images"
 
 
+def as_sentence(words: str) -> str:
+    """``words`` as a sentence of its own: the first letter a capital, a full stop
+    at the end (a phrase that is also used within another sentence).
+
+    Parameters
+    ----------
+    words : str
+        A phrase, not empty.
+    """
+    return words[0].upper() + words[1:] + "."
+
+
 def gigabytes(n_bytes: int | None) -> str:
     """Memory in GB (10^9 bytes), the unit DIALS reports shoebox memory in and
     ``profile.memory_limit`` takes, so every figure of the report compares directly.
@@ -698,18 +710,17 @@ def profile_model_lines(profile_model: dict) -> list[str]:
     if shared and not next(iter(labels)).startswith("dials.integrate"):
         lines.append(f"Each experiment above: {next(iter(labels))}")
     for entry in shown:
+        name = printable(entry.get("identifier") or "-", 40)
         label = entry.get("label", "")
         if not shared and not label.startswith("dials.integrate"):
-            lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {label}")
+            lines.append(f"{name}: {label}")
         subset = reference_subset_words(entry)
         if subset:
-            lines.append(f"{printable(entry.get('identifier') or '-', 40)}: {subset}")
+            lines.append(f"{name}: {subset}")
         shoebox = entry.get("shoebox") or {}
         if shoebox.get("n_off_detector"):
-            lines.append(
-                f"{printable(entry.get('identifier') or '-', 40)}: "
-                + off_detector_words(shoebox["n_off_detector"], shoebox["n_boxes"])
-            )
+            words = off_detector_words(shoebox["n_off_detector"], shoebox["n_boxes"])
+            lines.append(f"{name}: {words}")
     lines += stored_lines(shown)
     for reason in profile_model.get("not_applicable", []):
         n = reason["n_experiments"]
@@ -758,7 +769,7 @@ def fixed_sigma_lines(entries: list[dict]) -> list[str]:
             )
         )
     if said and len(said) == len(entries) and len({words for _, words in said}) == 1:
-        return [said[0][1][0].upper() + said[0][1][1:] + "."]
+        return [as_sentence(said[0][1])]
     return [f"{identifier}: {words}" for identifier, words in said]
 
 
