@@ -1193,6 +1193,14 @@ def compute_sigmas(
     return sigma_b, sigma_m, n
 
 
+def _even_subset(rows: np.ndarray, most: int | None) -> np.ndarray:
+    """``rows``, or beyond ``most`` of them (None: no bound) every n-th, in order:
+    at most ``most``, spread evenly over the table."""
+    if most is None or len(rows) <= most:
+        return rows
+    return rows[:: -(-len(rows) // most)]
+
+
 def _every_row(index: np.ndarray, n: int) -> bool:
     """Whether ``index`` is 0, 1, ..., n - 1: every row, in order, so a subset of
     them is the whole (DIALS's choice and the zeta filter mostly keep all)."""
@@ -1705,8 +1713,7 @@ def _rotation_profile(index, experiment, columns, shoeboxes, options):
     )
     rows = np.flatnonzero(reference & in_experiment)
     result.n_reference = int(len(rows))
-    if most is not None and len(rows) > most:  # an even subset, in table order
-        rows = rows[:: -(-len(rows) // most)]
+    rows = _even_subset(rows, most)
     result.n_repredicted = int(len(rows))
     chosen, frames = _matched_columns(columns, rows, experiment, padding_deg)
     result.n_matched = int(len(chosen.rows))
@@ -1914,8 +1921,7 @@ def _observed_columns(
         & (panel < len(detector.origin))
         & np.isfinite(xyz).all(axis=1)
     )
-    if most is not None and len(rows) > most:
-        rows = rows[:: -(-len(rows) // most)]
+    rows = _even_subset(rows, most)
     p, (x, y, z) = panel[rows], xyz[rows].T
     lab = (
         detector.origin[p]
