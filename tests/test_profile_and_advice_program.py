@@ -429,16 +429,22 @@ def test_min_spot_size_of_mixed_detectors_does_not_hang_on_the_order(shared_data
     )
 
 
+def _advised(reflections, experiments, phil: Path, text: str):
+    """The analysis of a table, without the profile model, given ``text`` written to
+    ``phil`` as the limits spot finding used."""
+    phil.write_text(text)
+    return analyse(reflections, experiments, find_spots=str(phil), compute=False)
+
+
 def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
     """min_spot_size = Auto in the user's file is DIALS's choice for the detector; a
     value the table's own spots contradict (smaller spots were kept) is said, and no
     change is suggested from it."""
     data = shared_data / "ssx_CuNiR"
     stated = tmp_path / "auto.phil"
-    stated.write_text("spotfinder { filter { min_spot_size = Auto } }\n")
-    result = analyse(
-        data / "indexed.refl", data / "indexed.expt", find_spots=str(stated),
-        compute=False,
+    result = _advised(
+        data / "indexed.refl", data / "indexed.expt", stated,
+        "spotfinder { filter { min_spot_size = Auto } }\n",
     )  # fmt: skip
     check = _limit_check(result.advice, "min_spot_size")
     assert check["value"] == 2 and check["source"].endswith(
@@ -446,10 +452,9 @@ def test_a_stated_auto_and_a_contradicted_min_spot_size(shared_data, tmp_path):
         f"a smaller value than the Auto {stated.name} states"
     )
     contradicted = tmp_path / "four.phil"
-    contradicted.write_text("spotfinder.filter.min_spot_size = 4\n")
-    result = analyse(
-        data / "strong_5.refl", data / "imported_no_ref_5.expt",
-        find_spots=str(contradicted), compute=False,
+    result = _advised(
+        data / "strong_5.refl", data / "imported_no_ref_5.expt", contradicted,
+        "spotfinder.filter.min_spot_size = 4\n",
     )  # fmt: skip
     check = _limit_check(result.advice, "min_spot_size")
     assert (check["value"], check["n_below_limit"], check["n_spots"]) == (4, 414, 759)
@@ -857,11 +862,9 @@ def test_max_separation_none_is_the_filter_off(shared_data, tmp_path):
     is None (factory.py, configure_filter): nothing to check, and the summary says so;
     below DIALS's minimum of 0 it is refused."""
     data = shared_data / "centroid_test_data"
-    off = tmp_path / "off.phil"
-    off.write_text("spotfinder.filter.max_separation = None\n")
-    result = analyse(
-        data / "indexed.refl", data / "indexed.expt", find_spots=str(off),
-        compute=False,
+    result = _advised(
+        data / "indexed.refl", data / "indexed.expt", tmp_path / "off.phil",
+        "spotfinder.filter.max_separation = None\n",
     )  # fmt: skip
     parameters = [c.get("parameter") for c in result.advice["checks"]]
     assert parameters == [
